@@ -1,0 +1,81 @@
+"""clinic-platform: read the stack's settings once, build the platform, export what operators and apps need."""
+
+import pulumi
+import pulumi_aws as aws
+
+from components.database import Database, DatabaseArgs
+from components.email import Email, EmailArgs
+from components.messaging import Messaging, MessagingArgs
+from components.network import Network, NetworkArgs
+from components.storage import Storage, StorageArgs
+from stacks.settings import PlatformSettings, settings_from_pulumi
+
+
+def platform_tags(settings: PlatformSettings) -> dict[str, str]:
+    return {**settings.tags, "project": "clinic-platform", "stack": settings.stack,
+            "environment": settings.environment, "managed-by": "pulumi"}
+
+
+def availability_zones(settings: PlatformSettings) -> list[str]:
+    zones = aws.get_availability_zones(
+        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]).names
+    wanted = settings.network.az_count
+    if len(zones) < wanted:
+        raise ValueError(f"network.azCount = {wanted} is invalid for {settings.region}; allowed: at most "
+                         f"{len(zones)} (available zones: {', '.join(zones)})")
+    return sorted(zones)[:wanted]
+
+
+def main() -> None:
+    settings = settings_from_pulumi()
+    tags = platform_tags(settings)
+    base = f"clinic-{settings.stack}"
+
+    network = Network(f"{base}-network", NetworkArgs(
+        vpc_cidr=settings.network.vpc_cidr,
+        availability_zones=availability_zones(settings),
+        nat_mode=settings.network.nat_mode,
+        cluster_name=settings.cluster_name,
+        region=settings.region,
+        flow_logs=settings.network.flow_logs,
+        flow_log_retention_days=settings.network.flow_log_retention_days,
+        tags=tags,
+    ))
+    # Data services hang off the network only, never off the cluster: they are created in parallel with it and
+    # outlive none of its teardown.
+    database = Database(f"{base}-db", DatabaseArgs(
+        vpc_id=network.vpc_id,
+        subnet_ids=network.database_subnet_ids,
+        settings=settings.database,
+        protect=settings.protect_data,
+        tags=tags,
+    ))
+    storage = Storage(f"{base}-exams", StorageArgs(
+        noncurrent_version_days=settings.storage.noncurrent_version_days,
+        cors_allowed_origins=settings.storage.cors_allowed_origins,
+        retain=settings.protect_data,
+        tags=tags,
+    ))
+    messaging = Messaging(f"{base}-events", MessagingArgs(tags=tags))
+    email = Email(f"{base}-email", EmailArgs(
+        from_address=settings.email.from_address,
+        domain=settings.email.domain,
+        tags=tags,
+    ))
+
+    pulumi.export("vpcId", network.vpc_id)
+    pulumi.export("privateSubnetIds", network.private_subnet_ids)
+    pulumi.export("databaseAddress", database.address)
+    pulumi.export("databasePort", database.port)
+    pulumi.export("databaseName", database.db_name)
+    pulumi.export("databaseSecretArn", database.secret_arn)
+    pulumi.export("examBucketName", storage.bucket_name)
+    pulumi.export("queueUrls", messaging.queue_urls)
+    pulumi.export("deadLetterQueueUrls", messaging.dlq_urls)
+    pulumi.export("emailIdentityArn", email.identity_arn)
+    pulumi.export("emailFromAddress", email.from_address)
+    pulumi.export("emailConfigurationSet", email.configuration_set_name)
+    pulumi.export("emailDnsRecords", email.dns_records)
+
+
+main()

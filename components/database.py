@@ -1,0 +1,146 @@
+"""Database: the clinic's PostgreSQL on RDS, private, encrypted, with its password kept by RDS."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.settings import DatabaseSettings
+
+POSTGRES_PORT = 5432
+# Slower statements are logged: the clinic's latency objective is 2 s end to end.
+SLOW_STATEMENT_MS = 2000
+
+
+@dataclass(frozen=True)
+class DatabaseArgs:
+    vpc_id: pulumi.Input[str]
+    """VPC of the database security group."""
+    subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
+    """Isolated database subnets (at least two AZs, which RDS requires even for single-AZ)."""
+    settings: DatabaseSettings
+    """Engine, class, storage, backup and protection settings of the stack."""
+    client_security_group_ids: Sequence[pulumi.Input[str]] = ()
+    """Security groups allowed to connect on 5432; nothing else is."""
+    protect: bool = False
+    """Prod: `protect` the instance and its key so no Pulumi operation can delete patients' data."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags for every resource."""
+
+
+def validate_database_args(args: DatabaseArgs) -> None:
+    s = args.settings
+    if args.protect and not (s.deletion_protection and s.multi_az and s.backup_retention_days >= 14):
+        raise ValueError("a protected database needs deletion_protection, multi_az and >= 14 days of backups; "
+                         f"got deletion_protection={s.deletion_protection}, multi_az={s.multi_az}, "
+                         f"backup_retention_days={s.backup_retention_days}")
+
+
+class Database(pulumi.ComponentResource):
+    address: pulumi.Output[str]
+    """Host name of the instance (private)."""
+    port: pulumi.Output[int]
+    """PostgreSQL port."""
+    db_name: pulumi.Output[str]
+    """The application database."""
+    secret_arn: pulumi.Output[str]
+    """ARN of the RDS-managed master secret (JSON username/password) in Secrets Manager; never the password."""
+    kms_key_arn: pulumi.Output[str]
+    """Key encrypting storage, snapshots, the master secret and Performance Insights."""
+    security_group_id: pulumi.Output[str]
+    """The database's security group."""
+    instance_arn: pulumi.Output[str]
+    """ARN of the RDS instance."""
+
+    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("clinic:index:Database", name, None, opts)
+        validate_database_args(args)
+        s = args.settings
+        tags = dict(args.tags)
+        child = pulumi.ResourceOptions(parent=self)
+        keep = pulumi.ResourceOptions(parent=self, protect=args.protect)
+
+        key = aws.kms.Key(f"{name}-key", description=f"{name}: RDS storage, snapshots and master secret",
+                          enable_key_rotation=True, deletion_window_in_days=30 if args.protect else 7,
+                          tags=tags, opts=keep)
+        aws.kms.Alias(f"{name}-key-alias", name=f"alias/{name}", target_key_id=key.key_id, opts=child)
+
+        subnet_group = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=args.subnet_ids, tags=tags, opts=child)
+        # No egress rules: RDS never initiates connections; ingress only from the client groups below.
+        security_group = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, egress=[],
+                                               description=f"{name}: PostgreSQL from clinic workloads only",
+                                               tags={**tags, "Name": f"{name}-sg"}, opts=child)
+        for i, client in enumerate(args.client_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(f"{name}-from-client-{i}", security_group_id=security_group.id,
+                                             referenced_security_group_id=client, ip_protocol="tcp",
+                                             from_port=POSTGRES_PORT, to_port=POSTGRES_PORT,
+                                             description="PostgreSQL from a clinic workload", opts=child)
+
+        parameters = aws.rds.ParameterGroup(
+            f"{name}-params", family=f"postgres{s.engine_version}", tags=tags, opts=child,
+            description=f"{name}: TLS required, slow statements logged",
+            parameters=[
+                {"name": "rds.force_ssl", "value": "1"},
+                {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)},
+            ])
+
+        instance = aws.rds.Instance(
+            f"{name}-postgres",
+            engine="postgres",
+            engine_version=s.engine_version,
+            auto_minor_version_upgrade=True,
+            allow_major_version_upgrade=False,
+            instance_class=s.instance_class,
+            db_name=s.name,
+            username=s.username,
+            # RDS generates and rotates the password in Secrets Manager: none in code, config or state.
+            manage_master_user_password=True,
+            master_user_secret_kms_key_id=key.arn,
+            iam_database_authentication_enabled=True,
+            storage_type="gp3",
+            allocated_storage=s.allocated_storage_gb,
+            max_allocated_storage=s.max_allocated_storage_gb,
+            storage_encrypted=True,
+            kms_key_id=key.arn,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[security_group.id],
+            publicly_accessible=False,
+            parameter_group_name=parameters.name,
+            ca_cert_identifier="rds-ca-rsa2048-g1",
+            multi_az=s.multi_az,
+            backup_retention_period=s.backup_retention_days,
+            backup_window="02:00-03:00",
+            maintenance_window="sun:03:30-sun:04:30",
+            copy_tags_to_snapshot=True,
+            deletion_protection=s.deletion_protection,
+            skip_final_snapshot=not args.protect,
+            final_snapshot_identifier=f"{name}-final" if args.protect else None,
+            delete_automated_backups=not args.protect,
+            performance_insights_enabled=s.performance_insights,
+            performance_insights_kms_key_id=key.arn if s.performance_insights else None,
+            performance_insights_retention_period=7 if s.performance_insights else None,
+            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            apply_immediately=not args.protect,
+            tags=tags,
+            opts=keep,
+        )
+
+        self.address = instance.address
+        self.port = instance.port
+        self.db_name = pulumi.Output.from_input(s.name)
+        self.secret_arn = instance.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)
+        self.kms_key_arn = key.arn
+        self.security_group_id = security_group.id
+        self.instance_arn = instance.arn
+        self.register_outputs({
+            "address": self.address,
+            "port": self.port,
+            "db_name": self.db_name,
+            "secret_arn": self.secret_arn,
+            "kms_key_arn": self.kms_key_arn,
+            "security_group_id": self.security_group_id,
+            "instance_arn": self.instance_arn,
+        })

@@ -1,0 +1,114 @@
+"""Messaging: one SQS queue per domain of the clinic's events, each with its own dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+# The domains whose events the apps publish (seed 001): account.* / patient.registered / doctor.registered,
+# appointment.*, exam.created / exam.completed, exam.result.ready, file.*.
+EVENT_DOMAINS: tuple[str, ...] = ("account", "appointment", "exam", "exam-result", "file")
+DAY = 24 * 60 * 60
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """The delivery contract every queue shares (seed 001's failure and queue settings)."""
+
+    max_receive_count: int = 3
+    """Receives before a message is moved to the DLQ."""
+    visibility_timeout_seconds: int = 30
+    """Time a consumer has to process a received message."""
+    receive_wait_time_seconds: int = 20
+    """Long polling."""
+    message_retention_seconds: int = 4 * DAY
+    """Retention in the main queue."""
+    dlq_retention_seconds: int = 14 * DAY
+    """Retention in the DLQ: two weeks to inspect and redrive."""
+
+
+@dataclass(frozen=True)
+class MessagingArgs:
+    domains: Sequence[str] = EVENT_DOMAINS
+    """Event domains; one queue and one DLQ each."""
+    policy: QueuePolicy = QueuePolicy()
+    """Delivery settings shared by all queues."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags for every queue."""
+
+
+def validate_messaging_args(args: MessagingArgs) -> None:
+    p = args.policy
+    if len(set(args.domains)) != len(args.domains) or not args.domains:
+        raise ValueError(f"domains = {list(args.domains)} is invalid; allowed: a non-empty list without repeats")
+    if not 1 <= p.max_receive_count <= 1000:
+        raise ValueError(f"max_receive_count = {p.max_receive_count} is invalid; allowed: 1 to 1000")
+    if not 0 <= p.receive_wait_time_seconds <= 20:
+        raise ValueError(f"receive_wait_time_seconds = {p.receive_wait_time_seconds} is invalid; allowed: 0 to 20")
+    if p.dlq_retention_seconds < p.message_retention_seconds:
+        # SQS keeps a message's original enqueue time on redrive: a shorter DLQ retention silently drops it.
+        raise ValueError(f"dlq_retention_seconds = {p.dlq_retention_seconds} is invalid; allowed: at least "
+                         f"message_retention_seconds ({p.message_retention_seconds})")
+
+
+def tls_only_policy(queue_arn: str) -> str:
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "sqs:*",
+                       "Resource": queue_arn, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}],
+    })
+
+
+class Messaging(pulumi.ComponentResource):
+    queue_urls: pulumi.Output[dict[str, str]]
+    """Queue URL per event domain."""
+    queue_arns: pulumi.Output[dict[str, str]]
+    """Queue ARN per event domain."""
+    dlq_urls: pulumi.Output[dict[str, str]]
+    """Dead-letter queue URL per event domain."""
+    dlq_arns: pulumi.Output[dict[str, str]]
+    """Dead-letter queue ARN per event domain."""
+
+    def __init__(self, name: str, args: MessagingArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("clinic:index:Messaging", name, None, opts)
+        validate_messaging_args(args)
+        p = args.policy
+        tags = dict(args.tags)
+        child = pulumi.ResourceOptions(parent=self)
+        queues: dict[str, aws.sqs.Queue] = {}
+        dlqs: dict[str, aws.sqs.Queue] = {}
+        for domain in args.domains:
+            dlq = aws.sqs.Queue(f"{name}-{domain}-dlq", message_retention_seconds=p.dlq_retention_seconds,
+                                sqs_managed_sse_enabled=True, tags={**tags, "clinic/role": "dlq"}, opts=child)
+            queue = aws.sqs.Queue(
+                f"{name}-{domain}",
+                visibility_timeout_seconds=p.visibility_timeout_seconds,
+                receive_wait_time_seconds=p.receive_wait_time_seconds,
+                message_retention_seconds=p.message_retention_seconds,
+                # SSE-SQS: encrypted at rest with no KMS grant needed by producers and consumers.
+                sqs_managed_sse_enabled=True,
+                redrive_policy=dlq.arn.apply(lambda arn: json.dumps(
+                    {"deadLetterTargetArn": arn, "maxReceiveCount": p.max_receive_count})),
+                tags={**tags, "clinic/event-domain": domain}, opts=child)
+            # Only this queue may move messages into its DLQ.
+            aws.sqs.RedriveAllowPolicy(f"{name}-{domain}-dlq-allow", queue_url=dlq.url, opts=child,
+                                       redrive_allow_policy=queue.arn.apply(lambda arn: json.dumps(
+                                           {"redrivePermission": "byQueue", "sourceQueueArns": [arn]})))
+            for q, role in ((queue, domain), (dlq, f"{domain}-dlq")):
+                aws.sqs.QueuePolicy(f"{name}-{role}-tls-only", queue_url=q.url,
+                                    policy=q.arn.apply(tls_only_policy), opts=child)
+            queues[domain], dlqs[domain] = queue, dlq
+
+        def by_domain(items: dict[str, aws.sqs.Queue], attr: str) -> pulumi.Output[dict[str, str]]:
+            return pulumi.Output.all(**{d: getattr(q, attr) for d, q in items.items()})
+
+        self.queue_urls = by_domain(queues, "url")
+        self.queue_arns = by_domain(queues, "arn")
+        self.dlq_urls = by_domain(dlqs, "url")
+        self.dlq_arns = by_domain(dlqs, "arn")
+        self.register_outputs({"queue_urls": self.queue_urls, "queue_arns": self.queue_arns,
+                               "dlq_urls": self.dlq_urls, "dlq_arns": self.dlq_arns})

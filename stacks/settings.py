@@ -1,0 +1,428 @@
+"""Typed stack settings: the only place that reads Pulumi config.
+
+`load_settings(raw, stack=...)` is a pure function over the project's config values, so every rule is tested
+without Pulumi; `settings_from_pulumi()` feeds it the running stack's config once. Components receive the frozen
+dataclasses below and never read config themselves.
+
+All problems are collected and raised together, each naming the key, the value and what is allowed, before any
+resource is registered.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+Environment = Literal["dev", "prod"]
+NatMode = Literal["single", "per-az"]
+
+ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
+NAT_MODES: tuple[str, ...] = ("single", "per-az")
+# Major versions only: RDS applies minor upgrades itself (auto_minor_version_upgrade), a major upgrade is a decision.
+POSTGRES_MAJOR_VERSIONS: tuple[str, ...] = ("15", "16", "17")
+DB_INSTANCE_CLASSES: tuple[str, ...] = (
+    "db.t4g.micro", "db.t4g.small", "db.t4g.medium", "db.t4g.large",
+    "db.m7g.large", "db.m7g.xlarge", "db.m7g.2xlarge",
+    "db.r7g.large", "db.r7g.xlarge", "db.r7g.2xlarge",
+)
+# Burstable classes run out of CPU credits under sustained load and do not support Performance Insights' long
+# retention; prod must use a fixed-performance class.
+BURSTABLE_PREFIX = "db.t"
+# The values CloudWatch Logs accepts for retention_in_days.
+LOG_RETENTION_DAYS: tuple[int, ...] = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+# PostgreSQL and RDS reserve these as master user names.
+RESERVED_DB_USERNAMES: frozenset[str] = frozenset({"postgres", "rdsadmin", "admin", "root", "user", "public"})
+MIN_PROD_BACKUP_DAYS = 14
+MIN_AZS, MAX_AZS = 2, 4  # EKS needs subnets in at least two AZs; carving below leaves room for four.
+MIN_VPC_PREFIX, MAX_VPC_PREFIX = 16, 20
+
+
+class StackSettingsError(ValueError):
+    """Raised with every problem found in a stack's configuration, one per line."""
+
+    def __init__(self, stack: str, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"stack '{stack}' has {len(problems)} invalid setting(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    vpc_cidr: str
+    """IPv4 CIDR of the VPC, RFC 1918, /16 to /20."""
+    az_count: int
+    """Availability zones to spread subnets over (2-4)."""
+    nat_mode: NatMode
+    """`single` shared NAT gateway (cheap) or `per-az` (one per AZ, no cross-AZ single point of failure)."""
+    flow_logs: bool
+    """Send VPC flow logs (all traffic) to CloudWatch Logs."""
+    flow_log_retention_days: int
+    """Retention of the flow-log group, a value CloudWatch accepts."""
+    kubernetes_service_cidr: str
+    """Kubernetes Service CIDR of the cluster; must not overlap the VPC."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    engine_version: str
+    """PostgreSQL major version; minors are applied by RDS."""
+    instance_class: str
+    """RDS instance class from DB_INSTANCE_CLASSES."""
+    allocated_storage_gb: int
+    """Initial gp3 storage (20-16384 GiB)."""
+    max_allocated_storage_gb: int
+    """Ceiling for storage autoscaling (>= allocated)."""
+    backup_retention_days: int
+    """Automated backups and point-in-time recovery window (1-35 days; prod >= 14)."""
+    multi_az: bool
+    """Synchronous standby in a second AZ."""
+    deletion_protection: bool
+    """RDS refuses deletion while set; required in prod."""
+    performance_insights: bool
+    """Performance Insights (KMS-encrypted)."""
+    name: str
+    """Name of the application database."""
+    username: str
+    """Master user name; its password is generated and kept by RDS in Secrets Manager."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    noncurrent_version_days: int
+    """Days a replaced or deleted exam PDF version is kept before it expires (1-3650)."""
+    cors_allowed_origins: tuple[str, ...]
+    """Browser origins allowed to PUT/GET with presigned URLs."""
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    domain: str | None
+    """Sending domain verified with DKIM (prod)."""
+    from_address: str
+    """The From address of the clinic's notifications."""
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    stack: str
+    """Pulumi stack name."""
+    environment: Environment
+    """dev (cheap, destroyable) or prod (resilient, retains data)."""
+    region: str
+    """AWS region (aws:region)."""
+    cluster_name: str
+    """EKS cluster name; also drives the ELB discovery tags on subnets."""
+    network: NetworkSettings
+    database: DatabaseSettings
+    storage: StorageSettings
+    email: EmailSettings
+    tags: Mapping[str, str]
+    """Tags added to every taggable resource, on top of the project's own."""
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def protect_data(self) -> bool:
+        """Prod keeps patients' data: protect and retain stateful resources."""
+        return self.is_prod
+
+
+# Documented defaults per environment. A key set in the stack file overrides them.
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "dev": {
+        "network": {"vpcCidr": "10.20.0.0/16", "azCount": 2, "natMode": "single", "flowLogs": False,
+                    "flowLogRetentionDays": 7, "kubernetesServiceCidr": "172.20.0.0/16"},
+        "database": {"engineVersion": "16", "instanceClass": "db.t4g.micro", "allocatedStorageGb": 20,
+                     "maxAllocatedStorageGb": 50, "backupRetentionDays": 1, "multiAz": False,
+                     "deletionProtection": False, "performanceInsights": False, "name": "clinic",
+                     "username": "clinic_admin"},
+        "storage": {"noncurrentVersionDays": 7, "corsAllowedOrigins": []},
+        "email": {"domain": None, "fromAddress": None},
+    },
+    "prod": {
+        "network": {"vpcCidr": "10.30.0.0/16", "azCount": 3, "natMode": "per-az", "flowLogs": True,
+                    "flowLogRetentionDays": 365, "kubernetesServiceCidr": "172.20.0.0/16"},
+        "database": {"engineVersion": "16", "instanceClass": "db.m7g.large", "allocatedStorageGb": 100,
+                     "maxAllocatedStorageGb": 1000, "backupRetentionDays": 35, "multiAz": True,
+                     "deletionProtection": True, "performanceInsights": True, "name": "clinic",
+                     "username": "clinic_admin"},
+        "storage": {"noncurrentVersionDays": 365, "corsAllowedOrigins": []},
+        "email": {"domain": None, "fromAddress": None},
+    },
+}
+TOP_LEVEL_KEYS = ("environment", "clusterName", "network", "database", "storage", "email", "tags")
+
+
+class _Reader:
+    """Reads typed values out of one config group, recording problems instead of stopping at the first."""
+
+    def __init__(self, problems: list[str], group: str, values: Mapping[str, Any], defaults: Mapping[str, Any]):
+        self.problems, self.group, self.values, self.defaults = problems, group, values, defaults
+        for key in values:
+            if key not in defaults:
+                self.fail(key, values[key], f"a known key of '{group}': {_choices(defaults, key)}")
+
+    def key(self, name: str) -> str:
+        return f"{self.group}.{name}"
+
+    def fail(self, name: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{self.key(name)} = {value!r} is invalid; allowed: {allowed}")
+
+    def raw(self, name: str) -> Any:
+        return self.values.get(name, self.defaults[name])
+
+    def int(self, name: str, low: int, high: int) -> int:
+        value = self.raw(name)
+        # bool is an int in Python; `true` for a number is a mistake worth naming.
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.fail(name, value, f"an integer from {low} to {high}")
+            return low
+        return value
+
+    def bool(self, name: str) -> bool:
+        value = self.raw(name)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if not isinstance(value, bool):
+            self.fail(name, value, "true or false")
+            return False
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.raw(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # `engineVersion: 16` in YAML is a number
+        if value not in allowed:
+            self.fail(name, value, "one of " + ", ".join(allowed))
+            return allowed[0]
+        return value
+
+    def text(self, name: str, pattern: str, describe: str) -> str:
+        value = self.raw(name)
+        if not isinstance(value, str) or not re.fullmatch(pattern, value):
+            self.fail(name, value, describe)
+            return ""
+        return value
+
+    def check(self, ok: bool, name: str, allowed: str) -> None:
+        if not ok:
+            self.fail(name, self.raw(name), allowed)
+
+
+def _choices(known: Mapping[str, Any] | tuple[str, ...], key: str) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ", ".join(known) + hint
+
+
+def _parse_network(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
+                   is_prod: bool) -> NetworkSettings:
+    r = _Reader(problems, "network", values, defaults)
+    vpc_cidr = _private_cidr(r, "vpcCidr", MIN_VPC_PREFIX, MAX_VPC_PREFIX)
+    service_cidr = _private_cidr(r, "kubernetesServiceCidr", 12, 24)
+    if vpc_cidr and service_cidr and vpc_cidr.overlaps(service_cidr):
+        r.fail("kubernetesServiceCidr", str(service_cidr), f"a CIDR that does not overlap network.vpcCidr {vpc_cidr}")
+    nat_mode = r.choice("natMode", NAT_MODES)
+    if is_prod and nat_mode == "single":
+        r.fail("natMode", nat_mode, "per-az in prod (a single NAT gateway is a single point of failure)")
+    retention = r.int("flowLogRetentionDays", 1, LOG_RETENTION_DAYS[-1])
+    r.check(retention in LOG_RETENTION_DAYS, "flowLogRetentionDays",
+            "a CloudWatch Logs retention: " + ", ".join(map(str, LOG_RETENTION_DAYS)))
+    flow_logs = r.bool("flowLogs")
+    if is_prod and not flow_logs:
+        r.fail("flowLogs", flow_logs, "true in prod (network access to patient data must be auditable)")
+    return NetworkSettings(
+        vpc_cidr=str(vpc_cidr or ""),
+        az_count=r.int("azCount", MIN_AZS, MAX_AZS),
+        nat_mode=nat_mode,  # type: ignore[arg-type]
+        flow_logs=flow_logs,
+        flow_log_retention_days=retention,
+        kubernetes_service_cidr=str(service_cidr or ""),
+    )
+
+
+def _private_cidr(r: _Reader, name: str, low: int, high: int) -> ipaddress.IPv4Network | None:
+    value = r.raw(name)
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except (ValueError, TypeError) as exc:
+        r.fail(name, value, f"an IPv4 CIDR with no host bits set ({exc})")
+        return None
+    if not net.is_private:
+        r.fail(name, value, "a private (RFC 1918) range such as 10.0.0.0/16")
+        return None
+    if not low <= net.prefixlen <= high:
+        r.fail(name, value, f"a prefix length from /{low} to /{high}")
+        return None
+    return net
+
+
+def _parse_database(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
+                    is_prod: bool) -> DatabaseSettings:
+    r = _Reader(problems, "database", values, defaults)
+    instance_class = r.choice("instanceClass", DB_INSTANCE_CLASSES)
+    if is_prod and instance_class.startswith(BURSTABLE_PREFIX):
+        r.fail("instanceClass", instance_class, "a non-burstable class in prod (db.m7g.* or db.r7g.*)")
+    allocated = r.int("allocatedStorageGb", 20, 16384)
+    maximum = r.int("maxAllocatedStorageGb", 20, 65536)
+    if maximum < allocated:
+        r.fail("maxAllocatedStorageGb", maximum, f"at least database.allocatedStorageGb ({allocated})")
+    backups = r.int("backupRetentionDays", 1, 35)
+    if is_prod and backups < MIN_PROD_BACKUP_DAYS:
+        r.fail("backupRetentionDays", backups, f"{MIN_PROD_BACKUP_DAYS} to 35 in prod")
+    multi_az = r.bool("multiAz")
+    deletion_protection = r.bool("deletionProtection")
+    if is_prod and not multi_az:
+        r.fail("multiAz", multi_az, "true in prod (a standby in a second AZ)")
+    if is_prod and not deletion_protection:
+        r.fail("deletionProtection", deletion_protection, "true in prod (the database holds patients' data)")
+    username = r.text("username", r"[a-zA-Z][a-zA-Z0-9_]{0,15}", "1-16 letters, digits or _, starting with a letter")
+    if username.lower() in RESERVED_DB_USERNAMES:
+        r.fail("username", username, "a name not reserved by PostgreSQL/RDS: not " + ", ".join(sorted(RESERVED_DB_USERNAMES)))
+    return DatabaseSettings(
+        engine_version=r.choice("engineVersion", POSTGRES_MAJOR_VERSIONS),
+        instance_class=instance_class,
+        allocated_storage_gb=allocated,
+        max_allocated_storage_gb=maximum,
+        backup_retention_days=backups,
+        multi_az=multi_az,
+        deletion_protection=deletion_protection,
+        performance_insights=r.bool("performanceInsights"),
+        name=r.text("name", r"[a-z][a-z0-9_]{0,62}", "1-63 lowercase letters, digits or _, starting with a letter"),
+        username=username,
+    )
+
+
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+)(:\d{1,5})?")
+
+
+def _parse_storage(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
+                   is_prod: bool) -> StorageSettings:
+    r = _Reader(problems, "storage", values, defaults)
+    origins = r.raw("corsAllowedOrigins")
+    if not isinstance(origins, list):
+        r.fail("corsAllowedOrigins", origins, "a list of origins such as [\"https://clinic.example.org\"]")
+        origins = []
+    for origin in origins:
+        match = _ORIGIN.fullmatch(origin) if isinstance(origin, str) else None
+        local = bool(match) and match.group(2) in ("localhost", "127.0.0.1")
+        if not match or (match.group(1) == "http" and (is_prod or not local)):
+            r.fail("corsAllowedOrigins", origin,
+                   "scheme://host[:port] with https (http only for localhost in dev), no path, no wildcard")
+    return StorageSettings(
+        noncurrent_version_days=r.int("noncurrentVersionDays", 1, 3650),
+        cors_allowed_origins=tuple(origins),
+    )
+
+
+_DOMAIN = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+_EMAIL = r"[A-Za-z0-9._%+-]{1,64}@" + _DOMAIN
+
+
+def _parse_email(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
+                 is_prod: bool) -> EmailSettings:
+    r = _Reader(problems, "email", values, defaults)
+    domain = r.raw("domain")
+    if domain is not None:
+        domain = r.text("domain", _DOMAIN, "a lowercase DNS domain such as clinic.example.org") or None
+    elif is_prod:
+        r.fail("domain", domain, "a domain in prod (sending from a DKIM-verified domain, not a single address)")
+    from_address = r.text("fromAddress", _EMAIL, "an email address such as no-reply@clinic.example.org")
+    if domain and from_address and not from_address.lower().endswith("@" + domain):
+        r.fail("fromAddress", from_address, f"an address at email.domain ({domain})")
+    return EmailSettings(domain=domain, from_address=from_address)
+
+
+def _parse_tags(problems: list[str], tags: Any) -> dict[str, str]:
+    if not isinstance(tags, Mapping):
+        problems.append(f"tags = {tags!r} is invalid; allowed: a map of tag names to string values")
+        return {}
+    out: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or key.lower().startswith("aws:") or not 1 <= len(key) <= 128:
+            problems.append(f"tags key {key!r} is invalid; allowed: 1-128 characters, not starting with 'aws:'")
+        elif not isinstance(value, str) or len(value) > 256:
+            problems.append(f"tags.{key} = {value!r} is invalid; allowed: a string of at most 256 characters")
+        else:
+            out[key] = value
+    return out
+
+
+def _group(problems: list[str], raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    if not isinstance(value, Mapping):
+        problems.append(f"{name} = {value!r} is invalid; allowed: a map of settings (see README)")
+        return {}
+    return value
+
+
+_PARSERS: dict[str, Callable[[list[str], Mapping[str, Any], Mapping[str, Any], bool], Any]] = {
+    "network": _parse_network,
+    "database": _parse_database,
+    "storage": _parse_storage,
+    "email": _parse_email,
+}
+
+
+def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> PlatformSettings:
+    """Validates the project's config (keys without the project prefix) into frozen settings."""
+    problems: list[str] = []
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(f"{key} is not a setting of this project; allowed: {_choices(TOP_LEVEL_KEYS, key)}")
+    environment = raw.get("environment")
+    if environment not in ENVIRONMENTS:
+        problems.append(f"environment = {environment!r} is invalid; allowed: one of {', '.join(ENVIRONMENTS)}")
+        raise StackSettingsError(stack, problems)  # every default below depends on it
+    is_prod = environment == "prod"
+    if not region or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        problems.append(f"aws:region = {region!r} is invalid; allowed: an AWS region such as eu-west-1")
+    cluster_name = raw.get("clusterName", f"clinic-{stack}")
+    if not isinstance(cluster_name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{1,38}[a-z0-9]", cluster_name):
+        problems.append(f"clusterName = {cluster_name!r} is invalid; allowed: 3-40 lowercase letters, digits or -, "
+                        "starting with a letter")
+    groups = {name: parse(problems, _group(problems, raw, name), DEFAULTS[environment][name], is_prod)
+              for name, parse in _PARSERS.items()}
+    tags = _parse_tags(problems, _group(problems, raw, "tags"))
+    if problems:
+        raise StackSettingsError(stack, problems)
+    return PlatformSettings(stack=stack, environment=environment, region=region or "", cluster_name=cluster_name,
+                            tags=tags, **groups)
+
+
+def settings_from_pulumi() -> PlatformSettings:
+    """Reads the running stack's config once (all keys, so a misspelt key is an error, not a silent default)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    prefix = f"{pulumi.get_project()}:"
+    # The engine passes config either set in-process (mocks, automation) or through PULUMI_CONFIG.
+    everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw = {key[len(prefix):]: _decode(value) for key, value in everything.items() if key.startswith(prefix)}
+    return load_settings(raw, stack=pulumi.get_stack(), region=everything.get("aws:region"))
+
+
+def _decode(value: Any) -> Any:
+    """Structured config (maps, lists, numbers, booleans) reaches the program JSON-encoded."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
