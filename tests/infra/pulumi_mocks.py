@@ -53,6 +53,8 @@ class Registration:
             if not isinstance(value, dict) or key not in value:
                 return default
             value = value[key]
+        if isinstance(value, str) and value and value[0] in "{[":
+            value = json.loads(value)
         return value
 
 
@@ -136,7 +138,9 @@ class ClinicMocks(pulumi.runtime.Mocks):
             state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{state.get('name', name)}", name=state.get("name", name))
         elif typ == "aws:iam/policy:Policy":
             state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:policy/{state.get('name', name)}")
-        elif typ.startswith("aws:"):
+        if typ.startswith("aws:"):
+            # The provider auto-names resources from their logical name; the mocks keep the logical name.
+            state.setdefault("name", name)
             state.setdefault("arn", self.arn(typ.split(":")[1].split("/")[0], name))
         return rid, state
 

@@ -1,0 +1,96 @@
+"""Database: private, encrypted, TLS-only, password kept by RDS; prod protected and retained, dev destroyable."""
+
+import json
+
+import pytest
+
+from components.database import Database, DatabaseArgs
+from stacks.settings import DatabaseSettings
+from tests.infra.pulumi_mocks import evaluate
+
+RDS = "aws:rds/instance:Instance"
+
+
+def test_rds_is_private_encrypted_with_its_own_key_and_has_no_password_anywhere(stack):
+    db = stack.one(RDS)
+    key = stack.one("aws:kms/key:Key", db.name.replace("-postgres", "-key"))
+    assert db.inputs["publiclyAccessible"] is False
+    assert db.inputs["storageEncrypted"] is True and db.inputs["kmsKeyId"] == key.state["arn"]
+    assert db.inputs["manageMasterUserPassword"] is True
+    assert db.inputs["masterUserSecretKmsKeyId"] == key.state["arn"]
+    assert "password" not in db.inputs and "passwordWo" not in db.inputs
+    assert key.inputs["enableKeyRotation"] is True
+    assert db.inputs["engine"] == "postgres" and db.inputs["engineVersion"] == "16"
+    assert db.inputs["iamDatabaseAuthenticationEnabled"] is True
+
+
+def test_rds_lives_in_the_isolated_database_subnets(stack):
+    group = stack.one("aws:rds/subnetGroup:SubnetGroup")
+    database_subnets = sorted(f"{s.name}-id" for s in stack.of_type("aws:ec2/subnet:Subnet") if "-database-" in s.name)
+    assert sorted(group.inputs["subnetIds"]) == database_subnets
+    assert stack.one(RDS).inputs["dbSubnetGroupName"] == group.state["name"]
+
+
+def test_parameter_group_forces_tls(stack):
+    params = stack.one("aws:rds/parameterGroup:ParameterGroup")
+    assert {"name": "rds.force_ssl", "value": "1"} in [
+        {"name": p["name"], "value": p["value"]} for p in params.inputs["parameters"]]
+    assert params.inputs["family"] == "postgres16"
+    assert stack.one(RDS).inputs["parameterGroupName"] == params.state["name"]
+
+
+def test_prod_rds_has_deletion_protection_multi_az_final_snapshot_and_protect(prod):
+    db = prod.one(RDS)
+    assert db.inputs["deletionProtection"] is True
+    assert db.inputs["multiAz"] is True
+    assert db.inputs["skipFinalSnapshot"] is False and db.inputs["finalSnapshotIdentifier"] == "clinic-prod-db-final"
+    assert db.inputs["deleteAutomatedBackups"] is False
+    assert db.inputs["backupRetentionPeriod"] == 35
+    assert db.inputs["performanceInsightsEnabled"] is True
+    assert db.inputs["performanceInsightsKmsKeyId"].startswith("arn:aws:kms:")
+    assert db.protect, "prod RDS must be protected from any Pulumi delete"
+    assert prod.one("aws:kms/key:Key", "clinic-prod-db-key").protect, "losing the key loses the data"
+
+
+def test_dev_rds_tears_down_cleanly_and_cheaply(dev):
+    db = dev.one(RDS)
+    assert db.inputs["deletionProtection"] is False and not db.protect
+    assert db.inputs["skipFinalSnapshot"] is True and db.inputs["multiAz"] is False
+    assert db.inputs["instanceClass"] == "db.t4g.micro"
+
+
+def test_storage_autoscaling_is_on(stack):
+    db = stack.one(RDS)
+    assert db.inputs["maxAllocatedStorage"] > db.inputs["allocatedStorage"]
+
+
+def _settings(**overrides) -> DatabaseSettings:
+    values = dict(engine_version="16", instance_class="db.t4g.micro", allocated_storage_gb=20,
+                  max_allocated_storage_gb=40, backup_retention_days=1, multi_az=False, deletion_protection=False,
+                  performance_insights=False, name="clinic", username="clinic_admin")
+    return DatabaseSettings(**{**values, **overrides})
+
+
+def test_security_group_admits_5432_only_from_the_given_groups_and_has_no_egress():
+    args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], settings=_settings(),
+                        client_security_group_ids=["sg-nodes", "sg-jobs"])
+    graph = evaluate(lambda: Database("db", args), stack="dev")
+    sg = graph.one("aws:ec2/securityGroup:SecurityGroup")
+    assert sg.inputs.get("egress", []) == [] and not sg.inputs.get("ingress")
+    rules = graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert sorted(r.inputs["referencedSecurityGroupId"] for r in rules) == ["sg-jobs", "sg-nodes"]
+    for rule in rules:
+        assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (5432, 5432, "tcp")
+        assert "cidrIpv4" not in rule.inputs, "never a CIDR (let alone 0.0.0.0/0) on the database port"
+
+
+def test_a_protected_database_without_deletion_protection_is_refused():
+    args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], settings=_settings(), protect=True)
+    with pytest.raises(ValueError, match="a protected database needs deletion_protection"):
+        evaluate(lambda: Database("db", args), stack="prod")
+
+
+def test_secret_arn_is_exported_and_no_export_carries_a_password(stack):
+    value, is_secret = stack.exports["databaseSecretArn"]
+    assert value.startswith("arn:aws:secretsmanager:")
+    assert "password" not in json.dumps({k: v for k, (v, _) in stack.exports.items()}).lower()

@@ -1,0 +1,70 @@
+"""The whole program, evaluated for each committed stack file."""
+
+import json
+
+from tests.infra.pulumi_mocks import Graph
+
+DATA_SERVICES = {
+    "aws:rds/instance:Instance": "clinic:index:Database",
+    "aws:s3/bucket:Bucket": "clinic:index:Storage",
+    "aws:sqs/queue:Queue": "clinic:index:Messaging",
+    "aws:sesv2/emailIdentity:EmailIdentity": "clinic:index:Email",
+}
+
+
+def component_of(graph: Graph, urn: str) -> str:
+    """The clinic component a resource belongs to (its nearest clinic:index:* ancestor)."""
+    record = graph.by_urn[urn]
+    while record.parent in graph.by_urn and not record.type.startswith("clinic:index:"):
+        record = graph.by_urn[record.parent]
+    return record.type
+
+
+def test_both_stacks_evaluate_with_their_shape(dev, prod):
+    assert len(dev.of_type("aws:ec2/subnet:Subnet")) == 6 and len(prod.of_type("aws:ec2/subnet:Subnet")) == 9
+    for graph in (dev, prod):
+        assert {r.type for r in graph.records if r.type.startswith("clinic:index:")} >= set(DATA_SERVICES.values()) | {
+            "clinic:index:Network"}
+
+
+def test_data_services_depend_on_nothing_but_their_component_and_the_network(stack):
+    """RDS, S3, SQS and SES never wait on the cluster (so `pulumi up` creates them in parallel with it) and the
+    cluster's teardown never waits on them."""
+    for typ, component in DATA_SERVICES.items():
+        allowed = {component} | ({"clinic:index:Network"} if typ.startswith("aws:rds") else set())
+        for resource in stack.of_type(typ):
+            outside = {stack.by_urn[u].type for u in stack.dependencies_of(resource)
+                       if component_of(stack, u) not in allowed}
+            assert not outside, f"{resource.name} depends on {sorted(outside)}"
+
+
+def test_every_tagged_resource_carries_the_platform_tags(stack):
+    environment = "prod" if stack.records[0].name.startswith("clinic-prod-") else "dev"
+    tagged = [r for r in stack.records if r.custom and "tags" in r.inputs]
+    assert len(tagged) > 30
+    for resource in tagged:
+        tags = resource.inputs["tags"]
+        assert tags["project"] == "clinic-platform" and tags["environment"] == environment, resource.name
+        assert tags["managed-by"] == "pulumi" and tags["owner"] == "platform-team", resource.name
+
+
+def test_taggable_aws_resources_are_not_left_untagged(stack):
+    taggable = ("aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:rds/instance:Instance", "aws:s3/bucket:Bucket",
+                "aws:sqs/queue:Queue", "aws:kms/key:Key", "aws:ec2/natGateway:NatGateway")
+    for typ in taggable:
+        for resource in stack.of_type(typ):
+            assert "tags" in resource.inputs, f"{resource.name} ({typ}) has no tags"
+
+
+def test_no_export_is_or_contains_a_secret(stack):
+    text = json.dumps({k: v for k, (v, _) in stack.exports.items()}).lower()
+    for word in ("password", "secretstring", "privatekey", "token\":"):
+        assert word not in text
+    assert not any(is_secret for _, is_secret in stack.exports.values()), "no secret should need exporting yet"
+
+
+def test_stack_exports_name_what_the_apps_need(stack):
+    for key in ("vpcId", "databaseAddress", "databaseSecretArn", "examBucketName", "queueUrls",
+                "deadLetterQueueUrls", "emailIdentityArn", "emailFromAddress", "emailConfigurationSet"):
+        assert key in stack.exports, key
+    assert sorted(stack.exports["queueUrls"][0]) == ["account", "appointment", "exam", "exam-result", "file"]

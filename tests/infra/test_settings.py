@@ -1,0 +1,123 @@
+"""Stack settings: every bad input fails before any resource exists, naming the key, the value and what is allowed."""
+
+import copy
+
+import pytest
+
+from stacks.settings import DEFAULTS, StackSettingsError, _decode, load_settings
+from tests.infra.pulumi_mocks import stack_config
+
+
+def committed(stack: str) -> dict:
+    prefix = "clinic-platform:"
+    return {k[len(prefix):]: _decode(v) for k, v in stack_config(stack).items() if k.startswith(prefix)}
+
+
+def load(stack: str, raw: dict, region: str = "eu-west-1"):
+    return load_settings(raw, stack=stack, region=region)
+
+
+def with_change(stack: str, path: str, value):
+    raw = copy.deepcopy(committed(stack))
+    group, _, key = path.partition(".")
+    if key:
+        raw.setdefault(group, {})[key] = value
+    else:
+        raw[group] = value
+    return raw
+
+
+def test_committed_stack_files_load_with_their_environment_defaults():
+    dev, prod = load("dev", committed("dev")), load("prod", committed("prod"))
+    assert (dev.environment, dev.network.az_count, dev.network.nat_mode) == ("dev", 2, "single")
+    assert (prod.environment, prod.network.az_count, prod.network.nat_mode) == ("prod", 3, "per-az")
+    assert prod.database.deletion_protection and prod.database.multi_az and prod.database.backup_retention_days == 35
+    assert dev.database.engine_version == prod.database.engine_version == DEFAULTS["prod"]["database"]["engineVersion"]
+    assert prod.email.domain == "clinic.example.org" and dev.email.domain is None
+    assert prod.protect_data and not dev.protect_data
+
+
+def test_numbers_and_booleans_set_as_strings_by_the_cli_are_accepted():
+    raw = with_change("dev", "network.azCount", "3")
+    raw["database"]["multiAz"] = "true"
+    raw["database"]["engineVersion"] = 17
+    settings = load("dev", raw)
+    assert settings.network.az_count == 3 and settings.database.multi_az is True
+    assert settings.database.engine_version == "17"
+
+
+BAD_INPUTS = [
+    # (stack, key path, value, words the error must contain)
+    ("dev", "environment", "staging", ["environment = 'staging'", "dev, prod"]),
+    ("dev", "network.vpcCidr", "10.0.0.0/33", ["network.vpcCidr = '10.0.0.0/33'", "IPv4 CIDR"]),
+    ("dev", "network.vpcCidr", "10.0.0.1/16", ["network.vpcCidr = '10.0.0.1/16'", "no host bits"]),
+    ("dev", "network.vpcCidr", "54.0.0.0/16", ["network.vpcCidr = '54.0.0.0/16'", "private"]),
+    ("dev", "network.vpcCidr", "10.0.0.0/24", ["network.vpcCidr = '10.0.0.0/24'", "/16 to /20"]),
+    ("dev", "network.kubernetesServiceCidr", "10.20.0.0/16",
+     ["network.kubernetesServiceCidr = '10.20.0.0/16'", "does not overlap network.vpcCidr 10.20.0.0/16"]),
+    ("dev", "network.azCount", 1, ["network.azCount = 1", "2 to 4"]),
+    ("dev", "network.azCount", 7, ["network.azCount = 7", "2 to 4"]),
+    ("dev", "network.natMode", "gateway", ["network.natMode = 'gateway'", "single, per-az"]),
+    ("prod", "network.natMode", "single", ["network.natMode = 'single'", "per-az in prod"]),
+    ("prod", "network.flowLogs", False, ["network.flowLogs = False", "true in prod"]),
+    ("dev", "network.flowLogRetentionDays", 10, ["network.flowLogRetentionDays = 10", "CloudWatch Logs retention"]),
+    ("dev", "database.instanceClass", "db.x9.huge", ["database.instanceClass = 'db.x9.huge'", "db.t4g.micro"]),
+    ("prod", "database.instanceClass", "db.t4g.medium", ["database.instanceClass = 'db.t4g.medium'", "non-burstable"]),
+    ("dev", "database.engineVersion", "9.6", ["database.engineVersion = '9.6'", "15, 16, 17"]),
+    ("dev", "database.backupRetentionDays", 0, ["database.backupRetentionDays = 0", "1 to 35"]),
+    ("dev", "database.backupRetentionDays", 36, ["database.backupRetentionDays = 36", "1 to 35"]),
+    ("prod", "database.backupRetentionDays", 7, ["database.backupRetentionDays = 7", "14 to 35 in prod"]),
+    ("prod", "database.deletionProtection", False, ["database.deletionProtection = False", "true in prod"]),
+    ("prod", "database.multiAz", False, ["database.multiAz = False", "true in prod"]),
+    ("dev", "database.maxAllocatedStorageGb", 10, ["database.maxAllocatedStorageGb = 10", "20 to 65536"]),
+    ("dev", "database.username", "postgres", ["database.username = 'postgres'", "not reserved"]),
+    ("dev", "database.name", "Clinic-DB", ["database.name = 'Clinic-DB'", "lowercase"]),
+    ("dev", "database.multiAz", "yes", ["database.multiAz = 'yes'", "true or false"]),
+    ("dev", "storage.corsAllowedOrigins", ["*"], ["storage.corsAllowedOrigins = '*'", "no wildcard"]),
+    ("prod", "storage.corsAllowedOrigins", ["http://clinic.example.org"],
+     ["storage.corsAllowedOrigins = 'http://clinic.example.org'", "https"]),
+    ("dev", "storage.noncurrentVersionDays", 0, ["storage.noncurrentVersionDays = 0", "1 to 3650"]),
+    ("prod", "email.domain", None, ["email.domain = None", "a domain in prod"]),
+    ("dev", "email.fromAddress", "not-an-email", ["email.fromAddress = 'not-an-email'", "email address"]),
+    ("prod", "email.fromAddress", "no-reply@elsewhere.org",
+     ["email.fromAddress = 'no-reply@elsewhere.org'", "at email.domain (clinic.example.org)"]),
+    ("dev", "clusterName", "Clinic_Dev", ["clusterName = 'Clinic_Dev'", "lowercase"]),
+    ("dev", "tags", {"aws:owner": "x"}, ["tags key 'aws:owner'", "not starting with 'aws:'"]),
+    ("dev", "network.vpcCidrr", "10.0.0.0/16", ["network.vpcCidrr", "did you mean 'vpcCidr'"]),
+    ("dev", "databse", {}, ["databse is not a setting", "did you mean 'database'"]),
+    ("dev", "network", "10.0.0.0/16", ["network = '10.0.0.0/16'", "a map of settings"]),
+]
+
+
+@pytest.mark.parametrize("stack,path,value,expected", BAD_INPUTS, ids=[f"{c[0]}:{c[1]}={c[2]!r}" for c in BAD_INPUTS])
+def test_bad_setting_is_refused_with_key_value_and_allowed(stack, path, value, expected):
+    with pytest.raises(StackSettingsError) as error:
+        load(stack, with_change(stack, path, value))
+    message = str(error.value)
+    for words in expected:
+        assert words in message, f"error for {path}={value!r} should mention {words!r}:\n{message}"
+
+
+def test_storage_ceiling_below_allocated_storage_is_refused():
+    raw = with_change("dev", "database.allocatedStorageGb", 50)
+    raw["database"]["maxAllocatedStorageGb"] = 30
+    with pytest.raises(StackSettingsError, match=r"database.maxAllocatedStorageGb = 30 .*at least database.allocatedStorageGb \(50\)"):
+        load("dev", raw)
+
+
+def test_missing_region_is_refused():
+    with pytest.raises(StackSettingsError, match=r"aws:region = None is invalid"):
+        load("dev", committed("dev"), region=None)
+
+
+def test_every_problem_is_reported_at_once():
+    raw = with_change("prod", "database.deletionProtection", False)
+    raw["network"]["azCount"] = 9
+    raw["email"]["fromAddress"] = "x"
+    with pytest.raises(StackSettingsError) as error:
+        load("prod", raw)
+    assert len(error.value.problems) == 3, error.value.problems
+
+
+def test_dev_may_allow_http_localhost_origin_for_local_front_ends():
+    assert load("dev", committed("dev")).storage.cors_allowed_origins == ("http://localhost:5173",)
