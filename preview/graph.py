@@ -1,0 +1,285 @@
+"""Run a component or the whole program under Pulumi mocks and record
+the resource graph the engine would see.
+
+Every registration is kept with its type, name, inputs, parent, provider, dependencies, protect/retain flags and
+custom timeouts. `Graph` answers the questions the tests ask: what depends on what (transitively, over the same
+edges the engine uses) and therefore which resource `pulumi destroy` must delete before which.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings as runtime_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "clinic-platform"
+ACCOUNT_ID = "123456789012"
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    custom: bool
+    remote: bool
+    parent: str
+    provider: str
+    dependencies: set[str]
+    property_dependencies: dict[str, set[str]]
+    deleted_with: str
+    protect: bool
+    retain_on_delete: bool
+    delete_timeout: str
+    inputs: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def input(self, *path: str, default: Any = None) -> Any:
+        """Nested input by camelCase path; JSON strings (policies) are decoded on the way."""
+        value: Any = self.inputs
+        for key in path:
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, dict) or key not in value:
+                return default
+            value = value[key]
+        if isinstance(value, str) and value and value[0] in "{[":
+            value = json.loads(value)
+        return value
+
+
+class GraphRecorder(pulumi_mocks.MockMonitor):
+    """A MockMonitor that also keeps what the engine would receive for each resource."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.records: list[Registration] = []
+
+    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        inputs = rpc.deserialize_properties(request.object)
+        urn = response.urn
+        self.records.append(Registration(
+            urn=urn,
+            type=request.type,
+            name=request.name,
+            custom=bool(request.custom),
+            remote=bool(request.remote),
+            parent=request.parent,
+            provider=request.provider.split("::")[0] if "::" in request.provider else request.provider,
+            dependencies=set(request.dependencies),
+            property_dependencies={k: set(v.urns) for k, v in request.propertyDependencies.items()},
+            deleted_with=request.deletedWith,
+            protect=bool(request.protect),
+            retain_on_delete=bool(request.retainOnDelete),
+            delete_timeout=request.customTimeouts.delete,
+            inputs=inputs,
+            state=dict(self.resources[urn].state),
+        ))
+        return response
+
+
+def _resource_ref(urn: str, id_: str) -> dict[str, str]:
+    """How a mock returns an output that is itself a resource (pulumi_eks's `eksCluster` and friends)."""
+    return {rpc._special_sig_key: rpc._special_resource_sig, "urn": urn, "id": id_}
+
+
+class ClinicMocks(pulumi.runtime.Mocks):
+    """Plausible provider answers: ids, ARNs and the outputs of the remote EKS components."""
+
+    def __init__(self, region: str):
+        self.region = region
+        self.monitor: GraphRecorder | None = None
+
+    def arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        state = dict(args.inputs)
+        name = args.name
+        typ = args.typ
+        rid = f"{name}-id"
+        if typ == "aws:sqs/queue:Queue":
+            queue = state.get("name", name)
+            state.update(arn=self.arn("sqs", queue), url=f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{queue}")
+            rid = state["url"]
+        elif typ == "aws:s3/bucket:Bucket":
+            bucket = state.get("bucket") or f"{name}-a1b2c3"
+            state.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
+            rid = bucket
+        elif typ == "aws:rds/instance:Instance":
+            state.update(
+                address=f"{name}.abc123.{self.region}.rds.amazonaws.com", port=5432,
+                endpoint=f"{name}.abc123.{self.region}.rds.amazonaws.com:5432",
+                arn=self.arn("rds", f"db:{name}"),
+                masterUserSecrets=[{"secretArn": self.arn("secretsmanager", f"secret:rds!db-{name}"),
+                                    "kmsKeyId": state.get("masterUserSecretKmsKeyId", ""), "secretStatus": "active"}],
+            )
+        elif typ == "aws:sesv2/emailIdentity:EmailIdentity":
+            identity = state["emailIdentity"]
+            state.update(arn=self.arn("ses", f"identity/{identity}"),
+                         dkimSigningAttributes={**state.get("dkimSigningAttributes", {}),
+                                                "tokens": ["tok1", "tok2", "tok3"]})
+        elif typ == "aws:kms/key:Key":
+            state.update(arn=self.arn("kms", f"key/{name}"), keyId=f"{name}-key-id")
+        elif typ == "aws:iam/role:Role":
+            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{state.get('name', name)}", name=state.get("name", name))
+        elif typ == "aws:iam/policy:Policy":
+            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:policy/{state.get('name', name)}")
+        if typ.startswith("aws:"):
+            # The provider auto-names resources from their logical name; the mocks keep the logical name.
+            state.setdefault("name", name)
+            state.setdefault("arn", self.arn(typ.split(":")[1].split("/")[0], name))
+        return rid, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        token = args.token
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{self.region}{suffix}" for suffix in "abcdef"]
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": self.region}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDA", "id": ACCOUNT_ID}
+        if token == "aws:index/getRegion:getRegion":
+            return {"region": self.region, "name": self.region, "id": self.region}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        raise NotImplementedError(f"the mocks do not answer invoke {token}; add it to ClinicMocks.call")
+
+
+class Graph:
+    """The recorded registrations and the engine's ordering rules over them."""
+
+    def __init__(self, records: Iterable[Registration], exports: dict[str, tuple[Any, bool]]):
+        self.records = list(records)
+        self.by_urn = {r.urn: r for r in self.records}
+        self.exports = exports
+        self._edges: dict[str, set[str]] = {}
+        for r in self.records:
+            edges = set(r.dependencies)
+            for urns in r.property_dependencies.values():
+                edges |= urns
+            edges |= {u for u in (r.parent, r.provider, r.deleted_with) if u}
+            self._edges[r.urn] = {u for u in edges if u in self.by_urn}
+        self._closure: dict[str, set[str]] = {}
+
+    def of_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.records if r.type == typ]
+
+    def one(self, typ: str, name: str | None = None) -> Registration:
+        found = [r for r in self.of_type(typ) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {typ} named {name!r}, found {[r.name for r in found]}"
+        return found[0]
+
+    def named(self, name: str) -> Registration:
+        found = [r for r in self.records if r.name == name]
+        assert len(found) == 1, f"expected one resource named {name!r}, found {len(found)}"
+        return found[0]
+
+    def children(self, parent: Registration) -> list[Registration]:
+        return [r for r in self.records if r.parent == parent.urn]
+
+    def descendants(self, parent: Registration) -> list[Registration]:
+        out, frontier = [], [parent.urn]
+        while frontier:
+            urn = frontier.pop()
+            kids = [r for r in self.records if r.parent == urn]
+            out += kids
+            frontier += [k.urn for k in kids]
+        return out
+
+    def dependencies_of(self, resource: Registration) -> set[str]:
+        """Every URN `resource` depends on, transitively, over parent, provider, property, dependsOn and
+        deletedWith edges — exactly the set the engine must keep alive until `resource` is deleted."""
+        if resource.urn not in self._closure:
+            seen: set[str] = set()
+            stack = list(self._edges[resource.urn])
+            while stack:
+                urn = stack.pop()
+                if urn not in seen:
+                    seen.add(urn)
+                    stack.extend(self._edges[urn])
+            self._closure[resource.urn] = seen
+        return self._closure[resource.urn]
+
+    def depends_on(self, resource: Registration, other: Registration) -> bool:
+        return other.urn in self.dependencies_of(resource)
+
+    def deleted_before(self, first: Registration, then: Registration) -> bool:
+        """The engine deletes a resource before everything it depends on; so `first` is guaranteed to be
+        gone before `then` is deleted exactly when `first` depends on `then`."""
+        return self.depends_on(first, then)
+
+    def delete_order(self) -> list[Registration]:
+        """One valid order of `pulumi destroy` (reverse topological, ties by reverse registration order)."""
+        index = {r.urn: i for i, r in enumerate(self.records)}
+        dependents: dict[str, set[str]] = defaultdict(set)
+        for urn, deps in self._edges.items():
+            for dep in deps:
+                dependents[dep].add(urn)
+        remaining = {urn: len(dependents[urn]) for urn in self.by_urn}
+        ready = sorted((u for u, n in remaining.items() if n == 0), key=index.get, reverse=True)
+        order: list[Registration] = []
+        while ready:
+            urn = ready.pop(0)
+            order.append(self.by_urn[urn])
+            for dep in self._edges[urn]:
+                remaining[dep] -= 1
+                if remaining[dep] == 0:
+                    ready.append(dep)
+            ready.sort(key=index.get, reverse=True)
+        assert len(order) == len(self.records), "the resource graph has a cycle"
+        return order
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    """The committed Pulumi.<stack>.yaml as the engine passes it: structured values JSON-encoded."""
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    return {key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in (document.get("config") or {}).items()}
+
+
+def evaluate(build: Callable[[], Any], *, stack: str, config: dict[str, str] | None = None,
+             region: str = "eu-west-1") -> Graph:
+    """Runs `build` under mocks with the given config and returns the recorded graph and stack exports."""
+    config = dict(config or {})
+    region = config.get("aws:region", region)
+    mocks = ClinicMocks(region)
+    recorder = GraphRecorder(mocks)
+    mocks.monitor = recorder
+    runtime_settings.ROOT.set(None)  # a fresh Stack per evaluation (internal, see notes/pulumi-mocks.md)
+    pulumi.runtime.set_all_config({"aws:region": region, **config}, secret_keys=[])
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=recorder)
+    exports: dict[str, tuple[Any, bool]] = {}
+
+    async def collect_exports() -> None:
+        for key, value in pulumi.runtime.get_root_resource().outputs.items():
+            output = pulumi.Output.from_input(value)
+            exports[key] = (await output.future(), await output.is_secret())
+
+    @pulumi.runtime.test
+    def run():
+        build()
+        return pulumi.Output.from_input(collect_exports())
+
+    run()
+    return Graph(recorder.records, exports)
+
+
+def evaluate_program(stack: str, overrides: dict[str, Any] | None = None) -> Graph:
+    """Evaluates `__main__.py` for a committed stack file, optionally overriding config keys."""
+    config = stack_config(stack)
+    for key, value in (overrides or {}).items():
+        config[key] = value if isinstance(value, str) else json.dumps(value)
+    return evaluate(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"), stack=stack, config=config)
