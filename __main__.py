@@ -3,8 +3,10 @@
 import pulumi
 import pulumi_aws as aws
 
+from components.cluster import Cluster, ClusterArgs
 from components.database import Database, DatabaseArgs
 from components.email import Email, EmailArgs
+from components.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
 from components.messaging import Messaging, MessagingArgs
 from components.network import Network, NetworkArgs
 from components.storage import Storage, StorageArgs
@@ -41,12 +43,28 @@ def main() -> None:
         flow_log_retention_days=settings.network.flow_log_retention_days,
         tags=tags,
     ))
+    cluster = Cluster(f"{base}-cluster", ClusterArgs(
+        cluster_name=settings.cluster_name,
+        kubernetes_version=settings.cluster.kubernetes_version,
+        vpc_id=network.vpc_id,
+        private_subnet_ids=network.private_subnet_ids,
+        service_ipv4_cidr=settings.network.kubernetes_service_cidr,
+        node_groups=settings.cluster.node_groups,
+        public_access_cidrs=settings.cluster.public_access_cidrs,
+        admin_role_arns=settings.cluster.admin_role_arns,
+        protect=settings.is_prod,
+        tags=tags,
+    ))
+    controller = LoadBalancerController(f"{base}-lb-controller", LoadBalancerControllerArgs(
+        cluster=cluster, vpc_id=network.vpc_id, region=settings.region, tags=tags))
+
     # Data services hang off the network only, never off the cluster: they are created in parallel with it and
-    # outlive none of its teardown.
+    # outlive none of its teardown. Only the database's ingress rule refers to the cluster's security group.
     database = Database(f"{base}-db", DatabaseArgs(
         vpc_id=network.vpc_id,
         subnet_ids=network.database_subnet_ids,
         settings=settings.database,
+        client_security_group_ids=[cluster.cluster_security_group_id],
         protect=settings.protect_data,
         tags=tags,
     ))
@@ -64,6 +82,9 @@ def main() -> None:
     ))
 
     pulumi.export("vpcId", network.vpc_id)
+    pulumi.export("clusterName", cluster.cluster_name)
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("lbControllerRelease", controller.release_name)
     pulumi.export("privateSubnetIds", network.private_subnet_ids)
     pulumi.export("databaseAddress", database.address)
     pulumi.export("databasePort", database.port)

@@ -132,6 +132,10 @@ class ClinicMocks(pulumi.runtime.Mocks):
             state.update(arn=self.arn("ses", f"identity/{identity}"),
                          dkimSigningAttributes={**state.get("dkimSigningAttributes", {}),
                                                 "tokens": ["tok1", "tok2", "tok3"]})
+        elif typ == "eks:index:Cluster":
+            state.update(self._eks_cluster_outputs(state.get("name", name)))
+        elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            state.update(latestVersion=1, defaultVersion=1)
         elif typ == "aws:kms/key:Key":
             state.update(arn=self.arn("kms", f"key/{name}"), keyId=f"{name}-key-id")
         elif typ == "aws:iam/role:Role":
@@ -143,6 +147,29 @@ class ClinicMocks(pulumi.runtime.Mocks):
             state.setdefault("name", name)
             state.setdefault("arn", self.arn(typ.split(":")[1].split("/")[0], name))
         return rid, state
+
+    def _eks_cluster_outputs(self, cluster_name: str) -> dict[str, Any]:
+        """pulumi_eks's Cluster is a remote component: answer its outputs, with `eksCluster` a reference to an
+        aws.eks.Cluster the monitor knows about (see notes/pulumi-mocks.md)."""
+        assert self.monitor is not None
+        urn = f"urn:pulumi:{pulumi.get_stack()}::{PROJECT}::aws:eks/cluster:Cluster::{cluster_name}"
+        issuer = f"oidc.eks.{self.region}.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+        self.monitor.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, cluster_name, {
+            "name": cluster_name, "arn": self.arn("eks", f"cluster/{cluster_name}"),
+            "endpoint": f"https://{cluster_name}.gr7.{self.region}.eks.amazonaws.com",
+            "vpcConfig": {"clusterSecurityGroupId": f"sg-{cluster_name}-cluster"},
+            "identities": [{"oidcs": [{"issuer": f"https://{issuer}"}]}],
+        })
+        kubeconfig = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": cluster_name, "cluster": {
+            "server": f"https://{cluster_name}.gr7.{self.region}.eks.amazonaws.com"}}]}
+        return {
+            "eksCluster": _resource_ref(urn, cluster_name),
+            "kubeconfig": kubeconfig,
+            "kubeconfigJson": json.dumps(kubeconfig),
+            "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{issuer}",
+            "oidcProviderUrl": issuer,
+            "oidcIssuer": issuer,
+        }
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token

@@ -40,6 +40,9 @@ LOG_RETENTION_DAYS: tuple[int, ...] = (
 # PostgreSQL and RDS reserve these as master user names.
 RESERVED_DB_USERNAMES: frozenset[str] = frozenset({"postgres", "rdsadmin", "admin", "root", "user", "public"})
 MIN_PROD_BACKUP_DAYS = 14
+# EKS versions in standard support when this was pinned; upgrade one minor at a time.
+KUBERNETES_VERSIONS: tuple[str, ...] = ("1.33", "1.34", "1.35")
+CAPACITY_TYPES: tuple[str, ...] = ("ON_DEMAND", "SPOT")
 MIN_AZS, MAX_AZS = 2, 4  # EKS needs subnets in at least two AZs; carving below leaves room for four.
 MIN_VPC_PREFIX, MAX_VPC_PREFIX = 16, 20
 
@@ -110,6 +113,40 @@ class EmailSettings:
 
 
 @dataclass(frozen=True)
+class NodeGroupSettings:
+    name: str
+    """Managed node group name (stable: a rename replaces the group)."""
+    instance_types: tuple[str, ...]
+    """EC2 instance types, all of one architecture."""
+    capacity_type: str
+    """ON_DEMAND or SPOT (dev only)."""
+    min_size: int
+    """Lower scaling bound."""
+    desired_size: int
+    """Initial size; later owned by the autoscaler."""
+    max_size: int
+    """Upper scaling bound."""
+    max_unavailable: int
+    """Nodes replaced at once during a rolling update."""
+    disk_size_gb: int
+    """Encrypted gp3 root volume size."""
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    kubernetes_version: str
+    """Pinned EKS Kubernetes version."""
+    public_access_cidrs: tuple[str, ...]
+    """CIDRs that may reach the public API endpoint; empty keeps the endpoint private only."""
+    admin_role_arns: tuple[str, ...]
+    """IAM roles given cluster-admin through EKS access entries."""
+    node_groups: tuple[NodeGroupSettings, ...]
+    """Managed node groups."""
+    janitor_timeout_seconds: int
+    """How long destroy waits for Kubernetes-made load balancers and their network interfaces to go."""
+
+
+@dataclass(frozen=True)
 class PlatformSettings:
     stack: str
     """Pulumi stack name."""
@@ -120,6 +157,7 @@ class PlatformSettings:
     cluster_name: str
     """EKS cluster name; also drives the ELB discovery tags on subnets."""
     network: NetworkSettings
+    cluster: ClusterSettings
     database: DatabaseSettings
     storage: StorageSettings
     email: EmailSettings
@@ -141,6 +179,11 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "dev": {
         "network": {"vpcCidr": "10.20.0.0/16", "azCount": 2, "natMode": "single", "flowLogs": False,
                     "flowLogRetentionDays": 7, "kubernetesServiceCidr": "172.20.0.0/16"},
+        "cluster": {"kubernetesVersion": "1.34", "publicAccessCidrs": [], "adminRoleArns": [],
+                    "janitorTimeoutSeconds": 900,
+                    "nodeGroups": [{"name": "general", "instanceTypes": ["t3.large"], "capacityType": "SPOT",
+                                    "minSize": 1, "desiredSize": 2, "maxSize": 3, "maxUnavailable": 1,
+                                    "diskSizeGb": 30}]},
         "database": {"engineVersion": "16", "instanceClass": "db.t4g.micro", "allocatedStorageGb": 20,
                      "maxAllocatedStorageGb": 50, "backupRetentionDays": 1, "multiAz": False,
                      "deletionProtection": False, "performanceInsights": False, "name": "clinic",
@@ -151,6 +194,11 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "prod": {
         "network": {"vpcCidr": "10.30.0.0/16", "azCount": 3, "natMode": "per-az", "flowLogs": True,
                     "flowLogRetentionDays": 365, "kubernetesServiceCidr": "172.20.0.0/16"},
+        "cluster": {"kubernetesVersion": "1.34", "publicAccessCidrs": [], "adminRoleArns": [],
+                    "janitorTimeoutSeconds": 1800,
+                    "nodeGroups": [{"name": "general", "instanceTypes": ["m6i.large"], "capacityType": "ON_DEMAND",
+                                    "minSize": 3, "desiredSize": 3, "maxSize": 9, "maxUnavailable": 1,
+                                    "diskSizeGb": 50}]},
         "database": {"engineVersion": "16", "instanceClass": "db.m7g.large", "allocatedStorageGb": 100,
                      "maxAllocatedStorageGb": 1000, "backupRetentionDays": 35, "multiAz": True,
                      "deletionProtection": True, "performanceInsights": True, "name": "clinic",
@@ -159,7 +207,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "email": {"domain": None, "fromAddress": None},
     },
 }
-TOP_LEVEL_KEYS = ("environment", "clusterName", "network", "database", "storage", "email", "tags")
+TOP_LEVEL_KEYS = ("environment", "clusterName", "network", "cluster", "database", "storage", "email", "tags")
+NODE_GROUP_KEYS = tuple(DEFAULTS["dev"]["cluster"]["nodeGroups"][0])
 
 
 class _Reader:
@@ -266,6 +315,85 @@ def _private_cidr(r: _Reader, name: str, low: int, high: int) -> ipaddress.IPv4N
         r.fail(name, value, f"a prefix length from /{low} to /{high}")
         return None
     return net
+
+
+_ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+_INSTANCE_TYPE = r"[a-z][a-z0-9-]*\.[a-z0-9]+"
+
+
+def _parse_cluster(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
+                   is_prod: bool, az_count: int) -> ClusterSettings:
+    r = _Reader(problems, "cluster", values, defaults)
+    cidrs = _string_list(r, "publicAccessCidrs")
+    for cidr in cidrs:
+        try:
+            net = ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            r.fail("publicAccessCidrs", cidr, "CIDRs with no host bits set, such as 203.0.113.0/24")
+            continue
+        if net.prefixlen == 0:
+            r.fail("publicAccessCidrs", cidr, "the CIDRs of your office/VPN/CI egress, never the whole internet")
+    roles = _string_list(r, "adminRoleArns")
+    for arn in roles:
+        if not re.fullmatch(_ROLE_ARN, arn):
+            r.fail("adminRoleArns", arn, "IAM role ARNs such as arn:aws:iam::123456789012:role/platform-admin")
+    groups = r.raw("nodeGroups")
+    if not isinstance(groups, list) or not groups:
+        r.fail("nodeGroups", groups, "a non-empty list of node groups (see README)")
+        groups = []
+    parsed = [_parse_node_group(problems, f"cluster.nodeGroups[{i}]", g, is_prod, az_count)
+              for i, g in enumerate(groups)]
+    names = [g.name for g in parsed]
+    if len(set(names)) != len(names):
+        r.fail("nodeGroups", names, "node groups with distinct names")
+    return ClusterSettings(
+        kubernetes_version=r.choice("kubernetesVersion", KUBERNETES_VERSIONS),
+        public_access_cidrs=tuple(cidrs),
+        admin_role_arns=tuple(roles),
+        node_groups=tuple(parsed),
+        janitor_timeout_seconds=r.int("janitorTimeoutSeconds", 60, 3600),
+    )
+
+
+def _parse_node_group(problems: list[str], group: str, values: Any, is_prod: bool, az_count: int) -> NodeGroupSettings:
+    if not isinstance(values, Mapping):
+        problems.append(f"{group} = {values!r} is invalid; allowed: a map with {', '.join(NODE_GROUP_KEYS)}")
+        values = {}
+    defaults = {**DEFAULTS["dev"]["cluster"]["nodeGroups"][0], "name": None}
+    r = _Reader(problems, group, values, defaults)
+    name = r.text("name", r"[a-z][a-z0-9-]{0,30}", "1-31 lowercase letters, digits or -, starting with a letter")
+    types = _string_list(r, "instanceTypes")
+    if not types or not all(re.fullmatch(_INSTANCE_TYPE, t) for t in types):
+        r.fail("instanceTypes", types, "a non-empty list of EC2 instance types such as [\"m6i.large\"]")
+    elif len({_is_graviton(t) for t in types}) > 1:
+        r.fail("instanceTypes", types, "instance types of one architecture (all Graviton or all x86)")
+    capacity = r.choice("capacityType", CAPACITY_TYPES)
+    if is_prod and capacity == "SPOT":
+        r.fail("capacityType", capacity, "ON_DEMAND in prod (spot nodes can be reclaimed with two minutes' notice)")
+    low, desired, high = r.int("minSize", 0, 100), r.int("desiredSize", 0, 100), r.int("maxSize", 1, 100)
+    if not low <= desired <= high:
+        r.fail("desiredSize", desired, f"minSize <= desiredSize <= maxSize (got {low} <= {desired} <= {high})")
+    if is_prod and low < az_count:
+        r.fail("minSize", low, f"at least network.azCount ({az_count}) in prod, one node per AZ")
+    unavailable = r.int("maxUnavailable", 1, 100)
+    if unavailable > high:
+        r.fail("maxUnavailable", unavailable, f"at most maxSize ({high})")
+    return NodeGroupSettings(name=name, instance_types=tuple(types), capacity_type=capacity, min_size=low,
+                             desired_size=desired, max_size=high, max_unavailable=unavailable,
+                             disk_size_gb=r.int("diskSizeGb", 20, 1000))
+
+
+def _is_graviton(instance_type: str) -> bool:
+    """m7g.large, c6gn.xlarge, t4g.small: a `g` after the generation digit marks AWS Graviton (arm64)."""
+    return bool(re.match(r"[a-z]+\d+g", instance_type))
+
+
+def _string_list(r: _Reader, name: str) -> list[str]:
+    value = r.raw(name)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        r.fail(name, value, "a list of strings")
+        return []
+    return value
 
 
 def _parse_database(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
@@ -399,6 +527,8 @@ def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> 
                         "starting with a letter")
     groups = {name: parse(problems, _group(problems, raw, name), DEFAULTS[environment][name], is_prod)
               for name, parse in _PARSERS.items()}
+    groups["cluster"] = _parse_cluster(problems, _group(problems, raw, "cluster"), DEFAULTS[environment]["cluster"],
+                                       is_prod, groups["network"].az_count)
     tags = _parse_tags(problems, _group(problems, raw, "tags"))
     if problems:
         raise StackSettingsError(stack, problems)

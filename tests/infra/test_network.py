@@ -82,7 +82,8 @@ def test_flow_logs_only_in_prod_and_scoped_to_their_log_group(dev, prod):
     assert flow_log.inputs["trafficType"] == "ALL"
     group = prod.one("aws:cloudwatch/logGroup:LogGroup")
     assert group.inputs["retentionInDays"] == 365
-    statement = prod.one("aws:iam/rolePolicy:RolePolicy").input("policy", "Statement")[0]
+    statement = prod.one("aws:iam/rolePolicy:RolePolicy", "clinic-prod-network-flow-logs-policy").input(
+        "policy", "Statement")[0]
     assert "*" not in statement["Resource"] and statement["Resource"][0] == group.state["arn"]
 
 

@@ -1,0 +1,203 @@
+"""Cluster: EKS control plane, managed node groups, OIDC for IRSA, and the Kubernetes provider for what runs on it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+from stacks.settings import NodeGroupSettings
+
+CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# What every node needs to join, run the VPC CNI and pull images; nothing for the workloads (they use IRSA).
+NODE_MANAGED_POLICIES = (
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+)
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    cluster_name: str
+    """EKS cluster name (the subnets' discovery tags use the same value)."""
+    kubernetes_version: str
+    """Pinned Kubernetes version of the control plane and the nodes."""
+    vpc_id: pulumi.Input[str]
+    """VPC of the cluster."""
+    private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
+    """Subnets for the control plane's network interfaces and every node; nodes get no public address."""
+    service_ipv4_cidr: str
+    """Kubernetes Service CIDR (must not overlap the VPC)."""
+    node_groups: Sequence[NodeGroupSettings]
+    """Managed node groups."""
+    public_access_cidrs: Sequence[str] = ()
+    """CIDRs allowed on the public API endpoint; empty keeps the endpoint private only."""
+    admin_role_arns: Sequence[str] = ()
+    """IAM roles given cluster-admin through access entries."""
+    protect: bool = False
+    """Prod: EKS deletion protection on the control plane."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags for every resource."""
+
+
+def validate_cluster_args(args: ClusterArgs) -> None:
+    if not args.node_groups:
+        raise ValueError("node_groups is empty; allowed: at least one managed node group")
+    if any(c.endswith("/0") for c in args.public_access_cidrs):
+        raise ValueError(f"public_access_cidrs = {list(args.public_access_cidrs)} is invalid; allowed: specific "
+                         "CIDRs, never the whole internet")
+
+
+def ami_type(instance_types: Sequence[str]) -> str:
+    """AL2023 for the node group's architecture (Graviton types have a `g` after the generation digit)."""
+    return "AL2023_ARM_64_STANDARD" if re.match(r"[a-z]+\d+g", instance_types[0]) else "AL2023_x86_64_STANDARD"
+
+
+def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_url: str, namespace: str, service_account: str) -> str:
+    """Only the named service account in the named namespace may assume the role (IRSA)."""
+    issuer = oidc_provider_url.removeprefix("https://")
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": oidc_provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                f"{issuer}:aud": "sts.amazonaws.com",
+            }},
+        }],
+    })
+
+
+class Cluster(pulumi.ComponentResource):
+    cluster_name: pulumi.Output[str]
+    """Name of the EKS cluster."""
+    kubeconfig: pulumi.Output[str]
+    """Kubeconfig (JSON) for the cluster, a secret."""
+    oidc_provider_arn: pulumi.Output[str]
+    """IAM OIDC provider of the cluster, for IRSA."""
+    oidc_provider_url: pulumi.Output[str]
+    """Issuer URL of the cluster's OIDC provider."""
+    cluster_security_group_id: pulumi.Output[str]
+    """EKS-managed security group of the control plane and the managed nodes (pods use node networking)."""
+    node_group_names: pulumi.Output[list[str]]
+    """Names of the managed node groups."""
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("clinic:index:Cluster", name, None, opts)
+        validate_cluster_args(args)
+        tags = dict(args.tags)
+        child = pulumi.ResourceOptions(parent=self)
+
+        secrets_key = aws.kms.Key(f"{name}-secrets-key", description=f"{name}: Kubernetes secrets envelope encryption",
+                                  enable_key_rotation=True, tags=tags, opts=child)
+        access_entries = {
+            f"admin-{i}": {"principal_arn": arn, "access_policies": {"cluster-admin": {
+                "policy_arn": CLUSTER_ADMIN_POLICY, "access_scope": {"type": "cluster"}}}}
+            for i, arn in enumerate(args.admin_role_arns)
+        }
+        self._cluster = eks.Cluster(
+            f"{name}-eks",
+            name=args.cluster_name,
+            version=args.kubernetes_version,
+            vpc_id=args.vpc_id,
+            private_subnet_ids=args.private_subnet_ids,
+            node_associate_public_ip_address=False,
+            endpoint_private_access=True,
+            endpoint_public_access=bool(args.public_access_cidrs),
+            public_access_cidrs=list(args.public_access_cidrs) or None,
+            kubernetes_service_ip_address_range=args.service_ipv4_cidr,
+            authentication_mode=eks.AuthenticationMode.API,
+            access_entries=access_entries or None,
+            # Managed node groups below; no self-managed default group and its security groups.
+            skip_default_node_group=True,
+            skip_default_security_groups=True,
+            create_oidc_provider=True,
+            encryption_config_key_arn=secrets_key.arn,
+            enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            deletion_protection=args.protect,
+            tags=tags,
+            opts=child,
+        )
+        eks_cluster = self._cluster.eks_cluster
+
+        node_role = aws.iam.Role(f"{name}-node-role", tags=tags, opts=child, assume_role_policy=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                           "Principal": {"Service": "ec2.amazonaws.com"}}],
+        }))
+        attachments = [aws.iam.RolePolicyAttachment(f"{name}-node-{policy.rsplit('/', 1)[1]}", role=node_role.name,
+                                                    policy_arn=policy, opts=child)
+                       for policy in NODE_MANAGED_POLICIES]
+
+        self.node_groups: list[aws.eks.NodeGroup] = []
+        for spec in args.node_groups:
+            template = aws.ec2.LaunchTemplate(
+                f"{name}-{spec.name}-lt",
+                # IMDSv2 only, and a hop limit of 1 so pods cannot reach the node's credentials; workloads use IRSA.
+                metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
+                                  "http_put_response_hop_limit": 1},
+                block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {
+                    "volume_size": spec.disk_size_gb, "volume_type": "gp3", "encrypted": "true",
+                    "delete_on_termination": "true"}}],
+                tag_specifications=[{"resource_type": "instance", "tags": {**tags, "Name": f"{name}-{spec.name}"}},
+                                    {"resource_type": "volume", "tags": tags}],
+                update_default_version=True,
+                tags=tags, opts=child)
+            self.node_groups.append(aws.eks.NodeGroup(
+                f"{name}-{spec.name}",
+                cluster_name=eks_cluster.name,
+                node_group_name_prefix=f"{spec.name}-",
+                node_role_arn=node_role.arn,
+                subnet_ids=args.private_subnet_ids,
+                version=args.kubernetes_version,
+                ami_type=ami_type(spec.instance_types),
+                instance_types=list(spec.instance_types),
+                capacity_type=spec.capacity_type,
+                scaling_config={"min_size": spec.min_size, "desired_size": spec.desired_size,
+                                "max_size": spec.max_size},
+                update_config={"max_unavailable": spec.max_unavailable},
+                launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+                labels={"clinic/node-group": spec.name},
+                tags=tags,
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=attachments,
+                    # The cluster autoscaler owns the current size once the group exists.
+                    ignore_changes=["scalingConfig.desiredSize"])))
+
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self._cluster.kubeconfig_json,
+                                     enable_server_side_apply=True, opts=child)
+        self.cluster_name = eks_cluster.name
+        self.kubeconfig = pulumi.Output.secret(self._cluster.kubeconfig_json)
+        self.oidc_provider_arn = self._cluster.oidc_provider_arn
+        self.oidc_provider_url = self._cluster.oidc_provider_url
+        self.cluster_security_group_id = eks_cluster.vpc_config.cluster_security_group_id
+        self.node_group_names = pulumi.Output.all(*[g.node_group_name for g in self.node_groups])
+        self.register_outputs({
+            "cluster_name": self.cluster_name,
+            "kubeconfig": self.kubeconfig,
+            "oidc_provider_arn": self.oidc_provider_arn,
+            "oidc_provider_url": self.oidc_provider_url,
+            "cluster_security_group_id": self.cluster_security_group_id,
+            "node_group_names": self.node_group_names,
+        })
+
+    def irsa_role(self, name: str, namespace: str, service_account: str, policy: pulumi.Input[str],
+                  parent: pulumi.Resource, tags: Mapping[str, str] | None = None) -> aws.iam.Role:
+        """An IAM role only `namespace/service_account` can assume, with `policy` (JSON) as its only permissions.
+        `parent` is the component of the workload, so the role lives and dies with it."""
+        role = aws.iam.Role(
+            name, tags=dict(tags or {}), opts=pulumi.ResourceOptions(parent=parent),
+            assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, self.oidc_provider_url).apply(
+                lambda a: irsa_trust_policy(a[0], a[1], namespace, service_account)))
+        aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=role))
+        return role

@@ -1,0 +1,113 @@
+"""LoadBalancerController: the AWS Load Balancer Controller, which turns Ingresses and LoadBalancer Services into
+ALBs/NLBs, and which must outlive every one of them on destroy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.cluster import Cluster
+
+# The chart and the IAM policy move together: the policy file is the controller's docs/install/iam_policy.json at
+# the same tag as the chart's appVersion. Upgrade both in one change.
+CHART_VERSION = "3.5.0"
+APP_VERSION = "v3.5.0"
+CHART_REPOSITORY = "https://aws.github.io/eks-charts"
+IAM_POLICY_FILE = Path(__file__).with_name("lb_controller_iam_policy.json")
+NAMESPACE = "kube-system"
+SERVICE_ACCOUNT = "aws-load-balancer-controller"
+# helm uninstall waits this long for the controller's pods to go (its finalizers are already cleared by then).
+RELEASE_TIMEOUT_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class LoadBalancerControllerArgs:
+    cluster: Cluster
+    """The cluster (its OIDC provider, Kubernetes provider and node groups)."""
+    vpc_id: pulumi.Input[str]
+    """VPC of the cluster, passed so the controller never needs the node's instance metadata."""
+    region: str
+    """AWS region, for the same reason."""
+    replicas: int = 2
+    """Controller replicas (its webhooks fail closed, so one is never enough)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags for the IAM role and, through the controller, for every load balancer it creates."""
+
+
+def validate_lb_controller_args(args: LoadBalancerControllerArgs) -> None:
+    if args.replicas < 2:
+        raise ValueError(f"replicas = {args.replicas} is invalid; allowed: 2 or more (the controller's admission "
+                         "webhooks reject Ingress/Service changes while no replica is up)")
+
+
+def iam_policy() -> str:
+    """The controller's pinned IAM policy, validated as JSON when the program runs rather than when AWS rejects it."""
+    document = json.loads(IAM_POLICY_FILE.read_text())
+    if document.get("Version") != "2012-10-17" or not document.get("Statement"):
+        raise ValueError(f"{IAM_POLICY_FILE.name} is not an IAM policy document")
+    return json.dumps(document)
+
+
+def chart_values(cluster_name: str, region: str, vpc_id: str, replicas: int,
+                 tags: Mapping[str, str]) -> dict:
+    return {
+        "clusterName": cluster_name,
+        "region": region,
+        "vpcId": vpc_id,
+        "replicaCount": replicas,
+        "serviceAccount": {"create": False, "name": SERVICE_ACCOUNT},
+        "defaultTags": dict(tags),
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                       "whenUnsatisfiable": "ScheduleAnyway",
+                                       "labelSelector": {"matchLabels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}}}],
+    }
+
+
+class LoadBalancerController(pulumi.ComponentResource):
+    release_name: pulumi.Output[str]
+    """Helm release name."""
+    role_arn: pulumi.Output[str]
+    """IRSA role of the controller."""
+
+    def __init__(self, name: str, args: LoadBalancerControllerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("clinic:index:LoadBalancerController", name, None, opts)
+        validate_lb_controller_args(args)
+        cluster = args.cluster
+        in_cluster = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+
+        role = cluster.irsa_role(f"{name}-role", NAMESPACE, SERVICE_ACCOUNT, iam_policy(), parent=self,
+                                 tags=args.tags)
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={"name": SERVICE_ACCOUNT, "namespace": NAMESPACE,
+                      "annotations": {"eks.amazonaws.com/role-arn": role.arn},
+                      "labels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}},
+            opts=in_cluster)
+        values = pulumi.Output.all(cluster.cluster_name, args.vpc_id).apply(
+            lambda a: chart_values(a[0], args.region, a[1], args.replicas, args.tags))
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=SERVICE_ACCOUNT,
+            chart="aws-load-balancer-controller",
+            version=CHART_VERSION,
+            repository_opts={"repo": CHART_REPOSITORY},
+            namespace=NAMESPACE,
+            values=values,
+            timeout=RELEASE_TIMEOUT_SECONDS,
+            atomic=True,
+            cleanup_on_fail=True,
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=cluster.provider,
+                # Pods need nodes to run on and credentials to call AWS before the release can be ready; and on
+                # destroy the release must still be running while Ingresses/Services ask it to delete their LBs.
+                depends_on=[*cluster.node_groups, role, account]))
+
+        self.release_name = self.release.name
+        self.role_arn = role.arn
+        self.register_outputs({"release_name": self.release_name, "role_arn": self.role_arn})
