@@ -78,6 +78,23 @@ def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_url: str, namespace:
     })
 
 
+@dataclass(frozen=True)
+class IrsaRole:
+    """A workload's IAM role and its permissions: depend on both, or the policy may be detached (on destroy) or
+    not yet attached (on create) while the workload runs."""
+
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+
+    @property
+    def arn(self) -> pulumi.Output[str]:
+        return self.role.arn
+
+    @property
+    def resources(self) -> list[pulumi.Resource]:
+        return [self.role, self.policy]
+
+
 class Cluster(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     """Name of the EKS cluster."""
@@ -192,12 +209,13 @@ class Cluster(pulumi.ComponentResource):
         })
 
     def irsa_role(self, name: str, namespace: str, service_account: str, policy: pulumi.Input[str],
-                  parent: pulumi.Resource, tags: Mapping[str, str] | None = None) -> aws.iam.Role:
+                  parent: pulumi.Resource, tags: Mapping[str, str] | None = None) -> IrsaRole:
         """An IAM role only `namespace/service_account` can assume, with `policy` (JSON) as its only permissions.
         `parent` is the component of the workload, so the role lives and dies with it."""
         role = aws.iam.Role(
             name, tags=dict(tags or {}), opts=pulumi.ResourceOptions(parent=parent),
             assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, self.oidc_provider_url).apply(
                 lambda a: irsa_trust_policy(a[0], a[1], namespace, service_account)))
-        aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=role))
-        return role
+        permissions = aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy,
+                                         opts=pulumi.ResourceOptions(parent=role))
+        return IrsaRole(role, permissions)

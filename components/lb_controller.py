@@ -4,7 +4,7 @@ ALBs/NLBs, and which must outlive every one of them on destroy."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +106,7 @@ class LoadBalancerController(pulumi.ComponentResource):
                 parent=self, provider=cluster.provider,
                 # Pods need nodes to run on and credentials to call AWS before the release can be ready; and on
                 # destroy the release must still be running while Ingresses/Services ask it to delete their LBs.
-                depends_on=[*cluster.node_groups, role, account]))
+                depends_on=[*cluster.node_groups, *role.resources, account]))
 
         self.release_name = self.release.name
         self.role_arn = role.arn

@@ -78,7 +78,7 @@ class GraphRecorder(pulumi_mocks.MockMonitor):
             custom=bool(request.custom),
             remote=bool(request.remote),
             parent=request.parent,
-            provider=request.provider.split("::")[0] if "::" in request.provider else request.provider,
+            provider=request.provider.rsplit("::", 1)[0] if request.provider else "",  # "<urn>::<id>"
             dependencies=set(request.dependencies),
             property_dependencies={k: set(v.urns) for k, v in request.propertyDependencies.items()},
             deleted_with=request.deletedWith,

@@ -86,7 +86,41 @@ BAD_INPUTS = [
     ("dev", "network.vpcCidrr", "10.0.0.0/16", ["network.vpcCidrr", "did you mean 'vpcCidr'"]),
     ("dev", "databse", {}, ["databse is not a setting", "did you mean 'database'"]),
     ("dev", "network", "10.0.0.0/16", ["network = '10.0.0.0/16'", "a map of settings"]),
+    ("dev", "cluster.kubernetesVersion", "1.20", ["cluster.kubernetesVersion = '1.20'", "1.33, 1.34, 1.35"]),
+    ("prod", "cluster.publicAccessCidrs", ["0.0.0.0/0"], ["cluster.publicAccessCidrs = '0.0.0.0/0'", "never the whole"]),
+    ("dev", "cluster.publicAccessCidrs", ["office"], ["cluster.publicAccessCidrs = 'office'", "CIDRs"]),
+    ("dev", "cluster.adminRoleArns", ["arn:aws:iam::123456789012:user/bob"],
+     ["cluster.adminRoleArns = 'arn:aws:iam::123456789012:user/bob'", "IAM role ARNs"]),
+    ("dev", "cluster.janitorTimeoutSeconds", 5, ["cluster.janitorTimeoutSeconds = 5", "60 to 3600"]),
+    ("dev", "cluster.nodeGroups", [], ["cluster.nodeGroups = []", "a non-empty list"]),
 ]
+
+NODE_GROUP_CASES = [
+    ("prod", {"capacityType": "SPOT"}, ["cluster.nodeGroups[0].capacityType = 'SPOT'", "ON_DEMAND in prod"]),
+    ("prod", {"minSize": 1, "desiredSize": 1}, ["cluster.nodeGroups[0].minSize = 1", "one node per AZ"]),
+    ("dev", {"minSize": 3, "desiredSize": 2}, ["cluster.nodeGroups[0].desiredSize = 2", "minSize <= desiredSize"]),
+    ("dev", {"instanceTypes": ["m7g.large", "m6i.large"]}, ["one architecture"]),
+    ("dev", {"instanceTypes": []}, ["cluster.nodeGroups[0].instanceTypes = []", "EC2 instance types"]),
+    ("dev", {"maxUnavailable": 9}, ["cluster.nodeGroups[0].maxUnavailable = 9", "at most maxSize (3)"]),
+    ("dev", {"capacityTyp": "SPOT"}, ["cluster.nodeGroups[0].capacityTyp", "did you mean 'capacityType'"]),
+]
+
+
+@pytest.mark.parametrize("stack,change,expected", NODE_GROUP_CASES, ids=[str(c[1]) for c in NODE_GROUP_CASES])
+def test_bad_node_group_is_refused_naming_its_index(stack, change, expected):
+    raw = copy.deepcopy(committed(stack))
+    raw["cluster"]["nodeGroups"][0].update(change)
+    with pytest.raises(StackSettingsError) as error:
+        load(stack, raw)
+    for words in expected:
+        assert words in str(error.value), f"{change}: expected {words!r} in\n{error.value}"
+
+
+def test_node_group_names_must_be_distinct():
+    raw = copy.deepcopy(committed("dev"))
+    raw["cluster"]["nodeGroups"].append(dict(raw["cluster"]["nodeGroups"][0]))
+    with pytest.raises(StackSettingsError, match="node groups with distinct names"):
+        load("dev", raw)
 
 
 @pytest.mark.parametrize("stack,path,value,expected", BAD_INPUTS, ids=[f"{c[0]}:{c[1]}={c[2]!r}" for c in BAD_INPUTS])
