@@ -1,5 +1,7 @@
 """clinic-platform: read the stack's settings once, build the platform, export what operators and apps need."""
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
@@ -11,6 +13,19 @@ from components.messaging import Messaging, MessagingArgs
 from components.network import Network, NetworkArgs
 from components.storage import Storage, StorageArgs
 from stacks.settings import PlatformSettings, settings_from_pulumi
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What the program built, for the exports below and for tests that add to it."""
+
+    network: Network
+    cluster: Cluster
+    controller: LoadBalancerController
+    database: Database
+    storage: Storage
+    messaging: Messaging
+    email: Email
 
 
 def platform_tags(settings: PlatformSettings) -> dict[str, str]:
@@ -28,8 +43,7 @@ def availability_zones(settings: PlatformSettings) -> list[str]:
     return sorted(zones)[:wanted]
 
 
-def main() -> None:
-    settings = settings_from_pulumi()
+def build_platform(settings: PlatformSettings) -> Platform:
     tags = platform_tags(settings)
     base = f"clinic-{settings.stack}"
 
@@ -81,22 +95,27 @@ def main() -> None:
         tags=tags,
     ))
 
-    pulumi.export("vpcId", network.vpc_id)
-    pulumi.export("clusterName", cluster.cluster_name)
-    pulumi.export("kubeconfig", cluster.kubeconfig)
-    pulumi.export("lbControllerRelease", controller.release_name)
-    pulumi.export("privateSubnetIds", network.private_subnet_ids)
-    pulumi.export("databaseAddress", database.address)
-    pulumi.export("databasePort", database.port)
-    pulumi.export("databaseName", database.db_name)
-    pulumi.export("databaseSecretArn", database.secret_arn)
-    pulumi.export("examBucketName", storage.bucket_name)
-    pulumi.export("queueUrls", messaging.queue_urls)
-    pulumi.export("deadLetterQueueUrls", messaging.dlq_urls)
-    pulumi.export("emailIdentityArn", email.identity_arn)
-    pulumi.export("emailFromAddress", email.from_address)
-    pulumi.export("emailConfigurationSet", email.configuration_set_name)
-    pulumi.export("emailDnsRecords", email.dns_records)
+    return Platform(network, cluster, controller, database, storage, messaging, email)
 
 
-main()
+def export(p: Platform) -> None:
+    pulumi.export("vpcId", p.network.vpc_id)
+    pulumi.export("privateSubnetIds", p.network.private_subnet_ids)
+    pulumi.export("clusterName", p.cluster.cluster_name)
+    pulumi.export("kubeconfig", p.cluster.kubeconfig)
+    pulumi.export("lbControllerRelease", p.controller.release_name)
+    pulumi.export("databaseAddress", p.database.address)
+    pulumi.export("databasePort", p.database.port)
+    pulumi.export("databaseName", p.database.db_name)
+    pulumi.export("databaseSecretArn", p.database.secret_arn)
+    pulumi.export("examBucketName", p.storage.bucket_name)
+    pulumi.export("queueUrls", p.messaging.queue_urls)
+    pulumi.export("deadLetterQueueUrls", p.messaging.dlq_urls)
+    pulumi.export("emailIdentityArn", p.email.identity_arn)
+    pulumi.export("emailFromAddress", p.email.from_address)
+    pulumi.export("emailConfigurationSet", p.email.configuration_set_name)
+    pulumi.export("emailDnsRecords", p.email.dns_records)
+
+
+platform = build_platform(settings_from_pulumi())
+export(platform)

@@ -108,6 +108,12 @@ class LoadBalancerController(pulumi.ComponentResource):
                 # destroy the release must still be running while Ingresses/Services ask it to delete their LBs.
                 depends_on=[*cluster.node_groups, *role.resources, account]))
 
+        self._provider = cluster.provider
         self.release_name = self.release.name
         self.role_arn = role.arn
         self.register_outputs({"release_name": self.release_name, "role_arn": self.role_arn})
+
+    def load_balancer_opts(self, parent: pulumi.Resource | None = None) -> pulumi.ResourceOptions:
+        """Options for every Ingress and LoadBalancer Service: created after the controller (its webhooks reject
+        them before) and deleted before it, while it can still delete their ALB/NLB and clear the finalizer."""
+        return pulumi.ResourceOptions(parent=parent, provider=self._provider, depends_on=[self.release])
