@@ -1,0 +1,417 @@
+"""The clinic's guardrails as plain functions, with no dependency on pulumi-policy.
+
+Resource rules take `(resource_type, props, environment)` and return violation messages (empty = compliant);
+`props` are the resource's inputs in camelCase, exactly as the engine hands them to a policy pack. Stack rules take
+every resource of the stack (`Resource`) and return `(message, urn)` pairs: they check relations between resources
+(a bucket and its encryption configuration, a queue and its dead-letter queue). Each rule is a row of a table keyed
+by resource type token, so a new resource type is covered by adding a row, not a branch.
+
+`policy/__main__.py` wraps these for pulumi-policy; the tests call them directly and over the recorded graph of both
+committed stacks. pulumi-policy is kept out of the test venv on purpose: it pins protobuf ~5.29 and would downgrade
+the protobuf the Pulumi program and its tests run with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PROJECT = "clinic-platform"
+MANDATORY, ADVISORY = "mandatory", "advisory"
+MIN_PROD_BACKUP_DAYS = 14
+# Audit and authenticator logs answer "who read which patient's secret"; api covers every request.
+REQUIRED_CONTROL_PLANE_LOGS = frozenset({"api", "audit", "authenticator"})
+# Both: memory bounds the blast radius of a leak on a shared node, cpu keeps one pod from starving its neighbours.
+REQUIRED_LIMITS = ("cpu", "memory")
+
+Check = Callable[[str, Mapping[str, Any], str], list[str]]
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+def _true(value: Any) -> bool:
+    """Booleans arrive as bools, or as "true"/"false" strings for a few AWS fields (launch-template EBS)."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _decoded(value: Any) -> Any:
+    """Policy documents and redrive policies are JSON strings in the inputs."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        return json.loads(value)
+    return value
+
+
+def _path(props: Mapping[str, Any], *keys: str) -> Any:
+    value: Any = props
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# --- encryption at rest ----------------------------------------------------------------------------------------
+
+def rds_storage_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    if not _true(props.get("storageEncrypted")):
+        return ["storageEncrypted must be true: patient data is never stored unencrypted"]
+    return []
+
+
+def sqs_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    if _true(props.get("sqsManagedSseEnabled")) or props.get("kmsMasterKeyId"):
+        return []
+    return ["set sqsManagedSseEnabled=true or kmsMasterKeyId: messages carry patient events"]
+
+
+def sns_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    return [] if props.get("kmsMasterKeyId") else ["kmsMasterKeyId must be set (SNS does not encrypt by default)"]
+
+
+def ebs_volume_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    return [] if _true(props.get("encrypted")) else ["encrypted must be true"]
+
+
+def launch_template_volumes_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    return [f"blockDeviceMappings[{i}] ({m.get('deviceName', '?')}) must set ebs.encrypted=true"
+            for i, m in enumerate(_as_list(props.get("blockDeviceMappings")))
+            if isinstance(m, Mapping) and m.get("ebs") is not None and not _true(_path(m, "ebs", "encrypted"))]
+
+
+def eks_secrets_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    if resource_type == "eks:index:Cluster":
+        ok = bool(props.get("encryptionConfigKeyArn"))
+    else:  # aws:eks/cluster:Cluster
+        config = props.get("encryptionConfig") or {}
+        ok = "secrets" in _as_list(config.get("resources")) and bool(_path(config, "provider", "keyArn"))
+    return [] if ok else ["Kubernetes secrets must be envelope-encrypted with a KMS key (encryptionConfigKeyArn)"]
+
+
+def s3_inline_encryption(props: Mapping[str, Any]) -> bool:
+    """A bucket that carries its (deprecated) inline SSE configuration."""
+    rules = _as_list(_path(props, "serverSideEncryptionConfiguration", "rule"))
+    return any(_path(r, "applyServerSideEncryptionByDefault", "sseAlgorithm") for r in rules if isinstance(r, Mapping))
+
+
+def s3_encryption_configuration(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    rules = [r for r in _as_list(props.get("rules")) if isinstance(r, Mapping)]
+    algorithms = [_path(r, "applyServerSideEncryptionByDefault", "sseAlgorithm") for r in rules]
+    if not algorithms or not all(algorithms):
+        return ["every rule must set applyServerSideEncryptionByDefault.sseAlgorithm"]
+    return []
+
+
+# --- no public data --------------------------------------------------------------------------------------------
+
+PUBLIC_ACCESS_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+
+
+def s3_public_access_blocked(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    off = [flag for flag in PUBLIC_ACCESS_FLAGS if not _true(props.get(flag))]
+    return [f"{', '.join(off)} must be true: exam results are never public"] if off else []
+
+
+def rds_not_public(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    return ["publiclyAccessible must be false"] if _true(props.get("publiclyAccessible")) else []
+
+
+def denies_insecure_transport(policy: Any) -> bool:
+    """The document has a Deny of every action for every principal when aws:SecureTransport is false."""
+    document = _decoded(policy)
+    if not isinstance(document, Mapping):
+        return False
+    for statement in _as_list(document.get("Statement")):
+        if not isinstance(statement, Mapping) or statement.get("Effect") != "Deny":
+            continue
+        principal = statement.get("Principal")
+        everyone = principal == "*" or (isinstance(principal, Mapping) and "*" in _as_list(principal.get("AWS")))
+        all_actions = any(a in ("*", "s3:*") for a in _as_list(statement.get("Action")))
+        insecure = str(_path(statement, "Condition", "Bool", "aws:SecureTransport")).lower() == "false"
+        if everyone and all_actions and insecure:
+            return True
+    return False
+
+
+def s3_bucket_policy_tls_only(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    if denies_insecure_transport(props.get("policy")):
+        return []
+    return ["the policy must Deny s3:* to Principal * when aws:SecureTransport is false"]
+
+
+# --- prod database resilience ----------------------------------------------------------------------------------
+
+def rds_prod_resilience(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    if environment == "dev":
+        return []
+    problems = []
+    if not _true(props.get("deletionProtection")):
+        problems.append("deletionProtection must be true in prod")
+    if resource_type == "aws:rds/instance:Instance" and not _true(props.get("multiAz")):
+        problems.append("multiAz must be true in prod")
+    backups = props.get("backupRetentionPeriod")
+    if not isinstance(backups, (int, float)) or backups < MIN_PROD_BACKUP_DAYS:
+        problems.append(f"backupRetentionPeriod = {backups} must be at least {MIN_PROD_BACKUP_DAYS} days in prod")
+    return problems
+
+
+# --- EKS control plane and nodes -------------------------------------------------------------------------------
+
+def eks_control_plane_logging(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    missing = REQUIRED_CONTROL_PLANE_LOGS - set(_as_list(props.get("enabledClusterLogTypes")))
+    return [f"enabledClusterLogTypes must include {', '.join(sorted(missing))}"] if missing else []
+
+
+def imdsv2_required(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    if resource_type in ("eks:index:ManagedNodeGroup", "eks:index:NodeGroupV2", "eks:index:NodeGroup"):
+        # pulumi-eks builds its own launch template: IMDSv2 unless told, or given a template of ours.
+        ok = _true(props.get("enableIMDSv2")) or props.get("launchTemplate") is not None
+        return [] if ok else ["set enableIMDSv2=true (or pass a launch template requiring IMDSv2)"]
+    if resource_type == "aws:eks/nodeGroup:NodeGroup":
+        # Without a launch template of ours, nothing in the program says the nodes require IMDSv2.
+        return [] if props.get("launchTemplate") else ["use a launch template with metadataOptions.httpTokens=required"]
+    tokens = _path(props, "metadataOptions", "httpTokens")
+    return [] if tokens == "required" else [f"metadataOptions.httpTokens = {tokens!r} must be 'required' (IMDSv2)"]
+
+
+# --- pods ------------------------------------------------------------------------------------------------------
+
+# Where each workload kind keeps its pod spec.
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "kubernetes:apps/v1:Deployment": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:ReplicaSet": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:Job": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    "kubernetes:core/v1:Pod": ("spec",),
+}
+
+
+def pods_non_root_with_limits(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    spec = _path(props, *POD_SPEC_PATHS[resource_type])
+    if not isinstance(spec, Mapping):
+        return ["no pod spec found"]
+    pod_context = spec.get("securityContext") or {}
+    problems = []
+    containers = [c for c in _as_list(spec.get("initContainers")) + _as_list(spec.get("containers"))
+                  if isinstance(c, Mapping)]
+    if not containers:
+        problems.append("the pod spec has no containers")
+    for container in containers:
+        name = container.get("name", "?")
+        context = container.get("securityContext") or {}
+        # A container's own securityContext overrides the pod's.
+        non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+        user = context.get("runAsUser", pod_context.get("runAsUser"))
+        if user == 0 or not (_true(non_root) or (isinstance(user, int) and user > 0)):
+            problems.append(f"container {name}: must run as non-root (runAsNonRoot=true or runAsUser > 0)")
+        limits = _path(container, "resources", "limits") or {}
+        missing = [k for k in REQUIRED_LIMITS if not limits.get(k)]
+        if missing:
+            problems.append(f"container {name}: resources.limits must set {', '.join(missing)}")
+    return problems
+
+
+# --- the tables ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResourceRule:
+    name: str
+    description: str
+    checks: Mapping[str, Check]
+    """Resource type token -> validator."""
+
+
+def _for(types: Iterable[str], check: Check) -> dict[str, Check]:
+    return {t: check for t in types}
+
+
+RDS_TYPES = ("aws:rds/instance:Instance", "aws:rds/cluster:Cluster")
+EKS_CLUSTER_TYPES = ("eks:index:Cluster", "aws:eks/cluster:Cluster")
+BUCKET_TYPES = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+SSE_CONFIG_TYPES = ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+                    "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2")
+PUBLIC_ACCESS_BLOCK_TYPE = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+BUCKET_POLICY_TYPE = "aws:s3/bucketPolicy:BucketPolicy"
+QUEUE_TYPE = "aws:sqs/queue:Queue"
+REDRIVE_POLICY_TYPE = "aws:sqs/redrivePolicy:RedrivePolicy"
+
+RESOURCE_RULES: tuple[ResourceRule, ...] = (
+    ResourceRule("encryption-at-rest", "Data stores, queues, volumes and Kubernetes secrets are encrypted at rest.", {
+        **_for(RDS_TYPES, rds_storage_encrypted),
+        QUEUE_TYPE: sqs_encrypted,
+        "aws:sns/topic:Topic": sns_encrypted,
+        "aws:ebs/volume:Volume": ebs_volume_encrypted,
+        "aws:ec2/launchTemplate:LaunchTemplate": launch_template_volumes_encrypted,
+        **_for(SSE_CONFIG_TYPES, s3_encryption_configuration),
+        **_for(EKS_CLUSTER_TYPES, eks_secrets_encrypted),
+    }),
+    ResourceRule("no-public-data", "No S3 bucket or database is reachable from the internet.", {
+        PUBLIC_ACCESS_BLOCK_TYPE: s3_public_access_blocked,
+        "aws:rds/instance:Instance": rds_not_public,
+        "aws:rds/clusterInstance:ClusterInstance": rds_not_public,
+    }),
+    ResourceRule("s3-tls-only", "Bucket policies deny every request that is not made over TLS.", {
+        BUCKET_POLICY_TYPE: s3_bucket_policy_tls_only,
+    }),
+    ResourceRule("prod-database-resilience",
+                 f"Prod databases have deletion protection, Multi-AZ and >= {MIN_PROD_BACKUP_DAYS} days of backups.",
+                 _for(RDS_TYPES, rds_prod_resilience)),
+    ResourceRule("eks-control-plane-logging", "EKS control planes send api, audit and authenticator logs.",
+                 _for(EKS_CLUSTER_TYPES, eks_control_plane_logging)),
+    ResourceRule("imdsv2-required", "Instances and node groups require IMDSv2 (session tokens).", {
+        "aws:ec2/launchTemplate:LaunchTemplate": imdsv2_required,
+        "aws:ec2/instance:Instance": imdsv2_required,
+        "aws:eks/nodeGroup:NodeGroup": imdsv2_required,
+        "eks:index:ManagedNodeGroup": imdsv2_required,
+        "eks:index:NodeGroupV2": imdsv2_required,
+        "eks:index:NodeGroup": imdsv2_required,
+    }),
+    ResourceRule("pods-non-root-with-limits", "Every pod's containers run as non-root with cpu and memory limits.",
+                 _for(POD_SPEC_PATHS, pods_non_root_with_limits)),
+)
+
+
+# --- stack rules: relations between resources ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource of a stack as a stack rule sees it (built from pulumi-policy's PolicyResource or from the
+    mocks' recorded graph)."""
+
+    urn: str
+    type: str
+    name: str
+    props: Mapping[str, Any]
+    property_dependencies: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+def _refers_to(resource: Resource, key: str, target: Resource, *target_keys: str) -> bool:
+    """`resource.<key>` is `target`: by the property dependency (known during preview, when ids are not), or by
+    value once ids are known."""
+    if target.urn in resource.property_dependencies.get(key, ()):
+        return True
+    value = resource.props.get(key)
+    return value is not None and any(value == target.props.get(k) for k in target_keys)
+
+
+def _buckets_without(resources: Sequence[Resource], companion_types: Iterable[str], what: str,
+                     inline: Callable[[Mapping[str, Any]], bool] = lambda props: False) -> list[tuple[str, str]]:
+    companions = [r for r in resources if r.type in set(companion_types)]
+    return [(f"bucket {b.name} has no {what}", b.urn) for b in resources if b.type in BUCKET_TYPES
+            and not inline(b.props) and not any(_refers_to(c, "bucket", b, "bucket", "id") for c in companions)]
+
+
+def buckets_encrypted(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
+    return _buckets_without(resources, SSE_CONFIG_TYPES, "server-side encryption configuration", s3_inline_encryption)
+
+
+def buckets_public_access_blocked(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
+    return _buckets_without(resources, [PUBLIC_ACCESS_BLOCK_TYPE], "public access block")
+
+
+def buckets_tls_only(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
+    return _buckets_without(resources, [BUCKET_POLICY_TYPE], "TLS-only bucket policy",
+                            lambda props: denies_insecure_transport(props.get("policy")))
+
+
+def queues_have_dead_letter_queues(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
+    """Every queue redrives to a DLQ, except the DLQs themselves: the queues some redrive policy points at."""
+    queues = [r for r in resources if r.type == QUEUE_TYPE]
+    redrive_sources = queues + [r for r in resources if r.type == REDRIVE_POLICY_TYPE]
+    standalone = [r for r in resources if r.type == REDRIVE_POLICY_TYPE]
+
+    def is_dead_letter_queue(queue: Resource) -> bool:
+        for source in redrive_sources:
+            if queue.urn in source.property_dependencies.get("redrivePolicy", ()):
+                return True
+            policy = _decoded(source.props.get("redrivePolicy"))
+            if isinstance(policy, Mapping) and queue.props.get("arn") and \
+                    policy.get("deadLetterTargetArn") == queue.props.get("arn"):
+                return True
+        return False
+
+    def has_redrive(queue: Resource) -> bool:
+        return bool(queue.props.get("redrivePolicy")) or any(
+            _refers_to(p, "queueUrl", queue, "url", "id") for p in standalone)
+
+    return [(f"queue {q.name} has no redrive policy to a dead-letter queue", q.urn)
+            for q in queues if not has_redrive(q) and not is_dead_letter_queue(q)]
+
+
+@dataclass(frozen=True)
+class StackRule:
+    name: str
+    description: str
+    check: Callable[[Sequence[Resource], str], list[tuple[str, str]]]
+
+
+STACK_RULES: tuple[StackRule, ...] = (
+    StackRule("s3-bucket-encrypted", "Every bucket has a server-side encryption configuration.", buckets_encrypted),
+    StackRule("s3-bucket-public-access-blocked", "Every bucket has a public access block.",
+              buckets_public_access_blocked),
+    StackRule("s3-bucket-tls-only", "Every bucket has a TLS-only bucket policy.", buckets_tls_only),
+    StackRule("sqs-dead-letter-queue", "Every queue that is not a dead-letter queue has a redrive policy.",
+              queues_have_dead_letter_queues),
+)
+
+
+# --- running them ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    urn: str
+    message: str
+
+
+def check_resource(resource_type: str, props: Mapping[str, Any], environment: str) -> list[tuple[str, str]]:
+    """(rule name, message) for every resource rule `props` breaks."""
+    return [(rule.name, message) for rule in RESOURCE_RULES if resource_type in rule.checks
+            for message in rule.checks[resource_type](resource_type, props, environment)]
+
+
+def check_stack(inputs: Sequence[Resource], outputs: Sequence[Resource] | None = None,
+                environment: str = "prod") -> list[Violation]:
+    """Every rule over a whole stack: resource rules on each resource's inputs, stack rules on `outputs`
+    (inputs plus what the provider returned; the inputs when not given)."""
+    found = [Violation(name, r.urn, message) for r in inputs
+             for name, message in check_resource(r.type, r.props, environment)]
+    for rule in STACK_RULES:
+        found += [Violation(rule.name, urn, message) for message, urn in rule.check(outputs or inputs, environment)]
+    return found
+
+
+# --- enforcement -----------------------------------------------------------------------------------------------
+
+def stack_environment(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(stack, environment) of the stack being checked, from the variables the Pulumi CLI gives a policy pack's
+    process: PULUMI_STACK, and PULUMI_CONFIG (the stack's config as JSON) for `clinic-platform:environment`."""
+    stack = env.get("PULUMI_STACK") or None
+    try:
+        config = json.loads(env.get("PULUMI_CONFIG") or "{}")
+    except json.JSONDecodeError:
+        config = {}
+    environment = config.get(f"{PROJECT}:environment") if isinstance(config, dict) else None
+    if environment is None and stack:
+        # Organisation-qualified names ("acme/clinic-platform/prod") end with the stack's own name.
+        environment = {"dev": "dev", "prod": "prod"}.get(stack.rsplit("/", 1)[-1])
+    return stack, environment
+
+
+def effective_environment(environment: str | None) -> str:
+    """Anything not known to be dev is held to prod's rules: a guardrail fails closed."""
+    return "dev" if environment == "dev" else "prod"
+
+
+def enforcement_level(environment: str | None) -> str:
+    """Advisory on dev (violations are reported, the update goes on); mandatory everywhere else."""
+    return ADVISORY if effective_environment(environment) == "dev" else MANDATORY

@@ -1,0 +1,222 @@
+"""The clinic's policy pack: each guardrail on passing and failing inputs, then the whole pack over the recorded
+resources of both committed stacks."""
+
+import json
+
+import pytest
+
+from policy import guardrails as g
+from policy.guardrails import Resource
+
+LT = "aws:ec2/launchTemplate:LaunchTemplate"
+RDS = "aws:rds/instance:Instance"
+EKS = "eks:index:Cluster"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+TLS_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
+     "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
+
+
+def rules(resource_type, props, environment="prod"):
+    return sorted({name for name, _ in g.check_resource(resource_type, props, environment)})
+
+
+def pod(container_context=None, pod_context=None, limits=None):
+    container = {"name": "api", "image": "api:1",
+                 "resources": {"limits": {"cpu": "500m", "memory": "512Mi"} if limits is None else limits}}
+    if container_context is not None:
+        container["securityContext"] = container_context
+    spec = {"containers": [container]}
+    if pod_context is not None:
+        spec["securityContext"] = pod_context
+    return spec
+
+
+PROD_RDS = {"storageEncrypted": True, "publiclyAccessible": False, "deletionProtection": True, "multiAz": True,
+            "backupRetentionPeriod": 14}
+
+# (resource type, compliant props, {change: rule it must break})
+CASES = [
+    (RDS, PROD_RDS, [
+        ({"storageEncrypted": False}, "encryption-at-rest"),
+        ({"publiclyAccessible": True}, "no-public-data"),
+        ({"deletionProtection": False}, "prod-database-resilience"),
+        ({"multiAz": False}, "prod-database-resilience"),
+        ({"backupRetentionPeriod": 13}, "prod-database-resilience"),
+    ]),
+    ("aws:sqs/queue:Queue", {"sqsManagedSseEnabled": True}, [({"sqsManagedSseEnabled": False}, "encryption-at-rest")]),
+    ("aws:sqs/queue:Queue", {"kmsMasterKeyId": "alias/q"}, [({"kmsMasterKeyId": None}, "encryption-at-rest")]),
+    ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+     dict.fromkeys(g.PUBLIC_ACCESS_FLAGS, True) | {"bucket": "b"},
+     [({flag: False}, "no-public-data") for flag in g.PUBLIC_ACCESS_FLAGS]),
+    ("aws:s3/bucketPolicy:BucketPolicy", {"bucket": "b", "policy": TLS_POLICY}, [
+        ({"policy": TLS_POLICY.replace('"Deny"', '"Allow"')}, "s3-tls-only"),
+        ({"policy": TLS_POLICY.replace('"s3:*"', '"s3:GetObject"')}, "s3-tls-only"),
+        ({"policy": json.dumps({"Statement": []})}, "s3-tls-only"),
+    ]),
+    (g.SSE_CONFIG_TYPES[0], {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]},
+     [({"rules": []}, "encryption-at-rest")]),
+    (EKS, {"encryptionConfigKeyArn": "arn:aws:kms:k", "enabledClusterLogTypes": ["api", "audit", "authenticator"]}, [
+        ({"encryptionConfigKeyArn": None}, "encryption-at-rest"),
+        ({"enabledClusterLogTypes": ["api", "authenticator"]}, "eks-control-plane-logging"),
+        ({"enabledClusterLogTypes": None}, "eks-control-plane-logging"),
+    ]),
+    ("aws:eks/cluster:Cluster", {"encryptionConfig": {"resources": ["secrets"], "provider": {"keyArn": "k"}},
+                                 "enabledClusterLogTypes": ["api", "audit", "authenticator", "scheduler"]},
+     [({"encryptionConfig": {"resources": [], "provider": {"keyArn": "k"}}}, "encryption-at-rest")]),
+    (LT, {"metadataOptions": {"httpTokens": "required"},
+          "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "true"}}]}, [
+        ({"metadataOptions": {"httpTokens": "optional"}}, "imdsv2-required"),
+        ({"metadataOptions": None}, "imdsv2-required"),
+        ({"blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "false"}}]}, "encryption-at-rest"),
+    ]),
+    ("aws:eks/nodeGroup:NodeGroup", {"launchTemplate": {"id": "lt-1", "version": "1"}},
+     [({"launchTemplate": None}, "imdsv2-required")]),
+    ("eks:index:ManagedNodeGroup", {"enableIMDSv2": True}, [({"enableIMDSv2": False}, "imdsv2-required")]),
+    (DEPLOYMENT, {"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True})}}}, [
+        ({"spec": {"template": {"spec": pod()}}}, "pods-non-root-with-limits"),
+        ({"spec": {"template": {"spec": pod({"runAsUser": 0}, {"runAsNonRoot": True})}}}, "pods-non-root-with-limits"),
+        ({"spec": {"template": {"spec": pod({"runAsNonRoot": False}, {"runAsNonRoot": True})}}},
+         "pods-non-root-with-limits"),
+        ({"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True}, limits={"memory": "1Gi"})}}},
+         "pods-non-root-with-limits"),
+        ({"spec": {"template": {"spec": {"containers": []}}}}, "pods-non-root-with-limits"),
+    ]),
+    ("kubernetes:batch/v1:Job", {"spec": {"template": {"spec": pod({"runAsUser": 10001})}}},
+     [({"spec": {"template": {"spec": pod({"runAsUser": 10001}, limits={})}}}, "pods-non-root-with-limits")]),
+    ("kubernetes:batch/v1:CronJob",
+     {"spec": {"jobTemplate": {"spec": {"template": {"spec": pod({"runAsNonRoot": True})}}}}},
+     [({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod()}}}}}, "pods-non-root-with-limits")]),
+]
+
+
+@pytest.mark.parametrize("resource_type,good,bad", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_each_guardrail_passes_compliant_props_and_names_the_broken_rule(resource_type, good, bad):
+    assert rules(resource_type, good) == [], g.check_resource(resource_type, good, "prod")
+    for change, rule in bad:
+        assert rules(resource_type, {**good, **change}) == [rule], (resource_type, change)
+
+
+def test_every_rule_is_exercised_by_a_failing_case():
+    broken = {rule for _, _, bad in CASES for _, rule in bad}
+    assert broken == {r.name for r in g.RESOURCE_RULES}
+
+
+def test_prod_only_database_rules_are_not_applied_to_dev():
+    dev_db = {**PROD_RDS, "multiAz": False, "deletionProtection": False, "backupRetentionPeriod": 1}
+    assert rules(RDS, dev_db, "dev") == []
+    assert rules(RDS, {**dev_db, "storageEncrypted": False}, "dev") == ["encryption-at-rest"]
+
+
+def test_messages_name_the_setting_to_fix():
+    messages = [m for _, m in g.check_resource(RDS, {**PROD_RDS, "backupRetentionPeriod": 7}, "prod")]
+    assert messages == ["backupRetentionPeriod = 7 must be at least 14 days in prod"]
+
+
+# --- stack rules ---
+
+def bucket_stack(*companions):
+    bucket = Resource("urn:b", "aws:s3/bucket:Bucket", "exams", {"bucket": "exams-1"})
+    return [bucket, *[Resource(f"urn:{t}", t, t, {"bucket": "?"}, {"bucket": frozenset({"urn:b"})})
+                      for t in companions]]
+
+
+@pytest.mark.parametrize("rule,companion", [
+    (g.buckets_encrypted, g.SSE_CONFIG_TYPES[0]),
+    (g.buckets_public_access_blocked, g.PUBLIC_ACCESS_BLOCK_TYPE),
+    (g.buckets_tls_only, g.BUCKET_POLICY_TYPE),
+])
+def test_every_bucket_needs_its_companion_resource(rule, companion):
+    assert rule(bucket_stack(companion), "prod") == []
+    assert rule(bucket_stack(), "prod") == [(rule(bucket_stack(), "prod")[0][0], "urn:b")]
+    # Another bucket's companion does not count.
+    other = Resource("urn:c", companion, "c", {"bucket": "other"}, {"bucket": frozenset({"urn:other"})})
+    assert len(rule([bucket_stack()[0], other], "prod")) == 1
+    # Matched by value once ids are known (no property dependency recorded).
+    by_value = Resource("urn:d", companion, "d", {"bucket": "exams-1"})
+    assert rule([bucket_stack()[0], by_value], "prod") == []
+
+
+def test_inline_bucket_encryption_and_policy_count():
+    bucket = Resource("urn:b", "aws:s3/bucket:Bucket", "b", {
+        "serverSideEncryptionConfiguration": {"rule": {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}},
+        "policy": TLS_POLICY})
+    assert g.buckets_encrypted([bucket], "prod") == [] and g.buckets_tls_only([bucket], "prod") == []
+
+
+def test_queues_without_redrive_are_allowed_only_as_dead_letter_queues():
+    dlq = Resource("urn:dlq", g.QUEUE_TYPE, "dlq", {"arn": "arn:dlq"})
+    main = Resource("urn:q", g.QUEUE_TYPE, "q", {"redrivePolicy": '{"deadLetterTargetArn": "?"}'},
+                    {"redrivePolicy": frozenset({"urn:dlq"})})
+    assert g.queues_have_dead_letter_queues([dlq, main], "prod") == []
+    lonely = Resource("urn:l", g.QUEUE_TYPE, "lonely", {"arn": "arn:lonely"})
+    assert g.queues_have_dead_letter_queues([dlq, main, lonely], "prod") == [
+        ("queue lonely has no redrive policy to a dead-letter queue", "urn:l")]
+    # Once ARNs are known the target can be read from the JSON itself.
+    by_arn = Resource("urn:q2", g.QUEUE_TYPE, "q2", {"redrivePolicy": json.dumps({"deadLetterTargetArn": "arn:lonely"})})
+    assert g.queues_have_dead_letter_queues([lonely, by_arn], "prod") == []
+    # A standalone RedrivePolicy resource gives its queue a redrive policy and marks its target as a DLQ.
+    standalone = Resource("urn:rp", g.REDRIVE_POLICY_TYPE, "rp", {"queueUrl": "?"},
+                          {"queueUrl": frozenset({"urn:l"}), "redrivePolicy": frozenset({"urn:dlq"})})
+    assert g.queues_have_dead_letter_queues([dlq, lonely, standalone], "prod") == []
+
+
+# --- enforcement ---
+
+@pytest.mark.parametrize("env,expected", [
+    ({"PULUMI_STACK": "dev", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "dev"})}, ("dev", "advisory")),
+    ({"PULUMI_STACK": "prod", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "prod"})},
+     ("prod", "mandatory")),
+    # The config wins over the name: a stack called "dev" configured as prod is held to prod.
+    ({"PULUMI_STACK": "dev", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "prod"})},
+     ("prod", "mandatory")),
+    ({"PULUMI_STACK": "acme/clinic-platform/dev"}, ("dev", "advisory")),
+    ({"PULUMI_STACK": "staging"}, ("prod", "mandatory")),
+    ({}, ("prod", "mandatory")),
+    ({"PULUMI_STACK": "dev", "PULUMI_CONFIG": "not json"}, ("dev", "advisory")),
+])
+def test_enforcement_is_advisory_only_on_dev_and_fails_closed(env, expected):
+    _, environment = g.stack_environment(env)
+    assert (g.effective_environment(environment), g.enforcement_level(environment)) == expected
+
+
+# --- the whole pack over both committed stacks ---
+
+def stack_resources(graph):
+    """The recorded graph as the pack sees it: inputs for resource rules, provider outputs for stack rules."""
+    def resource(r, props):
+        return Resource(r.urn, r.type, r.name, props, {k: frozenset(v) for k, v in r.property_dependencies.items()})
+    custom = [r for r in graph.records if r.custom or r.remote]
+    return [resource(r, r.inputs) for r in custom], [resource(r, r.state) for r in custom]
+
+
+def test_prod_has_no_violations(prod):
+    inputs, outputs = stack_resources(prod)
+    violations = g.check_stack(inputs, outputs, "prod")
+    assert violations == [], "\n".join(f"{v.rule}: {v.urn.rsplit('::', 1)[1]}: {v.message}" for v in violations)
+
+
+def test_dev_breaks_only_the_prod_only_database_rule_when_held_to_prod(dev):
+    inputs, outputs = stack_resources(dev)
+    assert g.check_stack(inputs, outputs, "dev") == []
+    held_to_prod = g.check_stack(inputs, outputs, "prod")
+    assert {(v.rule, v.urn.rsplit("::", 1)[1]) for v in held_to_prod} == {
+        ("prod-database-resilience", "clinic-dev-db-postgres")}
+
+
+def test_the_pack_sees_every_kind_of_resource_it_guards_in_prod(prod):
+    """Guards against a rule silently matching nothing because a type token changed."""
+    present = {r.type for r in prod.records}
+    for typ in (RDS, EKS, LT, "aws:eks/nodeGroup:NodeGroup", "aws:sqs/queue:Queue", g.PUBLIC_ACCESS_BLOCK_TYPE,
+                g.BUCKET_POLICY_TYPE, g.SSE_CONFIG_TYPES[0], "aws:s3/bucket:Bucket"):
+        assert typ in present, typ
+
+
+def test_a_violation_in_the_program_is_caught(prod):
+    """The same run, with one bucket's public access block removed and the cluster's audit log dropped."""
+    inputs, outputs = stack_resources(prod)
+    inputs = [r if r.type != EKS else Resource(r.urn, r.type, r.name, {**r.props, "enabledClusterLogTypes": ["api"]},
+                                               r.property_dependencies) for r in inputs]
+    outputs = [r for r in outputs if r.type != g.PUBLIC_ACCESS_BLOCK_TYPE]
+    assert sorted(v.rule for v in g.check_stack(inputs, outputs, "prod")) == [
+        "eks-control-plane-logging", "s3-bucket-public-access-blocked"]
