@@ -1,6 +1,8 @@
 """`python -m preview <stack>`: the offline preview runs for both committed stacks without credentials and its
 views are consistent with the recorded graph."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -26,12 +28,9 @@ def views():
     """Both stacks' JSON views, produced by the command's own entry point."""
     out = {}
     for stack in ("dev", "prod"):
-        capture = __import__("io").StringIO()
-        real, sys.stdout = sys.stdout, capture
-        try:
+        capture = io.StringIO()
+        with contextlib.redirect_stdout(capture):
             assert main([stack, "--json"]) == 0
-        finally:
-            sys.stdout = real
         out[stack] = json.loads(capture.getvalue())
     return out
 

@@ -1,0 +1,198 @@
+"""The GitHub Actions workflows: valid YAML with the expected triggers and jobs, pinned actions, least permissions,
+and the deploy flow the platform relies on (README tests on PRs, policy pack on every preview/up, prod gated)."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from preview.graph import ROOT
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+README = ROOT / "README.md"
+EXPECTED = {
+    "pr.yml": ({"pull_request"}, {"test", "offline-preview", "preview"}),
+    "deploy.yml": ({"push"}, {"images", "dev", "prod"}),
+    "destroy-dev.yml": ({"workflow_dispatch"}, {"destroy"}),
+}
+# owner/repo@<40-hex SHA> # vX.Y.Z — the comment names the release the SHA was verified against.
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
+
+
+def load(name: str) -> dict:
+    document = yaml.safe_load((WORKFLOWS / name).read_text())
+    # YAML 1.1 reads the key `on` as True.
+    document["on"] = document.pop(True, document.get("on"))
+    return document
+
+
+def steps(job: dict) -> list[dict]:
+    return job.get("steps", [])
+
+
+def all_jobs():
+    for name in EXPECTED:
+        for job_name, job in load(name)["jobs"].items():
+            yield name, job_name, job
+
+
+def pulumi_steps(job: dict, command: str | None = None) -> list[dict]:
+    return [s for s in steps(job) if s.get("uses", "").startswith("pulumi/actions@")
+            and (command is None or s.get("with", {}).get("command") == command)]
+
+
+def test_the_workflows_are_exactly_the_expected_ones():
+    assert sorted(p.name for p in WORKFLOWS.glob("*.y*ml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_each_workflow_is_valid_yaml_with_its_triggers_and_jobs(name):
+    document = load(name)
+    triggers, jobs = EXPECTED[name]
+    assert set(document["on"]) == triggers, name
+    assert set(document["jobs"]) == jobs, name
+    for job_name, job in document["jobs"].items():
+        assert job.get("runs-on") and job.get("timeout-minutes"), f"{name}:{job_name}"
+        for step in steps(job):
+            assert ("uses" in step) != ("run" in step), f"{name}:{job_name}: a step has both or neither of uses/run"
+
+
+def test_every_action_is_pinned_to_a_commit_sha_with_its_version_noted():
+    for name in EXPECTED:
+        text = (WORKFLOWS / name).read_text()
+        uses_lines = [line.strip() for line in text.splitlines() if line.strip().startswith(("uses:", "- uses:"))]
+        assert uses_lines, name
+        for line in uses_lines:
+            reference, _, comment = line.split("uses:", 1)[1].partition("#")
+            assert PINNED.match(reference.strip()), f"{name}: {line} is not pinned to a full commit SHA"
+            assert re.fullmatch(r"v\d+\.\d+\.\d+", comment.strip()), f"{name}: {line} does not name its release"
+
+
+def test_the_same_action_is_pinned_to_the_same_commit_everywhere():
+    pins: dict[str, set[str]] = {}
+    for _, _, job in all_jobs():
+        for step in steps(job):
+            if "uses" in step:
+                action, _, sha = step["uses"].partition("@")
+                pins.setdefault(action, set()).add(sha)
+    assert {a: s for a, s in pins.items() if len(s) > 1} == {}
+
+
+def test_permissions_are_least_and_id_token_only_where_oidc_is_used():
+    for name in EXPECTED:
+        document = load(name)
+        assert document["permissions"] == {"contents": "read"}, f"{name}: workflow-wide permissions"
+        for job_name, job in document["jobs"].items():
+            uses_oidc = any(s.get("uses", "").startswith("aws-actions/configure-aws-credentials@") for s in steps(job))
+            permissions = job.get("permissions", {})
+            assert (permissions.get("id-token") == "write") == uses_oidc, f"{name}:{job_name}"
+            if uses_oidc:
+                configure = next(s for s in steps(job) if "configure-aws-credentials" in s.get("uses", ""))
+                assert "role-to-assume" in configure["with"], f"{name}:{job_name}"
+                assert not {"aws-access-key-id", "aws-secret-access-key"} & set(configure["with"])
+            comments = any(s.get("with", {}).get("comment-on-pr") for s in steps(job))
+            assert (permissions.get("pull-requests") == "write") == bool(comments), f"{name}:{job_name}"
+            assert set(permissions) <= {"contents", "id-token", "pull-requests"}, f"{name}:{job_name}"
+            assert permissions.get("contents", "read") == "read", f"{name}:{job_name}"
+
+
+def test_no_long_lived_aws_keys_anywhere():
+    for name in EXPECTED:
+        text = (WORKFLOWS / name).read_text()
+        assert "AWS_ACCESS_KEY_ID" not in text and "AWS_SECRET_ACCESS_KEY" not in text, name
+
+
+def readme_commands() -> list[str]:
+    """The set-up and test commands of the README's quick start."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    setup = next(b.strip() for b in blocks if "pip install -r requirements-dev.txt" in b)
+    tests = next(b.strip() for b in blocks if b.strip().endswith("-m pytest"))
+    return [setup, tests]
+
+
+def test_the_pr_workflow_runs_the_readme_test_commands_exactly():
+    job = load("pr.yml")["jobs"]["test"]
+    runs = [s["run"].strip() for s in steps(job) if "run" in s]
+    assert runs == readme_commands()
+    python = next(s for s in steps(job) if s.get("uses", "").startswith("actions/setup-python@"))
+    assert python["with"]["cache"] == "pip" and "requirements*.txt" in python["with"]["cache-dependency-path"]
+
+
+def test_the_pr_workflow_posts_the_offline_preview_of_both_stacks():
+    job = load("pr.yml")["jobs"]["offline-preview"]
+    assert "permissions" not in job, "the offline preview needs no cloud access"
+    script = "\n".join(s["run"] for s in steps(job) if "run" in s)
+    assert "for stack in dev prod" in script and "-m preview" in script and "$GITHUB_STEP_SUMMARY" in script
+
+
+def test_cloud_previews_comment_on_the_pr_with_the_policy_pack_and_skip_forks():
+    job = load("pr.yml")["jobs"]["preview"]
+    assert job["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    assert "head.repo.full_name == github.repository" in job["if"]
+    [preview] = pulumi_steps(job, "preview")
+    assert preview["with"]["comment-on-pr"] is True and preview["with"]["policyPacks"] == "policy"
+    assert preview["with"]["stack-name"] == "${{ matrix.stack }}"
+    assert preview["env"]["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
+
+
+def test_every_preview_and_up_runs_the_policy_pack_with_its_venv():
+    found = 0
+    for name, job_name, job in all_jobs():
+        for step in pulumi_steps(job):
+            command = step.get("with", {}).get("command")
+            if command in ("preview", "up"):
+                found += 1
+                assert step["with"].get("policyPacks") == "policy", f"{name}:{job_name}"
+                installs = "\n".join(s.get("run", "") for s in steps(job))
+                assert "policy/venv/bin/pip install -r policy/requirements.txt" in installs, f"{name}:{job_name}"
+    assert found == 3  # preview (one step, matrix dev/prod), up dev, up prod
+    assert (ROOT / "policy" / "PulumiPolicy.yaml").is_file()
+
+
+def test_deploy_builds_both_images_then_dev_then_gated_prod():
+    jobs = load("deploy.yml")["jobs"]
+    assert load("deploy.yml")["on"]["push"]["branches"] == ["main"]
+    build = "\n".join(s.get("run", "") for s in steps(jobs["images"]))
+    for app in ("clinic_api", "notifier"):
+        assert f"{app}:" in build or f"apps/{app}" in build
+    # Each Dockerfile built with apps/ as the context, tagged with the commit SHA.
+    assert re.search(r'docker build .*-f "apps/\$dir/Dockerfile" .* apps/$', build, re.M), build
+    assert "TAG: ${{ github.sha }}" in (WORKFLOWS / "deploy.yml").read_text()
+    assert set(jobs["images"]["outputs"]) == {"api", "notifier"}
+    assert jobs["dev"]["needs"] == "images" and set(jobs["prod"]["needs"]) == {"images", "dev"}
+    assert jobs["prod"]["environment"] == "production"
+    for stack in ("dev", "prod"):
+        job = jobs[stack]
+        [up] = pulumi_steps(job, "up")
+        assert up["with"]["stack-name"] == stack
+        config = "\n".join(s.get("run", "") for s in steps(job))
+        for key, output in (("api", "api"), ("notifier", "notifier")):
+            assert f"pulumi config set --stack {stack} --path 'clinic-platform:images.{key}'" in config
+            assert any(v == f"${{{{ needs.images.outputs.{output} }}}}" for s in steps(job)
+                       for v in s.get("env", {}).values())
+
+
+def test_updates_of_one_stack_never_overlap_or_get_cancelled():
+    groups = {}
+    for name, job_name, job in all_jobs():
+        if any(s.get("with", {}).get("command") in ("up", "destroy") for s in pulumi_steps(job)):
+            concurrency = job["concurrency"]
+            assert concurrency["cancel-in-progress"] is False, f"{name}:{job_name}"
+            groups[f"{name}:{job_name}"] = concurrency["group"]
+    assert groups == {"deploy.yml:dev": "pulumi-stack-dev", "deploy.yml:prod": "pulumi-stack-prod",
+                      "destroy-dev.yml:destroy": "pulumi-stack-dev"}
+    assert load("pr.yml")["concurrency"]["cancel-in-progress"] is True
+
+
+def test_destroy_dev_demands_a_typed_confirmation_and_touches_only_dev():
+    document = load("destroy-dev.yml")
+    confirm = document["on"]["workflow_dispatch"]["inputs"]["confirm"]
+    assert confirm["required"] is True and confirm["type"] == "string"
+    job = document["jobs"]["destroy"]
+    first = steps(job)[0]
+    assert "exit 1" in first["run"] and first["env"]["TYPED"] == "${{ inputs.confirm }}"
+    assert document["env"]["CONFIRMATION"] in confirm["description"]
+    [destroy] = pulumi_steps(job, "destroy")
+    assert destroy["with"]["stack-name"] == "dev"
+    assert "prod" not in (WORKFLOWS / "destroy-dev.yml").read_text().replace("Prod has no destroy", "")
