@@ -67,7 +67,8 @@ def build(graph: Graph, stack: str, region: str, environment: str) -> dict[str, 
             "hoursPerMonth": costs.HOURS_PER_MONTH,
             "spotFactor": costs.SPOT_FACTOR,
             "lines": [{"resource": c.resource, "type": c.type, "item": c.item, "monthlyUsd": c.monthly_usd}
-                      for c in lines],
+                      for c in lines if not c.unpriced],
+            "unpriced": [{"resource": c.resource, "type": c.type, "missing": c.unpriced} for c in lines if c.unpriced],
             "excluded": list(costs.EXCLUDED),
         },
         "policy": policy_findings(graph, environment),
@@ -108,6 +109,7 @@ def text(view: dict[str, Any]) -> str:
                 f"({cost['pricesRegion']} list prices as of {cost['pricesAsOf']}, {cost['hoursPerMonth']} h/month, "
                 f"spot at {cost['spotFactor']:.0%} of on-demand)"]
     out += [f"{c['monthlyUsd']:>10,.2f}  {c['item']}  [{c['resource']}]" for c in cost["lines"]]
+    out += [f"      ????  {u['missing']}  [{u['resource']}]" for u in cost["unpriced"]]
     out.append("Not included: " + "; ".join(cost["excluded"]) + ".")
 
     out += ["", f"## Policy pack (clinic-guardrails): {len(view['policy'])} violation(s)"]

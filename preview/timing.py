@@ -90,14 +90,19 @@ def critical_path(graph: Graph) -> list[Step]:
     one before it; the last step's `finish` is the shortest possible duration of `pulumi up` from scratch."""
     finish: dict[str, int] = {}
     before: dict[str, str | None] = {}
-    # Registration order is topological: a resource can only name URNs that were already registered.
+
+    def earliest_finish(urn: str, visiting: frozenset[str] = frozenset()) -> int:
+        if urn not in finish:
+            assert urn not in visiting, f"the create graph has a cycle through {graph.by_urn[urn].name}"
+            deps = create_dependencies(graph, graph.by_urn[urn])
+            ends = {u: earliest_finish(u, visiting | {urn}) for u in deps}
+            latest = max(ends, key=lambda u: (ends[u], u), default=None)
+            before[urn] = latest
+            finish[urn] = create_seconds(graph.by_urn[urn]) + (ends[latest] if latest else 0)
+        return finish[urn]
+
     for record in graph.records:
-        deps = create_dependencies(graph, record)
-        missing = [u for u in deps if u not in finish]
-        assert not missing, f"{record.name} depends on {missing} registered after it"
-        latest = max(deps, key=lambda u: (finish[u], u), default=None)
-        before[record.urn] = latest
-        finish[record.urn] = create_seconds(record) + (finish[latest] if latest else 0)
+        earliest_finish(record.urn)
     if not finish:
         return []
     urn: str | None = max(finish, key=lambda u: (finish[u], u))
