@@ -83,7 +83,11 @@ CASES = [
         ({"spec": {"template": {"spec": {"containers": []}}}}, "pods-non-root-with-limits"),
     ]),
     ("kubernetes:batch/v1:Job", {"spec": {"template": {"spec": pod({"runAsUser": 10001})}}},
-     [({"spec": {"template": {"spec": pod({"runAsUser": 10001}, limits={})}}}, "pods-non-root-with-limits")]),
+     [({"spec": {"template": {"spec": pod({"runAsUser": 10001}, limits={})}}}, "pods-non-root-with-limits"),
+      ({"spec": {"template": {"spec": pod({"runAsUser": 0.0, "runAsNonRoot": True})}}}, "pods-non-root-with-limits")]),
+    # As recorded and as pulumi-policy passes them, numbers are floats.
+    ("kubernetes:apps/v1:StatefulSet", {"spec": {"template": {"spec": pod(pod_context={"runAsUser": 10001.0})}}},
+     [({"spec": {"template": {"spec": pod(pod_context={"runAsUser": True})}}}, "pods-non-root-with-limits")]),
     ("kubernetes:batch/v1:CronJob",
      {"spec": {"jobTemplate": {"spec": {"template": {"spec": pod({"runAsNonRoot": True})}}}}},
      [({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod()}}}}}, "pods-non-root-with-limits")]),
@@ -220,3 +224,30 @@ def test_a_violation_in_the_program_is_caught(prod):
     outputs = [r for r in outputs if r.type != g.PUBLIC_ACCESS_BLOCK_TYPE]
     assert sorted(v.rule for v in g.check_stack(inputs, outputs, "prod")) == [
         "eks-control-plane-logging", "s3-bucket-public-access-blocked"]
+
+
+def test_pod_rules_read_workloads_as_the_kubernetes_sdk_registers_them():
+    """snake_case arguments of pulumi_kubernetes reach the engine (and the pack) camelCased, numbers as floats."""
+    import pulumi_kubernetes as k8s
+
+    from preview.graph import evaluate
+
+    def deployment(name, security_context, limits):
+        k8s.apps.v1.Deployment(name, spec={
+            "selector": {"match_labels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                "security_context": security_context,
+                "containers": [{"name": name, "image": f"{name}:1", "resources": {"limits": limits}}]}}})
+
+    def build():
+        deployment("ok", {"run_as_non_root": True, "run_as_user": 10001}, {"cpu": "500m", "memory": "256Mi"})
+        deployment("root", {"run_as_user": 0}, {"cpu": "500m", "memory": "256Mi"})
+        deployment("unbounded", {"run_as_user": 10001}, {"memory": "256Mi"})
+
+    graph = evaluate(build, stack="prod")
+    found = {r.name: [m for _, m in g.check_resource(r.type, r.inputs, "prod")] for r in graph.records}
+    assert found == {
+        "ok": [],
+        "root": ["container root: must run as non-root (runAsNonRoot=true or runAsUser > 0)"],
+        "unbounded": ["container unbounded: resources.limits must set cpu"],
+    }
