@@ -158,7 +158,8 @@ def rds_prod_resilience(resource_type: str, props: Mapping[str, Any], environmen
         problems.append("multiAz must be true in prod")
     backups = props.get("backupRetentionPeriod")
     if not isinstance(backups, (int, float)) or backups < MIN_PROD_BACKUP_DAYS:
-        problems.append(f"backupRetentionPeriod = {backups} must be at least {MIN_PROD_BACKUP_DAYS} days in prod")
+        shown = f"{backups:g}" if isinstance(backups, (int, float)) else repr(backups)
+        problems.append(f"backupRetentionPeriod = {shown} must be at least {MIN_PROD_BACKUP_DAYS} days in prod")
     return problems
 
 

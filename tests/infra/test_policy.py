@@ -251,3 +251,18 @@ def test_pod_rules_read_workloads_as_the_kubernetes_sdk_registers_them():
         "root": ["container root: must run as non-root (runAsNonRoot=true or runAsUser > 0)"],
         "unbounded": ["container unbounded: resources.limits must set cpu"],
     }
+
+
+def test_the_pack_project_file_uses_only_keys_the_cli_knows_and_its_own_venv():
+    import yaml
+
+    from preview.graph import ROOT
+
+    project = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
+    # The CLI's PolicyPackProject fields (a policy pack takes its name from PolicyPack(name=...), not from here).
+    assert set(project) <= {"runtime", "version", "main", "description", "author", "website", "license"}
+    assert project["runtime"] == {"name": "python", "options": {"virtualenv": "venv"}}
+    requirements = (ROOT / "policy" / "requirements.txt").read_text()
+    assert "pulumi-policy" in requirements
+    main = (ROOT / "policy" / "__main__.py").read_text()
+    assert 'name="clinic-guardrails"' in main and "guardrails.RESOURCE_RULES" in main and "guardrails.STACK_RULES" in main
