@@ -11,11 +11,6 @@ from preview.graph import Graph, Registration
 VIEWS = ("tree", "counts", "criticalPath", "deleteOrder", "cost", "policy")
 
 
-def _label(r: Registration) -> str:
-    flags = [f for f, on in (("protect", r.protect), ("retain", r.retain_on_delete)) if on]
-    return f"{r.name} ({r.type}){' [' + ', '.join(flags) + ']' if flags else ''}"
-
-
 def tree(graph: Graph) -> list[dict[str, Any]]:
     """Resources nested by parent; roots are the children of the Stack."""
     children: dict[str, list[Registration]] = {}

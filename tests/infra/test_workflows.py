@@ -2,7 +2,6 @@
 and the deploy flow the platform relies on (README tests on PRs, policy pack on every preview/up, prod gated)."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
