@@ -9,6 +9,7 @@ from components.cluster import Cluster, ClusterArgs
 from components.database import Database, DatabaseArgs
 from components.email import Email, EmailArgs
 from components.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
+from components.lb_janitor import LoadBalancerJanitor, LoadBalancerJanitorArgs
 from components.messaging import Messaging, MessagingArgs
 from components.network import Network, NetworkArgs
 from components.storage import Storage, StorageArgs
@@ -57,6 +58,13 @@ def build_platform(settings: PlatformSettings) -> Platform:
         flow_log_retention_days=settings.network.flow_log_retention_days,
         tags=tags,
     ))
+    # On destroy the janitor runs after the cluster is gone and before any subnet, route or gateway is deleted.
+    janitor = LoadBalancerJanitor(f"{base}-lb-janitor", LoadBalancerJanitorArgs(
+        vpc_id=network.vpc_id,
+        cluster_name=settings.cluster_name,
+        region=settings.region,
+        timeout_seconds=settings.cluster.janitor_timeout_seconds,
+    ), opts=pulumi.ResourceOptions(depends_on=[network]))
     cluster = Cluster(f"{base}-cluster", ClusterArgs(
         cluster_name=settings.cluster_name,
         kubernetes_version=settings.cluster.kubernetes_version,
@@ -68,7 +76,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         admin_role_arns=settings.cluster.admin_role_arns,
         protect=settings.is_prod,
         tags=tags,
-    ))
+    ), opts=pulumi.ResourceOptions(depends_on=[janitor]))
     controller = LoadBalancerController(f"{base}-lb-controller", LoadBalancerControllerArgs(
         cluster=cluster, vpc_id=network.vpc_id, region=settings.region, tags=tags))
 

@@ -1,0 +1,104 @@
+"""LoadBalancerJanitor: on `pulumi destroy`, after the cluster is gone and before any subnet is deleted, remove what
+Kubernetes left in the VPC (see components/lb_sweep.py). It does nothing on create or update.
+
+A dynamic resource rather than a command run around `pulumi destroy`: it must sit in the graph between the cluster
+(which depends on it) and the network (which it depends on), so the engine itself runs it at the right moment.
+
+Also an emergency command for an interrupted destroy:
+    python -m components.lb_janitor --region eu-west-1 --vpc-id vpc-0123 --cluster-name clinic-dev [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi.dynamic
+
+from components.lb_sweep import LoadBalancerSweeper, SweepTimeout
+
+INPUT_KEYS = ("vpc_id", "cluster_name", "region", "timeout_seconds")
+
+
+def _sweeper(props: dict[str, Any]) -> LoadBalancerSweeper:
+    return LoadBalancerSweeper(region=props["region"], vpc_id=props["vpc_id"], cluster_name=props["cluster_name"],
+                               timeout_seconds=float(props["timeout_seconds"]),
+                               endpoint_url=props.get("endpoint_url") or None)
+
+
+class LoadBalancerJanitorProvider(pulumi.dynamic.ResourceProvider):
+    """Stateless and module-level (Pulumi pickles it by reference; the provider host imports this module from the
+    project directory), with no client kept on it."""
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult(id_=f"{props['cluster_name']}@{props['vpc_id']}", outs=dict(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
+        # Never a replacement: replacing would run delete, i.e. a sweep, in the middle of an update.
+        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(outs=dict(news))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _sweeper(props).sweep()
+
+
+@dataclass(frozen=True)
+class LoadBalancerJanitorArgs:
+    vpc_id: pulumi.Input[str]
+    """VPC to sweep (nothing outside it is touched)."""
+    cluster_name: pulumi.Input[str]
+    """Cluster whose load balancers, target groups and security groups are swept (nothing of another cluster)."""
+    region: pulumi.Input[str]
+    """AWS region."""
+    timeout_seconds: pulumi.Input[int] = 900
+    """How long to wait for load balancers and their network interfaces to go before failing the destroy."""
+
+
+class LoadBalancerJanitor(pulumi.dynamic.Resource):
+    vpc_id: pulumi.Output[str]
+    cluster_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: LoadBalancerJanitorArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(LoadBalancerJanitorProvider(), name,
+                         {"vpc_id": args.vpc_id, "cluster_name": args.cluster_name, "region": args.region,
+                          "timeout_seconds": args.timeout_seconds}, opts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.lb_janitor",
+                                     description="Delete the load balancers, target groups and security groups a "
+                                                 "cluster's Kubernetes left in a VPC, and wait for their ENIs.")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--vpc-id", required=True)
+    parser.add_argument("--cluster-name", required=True)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds (default 900)")
+    parser.add_argument("--poll", type=float, default=5, help="seconds between checks (default 5)")
+    parser.add_argument("--endpoint-url", help="AWS endpoint (an emulator)")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        sweeper = LoadBalancerSweeper(region=args.region, vpc_id=args.vpc_id, cluster_name=args.cluster_name,
+                                      timeout_seconds=args.timeout, poll_seconds=args.poll,
+                                      endpoint_url=args.endpoint_url)
+        if args.dry_run:
+            items = sweeper.plan().describe()
+            print("\n".join(f"would delete {item}" for item in items) or "nothing to delete")
+            return 0
+        report = sweeper.sweep()
+    except (SweepTimeout, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(f"deleted {item}" for item in report.plan.describe()) or "nothing to delete")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

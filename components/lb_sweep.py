@@ -1,0 +1,260 @@
+"""Find and delete what Kubernetes created for one EKS cluster in one VPC: ALBs/NLBs, classic ELBs, their target
+groups and security groups; then wait until the load balancers' network interfaces are gone.
+
+None of these are in Pulumi's state, and any one left behind makes deleting the subnets and the VPC fail with
+DependencyViolation. Pure boto3 so it runs in the janitor's delete, from the command line, and against moto.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+log = logging.getLogger("clinic.lb_sweep")
+
+CONTROLLER_TAG = "elbv2.k8s.aws/cluster"
+LEGACY_CONTROLLER_TAG = "ingress.k8s.aws/cluster"
+IN_TREE_SG_PREFIX = "k8s-elb-"
+# Classic ELB ENIs are described "ELB <name>", ALB/NLB ones "ELB app/<name>/<id>" and "ELB net/<name>/<id>".
+ENI_DESCRIPTION_PREFIX = "ELB "
+
+
+def cluster_tag(cluster_name: str) -> str:
+    return f"kubernetes.io/cluster/{cluster_name}"
+
+
+class SweepTimeout(TimeoutError):
+    """Raised when leftovers are still there at the deadline; `remaining` lists exactly what."""
+
+    def __init__(self, seconds: float, remaining: list[str]):
+        self.remaining = remaining
+        lines = "\n".join(f"  - {item}" for item in remaining)
+        super().__init__(f"after {seconds:.0f} s these are still in the VPC and would block deleting it:\n{lines}")
+
+
+@dataclass
+class SweepPlan:
+    """What belongs to this cluster in this VPC."""
+
+    load_balancers: dict[str, str] = field(default_factory=dict)
+    """ALB/NLB ARN -> name."""
+    classic_load_balancers: list[str] = field(default_factory=list)
+    """Classic ELB names."""
+    target_groups: list[str] = field(default_factory=list)
+    """Target group ARNs."""
+    security_groups: dict[str, str] = field(default_factory=dict)
+    """Security group id -> name."""
+
+    def is_empty(self) -> bool:
+        return not (self.load_balancers or self.classic_load_balancers or self.target_groups or self.security_groups)
+
+    def describe(self) -> list[str]:
+        return ([f"load balancer {arn}" for arn in self.load_balancers]
+                + [f"classic load balancer {name}" for name in self.classic_load_balancers]
+                + [f"target group {arn}" for arn in self.target_groups]
+                + [f"security group {sg} ({name})" for sg, name in self.security_groups.items()])
+
+
+@dataclass
+class SweepReport:
+    """What was deleted."""
+
+    plan: SweepPlan
+    revoked_rules: int = 0
+    waited_for_interfaces: list[str] = field(default_factory=list)
+
+
+def _is_ours(tags: dict[str, str], cluster_name: str) -> bool:
+    return (tags.get(CONTROLLER_TAG) == cluster_name or tags.get(LEGACY_CONTROLLER_TAG) == cluster_name
+            or cluster_tag(cluster_name) in tags)
+
+
+def _tags(items: Iterable[dict[str, Any]]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in items}
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class LoadBalancerSweeper:
+    def __init__(self, *, region: str, vpc_id: str, cluster_name: str, timeout_seconds: float = 900,
+                 poll_seconds: float = 5, endpoint_url: str | None = None,
+                 session: boto3.session.Session | None = None, clients: dict[str, Any] | None = None):
+        if not vpc_id.startswith("vpc-"):
+            raise ValueError(f"vpc_id = {vpc_id!r} is invalid; allowed: a VPC id such as vpc-0123456789abcdef0")
+        if not cluster_name:
+            raise ValueError("cluster_name is empty; allowed: the EKS cluster's name")
+        self.vpc_id, self.cluster_name = vpc_id, cluster_name
+        self.timeout_seconds, self.poll_seconds = timeout_seconds, poll_seconds
+        session = session or boto3.session.Session(region_name=region)
+        clients = clients or {}
+        self.elbv2 = clients.get("elbv2") or session.client("elbv2", endpoint_url=endpoint_url)
+        self.elb = clients.get("elb") or session.client("elb", endpoint_url=endpoint_url)
+        self.ec2 = clients.get("ec2") or session.client("ec2", endpoint_url=endpoint_url)
+
+    # -- discovery -------------------------------------------------------------------------------------------
+
+    def plan(self) -> SweepPlan:
+        plan = SweepPlan(load_balancers=self._load_balancers(), classic_load_balancers=self._classic_load_balancers(),
+                         target_groups=self._target_groups())
+        plan.security_groups = self._security_groups(plan.classic_load_balancers)
+        return plan
+
+    def _load_balancers(self) -> dict[str, str]:
+        found = {}
+        for page in self.elbv2.get_paginator("describe_load_balancers").paginate():
+            found.update({lb["LoadBalancerArn"]: lb["LoadBalancerName"]
+                          for lb in page["LoadBalancers"] if lb.get("VpcId") == self.vpc_id})
+        return {arn: name for arn, name in found.items() if arn in self._elbv2_ours(list(found))}
+
+    def _target_groups(self) -> list[str]:
+        arns = []
+        for page in self.elbv2.get_paginator("describe_target_groups").paginate():
+            arns += [tg["TargetGroupArn"] for tg in page["TargetGroups"] if tg.get("VpcId") == self.vpc_id]
+        ours = self._elbv2_ours(arns)
+        return [arn for arn in arns if arn in ours]
+
+    def _elbv2_ours(self, arns: list[str]) -> set[str]:
+        ours = set()
+        for chunk in _chunks(arns, 20):  # describe_tags takes at most 20 ARNs
+            for description in self.elbv2.describe_tags(ResourceArns=chunk)["TagDescriptions"]:
+                if _is_ours(_tags(description.get("Tags", [])), self.cluster_name):
+                    ours.add(description["ResourceArn"])
+        return ours
+
+    def _classic_load_balancers(self) -> list[str]:
+        names = []
+        for page in self.elb.get_paginator("describe_load_balancers").paginate():
+            names += [lb["LoadBalancerName"] for lb in page["LoadBalancerDescriptions"] if lb.get("VPCId") == self.vpc_id]
+        ours = []
+        for chunk in _chunks(names, 20):
+            for description in self.elb.describe_tags(LoadBalancerNames=chunk)["TagDescriptions"]:
+                if cluster_tag(self.cluster_name) in _tags(description.get("Tags", [])):
+                    ours.append(description["LoadBalancerName"])
+        return ours
+
+    def _vpc_security_groups(self) -> list[dict[str, Any]]:
+        groups = []
+        for page in self.ec2.get_paginator("describe_security_groups").paginate(
+                Filters=[{"Name": "vpc-id", "Values": [self.vpc_id]}]):
+            groups += page["SecurityGroups"]
+        return groups
+
+    def _security_groups(self, classic_names: list[str]) -> dict[str, str]:
+        """The controller's SGs (tagged with this cluster) and the in-tree provider's `k8s-elb-<lb>` SGs. Never
+        the EKS cluster or node SGs, which carry `kubernetes.io/cluster/<name>` too but are not named k8s-elb-*."""
+        found = {}
+        for group in self._vpc_security_groups():
+            tags, name = _tags(group.get("Tags", [])), group["GroupName"]
+            controller = tags.get(CONTROLLER_TAG) == self.cluster_name
+            in_tree = name.startswith(IN_TREE_SG_PREFIX) and (
+                cluster_tag(self.cluster_name) in tags or name[len(IN_TREE_SG_PREFIX):] in classic_names)
+            if controller or in_tree:
+                found[group["GroupId"]] = name
+        return found
+
+    def _elb_interfaces(self, plan: SweepPlan) -> list[dict[str, Any]]:
+        names = set(plan.load_balancers.values()) | set(plan.classic_load_balancers)
+        interfaces = []
+        for page in self.ec2.get_paginator("describe_network_interfaces").paginate(
+                Filters=[{"Name": "vpc-id", "Values": [self.vpc_id]},
+                         {"Name": "description", "Values": [f"{ENI_DESCRIPTION_PREFIX}*"]}]):
+            for eni in page["NetworkInterfaces"]:
+                description = eni.get("Description", "")
+                lb_name = description.removeprefix(ENI_DESCRIPTION_PREFIX)
+                if lb_name.startswith(("app/", "net/")):
+                    lb_name = lb_name.split("/")[1]
+                if lb_name in names:
+                    interfaces.append(eni)
+        return interfaces
+
+    # -- deletion --------------------------------------------------------------------------------------------
+
+    def sweep(self) -> SweepReport:
+        deadline = time.monotonic() + self.timeout_seconds
+        plan = self.plan()
+        report = SweepReport(plan=plan)
+        if plan.is_empty():
+            log.info("nothing of cluster %s left in %s", self.cluster_name, self.vpc_id)
+            return report
+        log.info("sweeping %s in %s: %s", self.cluster_name, self.vpc_id, "; ".join(plan.describe()))
+
+        for arn in plan.load_balancers:
+            self._ignore_missing(lambda: self.elbv2.delete_load_balancer(LoadBalancerArn=arn))
+        for name in plan.classic_load_balancers:
+            self._ignore_missing(lambda: self.elb.delete_load_balancer(LoadBalancerName=name))
+        self._wait(deadline, lambda: [f"load balancer {a}" for a in self._load_balancers()]
+                   + [f"classic load balancer {n}" for n in self._classic_load_balancers()])
+
+        # ELB keeps its ENIs for minutes after the load balancer is gone; SGs and subnets stay in use until then.
+        report.waited_for_interfaces = [eni["NetworkInterfaceId"] for eni in self._elb_interfaces(plan)]
+        self._wait(deadline, lambda: [f"network interface {e['NetworkInterfaceId']} ({e.get('Description', '')})"
+                                      for e in self._elb_interfaces(plan)])
+
+        for arn in plan.target_groups:
+            self._retry(deadline, f"target group {arn}", ("ResourceInUse",),
+                        lambda: self.elbv2.delete_target_group(TargetGroupArn=arn))
+
+        report.revoked_rules = self._revoke_references(set(plan.security_groups))
+        for group_id, name in plan.security_groups.items():
+            self._retry(deadline, f"security group {group_id} ({name})", ("DependencyViolation",),
+                        lambda: self.ec2.delete_security_group(GroupId=group_id))
+        log.info("swept %s: %s", self.cluster_name, "; ".join(plan.describe()))
+        return report
+
+    def _revoke_references(self, doomed: set[str]) -> int:
+        """The controller opens the node SG to its backend SG; such a rule in another group blocks deleting it."""
+        revoked = 0
+        for group in self._vpc_security_groups():
+            if group["GroupId"] in doomed:
+                continue
+            for permission in group.get("IpPermissions", []):
+                pairs = [p for p in permission.get("UserIdGroupPairs", []) if p.get("GroupId") in doomed]
+                if not pairs:
+                    continue
+                rule = {k: v for k, v in permission.items() if k in ("IpProtocol", "FromPort", "ToPort")}
+                self.ec2.revoke_security_group_ingress(
+                    GroupId=group["GroupId"],
+                    IpPermissions=[{**rule, "UserIdGroupPairs": [{"GroupId": p["GroupId"]} for p in pairs]}])
+                revoked += len(pairs)
+        return revoked
+
+    @staticmethod
+    def _ignore_missing(call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in ("LoadBalancerNotFound", "AccessPointNotFound"):
+                raise
+
+    def _retry(self, deadline: float, what: str, codes: tuple[str, ...], call: Callable[[], Any]) -> None:
+        delay = self.poll_seconds
+        while True:
+            try:
+                call()
+                return
+            except ClientError as error:
+                code = error.response["Error"]["Code"]
+                if code.startswith("InvalidGroup.NotFound") or code == "TargetGroupNotFound":
+                    return
+                if code not in codes:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise SweepTimeout(self.timeout_seconds, [f"{what}: {code}"]) from error
+                log.info("%s: %s, retrying in %.0f s", what, code, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    def _wait(self, deadline: float, remaining: Callable[[], list[str]]) -> None:
+        while left := remaining():
+            if time.monotonic() + self.poll_seconds > deadline:
+                raise SweepTimeout(self.timeout_seconds, left)
+            time.sleep(self.poll_seconds)

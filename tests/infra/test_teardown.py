@@ -1,0 +1,119 @@
+"""`pulumi destroy` cannot reach the VPC while a Kubernetes-made load balancer exists.
+
+The program is evaluated for each committed stack with a sample Ingress and a sample LoadBalancer Service declared
+the way every workload must declare them (`LoadBalancerController.load_balancer_opts()`); the engine deletes a
+resource before everything it depends on, so each assertion below is a guarantee on the real destroy order.
+"""
+
+import runpy
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+
+from tests.infra.pulumi_mocks import ROOT, Graph, evaluate, stack_config
+
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+SERVICE = "kubernetes:core/v1:Service"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+EKS = "eks:index:Cluster"
+JANITOR = "pulumi-python:dynamic:Resource"
+NETWORK_TYPES = ("aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable", "aws:ec2/route:Route",
+                 "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/natGateway:NatGateway",
+                 "aws:ec2/internetGateway:InternetGateway", "aws:ec2/eip:Eip")
+
+
+def with_load_balancers(stack: str, *, through_controller: bool = True) -> Graph:
+    def build():
+        platform = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")["platform"]
+        opts = (platform.controller.load_balancer_opts() if through_controller
+                else pulumi.ResourceOptions(provider=platform.cluster.provider))
+        k8s.networking.v1.Ingress("sample-ingress", opts=opts, metadata={"name": "web", "namespace": "default"},
+                                  spec={"ingressClassName": "alb", "defaultBackend": {
+                                      "service": {"name": "web", "port": {"number": 80}}}})
+        k8s.core.v1.Service("sample-nlb", opts=opts, metadata={"name": "tcp", "namespace": "default"},
+                            spec={"type": "LoadBalancer", "ports": [{"port": 443}], "selector": {"app": "tcp"}})
+    return evaluate(build, stack=stack, config=stack_config(stack))
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def graph(request) -> Graph:
+    return with_load_balancers(request.param)
+
+
+def load_balancer_owners(graph: Graph):
+    owners = graph.of_type(INGRESS) + [s for s in graph.of_type(SERVICE) if s.input("spec", "type") == "LoadBalancer"]
+    assert len(owners) == 2
+    return owners
+
+
+def assert_deleted_before(graph: Graph, first, then) -> None:
+    assert graph.deleted_before(first, then), f"{first.name} must be deleted before {then.name}"
+    order = [r.urn for r in graph.delete_order()]
+    assert order.index(first.urn) < order.index(then.urn), f"delete order puts {then.name} before {first.name}"
+
+
+def test_ingress_and_lb_service_are_deleted_before_the_controller_release(graph):
+    release = graph.one(RELEASE)
+    for owner in load_balancer_owners(graph):
+        assert_deleted_before(graph, owner, release)
+
+
+def test_controller_is_deleted_before_the_node_groups_and_the_cluster(graph):
+    release, cluster = graph.one(RELEASE), graph.one(EKS)
+    for group in graph.of_type(NODE_GROUP):
+        assert_deleted_before(graph, release, group)
+        assert_deleted_before(graph, group, cluster)
+
+
+def test_cluster_is_deleted_before_the_janitor_and_the_janitor_before_the_network(graph):
+    cluster, janitor = graph.one(EKS), graph.one(JANITOR)
+    assert_deleted_before(graph, cluster, janitor)
+    network = [r for t in NETWORK_TYPES for r in graph.of_type(t)]
+    assert len(network) > 10
+    for resource in network:
+        assert_deleted_before(graph, janitor, resource)
+    vpc = graph.one("aws:ec2/vpc:Vpc")
+    for subnet in graph.of_type("aws:ec2/subnet:Subnet"):
+        assert_deleted_before(graph, subnet, vpc)
+
+
+def test_whole_chain_from_every_load_balancer_to_the_vpc(graph):
+    chain = [graph.one(RELEASE), graph.of_type(NODE_GROUP)[0], graph.one(EKS), graph.one(JANITOR),
+             graph.of_type("aws:ec2/subnet:Subnet")[0], graph.one("aws:ec2/vpc:Vpc")]
+    order = [r.urn for r in graph.delete_order()]
+    for owner in load_balancer_owners(graph):
+        positions = [order.index(r.urn) for r in [owner, *chain]]
+        assert positions == sorted(positions), [r.name for r in [owner, *chain]]
+
+
+def test_nothing_that_owns_a_load_balancer_skips_its_provider_delete(graph):
+    for resource in [*load_balancer_owners(graph), graph.one(RELEASE), graph.one(EKS), graph.one(JANITOR)]:
+        assert not resource.deleted_with, f"{resource.name} must be deleted by its provider, not with its parent"
+        assert not resource.retain_on_delete, f"{resource.name} must really be deleted"
+
+
+def test_janitor_targets_this_cluster_and_this_vpc(graph):
+    janitor = graph.one(JANITOR)
+    assert janitor.inputs["cluster_name"] == graph.one(EKS).inputs["name"]
+    assert janitor.inputs["vpc_id"] == graph.one("aws:ec2/vpc:Vpc").name + "-id"
+
+
+def test_data_services_stay_off_the_cluster_chain(graph):
+    cluster_side = [graph.one(EKS), graph.one(RELEASE), graph.one(JANITOR), *load_balancer_owners(graph)]
+    data = [*graph.of_type("aws:rds/instance:Instance"), *graph.of_type("aws:s3/bucket:Bucket"),
+            *graph.of_type("aws:sqs/queue:Queue"), *graph.of_type("aws:sesv2/emailIdentity:EmailIdentity")]
+    assert len(data) >= 8
+    for service in data:
+        for resource in cluster_side:
+            assert not graph.depends_on(service, resource), f"{service.name} must not wait on {resource.name}"
+            assert not graph.depends_on(resource, service), f"{resource.name} must not wait on {service.name}"
+
+
+def test_an_ingress_declared_without_the_controller_edge_would_not_be_ordered():
+    """The check above can fail: without load_balancer_opts() nothing orders the Ingress before the controller,
+    and the engine may uninstall the controller first, orphaning the ALB."""
+    graph = with_load_balancers("dev", through_controller=False)
+    ingress, release = graph.one(INGRESS), graph.one(RELEASE)
+    assert not graph.deleted_before(ingress, release)
