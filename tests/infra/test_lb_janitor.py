@@ -1,0 +1,276 @@
+"""The janitor against a moto server: it deletes exactly this cluster's leftovers in this VPC, waits for the load
+balancers' network interfaces, retries what AWS reports as still in use, and fails naming what remains."""
+
+import io
+import threading
+import time
+from contextlib import redirect_stdout
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto.server import ThreadedMotoServer
+
+from components.lb_janitor import LoadBalancerJanitorProvider, main
+from components.lb_sweep import LoadBalancerSweeper, SweepTimeout
+
+REGION = "eu-west-1"
+CLUSTER = "clinic-dev"
+OTHER = "clinic-prod"
+
+
+@pytest.fixture(scope="module")
+def endpoint(monkeypatch_module):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": REGION}.items():
+            patch.setenv(key, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        yield patch
+
+
+class Aws:
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
+        self.elbv2 = boto3.client("elbv2", region_name=REGION, endpoint_url=endpoint)
+        self.elb = boto3.client("elb", region_name=REGION, endpoint_url=endpoint)
+
+    def sweeper(self, vpc_id, **kwargs):
+        return LoadBalancerSweeper(region=REGION, vpc_id=vpc_id, cluster_name=kwargs.pop("cluster", CLUSTER),
+                                   endpoint_url=self.endpoint, **{"timeout_seconds": 10, "poll_seconds": 0.1, **kwargs})
+
+
+@pytest.fixture
+def aws(endpoint):
+    return Aws(endpoint)
+
+
+def tags(**pairs):
+    return [{"Key": k, "Value": v} for k, v in pairs.items()]
+
+
+def build_vpc(aws: Aws, suffix: str):
+    vpc = aws.ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [aws.ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
+               ["Subnet"]["SubnetId"] for i, az in enumerate("ab")]
+    node_sg = aws.ec2.create_security_group(GroupName=f"nodes-{suffix}", Description="nodes", VpcId=vpc)["GroupId"]
+    return vpc, subnets, node_sg
+
+
+def alb(aws: Aws, name, subnets, sg, kind="application", **tag_pairs):
+    extra = {"Tags": tags(**tag_pairs)} if tag_pairs else {}
+    return aws.elbv2.create_load_balancer(Name=name, Subnets=subnets, SecurityGroups=[sg], Type=kind,
+                                          **extra)["LoadBalancers"][0]["LoadBalancerArn"]
+
+
+def target_group(aws: Aws, name, vpc, **tag_pairs):
+    return aws.elbv2.create_target_group(Name=name, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip",
+                                         Tags=tags(**tag_pairs))["TargetGroups"][0]["TargetGroupArn"]
+
+
+def eni(aws: Aws, subnet, description):
+    return aws.ec2.create_network_interface(SubnetId=subnet, Description=description)["NetworkInterface"][
+        "NetworkInterfaceId"]
+
+
+def release_later(aws: Aws, eni_ids, delay=0.5):
+    """AWS releases an ELB's network interfaces minutes after the load balancer; moto never creates them."""
+    def run():
+        time.sleep(delay)
+        for eni_id in eni_ids:
+            aws.ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def load_balancer_names(aws: Aws, vpc):
+    v2 = [lb["LoadBalancerName"] for lb in aws.elbv2.describe_load_balancers()["LoadBalancers"] if lb["VpcId"] == vpc]
+    classic = [lb["LoadBalancerName"] for lb in aws.elb.describe_load_balancers()["LoadBalancerDescriptions"]
+               if lb["VPCId"] == vpc]
+    return sorted(v2 + classic)
+
+
+def test_destroy_rehearsal_sweeps_only_this_clusters_leftovers_then_the_vpc_deletes(aws):
+    vpc, subnets, node_sg = build_vpc(aws, "rehearsal")
+    backend_sg = aws.ec2.create_security_group(
+        GroupName="k8s-traffic-clinicdev", Description="backend", VpcId=vpc,
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": tags(**{
+            "elbv2.k8s.aws/cluster": CLUSTER, "elbv2.k8s.aws/resource": "backend-sg"})}])["GroupId"]
+    # The controller opens the nodes to its backend SG: this rule would block deleting that SG.
+    aws.ec2.authorize_security_group_ingress(GroupId=node_sg, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8000, "UserIdGroupPairs": [{"GroupId": backend_sg}]}])
+    ours = {"elbv2.k8s.aws/cluster": CLUSTER, "ingress.k8s.aws/stack": "clinic/api"}
+    web = alb(aws, "k8s-clinic-api", subnets, backend_sg, **ours)
+    tg = target_group(aws, "k8s-clinic-api", vpc, **ours)
+    aws.elbv2.create_listener(LoadBalancerArn=web, Protocol="HTTP", Port=80,
+                              DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
+    alb(aws, "k8s-clinic-tcp", subnets, backend_sg, kind="network", **{"elbv2.k8s.aws/cluster": CLUSTER})
+    classic_sg = aws.ec2.create_security_group(
+        GroupName="k8s-elb-a1b2c3", Description="Security group for Kubernetes ELB a1b2c3 (clinic/legacy)",
+        VpcId=vpc, TagSpecifications=[{"ResourceType": "security-group",
+                                       "Tags": tags(**{f"kubernetes.io/cluster/{CLUSTER}": "owned"})}])["GroupId"]
+    aws.elb.create_load_balancer(LoadBalancerName="a1b2c3", Subnets=subnets, SecurityGroups=[classic_sg],
+                                 Listeners=[{"Protocol": "TCP", "LoadBalancerPort": 80, "InstancePort": 30080}],
+                                 Tags=tags(**{f"kubernetes.io/cluster/{CLUSTER}": "owned",
+                                              "kubernetes.io/service-name": "clinic/legacy"}))
+    # Not ours: an untagged ALB, another cluster's ALB, target group and security group.
+    untagged = alb(aws, "hand-made", subnets, node_sg)
+    theirs = alb(aws, "k8s-prod-api", subnets, node_sg, **{"elbv2.k8s.aws/cluster": OTHER})
+    their_tg = target_group(aws, "k8s-prod-api", vpc, **{"elbv2.k8s.aws/cluster": OTHER})
+    their_sg = aws.ec2.create_security_group(
+        GroupName="k8s-traffic-clinicprod", Description="backend", VpcId=vpc,
+        TagSpecifications=[{"ResourceType": "security-group",
+                            "Tags": tags(**{"elbv2.k8s.aws/cluster": OTHER})}])["GroupId"]
+    interfaces = [eni(aws, subnets[0], "ELB app/k8s-clinic-api/50dc6c495c0c9188"),
+                  eni(aws, subnets[1], "ELB net/k8s-clinic-tcp/73e2d6bc24d8a067"),
+                  eni(aws, subnets[0], "ELB a1b2c3")]
+    released = release_later(aws, interfaces)
+
+    report = aws.sweeper(vpc).sweep()
+    released.join()
+
+    assert sorted(report.plan.load_balancers.values()) == ["k8s-clinic-api", "k8s-clinic-tcp"]
+    assert report.plan.classic_load_balancers == ["a1b2c3"]
+    assert report.plan.target_groups == [tg]
+    assert sorted(report.plan.security_groups) == sorted([backend_sg, classic_sg])
+    assert sorted(report.waited_for_interfaces) == sorted(interfaces)
+    assert report.revoked_rules == 1
+    assert load_balancer_names(aws, vpc) == ["hand-made", "k8s-prod-api"], "only this cluster's LBs are gone"
+    remaining_tgs = [t["TargetGroupArn"] for t in aws.elbv2.describe_target_groups()["TargetGroups"]]
+    assert tg not in remaining_tgs and their_tg in remaining_tgs
+    remaining_sgs = {g["GroupId"] for g in aws.ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]}
+    assert backend_sg not in remaining_sgs and classic_sg not in remaining_sgs
+    assert {their_sg, node_sg} <= remaining_sgs, "another cluster's and the node SG are untouched"
+
+    # What Pulumi deletes next: the hand-made and other-cluster resources belong to someone else's state and are
+    # removed here only so the rehearsal can show the subnets and the VPC then delete.
+    for arn in (untagged, theirs):
+        aws.elbv2.delete_load_balancer(LoadBalancerArn=arn)
+    aws.elbv2.delete_target_group(TargetGroupArn=their_tg)
+    for group in (their_sg, node_sg):
+        aws.ec2.delete_security_group(GroupId=group)
+    with pytest.raises(ClientError, match="DependencyViolation"):
+        aws.ec2.delete_vpc(VpcId=vpc)  # subnets first, as the graph orders it
+    for subnet in subnets:
+        aws.ec2.delete_subnet(SubnetId=subnet)
+    aws.ec2.delete_vpc(VpcId=vpc)
+    assert not aws.ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Vpcs"]
+
+
+def test_timeout_names_the_interface_that_never_goes(aws):
+    vpc, subnets, sg = build_vpc(aws, "timeout")
+    alb(aws, "k8s-stuck", subnets, sg, **{"elbv2.k8s.aws/cluster": CLUSTER})
+    stuck = eni(aws, subnets[0], "ELB app/k8s-stuck/0123456789abcdef")
+    started = time.monotonic()
+    with pytest.raises(SweepTimeout) as error:
+        aws.sweeper(vpc, timeout_seconds=1).sweep()
+    assert time.monotonic() - started < 5
+    assert error.value.remaining == [f"network interface {stuck} (ELB app/k8s-stuck/0123456789abcdef)"]
+    assert "still in the VPC" in str(error.value)
+
+
+class FlakyEc2:
+    """Real moto client, but delete_security_group answers DependencyViolation the first `failures` times, as AWS
+    does while an ENI still holds the group."""
+
+    def __init__(self, client, failures: int):
+        self._client, self.failures, self.calls = client, failures, 0
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def delete_security_group(self, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ClientError({"Error": {"Code": "DependencyViolation", "Message": "resource has a dependent object"}},
+                              "DeleteSecurityGroup")
+        return self._client.delete_security_group(**kwargs)
+
+
+class BusyElbv2:
+    def __init__(self, client, failures: int):
+        self._client, self.failures, self.calls = client, failures, 0
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def delete_target_group(self, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ClientError({"Error": {"Code": "ResourceInUse", "Message": "in use by a listener"}},
+                              "DeleteTargetGroup")
+        return self._client.delete_target_group(**kwargs)
+
+
+def test_dependency_violation_and_resource_in_use_are_retried_until_they_clear(aws):
+    vpc, subnets, _ = build_vpc(aws, "retry")
+    sg = aws.ec2.create_security_group(GroupName="k8s-traffic-retry", Description="x", VpcId=vpc, TagSpecifications=[
+        {"ResourceType": "security-group", "Tags": tags(**{"elbv2.k8s.aws/cluster": CLUSTER})}])["GroupId"]
+    tg = target_group(aws, "k8s-retry", vpc, **{"elbv2.k8s.aws/cluster": CLUSTER})
+    ec2, elbv2 = FlakyEc2(aws.ec2, failures=2), BusyElbv2(aws.elbv2, failures=2)
+    sweeper = aws.sweeper(vpc)
+    sweeper.ec2, sweeper.elbv2 = ec2, elbv2
+    sweeper.sweep()
+    assert (ec2.calls, elbv2.calls) == (3, 3)
+    assert sg not in {g["GroupId"] for g in aws.ec2.describe_security_groups()["SecurityGroups"]}
+    assert tg not in [t["TargetGroupArn"] for t in aws.elbv2.describe_target_groups()["TargetGroups"]]
+
+
+def test_dependency_violation_that_never_clears_fails_with_the_group_named(aws):
+    vpc, _, _ = build_vpc(aws, "stuck-sg")
+    sg = aws.ec2.create_security_group(GroupName="k8s-traffic-stuck", Description="x", VpcId=vpc, TagSpecifications=[
+        {"ResourceType": "security-group", "Tags": tags(**{"elbv2.k8s.aws/cluster": CLUSTER})}])["GroupId"]
+    sweeper = aws.sweeper(vpc, timeout_seconds=0.5)
+    sweeper.ec2 = FlakyEc2(aws.ec2, failures=10_000)
+    with pytest.raises(SweepTimeout, match=f"security group {sg} \\(k8s-traffic-stuck\\): DependencyViolation"):
+        sweeper.sweep()
+
+
+def test_provider_create_and_update_touch_nothing_and_never_replace(aws):
+    vpc, subnets, sg = build_vpc(aws, "provider")
+    arn = alb(aws, "k8s-provider", subnets, sg, **{"elbv2.k8s.aws/cluster": CLUSTER})
+    provider = LoadBalancerJanitorProvider()
+    props = {"vpc_id": vpc, "cluster_name": CLUSTER, "region": REGION, "timeout_seconds": 10,
+             "endpoint_url": aws.endpoint}
+    created = provider.create(props)
+    assert created.outs == props and created.id == f"{CLUSTER}@{vpc}"
+    diff = provider.diff(created.id, props, {**props, "timeout_seconds": 60})
+    assert diff.changes and diff.replaces == [] and diff.delete_before_replace is False
+    assert not provider.diff(created.id, props, dict(props)).changes
+    provider.update(created.id, props, {**props, "timeout_seconds": 60})
+    assert "k8s-provider" in load_balancer_names(aws, vpc), "create/update must not sweep"
+    provider.delete(created.id, props)
+    assert "k8s-provider" not in load_balancer_names(aws, vpc)
+    assert arn
+
+
+def test_cli_dry_run_lists_and_deletes_nothing_then_the_real_run_deletes(aws):
+    vpc, subnets, sg = build_vpc(aws, "cli")
+    alb(aws, "k8s-cli", subnets, sg, **{"elbv2.k8s.aws/cluster": CLUSTER})
+    argv = ["--region", REGION, "--vpc-id", vpc, "--cluster-name", CLUSTER, "--endpoint-url", aws.endpoint,
+            "--poll", "0.1"]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main([*argv, "--dry-run"]) == 0
+    assert "would delete load balancer" in out.getvalue() and "k8s-cli" in out.getvalue()
+    assert load_balancer_names(aws, vpc) == ["k8s-cli"]
+    with redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    assert load_balancer_names(aws, vpc) == []
+
+
+def test_cli_refuses_a_malformed_vpc_id(capsys):
+    assert main(["--region", REGION, "--vpc-id", "my-vpc", "--cluster-name", CLUSTER]) == 1
+    assert "vpc_id = 'my-vpc' is invalid" in capsys.readouterr().err
