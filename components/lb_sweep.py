@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, WaiterError
 
 log = logging.getLogger("clinic.lb_sweep")
 
@@ -23,6 +23,7 @@ LEGACY_CONTROLLER_TAG = "ingress.k8s.aws/cluster"
 IN_TREE_SG_PREFIX = "k8s-elb-"
 # Classic ELB ENIs are described "ELB <name>", ALB/NLB ones "ELB app/<name>/<id>" and "ELB net/<name>/<id>".
 ENI_DESCRIPTION_PREFIX = "ELB "
+MAX_BACKOFF_SECONDS = 30
 
 
 def cluster_tag(cluster_name: str) -> str:
@@ -32,10 +33,11 @@ def cluster_tag(cluster_name: str) -> str:
 class SweepTimeout(TimeoutError):
     """Raised when leftovers are still there at the deadline; `remaining` lists exactly what."""
 
-    def __init__(self, seconds: float, remaining: list[str]):
-        self.remaining = remaining
+    def __init__(self, seconds: float, remaining: list[str], reason: str = ""):
+        self.remaining, self.reason = remaining, reason
         lines = "\n".join(f"  - {item}" for item in remaining)
-        super().__init__(f"after {seconds:.0f} s these are still in the VPC and would block deleting it:\n{lines}")
+        super().__init__(f"timed out after {seconds:g} s {reason}; these are still in the VPC and would block "
+                         f"deleting it:\n{lines}")
 
 
 @dataclass
@@ -71,8 +73,9 @@ class SweepReport:
 
 
 def _is_ours(tags: dict[str, str], cluster_name: str) -> bool:
+    # "owned" (not "shared", which the VPC and subnets carry): the in-tree provider created it for this cluster.
     return (tags.get(CONTROLLER_TAG) == cluster_name or tags.get(LEGACY_CONTROLLER_TAG) == cluster_name
-            or cluster_tag(cluster_name) in tags)
+            or tags.get(cluster_tag(cluster_name)) == "owned")
 
 
 def _tags(items: Iterable[dict[str, Any]]) -> dict[str, str]:
@@ -87,13 +90,16 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
 class LoadBalancerSweeper:
     def __init__(self, *, region: str, vpc_id: str, cluster_name: str, timeout_seconds: float = 900,
                  poll_seconds: float = 5, endpoint_url: str | None = None,
-                 session: boto3.session.Session | None = None, clients: dict[str, Any] | None = None):
+                 session: boto3.session.Session | None = None, clients: dict[str, Any] | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         if not vpc_id.startswith("vpc-"):
             raise ValueError(f"vpc_id = {vpc_id!r} is invalid; allowed: a VPC id such as vpc-0123456789abcdef0")
         if not cluster_name:
             raise ValueError("cluster_name is empty; allowed: the EKS cluster's name")
         self.vpc_id, self.cluster_name = vpc_id, cluster_name
-        self.timeout_seconds, self.poll_seconds = timeout_seconds, poll_seconds
+        if timeout_seconds <= 0 or poll_seconds <= 0:
+            raise ValueError(f"timeout_seconds = {timeout_seconds!r}, poll_seconds = {poll_seconds!r}; allowed: > 0")
+        self.timeout_seconds, self.poll_seconds, self.sleep = timeout_seconds, poll_seconds, sleep
         session = session or boto3.session.Session(region_name=region)
         clients = clients or {}
         self.elbv2 = clients.get("elbv2") or session.client("elbv2", endpoint_url=endpoint_url)
@@ -137,7 +143,7 @@ class LoadBalancerSweeper:
         ours = []
         for chunk in _chunks(names, 20):
             for description in self.elb.describe_tags(LoadBalancerNames=chunk)["TagDescriptions"]:
-                if cluster_tag(self.cluster_name) in _tags(description.get("Tags", [])):
+                if _tags(description.get("Tags", [])).get(cluster_tag(self.cluster_name)) == "owned":
                     ours.append(description["LoadBalancerName"])
         return ours
 
@@ -162,19 +168,49 @@ class LoadBalancerSweeper:
         return found
 
     def _elb_interfaces(self, plan: SweepPlan) -> list[dict[str, Any]]:
-        names = set(plan.load_balancers.values()) | set(plan.classic_load_balancers)
+        """ELB network interfaces in the VPC that hold up the subnets and belong to this sweep: those of the load
+        balancers it deleted, those attached to one of this cluster's security groups (an ALB the controller deleted
+        just before the cluster went), and those of a load balancer that no longer exists at all (AWS is releasing
+        them; they block the subnets whoever made them, and waiting deletes nothing). ENIs of a load balancer that
+        still exists and is not this cluster's are left out."""
+        ours = set(plan.load_balancers.values()) | set(plan.classic_load_balancers)
+        existing = self._all_vpc_load_balancer_names()
         interfaces = []
         for page in self.ec2.get_paginator("describe_network_interfaces").paginate(
                 Filters=[{"Name": "vpc-id", "Values": [self.vpc_id]},
                          {"Name": "description", "Values": [f"{ENI_DESCRIPTION_PREFIX}*"]}]):
             for eni in page["NetworkInterfaces"]:
-                description = eni.get("Description", "")
-                lb_name = description.removeprefix(ENI_DESCRIPTION_PREFIX)
-                if lb_name.startswith(("app/", "net/")):
-                    lb_name = lb_name.split("/")[1]
-                if lb_name in names:
+                lb_name = _lb_name_from_description(eni.get("Description", ""))
+                groups = {g["GroupId"] for g in eni.get("Groups", [])}
+                if lb_name in ours or groups & set(plan.security_groups) or lb_name not in existing:
                     interfaces.append(eni)
         return interfaces
+
+    def _all_vpc_load_balancer_names(self) -> set[str]:
+        names = set()
+        for page in self.elbv2.get_paginator("describe_load_balancers").paginate():
+            names |= {lb["LoadBalancerName"] for lb in page["LoadBalancers"] if lb.get("VpcId") == self.vpc_id}
+        for page in self.elb.get_paginator("describe_load_balancers").paginate():
+            names |= {lb["LoadBalancerName"] for lb in page["LoadBalancerDescriptions"]
+                      if lb.get("VPCId") == self.vpc_id}
+        return names
+
+    # -- what is still there ----------------------------------------------------------------------------------
+
+    def remaining(self, plan: SweepPlan) -> list[str]:
+        """Everything of the plan that still exists, plus the ELB network interfaces still in the VPC."""
+        left = [f"load balancer {arn}" for arn in self._load_balancers() if arn in plan.load_balancers]
+        left += [f"classic load balancer {n}" for n in self._classic_load_balancers() if n in plan.classic_load_balancers]
+        left += [f"target group {arn}" for arn in self._target_groups() if arn in plan.target_groups]
+        existing_groups = {g["GroupId"] for g in self._vpc_security_groups()}
+        left += [f"security group {sg} ({name})" for sg, name in plan.security_groups.items() if sg in existing_groups]
+        left += [f"network interface {e['NetworkInterfaceId']} ({e.get('Description', '')})"
+                 for e in self._elb_interfaces(plan)]
+        return left
+
+    def _timeout(self, plan: SweepPlan, reason: str) -> SweepTimeout:
+        log.error("timed out %s", reason)
+        return SweepTimeout(self.timeout_seconds, self.remaining(plan), reason)
 
     # -- deletion --------------------------------------------------------------------------------------------
 
@@ -182,33 +218,63 @@ class LoadBalancerSweeper:
         deadline = time.monotonic() + self.timeout_seconds
         plan = self.plan()
         report = SweepReport(plan=plan)
-        if plan.is_empty():
+        if plan.is_empty() and not self._elb_interfaces(plan):
             log.info("nothing of cluster %s left in %s", self.cluster_name, self.vpc_id)
             return report
-        log.info("sweeping %s in %s: %s", self.cluster_name, self.vpc_id, "; ".join(plan.describe()))
+        log.info("sweeping cluster %s in %s: %s", self.cluster_name, self.vpc_id,
+                 "; ".join(plan.describe()) or "only network interfaces to wait for")
 
         for arn in plan.load_balancers:
+            log.info("deleting load balancer %s (its listeners go with it)", arn)
             self._ignore_missing(lambda: self.elbv2.delete_load_balancer(LoadBalancerArn=arn))
         for name in plan.classic_load_balancers:
+            log.info("deleting classic load balancer %s", name)
             self._ignore_missing(lambda: self.elb.delete_load_balancer(LoadBalancerName=name))
-        self._wait(deadline, lambda: [f"load balancer {a}" for a in self._load_balancers()]
-                   + [f"classic load balancer {n}" for n in self._classic_load_balancers()])
-
-        # ELB keeps its ENIs for minutes after the load balancer is gone; SGs and subnets stay in use until then.
-        report.waited_for_interfaces = [eni["NetworkInterfaceId"] for eni in self._elb_interfaces(plan)]
-        self._wait(deadline, lambda: [f"network interface {e['NetworkInterfaceId']} ({e.get('Description', '')})"
-                                      for e in self._elb_interfaces(plan)])
+        for arn in plan.load_balancers:
+            self._wait_load_balancer_deleted(deadline, plan, arn)
+        for name in plan.classic_load_balancers:
+            # Classic ELB has no "deleted" waiter: poll until it answers LoadBalancerNotFound.
+            self._wait(deadline, plan, f"for classic load balancer {name} to go",
+                       lambda: not self._classic_exists(name))
 
         for arn in plan.target_groups:
-            self._retry(deadline, f"target group {arn}", ("ResourceInUse",),
+            log.info("deleting target group %s", arn)
+            self._retry(deadline, plan, f"target group {arn}", ("ResourceInUse",),
                         lambda: self.elbv2.delete_target_group(TargetGroupArn=arn))
+
+        # ELB keeps its ENIs for minutes after the load balancer is gone; they hold the SGs (DependencyViolation) and
+        # the subnets, so wait for them before the SGs instead of burning retries.
+        report.waited_for_interfaces = [eni["NetworkInterfaceId"] for eni in self._elb_interfaces(plan)]
+        if report.waited_for_interfaces:
+            log.info("waiting for ELB network interfaces to be released: %s", ", ".join(report.waited_for_interfaces))
+        self._wait(deadline, plan, "for the ELB network interfaces to be released",
+                   lambda: not self._elb_interfaces(plan))
 
         report.revoked_rules = self._revoke_references(set(plan.security_groups))
         for group_id, name in plan.security_groups.items():
-            self._retry(deadline, f"security group {group_id} ({name})", ("DependencyViolation",),
+            log.info("deleting security group %s (%s)", group_id, name)
+            self._retry(deadline, plan, f"security group {group_id} ({name})", ("DependencyViolation",),
                         lambda: self.ec2.delete_security_group(GroupId=group_id))
-        log.info("swept %s: %s", self.cluster_name, "; ".join(plan.describe()))
+        log.info("swept cluster %s in %s: %s", self.cluster_name, self.vpc_id, "; ".join(plan.describe()) or "-")
         return report
+
+    def _wait_load_balancer_deleted(self, deadline: float, plan: SweepPlan, arn: str) -> None:
+        # One ARN per call: with several, the first LoadBalancerNotFound would end the waiter for all of them.
+        attempts = max(1, int((deadline - time.monotonic()) / self.poll_seconds))
+        try:
+            self.elbv2.get_waiter("load_balancers_deleted").wait(
+                LoadBalancerArns=[arn], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": attempts})
+        except WaiterError as error:
+            raise self._timeout(plan, f"waiting for load balancer {arn} to go") from error
+
+    def _classic_exists(self, name: str) -> bool:
+        try:
+            self.elb.describe_load_balancers(LoadBalancerNames=[name])
+            return True
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("LoadBalancerNotFound", "AccessPointNotFound"):
+                return False
+            raise
 
     def _revoke_references(self, doomed: set[str]) -> int:
         """The controller opens the node SG to its backend SG; such a rule in another group blocks deleting it."""
@@ -216,15 +282,18 @@ class LoadBalancerSweeper:
         for group in self._vpc_security_groups():
             if group["GroupId"] in doomed:
                 continue
-            for permission in group.get("IpPermissions", []):
-                pairs = [p for p in permission.get("UserIdGroupPairs", []) if p.get("GroupId") in doomed]
-                if not pairs:
-                    continue
-                rule = {k: v for k, v in permission.items() if k in ("IpProtocol", "FromPort", "ToPort")}
-                self.ec2.revoke_security_group_ingress(
-                    GroupId=group["GroupId"],
-                    IpPermissions=[{**rule, "UserIdGroupPairs": [{"GroupId": p["GroupId"]} for p in pairs]}])
-                revoked += len(pairs)
+            for key, revoke in (("IpPermissions", self.ec2.revoke_security_group_ingress),
+                                ("IpPermissionsEgress", self.ec2.revoke_security_group_egress)):
+                for permission in group.get(key, []):
+                    pairs = [p for p in permission.get("UserIdGroupPairs", []) if p.get("GroupId") in doomed]
+                    if not pairs:
+                        continue
+                    rule = {k: v for k, v in permission.items() if k in ("IpProtocol", "FromPort", "ToPort")}
+                    log.info("revoking %s rule in %s that references %s", key, group["GroupId"],
+                             ", ".join(p["GroupId"] for p in pairs))
+                    revoke(GroupId=group["GroupId"],
+                           IpPermissions=[{**rule, "UserIdGroupPairs": [{"GroupId": p["GroupId"]} for p in pairs]}])
+                    revoked += len(pairs)
         return revoked
 
     @staticmethod
@@ -235,7 +304,8 @@ class LoadBalancerSweeper:
             if error.response["Error"]["Code"] not in ("LoadBalancerNotFound", "AccessPointNotFound"):
                 raise
 
-    def _retry(self, deadline: float, what: str, codes: tuple[str, ...], call: Callable[[], Any]) -> None:
+    def _retry(self, deadline: float, plan: SweepPlan, what: str, codes: tuple[str, ...],
+               call: Callable[[], Any]) -> None:
         delay = self.poll_seconds
         while True:
             try:
@@ -248,13 +318,19 @@ class LoadBalancerSweeper:
                 if code not in codes:
                     raise
                 if time.monotonic() + delay > deadline:
-                    raise SweepTimeout(self.timeout_seconds, [f"{what}: {code}"]) from error
-                log.info("%s: %s, retrying in %.0f s", what, code, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30)
+                    raise self._timeout(plan, f"deleting {what}: {code}") from error
+                log.info("%s: %s, retrying in %.1f s", what, code, delay)
+                self.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
-    def _wait(self, deadline: float, remaining: Callable[[], list[str]]) -> None:
-        while left := remaining():
+    def _wait(self, deadline: float, plan: SweepPlan, what: str, done: Callable[[], bool]) -> None:
+        while not done():
             if time.monotonic() + self.poll_seconds > deadline:
-                raise SweepTimeout(self.timeout_seconds, left)
-            time.sleep(self.poll_seconds)
+                raise self._timeout(plan, f"waiting {what}")
+            self.sleep(self.poll_seconds)
+
+
+def _lb_name_from_description(description: str) -> str:
+    """`ELB app/<name>/<id>`, `ELB net/<name>/<id>` or `ELB <name>` -> <name>."""
+    rest = description.removeprefix(ENI_DESCRIPTION_PREFIX)
+    return rest.split("/")[1] if rest.startswith(("app/", "net/")) else rest

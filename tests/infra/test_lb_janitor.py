@@ -234,8 +234,10 @@ def test_dependency_violation_that_never_clears_fails_with_the_group_named(aws):
         {"ResourceType": "security-group", "Tags": tags(**{"elbv2.k8s.aws/cluster": CLUSTER})}])["GroupId"]
     sweeper = aws.sweeper(vpc, timeout_seconds=0.5)
     sweeper.ec2 = FlakyEc2(aws.ec2, failures=10_000)
-    with pytest.raises(SweepTimeout, match=f"security group {sg} \\(k8s-traffic-stuck\\): DependencyViolation"):
+    with pytest.raises(SweepTimeout, match=f"deleting security group {sg} \\(k8s-traffic-stuck\\): DependencyViolation"
+                       ) as error:
         sweeper.sweep()
+    assert error.value.remaining == [f"security group {sg} (k8s-traffic-stuck)"]
 
 
 def test_provider_create_and_update_touch_nothing_and_never_replace(aws):
