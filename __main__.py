@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.clinic_apps import ClinicApps, ClinicAppsArgs, PlatformEndpoints
 from components.cluster import Cluster, ClusterArgs
 from components.database import Database, DatabaseArgs
 from components.email import Email, EmailArgs
@@ -27,6 +28,7 @@ class Platform:
     storage: Storage
     messaging: Messaging
     email: Email
+    apps: ClinicApps
 
 
 def platform_tags(settings: PlatformSettings) -> dict[str, str]:
@@ -103,7 +105,33 @@ def build_platform(settings: PlatformSettings) -> Platform:
         tags=tags,
     ))
 
-    return Platform(network, cluster, controller, database, storage, messaging, email)
+    apps = ClinicApps(f"{base}-apps", ClinicAppsArgs(
+        cluster=cluster,
+        controller=controller,
+        settings=settings.apps,
+        keep_images=settings.is_prod,
+        tags=tags,
+        platform=PlatformEndpoints(
+            region=settings.region,
+            vpc_cidr=settings.network.vpc_cidr,
+            database_cidrs=[plan.database for plan in network.subnet_plan],
+            database_address=database.address,
+            database_port=database.port,
+            database_name=database.db_name,
+            database_secret_arn=database.secret_arn,
+            database_kms_key_arn=database.kms_key_arn,
+            bucket_name=storage.bucket_name,
+            bucket_arn=storage.bucket_arn,
+            bucket_kms_key_arn=storage.kms_key_arn,
+            queue_urls=messaging.queue_urls,
+            queue_arns=messaging.queue_arns,
+            email_identity_arn=email.identity_arn,
+            email_configuration_set=email.configuration_set_name,
+            email_configuration_set_arn=email.configuration_set_arn,
+            email_from_address=email.from_address,
+        ),
+    ))
+    return Platform(network, cluster, controller, database, storage, messaging, email, apps)
 
 
 def export(p: Platform) -> None:
@@ -123,6 +151,9 @@ def export(p: Platform) -> None:
     pulumi.export("emailFromAddress", p.email.from_address)
     pulumi.export("emailConfigurationSet", p.email.configuration_set_name)
     pulumi.export("emailDnsRecords", p.email.dns_records)
+    pulumi.export("apiRepositoryUrl", p.apps.api_repository_url)
+    pulumi.export("notifierRepositoryUrl", p.apps.notifier_repository_url)
+    pulumi.export("clinicUrl", p.apps.load_balancer_hostname)
 
 
 platform = build_platform(settings_from_pulumi())

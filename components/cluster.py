@@ -139,6 +139,8 @@ class Cluster(pulumi.ComponentResource):
             skip_default_node_group=True,
             skip_default_security_groups=True,
             create_oidc_provider=True,
+            # The VPC CNI enforces NetworkPolicy only when asked; the clinic's namespace relies on it.
+            vpc_cni_options={"enable_network_policy": True},
             encryption_config_key_arn=secrets_key.arn,
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
             deletion_protection=args.protect,

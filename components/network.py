@@ -85,6 +85,7 @@ class Network(pulumi.ComponentResource):
         super().__init__("clinic:index:Network", name, None, opts)
         validate_network_args(args)
         plan = plan_subnets(args.vpc_cidr, args.availability_zones)
+        self.subnet_plan = plan  # plain CIDRs, known before deployment (network policies use them)
         tags = {**args.tags}
         child = pulumi.ResourceOptions(parent=self)
 

@@ -24,6 +24,8 @@ from pulumi.runtime import rpc, settings as runtime_settings
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "clinic-platform"
 ACCOUNT_ID = "123456789012"
+# What the mocks answer for every generated password: tests look for it where no secret may appear.
+GENERATED_SECRET = "mock-generated-Secret-9f8e7d6c5b4a"
 
 
 @dataclass
@@ -134,6 +136,10 @@ class ClinicMocks(pulumi.runtime.Mocks):
                                                 "tokens": ["tok1", "tok2", "tok3"]})
         elif typ == "eks:index:Cluster":
             state.update(self._eks_cluster_outputs(state.get("name", name)))
+        elif typ == "random:index/randomPassword:RandomPassword":
+            state.update(result=GENERATED_SECRET)
+        elif typ == "aws:ecr/repository:Repository":
+            state.update(repositoryUrl=f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{state.get('name', name)}")
         elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
             state.update(latestVersion=1, defaultVersion=1)
         elif typ == "aws:kms/key:Key":

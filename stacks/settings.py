@@ -147,6 +147,24 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class AppsSettings:
+    api_image: str
+    """Image of the API: a tag or digest in the stack's ECR repository, or a full image reference."""
+    notifier_image: str
+    """Image of the notifier, likewise."""
+    api_replicas: int
+    """API replicas at rest (the HPA's minimum)."""
+    api_max_replicas: int
+    """HPA ceiling for the API."""
+    notifier_replicas: int
+    """Notifier replicas."""
+    hostname: str | None
+    """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
+    certificate_arn: str | None
+    """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
+
+
+@dataclass(frozen=True)
 class PlatformSettings:
     stack: str
     """Pulumi stack name."""
@@ -161,6 +179,7 @@ class PlatformSettings:
     database: DatabaseSettings
     storage: StorageSettings
     email: EmailSettings
+    apps: AppsSettings
     tags: Mapping[str, str]
     """Tags added to every taggable resource, on top of the project's own."""
 
@@ -190,6 +209,9 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                      "username": "clinic_admin"},
         "storage": {"noncurrentVersionDays": 7, "corsAllowedOrigins": []},
         "email": {"domain": None, "fromAddress": None},
+        "images": {"api": None, "notifier": None},
+        "apps": {"apiReplicas": 1, "apiMaxReplicas": 3, "notifierReplicas": 1, "hostname": None,
+                 "certificateArn": None},
     },
     "prod": {
         "network": {"vpcCidr": "10.30.0.0/16", "azCount": 3, "natMode": "per-az", "flowLogs": True,
@@ -205,9 +227,13 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                      "username": "clinic_admin"},
         "storage": {"noncurrentVersionDays": 365, "corsAllowedOrigins": []},
         "email": {"domain": None, "fromAddress": None},
+        "images": {"api": None, "notifier": None},
+        "apps": {"apiReplicas": 3, "apiMaxReplicas": 12, "notifierReplicas": 2, "hostname": None,
+                 "certificateArn": None},
     },
 }
-TOP_LEVEL_KEYS = ("environment", "clusterName", "network", "cluster", "database", "storage", "email", "tags")
+TOP_LEVEL_KEYS = ("environment", "clusterName", "network", "cluster", "database", "storage", "email", "images",
+                  "apps", "tags")
 NODE_GROUP_KEYS = tuple(DEFAULTS["dev"]["cluster"]["nodeGroups"][0])
 
 
@@ -472,6 +498,37 @@ def _parse_email(problems: list[str], values: Mapping[str, Any], defaults: Mappi
     return EmailSettings(domain=domain, from_address=from_address)
 
 
+# A tag (0.1.0, a git SHA), a digest (sha256:<64 hex>), or a full reference (registry/repo:tag or repo@sha256:...).
+_IMAGE = (r"(sha256:[0-9a-f]{64}|[\w][\w.-]{0,127}"
+          r"|[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64}))")
+_CERTIFICATE_ARN = r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}"
+
+
+def _parse_apps(problems: list[str], images: Mapping[str, Any], values: Mapping[str, Any], environment: str,
+                is_prod: bool) -> AppsSettings:
+    i = _Reader(problems, "images", images, DEFAULTS[environment]["images"])
+    image_help = "an image tag (0.1.0), a digest (sha256:...) or a full reference (registry/repo:tag)"
+    api_image, notifier_image = i.text("api", _IMAGE, image_help), i.text("notifier", _IMAGE, image_help)
+    for name, image in (("api", api_image), ("notifier", notifier_image)):
+        if is_prod and image.rsplit(":", 1)[-1] in ("latest", "main", "dev"):
+            i.fail(name, image, "an immutable tag or a digest in prod, not a moving tag")
+    r = _Reader(problems, "apps", values, DEFAULTS[environment]["apps"])
+    replicas, ceiling = r.int("apiReplicas", 1, 50), r.int("apiMaxReplicas", 1, 100)
+    if ceiling < replicas:
+        r.fail("apiMaxReplicas", ceiling, f"at least apps.apiReplicas ({replicas})")
+    if is_prod and replicas < 2:
+        r.fail("apiReplicas", replicas, "2 or more in prod (a rolling update or a lost node must not stop the API)")
+    hostname = r.raw("hostname")
+    if hostname is not None:
+        hostname = r.text("hostname", _DOMAIN, "a lowercase DNS name such as clinic.example.org") or None
+    certificate = r.raw("certificateArn")
+    if certificate is not None:
+        certificate = r.text("certificateArn", _CERTIFICATE_ARN, "an ACM certificate ARN") or None
+    return AppsSettings(api_image=api_image, notifier_image=notifier_image, api_replicas=replicas,
+                        api_max_replicas=ceiling, notifier_replicas=r.int("notifierReplicas", 1, 20),
+                        hostname=hostname, certificate_arn=certificate)
+
+
 def _parse_tags(problems: list[str], tags: Any) -> dict[str, str]:
     if not isinstance(tags, Mapping):
         problems.append(f"tags = {tags!r} is invalid; allowed: a map of tag names to string values")
@@ -529,6 +586,8 @@ def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> 
               for name, parse in _PARSERS.items()}
     groups["cluster"] = _parse_cluster(problems, _group(problems, raw, "cluster"), DEFAULTS[environment]["cluster"],
                                        is_prod, groups["network"].az_count)
+    groups["apps"] = _parse_apps(problems, _group(problems, raw, "images"), _group(problems, raw, "apps"),
+                                 environment, is_prod)
     tags = _parse_tags(problems, _group(problems, raw, "tags"))
     if problems:
         raise StackSettingsError(stack, problems)

@@ -10,6 +10,10 @@ from components.lb_controller import (CHART_VERSION, IAM_POLICY_FILE, LoadBalanc
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
+def controller_account(stack):
+    return next(r for r in stack.of_type("kubernetes:core/v1:ServiceAccount") if r.name.endswith("lb-controller-sa"))
+
+
 def test_release_is_the_pinned_official_chart_with_cluster_region_vpc_and_two_replicas(stack):
     release = stack.one(RELEASE)
     assert release.inputs["chart"] == "aws-load-balancer-controller"
@@ -30,11 +34,11 @@ def test_release_waits_for_node_groups_and_its_iam(stack):
         assert stack.depends_on(release, group), f"the release must depend on {group.name}"
     role = next(r for r in stack.of_type("aws:iam/role:Role") if r.name.endswith("lb-controller-role"))
     policy = stack.one("aws:iam/rolePolicy:RolePolicy", role.name + "-policy")
-    assert stack.depends_on(release, policy) and stack.depends_on(release, stack.one("kubernetes:core/v1:ServiceAccount"))
+    assert stack.depends_on(release, policy) and stack.depends_on(release, controller_account(stack))
 
 
 def test_service_account_is_annotated_with_a_role_only_it_can_assume(stack):
-    account = stack.one("kubernetes:core/v1:ServiceAccount")
+    account = controller_account(stack)
     role = next(r for r in stack.of_type("aws:iam/role:Role") if r.name.endswith("lb-controller-role"))
     assert account.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role.state["arn"]
     condition = role.input("assumeRolePolicy", "Statement")[0]["Condition"]["StringEquals"]
