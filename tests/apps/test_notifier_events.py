@@ -1,0 +1,126 @@
+"""The event contract and the emails rendered from it (no I/O)."""
+import json
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from notifier.events import EVENT_TYPES, PoisonMessage, parse_event
+from notifier.retry import RetryPolicy, call_with_retry, is_transient
+from notifier.templates import render
+
+PAYLOADS = {
+    "account.created": {},
+    "patient.registered": {},
+    "doctor.registered": {"specialty": "Cardiology"},
+    "appointment.confirmed": {"starts_at": "2026-11-24T14:30:00Z", "doctor_name": "Dr. Ana Souza",
+                              "telemedicine_url": "https://meet.clinic.example/r/abc"},
+    "appointment.cancelled": {"starts_at": "2026-11-24T14:30:00+00:00", "doctor_name": "Dr. Ana Souza"},
+    "exam.created": {"exam_type": "Blood count"},
+    "exam.completed": {"exam_type": "Blood count"},
+    "exam.result.ready": {"exam_type": "Blood count", "exam_id": "e1"},
+    "file.uploaded": {"filename": "result.pdf"},
+}
+
+
+def body(event_type="exam.result.ready", **payload):
+    p = {"recipient_email": "pat@example.com", "recipient_name": "Pat", **PAYLOADS[event_type], **payload}
+    return json.dumps({"id": str(uuid.uuid4()), "type": event_type, "occurred_at": "2026-11-22T19:00:00Z",
+                       "payload": p})
+
+
+def test_every_event_type_has_a_payload_example_here():
+    assert set(PAYLOADS) == EVENT_TYPES
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_each_type_renders_subject_text_and_html(event_type):
+    event = parse_event(body(event_type), {"event_type": {"DataType": "String", "StringValue": event_type}})
+    email = render(event)
+    assert email.to == "pat@example.com"
+    assert email.subject and "\n" not in email.subject
+    assert email.text.startswith("Hello Pat,")
+    assert email.html.startswith("<!DOCTYPE html>") and "Hello Pat," in email.html
+
+
+def test_appointment_email_carries_time_doctor_and_video_link():
+    email = render(parse_event(body("appointment.confirmed")))
+    assert "Tuesday 24 November 2026, 14:30 UTC" in email.subject
+    assert "Dr. Ana Souza" in email.text
+    assert 'href="https://meet.clinic.example/r/abc"' in email.html
+
+
+def test_user_content_is_escaped_and_unsafe_links_dropped():
+    email = render(parse_event(body("appointment.confirmed", recipient_name="<script>x</script>",
+                                    doctor_name='Dr "><img src=x onerror=alert(1)>',
+                                    telemedicine_url="javascript:alert(1)")))
+    assert "<script>" not in email.html and "&lt;script&gt;" in email.html
+    assert "<img" not in email.html
+    assert "javascript:" not in email.html and "javascript:" not in email.text
+
+
+def test_subject_has_no_header_injection():
+    email = render(parse_event(body("exam.created", exam_type="MRI\r\nBcc: evil@example.com")))
+    assert "\r" not in email.subject and "\n" not in email.subject
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("not json", "invalid_json"),
+    ("[1, 2]", "invalid_envelope"),
+    (json.dumps({"type": "exam.created", "occurred_at": "2026-01-01T00:00:00Z", "payload": {}}), "missing_field"),
+    (body().replace("exam.result.ready", "exam.exploded"), "unknown_type"),
+    (body(recipient_email=None), "missing_field"),
+    (body(recipient_email="not-an-address"), "invalid_field"),
+    (body(recipient_email="a@b.com\r\nBcc: c@d.com"), "invalid_field"),
+    (body(exam_type=""), "missing_field"),
+    (body(exam_type=42), "invalid_field"),
+    (body("appointment.confirmed", starts_at="tomorrow"), "invalid_field"),
+    (json.dumps({**json.loads(body()), "id": "not-a-uuid"}), "invalid_field"),
+    (json.dumps({**json.loads(body()), "payload": "x"}), "invalid_envelope"),
+])
+def test_poison_messages_are_refused_with_a_reason(raw, reason):
+    with pytest.raises(PoisonMessage) as info:
+        parse_event(raw)
+    assert info.value.reason == reason
+
+
+def test_attribute_must_match_the_body_type():
+    with pytest.raises(PoisonMessage, match="event_type attribute"):
+        parse_event(body("exam.created"), {"event_type": {"DataType": "String", "StringValue": "exam.completed"}})
+
+
+def _client_error(code, status=400):
+    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "SendEmail")
+
+
+def test_transient_classification():
+    assert is_transient(_client_error("TooManyRequestsException", 429))
+    assert is_transient(_client_error("Whatever", 503))
+    assert is_transient(EndpointConnectionError(endpoint_url="http://x"))
+    assert not is_transient(_client_error("MessageRejected"))
+    assert not is_transient(ValueError("x"))
+
+
+def test_retry_backs_off_1_then_2_seconds_and_gives_up_after_3_calls():
+    calls, sleeps = [], []
+
+    def fail():
+        calls.append(1)
+        raise _client_error("ThrottlingException", 400)
+
+    with pytest.raises(ClientError):
+        call_with_retry(fail, RetryPolicy(), sleeps.append)
+    assert len(calls) == 3 and sleeps == [1.0, 2.0]
+
+
+def test_retry_does_not_retry_permanent_errors():
+    calls = []
+
+    def fail():
+        calls.append(1)
+        raise _client_error("MessageRejected")
+
+    with pytest.raises(ClientError):
+        call_with_retry(fail, RetryPolicy(), lambda s: None)
+    assert len(calls) == 1
