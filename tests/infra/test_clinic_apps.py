@@ -1,0 +1,202 @@
+"""ClinicApps on the recorded graph of both stacks: hardened pods, least-privilege IAM, ordering, no secret leaks."""
+
+import json
+
+import pytest
+from pulumi.runtime import rpc
+
+from components.clinic_apps import image_reference
+from tests.infra.pulumi_mocks import GENERATED_SECRET
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+JOB = "kubernetes:batch/v1:Job"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+DATA_ACTION_PREFIXES = ("s3:", "sqs:", "ses:", "secretsmanager:", "kms:")
+
+
+def pod_specs(graph):
+    specs = [(d.name, d.inputs["spec"]["template"]["spec"]) for d in graph.of_type(DEPLOYMENT)
+             if d.inputs["metadata"].get("namespace") == "clinic"]
+    specs += [(j.name, j.inputs["spec"]["template"]["spec"]) for j in graph.of_type(JOB)]
+    assert len(specs) == 3, [n for n, _ in specs]
+    return specs
+
+
+def test_every_clinic_pod_meets_the_restricted_standard_with_requests_and_limits(stack):
+    for name, spec in pod_specs(stack):
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert security["runAsNonRoot"] is True and security["runAsUser"] > 0, name
+            resources = container["resources"]
+            assert resources["requests"]["cpu"] and resources["requests"]["memory"], name
+            assert resources["limits"]["cpu"] and resources["limits"]["memory"], name
+
+
+def test_deployments_probe_the_apps_real_endpoints_spread_over_zones_and_roll_with_no_unavailable(stack):
+    for deployment in stack.of_type(DEPLOYMENT):
+        if deployment.inputs["metadata"].get("namespace") != "clinic":
+            continue
+        spec = deployment.inputs["spec"]
+        container = spec["template"]["spec"]["containers"][0]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", deployment.name
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz", deployment.name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", deployment.name
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, deployment.name
+        zones = spec["template"]["spec"]["topologySpreadConstraints"][0]
+        assert zones["topologyKey"] == "topology.kubernetes.io/zone", deployment.name
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard(stack):
+    namespace = next(n for n in stack.of_type("kubernetes:core/v1:Namespace") if n.inputs["metadata"]["name"] == "clinic")
+    assert namespace.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def role_policy(graph, suffix):
+    policy = next(p for p in graph.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.endswith(suffix))
+    return json.loads(policy.inputs["policy"])["Statement"]
+
+
+def test_api_role_reaches_only_the_exam_prefix_its_queues_and_the_database_secret(stack):
+    statements = {s["Sid"]: s for s in role_policy(stack, "apps-api-role-policy")}
+    bucket_arn = stack.one("aws:s3/bucket:Bucket").state["arn"]
+    assert statements["ExamObjects"]["Action"] == ["s3:GetObject", "s3:PutObject"]
+    assert statements["ExamObjects"]["Resource"] == f"{bucket_arn}/exams/*"
+    assert statements["ExamListing"]["Condition"] == {"StringLike": {"s3:prefix": "exams/*"}}
+    queue_arns = sorted(q.state["arn"] for q in stack.of_type("aws:sqs/queue:Queue") if not q.name.endswith("-dlq"))
+    assert statements["Events"]["Resource"] == queue_arns
+    assert statements["DatabaseSecret"]["Resource"] == stack.exports["databaseSecretArn"][0]
+    assert "s3:DeleteObject" not in json.dumps(statements), "the API never deletes a patient's result"
+
+
+def test_notifier_role_consumes_its_queues_and_sends_only_as_the_clinic_identity(stack):
+    statements = {s["Sid"]: s for s in role_policy(stack, "apps-notifier-role-policy")}
+    assert statements["Send"]["Action"] == "ses:SendEmail"
+    identity = stack.one("aws:sesv2/emailIdentity:EmailIdentity").state["arn"]
+    config_set = stack.one("aws:sesv2/configurationSet:ConfigurationSet").state["arn"]
+    assert sorted(statements["Send"]["Resource"]) == sorted([identity, config_set])
+    consumed = statements["Consume"]["Resource"]
+    assert len(consumed) == 4 and not any(arn.endswith(("-file", "-dlq")) for arn in consumed)
+    assert "sqs:SendMessage" not in statements["Consume"]["Action"]
+
+
+@pytest.mark.parametrize("suffix", ["apps-api-role-policy", "apps-notifier-role-policy"])
+def test_no_data_action_is_granted_on_every_resource(stack, suffix):
+    for statement in role_policy(stack, suffix):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert not any(a.endswith("*") for a in actions), statement
+        if any(a.startswith(DATA_ACTION_PREFIXES) for a in actions):
+            assert "*" not in resources, f"{suffix} grants {actions} on *"
+
+
+def test_each_app_runs_under_its_own_service_account_and_role(stack):
+    accounts = {a.inputs["metadata"]["name"]: a for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
+                if a.inputs["metadata"]["namespace"] == "clinic"}
+    assert sorted(accounts) == ["clinic-api", "clinic-notifier"]
+    roles = {a.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] for a in accounts.values()}
+    assert len(roles) == 2
+    for name, spec in pod_specs(stack):
+        assert spec["serviceAccountName"] in accounts, name
+
+
+def test_deployments_roll_out_only_after_the_release_migrations(stack):
+    job = stack.one(JOB)
+    assert job.inputs["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "clinic_api.migrate"]
+    for deployment in stack.of_type(DEPLOYMENT):
+        if deployment.inputs["metadata"].get("namespace") == "clinic":
+            assert stack.depends_on(deployment, job), f"{deployment.name} must wait for the migrations Job"
+            command = deployment.inputs["spec"]["template"]["spec"]["containers"][0].get("command", [])
+            assert "clinic_api.migrate" not in " ".join(command), "pods never migrate on start"
+
+
+def test_a_new_image_gets_a_new_migrations_job(dev):
+    from tests.infra.pulumi_mocks import evaluate_program
+    other = evaluate_program("dev", {"clinic-platform:images": {"api": "0.2.0", "notifier": "0.1.0"}})
+    assert dev.one(JOB).inputs["metadata"]["name"] != other.one(JOB).inputs["metadata"]["name"]
+    image = other.one(JOB).inputs["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith("/clinic-api:0.2.0")
+
+
+def test_clinic_ingress_is_deleted_before_the_controller_the_cluster_and_the_vpc(stack):
+    ingress = stack.one(INGRESS)
+    for typ in ("kubernetes:helm.sh/v3:Release", "eks:index:Cluster", "pulumi-python:dynamic:Resource",
+                "aws:ec2/vpc:Vpc"):
+        assert stack.deleted_before(ingress, stack.one(typ)), f"the Ingress must go before {typ}"
+    annotations = ingress.inputs["metadata"]["annotations"]
+    assert annotations["alb.ingress.kubernetes.io/scheme"] == "internet-facing"
+    assert annotations["alb.ingress.kubernetes.io/target-type"] == "ip"
+    assert annotations["alb.ingress.kubernetes.io/healthcheck-path"] == "/readyz"
+
+
+def test_https_with_redirect_when_a_certificate_is_configured():
+    from tests.infra.pulumi_mocks import evaluate_program
+    arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+    graph = evaluate_program("prod", {"clinic-platform:apps": {"apiReplicas": 3, "certificateArn": arn}})
+    annotations = graph.one(INGRESS).inputs["metadata"]["annotations"]
+    assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == arn
+    assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
+    assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}, {"HTTPS": 443}]
+
+
+def test_nothing_in_clinic_apps_skips_its_delete(stack):
+    component = stack.one("clinic:index:ClinicApps")
+    for resource in stack.descendants(component):
+        assert not resource.deleted_with and not resource.retain_on_delete, resource.name
+
+
+def test_no_secret_value_in_any_env_literal_config_map_or_output(stack):
+    literals = []
+    for resource in stack.records:
+        if resource.type in (DEPLOYMENT, JOB):
+            for container in resource.inputs["spec"]["template"]["spec"]["containers"]:
+                literals += [e.get("value", "") for e in container.get("env", [])]
+                for env in container.get("env", []):
+                    if any(w in env["name"] for w in ("SECRET", "PASSWORD", "TOKEN")) and "value" in env:
+                        assert env["name"].endswith("_ARN"), f"{resource.name} sets {env['name']} as a literal"
+        if resource.type == "kubernetes:core/v1:ConfigMap":
+            literals += list((resource.inputs.get("data") or {}).values())
+    exported = json.dumps({k: v for k, (v, _) in stack.exports.items()})
+    assert GENERATED_SECRET not in json.dumps(literals) and GENERATED_SECRET not in exported
+    jwt = next(s for s in stack.of_type("kubernetes:core/v1:Secret") if s.name.endswith("api-jwt"))
+    data = jwt.inputs["stringData"]
+    assert data[rpc._special_sig_key] == rpc._special_secret_sig, "the key stays a Pulumi secret (encrypted in state)"
+    assert data["value"]["jwt-secret"] == GENERATED_SECRET, "the key reaches the pods only as a Kubernetes Secret"
+
+
+def test_network_policies_deny_by_default_and_open_only_what_each_app_needs(stack):
+    policies = {p.inputs["metadata"]["name"]: p.inputs["spec"]
+                for p in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for app in ("clinic-api", "clinic-notifier", "clinic-api-migrate"):
+        ports = sorted({p["port"] for rule in policies[app]["egress"] for p in rule["ports"]})
+        assert ports == [53, 443, 5432], app
+    assert [p["port"] for p in policies["clinic-notifier"]["ingress"][0]["ports"]] == [8080]
+
+
+def test_image_repositories_are_immutable_scanned_and_pruned(stack):
+    repositories = stack.of_type("aws:ecr/repository:Repository")
+    assert sorted(r.inputs["name"] for r in repositories) == ["clinic-api", "clinic-notifier"]
+    for repo in repositories:
+        assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
+        assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert len(stack.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 2
+
+
+def test_autoscaler_and_disruption_budgets(dev, prod):
+    for graph, low, high in ((dev, 1, 3), (prod, 3, 12)):
+        hpa = graph.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+        assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (low, high)
+        assert len(graph.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == 2
+
+
+def test_image_reference_takes_tags_digests_and_full_references():
+    repo = "123.dkr.ecr.eu-west-1.amazonaws.com/clinic-api"
+    assert image_reference(repo, "0.1.0") == f"{repo}:0.1.0"
+    digest = "sha256:" + "a" * 64
+    assert image_reference(repo, digest) == f"{repo}@{digest}"
+    assert image_reference(repo, "other.registry/x/clinic-api:abc") == "other.registry/x/clinic-api:abc"
