@@ -19,6 +19,8 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from components.lb_sweep import LoadBalancerSweeper, SweepTimeout
 
 INPUT_KEYS = ("vpc_id", "cluster_name", "region", "timeout_seconds")
@@ -30,6 +32,9 @@ def _sweeper(props: dict[str, Any]) -> LoadBalancerSweeper:
                                endpoint_url=props.get("endpoint_url") or None)
 
 
+# A dynamic resource, not a command run before `pulumi destroy`: only a node in the graph between the cluster (which
+# depends on it) and the subnets/routes/NAT (which it depends on) is deleted by the engine at exactly the right moment,
+# after the cluster and before the network, on every destroy and on any replacement of the network.
 class LoadBalancerJanitorProvider(pulumi.dynamic.ResourceProvider):
     """Stateless and module-level (Pulumi pickles it by reference; the provider host imports this module from the
     project directory), with no client kept on it."""
@@ -62,8 +67,12 @@ class LoadBalancerJanitorArgs:
 
 
 class LoadBalancerJanitor(pulumi.dynamic.Resource):
+    """Does nothing on create and update; on delete sweeps what the cluster's Kubernetes left in the VPC."""
+
     vpc_id: pulumi.Output[str]
+    """The VPC it sweeps."""
     cluster_name: pulumi.Output[str]
+    """The cluster whose leftovers it sweeps."""
 
     def __init__(self, name: str, args: LoadBalancerJanitorArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(LoadBalancerJanitorProvider(), name,
@@ -89,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                                       timeout_seconds=args.timeout, poll_seconds=args.poll,
                                       endpoint_url=args.endpoint_url)
         if args.dry_run:
-            items = sweeper.plan().describe()
-            print("\n".join(f"would delete {item}" for item in items) or "nothing to delete")
+            plan = sweeper.plan()
+            lines = [f"would delete {item}" for item in plan.describe()]
+            lines += [f"would wait for network interface {eni['NetworkInterfaceId']} ({eni.get('Description', '')})"
+                      for eni in sweeper.elb_interfaces(plan)]
+            print("\n".join(lines) or "nothing to delete")
             return 0
         report = sweeper.sweep()
-    except (SweepTimeout, ValueError) as error:
+    except (SweepTimeout, ValueError, ClientError, BotoCoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print("\n".join(f"deleted {item}" for item in report.plan.describe()) or "nothing to delete")

@@ -68,8 +68,11 @@ class SweepReport:
     """What was deleted."""
 
     plan: SweepPlan
+    """Everything in it is deleted."""
     revoked_rules: int = 0
+    """Rules in other security groups that referenced a deleted group."""
     waited_for_interfaces: list[str] = field(default_factory=list)
+    """ELB network interface ids seen in the VPC for this sweep, all gone when it returns."""
 
 
 def _is_ours(tags: dict[str, str], cluster_name: str) -> bool:
@@ -167,7 +170,7 @@ class LoadBalancerSweeper:
                 found[group["GroupId"]] = name
         return found
 
-    def _elb_interfaces(self, plan: SweepPlan) -> list[dict[str, Any]]:
+    def elb_interfaces(self, plan: SweepPlan) -> list[dict[str, Any]]:
         """ELB network interfaces in the VPC that hold up the subnets and belong to this sweep: those of the load
         balancers it deleted, those attached to one of this cluster's security groups (an ALB the controller deleted
         just before the cluster went), and those of a load balancer that no longer exists at all (AWS is releasing
@@ -205,7 +208,7 @@ class LoadBalancerSweeper:
         existing_groups = {g["GroupId"] for g in self._vpc_security_groups()}
         left += [f"security group {sg} ({name})" for sg, name in plan.security_groups.items() if sg in existing_groups]
         left += [f"network interface {e['NetworkInterfaceId']} ({e.get('Description', '')})"
-                 for e in self._elb_interfaces(plan)]
+                 for e in self.elb_interfaces(plan)]
         return left
 
     def _timeout(self, plan: SweepPlan, reason: str) -> SweepTimeout:
@@ -218,7 +221,8 @@ class LoadBalancerSweeper:
         deadline = time.monotonic() + self.timeout_seconds
         plan = self.plan()
         report = SweepReport(plan=plan)
-        if plan.is_empty() and not self._elb_interfaces(plan):
+        seen = {eni["NetworkInterfaceId"] for eni in self.elb_interfaces(plan)}
+        if plan.is_empty() and not seen:
             log.info("nothing of cluster %s left in %s", self.cluster_name, self.vpc_id)
             return report
         log.info("sweeping cluster %s in %s: %s", self.cluster_name, self.vpc_id,
@@ -244,11 +248,12 @@ class LoadBalancerSweeper:
 
         # ELB keeps its ENIs for minutes after the load balancer is gone; they hold the SGs (DependencyViolation) and
         # the subnets, so wait for them before the SGs instead of burning retries.
-        report.waited_for_interfaces = [eni["NetworkInterfaceId"] for eni in self._elb_interfaces(plan)]
-        if report.waited_for_interfaces:
-            log.info("waiting for ELB network interfaces to be released: %s", ", ".join(report.waited_for_interfaces))
+        held = [eni["NetworkInterfaceId"] for eni in self.elb_interfaces(plan)]
+        if held:
+            log.info("waiting for ELB network interfaces to be released: %s", ", ".join(held))
+        report.waited_for_interfaces = sorted(seen | set(held))
         self._wait(deadline, plan, "for the ELB network interfaces to be released",
-                   lambda: not self._elb_interfaces(plan))
+                   lambda: not self.elb_interfaces(plan))
 
         report.revoked_rules = self._revoke_references(set(plan.security_groups))
         for group_id, name in plan.security_groups.items():

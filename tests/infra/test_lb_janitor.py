@@ -1,17 +1,24 @@
 """The janitor against a moto server: it deletes exactly this cluster's leftovers in this VPC, waits for the load
 balancers' network interfaces, retries what AWS reports as still in use, and fails naming what remains."""
 
+import base64
 import io
+import subprocess
+import sys
 import threading
 import time
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import boto3
+import pulumi
+import pulumi.runtime.settings
 import pytest
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
+from pulumi.dynamic.dynamic import serialize_provider
 
-from components.lb_janitor import LoadBalancerJanitorProvider, main
+from components.lb_janitor import LoadBalancerJanitor, LoadBalancerJanitorArgs, LoadBalancerJanitorProvider, main
 from components.lb_sweep import LoadBalancerSweeper, SweepTimeout
 
 REGION = "eu-west-1"
@@ -83,12 +90,17 @@ def eni(aws: Aws, subnet, description):
         "NetworkInterfaceId"]
 
 
-def release_later(aws: Aws, eni_ids, delay=0.5):
-    """AWS releases an ELB's network interfaces minutes after the load balancer; moto never creates them."""
+def release_later(aws: Aws, eni_ids, vpc, delay=0.3):
+    """AWS releases an ELB's network interfaces some minutes after the load balancer is gone (moto never creates
+    them): delete them `delay` after the VPC has no ALB/NLB left, and note when."""
     def run():
+        while [lb for lb in aws.elbv2.describe_load_balancers()["LoadBalancers"]
+               if lb["VpcId"] == vpc and lb["LoadBalancerName"].startswith("k8s-clinic")]:
+            time.sleep(0.05)
         time.sleep(delay)
         for eni_id in eni_ids:
             aws.ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+        thread.released_at = time.monotonic()
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
@@ -134,11 +146,16 @@ def test_destroy_rehearsal_sweeps_only_this_clusters_leftovers_then_the_vpc_dele
                             "Tags": tags(**{"elbv2.k8s.aws/cluster": OTHER})}])["GroupId"]
     interfaces = [eni(aws, subnets[0], "ELB app/k8s-clinic-api/50dc6c495c0c9188"),
                   eni(aws, subnets[1], "ELB net/k8s-clinic-tcp/73e2d6bc24d8a067"),
-                  eni(aws, subnets[0], "ELB a1b2c3")]
-    released = release_later(aws, interfaces)
+                  eni(aws, subnets[0], "ELB a1b2c3"),
+                  # An ALB the controller deleted when its Ingress went: the LB is gone, AWS still holds its ENI.
+                  eni(aws, subnets[1], "ELB app/k8s-clinic-old/0a0a0a0a0a0a0a0a")]
+    their_eni = eni(aws, subnets[1], "ELB app/k8s-prod-api/1b1b1b1b1b1b1b1b")
+    released = release_later(aws, interfaces, vpc)
 
     report = aws.sweeper(vpc).sweep()
+    returned_at = time.monotonic()
     released.join()
+    assert returned_at >= released.released_at, "the sweep returned before the ELB network interfaces were gone"
 
     assert sorted(report.plan.load_balancers.values()) == ["k8s-clinic-api", "k8s-clinic-tcp"]
     assert report.plan.classic_load_balancers == ["a1b2c3"]
@@ -153,9 +170,15 @@ def test_destroy_rehearsal_sweeps_only_this_clusters_leftovers_then_the_vpc_dele
         Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]}
     assert backend_sg not in remaining_sgs and classic_sg not in remaining_sgs
     assert {their_sg, node_sg} <= remaining_sgs, "another cluster's and the node SG are untouched"
+    assert their_eni not in report.waited_for_interfaces, "the ENI of another cluster's live ALB is not ours"
+    assert aws.ec2.describe_network_interfaces(NetworkInterfaceIds=[their_eni])["NetworkInterfaces"]
+    node_rules = aws.ec2.describe_security_groups(GroupIds=[node_sg])["SecurityGroups"][0]["IpPermissions"]
+    assert not node_rules, f"the node SG rule referencing {backend_sg} is revoked: {node_rules}"
 
-    # What Pulumi deletes next: the hand-made and other-cluster resources belong to someone else's state and are
-    # removed here only so the rehearsal can show the subnets and the VPC then delete.
+    # The hand-made and other-cluster resources belong to someone else's state; on AWS they would make the subnets
+    # fail with DependencyViolation (moto does not check that), so they are removed here as their owners would,
+    # and only then is the rest of what Pulumi deletes after the janitor played out: subnets, then the VPC.
+    aws.ec2.delete_network_interface(NetworkInterfaceId=their_eni)
     for arn in (untagged, theirs):
         aws.elbv2.delete_load_balancer(LoadBalancerArn=arn)
     aws.elbv2.delete_target_group(TargetGroupArn=their_tg)
@@ -220,10 +243,13 @@ def test_dependency_violation_and_resource_in_use_are_retried_until_they_clear(a
         {"ResourceType": "security-group", "Tags": tags(**{"elbv2.k8s.aws/cluster": CLUSTER})}])["GroupId"]
     tg = target_group(aws, "k8s-retry", vpc, **{"elbv2.k8s.aws/cluster": CLUSTER})
     ec2, elbv2 = FlakyEc2(aws.ec2, failures=2), BusyElbv2(aws.elbv2, failures=2)
-    sweeper = aws.sweeper(vpc)
+    delays = []
+    sweeper = aws.sweeper(vpc, sleep=delays.append)
     sweeper.ec2, sweeper.elbv2 = ec2, elbv2
-    sweeper.sweep()
+    report = sweeper.sweep()
     assert (ec2.calls, elbv2.calls) == (3, 3)
+    assert delays == [0.1, 0.2, 0.1, 0.2], "target group then security group, each backing off"
+    assert report.plan.target_groups == [tg] and list(report.plan.security_groups) == [sg]
     assert sg not in {g["GroupId"] for g in aws.ec2.describe_security_groups()["SecurityGroups"]}
     assert tg not in [t["TargetGroupArn"] for t in aws.elbv2.describe_target_groups()["TargetGroups"]]
 
@@ -276,3 +302,46 @@ def test_cli_dry_run_lists_and_deletes_nothing_then_the_real_run_deletes(aws):
 def test_cli_refuses_a_malformed_vpc_id(capsys):
     assert main(["--region", REGION, "--vpc-id", "my-vpc", "--cluster-name", CLUSTER]) == 1
     assert "vpc_id = 'my-vpc' is invalid" in capsys.readouterr().err
+
+
+def test_provider_pickles_by_reference_and_loads_where_the_provider_host_runs():
+    """Pulumi stores the provider with dill; the delete runs it in another process from the project directory."""
+    blob = base64.b64decode(serialize_provider(LoadBalancerJanitorProvider()))
+    assert b"components.lb_janitor" in blob and len(blob) < 500, "pickled by reference, no state or client inside"
+    root = Path(__file__).resolve().parents[2]
+    code = ("import base64, dill, sys; p = dill.loads(base64.b64decode(sys.argv[1])); "
+            "print(type(p).__module__, callable(p.delete))")
+    out = subprocess.run([sys.executable, "-c", code, base64.b64encode(blob).decode()], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.split() == ["components.lb_janitor", "True"]
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self):
+        self.registered = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.registered.append(args)
+        return f"{args.name}-id", args.inputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+def test_registers_as_a_dynamic_resource_with_its_inputs():
+    mocks = RecordingMocks()
+    pulumi.runtime.settings.ROOT.set(None)  # another test may have left a root Stack from its own mocks
+    pulumi.runtime.set_mocks(mocks, project="clinic-platform", stack="dev", preview=False)
+
+    @pulumi.runtime.test
+    def program():
+        janitor = LoadBalancerJanitor("clinic-dev-lb-janitor", LoadBalancerJanitorArgs(
+            vpc_id="vpc-0abc", cluster_name=CLUSTER, region=REGION, timeout_seconds=600))
+        return janitor.id
+
+    program()
+    [registered] = [r for r in mocks.registered if r.name == "clinic-dev-lb-janitor"]
+    assert registered.typ == "pulumi-python:dynamic:Resource"
+    assert {k: registered.inputs[k] for k in ("vpc_id", "cluster_name", "region", "timeout_seconds")} == {
+        "vpc_id": "vpc-0abc", "cluster_name": CLUSTER, "region": REGION, "timeout_seconds": 600}
+    assert registered.inputs["__provider"], "the pickled provider travels with the inputs"
