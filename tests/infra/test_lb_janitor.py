@@ -345,3 +345,17 @@ def test_registers_as_a_dynamic_resource_with_its_inputs():
     assert {k: registered.inputs[k] for k in ("vpc_id", "cluster_name", "region", "timeout_seconds")} == {
         "vpc_id": "vpc-0abc", "cluster_name": CLUSTER, "region": REGION, "timeout_seconds": 600}
     assert registered.inputs["__provider"], "the pickled provider travels with the inputs"
+
+
+def test_cli_exits_non_zero_naming_what_remains(aws, capsys):
+    vpc, subnets, sg = build_vpc(aws, "cli-stuck")
+    alb(aws, "k8s-cli-stuck", subnets, sg, **{"elbv2.k8s.aws/cluster": CLUSTER})
+    stuck = eni(aws, subnets[0], "ELB app/k8s-cli-stuck/0123456789abcdef")
+    argv = ["--region", REGION, "--vpc-id", vpc, "--cluster-name", CLUSTER, "--endpoint-url", aws.endpoint,
+            "--poll", "0.1", "--timeout", "0.5"]
+    assert main([*argv, "--dry-run"]) == 0
+    assert f"would wait for network interface {stuck} (ELB app/k8s-cli-stuck/0123456789abcdef)" in (
+        capsys.readouterr().out)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"network interface {stuck} (ELB app/k8s-cli-stuck/0123456789abcdef)" in err and "timed out" in err
