@@ -30,6 +30,9 @@ def cluster_tag(cluster_name: str) -> str:
     return f"kubernetes.io/cluster/{cluster_name}"
 
 
+_GONE = ("LoadBalancerNotFound", "TargetGroupNotFound")
+
+
 class SweepTimeout(TimeoutError):
     """Raised when leftovers are still there at the deadline; `remaining` lists exactly what."""
 
@@ -134,10 +137,22 @@ class LoadBalancerSweeper:
     def _elbv2_ours(self, arns: list[str]) -> set[str]:
         ours = set()
         for chunk in _chunks(arns, 20):  # describe_tags takes at most 20 ARNs
-            for description in self.elbv2.describe_tags(ResourceArns=chunk)["TagDescriptions"]:
+            for description in self._elbv2_tag_descriptions(chunk):
                 if _is_ours(_tags(description.get("Tags", [])), self.cluster_name):
                     ours.add(description["ResourceArn"])
         return ours
+
+    def _elbv2_tag_descriptions(self, arns: list[str]) -> list[dict[str, Any]]:
+        # One ARN deleted between describe and describe_tags (likely while waiting) fails the whole batch: then ask
+        # one by one and skip the ones that are gone.
+        try:
+            return self.elbv2.describe_tags(ResourceArns=arns)["TagDescriptions"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in _GONE:
+                raise
+            if len(arns) == 1:
+                return []
+        return [d for arn in arns for d in self._elbv2_tag_descriptions([arn])]
 
     def _classic_load_balancers(self) -> list[str]:
         names = []

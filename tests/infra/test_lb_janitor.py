@@ -359,3 +359,19 @@ def test_cli_exits_non_zero_naming_what_remains(aws, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert f"network interface {stuck} (ELB app/k8s-cli-stuck/0123456789abcdef)" in err and "timed out" in err
+
+
+class VanishingTags:
+    """describe_tags as AWS answers it when one ARN of the batch was deleted a moment ago."""
+
+    def describe_tags(self, ResourceArns):
+        if "arn:gone" in ResourceArns:
+            raise ClientError({"Error": {"Code": "LoadBalancerNotFound", "Message": "arn:gone"}}, "DescribeTags")
+        return {"TagDescriptions": [{"ResourceArn": arn, "Tags": tags(**{"elbv2.k8s.aws/cluster": CLUSTER})}
+                                    for arn in ResourceArns]}
+
+
+def test_a_load_balancer_deleted_between_describe_and_describe_tags_is_skipped_not_fatal():
+    sweeper = LoadBalancerSweeper(region=REGION, vpc_id="vpc-0abc", cluster_name=CLUSTER,
+                                  clients={"elbv2": VanishingTags(), "elb": None, "ec2": None})
+    assert sweeper._elbv2_ours(["arn:a", "arn:gone", "arn:b"]) == {"arn:a", "arn:b"}
