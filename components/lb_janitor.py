@@ -16,10 +16,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 import pulumi
 import pulumi.dynamic
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from components.lb_sweep import LoadBalancerSweeper, SweepTimeout
 
