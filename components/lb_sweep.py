@@ -285,6 +285,8 @@ class LoadBalancerSweeper:
             self.elbv2.get_waiter("load_balancers_deleted").wait(
                 LoadBalancerArns=[arn], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": attempts})
         except WaiterError as error:
+            if "Max attempts exceeded" not in str(error):
+                raise  # an AWS error (AccessDenied, throttling), not the deadline: say so rather than "timed out"
             raise self._timeout(plan, f"waiting for load balancer {arn} to go") from error
 
     def _classic_exists(self, name: str) -> bool:
