@@ -149,27 +149,43 @@ def test_every_preview_and_up_runs_the_policy_pack_with_its_venv():
     assert (ROOT / "policy" / "PulumiPolicy.yaml").is_file()
 
 
-def test_deploy_builds_both_images_then_dev_then_gated_prod():
-    jobs = load("deploy.yml")["jobs"]
-    assert load("deploy.yml")["on"]["push"]["branches"] == ["main"]
+def test_deploy_builds_both_images_once_then_dev_then_gated_prod():
+    document = load("deploy.yml")
+    jobs = document["jobs"]
+    assert document["on"]["push"]["branches"] == ["main"]
+    assert document["env"]["TAG"] == "${{ github.sha }}"
     build = "\n".join(s.get("run", "") for s in steps(jobs["images"]))
-    for app in ("clinic_api", "notifier"):
-        assert f"{app}:" in build or f"apps/{app}" in build
-    # Each Dockerfile built with apps/ as the context, tagged with the commit SHA.
-    assert re.search(r'docker build .*-f "apps/\$dir/Dockerfile" .* apps/$', build, re.M), build
-    assert "TAG: ${{ github.sha }}" in (WORKFLOWS / "deploy.yml").read_text()
-    assert set(jobs["images"]["outputs"]) == {"api", "notifier"}
+    # Each Dockerfile built with apps/ as the context, tagged with the commit SHA, saved for both stacks.
+    assert "clinic_api:clinic-api" in build and "notifier:clinic-notifier" in build
+    assert re.search(r'docker build .*-f "apps/\$dir/Dockerfile" -t "\$repository:\$TAG" apps/$', build, re.M), build
+    assert "permissions" not in jobs["images"], "building needs no cloud access"
+    [upload] = [s for s in steps(jobs["images"]) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["path"] == "images.tar"
     assert jobs["dev"]["needs"] == "images" and set(jobs["prod"]["needs"]) == {"images", "dev"}
-    assert jobs["prod"]["environment"] == "production"
+    assert jobs["dev"]["environment"] == "dev" and jobs["prod"]["environment"] == "production"
     for stack in ("dev", "prod"):
         job = jobs[stack]
-        [up] = pulumi_steps(job, "up")
-        assert up["with"]["stack-name"] == stack
+        names = [s.get("uses", s.get("name", "")).split("@")[0] for s in steps(job)]
+        order = [names.index(n) for n in ("aws-actions/amazon-ecr-login", "actions/download-artifact",
+                                          "Push the images to the stack's ECR repositories",
+                                          "This commit's images into the stack's config")]
+        assert order == sorted(order), f"{stack}: {names}"
+        push = next(s for s in steps(job) if s.get("name") == "Push the images to the stack's ECR repositories")
+        assert 'docker push "$REGISTRY/$repository:$TAG"' in push["run"]
+        assert push["env"]["REGISTRY"] == "${{ steps.ecr.outputs.registry }}"
         config = "\n".join(s.get("run", "") for s in steps(job))
-        for key, output in (("api", "api"), ("notifier", "notifier")):
-            assert f"pulumi config set --stack {stack} --path 'clinic-platform:images.{key}'" in config
-            assert any(v == f"${{{{ needs.images.outputs.{output} }}}}" for s in steps(job)
-                       for v in s.get("env", {}).values())
+        for key in ("api", "notifier"):
+            assert f"pulumi config set --stack {stack} --path 'clinic-platform:images.{key}' \"$TAG\"" in config
+        [up] = pulumi_steps(job, "up")
+        assert up["with"]["stack-name"] == stack and steps(job).index(up) == len(steps(job)) - 1
+
+
+def test_the_image_config_keys_exist_in_the_stack_settings():
+    """deploy.yml writes images.api / images.notifier: the settings must know them (unknown keys are refused)."""
+    from stacks.settings import DEFAULTS
+
+    for environment in ("dev", "prod"):
+        assert set(DEFAULTS[environment]["images"]) == {"api", "notifier"}
 
 
 def test_updates_of_one_stack_never_overlap_or_get_cancelled():
