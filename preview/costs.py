@@ -49,7 +49,7 @@ EXCLUDED = (
     "data processed by NAT gateways ($0.048/GB) and data transfer out",
     "ALB/NLB capacity units (LCU/NLCU, $0.008/h each)",
     "CloudWatch Logs ingestion and storage (flow logs, control-plane logs, RDS logs)",
-    "S3 storage and requests, SQS requests, SES messages, KMS requests",
+    "S3 storage and requests, ECR image storage, SQS requests, SES messages, KMS requests",
     "RDS backup storage beyond the database's size, Performance Insights beyond 7 days",
     "storage autoscaling above the allocated size",
 )
