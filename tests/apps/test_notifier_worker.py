@@ -2,6 +2,7 @@
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -126,11 +127,13 @@ def make_notifier(sqs, ses, store, queues, **kw):
 
 
 def drain(notifier, queue_url, rounds=3):
+    """Receive and process up to ``rounds`` batches, stopping at the first empty receive."""
     reports = []
     for _ in range(rounds):
         messages = notifier.receive(queue_url)
-        if messages:
-            reports.append(notifier.process_batch(queue_url, messages))
+        if not messages:
+            break
+        reports.append(notifier.process_batch(queue_url, messages))
     return reports
 
 
@@ -274,3 +277,37 @@ def test_database_down_leaves_messages_and_nothing_is_sent(sqs, ses, queue, aws_
         drain(notifier, queue.url, rounds=1)
     assert sent_emails(aws_endpoint, to) == []
     assert notifier.metrics.messages_failed.labels(reason="database")._value.get() == 1
+
+
+def test_health_server_reports_database_and_pollers(sqs, ses, store, queue):
+    from sqlalchemy import create_engine
+
+    from notifier.health import make_server, serve_in_background
+
+    def get(base, path):
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    dead = SentEventStore(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"))
+    for backing, ready in ((store, 200), (dead, 503)):
+        notifier = make_notifier(sqs, ses, backing, [queue.url])
+        server = make_server(notifier, "127.0.0.1", 0)
+        serve_in_background(server)
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        stop = threading.Event()
+        try:
+            assert get(base, "/healthz")[0] == 503, "no poller running yet"
+            notifier.start(stop)
+            assert get(base, "/healthz")[0] == 200
+            assert get(base, "/readyz")[0] == ready
+            status, text = get(base, "/metrics")
+            assert status == 200 and "notifier_duplicates_total" in text
+            assert get(base, "/nope")[0] == 404
+        finally:
+            stop.set()
+            notifier.join(10)
+            server.shutdown()
+            server.server_close()
