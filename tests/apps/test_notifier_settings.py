@@ -1,0 +1,85 @@
+"""Notifier settings from the environment, and database credentials from the RDS-managed secret."""
+import json
+import uuid
+
+import boto3
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from notifier.platform_support import AwsSettings, DatabaseSettings, create_engine
+from notifier.settings import NotifierSettings, get_settings
+from test_notifier_worker import REGION, aws_endpoint, postgres_socket  # noqa: F401
+
+BASE = {"NOTIFIER_QUEUE_URLS": '["https://sqs.eu-west-1.amazonaws.com/1/clinic-account"]',
+        "NOTIFIER_SES__FROM_ADDRESS": "no-reply@clinic.example"}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    return monkeypatch
+
+
+def test_defaults_and_nested_groups(env):
+    env.setenv("NOTIFIER_DATABASE__HOST", "db.internal")
+    env.setenv("NOTIFIER_DATABASE__SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:1:secret:rds!db-1")
+    env.setenv("NOTIFIER_SES__CONFIGURATION_SET", "clinic")
+    env.setenv("NOTIFIER_AWS__REGION", "eu-central-1")
+    s = NotifierSettings()
+    assert (s.batch_size, s.wait_seconds, s.http_port) == (10, 20, 8080)
+    assert s.queue_urls == ["https://sqs.eu-west-1.amazonaws.com/1/clinic-account"]
+    assert s.database.host == "db.internal" and s.database.secret_arn.endswith("rds!db-1")
+    assert s.ses.configuration_set == "clinic" and s.aws.region == "eu-central-1"
+
+
+def test_queue_urls_as_comma_separated_list(env):
+    env.setenv("NOTIFIER_QUEUE_URLS", "https://sqs/1/a, https://sqs/1/b")
+    assert NotifierSettings().queue_urls == ["https://sqs/1/a", "https://sqs/1/b"]
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("NOTIFIER_QUEUE_URLS", "[]", "queue_urls"),
+    ("NOTIFIER_QUEUE_URLS", '["clinic-account"]', "queue_urls"),
+    ("NOTIFIER_QUEUE_URLS", '["https://q/a", "https://q/a"]', "queue_urls"),
+    ("NOTIFIER_SES__FROM_ADDRESS", "clinic", "from_address"),
+    ("NOTIFIER_BATCH_SIZE", "11", "batch_size"),
+    ("NOTIFIER_WAIT_SECONDS", "21", "wait_seconds"),
+])
+def test_bad_values_are_refused_naming_the_setting(env, key, value, named):
+    env.setenv(key, value)
+    with pytest.raises(ValidationError, match=named):
+        NotifierSettings()
+
+
+def test_settings_are_built_once_not_at_import(env):
+    get_settings.cache_clear()
+    try:
+        assert get_settings() is get_settings()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_credentials_come_from_the_rds_secret(postgres_socket, aws_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "emulator")  # moto accepts any; in a pod these come from IRSA
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "emulator")
+    host, port = postgres_socket
+    role = f"notifier_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(DatabaseSettings(host=host, port=port, name="postgres", user="postgres",
+                                           sslmode="disable"), AwsSettings())
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'from-the-secret'"))
+    admin.dispose()
+    secrets = boto3.client("secretsmanager", endpoint_url=aws_endpoint, region_name=REGION,
+                           aws_access_key_id="t", aws_secret_access_key="t")
+    arn = secrets.create_secret(Name=f"rds!{role}", SecretString=json.dumps(
+        {"username": role, "password": "from-the-secret"}))["ARN"]
+    aws = AwsSettings(region=REGION, endpoint_url=aws_endpoint)
+    engine = create_engine(DatabaseSettings(host=host, port=port, name="postgres", user="not-this-one",
+                                            sslmode="disable", secret_arn=arn), aws)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT current_user")).scalar() == role
+    finally:
+        engine.dispose()
