@@ -1,0 +1,1 @@
+"""Plumbing both clinic apps share: database settings with the RDS-managed secret, AWS clients, JSON logs."""

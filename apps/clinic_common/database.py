@@ -1,0 +1,66 @@
+"""Database settings and engine: credentials from the RDS-managed secret in Secrets Manager, re-read on rotation."""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import URL
+
+from clinic_common.aws import AwsSettings, client
+
+
+class DatabaseSettings(BaseModel):
+    host: str = "localhost"
+    """Host name, or a directory holding the server's Unix socket."""
+    port: int = Field(5432, ge=1, le=65535)
+    name: str = "clinic"
+    user: str = "clinic"
+    password: SecretStr = SecretStr("")
+    """Local use only; ignored when secret_arn is set."""
+    secret_arn: str | None = None
+    """RDS-managed secret ({"username", "password"}); read at connect time, re-read when a login fails."""
+    sslmode: str = "prefer"
+    pool_size: int = Field(5, ge=1, le=50)
+    connect_timeout: int = Field(5, ge=1, le=60)
+
+
+class _SecretCredentials:
+    def __init__(self, secret_arn: str, aws: AwsSettings):
+        self.secret_arn = secret_arn
+        self.client = client("secretsmanager", aws)
+        self._lock = threading.Lock()
+        self._value: tuple[str, str] | None = None
+
+    def get(self, refresh: bool = False) -> tuple[str, str]:
+        with self._lock:
+            if refresh or self._value is None:
+                secret = json.loads(self.client.get_secret_value(SecretId=self.secret_arn)["SecretString"])
+                self._value = (secret["username"], secret["password"])
+            return self._value
+
+
+def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str) -> Engine:
+    url = URL.create("postgresql+psycopg", username=db.user, password=db.password.get_secret_value() or None,
+                     host=db.host, port=db.port, database=db.name,
+                     query={"sslmode": db.sslmode, "connect_timeout": str(db.connect_timeout),
+                            "application_name": application_name})
+    engine = sa_create_engine(url, pool_size=db.pool_size, max_overflow=db.pool_size, pool_pre_ping=True,
+                              pool_recycle=1800)
+    if db.secret_arn:
+        credentials = _SecretCredentials(db.secret_arn, aws)
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(dialect: Any, _record: Any, cargs: Any, cparams: dict) -> Any:
+            cparams["user"], cparams["password"] = credentials.get()
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                if "authentication" not in str(exc):
+                    raise
+                cparams["user"], cparams["password"] = credentials.get(refresh=True)
+                return dialect.connect(*cargs, **cparams)
+    return engine
