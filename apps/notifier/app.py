@@ -5,8 +5,9 @@ import logging
 
 from sqlalchemy import Engine
 
-from .platform_support import client, create_engine
-from .platform_support import configure_logging as _configure_logging
+from clinic_common.aws import client
+from clinic_common.database import create_engine
+from clinic_common.logging import configure_logging as _configure_logging
 
 from .retry import RetryPolicy
 from .settings import NotifierSettings
@@ -20,7 +21,7 @@ def configure_logging(settings: NotifierSettings) -> None:
 
 
 def build_engine(settings: NotifierSettings) -> Engine:
-    return create_engine(settings.database, settings.aws)
+    return create_engine(settings.database, settings.aws, application_name="clinic-notifier")
 
 
 def build_notifier(settings: NotifierSettings) -> Notifier:

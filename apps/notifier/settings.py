@@ -17,7 +17,8 @@ from typing import Annotated
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .platform_support import AwsSettings, DatabaseSettings
+from clinic_common.aws import AwsSettings
+from clinic_common.database import DatabaseSettings
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 

@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from notifier.platform_support import AwsSettings, DatabaseSettings, create_engine
+from clinic_common.aws import AwsSettings
+from clinic_common.database import DatabaseSettings, create_engine
 from notifier.settings import NotifierSettings, get_settings
 from test_notifier_worker import REGION, aws_endpoint, postgres_socket  # noqa: F401
 
@@ -67,7 +68,7 @@ def test_credentials_come_from_the_rds_secret(postgres_socket, aws_endpoint, mon
     host, port = postgres_socket
     role = f"notifier_{uuid.uuid4().hex[:8]}"
     admin = create_engine(DatabaseSettings(host=host, port=port, name="postgres", user="postgres",
-                                           sslmode="disable"), AwsSettings())
+                                           sslmode="disable"), AwsSettings(), "test")
     with admin.begin() as conn:
         conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'from-the-secret'"))
     admin.dispose()
@@ -77,7 +78,7 @@ def test_credentials_come_from_the_rds_secret(postgres_socket, aws_endpoint, mon
         {"username": role, "password": "from-the-secret"}))["ARN"]
     aws = AwsSettings(region=REGION, endpoint_url=aws_endpoint)
     engine = create_engine(DatabaseSettings(host=host, port=port, name="postgres", user="not-this-one",
-                                            sslmode="disable", secret_arn=arn), aws)
+                                            sslmode="disable", secret_arn=arn), aws, "test")
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT current_user")).scalar() == role
