@@ -1,0 +1,78 @@
+"""`uvicorn --factory clinic_api.main:create_app`."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
+
+from clinic_api.db import make_engine
+from clinic_api.outbox import Relay
+from clinic_api.routes import accounts, appointments, exams, health
+from clinic_api.security import LoginThrottle
+from clinic_api.settings import Settings, get_settings
+from clinic_common.aws import client
+from clinic_common.logging import configure_logging, request_id
+
+log = logging.getLogger("clinic.api")
+REQUESTS = Counter("clinic_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("clinic_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+                    "Strict-Transport-Security": "max-age=31536000; includeSubDomains", "Cache-Control": "no-store"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("clinic-api", settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        relay = None
+        if settings.outbox.relay_enabled:
+            relay = Relay(app.state.engine, client("sqs", settings.aws), settings.queues,
+                          settings.outbox.interval_seconds, settings.outbox.batch_size)
+            relay.start()
+        yield
+        if relay:
+            relay.stop()
+        app.state.engine.dispose()
+
+    app = FastAPI(title="clinic-api", version="1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = make_engine(settings)
+    app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
+    app.state.login_throttle = LoginThrottle(settings.auth.max_login_failures, settings.auth.lockout_seconds)
+    for module in (health, accounts, appointments, exams):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id.set(rid[:64])
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.url.path})
+            response = JSONResponse({"detail": "internal error", "request_id": rid}, status_code=500)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        response.headers["X-Request-ID"] = rid
+        response.headers.update(SECURITY_HEADERS)
+        request_id.reset(token)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        fields = [{"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]}
+                  for e in error.errors()]
+        return JSONResponse({"detail": "invalid request", "errors": fields}, status_code=422)
+
+    return app

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from clinic_api import outbox
+from clinic_api.db import SessionDep
+from clinic_api.models import User
+from clinic_api.schemas import Login, NewUser, Registration, Token, UserOut
+from clinic_api.security import CurrentUser, hash_password, issue_token, require, verify_password
+
+router = APIRouter(tags=["accounts"])
+EMAIL_TAKEN = "an account with this email exists"
+BAD_LOGIN = "wrong email or password"
+TOO_MANY = "too many failed logins; try again later"
+
+
+def create_user(session: SessionDep, body: Registration, role: str) -> User:
+    user = User(email=body.email.lower(), full_name=body.full_name, role=role,
+                password_hash=hash_password(body.password))
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, EMAIL_TAKEN) from None
+    recipient = {"recipient_email": user.email, "recipient_name": user.full_name, "user_id": user.id}
+    outbox.record(session, "account.created", {**recipient, "role": role})
+    if role in ("patient", "doctor"):
+        outbox.record(session, f"{role}.registered", recipient)
+    session.commit()
+    return user
+
+
+@router.post("/auth/register", response_model=UserOut, status_code=201)
+def register(body: Registration, session: SessionDep) -> User:
+    """Patients register themselves."""
+    return create_user(session, body, "patient")
+
+
+@router.post("/users", response_model=UserOut, status_code=201)
+def create_account(body: NewUser, session: SessionDep, user: CurrentUser) -> User:
+    """Admins create doctors, staff and other admins."""
+    require(user, "admin")
+    return create_user(session, body, body.role)
+
+
+@router.post("/auth/login", response_model=Token)
+def login(body: Login, request: Request, session: SessionDep) -> Token:
+    throttle = request.app.state.login_throttle
+    key = (body.email.lower(), request.client.host if request.client else "")
+    if wait := throttle.retry_after(key):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY, headers={"Retry-After": str(wait)})
+    user = session.scalar(select(User).where(User.email == body.email.lower()))
+    if user is None or not verify_password(user.password_hash, body.password):
+        throttle.failed(key)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_LOGIN)
+    throttle.succeeded(key)
+    auth = request.app.state.settings.auth
+    return Token(access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),
+                 expires_in=auth.token_minutes * 60)
+
+
+@router.get("/me", response_model=UserOut)
+def me(user: CurrentUser) -> User:
+    return user
+
+
+@router.get("/doctors", response_model=list[UserOut])
+def doctors(session: SessionDep, _user: CurrentUser) -> list[User]:
+    return list(session.scalars(select(User).where(User.role == "doctor").order_by(User.full_name)))

@@ -1,0 +1,87 @@
+"""Passwords (argon2), tokens (JWT), the current user, and login throttling."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from clinic_api.db import SessionDep
+from clinic_api.models import User
+
+ROLES = ("patient", "doctor", "staff", "admin")
+INVALID_TOKEN = "missing, invalid or expired token"
+FORBIDDEN = "your role may not do this"
+_hasher = PasswordHasher()
+_bearer = HTTPBearer(auto_error=False)
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def issue_token(user: User, secret: str, minutes: int) -> str:
+    expires = datetime.now(timezone.utc) + timedelta(minutes=minutes)
+    return jwt.encode({"sub": str(user.id), "role": user.role, "exp": expires}, secret, algorithm="HS256")
+
+
+def current_user(request: Request, session: SessionDep,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> User:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+    secret = request.app.state.settings.auth.jwt_secret.get_secret_value()
+    try:
+        claims = jwt.decode(credentials.credentials, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+        user = session.get(User, int(claims["sub"]))
+    except (jwt.PyJWTError, ValueError):
+        user = None
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require(user: User, *roles: str) -> None:
+    if user.role not in roles:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, FORBIDDEN)
+
+
+class LoginThrottle:
+    """In-process: N failures per (email, client) within the window lock that pair out until the window passes.
+    Per replica — an attacker spread over replicas gets N per replica, still far below what brute force needs."""
+
+    def __init__(self, max_failures: int, window_seconds: int):
+        self.max_failures, self.window = max_failures, window_seconds
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, key: tuple[str, str]) -> int:
+        with self._lock:
+            recent = [t for t in self._failures.get(key, []) if t > time.monotonic() - self.window]
+            self._failures[key] = recent
+            if len(recent) < self.max_failures:
+                return 0
+            return int(recent[0] + self.window - time.monotonic()) + 1
+
+    def failed(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._failures.setdefault(key, []).append(time.monotonic())
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._failures.pop(key, None)

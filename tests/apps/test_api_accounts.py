@@ -1,0 +1,136 @@
+"""Accounts, tokens, login throttling, appointments."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import pytest
+
+from api_support import PASSWORD, make_clinic
+
+
+@pytest.fixture
+def clinic(postgres, clinic_aws):
+    return make_clinic(postgres, clinic_aws, outbox={"relay_enabled": False})
+
+
+def test_patient_registers_logs_in_and_reads_only_themself(clinic):
+    response = clinic.client.post("/auth/register", json={"email": "Ana@Example.org", "password": PASSWORD,
+                                                           "full_name": "Ana"})
+    assert response.status_code == 201 and response.json()["role"] == "patient"
+    headers = clinic.login("ana@example.org")
+    assert clinic.client.get("/me", headers=headers).json()["email"] == "ana@example.org"
+    again = clinic.client.post("/auth/register", json={"email": "ana@example.org", "password": PASSWORD,
+                                                       "full_name": "Ana 2"})
+    assert again.status_code == 409 and again.json()["detail"] == "an account with this email exists"
+
+
+def test_expired_or_forged_tokens_are_refused(clinic):
+    patient = clinic.user("patient")
+    secret = clinic.app.state.settings.auth.jwt_secret.get_secret_value()
+    expired = jwt.encode({"sub": str(patient["id"]), "exp": datetime.now(timezone.utc) - timedelta(seconds=1)},
+                         secret, algorithm="HS256")
+    forged = jwt.encode({"sub": str(patient["id"]), "exp": datetime.now(timezone.utc) + timedelta(hours=1)},
+                        "not-the-secret-" * 3, algorithm="HS256")
+    for token in (expired, forged, "garbage"):
+        response = clinic.client.get("/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, token
+    assert clinic.client.get("/me").status_code == 401
+
+
+def test_five_failed_logins_lock_the_account_for_this_client_with_retry_after(clinic):
+    patient = clinic.user("patient")
+    for _ in range(5):
+        assert clinic.client.post("/auth/login", json={"email": patient["email"], "password": "wrong password"}
+                                  ).status_code == 401
+    locked = clinic.client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+
+
+def test_only_an_admin_creates_doctors_and_staff(clinic):
+    admin, staff = clinic.user("admin"), clinic.user("staff")
+    body = {"email": "dr.x@example.org", "password": PASSWORD, "full_name": "Dr X", "role": "doctor"}
+    assert clinic.client.post("/users", json=body, headers=staff["headers"]).status_code == 403
+    created = clinic.client.post("/users", json=body, headers=admin["headers"])
+    assert created.status_code == 201 and created.json()["role"] == "doctor"
+
+
+def test_a_doctors_slot_cannot_be_double_booked_even_by_concurrent_requests(clinic):
+    doctor = clinic.user("doctor")
+    patients = [clinic.user("patient") for _ in range(4)]
+    starts = "2026-12-01T14:30:00Z"
+    results = []
+
+    def book(patient):
+        results.append(clinic.client.post("/appointments", headers=patient["headers"],
+                                          json={"doctor_id": doctor["id"], "starts_at": starts}).status_code)
+
+    threads = [threading.Thread(target=book, args=(p,)) for p in patients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [201, 409, 409, 409]
+    conflict = clinic.client.post("/appointments", headers=patients[0]["headers"],
+                                  json={"doctor_id": doctor["id"], "starts_at": starts})
+    assert conflict.json()["detail"] == "the doctor already has an appointment at this time"
+
+
+def test_a_cancelled_slot_can_be_booked_again(clinic):
+    doctor, patient = clinic.user("doctor"), clinic.user("patient")
+    body = {"doctor_id": doctor["id"], "starts_at": "2026-12-02T09:00:00Z"}
+    first = clinic.client.post("/appointments", headers=patient["headers"], json=body).json()
+    assert clinic.client.post(f"/appointments/{first['id']}/cancel", headers=patient["headers"]).status_code == 200
+    assert clinic.client.post("/appointments", headers=patient["headers"], json=body).status_code == 201
+
+
+def test_video_appointments_get_unique_unguessable_room_links(clinic):
+    doctor, patient = clinic.user("doctor"), clinic.user("patient")
+    rooms = []
+    for hour in (10, 11, 12):
+        response = clinic.client.post("/appointments", headers=patient["headers"], json={
+            "doctor_id": doctor["id"], "starts_at": f"2026-12-03T{hour}:00:00Z", "kind": "video"})
+        rooms.append(response.json()["room_url"])
+    assert len(set(rooms)) == 3
+    assert all(len(room.rsplit("/", 1)[1]) >= 43 for room in rooms), "at least 256 bits of randomness"
+    in_person = clinic.client.post("/appointments", headers=patient["headers"], json={
+        "doctor_id": doctor["id"], "starts_at": "2026-12-03T13:00:00Z"}).json()
+    assert in_person["room_url"] is None
+
+
+def test_patients_see_only_their_appointments(clinic):
+    doctor, ana, bia = clinic.user("doctor"), clinic.user("patient"), clinic.user("patient")
+    clinic.client.post("/appointments", headers=ana["headers"],
+                       json={"doctor_id": doctor["id"], "starts_at": "2026-12-04T10:00:00Z"})
+    assert clinic.client.get("/appointments", headers=bia["headers"]).json() == []
+    assert len(clinic.client.get("/appointments", headers=doctor["headers"]).json()) == 1
+
+
+def test_bad_requests_get_clear_4xx_never_5xx(clinic):
+    patient = clinic.user("patient")
+    cases = [
+        ("post", "/auth/register", {"email": "not-an-email", "password": "x", "full_name": ""}),
+        ("post", "/auth/login", {"email": 5}),
+        ("post", "/appointments", {"doctor_id": "x", "starts_at": "yesterday"}),
+        ("post", "/appointments", {"doctor_id": 999999, "starts_at": "2026-12-01T10:00:00"}),
+        ("post", "/appointments", {"doctor_id": 999999, "starts_at": "2026-12-01T10:00:00Z"}),
+        ("post", "/appointments/999999/cancel", None),
+        ("post", "/exams", {"patient_id": "x"}),
+        ("get", "/exams/not-a-number", None),
+        ("get", "/exams/999999/download", None),
+        ("put", "/exams/999999/result", None),
+        ("post", "/users", {"role": "root"}),
+    ]
+    for method, path, body in cases:
+        response = getattr(clinic.client, method)(path, headers=patient["headers"],
+                                                  **({"json": body} if body is not None else {}))
+        assert 400 <= response.status_code < 500, (path, body, response.status_code, response.text)
+        assert response.json()["detail"], path
+    naive = clinic.client.post("/appointments", headers=patient["headers"],
+                               json={"doctor_id": 1, "starts_at": "2026-12-01T10:00:00"})
+    assert naive.status_code == 422 and "time zone" in naive.text
+    assert clinic.client.post("/auth/register", content=b"{", headers={"content-type": "application/json"}
+                              ).status_code == 422
+    time.sleep(0)
