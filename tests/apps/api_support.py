@@ -17,14 +17,15 @@ PASSWORD = "correct horse battery"
 
 
 def settings_for(postgres, clinic_aws, database: str, **overrides) -> Settings:
-    return Settings(
-        environment="development",
-        database={"host": postgres.host, "port": postgres.port, "name": database, "user": "postgres",
-                  "sslmode": "disable", "connect_timeout": 2},
-        aws={"region": "us-east-1", "endpoint_url": clinic_aws.endpoint},
-        storage={"bucket": clinic_aws.bucket},
-        queues={d.replace("-", "_"): url for d, url in clinic_aws.queue_urls.items()},
-        **overrides)
+    values = {
+        "environment": "development",
+        "database": {"host": postgres.host, "port": postgres.port, "name": database, "user": "postgres",
+                     "sslmode": "disable", "connect_timeout": 2},
+        "aws": {"region": "us-east-1", "endpoint_url": clinic_aws.endpoint},
+        "storage": {"bucket": clinic_aws.bucket},
+        "queues": {d.replace("-", "_"): url for d, url in clinic_aws.queue_urls.items()},
+    }
+    return Settings(**{**values, **overrides})
 
 
 @dataclass

@@ -1,0 +1,97 @@
+"""Exam results: upload, readiness, presigned download, authorization and audit."""
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api_support import make_clinic
+from clinic_api.models import AuditLog
+
+PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n" + bytes(range(256)) * 40
+
+
+@pytest.fixture
+def clinic(postgres, clinic_aws):
+    return make_clinic(postgres, clinic_aws, outbox={"relay_enabled": False},
+                       storage={"bucket": clinic_aws.bucket, "max_upload_bytes": 64 * 1024})
+
+
+def new_exam(clinic, staff, patient, doctor=None):
+    response = clinic.client.post("/exams", headers=staff["headers"], json={
+        "patient_id": patient["id"], "exam_type": "Blood count", "doctor_id": doctor and doctor["id"]})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def upload(clinic, staff, exam_id, body=PDF, content_type="application/pdf"):
+    return clinic.client.put(f"/exams/{exam_id}/result", headers={**staff["headers"], "Content-Type": content_type},
+                             content=body)
+
+
+def audits(clinic, exam_id):
+    with Session(clinic.app.state.engine) as session:
+        return [(a.user_id, a.outcome) for a in session.scalars(select(AuditLog).where(AuditLog.exam_id == exam_id)
+                                                                .order_by(AuditLog.id))]
+
+
+def test_the_patient_downloads_the_very_same_bytes_through_a_short_lived_link(clinic):
+    staff, patient = clinic.user("staff"), clinic.user("patient")
+    exam_id = new_exam(clinic, staff, patient)
+    assert upload(clinic, staff, exam_id).json()["status"] == "uploaded"
+    assert clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"]).json()["status"] == "ready"
+    assert [e["status"] for e in clinic.client.get("/exams", headers=patient["headers"]).json()] == ["ready"]
+    link = clinic.client.get(f"/exams/{exam_id}/download", headers=patient["headers"]).json()
+    assert link["expires_in"] == 300 and "X-Amz-Expires=300" in link["url"]
+    assert httpx.get(link["url"]).content == PDF
+    assert audits(clinic, exam_id) == [(patient["id"], "granted")]
+
+
+def test_a_patient_cannot_read_another_patients_exam_nor_its_pdf(clinic):
+    staff, ana, bia = clinic.user("staff"), clinic.user("patient"), clinic.user("patient")
+    exam_id = new_exam(clinic, staff, ana)
+    upload(clinic, staff, exam_id)
+    clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"])
+    assert clinic.client.get(f"/exams/{exam_id}", headers=bia["headers"]).status_code == 404
+    denied = clinic.client.get(f"/exams/{exam_id}/download", headers=bia["headers"])
+    assert denied.status_code == 404 and denied.json()["detail"] == "exam not found"
+    assert clinic.client.get("/exams", headers=bia["headers"]).json() == []
+    assert audits(clinic, exam_id) == [(bia["id"], "denied")], "denied attempts are audited too"
+
+
+def test_a_doctor_sees_only_their_patients_exams(clinic):
+    staff, doctor, other_doctor = clinic.user("staff"), clinic.user("doctor"), clinic.user("doctor")
+    mine, theirs = clinic.user("patient"), clinic.user("patient")
+    requested_by_me = new_exam(clinic, staff, mine, doctor)
+    clinic.client.post("/appointments", headers=theirs["headers"],
+                       json={"doctor_id": other_doctor["id"], "starts_at": "2026-12-05T10:00:00Z"})
+    new_exam(clinic, staff, theirs)
+    assert [e["id"] for e in clinic.client.get("/exams", headers=doctor["headers"]).json()] == [requested_by_me]
+    assert clinic.client.get("/exams", headers=other_doctor["headers"]).json()[0]["patient_id"] == theirs["id"]
+
+
+def test_only_staff_create_exams_and_upload_results(clinic):
+    patient, doctor = clinic.user("patient"), clinic.user("doctor")
+    for user in (patient, doctor):
+        assert clinic.client.post("/exams", headers=user["headers"], json={
+            "patient_id": patient["id"], "exam_type": "X"}).status_code == 403
+
+
+def test_upload_refuses_what_is_not_a_pdf_and_what_is_too_large(clinic):
+    staff, patient = clinic.user("staff"), clinic.user("patient")
+    exam_id = new_exam(clinic, staff, patient)
+    assert upload(clinic, staff, exam_id, b"<html>not a pdf</html>").status_code == 415
+    assert upload(clinic, staff, exam_id, PDF, "text/plain").status_code == 415
+    too_large = upload(clinic, staff, exam_id, b"%PDF-" + b"0" * (64 * 1024))
+    assert too_large.status_code == 413 and "65536 bytes" in too_large.json()["detail"]
+    assert clinic.client.get(f"/exams/{exam_id}", headers=staff["headers"]).json()["status"] == "requested"
+
+
+def test_mark_ready_refuses_when_no_result_was_uploaded_and_download_waits_for_ready(clinic):
+    staff, patient = clinic.user("staff"), clinic.user("patient")
+    exam_id = new_exam(clinic, staff, patient)
+    refused = clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"])
+    assert refused.status_code == 409 and refused.json()["detail"] == "no result has been uploaded for this exam"
+    upload(clinic, staff, exam_id)
+    assert clinic.client.get(f"/exams/{exam_id}/download", headers=patient["headers"]).status_code == 409

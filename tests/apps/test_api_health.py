@@ -1,0 +1,34 @@
+"""Liveness, readiness against the real database, metrics, request ids."""
+from __future__ import annotations
+
+import pytest
+
+from api_support import make_clinic
+
+
+@pytest.fixture
+def clinic(postgres, clinic_aws):
+    return make_clinic(postgres, clinic_aws, outbox={"relay_enabled": False})
+
+
+def test_readyz_is_503_while_postgres_is_stopped_and_200_after_it_is_back(clinic, postgres):
+    assert clinic.client.get("/readyz").status_code == 200
+    postgres.stop()
+    try:
+        response = clinic.client.get("/readyz")
+        assert response.status_code == 503 and response.json()["status"] == "database unavailable"
+        assert clinic.client.get("/healthz").status_code == 200, "liveness does not depend on the database"
+    finally:
+        postgres.start()
+    assert clinic.client.get("/readyz").status_code == 200
+
+
+def test_metrics_and_request_ids(clinic):
+    response = clinic.client.get("/healthz", headers={"X-Request-ID": "abc123"})
+    assert response.headers["X-Request-ID"] == "abc123"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    metrics = clinic.client.get("/metrics").text
+    assert 'clinic_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+    for name in ("clinic_outbox_pending", "clinic_exams_ready_total", "clinic_result_downloads_total"):
+        assert name in metrics
+    assert clinic.client.get("/openapi.json").json()["info"]["title"] == "clinic-api"

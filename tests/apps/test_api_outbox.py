@@ -1,0 +1,81 @@
+"""The transactional outbox: events exist exactly when their change does, and none is lost while SQS is down."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api_support import PASSWORD, make_clinic
+from clinic_api import outbox
+from clinic_api.models import OutboxEvent, User
+from clinic_api.settings import QueueSettings
+
+
+@pytest.fixture
+def clinic(postgres, clinic_aws):
+    return make_clinic(postgres, clinic_aws, outbox={"relay_enabled": False})
+
+
+def drain(sqs, url):
+    bodies = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages"):
+        for m in batch:
+            bodies.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return bodies
+
+
+def queues(clinic_aws) -> QueueSettings:
+    return QueueSettings(**{d.replace("-", "_"): u for d, u in clinic_aws.queue_urls.items()})
+
+
+def test_an_event_is_written_with_its_change_and_not_without_it(clinic):
+    engine = clinic.app.state.engine
+    with Session(engine) as session:
+        session.add(User(email="x@example.org", full_name="X", role="patient", password_hash="h"))
+        outbox.record(session, "account.created", {"recipient_email": "x@example.org"})
+        session.rollback()
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(OutboxEvent)) == 0
+    clinic.client.post("/auth/register", json={"email": "y@example.org", "password": PASSWORD, "full_name": "Y"})
+    with Session(engine) as session:
+        types = sorted(session.scalars(select(OutboxEvent.event_type)))
+    assert types == ["account.created", "patient.registered"]
+
+
+def test_events_are_routed_to_their_domain_queue_with_the_contract_body(clinic, clinic_aws):
+    staff, patient = clinic.user("staff"), clinic.user("patient")
+    clinic.client.post("/exams", headers=staff["headers"], json={"patient_id": patient["id"], "exam_type": "MRI"})
+    sqs = clinic_aws.client("sqs")
+    with Session(clinic.app.state.engine) as session:
+        assert outbox.relay_once(session, sqs, queues(clinic_aws)) == 1
+    (body,) = drain(sqs, clinic_aws.queue_urls["exam"])
+    assert body["type"] == "exam.created" and body["payload"]["recipient_email"] == patient["email"]
+    assert set(body) == {"id", "type", "occurred_at", "payload"}
+    assert "password" not in json.dumps(body)
+
+
+def test_sqs_down_keeps_every_event_pending_and_delivers_each_once_when_it_returns(clinic, clinic_aws):
+    for i in range(23):
+        clinic.client.post("/auth/register", json={"email": f"p{i}@example.org", "password": PASSWORD,
+                                                   "full_name": f"P{i}"})
+    engine = clinic.app.state.engine
+    down = boto3.client("sqs", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                        config=__import__("botocore.config").config.Config(retries={"max_attempts": 1},
+                                                                          connect_timeout=1))
+    with Session(engine) as session:
+        assert outbox.relay_once(session, down, queues(clinic_aws), batch_size=100) == 0
+    with Session(engine) as session:
+        pending = session.scalars(select(OutboxEvent).where(OutboxEvent.sent_at.is_(None))).all()
+        assert len(pending) == 46 and all(e.attempts == 1 and e.last_error for e in pending)
+        session.execute(OutboxEvent.__table__.update().values(next_attempt_at=func.now()))  # skip the backoff
+        session.commit()
+    sqs = clinic_aws.client("sqs")
+    with Session(engine) as session:
+        assert outbox.relay_once(session, sqs, queues(clinic_aws), batch_size=100) == 46
+        assert outbox.relay_once(session, sqs, queues(clinic_aws), batch_size=100) == 0, "nothing is sent twice"
+    received = drain(sqs, clinic_aws.queue_urls["account"])
+    assert len(received) == 46 and len({b["id"] for b in received}) == 46
