@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +61,7 @@ def start_postgres(data_dir: Path):
 def start_moto(port: int):
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per emulated AWS call otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server
@@ -110,6 +114,8 @@ def notifier_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port:
         "NOTIFIER_SES__FROM_ADDRESS": FROM_ADDRESS,
         "NOTIFIER_SES__CONFIGURATION_SET": CONFIGURATION_SET,
         "NOTIFIER_HTTP_PORT": str(port),
+        # Shorter long polls than in the cluster: Ctrl-C returns within 5 s.
+        "NOTIFIER_WAIT_SECONDS": "5",
     }
 
 
@@ -134,6 +140,59 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None)
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
+
+
+def call(api: str, method: str, path: str, body: object = None, token: str | None = None,
+         content_type: str = "application/json") -> dict:
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(f"{api}{path}", data=data, method=method)
+    request.add_header("Content-Type", content_type)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode()[:300]}") from None
+
+
+def create_demo_data(api: str, env: dict[str, str]) -> list[str]:
+    """An admin, staff, a doctor and a patient (fresh passwords, printed once), a video appointment and an exam
+    whose result PDF is uploaded and ready, so the patient has emails waiting and a result to download."""
+    suffix = secrets.token_hex(3)
+    users = {role: (f"{role}-{suffix}@example.com", secrets.token_urlsafe(12))
+             for role in ("admin", "staff", "doctor", "patient")}
+    names = {"admin": "Ada Admin", "staff": "Sam Staff", "doctor": "Dr. Dora Demo", "patient": "Pat Demo"}
+    subprocess.run([sys.executable, "-m", "clinic_api.create_admin", users["admin"][0], names["admin"]],
+                   input=users["admin"][1] + "\n", text=True, env=env, cwd=ROOT, check=True, capture_output=True)
+
+    def login(role: str) -> str:
+        email, password = users[role]
+        return call(api, "POST", "/auth/login", {"email": email, "password": password})["access_token"]
+
+    admin = login("admin")
+    ids = {}
+    for role in ("staff", "doctor"):
+        ids[role] = call(api, "POST", "/users", {"email": users[role][0], "password": users[role][1],
+                                                 "full_name": names[role], "role": role}, admin)["id"]
+    ids["patient"] = call(api, "POST", "/auth/register", {"email": users["patient"][0], "password": users["patient"][1],
+                                                           "full_name": names["patient"]})["id"]
+    patient, staff = login("patient"), login("staff")
+    starts = (datetime.now(timezone.utc) + timedelta(days=2)).replace(hour=14, minute=30, second=0, microsecond=0)
+    appointment = call(api, "POST", "/appointments", {"doctor_id": ids["doctor"], "starts_at": starts.isoformat(),
+                                                       "kind": "video"}, patient)
+    exam = call(api, "POST", "/exams", {"patient_id": ids["patient"], "exam_type": "Complete blood count",
+                                        "doctor_id": ids["doctor"]}, staff)
+    call(api, "PUT", f"/exams/{exam['id']}/result", DEMO_PDF, staff, content_type="application/pdf")
+    call(api, "POST", f"/exams/{exam['id']}/ready", None, staff)
+    lines = ["demo data (passwords are generated for this run only):"]
+    lines += [f"  {role:<8} {email}  password {password}" for role, (email, password) in users.items()]
+    lines.append(f"  appointment {appointment['id']} (video, {starts:%Y-%m-%d %H:%M} UTC), exam {exam['id']} ready")
+    return lines
+
+
+DEMO_PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj "
+            b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 100]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_http(f"http://127.0.0.1:{notifier_port}/readyz", 60, notifier)
 
         if args.demo_data:
-            from demo_data import create_demo_data  # noqa: PLC0415 (only with --demo-data)
-            for line in create_demo_data(api_url):
+            for line in create_demo_data(api_url, env_api):
                 log(line)
 
         print(f"""
@@ -197,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
   API health         {api_url}/healthz  {api_url}/readyz  {api_url}/metrics
   Notifier health    http://127.0.0.1:{notifier_port}/readyz   metrics: http://127.0.0.1:{notifier_port}/metrics
   AWS emulator       {endpoint}   (region {REGION}, any access key)
-  Sent emails        curl -s {endpoint}/moto-api/data.json | python -c "import json,sys; \\
-[print(m['destinations'], m['subject']) for m in json.load(sys.stdin)['ses']['Message']]"
+  Sent emails        curl -s {endpoint}/moto-api/data.json | python3 -c "import json,sys; [print(m['destinations'], m['subject']) for m in json.load(sys.stdin)['ses']['Message']]"
   Exam bucket        s3://{BUCKET}
   PostgreSQL         postgresql://postgres@/postgres?host={db[0]}&port={db[1]}
 """, flush=True)
