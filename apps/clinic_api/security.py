@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
@@ -12,7 +13,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from clinic_api.db import SessionDep
 from clinic_api.models import User
 
 ROLES = ("patient", "doctor", "staff", "admin")
@@ -38,25 +38,36 @@ def issue_token(user: User, secret: str, minutes: int) -> str:
     return jwt.encode({"sub": str(user.id), "role": user.role, "exp": expires}, secret, algorithm="HS256")
 
 
-def current_user(request: Request, session: SessionDep,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> User:
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, from the verified token alone: no database round trip per request. Tokens are short-lived
+    (auth.token_minutes), which bounds how long a changed role or a removed account keeps its old rights."""
+
+    id: int
+    role: str
+
+
+def current_user(request: Request,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_TOKEN, headers={"WWW-Authenticate": "Bearer"})
     secret = request.app.state.settings.auth.jwt_secret.get_secret_value()
     try:
-        claims = jwt.decode(credentials.credentials, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
-        user = session.get(User, int(claims["sub"]))
-    except (jwt.PyJWTError, ValueError):
-        user = None
-    if user is None:
+        claims = jwt.decode(credentials.credentials, secret, algorithms=["HS256"],
+                            options={"require": ["exp", "sub", "role"]})
+        principal = Principal(int(claims["sub"]), claims["role"])
+    except (jwt.PyJWTError, ValueError, KeyError):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_TOKEN,
+                            headers={"WWW-Authenticate": "Bearer"}) from None
+    if principal.role not in ROLES:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_TOKEN, headers={"WWW-Authenticate": "Bearer"})
-    return user
+    return principal
 
 
-CurrentUser = Annotated[User, Depends(current_user)]
+CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def require(user: User, *roles: str) -> None:
+def require(user: Principal, *roles: str) -> None:
     if user.role not in roles:
         raise HTTPException(status.HTTP_403_FORBIDDEN, FORBIDDEN)
 

@@ -63,7 +63,10 @@ def login(body: Login, request: Request, session: SessionDep) -> Token:
 
 
 @router.get("/me", response_model=UserOut)
-def me(user: CurrentUser) -> User:
+def me(session: SessionDep, principal: CurrentUser) -> User:
+    user = session.get(User, principal.id)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "this account no longer exists")
     return user
 
 

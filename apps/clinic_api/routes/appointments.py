@@ -10,7 +10,7 @@ from clinic_api import outbox
 from clinic_api.db import SessionDep
 from clinic_api.models import Appointment, User
 from clinic_api.schemas import AppointmentOut, NewAppointment
-from clinic_api.security import CurrentUser, require
+from clinic_api.security import CurrentUser, Principal, require
 
 router = APIRouter(tags=["appointments"])
 SLOT_TAKEN = "the doctor already has an appointment at this time"
@@ -19,7 +19,7 @@ NO_DOCTOR = "doctor_id does not name a doctor"
 NO_PATIENT = "patient_id does not name a patient"
 
 
-def visible(user: User):
+def visible(user: Principal):
     if user.role == "patient":
         return Appointment.patient_id == user.id
     if user.role == "doctor":

