@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from test_notifier_worker import aws_endpoint, from_address, notifier_db_env, postgres_socket, sqs  # noqa: F401
+from test_notifier_worker import (REGION, aws_endpoint, from_address, notifier_database,  # noqa: F401
+                                  notifier_db_env, sqs)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,7 @@ def notifier_env(notifier_db_env, aws_endpoint, sqs, from_address):
     env.update({
         "PYTHONPATH": str(ROOT / "apps"),
         "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-        "NOTIFIER_AWS__REGION": "eu-west-1", "NOTIFIER_AWS__ENDPOINT_URL": aws_endpoint,
+        "NOTIFIER_AWS__REGION": REGION, "NOTIFIER_AWS__ENDPOINT_URL": aws_endpoint,
         "NOTIFIER_QUEUE_URLS": json.dumps([queue]),
         "NOTIFIER_SES__FROM_ADDRESS": from_address,
         "NOTIFIER_HTTP_PORT": str(port), "NOTIFIER_HTTP_HOST": "127.0.0.1",

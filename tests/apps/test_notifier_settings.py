@@ -10,7 +10,7 @@ from sqlalchemy import text
 from clinic_common.aws import AwsSettings
 from clinic_common.database import DatabaseSettings, create_engine
 from notifier.settings import NotifierSettings, get_settings
-from test_notifier_worker import REGION, aws_endpoint, postgres_socket  # noqa: F401
+from test_notifier_worker import REGION, aws_endpoint  # noqa: F401
 
 BASE = {"NOTIFIER_QUEUE_URLS": '["https://sqs.eu-west-1.amazonaws.com/1/clinic-account"]',
         "NOTIFIER_SES__FROM_ADDRESS": "no-reply@clinic.example"}
@@ -62,18 +62,15 @@ def test_settings_are_built_once_not_at_import(env):
         get_settings.cache_clear()
 
 
-def test_credentials_come_from_the_rds_secret(postgres_socket, aws_endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "emulator")  # moto accepts any; in a pod these come from IRSA
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "emulator")
-    host, port = postgres_socket
+def test_credentials_come_from_the_rds_secret(postgres, aws_endpoint):
+    host, port = postgres.host, postgres.port
     role = f"notifier_{uuid.uuid4().hex[:8]}"
     admin = create_engine(DatabaseSettings(host=host, port=port, name="postgres", user="postgres",
                                            sslmode="disable"), AwsSettings(), "test")
     with admin.begin() as conn:
         conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'from-the-secret'"))
     admin.dispose()
-    secrets = boto3.client("secretsmanager", endpoint_url=aws_endpoint, region_name=REGION,
-                           aws_access_key_id="t", aws_secret_access_key="t")
+    secrets = boto3.client("secretsmanager", endpoint_url=aws_endpoint, region_name=REGION)
     arn = secrets.create_secret(Name=f"rds!{role}", SecretString=json.dumps(
         {"username": role, "password": "from-the-secret"}))["ARN"]
     aws = AwsSettings(region=REGION, endpoint_url=aws_endpoint)

