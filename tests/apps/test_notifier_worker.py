@@ -317,3 +317,25 @@ def test_health_server_reports_database_and_pollers(sqs, ses, store, queue):
             notifier.join(10)
             server.shutdown()
             server.server_close()
+
+
+def test_stop_finishes_the_batch_in_hand(sqs, ses, store, queue, aws_endpoint):
+    sending = threading.Event()
+
+    class SlowSes:
+        def send_email(self, **kwargs):
+            sending.set()
+            time.sleep(1.0)  # the stop request arrives while this batch is being sent
+            return ses.send_email(**kwargs)
+
+    to = f"{uuid.uuid4().hex[:10]}@example.com"
+    notifier = make_notifier(sqs, SlowSes(), store, [queue.url])
+    stop = threading.Event()
+    notifier.start(stop)
+    sqs.send_message(QueueUrl=queue.url, MessageBody=event_body("exam.result.ready", to=to))
+    assert sending.wait(10), "the message was never picked up"
+    stop.set()
+    notifier.join(15)
+    assert not notifier.alive()
+    assert len(sent_emails(aws_endpoint, to)) == 1
+    assert queue_depth(sqs, queue.url) == 0, "the sent message must be deleted before the worker stops"
