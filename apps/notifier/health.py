@@ -30,7 +30,7 @@ def make_server(notifier: Notifier, host: str, port: int,
                     notifier.store.ping()
                 except Exception as exc:
                     log.warning("readiness check failed", extra={"error": type(exc).__name__})
-                    self._reply(503, b'{"status":"database unavailable"}')
+                    self._reply(503, b'{"status":"database unavailable or not migrated"}')
                 else:
                     self._reply(200, b'{"status":"ready"}')
             elif path == "/metrics":

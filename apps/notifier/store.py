@@ -75,8 +75,9 @@ class SentEventStore:
             conn.execute(text(DDL))
 
     def ping(self) -> None:
+        """Raises unless PostgreSQL answers and the table exists (python -m notifier.migrate has run)."""
         with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            conn.execute(text(f"SELECT 1 FROM {TABLE} LIMIT 1"))
 
     def claim(self, events: Sequence[tuple[str, str]]) -> ClaimResult:
         """Claim (event_id, event_type) pairs; ids must be distinct."""

@@ -339,3 +339,36 @@ def test_stop_finishes_the_batch_in_hand(sqs, ses, store, queue, aws_endpoint):
     assert not notifier.alive()
     assert len(sent_emails(aws_endpoint, to)) == 1
     assert queue_depth(sqs, queue.url) == 0, "the sent message must be deleted before the worker stops"
+
+
+def test_without_its_table_the_notifier_is_not_ready_and_stops_receiving_until_migrated(
+        postgres, sqs, ses, aws_endpoint):
+    from sqlalchemy import create_engine
+
+    from notifier.health import make_server, serve_in_background
+
+    database = postgres.create_database()
+    engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
+    store = SentEventStore(engine)
+    queue = make_queue(sqs, f"unmigrated-{uuid.uuid4().hex[:8]}", visibility=1)
+    to = f"{uuid.uuid4().hex[:10]}@example.com"
+    sqs.send_message(QueueUrl=queue.url, MessageBody=event_body("exam.created", to=to))
+    notifier = make_notifier(sqs, ses, store, [queue.url])
+    server = make_server(notifier, "127.0.0.1", 0)
+    serve_in_background(server)
+    stop = threading.Event()
+    notifier.start(stop)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/readyz", timeout=5)
+        assert info.value.code == 503
+        time.sleep(4)  # several visibility timeouts: a receiving poller would have pushed it to the DLQ
+        assert sent_emails(aws_endpoint, to) == [] and queue_depth(sqs, queue.dlq_url) == 0
+        store.create_table()
+        wait_for(lambda: len(sent_emails(aws_endpoint, to)) == 1, 40, "the email once migrated")
+    finally:
+        stop.set()
+        notifier.join(10)
+        server.shutdown()
+        server.server_close()
+        engine.dispose()
