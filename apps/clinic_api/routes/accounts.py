@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from clinic_api import outbox
-from clinic_api.db import SessionDep
+from clinic_api.db import SessionDep, add_unique
 from clinic_api.models import User
 from clinic_api.schemas import Login, NewUser, Registration, Token, UserOut
 from clinic_api.security import CurrentUser, hash_password, issue_token, require, verify_password
@@ -19,12 +18,7 @@ TOO_MANY = "too many failed logins; try again later"
 def create_user(session: SessionDep, body: Registration, role: str) -> User:
     user = User(email=body.email.lower(), full_name=body.full_name, role=role,
                 password_hash=hash_password(body.password))
-    session.add(user)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, EMAIL_TAKEN) from None
+    add_unique(session, user, EMAIL_TAKEN)
     recipient = {"recipient_email": user.email, "recipient_name": user.full_name, "user_id": user.id}
     outbox.record(session, "account.created", {**recipient, "role": role})
     if role in ("patient", "doctor"):

@@ -4,10 +4,9 @@ import secrets
 
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from clinic_api import outbox
-from clinic_api.db import SessionDep
+from clinic_api.db import SessionDep, add_unique
 from clinic_api.models import Appointment, User
 from clinic_api.schemas import AppointmentOut, NewAppointment
 from clinic_api.security import CurrentUser, Principal, require
@@ -42,12 +41,7 @@ def book(body: NewAppointment, request: Request, session: SessionDep, user: Curr
         room = f"{request.app.state.settings.telemedicine_base_url.rstrip('/')}/{secrets.token_urlsafe(32)}"
     appointment = Appointment(patient_id=patient.id, doctor_id=doctor.id, starts_at=body.starts_at, kind=body.kind,
                               status="confirmed", room_url=room)
-    session.add(appointment)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, SLOT_TAKEN) from None
+    add_unique(session, appointment, SLOT_TAKEN)
     outbox.record(session, "appointment.confirmed", {
         "recipient_email": patient.email, "recipient_name": patient.full_name, "appointment_id": appointment.id,
         "starts_at": appointment.starts_at.isoformat(), "doctor_name": doctor.full_name, "kind": body.kind,
