@@ -5,7 +5,7 @@ import uuid
 from botocore.exceptions import ClientError
 from fastapi import APIRouter, HTTPException, Request, status
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clinic_api import outbox
@@ -43,12 +43,6 @@ def find(session: Session, exam_id: int, user: Principal) -> Exam:
     return exam
 
 
-def audit(session: Session, user: Principal, action: str, exam_id: int, outcome: str) -> None:
-    session.add(AuditLog(user_id=user.id, action=action, exam_id=exam_id, outcome=outcome,
-                         request_id=request_id.get()))
-    session.commit()
-
-
 def notice(session: Session, exam: Exam) -> dict:
     patient = session.get(User, exam.patient_id)
     return {"recipient_email": patient.email, "recipient_name": patient.full_name, "exam_id": exam.id,
@@ -71,9 +65,15 @@ def create_exam(body: NewExam, session: SessionDep, user: CurrentUser) -> Exam:
     return exam
 
 
+EXAM_COLUMNS = [Exam.__table__.c[name] for name in ExamOut.model_fields]
+
+
 @router.get("/exams", response_model=list[ExamOut])
-def list_exams(session: SessionDep, user: CurrentUser) -> list[Exam]:
-    return list(session.scalars(select(Exam).where(visible(user)).order_by(Exam.id.desc())))
+def list_exams(request: Request, user: CurrentUser) -> list[dict]:
+    # The patient's hot path: one round trip, plain rows, no ORM identity map (bench/bench_api.py).
+    with request.app.state.engine.connect() as connection:
+        return [dict(row) for row in connection.execute(
+            select(*EXAM_COLUMNS).where(visible(user)).order_by(Exam.id.desc())).mappings()]
 
 
 @router.get("/exams/{exam_id}", response_model=ExamOut)
@@ -128,20 +128,23 @@ def mark_ready(exam_id: int, request: Request, session: SessionDep, user: Curren
 
 
 @router.get("/exams/{exam_id}/download", response_model=DownloadLink)
-def download_link(exam_id: int, request: Request, session: SessionDep, user: CurrentUser) -> DownloadLink:
-    """A short-lived link to the result PDF; every attempt, granted or not, is audited."""
-    try:
-        exam = find(session, exam_id, user)
-    except HTTPException:
-        audit(session, user, "result.download", exam_id, "denied")
-        raise
-    if exam.status != "ready":
-        audit(session, user, "result.download", exam_id, "denied")
-        raise HTTPException(status.HTTP_409_CONFLICT, NOT_READY)
+def download_link(exam_id: int, request: Request, user: CurrentUser) -> DownloadLink:
+    """A short-lived link to the result PDF; every attempt, granted or not, is audited (in one transaction with
+    the lookup: a link is never issued without its audit row)."""
     storage = request.app.state.settings.storage
+    with request.app.state.engine.begin() as connection:
+        exam = connection.execute(select(Exam.status, Exam.result_key)
+                                  .where(Exam.id == exam_id, visible(user))).first()
+        outcome = "granted" if exam is not None and exam.status == "ready" else "denied"
+        connection.execute(AuditLog.__table__.insert().values(
+            at=func.now(), user_id=user.id, action="result.download", exam_id=exam_id, outcome=outcome,
+            request_id=request_id.get()))
+    if exam is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    if outcome == "denied":
+        raise HTTPException(status.HTTP_409_CONFLICT, NOT_READY)
     url = request.app.state.s3.generate_presigned_url(
         "get_object", Params={"Bucket": storage.bucket, "Key": exam.result_key},
         ExpiresIn=storage.download_url_seconds)
-    audit(session, user, "result.download", exam_id, "granted")
     DOWNLOADS.inc()
     return DownloadLink(url=url, expires_in=storage.download_url_seconds)
