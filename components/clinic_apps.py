@@ -234,24 +234,17 @@ class ClinicApps(pulumi.ComponentResource):
             {"name": "NOTIFIER_HTTP_PORT", "value": str(NOTIFIER_PORT)},
         ]
 
-        # A new image gets a new Job name, so migrations run once per release, before the new pods.
-        release = hashlib.sha256(s.api_image.encode()).hexdigest()[:10]
-        migrations = k8s.batch.v1.Job(
-            f"{name}-migrate", opts=pulumi.ResourceOptions(
-                parent=self, provider=args.cluster.provider,
-                depends_on=[namespace, accounts["api"], *api_role.resources],
-                delete_before_replace=True, custom_timeouts=pulumi.CustomTimeouts(create="10m")),
-            metadata={"name": f"clinic-api-migrate-{release}", "namespace": NAMESPACE, "labels": {"app": "clinic-api"}},
-            spec={"backoffLimit": 3, "activeDeadlineSeconds": 600, "template": {
-                "metadata": {"labels": {"app": "clinic-api-migrate"}},
-                "spec": restricted_pod(service_account="clinic-api", app="clinic-api-migrate", restart_policy="Never",
-                                       containers=[{"name": "migrate", "image": api_image,
-                                                    "command": ["python", "-m", "clinic_api.migrate"],
-                                                    "env": api_env, "resources": _resources("100m", "256Mi")}])}})
+        migrations = [
+            self._migrations(name, "clinic-api", s.api_image, api_image, "clinic_api.migrate", api_env, args,
+                             depends_on=[namespace, accounts["api"], *api_role.resources]),
+            self._migrations(name, "clinic-notifier", s.notifier_image, notifier_image, "notifier.migrate",
+                             notifier_env, args, depends_on=[namespace, accounts["notifier"],
+                                                             *notifier_role.resources]),
+        ]
 
         after_migrations = pulumi.ResourceOptions(
             parent=self, provider=args.cluster.provider,
-            depends_on=[migrations, jwt_secret, *api_role.resources, *notifier_role.resources])
+            depends_on=[*migrations, jwt_secret, *api_role.resources, *notifier_role.resources])
         self._deployment("clinic-api", f"{name}-api", after_migrations, api_image, API_PORT, s.api_replicas,
                          api_env, _resources("250m", "512Mi"), service_account="clinic-api")
         self._deployment("clinic-notifier", f"{name}-notifier", after_migrations, notifier_image, NOTIFIER_PORT,
@@ -318,6 +311,23 @@ class ClinicApps(pulumi.ComponentResource):
                                      "action": {"type": "expire"}}]}))
         return repo
 
+    def _migrations(self, name: str, app: str, image_setting: str, image: pulumi.Input[str], module: str,
+                    env: list[dict[str, Any]], args: ClinicAppsArgs,
+                    depends_on: list[pulumi.Resource]) -> k8s.batch.v1.Job:
+        """A new image gets a new Job name, so each app's migrations run once per release, before its new pods."""
+        release = hashlib.sha256(image_setting.encode()).hexdigest()[:10]
+        return k8s.batch.v1.Job(
+            f"{name}-{app.removeprefix('clinic-')}-migrate", opts=pulumi.ResourceOptions(
+                parent=self, provider=args.cluster.provider, depends_on=depends_on,
+                delete_before_replace=True, custom_timeouts=pulumi.CustomTimeouts(create="10m")),
+            metadata={"name": f"{app}-migrate-{release}", "namespace": NAMESPACE, "labels": {"app": app}},
+            spec={"backoffLimit": 3, "activeDeadlineSeconds": 600, "template": {
+                "metadata": {"labels": {"app": "clinic-migrate"}},
+                "spec": restricted_pod(service_account=app, app="clinic-migrate", restart_policy="Never",
+                                       containers=[{"name": "migrate", "image": image,
+                                                    "command": ["python", "-m", module],
+                                                    "env": env, "resources": _resources("100m", "256Mi")}])}})
+
     def _deployment(self, app: str, name: str, opts: pulumi.ResourceOptions, image: pulumi.Input[str], port: int,
                     replicas: int, env: list[dict[str, Any]], resources: dict[str, Any], *,
                     service_account: str) -> k8s.apps.v1.Deployment:
@@ -352,8 +362,8 @@ class ClinicApps(pulumi.ComponentResource):
             "ingress": [{"from": [{"ipBlock": {"cidr": p.vpc_cidr}}, monitoring],
                          "ports": [{"protocol": "TCP", "port": API_PORT}]}],
             "egress": [dns, database, aws_apis]})
-        policy("clinic-api-migrate", {
-            "podSelector": {"matchLabels": {"app": "clinic-api-migrate"}}, "policyTypes": ["Egress"],
+        policy("clinic-migrate", {
+            "podSelector": {"matchLabels": {"app": "clinic-migrate"}}, "policyTypes": ["Egress"],
             "egress": [dns, database, aws_apis]})
         policy("clinic-notifier", {
             "podSelector": {"matchLabels": {"app": "clinic-notifier"}}, "policyTypes": ["Ingress", "Egress"],

@@ -18,7 +18,7 @@ def pod_specs(graph):
     specs = [(d.name, d.inputs["spec"]["template"]["spec"]) for d in graph.of_type(DEPLOYMENT)
              if d.inputs["metadata"].get("namespace") == "clinic"]
     specs += [(j.name, j.inputs["spec"]["template"]["spec"]) for j in graph.of_type(JOB)]
-    assert len(specs) == 3, [n for n, _ in specs]
+    assert len(specs) == 4, [n for n, _ in specs]
     return specs
 
 
@@ -104,22 +104,31 @@ def test_each_app_runs_under_its_own_service_account_and_role(stack):
         assert spec["serviceAccountName"] in accounts, name
 
 
-def test_deployments_roll_out_only_after_the_release_migrations(stack):
-    job = stack.one(JOB)
-    assert job.inputs["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "clinic_api.migrate"]
+def migration_jobs(graph):
+    return {j.inputs["spec"]["template"]["spec"]["containers"][0]["command"][-1]: j for j in graph.of_type(JOB)}
+
+
+def test_deployments_roll_out_only_after_both_apps_migrations(stack):
+    jobs = migration_jobs(stack)
+    assert sorted(jobs) == ["clinic_api.migrate", "notifier.migrate"]
+    assert jobs["notifier.migrate"].input("spec", "template", "spec", "serviceAccountName") == "clinic-notifier"
     for deployment in stack.of_type(DEPLOYMENT):
         if deployment.inputs["metadata"].get("namespace") == "clinic":
-            assert stack.depends_on(deployment, job), f"{deployment.name} must wait for the migrations Job"
+            for job in jobs.values():
+                assert stack.depends_on(deployment, job), f"{deployment.name} must wait for {job.name}"
             command = deployment.inputs["spec"]["template"]["spec"]["containers"][0].get("command", [])
             assert "clinic_api.migrate" not in " ".join(command), "pods never migrate on start"
 
 
-def test_a_new_image_gets_a_new_migrations_job(dev):
+def test_a_new_image_gets_a_new_migrations_job_for_that_app_only(dev):
     from tests.infra.pulumi_mocks import evaluate_program
     other = evaluate_program("dev", {"clinic-platform:images": {"api": "0.2.0", "notifier": "0.1.0"}})
-    assert dev.one(JOB).inputs["metadata"]["name"] != other.one(JOB).inputs["metadata"]["name"]
-    image = other.one(JOB).inputs["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image.endswith("/clinic-api:0.2.0")
+    before, after = migration_jobs(dev), migration_jobs(other)
+    api_before, api_after = before["clinic_api.migrate"], after["clinic_api.migrate"]
+    assert api_before.inputs["metadata"]["name"] != api_after.inputs["metadata"]["name"]
+    assert api_after.input("spec", "template", "spec")["containers"][0]["image"].endswith("/clinic-api:0.2.0")
+    assert (before["notifier.migrate"].inputs["metadata"]["name"]
+            == after["notifier.migrate"].inputs["metadata"]["name"]), "an unchanged image does not migrate again"
 
 
 def test_clinic_ingress_is_deleted_before_the_controller_the_cluster_and_the_vpc(stack):
@@ -172,7 +181,7 @@ def test_network_policies_deny_by_default_and_open_only_what_each_app_needs(stac
     policies = {p.inputs["metadata"]["name"]: p.inputs["spec"]
                 for p in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    for app in ("clinic-api", "clinic-notifier", "clinic-api-migrate"):
+    for app in ("clinic-api", "clinic-notifier", "clinic-migrate"):
         ports = sorted({p["port"] for rule in policies[app]["egress"] for p in rule["ports"]})
         assert ports == [53, 443, 5432], app
     assert [p["port"] for p in policies["clinic-notifier"]["ingress"][0]["ports"]] == [8080]
