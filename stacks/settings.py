@@ -40,6 +40,8 @@ LOG_RETENTION_DAYS: tuple[int, ...] = (
 # PostgreSQL and RDS reserve these as master user names.
 RESERVED_DB_USERNAMES: frozenset[str] = frozenset({"postgres", "rdsadmin", "admin", "root", "user", "public"})
 MIN_PROD_BACKUP_DAYS = 14
+# Daily AWS Backup recovery points of the prod database are kept at least as long as RDS's own PITR window.
+MIN_PROD_VAULT_RETENTION_DAYS = 35
 # EKS versions in standard support when this was pinned; upgrade one minor at a time.
 KUBERNETES_VERSIONS: tuple[str, ...] = ("1.33", "1.34", "1.35")
 CAPACITY_TYPES: tuple[str, ...] = ("ON_DEMAND", "SPOT")
@@ -94,6 +96,9 @@ class DatabaseSettings:
     """Name of the application database."""
     username: str
     """Master user name; its password is generated and kept by RDS in Secrets Manager."""
+    restored_instance_id: str | None = None
+    """An instance restored by `python -m components.db_restore`; when set, the apps and the alarms use it instead
+    of the instance this stack created (which stays, protected, for comparison and forensics)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,30 @@ class AppsSettings:
 
 
 @dataclass(frozen=True)
+class ObservabilitySettings:
+    monitoring: bool
+    """In-cluster kube-prometheus-stack (Prometheus, Alertmanager, Grafana); required in prod."""
+    prometheus_retention_days: int
+    """Days Prometheus keeps samples (1-90)."""
+    prometheus_storage_gb: int
+    """Size of Prometheus' persistent volume (10-1000 GiB)."""
+    log_retention_days: int
+    """Retention of the container and control-plane log groups, a value CloudWatch accepts."""
+    alarm_emails: tuple[str, ...]
+    """Addresses subscribed to the alarm topic (each confirms by email); at least one in prod."""
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    enabled: bool
+    """AWS Backup plan and KMS-encrypted vault for the database (daily recovery points); required in prod."""
+    retention_days: int
+    """Days a daily recovery point is kept (7-3650; prod >= 35)."""
+    copy_region: str | None
+    """A second region that receives a copy of every recovery point, or None."""
+
+
+@dataclass(frozen=True)
 class PlatformSettings:
     stack: str
     """Pulumi stack name."""
@@ -180,6 +209,8 @@ class PlatformSettings:
     storage: StorageSettings
     email: EmailSettings
     apps: AppsSettings
+    observability: ObservabilitySettings
+    backup: BackupSettings
     tags: Mapping[str, str]
     """Tags added to every taggable resource, on top of the project's own."""
 
@@ -206,12 +237,15 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "database": {"engineVersion": "16", "instanceClass": "db.t4g.micro", "allocatedStorageGb": 20,
                      "maxAllocatedStorageGb": 50, "backupRetentionDays": 1, "multiAz": False,
                      "deletionProtection": False, "performanceInsights": False, "name": "clinic",
-                     "username": "clinic_admin"},
+                     "username": "clinic_admin", "restoredInstanceId": None},
         "storage": {"noncurrentVersionDays": 7, "corsAllowedOrigins": []},
         "email": {"domain": None, "fromAddress": None},
         "images": {"api": None, "notifier": None},
         "apps": {"apiReplicas": 1, "apiMaxReplicas": 3, "notifierReplicas": 1, "hostname": None,
                  "certificateArn": None},
+        "observability": {"monitoring": False, "prometheusRetentionDays": 3, "prometheusStorageGb": 20,
+                          "logRetentionDays": 7, "alarmEmails": []},
+        "backup": {"enabled": False, "retentionDays": 7, "copyRegion": None},
     },
     "prod": {
         "network": {"vpcCidr": "10.30.0.0/16", "azCount": 3, "natMode": "per-az", "flowLogs": True,
@@ -224,16 +258,19 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "database": {"engineVersion": "16", "instanceClass": "db.m7g.large", "allocatedStorageGb": 100,
                      "maxAllocatedStorageGb": 1000, "backupRetentionDays": 35, "multiAz": True,
                      "deletionProtection": True, "performanceInsights": True, "name": "clinic",
-                     "username": "clinic_admin"},
+                     "username": "clinic_admin", "restoredInstanceId": None},
         "storage": {"noncurrentVersionDays": 365, "corsAllowedOrigins": []},
         "email": {"domain": None, "fromAddress": None},
         "images": {"api": None, "notifier": None},
         "apps": {"apiReplicas": 3, "apiMaxReplicas": 12, "notifierReplicas": 2, "hostname": None,
                  "certificateArn": None},
+        "observability": {"monitoring": True, "prometheusRetentionDays": 15, "prometheusStorageGb": 100,
+                          "logRetentionDays": 365, "alarmEmails": []},
+        "backup": {"enabled": True, "retentionDays": 35, "copyRegion": None},
     },
 }
 TOP_LEVEL_KEYS = ("environment", "clusterName", "network", "cluster", "database", "storage", "email", "images",
-                  "apps", "tags")
+                  "apps", "observability", "backup", "tags")
 NODE_GROUP_KEYS = tuple(DEFAULTS["dev"]["cluster"]["nodeGroups"][0])
 
 
@@ -422,6 +459,9 @@ def _string_list(r: _Reader, name: str) -> list[str]:
     return value
 
 
+_DB_INSTANCE_ID = r"[a-z](?!.*--)[a-z0-9-]{0,61}[a-z0-9]|[a-z]"
+
+
 def _parse_database(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
                     is_prod: bool) -> DatabaseSettings:
     r = _Reader(problems, "database", values, defaults)
@@ -444,6 +484,10 @@ def _parse_database(problems: list[str], values: Mapping[str, Any], defaults: Ma
     username = r.text("username", r"[a-zA-Z][a-zA-Z0-9_]{0,15}", "1-16 letters, digits or _, starting with a letter")
     if username.lower() in RESERVED_DB_USERNAMES:
         r.fail("username", username, "a name not reserved by PostgreSQL/RDS: not " + ", ".join(sorted(RESERVED_DB_USERNAMES)))
+    restored = r.raw("restoredInstanceId")
+    if restored is not None:
+        restored = r.text("restoredInstanceId", _DB_INSTANCE_ID,
+                          "an RDS instance identifier (1-63 lowercase letters, digits or -, starting with a letter)") or None
     return DatabaseSettings(
         engine_version=r.choice("engineVersion", POSTGRES_MAJOR_VERSIONS),
         instance_class=instance_class,
@@ -455,6 +499,7 @@ def _parse_database(problems: list[str], values: Mapping[str, Any], defaults: Ma
         performance_insights=r.bool("performanceInsights"),
         name=r.text("name", r"[a-z][a-z0-9_]{0,62}", "1-63 lowercase letters, digits or _, starting with a letter"),
         username=username,
+        restored_instance_id=restored,
     )
 
 
@@ -529,6 +574,51 @@ def _parse_apps(problems: list[str], images: Mapping[str, Any], values: Mapping[
                         hostname=hostname, certificate_arn=certificate)
 
 
+def _parse_observability(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
+                         is_prod: bool) -> ObservabilitySettings:
+    r = _Reader(problems, "observability", values, defaults)
+    monitoring = r.bool("monitoring")
+    if is_prod and not monitoring:
+        r.fail("monitoring", monitoring, "true in prod (the clinic's SLOs are watched in-cluster)")
+    retention = r.int("logRetentionDays", 1, LOG_RETENTION_DAYS[-1])
+    r.check(retention in LOG_RETENTION_DAYS, "logRetentionDays",
+            "a CloudWatch Logs retention: " + ", ".join(map(str, LOG_RETENTION_DAYS)))
+    emails = _string_list(r, "alarmEmails")
+    for address in emails:
+        if not re.fullmatch(_EMAIL, address):
+            r.fail("alarmEmails", address, "email addresses such as oncall@clinic.example.org")
+    if len(set(emails)) != len(emails):
+        r.fail("alarmEmails", emails, "addresses without repeats")
+    if is_prod and not emails:
+        r.fail("alarmEmails", emails, "at least one address in prod (an alarm nobody receives protects nobody)")
+    return ObservabilitySettings(
+        monitoring=monitoring,
+        prometheus_retention_days=r.int("prometheusRetentionDays", 1, 90),
+        prometheus_storage_gb=r.int("prometheusStorageGb", 10, 1000),
+        log_retention_days=retention,
+        alarm_emails=tuple(emails),
+    )
+
+
+def _parse_backup(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any], is_prod: bool,
+                  region: str | None) -> BackupSettings:
+    r = _Reader(problems, "backup", values, defaults)
+    enabled = r.bool("enabled")
+    if is_prod and not enabled:
+        r.fail("enabled", enabled, "true in prod (daily recovery points of patients' data, kept apart from RDS)")
+    retention = r.int("retentionDays", 7, 3650)
+    if is_prod and retention < MIN_PROD_VAULT_RETENTION_DAYS:
+        r.fail("retentionDays", retention, f"{MIN_PROD_VAULT_RETENTION_DAYS} to 3650 in prod")
+    copy_region = r.raw("copyRegion")
+    if copy_region is not None:
+        copy_region = r.text("copyRegion", _REGION, "an AWS region such as eu-central-1") or None
+        if copy_region and copy_region == region:
+            r.fail("copyRegion", copy_region, f"a region other than aws:region ({region})")
+        if copy_region and not enabled:
+            r.fail("copyRegion", copy_region, "unset unless backup.enabled is true (only recovery points are copied)")
+    return BackupSettings(enabled=enabled, retention_days=retention, copy_region=copy_region)
+
+
 def _parse_tags(problems: list[str], tags: Any) -> dict[str, str]:
     if not isinstance(tags, Mapping):
         problems.append(f"tags = {tags!r} is invalid; allowed: a map of tag names to string values")
@@ -565,6 +655,9 @@ _PARSERS: dict[str, Callable[[list[str], Mapping[str, Any], Mapping[str, Any], b
 }
 
 
+_REGION = r"[a-z]{2}(-[a-z]+)+-\d"
+
+
 def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> PlatformSettings:
     """Validates the project's config (keys without the project prefix) into frozen settings."""
     problems: list[str] = []
@@ -576,7 +669,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> 
         problems.append(f"environment = {environment!r} is invalid; allowed: one of {', '.join(ENVIRONMENTS)}")
         raise StackSettingsError(stack, problems)  # every default below depends on it
     is_prod = environment == "prod"
-    if not region or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+    if not region or not re.fullmatch(_REGION, region):
         problems.append(f"aws:region = {region!r} is invalid; allowed: an AWS region such as eu-west-1")
     cluster_name = raw.get("clusterName", f"clinic-{stack}")
     if not isinstance(cluster_name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{1,38}[a-z0-9]", cluster_name):
@@ -588,6 +681,10 @@ def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> 
                                        is_prod, groups["network"].az_count)
     groups["apps"] = _parse_apps(problems, _group(problems, raw, "images"), _group(problems, raw, "apps"),
                                  environment, is_prod)
+    groups["observability"] = _parse_observability(problems, _group(problems, raw, "observability"),
+                                                   DEFAULTS[environment]["observability"], is_prod)
+    groups["backup"] = _parse_backup(problems, _group(problems, raw, "backup"), DEFAULTS[environment]["backup"],
+                                     is_prod, region)
     tags = _parse_tags(problems, _group(problems, raw, "tags"))
     if problems:
         raise StackSettingsError(stack, problems)

@@ -155,3 +155,44 @@ def test_every_problem_is_reported_at_once():
 
 def test_dev_may_allow_http_localhost_origin_for_local_front_ends():
     assert load("dev", committed("dev")).storage.cors_allowed_origins == ("http://localhost:5173",)
+
+
+OBSERVABILITY_AND_BACKUP_BAD_INPUTS = [
+    ("prod", "observability.monitoring", False, ["observability.monitoring = False", "true in prod"]),
+    ("prod", "observability.alarmEmails", [], ["observability.alarmEmails = []", "at least one address in prod"]),
+    ("dev", "observability.alarmEmails", ["oncall"], ["observability.alarmEmails = 'oncall'", "email addresses"]),
+    ("dev", "observability.alarmEmails", ["a@clinic.example.org", "a@clinic.example.org"], ["without repeats"]),
+    ("dev", "observability.logRetentionDays", 10, ["observability.logRetentionDays = 10", "CloudWatch Logs retention"]),
+    ("dev", "observability.prometheusRetentionDays", 0, ["observability.prometheusRetentionDays = 0", "1 to 90"]),
+    ("dev", "observability.prometheusStorageGb", 5000, ["observability.prometheusStorageGb = 5000", "10 to 1000"]),
+    ("dev", "observability.alertEmails", [], ["observability.alertEmails", "did you mean 'alarmEmails'"]),
+    ("prod", "backup.enabled", False, ["backup.enabled = False", "true in prod"]),
+    ("prod", "backup.retentionDays", 14, ["backup.retentionDays = 14", "35 to 3650 in prod"]),
+    ("prod", "backup.copyRegion", "eu-west-1", ["backup.copyRegion = 'eu-west-1'", "other than aws:region"]),
+    ("prod", "backup.copyRegion", "Frankfurt", ["backup.copyRegion = 'Frankfurt'", "an AWS region"]),
+    ("dev", "backup.copyRegion", "eu-central-1", ["backup.copyRegion = 'eu-central-1'", "backup.enabled is true"]),
+    ("dev", "database.restoredInstanceId", "Clinic_DB", ["database.restoredInstanceId = 'Clinic_DB'", "identifier"]),
+    ("dev", "database.restoredInstanceId", "clinic--db", ["database.restoredInstanceId = 'clinic--db'"]),
+]
+
+
+@pytest.mark.parametrize("stack,path,value,expected", OBSERVABILITY_AND_BACKUP_BAD_INPUTS)
+def test_bad_observability_and_backup_setting_is_refused_by_name(stack, path, value, expected):
+    with pytest.raises(StackSettingsError) as raised:
+        load(stack, with_change(stack, path, value))
+    for words in expected:
+        assert words in str(raised.value), f"{path}={value!r}: {words!r} not in {raised.value}"
+
+
+def test_prod_is_watched_and_backed_up_and_dev_stays_cheap():
+    dev, prod = load("dev", committed("dev")), load("prod", committed("prod"))
+    assert prod.observability.monitoring and prod.observability.alarm_emails == ("oncall@clinic.example.org",)
+    assert prod.backup.enabled and prod.backup.retention_days == 35 and prod.backup.copy_region == "eu-central-1"
+    assert not dev.observability.monitoring and not dev.backup.enabled and dev.backup.copy_region is None
+    assert (dev.observability.log_retention_days, prod.observability.log_retention_days) == (7, 365)
+    assert dev.database.restored_instance_id is None and prod.database.restored_instance_id is None
+
+
+def test_a_restored_instance_id_is_accepted():
+    settings = load("prod", with_change("prod", "database.restoredInstanceId", "clinic-prod-db-pitr-202611241000"))
+    assert settings.database.restored_instance_id == "clinic-prod-db-pitr-202611241000"
