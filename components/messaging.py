@@ -72,6 +72,10 @@ class Messaging(pulumi.ComponentResource):
     """Dead-letter queue URL per event domain."""
     dlq_arns: pulumi.Output[dict[str, str]]
     """Dead-letter queue ARN per event domain."""
+    dlq_names: dict[str, pulumi.Output[str]]
+    """Dead-letter queue name per event domain (the CloudWatch `QueueName` dimension). A plain dict, unlike its
+    siblings: its keys are known when the program runs, so a consumer creates one resource per DLQ (an alarm) that
+    shows in preview, never resources inside an `apply`."""
 
     def __init__(self, name: str, args: MessagingArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Messaging", name, None, opts)
@@ -110,5 +114,6 @@ class Messaging(pulumi.ComponentResource):
         self.queue_arns = by_domain(queues, "arn")
         self.dlq_urls = by_domain(dlqs, "url")
         self.dlq_arns = by_domain(dlqs, "arn")
+        self.dlq_names = {domain: dlq.name for domain, dlq in dlqs.items()}
         self.register_outputs({"queue_urls": self.queue_urls, "queue_arns": self.queue_arns,
-                               "dlq_urls": self.dlq_urls, "dlq_arns": self.dlq_arns})
+                               "dlq_urls": self.dlq_urls, "dlq_arns": self.dlq_arns, "dlq_names": self.dlq_names})
