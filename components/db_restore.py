@@ -440,7 +440,7 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m components.db_restore",
                                      description="Restore the clinic's RDS instance to a point in time as a new "
                                                  "instance, or drill it and measure RPO/RTO.")
@@ -471,7 +471,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, restorer: DatabaseRestorer | None = None) -> int:
     """`restorer` lets tests pass one with a recording client or fake clocks."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
 
     def fail(code: int, message: str) -> int:

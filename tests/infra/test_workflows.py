@@ -2,10 +2,12 @@
 and the deploy flow the platform relies on (README tests on PRs, policy pack on every preview/up, prod gated)."""
 
 import re
+import shlex
 
 import pytest
 import yaml
 
+from components.db_restore import build_parser
 from preview.graph import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -14,6 +16,7 @@ EXPECTED = {
     "pr.yml": ({"pull_request"}, {"test", "offline-preview", "preview"}),
     "deploy.yml": ({"push"}, {"images", "dev", "prod"}),
     "destroy-dev.yml": ({"workflow_dispatch"}, {"destroy"}),
+    "restore-drill.yml": ({"schedule", "workflow_dispatch"}, {"drill"}),
 }
 # owner/repo@<40-hex SHA> # vX.Y.Z — the comment names the release the SHA was verified against.
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
@@ -211,3 +214,51 @@ def test_destroy_dev_demands_a_typed_confirmation_and_touches_only_dev():
     [destroy] = pulumi_steps(job, "destroy")
     assert destroy["with"]["stack-name"] == "dev"
     assert "prod" not in (WORKFLOWS / "destroy-dev.yml").read_text().replace("Prod has no destroy", "")
+
+
+def drill_command(job: dict) -> list[str]:
+    """The `python -m components.db_restore ...` arguments of the drill step, shell continuations joined."""
+    script = next(s["run"] for s in steps(job) if "components.db_restore" in s.get("run", ""))
+    line = next(l for l in script.replace("\\\n", " ").splitlines() if "components.db_restore" in l)
+    words = shlex.split(line.split(">")[0])
+    return words[words.index("components.db_restore") + 1:]
+
+
+def test_restore_drill_runs_monthly_and_on_demand_one_at_a_time():
+    document = load("restore-drill.yml")
+    [schedule] = document["on"]["schedule"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert day.isdigit() and 1 <= int(day) <= 28 and (month, weekday) == ("*", "*"), schedule
+    assert document["on"]["workflow_dispatch"]["inputs"]["rto-target-seconds"]["default"] == "1800"
+    job = document["jobs"]["drill"]
+    # A cancelled drill would leave its instance running: never cancelled, never two at once.
+    assert job["concurrency"] == {"group": "restore-drill", "cancel-in-progress": False}
+    assert job["environment"] == "restore-drill"
+
+
+def test_restore_drill_calls_the_command_as_its_parser_expects_and_outlives_both_waits():
+    document = load("restore-drill.yml")
+    job = document["jobs"]["drill"]
+    argv = drill_command(job)
+    values = {"$AWS_REGION": "eu-west-1", "$SOURCE": "clinic-prod-db-postgres1", "$RTO_TARGET_SECONDS": "1800",
+              "$WAIT_SECONDS": document["env"]["WAIT_SECONDS"],
+              "$DELETE_WAIT_SECONDS": document["env"]["DELETE_WAIT_SECONDS"]}
+    args = build_parser().parse_args([values.get(a, a) for a in argv])
+    assert (args.command, args.source, args.json) == ("drill", "clinic-prod-db-postgres1", True)
+    assert job["timeout-minutes"] * 60 >= args.timeout + args.delete_timeout + 15 * 60, "the job must outlive both waits"
+    assert document["env"]["RTO_TARGET_SECONDS"] == "${{ inputs.rto-target-seconds || '1800' }}"
+
+
+def test_restore_drill_targets_prod_and_keeps_its_figures_even_when_it_fails():
+    job = load("restore-drill.yml")["jobs"]["drill"]
+    names = [s.get("uses", s.get("name", "")).split("@")[0] for s in steps(job)]
+    drill = next(i for i, s in enumerate(steps(job)) if "components.db_restore" in s.get("run", ""))
+    assert names.index("aws-actions/configure-aws-credentials") < names.index("The prod database instance") < drill
+    source = next(s for s in steps(job) if s.get("name") == "The prod database instance")
+    assert source["env"]["DB_INSTANCE_ID"] == "${{ vars.DB_INSTANCE_ID }}"
+    assert "pulumi stack output databaseAddress --stack prod" in source["run"]
+    assert "--json > restore-drill.json" in steps(job)[drill]["run"]
+    [upload] = [s for s in steps(job) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["if"] == "always()" and upload["with"]["path"] == "restore-drill.json"
+    # Inputs and outputs reach the scripts through env, never spliced into the shell text.
+    assert all("${{" not in s.get("run", "") for s in steps(job))
