@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ EXAM_PREFIX = "exams/"
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
 # The ALB's TLS policy: TLS 1.2+ with forward secrecy only.
 SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# AWS limits load balancer names to 32 characters: letters, digits and hyphens.
+ALB_NAME_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,18 @@ class ClinicAppsArgs:
     """Prod: image repositories that still hold images are not deleted with the stack."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for AWS resources."""
+
+
+def load_balancer_name(component_name: str) -> str:
+    """The clinic ALB's name, fixed by the Ingress so the platform can look the ALB up (alarms on its metrics):
+    `<component>-alb`, or, when that is no valid ALB name, a shortened form ending in a hash of the full name."""
+    wanted = f"{component_name}-alb"
+    if (len(wanted) <= ALB_NAME_MAX and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", wanted)
+            and not wanted.startswith("internal-")):
+        return wanted
+    digest = hashlib.sha256(component_name.encode()).hexdigest()[:8]
+    stem = re.sub(r"[^a-z0-9-]+", "-", wanted.lower()).removeprefix("internal-").strip("-")
+    return f"{stem[:ALB_NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def image_reference(repository_url: str, image: str) -> str:
@@ -172,6 +187,9 @@ class ClinicApps(pulumi.ComponentResource):
     """ECR repository of the notifier image."""
     load_balancer_hostname: pulumi.Output[str]
     """DNS name of the clinic's ALB (point the host name's record at it)."""
+    load_balancer_arn_suffix: pulumi.Output[str]
+    """`app/<name>/<id>` of the clinic's ALB (the CloudWatch `LoadBalancer` dimension); "" until the Ingress has
+    an address."""
 
     def __init__(self, name: str, args: ClinicAppsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:ClinicApps", name, None, opts)
@@ -260,11 +278,14 @@ class ClinicApps(pulumi.ComponentResource):
             spec={"type": "ClusterIP", "selector": {"app": "clinic-notifier"},
                   "ports": [{"name": "metrics", "port": NOTIFIER_PORT, "targetPort": NOTIFIER_PORT}]})
 
+        # A fixed name (not one the controller derives) makes the ALB findable; changing it replaces the ALB.
+        alb_name = load_balancer_name(name)
         ingress = k8s.networking.v1.Ingress(
             f"{name}-ingress",
             opts=pulumi.ResourceOptions.merge(args.controller.load_balancer_opts(parent=self),
                                               pulumi.ResourceOptions(depends_on=[api_service, namespace])),
-            metadata={"name": "clinic", "namespace": NAMESPACE, "annotations": _alb_annotations(s, tags)},
+            metadata={"name": "clinic", "namespace": NAMESPACE, "annotations": {
+                **_alb_annotations(s, tags), "alb.ingress.kubernetes.io/load-balancer-name": alb_name}},
             spec={"ingressClassName": "alb", "rules": [{
                 **({"host": s.hostname} if s.hostname else {}),
                 "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
@@ -287,9 +308,19 @@ class ClinicApps(pulumi.ComponentResource):
         self.load_balancer_hostname = ingress.status.apply(
             lambda st: st.load_balancer.ingress[0].hostname if st and st.load_balancer and st.load_balancer.ingress
             else "")
+
+        def arn_suffix(status: Any) -> pulumi.Input[str]:
+            # The controller creates the ALB after the Ingress is applied; only once the Ingress reports an address
+            # does the ALB exist, so the lookup runs then (and never during a preview, where the status is unknown).
+            if not (status and status.load_balancer and status.load_balancer.ingress):
+                return ""
+            return aws.lb.get_load_balancer_output(name=alb_name,
+                                                   opts=pulumi.InvokeOutputOptions(parent=self)).arn_suffix
+        self.load_balancer_arn_suffix = ingress.status.apply(arn_suffix)
         self.register_outputs({"api_repository_url": self.api_repository_url,
                                "notifier_repository_url": self.notifier_repository_url,
-                               "load_balancer_hostname": self.load_balancer_hostname})
+                               "load_balancer_hostname": self.load_balancer_hostname,
+                               "load_balancer_arn_suffix": self.load_balancer_arn_suffix})
 
     def _repository(self, name: str, repository: str, keep: bool, tags: Mapping[str, str]) -> aws.ecr.Repository:
         repo = aws.ecr.Repository(

@@ -105,14 +105,21 @@ class ClinicMocks(pulumi.runtime.Mocks):
         self.region = region
         self.monitor: GraphRecorder | None = None
 
-    def arn(self, service: str, resource: str) -> str:
-        return f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
+    def arn(self, service: str, resource: str, region: str | None = None) -> str:
+        return f"arn:aws:{service}:{region or self.region}:{ACCOUNT_ID}:{resource}"
+
+    def provider_region(self, provider: str | None) -> str:
+        """The region of the resource's explicit aws provider (a copy region), else the stack's."""
+        urn = (provider or "").rsplit("::", 1)[0]
+        registration = self.monitor.resources.get(urn) if self.monitor and urn else None
+        return (registration.state.get("region") if registration else None) or self.region
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
         name = args.name
         typ = args.typ
         rid = f"{name}-id"
+        region = self.provider_region(args.provider)
         if typ == "aws:sqs/queue:Queue":
             queue = state.get("name", name)
             state.update(arn=self.arn("sqs", queue), url=f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{queue}")
@@ -143,7 +150,11 @@ class ClinicMocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
             state.update(latestVersion=1, defaultVersion=1)
         elif typ == "aws:kms/key:Key":
-            state.update(arn=self.arn("kms", f"key/{name}"), keyId=f"{name}-key-id")
+            state.update(arn=self.arn("kms", f"key/{name}", region), keyId=f"{name}-key-id")
+        elif typ == "kubernetes:networking.k8s.io/v1:Ingress":
+            # What the load balancer controller writes once the ALB exists (pulumi-kubernetes waits for it).
+            state["status"] = {"loadBalancer": {"ingress": [
+                {"hostname": f"k8s-{name}-0123456789.{self.region}.elb.amazonaws.com"}]}}
         elif typ == "aws:iam/role:Role":
             state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{state.get('name', name)}", name=state.get("name", name))
         elif typ == "aws:iam/policy:Policy":
@@ -151,7 +162,7 @@ class ClinicMocks(pulumi.runtime.Mocks):
         if typ.startswith("aws:"):
             # The provider auto-names resources from their logical name; the mocks keep the logical name.
             state.setdefault("name", name)
-            state.setdefault("arn", self.arn(typ.split(":")[1].split("/")[0], name))
+            state.setdefault("arn", self.arn(typ.split(":")[1].split("/")[0], name, region))
         return rid, state
 
     def _eks_cluster_outputs(self, cluster_name: str) -> dict[str, Any]:
@@ -188,6 +199,11 @@ class ClinicMocks(pulumi.runtime.Mocks):
             return {"region": self.region, "name": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:lb/getLoadBalancer:getLoadBalancer":
+            name = args.args["name"]
+            arn = self.arn("elasticloadbalancing", f"loadbalancer/app/{name}/50dc6c495c0c9188")
+            return {"arn": arn, "arnSuffix": f"app/{name}/50dc6c495c0c9188", "name": name, "id": arn,
+                    "dnsName": f"{name}-0123456789.{self.region}.elb.amazonaws.com", "loadBalancerType": "application"}
         raise NotImplementedError(f"the mocks do not answer invoke {token}; add it to ClinicMocks.call")
 
 
