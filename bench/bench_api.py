@@ -36,7 +36,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(client_factory, path: str, headers: dict, requests: int, concurrency: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to show where each endpoint's cost lies."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(client_factory, path: str, headers: dict, requests: int, concurrency: int) -> tuple[float, list[float]]:
+    """Sends `requests` GETs from `concurrency` threads; returns the elapsed seconds and every latency."""
     latencies: list[float] = []
     lock = threading.Lock()
     per_worker = requests // concurrency
@@ -58,16 +65,20 @@ def measure(client_factory, path: str, headers: dict, requests: int, concurrency
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
-    latencies.sort()
+    return time.perf_counter() - started, latencies
+
+
+def summary(elapsed: float, latencies: list[float], cpu: float) -> dict:
+    latencies = sorted(latencies)
     return {"rps": len(latencies) / elapsed, "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000}
+            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "cpu": cpu * 1000 / len(latencies)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
 
@@ -98,20 +109,30 @@ def main() -> int:
                     time.sleep(0.1)
             headers, exam_id = seed(base, env)
             make = lambda: httpx.Client(base_url=base, timeout=10)  # noqa: E731
-            for path in ("/healthz", "/exams", f"/exams/{exam_id}/download"):
+            paths = ("/healthz", "/exams", f"/exams/{exam_id}/download")
+            for path in paths:
                 measure(make, path, headers, 200, args.concurrency)  # warm-up
-            results = {path: measure(make, path, headers, args.requests, args.concurrency)
-                       for path in ("/healthz", "/exams", f"/exams/{exam_id}/download")}
+            totals = {path: [0.0, [], 0.0] for path in paths}  # elapsed, latencies, API CPU seconds
+            for _ in range(args.rounds):
+                for path in paths:
+                    cpu_before = cpu_seconds(server.pid)
+                    elapsed, latencies = measure(make, path, headers, args.requests // args.rounds,
+                                                 args.concurrency)
+                    totals[path][0] += elapsed
+                    totals[path][1] += latencies
+                    totals[path][2] += cpu_seconds(server.pid) - cpu_before
+            results = {path: summary(*total) for path, total in totals.items()}
         finally:
             server.terminate()
             server.wait(10)
             moto.stop()
     bare = results["/healthz"]["rps"]
-    print(f"{args.requests} requests per endpoint, concurrency {args.concurrency}, one uvicorn worker, "
+    print(f"{args.requests} requests per endpoint in {args.rounds} rounds, concurrency {args.concurrency}, "
+          "one uvicorn worker, "
           f"embedded PostgreSQL {info.port and 'on a Unix socket'}")
-    print(f"{'endpoint':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8}")
+    print(f"{'endpoint':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} {'API CPU ms/req':>15}")
     for path, r in results.items():
-        print(f"{path:34} {r['rps']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['rps'] / bare:8.0%}")
+        print(f"{path:34} {r['rps']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['rps'] / bare:8.0%} {r['cpu']:15.2f}")
     return 0
 
 

@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, exc
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL
 
 from clinic_common.aws import AwsSettings, client
+
+# A pooled connection idle for longer than this is pinged before use. Pinging every checkout (pool_pre_ping) costs a
+# round trip per request; a connection in steady use needs none: if the server went away under it, the first error
+# invalidates the whole pool (SQLAlchemy does so on any disconnect), so only requests already in flight can fail,
+# as they would with pre-ping too. A connection left idle across a restart or failover is caught here.
+PING_AFTER_IDLE_SECONDS = 5.0
 
 
 class DatabaseSettings(BaseModel):
@@ -48,8 +55,8 @@ def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str)
                      host=db.host, port=db.port, database=db.name,
                      query={"sslmode": db.sslmode, "connect_timeout": str(db.connect_timeout),
                             "application_name": application_name})
-    engine = sa_create_engine(url, pool_size=db.pool_size, max_overflow=db.pool_size, pool_pre_ping=True,
-                              pool_recycle=1800)
+    engine = sa_create_engine(url, pool_size=db.pool_size, max_overflow=db.pool_size, pool_recycle=1800)
+    _ping_idle_connections(engine)
     if db.secret_arn:
         credentials = _SecretCredentials(db.secret_arn, aws)
 
@@ -64,3 +71,18 @@ def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str)
                 cparams["user"], cparams["password"] = credentials.get(refresh=True)
                 return dialect.connect(*cargs, **cparams)
     return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", time.monotonic()) <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # noqa: BLE001 - any failure: the pool discards it and checks out another
+            raise exc.DisconnectionError(f"idle connection failed its ping: {error}") from error

@@ -32,3 +32,16 @@ def test_metrics_and_request_ids(clinic):
     for name in ("clinic_outbox_pending", "clinic_exams_ready_total", "clinic_result_downloads_total"):
         assert name in metrics
     assert clinic.client.get("/openapi.json").json()["info"]["title"] == "clinic-api"
+
+
+def test_the_exam_list_recovers_on_the_next_request_after_a_database_restart(clinic, postgres, monkeypatch):
+    import clinic_common.database as database
+
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 3600.0)  # a hot pool: no ping saves the request
+    patient = clinic.user("patient")
+    assert clinic.client.get("/exams", headers=patient["headers"]).status_code == 200
+    postgres.stop()
+    postgres.start()
+    failed = clinic.client.get("/exams", headers=patient["headers"])
+    assert failed.status_code == 500 and failed.json()["detail"] == "internal error", "a stale connection fails once"
+    assert clinic.client.get("/exams", headers=patient["headers"]).status_code == 200, "and is not reused"
