@@ -14,12 +14,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings as runtime_settings
+
+if TYPE_CHECKING:
+    from stacks.settings import PlatformSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "clinic-platform"
@@ -297,6 +300,22 @@ def stack_config(stack: str) -> dict[str, str]:
     document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
     return {key: value if isinstance(value, str) else json.dumps(value)
             for key, value in (document.get("config") or {}).items()}
+
+
+def stack_settings(stack: str) -> "PlatformSettings":
+    """The committed Pulumi.<stack>.yaml as the program's typed settings (for tests that build one component)."""
+    from stacks.settings import load_settings
+
+    config = stack_config(stack)
+    prefix = f"{PROJECT}:"
+    raw = {}
+    for key, value in config.items():
+        if key.startswith(prefix):
+            try:
+                raw[key[len(prefix):]] = json.loads(value)
+            except json.JSONDecodeError:
+                raw[key[len(prefix):]] = value
+    return load_settings(raw, stack=stack, region=config.get("aws:region"))
 
 
 def evaluate(build: Callable[[], Any], *, stack: str, config: dict[str, str] | None = None,

@@ -2,5 +2,6 @@
 command records the same graph."""
 
 from preview.graph import (  # noqa: F401
-    ACCOUNT_ID, GENERATED_SECRET, PROJECT, ROOT, ClinicMocks, Graph, GraphRecorder, Registration, evaluate, evaluate_program, stack_config,
+    ACCOUNT_ID, GENERATED_SECRET, PROJECT, ROOT, ClinicMocks, Graph, GraphRecorder, Registration, evaluate,
+    evaluate_program, stack_config, stack_settings,
 )
