@@ -7,6 +7,7 @@ import sys
 import threading
 
 from .app import build_notifier, configure_logging
+from .dead_letters import DeadLetterSampler
 from .health import make_server, serve_in_background
 from .settings import get_settings
 
@@ -30,6 +31,7 @@ def main() -> int:
     server = make_server(notifier, settings.http_host, settings.http_port, stopping=stop.is_set)
     serve_in_background(server)
     notifier.start(stop)
+    DeadLetterSampler(notifier.sqs, settings.queue_urls, notifier.metrics).start(stop)
     log.info("notifier started", extra={"queues": len(settings.queue_urls), "http_port": settings.http_port})
     while not stop.wait(1.0):
         if not notifier.alive():
