@@ -472,8 +472,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, restorer: DatabaseRestorer | None = None) -> int:
     """`restorer` lets tests pass one with a recording client or fake clocks."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    # Progress goes to stderr through this logger alone, whatever the root logger does (the apps' JSON logging
+    # writes to stdout): stdout carries only the result, which --json callers parse.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        return _run(args, restorer)
+    finally:
+        log.removeHandler(handler)
 
+
+def _run(args: argparse.Namespace, restorer: DatabaseRestorer | None) -> int:
     def fail(code: int, message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
         if args.json:

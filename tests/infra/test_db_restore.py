@@ -8,6 +8,7 @@ client), which is what AWS acts on."""
 
 import itertools
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -44,6 +45,17 @@ def monkeypatch_module():
             patch.setenv(key, value)
         patch.delenv("AWS_PROFILE", raising=False)
         yield patch
+
+
+@pytest.fixture(autouse=True)
+def root_logger_without_handlers():
+    """Other modules' tests leave the apps' JSON handler on the root logger, writing to stdout; here stdout must hold
+    only what the command prints (botocore logs through the root logger)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = []
+    yield
+    root.handlers[:] = saved
 
 
 class Aws:
