@@ -12,7 +12,8 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from stacks.settings import NodeGroupSettings
+from components.log_encryption import log_group_key
+from stacks.settings import LOG_RETENTION_DAYS, NodeGroupSettings
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -43,7 +44,10 @@ class ClusterArgs:
     admin_role_arns: Sequence[str] = ()
     """IAM roles given cluster-admin through access entries."""
     protect: bool = False
-    """Prod: EKS deletion protection on the control plane."""
+    """Prod: EKS deletion protection on the control plane; its log group (audit logs) is kept on destroy."""
+    log_retention_days: int | None = None
+    """Retention of the control-plane log group, created encrypted before the cluster; None leaves it to EKS (which
+    creates it unencrypted and never expiring)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
@@ -54,6 +58,9 @@ def validate_cluster_args(args: ClusterArgs) -> None:
     if any(c.endswith("/0") for c in args.public_access_cidrs):
         raise ValueError(f"public_access_cidrs = {list(args.public_access_cidrs)} is invalid; allowed: specific "
                          "CIDRs, never the whole internet")
+    if args.log_retention_days is not None and args.log_retention_days not in LOG_RETENTION_DAYS:
+        raise ValueError(f"log_retention_days = {args.log_retention_days} is invalid; allowed: "
+                         + ", ".join(map(str, LOG_RETENTION_DAYS)))
 
 
 def ami_type(instance_types: Sequence[str]) -> str:
@@ -117,6 +124,17 @@ class Cluster(pulumi.ComponentResource):
 
         secrets_key = aws.kms.Key(f"{name}-secrets-key", description=f"{name}: Kubernetes secrets envelope encryption",
                                   enable_key_rotation=True, tags=tags, opts=child)
+        # EKS creates /aws/eks/<name>/cluster as soon as control-plane logging is on, with no retention and no key;
+        # the group must exist first (creating it afterwards fails: it already exists).
+        before_cluster: list[pulumi.Resource] = []
+        if args.log_retention_days is not None:
+            log_group = f"/aws/eks/{args.cluster_name}/cluster"
+            logs_key = log_group_key(f"{name}-logs-key", f"{name}: control-plane logs", log_group, parent=self,
+                                     retain=args.protect, tags=tags)
+            before_cluster.append(aws.cloudwatch.LogGroup(
+                f"{name}-control-plane-logs", name=log_group, retention_in_days=args.log_retention_days,
+                kms_key_id=logs_key.arn, tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect)))
         access_entries = {
             f"admin-{i}": {"principal_arn": arn, "access_policies": {"cluster-admin": {
                 "policy_arn": CLUSTER_ADMIN_POLICY, "access_scope": {"type": "cluster"}}}}
@@ -145,7 +163,7 @@ class Cluster(pulumi.ComponentResource):
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
             deletion_protection=args.protect,
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=before_cluster),
         )
         eks_cluster = self._cluster.eks_cluster
 
