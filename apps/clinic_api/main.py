@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 
 from clinic_api.db import make_engine
+from clinic_api.db_metrics import DATABASE_STATS
 from clinic_api.outbox import Relay
 from clinic_api.routes import accounts, appointments, exams, health
 from clinic_api.security import LoginThrottle
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="clinic-api", version="1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = make_engine(settings)
+    DATABASE_STATS.watch(settings)
     app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
     app.state.login_throttle = LoginThrottle(settings.auth.max_login_failures, settings.auth.lockout_seconds)
     for module in (health, accounts, appointments, exams):
