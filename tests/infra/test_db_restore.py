@@ -272,6 +272,7 @@ def test_a_restore_whose_wait_times_out_is_left_in_place_and_named(aws, capsys):
     code, _, err = run(capsys, aws, "restore", "--source", source["name"], "--latest", "--target",
                        "clinic-prod-db-slow", "--timeout", "5")
     assert code == 1
+    # The stubbed waiter gave up; moto's instance was available at once, hence the status in the message.
     assert "clinic-prod-db-slow is still 'available' after 5 s" in err and "left as it is" in err
     assert aws.instance("clinic-prod-db-slow") is not None
     assert "DeleteDBInstance" not in aws.writes()
