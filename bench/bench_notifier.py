@@ -4,7 +4,8 @@
 
 Not a test. A producer streams N events over the queues while the notifier's pollers consume them; the clock runs
 from the first enqueue until every event's email has been accepted by SES. Prints emails/s and the latency
-percentiles of the notifier's own receive-to-delete histogram. Target: >= 200 emails/s.
+percentiles of the notifier's own receive-to-delete histogram, and the CPU time per email of this process (the
+notifier, plus the producer's one batch send per 10 events) and of the emulator. Target: >= 200 emails/s.
 
 The producer keeps at most --max-depth messages waiting per queue, as live traffic would: moto's ReceiveMessage
 scans the whole queue for every message it returns, so a deep backlog measures the emulator, not the notifier.
@@ -13,8 +14,10 @@ scans the whole queue for every message it returns, so a deep backlog measures t
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
+import os
+import resource
 import socket
 import subprocess
 import sys
@@ -53,6 +56,15 @@ def percentile_from_histogram(histogram, q: float) -> float:
         if count >= q * total:
             return le
     return float("inf")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of this process, or of another one (Linux /proc)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
@@ -128,6 +140,7 @@ def main() -> int:
         notifier = Notifier(sqs=sqs, ses=ses, store=store, queue_urls=queues, from_address=FROM,
                             configuration_set="bench", wait_seconds=1, metrics=metrics)
         stop = threading.Event()
+        cpu_before = cpu_seconds(), [cpu_seconds(process.pid) for process, _ in servers]
         began = time.perf_counter()
         if not args.backlog:
             threading.Thread(target=producer, daemon=True).start()
@@ -136,6 +149,8 @@ def main() -> int:
         while sent() < args.events and time.perf_counter() - began < 600:
             time.sleep(0.05)
         elapsed = time.perf_counter() - began
+        cpu_self = cpu_seconds() - cpu_before[0]
+        cpu_moto = sum(cpu_seconds(process.pid) for process, _ in servers) - sum(cpu_before[1])
         stop.set()
         notifier.join(30)
         left = sum(int(sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages"])
@@ -152,6 +167,9 @@ def main() -> int:
     print(f"elapsed: {elapsed:.2f} s  ->  {rate:.0f} emails/s  (target >= 200: {'met' if rate >= 200 else 'NOT met'})")
     print(f"receive-to-delete per message: p50 <= {percentile_from_histogram(metrics.latency, 0.5) * 1000:.0f} ms, "
           f"p99 <= {percentile_from_histogram(metrics.latency, 0.99) * 1000:.0f} ms (histogram bucket bounds)")
+    print(f"CPU per email: notifier + producer {cpu_self * 1000 / max(n, 1):.2f} ms "
+          f"({cpu_self / elapsed:.0%} of a core), emulator {cpu_moto * 1000 / max(n, 1):.2f} ms "
+          f"({cpu_moto / elapsed:.0%} of a core over {len(servers)} process(es))")
     return 0 if n == args.events and left == 0 else 1
 
 
