@@ -182,8 +182,8 @@ class Alarms(pulumi.ComponentResource):
               comparison_operator="LessThanThreshold", threshold=storage_bytes)
         max_connections = default_max_connections(db.instance_class)
         alarm("db-connections", f"RDS connections above 80 % of {db.instance_class}'s default max_connections "
-                                f"({max_connections}) for 5 minutes: look for a connection leak or a pool sized "
-                                "per replica times too many replicas.", "missing",
+                                f"({max_connections}) for 5 minutes: look for a connection leak, or pools that "
+                                "together (replicas x pool size) outgrow the instance.", "missing",
               namespace="AWS/RDS", metric_name="DatabaseConnections", dimensions=rds, statistic="Maximum",
               period=60, evaluation_periods=5, datapoints_to_alarm=5,
               comparison_operator="GreaterThanThreshold", threshold=connections_threshold(db.instance_class))
@@ -191,7 +191,7 @@ class Alarms(pulumi.ComponentResource):
         for domain, queue_name in sorted(args.dlq_names.items()):
             # SQS stops publishing metrics of a queue idle for hours: no data from an empty DLQ is no message.
             alarm(f"dlq-{domain}", f"A {domain} event was dead-lettered after its retries: inspect it, fix the "
-                                   "cause, then redrive it (the DLQ keeps it 14 days).", "notBreaching",
+                                   "cause, then redrive it before the DLQ's retention ends.", "notBreaching",
                   namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
                   dimensions={"QueueName": queue_name}, statistic="Maximum", period=FIVE_MINUTES,
                   evaluation_periods=1, comparison_operator="GreaterThanOrEqualToThreshold", threshold=1)

@@ -84,7 +84,8 @@ def test_addon_ships_container_logs_with_its_own_irsa_role(built):
     config = json.loads(addon.inputs["configurationValues"])
     assert config["containerLogs"] == {"enabled": True}, addon.name
     assert config["agent"]["config"]["logs"]["metrics_collected"]["kubernetes"]["enhanced_container_insights"]
-    role = next(r for r in graph.of_type("aws:iam/role:Role") if r.state["arn"] == addon.inputs["serviceAccountRoleArn"])
+    role_arn = addon.inputs["serviceAccountRoleArn"]
+    role = next(r for r in graph.of_type("aws:iam/role:Role") if r.state["arn"] == role_arn)
     trust = role.input("assumeRolePolicy", "Statement")[0]["Condition"]["StringEquals"]
     assert "system:serviceaccount:amazon-cloudwatch:cloudwatch-agent" in trust.values(), role.name
 
