@@ -5,16 +5,31 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import Alarms, AlarmsArgs
+from components.backup import DatabaseBackup, DatabaseBackupArgs
 from components.clinic_apps import ClinicApps, ClinicAppsArgs, PlatformEndpoints
 from components.cluster import Cluster, ClusterArgs
+from components.container_logs import ContainerLogs, ContainerLogsArgs
 from components.database import Database, DatabaseArgs
 from components.email import Email, EmailArgs
 from components.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
 from components.lb_janitor import LoadBalancerJanitor, LoadBalancerJanitorArgs
 from components.messaging import Messaging, MessagingArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.storage import Storage, StorageArgs
 from stacks.settings import PlatformSettings, settings_from_pulumi
+
+
+@dataclass(frozen=True)
+class ActiveDatabase:
+    """The instance the apps and alarms use: the stack's own, or one restored from it (database.restoredInstanceId)."""
+
+    instance_id: pulumi.Output[str]
+    instance_arn: pulumi.Output[str]
+    address: pulumi.Output[str]
+    port: pulumi.Output[int]
+    secret_arn: pulumi.Output[str]
 
 
 @dataclass(frozen=True)
@@ -25,10 +40,14 @@ class Platform:
     cluster: Cluster
     controller: LoadBalancerController
     database: Database
+    active_database: ActiveDatabase
     storage: Storage
     messaging: Messaging
     email: Email
     apps: ClinicApps
+    alarms: Alarms
+    monitoring: Monitoring | None
+    backup: DatabaseBackup | None
 
 
 def platform_tags(settings: PlatformSettings) -> dict[str, str]:
@@ -44,6 +63,18 @@ def availability_zones(settings: PlatformSettings) -> list[str]:
         raise ValueError(f"network.azCount = {wanted} is invalid for {settings.region}; allowed: at most "
                          f"{len(zones)} (available zones: {', '.join(zones)})")
     return sorted(zones)[:wanted]
+
+
+def active_database(settings: PlatformSettings, database: Database) -> ActiveDatabase:
+    restored = settings.database.restored_instance_id
+    if restored is None:
+        return ActiveDatabase(database.instance_id, database.instance_arn, database.address, database.port,
+                              database.secret_arn)
+    # A restore made by `python -m components.db_restore` lives outside the state; it is read, never managed, and
+    # its RDS-managed secret is encrypted with the stack's database key (the restore asks for that key).
+    found = aws.rds.get_instance_output(db_instance_identifier=restored)
+    return ActiveDatabase(found.db_instance_identifier, found.db_instance_arn, found.address, found.port,
+                          found.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn))
 
 
 def build_platform(settings: PlatformSettings) -> Platform:
@@ -77,6 +108,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         public_access_cidrs=settings.cluster.public_access_cidrs,
         admin_role_arns=settings.cluster.admin_role_arns,
         protect=settings.is_prod,
+        log_retention_days=settings.observability.log_retention_days,
         tags=tags,
     ), opts=pulumi.ResourceOptions(depends_on=[janitor]))
     controller = LoadBalancerController(f"{base}-lb-controller", LoadBalancerControllerArgs(
@@ -98,6 +130,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         retain=settings.protect_data,
         tags=tags,
     ))
+    active = active_database(settings, database)
     messaging = Messaging(f"{base}-events", MessagingArgs(tags=tags))
     email = Email(f"{base}-email", EmailArgs(
         from_address=settings.email.from_address,
@@ -115,10 +148,10 @@ def build_platform(settings: PlatformSettings) -> Platform:
             region=settings.region,
             vpc_cidr=settings.network.vpc_cidr,
             database_cidrs=[plan.database for plan in network.subnet_plan],
-            database_address=database.address,
-            database_port=database.port,
+            database_address=active.address,
+            database_port=active.port,
             database_name=database.db_name,
-            database_secret_arn=database.secret_arn,
+            database_secret_arn=active.secret_arn,
             database_kms_key_arn=database.kms_key_arn,
             bucket_name=storage.bucket_name,
             bucket_arn=storage.bucket_arn,
@@ -131,7 +164,45 @@ def build_platform(settings: PlatformSettings) -> Platform:
             email_from_address=email.from_address,
         ),
     ))
-    return Platform(network, cluster, controller, database, storage, messaging, email, apps)
+
+    # Watching and recovery. CloudWatch alarms and the in-cluster Alertmanager notify the same topic.
+    alarms = Alarms(f"{base}-alarms", AlarmsArgs(
+        alarm_emails=settings.observability.alarm_emails,
+        database_instance_id=active.instance_id,
+        database=settings.database,
+        dlq_names=messaging.dlq_names,
+        load_balancer_arn_suffix=apps.load_balancer_arn_suffix,
+        tags=tags,
+    ))
+    ContainerLogs(f"{base}-container-logs", ContainerLogsArgs(
+        cluster=cluster,
+        retention_days=settings.observability.log_retention_days,
+        retain=settings.protect_data,
+        tags=tags,
+    ))
+    monitoring = None
+    if settings.observability.monitoring:
+        monitoring = Monitoring(f"{base}-monitoring", MonitoringArgs(
+            cluster=cluster,
+            settings=settings.observability,
+            alarm_topic_arn=alarms.topic_arn,
+            alarm_topic_key_arn=alarms.topic_key_arn,
+            region=settings.region,
+            tags=tags,
+        ))
+    backup = None
+    if settings.backup.enabled:
+        # A restored instance in use holds the newest data: it is backed up alongside the original.
+        arns = [database.instance_arn] + ([active.instance_arn] if settings.database.restored_instance_id else [])
+        backup = DatabaseBackup(f"{base}-backup", DatabaseBackupArgs(
+            instance_arns=arns,
+            settings=settings.backup,
+            region=settings.region,
+            protect=settings.protect_data,
+            tags=tags,
+        ))
+    return Platform(network, cluster, controller, database, active, storage, messaging, email, apps, alarms,
+                    monitoring, backup)
 
 
 def export(p: Platform) -> None:
@@ -140,10 +211,12 @@ def export(p: Platform) -> None:
     pulumi.export("clusterName", p.cluster.cluster_name)
     pulumi.export("kubeconfig", p.cluster.kubeconfig)
     pulumi.export("lbControllerRelease", p.controller.release_name)
-    pulumi.export("databaseAddress", p.database.address)
-    pulumi.export("databasePort", p.database.port)
+    pulumi.export("databaseInstanceId", p.active_database.instance_id)
+    pulumi.export("databaseAddress", p.active_database.address)
+    pulumi.export("databasePort", p.active_database.port)
     pulumi.export("databaseName", p.database.db_name)
-    pulumi.export("databaseSecretArn", p.database.secret_arn)
+    pulumi.export("databaseSecretArn", p.active_database.secret_arn)
+    pulumi.export("stackDatabaseInstanceId", p.database.instance_id)
     pulumi.export("examBucketName", p.storage.bucket_name)
     pulumi.export("queueUrls", p.messaging.queue_urls)
     pulumi.export("deadLetterQueueUrls", p.messaging.dlq_urls)
@@ -154,6 +227,10 @@ def export(p: Platform) -> None:
     pulumi.export("apiRepositoryUrl", p.apps.api_repository_url)
     pulumi.export("notifierRepositoryUrl", p.apps.notifier_repository_url)
     pulumi.export("clinicUrl", p.apps.load_balancer_hostname)
+    pulumi.export("alarmTopicArn", p.alarms.topic_arn)
+    if p.backup:
+        pulumi.export("backupVaultName", p.backup.vault_name)
+        pulumi.export("backupCopyVaultArn", p.backup.copy_vault_arn)
 
 
 platform = build_platform(settings_from_pulumi())

@@ -54,6 +54,8 @@ class Database(pulumi.ComponentResource):
     """The database's security group."""
     instance_arn: pulumi.Output[str]
     """ARN of the RDS instance."""
+    instance_id: pulumi.Output[str]
+    """Identifier of the RDS instance (the DBInstanceIdentifier of its metrics and of a restore's source)."""
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Database", name, None, opts)
@@ -135,6 +137,7 @@ class Database(pulumi.ComponentResource):
         self.kms_key_arn = key.arn
         self.security_group_id = security_group.id
         self.instance_arn = instance.arn
+        self.instance_id = instance.identifier
         self.register_outputs({
             "address": self.address,
             "port": self.port,
@@ -143,4 +146,5 @@ class Database(pulumi.ComponentResource):
             "kms_key_arn": self.kms_key_arn,
             "security_group_id": self.security_group_id,
             "instance_arn": self.instance_arn,
+            "instance_id": self.instance_id,
         })

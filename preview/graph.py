@@ -132,6 +132,7 @@ class ClinicMocks(pulumi.runtime.Mocks):
             state.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
             rid = bucket
         elif typ == "aws:rds/instance:Instance":
+            state.setdefault("identifier", name)
             state.update(
                 address=f"{name}.abc123.{self.region}.rds.amazonaws.com", port=5432,
                 endpoint=f"{name}.abc123.{self.region}.rds.amazonaws.com:5432",
@@ -202,6 +203,14 @@ class ClinicMocks(pulumi.runtime.Mocks):
             return {"region": self.region, "name": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:rds/getInstance:getInstance":
+            # An instance restored outside the state (python -m components.db_restore), as RDS describes it.
+            identifier = args.args["dbInstanceIdentifier"]
+            return {"id": identifier, "dbInstanceIdentifier": identifier,
+                    "dbInstanceArn": self.arn("rds", f"db:{identifier}"),
+                    "address": f"{identifier}.abc123.{self.region}.rds.amazonaws.com", "port": 5432,
+                    "masterUserSecrets": [{"secretArn": self.arn("secretsmanager", f"secret:rds!db-{identifier}"),
+                                           "kmsKeyId": "", "secretStatus": "active"}]}
         if token == "aws:lb/getLoadBalancer:getLoadBalancer":
             name = args.args["name"]
             arn = self.arn("elasticloadbalancing", f"loadbalancer/app/{name}/50dc6c495c0c9188")

@@ -2,7 +2,7 @@
 
 import json
 
-from tests.infra.pulumi_mocks import Graph
+from tests.infra.pulumi_mocks import Graph, stack_config
 
 DATA_SERVICES = {
     "aws:rds/instance:Instance": "clinic:index:Database",
@@ -69,3 +69,37 @@ def test_stack_exports_name_what_the_apps_need(stack):
                 "deadLetterQueueUrls", "emailIdentityArn", "emailFromAddress", "emailConfigurationSet"):
         assert key in stack.exports, key
     assert sorted(stack.exports["queueUrls"][0]) == ["account", "appointment", "exam", "exam-result", "file"]
+
+
+def test_a_restored_instance_serves_the_apps_and_alarms_while_the_stacks_own_stays_protected():
+    from tests.infra.pulumi_mocks import evaluate_program
+
+    restored = "clinic-prod-db-pitr-202611241000"
+    graph = evaluate_program("prod", {"clinic-platform:database": {
+        **json.loads(stack_config("prod")["clinic-platform:database"]), "restoredInstanceId": restored}})
+    original = graph.one("aws:rds/instance:Instance")
+    assert original.protect, "the stack's own instance is kept, protected, for comparison and forensics"
+
+    api = next(d for d in graph.of_type("kubernetes:apps/v1:Deployment") if d.name.endswith("-api"))
+    env = {e["name"]: e.get("value") for e in api.input("spec", "template", "spec", "containers")[0]["env"]}
+    assert env["CLINIC_DATABASE__HOST"].startswith(restored + ".")
+    assert env["CLINIC_DATABASE__SECRET_ARN"].endswith(f"secret:rds!db-{restored}")
+    api_policy = next(p for p in graph.of_type("aws:iam/rolePolicy:RolePolicy") if "DatabaseSecret" in p.inputs["policy"])
+    assert f"rds!db-{restored}" in api_policy.inputs["policy"], "the app may read the restored instance's secret"
+
+    watched = {a.inputs["dimensions"]["DBInstanceIdentifier"] for a in graph.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+               if "DBInstanceIdentifier" in (a.inputs.get("dimensions") or {})}
+    assert watched == {restored}, f"RDS alarms watch {watched}"
+    selection = graph.one("aws:backup/selection:Selection")
+    assert len(selection.inputs["resources"]) == 2 and any(restored in arn for arn in selection.inputs["resources"])
+    assert graph.exports["databaseInstanceId"][0] == restored
+    assert graph.exports["stackDatabaseInstanceId"][0] == original.name, "the mocks name an instance after itself"
+
+
+def test_without_a_restore_the_apps_and_alarms_use_the_stacks_own_instance(prod):
+    original = prod.one("aws:rds/instance:Instance")
+    watched = {a.inputs["dimensions"]["DBInstanceIdentifier"] for a in prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+               if "DBInstanceIdentifier" in (a.inputs.get("dimensions") or {})}
+    assert watched == {original.name}, watched
+    assert prod.exports["databaseInstanceId"][0] == prod.exports["stackDatabaseInstanceId"][0]
+    assert prod.exports["databaseAddress"][0].startswith(original.name)

@@ -50,6 +50,11 @@ def load_balancer_owners(graph: Graph):
     return owners
 
 
+def controller_release(graph: Graph):
+    """The load balancer controller's release (prod also has kube-prometheus-stack's)."""
+    return next(r for r in graph.of_type(RELEASE) if r.name.endswith("lb-controller-release"))
+
+
 def assert_deleted_before(graph: Graph, first, then) -> None:
     assert graph.deleted_before(first, then), f"{first.name} must be deleted before {then.name}"
     order = [r.urn for r in graph.delete_order()]
@@ -57,13 +62,13 @@ def assert_deleted_before(graph: Graph, first, then) -> None:
 
 
 def test_ingress_and_lb_service_are_deleted_before_the_controller_release(graph):
-    release = graph.one(RELEASE)
+    release = controller_release(graph)
     for owner in load_balancer_owners(graph):
         assert_deleted_before(graph, owner, release)
 
 
 def test_controller_is_deleted_before_the_node_groups_and_the_cluster(graph):
-    release, cluster = graph.one(RELEASE), graph.one(EKS)
+    release, cluster = controller_release(graph), graph.one(EKS)
     for group in graph.of_type(NODE_GROUP):
         assert_deleted_before(graph, release, group)
         assert_deleted_before(graph, group, cluster)
@@ -82,7 +87,7 @@ def test_cluster_is_deleted_before_the_janitor_and_the_janitor_before_the_networ
 
 
 def test_whole_chain_from_every_load_balancer_to_the_vpc(graph):
-    chain = [graph.one(RELEASE), graph.of_type(NODE_GROUP)[0], graph.one(EKS), graph.one(JANITOR),
+    chain = [controller_release(graph), graph.of_type(NODE_GROUP)[0], graph.one(EKS), graph.one(JANITOR),
              graph.of_type("aws:ec2/subnet:Subnet")[0], graph.one("aws:ec2/vpc:Vpc")]
     order = [r.urn for r in graph.delete_order()]
     for owner in load_balancer_owners(graph):
@@ -91,7 +96,7 @@ def test_whole_chain_from_every_load_balancer_to_the_vpc(graph):
 
 
 def test_nothing_that_owns_a_load_balancer_skips_its_provider_delete(graph):
-    for resource in [*load_balancer_owners(graph), graph.one(RELEASE), graph.one(EKS), graph.one(JANITOR)]:
+    for resource in [*load_balancer_owners(graph), controller_release(graph), graph.one(EKS), graph.one(JANITOR)]:
         assert not resource.deleted_with, f"{resource.name} must be deleted by its provider, not with its parent"
         assert not resource.retain_on_delete, f"{resource.name} must really be deleted"
 
@@ -103,7 +108,7 @@ def test_janitor_targets_this_cluster_and_this_vpc(graph):
 
 
 def test_data_services_stay_off_the_cluster_chain(graph):
-    cluster_side = [graph.one(EKS), graph.one(RELEASE), graph.one(JANITOR), *load_balancer_owners(graph)]
+    cluster_side = [graph.one(EKS), controller_release(graph), graph.one(JANITOR), *load_balancer_owners(graph)]
     data = [*graph.of_type("aws:rds/instance:Instance"), *graph.of_type("aws:s3/bucket:Bucket"),
             *graph.of_type("aws:sqs/queue:Queue"), *graph.of_type("aws:sesv2/emailIdentity:EmailIdentity")]
     assert len(data) >= 8
@@ -117,5 +122,15 @@ def test_an_ingress_declared_without_the_controller_edge_would_not_be_ordered():
     """The check above can fail: without load_balancer_opts() nothing orders the Ingress before the controller,
     and the engine may uninstall the controller first, orphaning the ALB."""
     graph = with_load_balancers("dev", through_controller=False)
-    ingress, release = graph.one(INGRESS, "sample-ingress"), graph.one(RELEASE)
+    ingress, release = graph.one(INGRESS, "sample-ingress"), controller_release(graph)
     assert not graph.deleted_before(ingress, release)
+
+
+def test_prometheus_goes_while_the_nodes_still_run_and_its_custom_resources_before_it(prod):
+    monitoring = next(r for r in prod.of_type(RELEASE) if r.name.endswith("monitoring-release"))
+    for group in prod.of_type(NODE_GROUP):
+        assert_deleted_before(prod, monitoring, group)
+    custom = [r for r in prod.records if r.type.startswith("kubernetes:monitoring.coreos.com/")]
+    assert {r.type.rsplit(":", 1)[1] for r in custom} >= {"ServiceMonitor", "PrometheusRule"}, custom
+    for resource in custom:
+        assert_deleted_before(prod, resource, monitoring)
