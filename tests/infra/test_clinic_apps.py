@@ -133,9 +133,11 @@ def test_a_new_image_gets_a_new_migrations_job_for_that_app_only(dev):
 
 def test_clinic_ingress_is_deleted_before_the_controller_the_cluster_and_the_vpc(stack):
     ingress = stack.one(INGRESS)
-    for typ in ("kubernetes:helm.sh/v3:Release", "eks:index:Cluster", "pulumi-python:dynamic:Resource",
-                "aws:ec2/vpc:Vpc"):
-        assert stack.deleted_before(ingress, stack.one(typ)), f"the Ingress must go before {typ}"
+    controller = next(r for r in stack.of_type("kubernetes:helm.sh/v3:Release")
+                      if r.name.endswith("lb-controller-release"))
+    for resource in (controller, *(stack.one(typ) for typ in ("eks:index:Cluster", "pulumi-python:dynamic:Resource",
+                                                               "aws:ec2/vpc:Vpc"))):
+        assert stack.deleted_before(ingress, resource), f"the Ingress must go before {resource.name}"
     annotations = ingress.inputs["metadata"]["annotations"]
     assert annotations["alb.ingress.kubernetes.io/scheme"] == "internet-facing"
     assert annotations["alb.ingress.kubernetes.io/target-type"] == "ip"

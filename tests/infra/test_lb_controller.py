@@ -10,12 +10,16 @@ from components.lb_controller import (CHART_VERSION, IAM_POLICY_FILE, LoadBalanc
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
+def controller_release(stack):
+    return next(r for r in stack.of_type(RELEASE) if r.name.endswith("lb-controller-release"))
+
+
 def controller_account(stack):
     return next(r for r in stack.of_type("kubernetes:core/v1:ServiceAccount") if r.name.endswith("lb-controller-sa"))
 
 
 def test_release_is_the_pinned_official_chart_with_cluster_region_vpc_and_two_replicas(stack):
-    release = stack.one(RELEASE)
+    release = controller_release(stack)
     assert release.inputs["chart"] == "aws-load-balancer-controller"
     assert release.inputs["version"] == CHART_VERSION == "3.5.0"
     assert release.inputs["repositoryOpts"]["repo"] == "https://aws.github.io/eks-charts"
@@ -29,7 +33,7 @@ def test_release_is_the_pinned_official_chart_with_cluster_region_vpc_and_two_re
 
 
 def test_release_waits_for_node_groups_and_its_iam(stack):
-    release = stack.one(RELEASE)
+    release = controller_release(stack)
     for group in stack.of_type("aws:eks/nodeGroup:NodeGroup"):
         assert stack.depends_on(release, group), f"the release must depend on {group.name}"
     role = next(r for r in stack.of_type("aws:iam/role:Role") if r.name.endswith("lb-controller-role"))

@@ -80,7 +80,7 @@ def test_flow_logs_only_in_prod_and_scoped_to_their_log_group(dev, prod):
     assert not dev.of_type("aws:ec2/flowLog:FlowLog")
     flow_log = prod.one("aws:ec2/flowLog:FlowLog")
     assert flow_log.inputs["trafficType"] == "ALL"
-    group = prod.one("aws:cloudwatch/logGroup:LogGroup")
+    group = next(g for g in prod.of_type("aws:cloudwatch/logGroup:LogGroup") if g.name.endswith("network-flow-logs"))
     assert group.inputs["retentionInDays"] == 365
     statement = prod.one("aws:iam/rolePolicy:RolePolicy", "clinic-prod-network-flow-logs-policy").input(
         "policy", "Statement")[0]
