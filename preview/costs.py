@@ -28,6 +28,7 @@ KMS_KEY_MONTH = 1.00
 SECRETS_MANAGER_SECRET_MONTH = 0.40
 RDS_GP3_GB_MONTH = 0.127                  # single-AZ; Multi-AZ stores twice
 EBS_GP3_GB_MONTH = 0.088
+CLOUDWATCH_ALARM_METRIC_MONTH = 0.10      # standard resolution, per metric an alarm evaluates
 # Spot price as a fraction of on-demand: the 12-month average for t3/m6i in eu-west-1 hovered around 30-40 %.
 SPOT_FACTOR = 0.35
 
@@ -48,7 +49,9 @@ RDS_POSTGRES_HOUR: dict[str, float] = {
 EXCLUDED = (
     "data processed by NAT gateways ($0.048/GB) and data transfer out",
     "ALB/NLB capacity units (LCU/NLCU, $0.008/h each)",
-    "CloudWatch Logs ingestion and storage (flow logs, control-plane logs, RDS logs)",
+    "CloudWatch Logs ingestion and storage (flow logs, control-plane logs, RDS logs, container logs)",
+    "Container Insights observations (amazon-cloudwatch-observability add-on)",
+    "AWS Backup recovery-point storage and the cross-region copy's transfer",
     "S3 storage and requests, ECR image storage, SQS requests, SES messages, KMS requests",
     "RDS backup storage beyond the database's size, Performance Insights beyond 7 days",
     "storage autoscaling above the allocated size",
@@ -158,7 +161,28 @@ def _service(graph: Graph, r: Registration) -> list[CostLine]:
     return [_hourly(r, "NLB", NLB_HOUR)] if r.input("spec", "type") == "LoadBalancer" else []
 
 
+def _metric_alarm(graph: Graph, r: Registration) -> list[CostLine]:
+    queries = r.inputs.get("metricQueries") or []
+    metrics = sum(1 for q in queries if q.get("metric")) or 1
+    return [CostLine(r.name, r.type, f"CloudWatch alarm ({metrics} metric(s))",
+                     CLOUDWATCH_ALARM_METRIC_MONTH * metrics)]
+
+
+def _helm_release(graph: Graph, r: Registration) -> list[CostLine]:
+    """Persistent volumes a chart asks for (kube-prometheus-stack's Prometheus); charts without any cost nothing
+    beyond the nodes they run on."""
+    spec = (((r.input("values", "prometheus", "prometheusSpec") or {}).get("storageSpec") or {})
+            .get("volumeClaimTemplate") or {}).get("spec") or {}
+    size = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+    if not size:
+        return []
+    gb = int(str(size).removesuffix("Gi"))
+    return [CostLine(r.name, r.type, f"{gb} GB gp3 Prometheus volume", EBS_GP3_GB_MONTH * gb)]
+
+
 PRICED: dict[str, Callable[[Graph, Registration], list[CostLine]]] = {
+    "aws:cloudwatch/metricAlarm:MetricAlarm": _metric_alarm,
+    "kubernetes:helm.sh/v3:Release": _helm_release,
     "eks:index:Cluster": _eks_cluster,
     "aws:eks/cluster:Cluster": _eks_cluster,
     "aws:eks/nodeGroup:NodeGroup": _node_group,

@@ -138,6 +138,14 @@ def test_cost_lines_follow_the_graph(views, stack, request):
     copies = 2 if db.inputs["multiAz"] else 1
     expected = costs.RDS_POSTGRES_HOUR[db.inputs["instanceClass"]] * copies * costs.HOURS_PER_MONTH
     assert rds["monthlyUsd"] == pytest.approx(expected, abs=0.01)
+    alarms = [line for line in lines if line["item"].startswith("CloudWatch alarm")]
+    assert len(alarms) == len(graph.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) >= 8
+    volume = [line for line in lines if line["item"].endswith("Prometheus volume")]
+    if graph.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule"):  # monitoring on (prod)
+        assert [line["item"] for line in volume] == ["100 GB gp3 Prometheus volume"]
+        assert volume[0]["monthlyUsd"] == pytest.approx(100 * costs.EBS_GP3_GB_MONTH)
+    else:
+        assert not volume
 
 
 def test_spot_nodes_are_discounted_and_ingress_groups_share_one_alb():
