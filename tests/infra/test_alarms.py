@@ -1,7 +1,5 @@
-"""Alarms: wired to the program's own database, DLQs and looked-up ALB, for both committed stacks; every alarm
-notifies the encrypted, TLS-only topic; thresholds follow the stack's database."""
-
-import runpy
+"""Alarms as the program wires them, for both committed stacks: on the stack's database, every DLQ and the
+looked-up ALB; every alarm notifies the encrypted, TLS-only topic; thresholds follow the stack's database."""
 
 import pulumi
 import pytest
@@ -11,44 +9,30 @@ from components.alarms import (
     free_storage_threshold_bytes, validate_alarms_args, validate_arn_suffix,
 )
 from components.clinic_apps import load_balancer_name
-from stacks.settings import DB_INSTANCE_CLASSES, settings_from_pulumi
-from tests.infra.pulumi_mocks import ACCOUNT_ID, ROOT, evaluate, stack_config, stack_settings
+from stacks.settings import DB_INSTANCE_CLASSES
+from tests.infra.pulumi_mocks import ACCOUNT_ID, evaluate, stack_settings
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
-NAME = "test-alarms"
 # Independent of the module: RDS's formula, LEAST(DBInstanceClassMemory / 9531392, 5000), at 80 %.
 EXPECTED_CONNECTIONS = {"dev": 0.8 * (1 * 2**30 // 9531392), "prod": 0.8 * (8 * 2**30 // 9531392)}  # 89.6, 720.8
 EXPECTED_FREE_BYTES = {"dev": 2 * 2**30, "prod": 10 * 2**30}  # 10 % of 20 GiB and of 100 GiB
 
 
-def _with_alarms(stack: str):
-    """The whole program for the committed stack file plus Alarms wired to it as __main__.py wires it."""
-    def build():
-        platform = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")["platform"]
-        settings = settings_from_pulumi()
-        Alarms(NAME, AlarmsArgs(
-            alarm_emails=settings.observability.alarm_emails,
-            database_instance_id=f"clinic-{stack}-db-instance",
-            database=settings.database,
-            dlq_names=platform.messaging.dlq_names,
-            load_balancer_arn_suffix=platform.apps.load_balancer_arn_suffix,
-            tags={"stack": stack},
-        ))
-    return evaluate(build, stack=stack, config=stack_config(stack))
-
-
-@pytest.fixture(scope="module", params=["dev", "prod"])
-def wired(request):
-    return request.param, _with_alarms(request.param)
+@pytest.fixture
+def wired(stack):
+    """The program's own Alarms, as __main__.py wires them, for each committed stack."""
+    name = "prod" if stack.records[0].name.startswith("clinic-prod-") else "dev"
+    return name, stack
 
 
 def ours(graph, typ):
-    component = graph.one("clinic:index:Alarms", NAME)
+    component = next(r for r in graph.of_type("clinic:index:Alarms"))
     return [r for r in graph.descendants(component) if r.type == typ]
 
 
 def alarms_by_role(graph):
-    return {a.name.removeprefix(f"{NAME}-"): a for a in ours(graph, ALARM)}
+    component = next(r for r in graph.of_type("clinic:index:Alarms"))
+    return {a.name.removeprefix(f"{component.name}-"): a for a in ours(graph, ALARM)}
 
 
 def test_every_dlq_of_the_program_has_its_own_alarm_at_one_message(wired):
@@ -88,7 +72,7 @@ def test_missing_data_is_treated_deliberately_per_alarm(wired):
 def test_database_thresholds_follow_the_stacks_class_and_storage(wired):
     stack, graph = wired
     alarms = alarms_by_role(graph)
-    rds = {"DBInstanceIdentifier": f"clinic-{stack}-db-instance"}
+    rds = {"DBInstanceIdentifier": graph.one("aws:rds/instance:Instance").state["identifier"]}
     connections = alarms["db-connections"]
     assert connections.inputs["threshold"] == pytest.approx(EXPECTED_CONNECTIONS[stack]), connections.name
     assert connections.inputs["comparisonOperator"] == "GreaterThanThreshold", connections.name

@@ -144,3 +144,12 @@ def test_backups_without_a_copy_region_have_no_copy_vault_and_no_second_provider
     assert "copyActions" not in graph.one(PLAN).inputs["rules"][0]
     assert made["b"].copy_vault_arn is None
     assert graph.of_type("aws:backup/vaultLockConfiguration:VaultLockConfiguration") == [], "unprotected: no lock"
+
+
+def test_the_program_backs_up_prods_database_across_regions_and_has_no_backup_in_dev(dev, prod):
+    """As __main__.py wires it: dev registers no backup at all; prod's plan selects the stack's own instance."""
+    assert dev.of_type("clinic:index:DatabaseBackup") == [] and dev.of_type(VAULT) == []
+    selection = prod.one("aws:backup/selection:Selection")
+    assert selection.inputs["resources"] == [prod.one("aws:rds/instance:Instance").state["arn"]], selection.name
+    regions = sorted(prod.by_urn[v.provider].inputs["region"] if v.provider else "stack" for v in prod.of_type(VAULT))
+    assert regions == ["eu-central-1", "stack"], regions

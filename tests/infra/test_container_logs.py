@@ -125,3 +125,15 @@ def test_a_retention_cloudwatch_does_not_accept_is_refused_naming_it(retention):
     args = ContainerLogsArgs(cluster=None, retention_days=retention)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=f"retention_days = {retention} is invalid; allowed: 1, 3, 5, 7"):
         validate_container_logs_args(args)
+
+
+def test_the_programs_log_groups_follow_the_stacks_retention_and_prod_keeps_them(stack):
+    """As __main__.py wires ContainerLogs and the cluster's control-plane group (plus the VPC flow logs in prod)."""
+    environment = "prod" if stack.records[0].name.startswith("clinic-prod-") else "dev"
+    groups = [g for g in stack.of_type(LOG_GROUP)
+              if g.inputs.get("name", "").startswith(("/aws/containerinsights/", "/aws/eks/"))]
+    assert len(groups) == 5, [g.inputs["name"] for g in groups]
+    for group in groups:
+        assert group.inputs["retentionInDays"] == EXPECTED_RETENTION[environment], group.name
+        assert group.inputs["kmsKeyId"].startswith("arn:aws:kms:"), group.name
+        assert group.retain_on_delete is (environment == "prod"), group.name
