@@ -158,6 +158,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             bucket_kms_key_arn=storage.kms_key_arn,
             queue_urls=messaging.queue_urls,
             queue_arns=messaging.queue_arns,
+            dead_letter_queue_arns=messaging.dlq_arns,
             email_identity_arn=email.identity_arn,
             email_configuration_set=email.configuration_set_name,
             email_configuration_set_arn=email.configuration_set_arn,

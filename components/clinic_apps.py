@@ -28,6 +28,8 @@ EXAM_PREFIX = "exams/"
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
 # The ALB's TLS policy: TLS 1.2+ with forward secrecy only.
 SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# The ALB action (an Ingress backend by that name) that answers /metrics from the internet with a 404.
+METRICS_NOT_PUBLIC = "metrics-not-public"
 # AWS limits load balancer names to 32 characters: letters, digits and hyphens.
 ALB_NAME_MAX = 32
 
@@ -62,6 +64,8 @@ class PlatformEndpoints:
     """Queue URL per event domain."""
     queue_arns: pulumi.Input[Mapping[str, str]]
     """Queue ARN per event domain."""
+    dead_letter_queue_arns: pulumi.Input[Mapping[str, str]]
+    """DLQ ARN per event domain (the notifier reports their depth)."""
     email_identity_arn: pulumi.Input[str]
     """SES identity the notifier sends as."""
     email_configuration_set: pulumi.Input[str]
@@ -123,14 +127,16 @@ def api_policy(bucket_arn: str, bucket_key: str, queue_arns: Sequence[str], secr
     ]})
 
 
-def notifier_policy(queue_arns: Sequence[str], identity_arn: str, configuration_set_arn: str, secret_arn: str,
-                    db_key: str) -> str:
-    """Consume its queues; send email only as the clinic identity through its configuration set."""
+def notifier_policy(queue_arns: Sequence[str], dlq_arns: Sequence[str], identity_arn: str,
+                    configuration_set_arn: str, secret_arn: str, db_key: str) -> str:
+    """Consume its queues; read its DLQs' depth (never their messages); send email only as the clinic identity
+    through its configuration set."""
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {"Sid": "Consume", "Effect": "Allow",
          "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes"],
          "Resource": sorted(queue_arns)},
+        {"Sid": "DeadLetterDepth", "Effect": "Allow", "Action": "sqs:GetQueueAttributes", "Resource": sorted(dlq_arns)},
         {"Sid": "Send", "Effect": "Allow", "Action": "ses:SendEmail",
          "Resource": [identity_arn, configuration_set_arn]},
         {"Sid": "DatabaseSecret", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arn},
@@ -214,9 +220,10 @@ class ClinicApps(pulumi.ComponentResource):
                                           .apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])))
         notifier_role = args.cluster.irsa_role(
             f"{name}-notifier-role", NAMESPACE, "clinic-notifier", parent=self, tags=tags,
-            policy=pulumi.Output.all(queue_arns, p.email_identity_arn, p.email_configuration_set_arn,
-                                     p.database_secret_arn, p.database_kms_key_arn)
-            .apply(lambda a: notifier_policy([a[0][d] for d in NOTIFIER_DOMAINS], a[1], a[2], a[3], a[4])))
+            policy=pulumi.Output.all(queue_arns, p.dead_letter_queue_arns, p.email_identity_arn,
+                                     p.email_configuration_set_arn, p.database_secret_arn, p.database_kms_key_arn)
+            .apply(lambda a: notifier_policy([a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS],
+                                             *a[2:])))
         accounts = {app: k8s.core.v1.ServiceAccount(
             f"{name}-{app}-sa", opts=in_ns,
             metadata={"name": f"clinic-{app}", "namespace": NAMESPACE,
@@ -288,8 +295,13 @@ class ClinicApps(pulumi.ComponentResource):
                 **_alb_annotations(s, tags), "alb.ingress.kubernetes.io/load-balancer-name": alb_name}},
             spec={"ingressClassName": "alb", "rules": [{
                 **({"host": s.hostname} if s.hostname else {}),
-                "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
-                    "service": {"name": "clinic-api", "port": {"number": 80}}}}]}}]})
+                "http": {"paths": [
+                    # Prometheus scrapes /metrics inside the cluster; the ALB answers it with a 404 of its own,
+                    # so request counts and database figures are not published to the internet.
+                    {"path": "/metrics", "pathType": "Prefix", "backend": {
+                        "service": {"name": METRICS_NOT_PUBLIC, "port": {"name": "use-annotation"}}}},
+                    {"path": "/", "pathType": "Prefix", "backend": {
+                        "service": {"name": "clinic-api", "port": {"number": 80}}}}]}}]})
 
         k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-api-hpa", opts=in_ns, metadata={
             "name": "clinic-api", "namespace": NAMESPACE}, spec={
@@ -412,6 +424,9 @@ def _double(cpu: str) -> str:
 
 def _alb_annotations(s: AppsSettings, tags: Mapping[str, str]) -> dict[str, str]:
     annotations = {
+        f"alb.ingress.kubernetes.io/actions.{METRICS_NOT_PUBLIC}": json.dumps({
+            "type": "fixed-response",
+            "fixedResponseConfig": {"contentType": "text/plain", "statusCode": "404", "messageBody": "not found"}}),
         "alb.ingress.kubernetes.io/scheme": "internet-facing",
         "alb.ingress.kubernetes.io/target-type": "ip",
         "alb.ingress.kubernetes.io/healthcheck-path": "/readyz",

@@ -82,6 +82,9 @@ def test_notifier_role_consumes_its_queues_and_sends_only_as_the_clinic_identity
     consumed = statements["Consume"]["Resource"]
     assert len(consumed) == 4 and not any(arn.endswith(("-file", "-dlq")) for arn in consumed)
     assert "sqs:SendMessage" not in statements["Consume"]["Action"]
+    depth = statements["DeadLetterDepth"]
+    assert depth["Action"] == "sqs:GetQueueAttributes", "the DLQs' depth, never their messages"
+    assert len(depth["Resource"]) == 4 and all(arn.endswith("-dlq") and "-file-" not in arn for arn in depth["Resource"])
 
 
 @pytest.mark.parametrize("suffix", ["apps-api-role-policy", "apps-notifier-role-policy"])
@@ -211,3 +214,14 @@ def test_image_reference_takes_tags_digests_and_full_references():
     digest = "sha256:" + "a" * 64
     assert image_reference(repo, digest) == f"{repo}@{digest}"
     assert image_reference(repo, "other.registry/x/clinic-api:abc") == "other.registry/x/clinic-api:abc"
+
+
+def test_the_metrics_endpoint_is_not_published_through_the_alb(stack):
+    ingress = stack.one(INGRESS)
+    paths = ingress.inputs["spec"]["rules"][0]["http"]["paths"]
+    assert paths[0]["path"] == "/metrics", "the more specific rule comes first"
+    backend = paths[0]["backend"]["service"]
+    assert backend["port"] == {"name": "use-annotation"}
+    action = json.loads(ingress.inputs["metadata"]["annotations"][f"alb.ingress.kubernetes.io/actions.{backend['name']}"])
+    assert action["type"] == "fixed-response" and action["fixedResponseConfig"]["statusCode"] == "404"
+    assert paths[-1]["path"] == "/" and paths[-1]["backend"]["service"]["name"] == "clinic-api"
