@@ -12,18 +12,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.settings import DatabaseSettings
+from stacks.settings import DB_INSTANCE_CLASS_MEMORY_GIB, DatabaseSettings, max_db_connections
 
 # Memory (GiB, as AWS publishes it) of each class settings.DB_INSTANCE_CLASSES allows; a test keeps the two in step.
-# RDS PostgreSQL's default max_connections is LEAST(DBInstanceClassMemory / 9531392, 5000), and DBInstanceClassMemory
-# is what the class leaves to the engine, somewhat less than this: the real default is a little lower than computed.
-DB_INSTANCE_CLASS_MEMORY_GIB: Mapping[str, int] = {
-    "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
-    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32,
-    "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64,
-}
-BYTES_PER_CONNECTION = 9531392
-MAX_CONNECTIONS_CAP = 5000
 GIB = 1024 ** 3
 
 CPU_PERCENT = 80
@@ -56,13 +47,8 @@ class AlarmsArgs:
     """Tags for every resource."""
 
 
-def default_max_connections(instance_class: str) -> int:
-    """RDS PostgreSQL's default max_connections for the class, from its published memory."""
-    return min(DB_INSTANCE_CLASS_MEMORY_GIB[instance_class] * GIB // BYTES_PER_CONNECTION, MAX_CONNECTIONS_CAP)
-
-
 def connections_threshold(instance_class: str) -> float:
-    return CONNECTIONS_FRACTION * default_max_connections(instance_class)
+    return CONNECTIONS_FRACTION * max_db_connections(instance_class)
 
 
 def free_storage_threshold_bytes(allocated_storage_gb: int) -> int:
@@ -180,7 +166,7 @@ class Alarms(pulumi.ComponentResource):
               namespace="AWS/RDS", metric_name="FreeStorageSpace", dimensions=rds, statistic="Minimum",
               period=FIVE_MINUTES, evaluation_periods=2, datapoints_to_alarm=2,
               comparison_operator="LessThanThreshold", threshold=storage_bytes)
-        max_connections = default_max_connections(db.instance_class)
+        max_connections = max_db_connections(db.instance_class)
         alarm("db-connections", f"RDS connections above 80 % of {db.instance_class}'s default max_connections "
                                 f"({max_connections}) for 5 minutes: look for a connection leak, or pools that "
                                 "together (replicas x pool size) outgrow the instance.", "missing",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stacks.settings import DatabaseSettings
+from stacks.settings import DatabaseSettings, max_db_connections
 
 POSTGRES_PORT = 5432
 # Slower statements are logged: the clinic's latency objective is 2 s end to end.
@@ -83,10 +83,14 @@ class Database(pulumi.ComponentResource):
 
         parameters = aws.rds.ParameterGroup(
             f"{name}-params", family=f"postgres{s.engine_version}", tags=tags, opts=child,
-            description=f"{name}: TLS required, slow statements logged",
+            description=f"{name}: TLS required, slow statements logged, connection limit set",
             parameters=[
                 {"name": "rds.force_ssl", "value": "1"},
                 {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)},
+                # Stated, not left to RDS's formula on memory it does not publish: the connections alarm is 80 %
+                # of this very number. Static: a change applies at the next reboot.
+                {"name": "max_connections", "value": str(max_db_connections(s.instance_class)),
+                 "apply_method": "pending-reboot"},
             ])
 
         instance = aws.rds.Instance(

@@ -25,11 +25,25 @@ ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
 NAT_MODES: tuple[str, ...] = ("single", "per-az")
 # Major versions only: RDS applies minor upgrades itself (auto_minor_version_upgrade), a major upgrade is a decision.
 POSTGRES_MAJOR_VERSIONS: tuple[str, ...] = ("15", "16", "17")
-DB_INSTANCE_CLASSES: tuple[str, ...] = (
-    "db.t4g.micro", "db.t4g.small", "db.t4g.medium", "db.t4g.large",
-    "db.m7g.large", "db.m7g.xlarge", "db.m7g.2xlarge",
-    "db.r7g.large", "db.r7g.xlarge", "db.r7g.2xlarge",
-)
+# The classes a stack may use, with their memory: the database's max_connections and the alarm on it derive from it.
+DB_INSTANCE_CLASS_MEMORY_GIB: dict[str, int] = {
+    "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
+    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32,
+    "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64,
+}
+DB_INSTANCE_CLASSES: tuple[str, ...] = tuple(DB_INSTANCE_CLASS_MEMORY_GIB)
+# RDS PostgreSQL's own formula, LEAST({DBInstanceClassMemory/9531392}, 5000), on the class's nominal memory. RDS's
+# DBInstanceClassMemory is a little less than nominal, so the database is given this value explicitly: the limit it
+# enforces and the alarm at 80 % of it then agree.
+BYTES_PER_DB_CONNECTION = 9531392
+MAX_DB_CONNECTIONS_CAP = 5000
+
+
+def max_db_connections(instance_class: str) -> int:
+    return min(DB_INSTANCE_CLASS_MEMORY_GIB[instance_class] * 1024 ** 3 // BYTES_PER_DB_CONNECTION,
+               MAX_DB_CONNECTIONS_CAP)
+
+
 # Burstable classes run out of CPU credits under sustained load and do not support Performance Insights' long
 # retention; prod must use a fixed-performance class.
 BURSTABLE_PREFIX = "db.t"

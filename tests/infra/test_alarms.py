@@ -5,11 +5,10 @@ import pulumi
 import pytest
 
 from components.alarms import (
-    DB_INSTANCE_CLASS_MEMORY_GIB, Alarms, AlarmsArgs, connections_threshold, default_max_connections,
-    free_storage_threshold_bytes, validate_alarms_args, validate_arn_suffix,
+    Alarms, AlarmsArgs, connections_threshold, free_storage_threshold_bytes, validate_alarms_args, validate_arn_suffix,
 )
 from components.clinic_apps import load_balancer_name
-from stacks.settings import DB_INSTANCE_CLASSES
+from stacks.settings import DB_INSTANCE_CLASSES, max_db_connections
 from tests.infra.pulumi_mocks import ACCOUNT_ID, evaluate, stack_settings
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -164,16 +163,27 @@ def test_an_alb_lookup_that_resolves_to_nothing_fails_the_update_naming_the_valu
 
 
 def test_max_connections_follow_rds_formula_for_the_stacks_classes():
-    assert default_max_connections("db.t4g.micro") == 112
-    assert default_max_connections("db.m7g.large") == 901
+    assert max_db_connections("db.t4g.micro") == 112
+    assert max_db_connections("db.m7g.large") == 901
     assert connections_threshold("db.t4g.micro") == pytest.approx(89.6)
     assert connections_threshold("db.m7g.large") == pytest.approx(720.8)
-    assert default_max_connections("db.r7g.2xlarge") == 5000, "64 GiB would allow 7209: RDS caps it"
+    assert max_db_connections("db.r7g.2xlarge") == 5000, "64 GiB would allow 7209: RDS caps it"
     assert free_storage_threshold_bytes(20) == 2147483648
 
 
-def test_every_class_the_settings_allow_has_a_memory():
-    assert set(DB_INSTANCE_CLASSES) == set(DB_INSTANCE_CLASS_MEMORY_GIB)
+def test_every_class_the_settings_allow_has_a_connection_limit():
+    for instance_class in DB_INSTANCE_CLASSES:
+        assert 100 <= max_db_connections(instance_class) <= 5000, instance_class
+
+
+@pytest.mark.parametrize("stack_name", ["dev", "prod"])
+def test_the_database_enforces_the_limit_its_connection_alarm_is_computed_from(stack_name, request):
+    graph = request.getfixturevalue(stack_name)
+    parameters = {p["name"]: p for p in graph.one("aws:rds/parameterGroup:ParameterGroup").inputs["parameters"]}
+    limit = int(parameters["max_connections"]["value"])
+    assert parameters["max_connections"]["applyMethod"] == "pending-reboot", "a static parameter"
+    alarm = next(a for a in graph.of_type(ALARM) if a.name.endswith("db-connections"))
+    assert alarm.inputs["threshold"] == pytest.approx(0.8 * limit) == pytest.approx(EXPECTED_CONNECTIONS[stack_name])
 
 
 @pytest.mark.parametrize("overrides, message", [
