@@ -256,7 +256,7 @@ def test_restore_drill_targets_prod_and_keeps_its_figures_even_when_it_fails():
     assert names.index("aws-actions/configure-aws-credentials") < names.index("The prod database instance") < drill
     source = next(s for s in steps(job) if s.get("name") == "The prod database instance")
     assert source["env"]["DB_INSTANCE_ID"] == "${{ vars.DB_INSTANCE_ID }}"
-    assert "pulumi stack output databaseAddress --stack prod" in source["run"]
+    assert "pulumi stack output databaseInstanceId --stack prod" in source["run"]
     assert "--json > restore-drill.json" in steps(job)[drill]["run"]
     [upload] = [s for s in steps(job) if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["if"] == "always()" and upload["with"]["path"] == "restore-drill.json"
