@@ -42,27 +42,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(client_factory, path: str, headers: dict, requests: int, concurrency: int) -> tuple[float, list[float]]:
-    """Sends `requests` GETs from `concurrency` threads; returns the elapsed seconds and every latency."""
+def measure(clients: list[httpx.Client], path: str, headers: dict, requests: int) -> tuple[float, list[float]]:
+    """Sends `requests` GETs, one thread per (already connected) client; returns the elapsed seconds, from the moment
+    every thread is ready, and every latency."""
     latencies: list[float] = []
     lock = threading.Lock()
-    per_worker = requests // concurrency
+    per_worker = requests // len(clients)
+    ready = threading.Barrier(len(clients) + 1)
 
-    def worker():
-        with client_factory() as client:
-            mine = []
-            for _ in range(per_worker):
-                started = time.perf_counter()
-                response = client.get(path, headers=headers)
-                mine.append(time.perf_counter() - started)
-                assert response.status_code == 200, response.text
-            with lock:
-                latencies.extend(mine)
+    def worker(client: httpx.Client):
+        mine = []
+        ready.wait()
+        for _ in range(per_worker):
+            started = time.perf_counter()
+            response = client.get(path, headers=headers)
+            mine.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+        with lock:
+            latencies.extend(mine)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(client,)) for client in clients]
     for t in threads:
         t.start()
+    ready.wait()
+    started = time.perf_counter()
     for t in threads:
         t.join()
     return time.perf_counter() - started, latencies
@@ -108,16 +111,15 @@ def main() -> int:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             headers, exam_id = seed(base, env)
-            make = lambda: httpx.Client(base_url=base, timeout=10)  # noqa: E731
+            clients = [httpx.Client(base_url=base, timeout=10) for _ in range(args.concurrency)]
             paths = ("/healthz", "/exams", f"/exams/{exam_id}/download")
             for path in paths:
-                measure(make, path, headers, 200, args.concurrency)  # warm-up
+                measure(clients, path, headers, 200)  # warm-up, and every client connected
             totals = {path: [0.0, [], 0.0] for path in paths}  # elapsed, latencies, API CPU seconds
             for _ in range(args.rounds):
                 for path in paths:
                     cpu_before = cpu_seconds(server.pid)
-                    elapsed, latencies = measure(make, path, headers, args.requests // args.rounds,
-                                                 args.concurrency)
+                    elapsed, latencies = measure(clients, path, headers, args.requests // args.rounds)
                     totals[path][0] += elapsed
                     totals[path][1] += latencies
                     totals[path][2] += cpu_seconds(server.pid) - cpu_before
