@@ -45,3 +45,29 @@ def test_the_exam_list_recovers_on_the_next_request_after_a_database_restart(cli
     failed = clinic.client.get("/exams", headers=patient["headers"])
     assert failed.status_code == 500 and failed.json()["detail"] == "internal error", "a stale connection fails once"
     assert clinic.client.get("/exams", headers=patient["headers"]).status_code == 200, "and is not reused"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_liveness_answers_while_every_worker_thread_is_taken(clinic):
+    """Sync endpoints wait for a worker thread; with all of them stuck on a slow database, a liveness probe that
+    waited too would get the pod restarted for nothing."""
+    import anyio
+    import httpx
+
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    saved, limiter.total_tokens = limiter.total_tokens, 1
+    transport = httpx.ASGITransport(app=clinic.app)
+    try:
+        async with limiter, httpx.AsyncClient(transport=transport, base_url="http://clinic") as client:
+            with anyio.fail_after(2):
+                assert (await client.get("/healthz")).status_code == 200
+            with anyio.move_on_after(0.5) as waited:
+                await client.get("/readyz")  # a sync endpoint: it needs the thread held above
+            assert waited.cancelled_caught, "the check above would pass for any endpoint if no thread were held"
+    finally:
+        limiter.total_tokens = saved

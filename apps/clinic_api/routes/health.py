@@ -11,8 +11,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """The process is up (no dependency checked: a database outage must not restart every pod)."""
+async def healthz() -> Health:
+    """The process is up (no dependency checked: a database outage must not restart every pod). On the event loop,
+    not the thread pool: with every worker thread waiting on a slow database, liveness must still answer."""
     return Health(status="ok")
 
 
