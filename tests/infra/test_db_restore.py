@@ -17,34 +17,14 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 from botocore.exceptions import WaiterError
-from moto.server import ThreadedMotoServer
 
 from components.db_restore import (DatabaseRestorer, InputError, RestoreError, derived_identifier, main,
                                    restore_window)
 from preview.graph import ROOT
 
-REGION = "eu-west-1"
+from tests.infra.conftest import MOTO_REGION as REGION
 STACK_TAGS = {"project": "clinic-platform", "stack": "prod", "environment": "prod", "managed-by": "pulumi"}
 READS = ("DescribeDBInstances", "DescribeDBInstanceAutomatedBackups")
-
-
-@pytest.fixture(scope="module")
-def endpoint(monkeypatch_module):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": REGION}.items():
-            patch.setenv(key, value)
-        patch.delenv("AWS_PROFILE", raising=False)
-        yield patch
 
 
 @pytest.fixture(autouse=True)

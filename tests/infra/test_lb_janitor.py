@@ -15,34 +15,14 @@ import pulumi
 import pulumi.runtime.settings
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components.lb_janitor import LoadBalancerJanitor, LoadBalancerJanitorArgs, LoadBalancerJanitorProvider, main
 from components.lb_sweep import LoadBalancerSweeper, SweepTimeout
 
-REGION = "eu-west-1"
+from tests.infra.conftest import MOTO_REGION as REGION
 CLUSTER = "clinic-dev"
 OTHER = "clinic-prod"
-
-
-@pytest.fixture(scope="module")
-def endpoint(monkeypatch_module):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": REGION}.items():
-            patch.setenv(key, value)
-        patch.delenv("AWS_PROFILE", raising=False)
-        yield patch
 
 
 class Aws:
