@@ -21,8 +21,8 @@ from botocore.exceptions import WaiterError
 from components.db_restore import (DatabaseRestorer, InputError, RestoreError, derived_identifier, main,
                                    restore_window)
 from preview.graph import ROOT
-
 from tests.infra.conftest import MOTO_REGION as REGION
+
 STACK_TAGS = {"project": "clinic-platform", "stack": "prod", "environment": "prod", "managed-by": "pulumi"}
 READS = ("DescribeDBInstances", "DescribeDBInstanceAutomatedBackups")
 

@@ -21,6 +21,7 @@ from components.lb_janitor import LoadBalancerJanitor, LoadBalancerJanitorArgs, 
 from components.lb_sweep import LoadBalancerSweeper, SweepTimeout
 
 from tests.infra.conftest import MOTO_REGION as REGION
+
 CLUSTER = "clinic-dev"
 OTHER = "clinic-prod"
 
