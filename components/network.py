@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.log_encryption import log_group_key
+
 NAT_MODES = ("single", "per-az")
 
 
@@ -166,8 +168,11 @@ class Network(pulumi.ComponentResource):
 
     def _flow_logs(self, name: str, vpc: aws.ec2.Vpc, args: NetworkArgs, tags: Mapping[str, str]) -> None:
         child = pulumi.ResourceOptions(parent=self)
+        # The group is auto-named `<name>-flow-logs-<suffix>`; its key serves only groups of that name.
+        key = log_group_key(f"{name}-flow-logs-key", f"{name}: VPC flow logs", f"{name}-flow-logs-*", parent=self,
+                            retain=False, tags=tags)
         group = aws.cloudwatch.LogGroup(f"{name}-flow-logs", retention_in_days=args.flow_log_retention_days,
-                                        tags=tags, opts=child)
+                                        kms_key_id=key.arn, tags=tags, opts=child)
         role = aws.iam.Role(f"{name}-flow-logs-role", tags=tags, opts=child, assume_role_policy=json.dumps({
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",

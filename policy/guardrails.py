@@ -76,6 +76,21 @@ def sns_encrypted(resource_type: str, props: Mapping[str, Any], environment: str
     return [] if props.get("kmsMasterKeyId") else ["kmsMasterKeyId must be set (SNS does not encrypt by default)"]
 
 
+def log_group_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    return [] if props.get("kmsKeyId") else ["kmsKeyId must be set: logs of a clinic carry patient identifiers"]
+
+
+def backup_vault_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    return [] if props.get("kmsKeyArn") else ["kmsKeyArn must be set to a key of the clinic's (not the AWS-managed one)"]
+
+
+def log_group_expires(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    days = props.get("retentionInDays")
+    if isinstance(days, (int, float)) and not isinstance(days, bool) and days > 0:
+        return []
+    return ["retentionInDays must be set: a log group without it keeps every event forever"]
+
+
 def ebs_volume_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
     return [] if _true(props.get("encrypted")) else ["encrypted must be true"]
 
@@ -246,13 +261,17 @@ PUBLIC_ACCESS_BLOCK_TYPE = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlo
 BUCKET_POLICY_TYPE = "aws:s3/bucketPolicy:BucketPolicy"
 QUEUE_TYPE = "aws:sqs/queue:Queue"
 REDRIVE_POLICY_TYPE = "aws:sqs/redrivePolicy:RedrivePolicy"
+LOG_GROUP_TYPE = "aws:cloudwatch/logGroup:LogGroup"
 
 RESOURCE_RULES: tuple[ResourceRule, ...] = (
-    ResourceRule("encryption-at-rest", "Data stores, queues, volumes and Kubernetes secrets are encrypted at rest.", {
+    ResourceRule("encryption-at-rest",
+                 "Data stores, queues, volumes, logs, backups and Kubernetes secrets are encrypted at rest.", {
         **_for(RDS_TYPES, rds_storage_encrypted),
         QUEUE_TYPE: sqs_encrypted,
         "aws:sns/topic:Topic": sns_encrypted,
         "aws:ebs/volume:Volume": ebs_volume_encrypted,
+        LOG_GROUP_TYPE: log_group_encrypted,
+        "aws:backup/vault:Vault": backup_vault_encrypted,
         "aws:ec2/launchTemplate:LaunchTemplate": launch_template_volumes_encrypted,
         **_for(SSE_CONFIG_TYPES, s3_encryption_configuration),
         **_for(EKS_CLUSTER_TYPES, eks_secrets_encrypted),
@@ -270,6 +289,7 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
                  _for(RDS_TYPES, rds_prod_resilience)),
     ResourceRule("eks-control-plane-logging", "EKS control planes send api, audit and authenticator logs.",
                  _for(EKS_CLUSTER_TYPES, eks_control_plane_logging)),
+    ResourceRule("logs-expire", "CloudWatch log groups have a retention.", {LOG_GROUP_TYPE: log_group_expires}),
     ResourceRule("imdsv2-required", "Instances and node groups require IMDSv2 (session tokens).", {
         "aws:ec2/launchTemplate:LaunchTemplate": imdsv2_required,
         "aws:ec2/instance:Instance": imdsv2_required,

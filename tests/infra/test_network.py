@@ -1,6 +1,7 @@
 """Network: subnets carved without overlap, NAT per stack, ELB discovery tags from the cluster name."""
 
 import ipaddress
+import json
 
 import pytest
 
@@ -85,6 +86,11 @@ def test_flow_logs_only_in_prod_and_scoped_to_their_log_group(dev, prod):
     statement = prod.one("aws:iam/rolePolicy:RolePolicy", "clinic-prod-network-flow-logs-policy").input(
         "policy", "Statement")[0]
     assert "*" not in statement["Resource"] and statement["Resource"][0] == group.state["arn"]
+    key = prod.one("aws:kms/key:Key", "clinic-prod-network-flow-logs-key")
+    assert group.inputs["kmsKeyId"] == key.state["arn"], "flow logs (who talked to the database) are encrypted"
+    logs = next(st for st in json.loads(key.inputs["policy"])["Statement"] if st["Sid"].startswith("CloudWatchLogs"))
+    assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"].endswith(
+        ":log-group:clinic-prod-network-flow-logs-*"), "the key serves this auto-named group only"
 
 
 def test_s3_gateway_endpoint_serves_every_private_route_table(stack):

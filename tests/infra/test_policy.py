@@ -73,6 +73,12 @@ CASES = [
     ("aws:eks/nodeGroup:NodeGroup", {"launchTemplate": {"id": "lt-1", "version": "1"}},
      [({"launchTemplate": None}, "imdsv2-required")]),
     ("eks:index:ManagedNodeGroup", {"enableIMDSv2": True}, [({"enableIMDSv2": False}, "imdsv2-required")]),
+    (g.LOG_GROUP_TYPE, {"kmsKeyId": "arn:aws:kms:k", "retentionInDays": 7.0}, [
+        ({"kmsKeyId": None}, "encryption-at-rest"),
+        ({"retentionInDays": None}, "logs-expire"),
+        ({"retentionInDays": 0}, "logs-expire"),
+    ]),
+    ("aws:backup/vault:Vault", {"kmsKeyArn": "arn:aws:kms:k"}, [({"kmsKeyArn": None}, "encryption-at-rest")]),
     (DEPLOYMENT, {"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True})}}}, [
         ({"spec": {"template": {"spec": pod()}}}, "pods-non-root-with-limits"),
         ({"spec": {"template": {"spec": pod({"runAsUser": 0}, {"runAsNonRoot": True})}}}, "pods-non-root-with-limits"),
@@ -212,7 +218,8 @@ def test_the_pack_sees_every_kind_of_resource_it_guards_in_prod(prod):
     """Guards against a rule silently matching nothing because a type token changed."""
     present = {r.type for r in prod.records}
     for typ in (RDS, EKS, LT, "aws:eks/nodeGroup:NodeGroup", "aws:sqs/queue:Queue", g.PUBLIC_ACCESS_BLOCK_TYPE,
-                g.BUCKET_POLICY_TYPE, g.SSE_CONFIG_TYPES[0], "aws:s3/bucket:Bucket"):
+                g.BUCKET_POLICY_TYPE, g.SSE_CONFIG_TYPES[0], "aws:s3/bucket:Bucket", g.LOG_GROUP_TYPE,
+                "aws:backup/vault:Vault", "aws:sns/topic:Topic"):
         assert typ in present, typ
 
 
