@@ -12,9 +12,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.settings import DB_INSTANCE_CLASS_MEMORY_GIB, DatabaseSettings, max_db_connections
+from stacks.settings import DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN, DatabaseSettings, max_db_connections
 
-# Memory (GiB, as AWS publishes it) of each class settings.DB_INSTANCE_CLASSES allows; a test keeps the two in step.
 GIB = 1024 ** 3
 
 CPU_PERCENT = 80
@@ -27,7 +26,7 @@ TARGET_5XX_PERCENT = 5
 TARGET_5XX_MIN_REQUESTS = 20
 FIVE_MINUTES = 300
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+_EMAIL = re.compile(EMAIL_PATTERN)
 _ARN_SUFFIX = re.compile(r"app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}")
 
 
@@ -167,9 +166,9 @@ class Alarms(pulumi.ComponentResource):
               period=FIVE_MINUTES, evaluation_periods=2, datapoints_to_alarm=2,
               comparison_operator="LessThanThreshold", threshold=storage_bytes)
         max_connections = max_db_connections(db.instance_class)
-        alarm("db-connections", f"RDS connections above 80 % of max_connections "
-                                f"({max_connections}, set in the parameter group) for 5 minutes: look for a connection leak, or pools that "
-                                "together (replicas x pool size) outgrow the instance.", "missing",
+        alarm("db-connections", f"RDS connections above 80 % of max_connections ({max_connections}, set in the "
+                                "parameter group) for 5 minutes: look for a connection leak, or pools that together "
+                                "(replicas x pool size) outgrow the instance.", "missing",
               namespace="AWS/RDS", metric_name="DatabaseConnections", dimensions=rds, statistic="Maximum",
               period=60, evaluation_periods=5, datapoints_to_alarm=5,
               comparison_operator="GreaterThanThreshold", threshold=connections_threshold(db.instance_class))

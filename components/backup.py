@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stacks.settings import BackupSettings
+from stacks.settings import REGION_PATTERN, BackupSettings
 
 SERVICE_ROLE_POLICIES = (
     "arn:aws:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup",
@@ -22,7 +22,7 @@ SERVICE_ROLE_POLICIES = (
 SCHEDULE = "cron(0 5 * * ? *)"
 START_WINDOW_MINUTES = 60
 COMPLETION_WINDOW_MINUTES = 8 * 60
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+_REGION = re.compile(REGION_PATTERN)
 
 
 @dataclass(frozen=True)

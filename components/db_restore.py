@@ -34,7 +34,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from stacks.settings import _DB_INSTANCE_ID  # the rule database.restoredInstanceId is checked against
+from stacks.settings import DB_INSTANCE_ID_PATTERN  # the rule database.restoredInstanceId is checked against
 
 log = logging.getLogger("clinic.db_restore")
 
@@ -78,7 +78,7 @@ def parse_time(value: str) -> datetime:
 
 
 def check_identifier(value: str, setting: str = "--target") -> str:
-    if len(value) > MAX_IDENTIFIER_LENGTH or not re.fullmatch(_DB_INSTANCE_ID, value):
+    if len(value) > MAX_IDENTIFIER_LENGTH or not re.fullmatch(DB_INSTANCE_ID_PATTERN, value):
         raise InputError(f"{setting} = {value!r} is not a valid RDS instance identifier; allowed: 1-63 lowercase "
                          "letters, digits or -, starting with a letter, no -- and not ending with -")
     return value

@@ -17,7 +17,7 @@ import pulumi_random as random
 import yaml
 
 from components.cluster import Cluster, irsa_trust_policy
-from stacks.settings import ObservabilitySettings
+from stacks.settings import REGION_PATTERN, ObservabilitySettings
 
 # 88.5.3 (operator v0.93.1, Alertmanager v0.34) is the newest release whose values.yaml these values were checked
 # against key by key. Helm installs the chart's CRDs on first install only: a major upgrade starts with applying
@@ -96,7 +96,7 @@ def validate_monitoring_args(args: MonitoringArgs) -> None:
         raise ValueError(f"prometheus_retention_days = {s.prometheus_retention_days} is invalid; allowed: 1 to 90")
     if not 10 <= s.prometheus_storage_gb <= 1000:
         raise ValueError(f"prometheus_storage_gb = {s.prometheus_storage_gb} is invalid; allowed: 10 to 1000")
-    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", args.region):
+    if not re.fullmatch(REGION_PATTERN, args.region):
         raise ValueError(f"region = {args.region!r} is invalid; allowed: an AWS region such as eu-west-1")
     if isinstance(args.alarm_topic_arn, str) and not args.alarm_topic_arn.startswith("arn:aws:sns:"):
         raise ValueError(f"alarm_topic_arn = {args.alarm_topic_arn!r} is invalid; allowed: an SNS topic ARN")

@@ -473,7 +473,7 @@ def _string_list(r: _Reader, name: str) -> list[str]:
     return value
 
 
-_DB_INSTANCE_ID = r"[a-z](?!.*--)[a-z0-9-]{0,61}[a-z0-9]|[a-z]"
+DB_INSTANCE_ID_PATTERN = r"[a-z](?!.*--)[a-z0-9-]{0,61}[a-z0-9]|[a-z]"
 
 
 def _parse_database(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
@@ -500,7 +500,7 @@ def _parse_database(problems: list[str], values: Mapping[str, Any], defaults: Ma
         r.fail("username", username, "a name not reserved by PostgreSQL/RDS: not " + ", ".join(sorted(RESERVED_DB_USERNAMES)))
     restored = r.raw("restoredInstanceId")
     if restored is not None:
-        restored = r.text("restoredInstanceId", _DB_INSTANCE_ID,
+        restored = r.text("restoredInstanceId", DB_INSTANCE_ID_PATTERN,
                           "an RDS instance identifier (1-63 lowercase letters, digits or -, starting with a letter)") or None
     return DatabaseSettings(
         engine_version=r.choice("engineVersion", POSTGRES_MAJOR_VERSIONS),
@@ -540,7 +540,7 @@ def _parse_storage(problems: list[str], values: Mapping[str, Any], defaults: Map
 
 
 _DOMAIN = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
-_EMAIL = r"[A-Za-z0-9._%+-]{1,64}@" + _DOMAIN
+EMAIL_PATTERN = r"[A-Za-z0-9._%+-]{1,64}@" + _DOMAIN
 
 
 def _parse_email(problems: list[str], values: Mapping[str, Any], defaults: Mapping[str, Any],
@@ -551,10 +551,14 @@ def _parse_email(problems: list[str], values: Mapping[str, Any], defaults: Mappi
         domain = r.text("domain", _DOMAIN, "a lowercase DNS domain such as clinic.example.org") or None
     elif is_prod:
         r.fail("domain", domain, "a domain in prod (sending from a DKIM-verified domain, not a single address)")
-    from_address = r.text("fromAddress", _EMAIL, "an email address such as no-reply@clinic.example.org")
+    from_address = r.text("fromAddress", EMAIL_PATTERN, "an email address such as no-reply@clinic.example.org")
     if domain and from_address and not from_address.lower().endswith("@" + domain):
         r.fail("fromAddress", from_address, f"an address at email.domain ({domain})")
     return EmailSettings(domain=domain, from_address=from_address)
+
+
+# Public: components validate their own arguments against the same rules (STYLE 5).
+REGION_PATTERN = r"[a-z]{2}(-[a-z]+)+-\d"
 
 
 # A tag (0.1.0, a git SHA), a digest (sha256:<64 hex>), or a full reference (registry/repo:tag or repo@sha256:...).
@@ -599,7 +603,7 @@ def _parse_observability(problems: list[str], values: Mapping[str, Any], default
             "a CloudWatch Logs retention: " + ", ".join(map(str, LOG_RETENTION_DAYS)))
     emails = _string_list(r, "alarmEmails")
     for address in emails:
-        if not re.fullmatch(_EMAIL, address):
+        if not re.fullmatch(EMAIL_PATTERN, address):
             r.fail("alarmEmails", address, "email addresses such as oncall@clinic.example.org")
     if len(set(emails)) != len(emails):
         r.fail("alarmEmails", emails, "addresses without repeats")
@@ -625,7 +629,7 @@ def _parse_backup(problems: list[str], values: Mapping[str, Any], defaults: Mapp
         r.fail("retentionDays", retention, f"{MIN_PROD_VAULT_RETENTION_DAYS} to 3650 in prod")
     copy_region = r.raw("copyRegion")
     if copy_region is not None:
-        copy_region = r.text("copyRegion", _REGION, "an AWS region such as eu-central-1") or None
+        copy_region = r.text("copyRegion", REGION_PATTERN, "an AWS region such as eu-central-1") or None
         if copy_region and copy_region == region:
             r.fail("copyRegion", copy_region, f"a region other than aws:region ({region})")
         if copy_region and not enabled:
@@ -669,9 +673,6 @@ _PARSERS: dict[str, Callable[[list[str], Mapping[str, Any], Mapping[str, Any], b
 }
 
 
-_REGION = r"[a-z]{2}(-[a-z]+)+-\d"
-
-
 def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> PlatformSettings:
     """Validates the project's config (keys without the project prefix) into frozen settings."""
     problems: list[str] = []
@@ -683,7 +684,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> 
         problems.append(f"environment = {environment!r} is invalid; allowed: one of {', '.join(ENVIRONMENTS)}")
         raise StackSettingsError(stack, problems)  # every default below depends on it
     is_prod = environment == "prod"
-    if not region or not re.fullmatch(_REGION, region):
+    if not region or not re.fullmatch(REGION_PATTERN, region):
         problems.append(f"aws:region = {region!r} is invalid; allowed: an AWS region such as eu-west-1")
     cluster_name = raw.get("clusterName", f"clinic-{stack}")
     if not isinstance(cluster_name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{1,38}[a-z0-9]", cluster_name):
