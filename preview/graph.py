@@ -313,17 +313,11 @@ def stack_config(stack: str) -> dict[str, str]:
 
 def stack_settings(stack: str) -> "PlatformSettings":
     """The committed Pulumi.<stack>.yaml as the program's typed settings (for tests that build one component)."""
-    from stacks.settings import load_settings
+    from stacks.settings import _decode, load_settings
 
     config = stack_config(stack)
     prefix = f"{PROJECT}:"
-    raw = {}
-    for key, value in config.items():
-        if key.startswith(prefix):
-            try:
-                raw[key[len(prefix):]] = json.loads(value)
-            except json.JSONDecodeError:
-                raw[key[len(prefix):]] = value
+    raw = {key[len(prefix):]: _decode(value) for key, value in config.items() if key.startswith(prefix)}
     return load_settings(raw, stack=stack, region=config.get("aws:region"))
 
 

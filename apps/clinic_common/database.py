@@ -14,9 +14,10 @@ from sqlalchemy.engine import URL
 from clinic_common.aws import AwsSettings, client
 
 # A pooled connection idle for longer than this is pinged before use. Pinging every checkout (pool_pre_ping) costs a
-# round trip per request; a connection in steady use needs none: if the server went away under it, the first error
-# invalidates the whole pool (SQLAlchemy does so on any disconnect), so only requests already in flight can fail,
-# as they would with pre-ping too. A connection left idle across a restart or failover is caught here.
+# round trip per request; a connection in steady use needs none: if the server went away under it, the request using
+# it fails, as it would with pre-ping too, and the connection is discarded (a disconnect seen by SQLAlchemy renews the
+# whole pool; one met on the driver cursor directly, clinic_api.db.Prepared, only that connection, on its return).
+# A connection left idle across a restart or failover is caught here.
 PING_AFTER_IDLE_SECONDS = 5.0
 
 
