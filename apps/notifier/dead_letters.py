@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .metrics import Metrics
+from .retry import error_code
 
 log = logging.getLogger("notifier.dead_letters")
 
@@ -56,7 +57,7 @@ class DeadLetterSampler:
             except (BotoCoreError, ClientError, ValueError, KeyError) as exc:
                 self.metrics.dead_letter_sample_errors.inc()
                 log.warning("could not sample a dead-letter queue", extra={
-                    "queue_url": queue_url, "error": _error_code(exc)})
+                    "queue_url": queue_url, "error": error_code(exc)})
                 continue
             name = dlq_url.rsplit("/", 1)[-1]
             self.metrics.dead_letters.labels(queue=name).set(depth)
@@ -76,9 +77,3 @@ class DeadLetterSampler:
         thread = threading.Thread(target=self.run, args=(stop,), name="dead-letter-sampler", daemon=True)
         thread.start()
         return thread
-
-
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code", "ClientError")
-    return type(exc).__name__

@@ -28,6 +28,13 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def error_code(exc: BaseException) -> str:
+    """What a log line names: AWS's error code, or the exception's type."""
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code", "ClientError")
+    return type(exc).__name__
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 3

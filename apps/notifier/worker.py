@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from .events import Event, PoisonMessage, parse_event
 from .metrics import Metrics
-from .retry import RetryPolicy, call_with_retry, is_transient
+from .retry import RetryPolicy, call_with_retry, error_code, is_transient
 from .store import SentEventStore
 from .templates import render
 
@@ -77,7 +77,7 @@ class Notifier:
 
         def retrying(exc: BaseException, delay: float) -> None:
             log.warning("transient SES error, retrying", extra={"event_id": event.id, "event_type": event.type,
-                                                                  "error": _error_code(exc), "retry_in_s": delay})
+                                                                  "error": error_code(exc), "retry_in_s": delay})
 
         response = call_with_retry(lambda: self.ses.send_email(**kwargs), self.retry, self.sleep, retrying)
         return response["MessageId"]
@@ -151,7 +151,7 @@ class Notifier:
                           "ses_rejected" if isinstance(exc, ClientError) else "error")
                 self._fail(report, msgs, reason)
                 log.error("email not sent; left for redelivery", exc_info=reason == "error", extra={
-                    "event_id": eid, "event_type": event.type, "reason": reason, "error": _error_code(exc),
+                    "event_id": eid, "event_type": event.type, "reason": reason, "error": error_code(exc),
                     "message_id": msgs[0]["MessageId"]})
                 continue
             self.metrics.emails_sent.labels(event_type=event.type).inc()
@@ -180,7 +180,7 @@ class Notifier:
                 lambda: self.sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries), self.retry, self.sleep)
         except Exception as exc:
             # Redelivered later and recognised as a duplicate: nothing is sent twice.
-            log.error("could not delete messages", extra={"queue_url": queue_url, "error": _error_code(exc)})
+            log.error("could not delete messages", extra={"queue_url": queue_url, "error": error_code(exc)})
             self._fail(report, messages, "delete")
             return
         for ok in response.get("Successful", []):
@@ -213,7 +213,7 @@ class Notifier:
                 db_down = db_down or _is_database_error(exc)
                 backoff = min(MAX_POLL_BACKOFF, backoff * 2 or 1.0)
                 log.error("poll failed; backing off", exc_info=not is_transient(exc), extra={
-                    "queue_url": queue_url, "error": _error_code(exc), "retry_in_s": backoff})
+                    "queue_url": queue_url, "error": error_code(exc), "retry_in_s": backoff})
                 stop.wait(backoff)
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
@@ -231,12 +231,6 @@ class Notifier:
         for t in self._threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=True)
-
-
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code", "ClientError")
-    return type(exc).__name__
 
 
 def _is_database_error(exc: BaseException) -> bool:
