@@ -277,7 +277,7 @@ class DatabaseRestorer:
         instance = self.describe(source)
         if instance is None:
             raise InputError(f"--source = {source!r} is not an RDS instance in this region; allowed: the identifier "
-                             "of the stack's instance (the first label of `pulumi stack output databaseAddress`)")
+                             "of the stack's instance (`pulumi stack output databaseInstanceId`)")
         name = instance["DBInstanceIdentifier"]
         backups = self.rds.describe_db_instance_automated_backups(DBInstanceIdentifier=name)
         window = restore_window(instance, backups.get("DBInstanceAutomatedBackups", []), self.now())
