@@ -44,6 +44,7 @@ def test_the_exam_list_recovers_on_the_next_request_after_a_database_restart(cli
     postgres.start()
     failed = clinic.client.get("/exams", headers=patient["headers"])
     assert failed.status_code == 500 and failed.json()["detail"] == "internal error", "a stale connection fails once"
+    assert failed.headers["X-Request-ID"] == failed.json()["request_id"] and "Strict-Transport-Security" in failed.headers
     assert clinic.client.get("/exams", headers=patient["headers"]).status_code == 200, "and is not reused"
 
 
@@ -51,6 +52,7 @@ def test_liveness_answers_while_every_worker_thread_is_taken(clinic):
     """Sync endpoints wait for a worker thread; with all of them stuck on a slow database, a liveness probe that
     waited too would get the pod restarted for nothing."""
     import asyncio
+    import threading
 
     import anyio
     import httpx
@@ -58,13 +60,21 @@ def test_liveness_answers_while_every_worker_thread_is_taken(clinic):
     async def scenario() -> None:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = 1
+        stuck = threading.Event()
         transport = httpx.ASGITransport(app=clinic.app)
-        async with limiter, httpx.AsyncClient(transport=transport, base_url="http://clinic") as client:
-            with anyio.fail_after(2):
-                assert (await client.get("/healthz")).status_code == 200
-            with anyio.move_on_after(0.5) as waited:
-                await client.get("/readyz")  # a sync endpoint: it needs the thread held above
-            assert waited.cancelled_caught, "the check above would pass for any endpoint if no thread were held"
+        async with anyio.create_task_group() as tasks, httpx.AsyncClient(transport=transport,
+                                                                         base_url="http://clinic") as client:
+            tasks.start_soon(anyio.to_thread.run_sync, stuck.wait)  # the only worker thread, stuck
+            while limiter.borrowed_tokens < 1:
+                await anyio.sleep(0.01)
+            try:
+                with anyio.fail_after(2):
+                    assert (await client.get("/healthz")).status_code == 200
+                with anyio.move_on_after(0.5) as waited:
+                    await client.get("/readyz")  # a sync endpoint: it needs the thread held above
+                assert waited.cancelled_caught, "the check above would pass for any endpoint if no thread were held"
+            finally:
+                stuck.set()
 
     # A loop of its own, never installed as the thread's current loop: the Pulumi tests that run later in this
     # process need asyncio.get_event_loop() to keep working, which asyncio.run() or the anyio plugin would break.
