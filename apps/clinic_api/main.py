@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clinic_api.db import make_engine
+from clinic_api.db import make_engine, make_hot_pool
 from clinic_api.db_metrics import DATABASE_STATS
 from clinic_api.outbox import Relay
 from clinic_api.routes import accounts, appointments, exams, health
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await app.state.hot_pool.open(wait=False)  # connects in the background; a request waits at most the timeout
         relay = None
         if settings.outbox.relay_enabled:
             relay = Relay(app.state.engine, client("sqs", settings.aws), settings.queues,
@@ -86,11 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if relay:
             relay.stop()
+        await app.state.hot_pool.close()
         app.state.engine.dispose()
 
     app = FastAPI(title="clinic-api", version="1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = make_engine(settings)
+    app.state.hot_pool = make_hot_pool(settings)
     DATABASE_STATS.watch(settings)
     app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
     app.state.login_throttle = LoginThrottle(settings.auth.max_login_failures, settings.auth.lockout_seconds)

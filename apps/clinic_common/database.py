@@ -16,8 +16,8 @@ from clinic_common.aws import AwsSettings, client
 # A pooled connection idle for longer than this is pinged before use. Pinging every checkout (pool_pre_ping) costs a
 # round trip per request; a connection in steady use needs none: if the server went away under it, the request using
 # it fails, as it would with pre-ping too, and the connection is discarded (a disconnect seen by SQLAlchemy renews the
-# whole pool; one met on the driver cursor directly, clinic_api.db.Prepared, only that connection, on its return).
-# A connection left idle across a restart or failover is caught here.
+# whole pool). A connection left idle across a restart or failover is caught here. The API's hot-path pool
+# (clinic_api.db.make_hot_pool) follows the same rule.
 PING_AFTER_IDLE_SECONDS = 5.0
 
 
@@ -36,7 +36,9 @@ class DatabaseSettings(BaseModel):
     connect_timeout: int = Field(5, ge=1, le=60)
 
 
-class _SecretCredentials:
+class SecretCredentials:
+    """(username, password) from an RDS-managed secret, cached until a caller asks for a refresh."""
+
     def __init__(self, secret_arn: str, aws: AwsSettings):
         self.secret_arn = secret_arn
         self.client = client("secretsmanager", aws)
@@ -59,7 +61,7 @@ def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str)
     engine = sa_create_engine(url, pool_size=db.pool_size, max_overflow=db.pool_size, pool_recycle=1800)
     _ping_idle_connections(engine)
     if db.secret_arn:
-        credentials = _SecretCredentials(db.secret_arn, aws)
+        credentials = SecretCredentials(db.secret_arn, aws)
 
         @event.listens_for(engine, "do_connect")
         def _connect(dialect: Any, _record: Any, cargs: Any, cparams: dict) -> Any:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastapi.testclient import TestClient
@@ -49,9 +51,13 @@ class Clinic:
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-def make_clinic(postgres, clinic_aws, **overrides) -> Clinic:
+@contextmanager
+def running_clinic(postgres, clinic_aws, **overrides) -> Iterator[Clinic]:
+    """The API on a fresh database with its lifespan running, as under uvicorn: the hot-path pool is open, and the
+    outbox relay runs only when `outbox` asks for it."""
     database = postgres.create_database()
-    settings = settings_for(postgres, clinic_aws, database, **overrides)
+    settings = settings_for(postgres, clinic_aws, database, **{"outbox": {"relay_enabled": False}, **overrides})
     app = create_app(settings)
     upgrade(app.state.engine)
-    return Clinic(TestClient(app), app)
+    with TestClient(app) as client:
+        yield Clinic(client, app)

@@ -8,12 +8,13 @@ from datetime import datetime, timedelta, timezone
 import jwt
 import pytest
 
-from api_support import PASSWORD, make_clinic
+from api_support import PASSWORD, running_clinic
 
 
 @pytest.fixture
 def clinic(postgres, clinic_aws):
-    return make_clinic(postgres, clinic_aws, outbox={"relay_enabled": False})
+    with running_clinic(postgres, clinic_aws) as clinic:
+        yield clinic
 
 
 def test_patient_registers_logs_in_and_reads_only_themself(clinic):

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from api_support import make_clinic
+from api_support import running_clinic
 from clinic_api.db_metrics import APPLICATION_NAME, DatabaseStats
 from clinic_api.settings import Settings
 
@@ -20,7 +20,8 @@ def scrape(client) -> dict[str, float]:
 
 @pytest.fixture
 def clinic(postgres, clinic_aws):
-    return make_clinic(postgres, clinic_aws)
+    with running_clinic(postgres, clinic_aws) as clinic:
+        yield clinic
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api_support import make_clinic
+from api_support import running_clinic
 from clinic_api.models import AuditLog
 
 PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n" + bytes(range(256)) * 40
@@ -14,8 +14,9 @@ PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n" + bytes(range(256)
 
 @pytest.fixture
 def clinic(postgres, clinic_aws):
-    return make_clinic(postgres, clinic_aws, outbox={"relay_enabled": False},
-                       storage={"bucket": clinic_aws.bucket, "max_upload_bytes": 64 * 1024})
+    storage = {"bucket": clinic_aws.bucket, "max_upload_bytes": 64 * 1024}
+    with running_clinic(postgres, clinic_aws, storage=storage) as clinic:
+        yield clinic
 
 
 def new_exam(clinic, staff, patient, doctor=None):

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from api_support import make_clinic
+from api_support import running_clinic
 
 
 @pytest.fixture
 def clinic(postgres, clinic_aws):
-    return make_clinic(postgres, clinic_aws, outbox={"relay_enabled": False})
+    with running_clinic(postgres, clinic_aws) as clinic:
+        yield clinic
 
 
 def test_readyz_is_503_while_postgres_is_stopped_and_200_after_it_is_back(clinic, postgres):

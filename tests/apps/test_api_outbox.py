@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api_support import PASSWORD, make_clinic
+from api_support import PASSWORD, running_clinic
 from clinic_api import outbox
 from clinic_api.models import OutboxEvent, User
 from clinic_api.settings import QueueSettings
@@ -16,7 +16,8 @@ from clinic_api.settings import QueueSettings
 
 @pytest.fixture
 def clinic(postgres, clinic_aws):
-    return make_clinic(postgres, clinic_aws, outbox={"relay_enabled": False})
+    with running_clinic(postgres, clinic_aws) as clinic:
+        yield clinic
 
 
 def drain(sqs, url):

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from sqlalchemy import create_engine
 
-from api_support import PASSWORD, make_clinic
+from api_support import PASSWORD, running_clinic
 from conftest import REGION
 from notifier.metrics import Metrics
 from notifier.store import SentEventStore
@@ -38,8 +38,8 @@ def notifier(postgres, clinic_aws):
 
 
 def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
-    clinic = make_clinic(postgres, clinic_aws, outbox={"relay_enabled": True, "interval_seconds": 0.2})
-    with clinic.client as client:  # runs the lifespan: the outbox relay thread is live
+    with running_clinic(postgres, clinic_aws, outbox={"relay_enabled": True, "interval_seconds": 0.2}) as clinic:
+        client = clinic.client  # the outbox relay thread is live
         email = f"pat-{uuid.uuid4().hex[:6]}@example.org"
         registered = client.post("/auth/register", json={"email": email, "password": PASSWORD,
                                                          "full_name": "Pat <Flow>"})

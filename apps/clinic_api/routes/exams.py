@@ -9,7 +9,7 @@ from sqlalchemy import Integer, bindparam, case, func, insert, select, true
 from sqlalchemy.orm import Session
 
 from clinic_api import outbox
-from clinic_api.db import Prepared, SessionDep, single_statement
+from clinic_api.db import Prepared, SessionDep
 from clinic_api.models import Appointment, AuditLog, Exam, User
 from clinic_api.schemas import DownloadLink, ExamOut, NewExam
 from clinic_api.security import ROLES, CurrentUser, Principal, require
@@ -90,10 +90,9 @@ DOWNLOAD_AUDITED = {role: _download_audited(role) for role in ROLES}
 
 
 @router.get("/exams", response_model=list[ExamOut])
-def list_exams(request: Request, user: CurrentUser) -> list[dict]:
-    # The patient's hot path: one round trip in autocommit, a statement compiled once (bench/bench_api.py).
-    with single_statement(request) as connection:
-        return LIST_EXAMS[user.role].rows(connection, user_id=user.id)
+async def list_exams(request: Request, user: CurrentUser) -> list[dict]:
+    # The patient's hot path: on the event loop, one statement compiled once, one round trip (bench/bench_api.py).
+    return await LIST_EXAMS[user.role].fetch(request.app.state.hot_pool, user_id=user.id)
 
 
 @router.get("/exams/{exam_id}", response_model=ExamOut)
@@ -148,18 +147,19 @@ def mark_ready(exam_id: int, request: Request, session: SessionDep, user: Curren
 
 
 @router.get("/exams/{exam_id}/download", response_model=DownloadLink)
-def download_link(exam_id: int, request: Request, user: CurrentUser) -> DownloadLink:
+async def download_link(exam_id: int, request: Request, user: CurrentUser) -> DownloadLink:
     """A short-lived link to the result PDF; every attempt, granted or not, is audited. The lookup and the audit
     row are one statement (a data-modifying CTE), so a link is never issued without its audit row, in one round
     trip."""
     storage = request.app.state.settings.storage
-    with single_statement(request) as connection:
-        found = DOWNLOAD_AUDITED[user.role].rows(connection, user_id=user.id, exam_id=exam_id,
-                                                 request_id=request_id.get())
+    found = await DOWNLOAD_AUDITED[user.role].fetch(request.app.state.hot_pool, user_id=user.id, exam_id=exam_id,
+                                                    request_id=request_id.get())
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     if found[0]["status"] != "ready":
         raise HTTPException(status.HTTP_409_CONFLICT, NOT_READY)
+    # Signing is CPU only, so it stays on the event loop. The one exception is botocore renewing expiring
+    # credentials (IRSA web identity): a call to STS, about once an hour.
     url = request.app.state.s3.generate_presigned_url(
         "get_object", Params={"Bucket": storage.bucket, "Key": found[0]["result_key"]},
         ExpiresIn=storage.download_url_seconds)
