@@ -33,6 +33,7 @@ class DatabaseSettings(BaseModel):
     """RDS-managed secret ({"username", "password"}); read at connect time, re-read when a login fails."""
     sslmode: str = "prefer"
     pool_size: int = Field(5, ge=1, le=50)
+    """The engine holds up to twice this (pool + overflow); the API's hot-path pool holds this many more."""
     connect_timeout: int = Field(5, ge=1, le=60)
 
 
