@@ -12,12 +12,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.settings import DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN, DatabaseSettings, max_db_connections
+from stacks.settings import (DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN,
+                             DatabaseSettings, max_db_connections)
 
 GIB = 1024 ** 3
 
 CPU_PERCENT = 80
-CONNECTIONS_FRACTION = 0.8
 FREE_STORAGE_FRACTION = 0.10
 # The ALB's own 5xx (no healthy target, target timeout): none is expected, ten in five minutes is an outage.
 ELB_5XX_PER_5_MIN = 10
@@ -47,7 +47,7 @@ class AlarmsArgs:
 
 
 def connections_threshold(instance_class: str) -> float:
-    return CONNECTIONS_FRACTION * max_db_connections(instance_class)
+    return DB_CONNECTIONS_ALARM_FRACTION * max_db_connections(instance_class)
 
 
 def free_storage_threshold_bytes(allocated_storage_gb: int) -> int:

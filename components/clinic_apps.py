@@ -17,7 +17,7 @@ import pulumi_random as random
 
 from components.cluster import Cluster
 from components.lb_controller import LoadBalancerController
-from stacks.settings import AppsSettings
+from stacks.settings import APP_DB_POOL_SIZE, AppsSettings
 
 NAMESPACE = "clinic"
 API_PORT = 8000
@@ -181,6 +181,8 @@ def database_env(prefix: str, p: PlatformEndpoints) -> list[dict[str, Any]]:
         {"name": f"{prefix}_DATABASE__PORT", "value": pulumi.Output.from_input(p.database_port).apply(str)},
         {"name": f"{prefix}_DATABASE__NAME", "value": p.database_name},
         {"name": f"{prefix}_DATABASE__SSLMODE", "value": "require"},
+        # The size the stack's connection budget is checked against (stacks/settings.py).
+        {"name": f"{prefix}_DATABASE__POOL_SIZE", "value": str(APP_DB_POOL_SIZE)},
         {"name": f"{prefix}_DATABASE__SECRET_ARN", "value": p.database_secret_arn},
         {"name": f"{prefix}_AWS__REGION", "value": p.region},
     ]

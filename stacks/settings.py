@@ -44,6 +44,22 @@ def max_db_connections(instance_class: str) -> int:
                MAX_DB_CONNECTIONS_CAP)
 
 
+# The connections alarm (CloudWatch and Prometheus) fires above this share of max_connections.
+DB_CONNECTIONS_ALARM_FRACTION = 0.8
+# Pool size the platform gives each app (components/clinic_apps.py sets it in their environment). At most, an API
+# pod opens its engine's pool and overflow, its hot-path pool and one /metrics reader; a notifier pod its engine's.
+APP_DB_POOL_SIZE = 5
+API_POD_DB_CONNECTIONS = 3 * APP_DB_POOL_SIZE + 1
+NOTIFIER_POD_DB_CONNECTIONS = 2 * APP_DB_POOL_SIZE
+
+
+def peak_app_db_connections(api_max_replicas: int, notifier_replicas: int) -> int:
+    """Every pod at its ceiling: the HPA's maximum of API pods, plus one surge pod per Deployment during a rollout
+    (maxSurge 1), plus one migrations Job per app (Alembic holds one connection)."""
+    return ((api_max_replicas + 1) * API_POD_DB_CONNECTIONS + (notifier_replicas + 1) * NOTIFIER_POD_DB_CONNECTIONS
+            + 2)
+
+
 # Burstable classes run out of CPU credits under sustained load and do not support Performance Insights' long
 # retention; prod must use a fixed-performance class.
 BURSTABLE_PREFIX = "db.t"
@@ -701,10 +717,29 @@ def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> 
     groups["backup"] = _parse_backup(problems, _group(problems, raw, "backup"), DEFAULTS[environment]["backup"],
                                      is_prod, region)
     tags = _parse_tags(problems, _group(problems, raw, "tags"))
+    if not problems:
+        problems += _connection_budget(groups["apps"], groups["database"])
     if problems:
         raise StackSettingsError(stack, problems)
     return PlatformSettings(stack=stack, environment=environment, region=region or "", cluster_name=cluster_name,
                             tags=tags, **groups)
+
+
+def _connection_budget(apps: AppsSettings, database: DatabaseSettings) -> list[str]:
+    """The apps at full scale must stay under the connections alarm: past max_connections, new pods cannot connect."""
+    budget = DB_CONNECTIONS_ALARM_FRACTION * max_db_connections(database.instance_class)
+    peak = peak_app_db_connections(apps.api_max_replicas, apps.notifier_replicas)
+    if peak <= budget:
+        return []
+    fits = max(n for n in range(0, apps.api_max_replicas + 1)
+               if n == 0 or peak_app_db_connections(n, apps.notifier_replicas) <= budget)
+    return [f"apps.apiMaxReplicas = {apps.api_max_replicas} is invalid with database.instanceClass = "
+            f"{database.instance_class!r}: at full scale the apps open up to {peak} PostgreSQL connections "
+            f"({API_POD_DB_CONNECTIONS} per API pod, {NOTIFIER_POD_DB_CONNECTIONS} per notifier pod, with a rollout's "
+            f"surge pods and the migrations Jobs), above {budget:.0f} ({DB_CONNECTIONS_ALARM_FRACTION:.0%} of the "
+            f"class's max_connections {max_db_connections(database.instance_class)}, where the alarm fires); "
+            f"allowed: apps.apiMaxReplicas at most {fits} with apps.notifierReplicas = {apps.notifier_replicas}, "
+            "or a larger instance class"]
 
 
 def settings_from_pulumi() -> PlatformSettings:

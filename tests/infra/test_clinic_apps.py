@@ -225,3 +225,17 @@ def test_the_metrics_endpoint_is_not_published_through_the_alb(stack):
     action = json.loads(ingress.inputs["metadata"]["annotations"][f"alb.ingress.kubernetes.io/actions.{backend['name']}"])
     assert action["type"] == "fixed-response" and action["fixedResponseConfig"]["statusCode"] == "404"
     assert paths[-1]["path"] == "/" and paths[-1]["backend"]["service"]["name"] == "clinic-api"
+
+
+def test_every_pod_uses_the_pool_size_and_surge_the_stack_connection_budget_counts(stack):
+    """stacks/settings.py refuses replicas whose connections would pass the alarm; that holds only if the pods use
+    the pool size it assumes and a rollout adds one pod at a time."""
+    from stacks.settings import APP_DB_POOL_SIZE
+
+    for name, spec in pod_specs(stack):
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        sizes = [value for key, value in env.items() if key.endswith("_DATABASE__POOL_SIZE")]
+        assert sizes == [str(APP_DB_POOL_SIZE)], name
+    for deployment in stack.of_type(DEPLOYMENT):
+        if deployment.inputs["metadata"].get("namespace") == "clinic":
+            assert deployment.inputs["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1, deployment.name

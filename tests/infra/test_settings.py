@@ -196,3 +196,26 @@ def test_prod_is_watched_and_backed_up_and_dev_stays_cheap():
 def test_a_restored_instance_id_is_accepted():
     settings = load("prod", with_change("prod", "database.restoredInstanceId", "clinic-prod-db-pitr-202611241000"))
     assert settings.database.restored_instance_id == "clinic-prod-db-pitr-202611241000"
+
+
+def test_apps_at_full_scale_must_fit_under_the_database_connections_alarm():
+    from stacks.settings import API_POD_DB_CONNECTIONS, max_db_connections, peak_app_db_connections
+
+    dev = load("dev", committed("dev"))
+    assert peak_app_db_connections(dev.apps.api_max_replicas, dev.apps.notifier_replicas) <= 0.8 * max_db_connections(
+        dev.database.instance_class), "the committed dev stack fits its db.t4g.micro"
+    raw = with_change("dev", "apps.apiMaxReplicas", 4)  # one more API pod: 16 more connections than 89 allow
+    with pytest.raises(StackSettingsError) as error:
+        load("dev", raw)
+    message = str(error.value)
+    assert "apps.apiMaxReplicas = 4" in message and "'db.t4g.micro'" in message and "allowed: apps.apiMaxReplicas " \
+        "at most 3" in message and f"{API_POD_DB_CONNECTIONS} per API pod" in message
+    raw["database"]["instanceClass"] = "db.t4g.small"  # the remedy the message names
+    assert load("dev", raw).apps.api_max_replicas == 4
+
+
+def test_prod_may_scale_the_api_to_its_committed_ceiling_and_not_past_what_its_class_allows():
+    prod = load("prod", committed("prod"))
+    assert prod.apps.api_max_replicas == 12
+    with pytest.raises(StackSettingsError, match=r"apps.apiMaxReplicas = 100 .* at most 42 "):
+        load("prod", with_change("prod", "apps.apiMaxReplicas", 100))
