@@ -36,6 +36,7 @@ class DatabaseStats(Collector):
     def __init__(self) -> None:
         self._engine: Engine | None = None
         self._lock = threading.Lock()
+        self._reading = threading.Lock()  # one read at a time: the engine's one connection, never an overflow one
 
     def watch(self, settings: Settings) -> None:
         """Reads the database `settings` describe from now on, through its own single pooled connection."""
@@ -51,7 +52,7 @@ class DatabaseStats(Collector):
         if engine is None:
             return None
         try:
-            with engine.connect() as connection:
+            with self._reading, engine.connect() as connection:
                 connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
                 row = connection.execute(QUERY).one()
         except Exception as exc:  # noqa: BLE001 - a scrape reports the failure, it never fails because of it

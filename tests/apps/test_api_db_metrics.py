@@ -73,3 +73,28 @@ def test_an_unreachable_database_leaves_the_gauges_out_and_reports_down():
 def test_before_any_app_is_built_the_collector_exports_only_its_names():
     families = {f.name: f.samples for f in DatabaseStats().collect()}
     assert families == {"clinic_db_connections": [], "clinic_db_max_connections": [], "clinic_db_stats_up": []}
+
+
+def test_concurrent_scrapes_share_the_one_connection_the_budget_counts(clinic, server, monkeypatch):
+    """stacks/settings.py counts one /metrics connection per API pod; overlapping scrapes must not open a second."""
+    import threading
+
+    import clinic_api.db_metrics as db_metrics
+
+    monkeypatch.setattr(db_metrics, "QUERY", text(
+        "SELECT pg_sleep(0.3), 1 AS connections, current_setting('max_connections')::int AS max_connections"))
+    seen = []
+
+    def count() -> None:
+        with server.connect() as connection:
+            seen.append(connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
+                                           {"n": APPLICATION_NAME}).scalar())
+
+    scrapes = [threading.Thread(target=db_metrics.DATABASE_STATS.read) for _ in range(3)]
+    for scrape_thread in scrapes:
+        scrape_thread.start()
+    time.sleep(0.15)
+    count()
+    for scrape_thread in scrapes:
+        scrape_thread.join()
+    assert seen == [1]
