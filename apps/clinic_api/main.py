@@ -34,7 +34,7 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DEN
 class Observe:
     """Request id, security headers, metrics, and a JSON 500 for anything unhandled. Plain ASGI, not
     `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs the app in a task of its own behind memory streams,
-    which cost every request about 0.1 ms of CPU (bench/bench_api.py)."""
+    which cost every request about 0.15 ms of CPU (bench/bench_api.py)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
