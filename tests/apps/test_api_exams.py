@@ -31,10 +31,10 @@ def upload(clinic, staff, exam_id, body=PDF, content_type="application/pdf"):
                              content=body)
 
 
-def audits(clinic, exam_id):
+def audits(clinic, exam_id, *columns: str):
     with Session(clinic.app.state.engine) as session:
-        return [(a.user_id, a.outcome) for a in session.scalars(select(AuditLog).where(AuditLog.exam_id == exam_id)
-                                                                .order_by(AuditLog.id))]
+        return [tuple(getattr(a, c) for c in ("user_id", "outcome", *columns))
+                for a in session.scalars(select(AuditLog).where(AuditLog.exam_id == exam_id).order_by(AuditLog.id))]
 
 
 def test_the_patient_downloads_the_very_same_bytes_through_a_short_lived_link(clinic):
@@ -43,10 +43,12 @@ def test_the_patient_downloads_the_very_same_bytes_through_a_short_lived_link(cl
     assert upload(clinic, staff, exam_id).json()["status"] == "uploaded"
     assert clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"]).json()["status"] == "ready"
     assert [e["status"] for e in clinic.client.get("/exams", headers=patient["headers"]).json()] == ["ready"]
-    link = clinic.client.get(f"/exams/{exam_id}/download", headers=patient["headers"]).json()
+    link = clinic.client.get(f"/exams/{exam_id}/download",
+                             headers={**patient["headers"], "X-Request-ID": "download-1"}).json()
     assert link["expires_in"] == 300 and "X-Amz-Expires=300" in link["url"]
     assert httpx.get(link["url"]).content == PDF
-    assert audits(clinic, exam_id) == [(patient["id"], "granted")]
+    assert audits(clinic, exam_id, "request_id") == [(patient["id"], "granted", "download-1")], \
+        "the audit row names the request, to find it in the logs"
 
 
 def test_a_patient_cannot_read_another_patients_exam_nor_its_pdf(clinic):
