@@ -166,9 +166,9 @@ class Alarms(pulumi.ComponentResource):
               period=FIVE_MINUTES, evaluation_periods=2, datapoints_to_alarm=2,
               comparison_operator="LessThanThreshold", threshold=storage_bytes)
         max_connections = max_db_connections(db.instance_class)
-        alarm("db-connections", f"RDS connections above {DB_CONNECTIONS_ALARM_FRACTION:.0%} of max_connections ({max_connections}, set in the "
-                                "parameter group) for 5 minutes: look for a connection leak, or pools that together "
-                                "(replicas x pool size) outgrow the instance.", "missing",
+        alarm("db-connections", f"RDS connections above {DB_CONNECTIONS_ALARM_FRACTION:.0%} of max_connections "
+                                f"({max_connections}, set in the parameter group) for 5 minutes: look for a connection "
+                                "leak, or pools that together (replicas x pool size) outgrow the instance.", "missing",
               namespace="AWS/RDS", metric_name="DatabaseConnections", dimensions=rds, statistic="Maximum",
               period=60, evaluation_periods=5, datapoints_to_alarm=5,
               comparison_operator="GreaterThanThreshold", threshold=connections_threshold(db.instance_class))
