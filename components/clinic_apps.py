@@ -1,5 +1,6 @@
-"""ClinicApps: the clinic's API and notifier on the cluster — images, least-privilege IAM, migrations, hardened
-workloads, the public ALB, autoscaling, disruption budgets and network policies."""
+"""ClinicApps: what the clinic's API and notifier share on the cluster — image repositories, the restricted
+namespace, the API's signing key, the public ALB and the network policies — and one AppWorkload per app (its IRSA
+role, migrations, hardened Deployment, Service, autoscaler and disruption budget)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.app_workload import AppWorkload, AppWorkloadArgs
 from components.cluster import Cluster
 from components.lb_controller import LoadBalancerController
 from stacks.settings import APP_DB_POOL_SIZE, AppsSettings
@@ -22,7 +24,6 @@ from stacks.settings import APP_DB_POOL_SIZE, AppsSettings
 NAMESPACE = "clinic"
 API_PORT = 8000
 NOTIFIER_PORT = 8080
-APP_UID = 10001
 EXAM_PREFIX = "exams/"
 # Notifier consumes these event domains (the file queue feeds no bundled consumer yet).
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
@@ -144,37 +145,6 @@ def notifier_policy(queue_arns: Sequence[str], dlq_arns: Sequence[str], identity
     ]})
 
 
-def restricted_pod(*, service_account: str, containers: list[dict[str, Any]], app: str,
-                   restart_policy: str | None = None) -> dict[str, Any]:
-    """A pod spec that passes the restricted Pod Security Standard, with a writable /tmp only."""
-    for container in containers:
-        container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "runAsNonRoot": True, "runAsUser": APP_UID, "runAsGroup": APP_UID,
-                                        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
-        container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
-    spec: dict[str, Any] = {
-        "serviceAccountName": service_account,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": APP_UID, "runAsGroup": APP_UID, "fsGroup": APP_UID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": containers,
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                       "whenUnsatisfiable": "ScheduleAnyway",
-                                       "labelSelector": {"matchLabels": {"app": app}}}],
-    }
-    if restart_policy:
-        spec["restartPolicy"] = restart_policy
-    return spec
-
-
-def http_probes(port: int) -> dict[str, Any]:
-    return {
-        "startupProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 2, "failureThreshold": 30},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 5, "failureThreshold": 2},
-    }
-
-
 def database_env(prefix: str, p: PlatformEndpoints) -> list[dict[str, Any]]:
     return [
         {"name": f"{prefix}_DATABASE__HOST", "value": p.database_address},
@@ -215,24 +185,6 @@ class ClinicApps(pulumi.ComponentResource):
             "pod-security.kubernetes.io/audit": "restricted", "pod-security.kubernetes.io/warn": "restricted"}})
         in_ns = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider, depends_on=[namespace])
 
-        queue_arns = pulumi.Output.from_input(p.queue_arns)
-        api_role = args.cluster.irsa_role(f"{name}-api-role", NAMESPACE, "clinic-api", parent=self, tags=tags,
-                                          policy=pulumi.Output.all(p.bucket_arn, p.bucket_kms_key_arn, queue_arns,
-                                                                   p.database_secret_arn, p.database_kms_key_arn)
-                                          .apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])))
-        notifier_role = args.cluster.irsa_role(
-            f"{name}-notifier-role", NAMESPACE, "clinic-notifier", parent=self, tags=tags,
-            policy=pulumi.Output.all(queue_arns, p.dead_letter_queue_arns, p.email_identity_arn,
-                                     p.email_configuration_set_arn, p.database_secret_arn, p.database_kms_key_arn)
-            .apply(lambda a: notifier_policy([a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS],
-                                             *a[2:])))
-        accounts = {app: k8s.core.v1.ServiceAccount(
-            f"{name}-{app}-sa", opts=in_ns,
-            metadata={"name": f"clinic-{app}", "namespace": NAMESPACE,
-                      "annotations": {"eks.amazonaws.com/role-arn": role.arn}},
-            automount_service_account_token=False)
-            for app, role in (("api", api_role), ("notifier", notifier_role))}
-
         # Signing key for the API's tokens: generated here, kept encrypted in state, handed over as a Secret.
         jwt_key = random.RandomPassword(f"{name}-jwt-key", length=64, special=False,
                                         opts=pulumi.ResourceOptions(parent=self))
@@ -261,38 +213,39 @@ class ClinicApps(pulumi.ComponentResource):
             {"name": "NOTIFIER_HTTP_PORT", "value": str(NOTIFIER_PORT)},
         ]
 
-        migrations = [
-            self._migrations(name, "clinic-api", s.api_image, api_image, "clinic_api.migrate", api_env, args,
-                             depends_on=[namespace, accounts["api"], *api_role.resources]),
-            self._migrations(name, "clinic-notifier", s.notifier_image, notifier_image, "notifier.migrate",
-                             notifier_env, args, depends_on=[namespace, accounts["notifier"],
-                                                             *notifier_role.resources]),
-        ]
-
-        after_migrations = pulumi.ResourceOptions(
-            parent=self, provider=args.cluster.provider,
-            depends_on=[*migrations, jwt_secret, *api_role.resources, *notifier_role.resources])
-        self._deployment("clinic-api", f"{name}-api", after_migrations, api_image, API_PORT, s.api_replicas,
-                         api_env, _resources("250m", "512Mi"), service_account="clinic-api")
-        self._deployment("clinic-notifier", f"{name}-notifier", after_migrations, notifier_image, NOTIFIER_PORT,
-                         s.notifier_replicas, notifier_env, _resources("100m", "256Mi"),
-                         service_account="clinic-notifier")
-
-        api_service = k8s.core.v1.Service(f"{name}-api-svc", opts=in_ns, metadata={
-            "name": "clinic-api", "namespace": NAMESPACE, "labels": {"app": "clinic-api"}},
-            spec={"type": "ClusterIP", "selector": {"app": "clinic-api"},
-                  "ports": [{"name": "http", "port": 80, "targetPort": API_PORT}]})
-        k8s.core.v1.Service(f"{name}-notifier-svc", opts=in_ns, metadata={
-            "name": "clinic-notifier", "namespace": NAMESPACE, "labels": {"app": "clinic-notifier"}},
-            spec={"type": "ClusterIP", "selector": {"app": "clinic-notifier"},
-                  "ports": [{"name": "metrics", "port": NOTIFIER_PORT, "targetPort": NOTIFIER_PORT}]})
+        queue_arns = pulumi.Output.from_input(p.queue_arns)
+        # Each app is a workload of its own; its resources were this component's children until the split, and
+        # keep their URNs through aliases (previous_parent, previous_names).
+        api = AppWorkload(f"{name}-api", AppWorkloadArgs(
+            app="clinic-api", namespace=NAMESPACE, cluster=args.cluster, tags=tags,
+            policy=pulumi.Output.all(p.bucket_arn, p.bucket_kms_key_arn, queue_arns, p.database_secret_arn,
+                                     p.database_kms_key_arn)
+            .apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])),
+            image=api_image, release=s.api_image, env=api_env, migrate_module="clinic_api.migrate",
+            port=API_PORT, service_port=80, service_port_name="http", cpu="250m", memory="512Mi",
+            replicas=s.api_replicas, max_replicas=s.api_max_replicas,
+            after=[namespace], pods_read=[jwt_secret],
+            previous_parent=self, previous_names={"deployment": f"{name}-api", "pdb": f"{name}-clinic-api-pdb"}),
+            opts=pulumi.ResourceOptions(parent=self))
+        AppWorkload(f"{name}-notifier", AppWorkloadArgs(
+            app="clinic-notifier", namespace=NAMESPACE, cluster=args.cluster, tags=tags,
+            policy=pulumi.Output.all(queue_arns, p.dead_letter_queue_arns, p.email_identity_arn,
+                                     p.email_configuration_set_arn, p.database_secret_arn, p.database_kms_key_arn)
+            .apply(lambda a: notifier_policy([a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS],
+                                             *a[2:])),
+            image=notifier_image, release=s.notifier_image, env=notifier_env, migrate_module="notifier.migrate",
+            port=NOTIFIER_PORT, service_port=NOTIFIER_PORT, service_port_name="metrics", cpu="100m", memory="256Mi",
+            replicas=s.notifier_replicas, after=[namespace],
+            previous_parent=self, previous_names={"deployment": f"{name}-notifier",
+                                                  "pdb": f"{name}-clinic-notifier-pdb"}),
+            opts=pulumi.ResourceOptions(parent=self))
 
         # A fixed name (not one the controller derives) makes the ALB findable; changing it replaces the ALB.
         alb_name = load_balancer_name(name)
         ingress = k8s.networking.v1.Ingress(
             f"{name}-ingress",
             opts=pulumi.ResourceOptions.merge(args.controller.load_balancer_opts(parent=self),
-                                              pulumi.ResourceOptions(depends_on=[api_service, namespace])),
+                                              pulumi.ResourceOptions(depends_on=[api.service, namespace])),
             metadata={"name": "clinic", "namespace": NAMESPACE, "annotations": {
                 **_alb_annotations(s, tags), "alb.ingress.kubernetes.io/load-balancer-name": alb_name}},
             spec={"ingressClassName": "alb", "rules": [{
@@ -305,16 +258,6 @@ class ClinicApps(pulumi.ComponentResource):
                     {"path": "/", "pathType": "Prefix", "backend": {
                         "service": {"name": "clinic-api", "port": {"number": 80}}}}]}}]})
 
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-api-hpa", opts=in_ns, metadata={
-            "name": "clinic-api", "namespace": NAMESPACE}, spec={
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "clinic-api"},
-            "minReplicas": s.api_replicas, "maxReplicas": s.api_max_replicas,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                "type": "Utilization", "averageUtilization": 70}}}]})
-        for app in ("clinic-api", "clinic-notifier"):
-            k8s.policy.v1.PodDisruptionBudget(f"{name}-{app}-pdb", opts=in_ns, metadata={
-                "name": app, "namespace": NAMESPACE}, spec={"maxUnavailable": 1,
-                                                            "selector": {"matchLabels": {"app": app}}})
         self._network_policies(name, in_ns, p)
 
         self.api_repository_url = repositories["api"].repository_url
@@ -356,36 +299,6 @@ class ClinicApps(pulumi.ComponentResource):
                                      "action": {"type": "expire"}}]}))
         return repo
 
-    def _migrations(self, name: str, app: str, image_setting: str, image: pulumi.Input[str], module: str,
-                    env: list[dict[str, Any]], args: ClinicAppsArgs,
-                    depends_on: list[pulumi.Resource]) -> k8s.batch.v1.Job:
-        """A new image gets a new Job name, so each app's migrations run once per release, before its new pods."""
-        release = hashlib.sha256(image_setting.encode()).hexdigest()[:10]
-        return k8s.batch.v1.Job(
-            f"{name}-{app.removeprefix('clinic-')}-migrate", opts=pulumi.ResourceOptions(
-                parent=self, provider=args.cluster.provider, depends_on=depends_on,
-                delete_before_replace=True, custom_timeouts=pulumi.CustomTimeouts(create="10m")),
-            metadata={"name": f"{app}-migrate-{release}", "namespace": NAMESPACE, "labels": {"app": app}},
-            spec={"backoffLimit": 3, "activeDeadlineSeconds": 600, "template": {
-                "metadata": {"labels": {"app": "clinic-migrate"}},
-                "spec": restricted_pod(service_account=app, app="clinic-migrate", restart_policy="Never",
-                                       containers=[{"name": "migrate", "image": image,
-                                                    "command": ["python", "-m", module],
-                                                    "env": env, "resources": _resources("100m", "256Mi")}])}})
-
-    def _deployment(self, app: str, name: str, opts: pulumi.ResourceOptions, image: pulumi.Input[str], port: int,
-                    replicas: int, env: list[dict[str, Any]], resources: dict[str, Any], *,
-                    service_account: str) -> k8s.apps.v1.Deployment:
-        container = {"name": app.removeprefix("clinic-"), "image": image, "env": env, "resources": resources,
-                     "ports": [{"name": "http", "containerPort": port}], **http_probes(port)}
-        return k8s.apps.v1.Deployment(name, opts=opts, metadata={"name": app, "namespace": NAMESPACE,
-                                                                 "labels": {"app": app}}, spec={
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": app}},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": {"app": app}},
-                         "spec": restricted_pod(service_account=service_account, app=app, containers=[container])}})
-
     def _network_policies(self, name: str, opts: pulumi.ResourceOptions, p: PlatformEndpoints) -> None:
         def policy(suffix: str, spec: dict[str, Any]) -> None:
             k8s.networking.v1.NetworkPolicy(f"{name}-netpol-{suffix}", opts=opts, metadata={
@@ -414,14 +327,6 @@ class ClinicApps(pulumi.ComponentResource):
             "podSelector": {"matchLabels": {"app": "clinic-notifier"}}, "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [monitoring], "ports": [{"protocol": "TCP", "port": NOTIFIER_PORT}]}],
             "egress": [dns, database, aws_apis]})
-
-
-def _resources(cpu: str, memory: str) -> dict[str, Any]:
-    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": _double(cpu), "memory": memory}}
-
-
-def _double(cpu: str) -> str:
-    return f"{int(cpu.removesuffix('m')) * 2}m"
 
 
 def _alb_annotations(s: AppsSettings, tags: Mapping[str, str]) -> dict[str, str]:

@@ -87,19 +87,13 @@ def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_url: str, namespace:
 
 @dataclass(frozen=True)
 class IrsaRole:
-    """A workload's IAM role and its permissions: depend on both, or the policy may be detached (on destroy) or
-    not yet attached (on create) while the workload runs."""
+    """A workload's IAM role and its permissions."""
 
     role: aws.iam.Role
     policy: aws.iam.RolePolicy
-
-    @property
-    def arn(self) -> pulumi.Output[str]:
-        return self.role.arn
-
-    @property
-    def resources(self) -> list[pulumi.Resource]:
-        return [self.role, self.policy]
+    arn: pulumi.Output[str]
+    """The role's ARN, resolving only once `policy` is attached: whatever takes it (a service account's annotation,
+    an add-on) is created after the permissions and deleted before them, with no `depends_on` of its own."""
 
 
 class Cluster(pulumi.ComponentResource):
@@ -229,13 +223,15 @@ class Cluster(pulumi.ComponentResource):
         })
 
     def irsa_role(self, name: str, namespace: str, service_account: str, policy: pulumi.Input[str],
-                  parent: pulumi.Resource, tags: Mapping[str, str] | None = None) -> IrsaRole:
+                  parent: pulumi.Resource, tags: Mapping[str, str] | None = None,
+                  aliases: Sequence[pulumi.Alias] | None = None) -> IrsaRole:
         """An IAM role only `namespace/service_account` can assume, with `policy` (JSON) as its only permissions.
-        `parent` is the component of the workload, so the role lives and dies with it."""
+        `parent` is the component of the workload, so the role lives and dies with it; `aliases` are the role's
+        earlier URNs (its policy, a child, follows it)."""
         role = aws.iam.Role(
-            name, tags=dict(tags or {}), opts=pulumi.ResourceOptions(parent=parent),
+            name, tags=dict(tags or {}), opts=pulumi.ResourceOptions(parent=parent, aliases=aliases),
             assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, self.oidc_provider_url).apply(
                 lambda a: irsa_trust_policy(a[0], a[1], namespace, service_account)))
         permissions = aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy,
                                          opts=pulumi.ResourceOptions(parent=role))
-        return IrsaRole(role, permissions)
+        return IrsaRole(role, permissions, pulumi.Output.all(role.arn, permissions.id).apply(lambda a: a[0]))

@@ -109,8 +109,9 @@ class ContainerLogs(pulumi.ComponentResource):
             service_account_role_arn=role.arn, configuration_values=json.dumps(ADDON_CONFIGURATION),
             resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", tags=tags,
             # The groups first (or the shippers create them unencrypted and never expiring); the role and its policy
-            # before the pods start and until they are gone; nodes to run on, or the add-on never becomes active.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*groups, *role.resources, *cluster.node_groups]))
+            # (role.arn waits for it) before the pods start and until they are gone; nodes to run on, or the add-on
+            # never becomes active.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*groups, *cluster.node_groups]))
 
         self.log_group_names = names
         self.kms_key_arn = key.arn

@@ -104,9 +104,10 @@ class LoadBalancerController(pulumi.ComponentResource):
             cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(
                 parent=self, provider=cluster.provider,
-                # Pods need nodes to run on and credentials to call AWS before the release can be ready; and on
-                # destroy the release must still be running while Ingresses/Services ask it to delete their LBs.
-                depends_on=[*cluster.node_groups, *role.resources, account]))
+                # Pods need nodes to run on and credentials to call AWS (the account's role ARN resolves once the
+                # policy is attached) before the release can be ready; and on destroy the release must still be
+                # running while Ingresses/Services ask it to delete their LBs.
+                depends_on=[*cluster.node_groups, account]))
 
         self._provider = cluster.provider
         self.release_name = self.release.name

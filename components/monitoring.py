@@ -311,8 +311,7 @@ class Monitoring(pulumi.ComponentResource):
                 parent=self, provider=cluster.provider,
                 # Pods need nodes, Prometheus' volume needs the CSI driver, Alertmanager needs its credentials and
                 # Grafana its login before the (atomic) release can be ready; on destroy all of them outlive it.
-                depends_on=[*cluster.node_groups, namespace, *storage, *alertmanager_role.resources,
-                            alertmanager_account, grafana_secret]))
+                depends_on=[*cluster.node_groups, namespace, *storage, alertmanager_account, grafana_secret]))
 
         # The CRDs come with the release: the custom resources are created after it and deleted before it.
         after_release = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[self.release])

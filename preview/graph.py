@@ -48,6 +48,10 @@ class Registration:
     delete_timeout: str
     inputs: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
+    aliases: list[dict[str, Any]] = field(default_factory=list)
+    """As sent to the engine: `{"urn": ...}` or a spec `{"name", "type", "stack", "project", "parentUrn",
+    "noParent"}` (empty fields mean "the resource's own"); `preview.urns` resolves them as the engine does."""
+    ignore_changes: list[str] = field(default_factory=list)
 
     def input(self, *path: str, default: Any = None) -> Any:
         """Nested input by camelCase path; JSON strings (policies) are decoded on the way."""
@@ -92,6 +96,10 @@ class GraphRecorder(pulumi_mocks.MockMonitor):
             delete_timeout=request.customTimeouts.delete,
             inputs=inputs,
             state=dict(self.resources[urn].state),
+            aliases=[{"urn": a.urn} if a.WhichOneof("alias") == "urn" else {
+                "name": a.spec.name, "type": a.spec.type, "stack": a.spec.stack, "project": a.spec.project,
+                "parentUrn": a.spec.parentUrn, "noParent": a.spec.noParent} for a in request.aliases],
+            ignore_changes=list(request.ignoreChanges),
         ))
         return response
 

@@ -80,7 +80,8 @@ def test_a_restored_instance_serves_the_apps_and_alarms_while_the_stacks_own_sta
     original = graph.one("aws:rds/instance:Instance")
     assert original.protect, "the stack's own instance is kept, protected, for comparison and forensics"
 
-    api = next(d for d in graph.of_type("kubernetes:apps/v1:Deployment") if d.name.endswith("-api"))
+    api = next(d for d in graph.of_type("kubernetes:apps/v1:Deployment")
+               if d.inputs["metadata"]["name"] == "clinic-api")
     env = {e["name"]: e.get("value") for e in api.input("spec", "template", "spec", "containers")[0]["env"]}
     assert env["CLINIC_DATABASE__HOST"].startswith(restored + ".")
     assert env["CLINIC_DATABASE__SECRET_ARN"].endswith(f"secret:rds!db-{restored}")
