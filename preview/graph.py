@@ -312,6 +312,40 @@ class Graph:
         return order
 
 
+def _normalised(value: Any) -> Any:
+    """An input as a reviewer should see it: secrets hidden, unknowns marked, maps in key order."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return "<secret>"
+        return {key: _normalised(value[key]) for key in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [_normalised(item) for item in value]
+    if value == rpc.UNKNOWN:
+        return "<unknown>"
+    if value == GENERATED_SECRET:
+        return "<secret>"
+    return value
+
+
+def snapshot(graph: Graph) -> list[dict[str, Any]]:
+    """What the engine would be asked to deploy, per resource and ordered by URN: a stable, secret-free record whose
+    diff shows exactly what a change deploys (tests/infra/test_snapshot.py compares it with the committed one)."""
+    return [{
+        "urn": r.urn,
+        "type": r.type,
+        "parent": r.parent,
+        "provider": r.provider,
+        "custom": r.custom,
+        "protect": r.protect,
+        "retainOnDelete": r.retain_on_delete,
+        "deleteTimeout": r.delete_timeout,
+        "deletedWith": r.deleted_with,
+        "dependencies": sorted(r.dependencies),
+        "propertyDependencies": {key: sorted(urns) for key, urns in sorted(r.property_dependencies.items()) if urns},
+        "inputs": _normalised(r.inputs),
+    } for r in sorted(graph.records, key=lambda r: r.urn)]
+
+
 def stack_config(stack: str) -> dict[str, str]:
     """The committed Pulumi.<stack>.yaml as the engine passes it: structured values JSON-encoded."""
     document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
