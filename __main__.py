@@ -141,7 +141,13 @@ def build_platform(settings: PlatformSettings) -> Platform:
     apps = ClinicApps(f"{base}-apps", ClinicAppsArgs(
         cluster=cluster,
         controller=controller,
-        settings=settings.apps,
+        api_image=settings.images.api,
+        notifier_image=settings.images.notifier,
+        api_replicas=settings.apps.api_replicas,
+        api_max_replicas=settings.apps.api_max_replicas,
+        notifier_replicas=settings.apps.notifier_replicas,
+        hostname=settings.apps.hostname,
+        certificate_arn=settings.apps.certificate_arn,
         keep_images=settings.is_prod,
         tags=tags,
         platform=PlatformEndpoints(

@@ -12,8 +12,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.settings import (DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN,
-                             DatabaseSettings, max_db_connections)
+from limits import DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN, max_db_connections
+from stacks.settings import DatabaseSettings
 
 GIB = 1024 ** 3
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stacks.settings import REGION_PATTERN, BackupSettings
+from limits import REGION_PATTERN
+from stacks.settings import BackupSettings
 
 SERVICE_ROLE_POLICIES = (
     "arn:aws:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup",

@@ -19,7 +19,7 @@ import pulumi_random as random
 from components.app_workload import AppWorkload, AppWorkloadArgs
 from components.cluster import Cluster
 from components.lb_controller import LoadBalancerController
-from stacks.settings import APP_DB_POOL_SIZE, AppsSettings
+from limits import APP_DB_POOL_SIZE
 
 NAMESPACE = "clinic"
 API_PORT = 8000
@@ -85,8 +85,20 @@ class ClinicAppsArgs:
     """The load balancer controller the Ingress must be ordered after."""
     platform: PlatformEndpoints
     """The platform's outputs the apps are configured with."""
-    settings: AppsSettings
-    """Images, replicas, host name, certificate."""
+    api_image: str
+    """Image of the API: a tag or digest in its ECR repository, or a full image reference."""
+    notifier_image: str
+    """Image of the notifier, likewise."""
+    api_replicas: int = 1
+    """API replicas at rest (the HPA's minimum)."""
+    api_max_replicas: int = 3
+    """HPA ceiling for the API."""
+    notifier_replicas: int = 1
+    """Notifier replicas."""
+    hostname: str | None = None
+    """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
+    certificate_arn: str | None = None
+    """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
     keep_images: bool = False
     """Prod: image repositories that still hold images are not deleted with the stack."""
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -151,7 +163,7 @@ def database_env(prefix: str, p: PlatformEndpoints) -> list[dict[str, Any]]:
         {"name": f"{prefix}_DATABASE__PORT", "value": pulumi.Output.from_input(p.database_port).apply(str)},
         {"name": f"{prefix}_DATABASE__NAME", "value": p.database_name},
         {"name": f"{prefix}_DATABASE__SSLMODE", "value": "require"},
-        # The size the stack's connection budget is checked against (stacks/settings.py).
+        # The size the stack's connection budget is checked against (limits.py, stacks/settings.py).
         {"name": f"{prefix}_DATABASE__POOL_SIZE", "value": str(APP_DB_POOL_SIZE)},
         {"name": f"{prefix}_DATABASE__SECRET_ARN", "value": p.database_secret_arn},
         {"name": f"{prefix}_AWS__REGION", "value": p.region},
@@ -171,14 +183,14 @@ class ClinicApps(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ClinicAppsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:ClinicApps", name, None, opts)
-        p, s, tags = args.platform, args.settings, dict(args.tags)
+        p, tags = args.platform, dict(args.tags)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider)
 
         repositories = {app: self._repository(f"{name}-{app}-repo", f"clinic-{app}", args.keep_images, tags)
                         for app in ("api", "notifier")}
-        api_image = repositories["api"].repository_url.apply(lambda url: image_reference(url, s.api_image))
+        api_image = repositories["api"].repository_url.apply(lambda url: image_reference(url, args.api_image))
         notifier_image = repositories["notifier"].repository_url.apply(
-            lambda url: image_reference(url, s.notifier_image))
+            lambda url: image_reference(url, args.notifier_image))
 
         namespace = k8s.core.v1.Namespace(f"{name}-ns", opts=k8s_opts, metadata={"name": NAMESPACE, "labels": {
             "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
@@ -221,9 +233,9 @@ class ClinicApps(pulumi.ComponentResource):
             policy=pulumi.Output.all(p.bucket_arn, p.bucket_kms_key_arn, queue_arns, p.database_secret_arn,
                                      p.database_kms_key_arn)
             .apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])),
-            image=api_image, release=s.api_image, env=api_env, migrate_module="clinic_api.migrate",
+            image=api_image, release=args.api_image, env=api_env, migrate_module="clinic_api.migrate",
             port=API_PORT, service_port=80, service_port_name="http", cpu="250m", memory="512Mi",
-            replicas=s.api_replicas, max_replicas=s.api_max_replicas,
+            replicas=args.api_replicas, max_replicas=args.api_max_replicas,
             after=[namespace], pods_read=[jwt_secret],
             previous_parent=self, previous_names={"deployment": f"{name}-api", "pdb": f"{name}-clinic-api-pdb"}),
             opts=pulumi.ResourceOptions(parent=self))
@@ -233,9 +245,9 @@ class ClinicApps(pulumi.ComponentResource):
                                      p.email_configuration_set_arn, p.database_secret_arn, p.database_kms_key_arn)
             .apply(lambda a: notifier_policy([a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS],
                                              *a[2:])),
-            image=notifier_image, release=s.notifier_image, env=notifier_env, migrate_module="notifier.migrate",
+            image=notifier_image, release=args.notifier_image, env=notifier_env, migrate_module="notifier.migrate",
             port=NOTIFIER_PORT, service_port=NOTIFIER_PORT, service_port_name="metrics", cpu="100m", memory="256Mi",
-            replicas=s.notifier_replicas, after=[namespace],
+            replicas=args.notifier_replicas, after=[namespace],
             previous_parent=self, previous_names={"deployment": f"{name}-notifier",
                                                   "pdb": f"{name}-clinic-notifier-pdb"}),
             opts=pulumi.ResourceOptions(parent=self))
@@ -247,9 +259,10 @@ class ClinicApps(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(args.controller.load_balancer_opts(parent=self),
                                               pulumi.ResourceOptions(depends_on=[api.service, namespace])),
             metadata={"name": "clinic", "namespace": NAMESPACE, "annotations": {
-                **_alb_annotations(s, tags), "alb.ingress.kubernetes.io/load-balancer-name": alb_name}},
+                **_alb_annotations(args.certificate_arn, tags),
+                "alb.ingress.kubernetes.io/load-balancer-name": alb_name}},
             spec={"ingressClassName": "alb", "rules": [{
-                **({"host": s.hostname} if s.hostname else {}),
+                **({"host": args.hostname} if args.hostname else {}),
                 "http": {"paths": [
                     # Prometheus scrapes /metrics inside the cluster; the ALB answers it with a 404 of its own,
                     # so request counts and database figures are not published to the internet.
@@ -329,7 +342,7 @@ class ClinicApps(pulumi.ComponentResource):
             "egress": [dns, database, aws_apis]})
 
 
-def _alb_annotations(s: AppsSettings, tags: Mapping[str, str]) -> dict[str, str]:
+def _alb_annotations(certificate_arn: str | None, tags: Mapping[str, str]) -> dict[str, str]:
     annotations = {
         f"alb.ingress.kubernetes.io/actions.{METRICS_NOT_PUBLIC}": json.dumps({
             "type": "fixed-response",
@@ -340,9 +353,9 @@ def _alb_annotations(s: AppsSettings, tags: Mapping[str, str]) -> dict[str, str]
         "alb.ingress.kubernetes.io/tags": ",".join(f"{k}={v}" for k, v in sorted(tags.items())),
         "alb.ingress.kubernetes.io/load-balancer-attributes": "routing.http.drop_invalid_header_fields.enabled=true",
     }
-    if s.certificate_arn:
+    if certificate_arn:
         annotations.update({
-            "alb.ingress.kubernetes.io/certificate-arn": s.certificate_arn,
+            "alb.ingress.kubernetes.io/certificate-arn": certificate_arn,
             "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]),
             "alb.ingress.kubernetes.io/ssl-redirect": "443",
             "alb.ingress.kubernetes.io/ssl-policy": SSL_POLICY,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -13,7 +12,8 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from components.log_encryption import log_group_key
-from stacks.settings import LOG_RETENTION_DAYS, NodeGroupSettings
+from limits import LOG_RETENTION_DAYS, is_graviton
+from stacks.settings import NodeGroupSettings
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -65,7 +65,7 @@ def validate_cluster_args(args: ClusterArgs) -> None:
 
 def ami_type(instance_types: Sequence[str]) -> str:
     """AL2023 for the node group's architecture (Graviton types have a `g` after the generation digit)."""
-    return "AL2023_ARM_64_STANDARD" if re.match(r"[a-z]+\d+g", instance_types[0]) else "AL2023_x86_64_STANDARD"
+    return "AL2023_ARM_64_STANDARD" if is_graviton(instance_types[0]) else "AL2023_x86_64_STANDARD"
 
 
 def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_url: str, namespace: str, service_account: str) -> str:

@@ -18,7 +18,7 @@ import pulumi_aws as aws
 
 from components.cluster import Cluster
 from components.log_encryption import log_group_key
-from stacks.settings import LOG_RETENTION_DAYS
+from limits import LOG_RETENTION_DAYS
 
 ADDON = "amazon-cloudwatch-observability"
 NAMESPACE = "amazon-cloudwatch"

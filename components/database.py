@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stacks.settings import DatabaseSettings, max_db_connections
+from limits import MIN_PROD_BACKUP_DAYS, max_db_connections
+from stacks.settings import DatabaseSettings
 
 POSTGRES_PORT = 5432
 # Slower statements are logged: the clinic's latency objective is 2 s end to end.
@@ -33,8 +34,9 @@ class DatabaseArgs:
 
 def validate_database_args(args: DatabaseArgs) -> None:
     s = args.settings
-    if args.protect and not (s.deletion_protection and s.multi_az and s.backup_retention_days >= 14):
-        raise ValueError("a protected database needs deletion_protection, multi_az and >= 14 days of backups; "
+    if args.protect and not (s.deletion_protection and s.multi_az and s.backup_retention_days >= MIN_PROD_BACKUP_DAYS):
+        raise ValueError(f"a protected database needs deletion_protection, multi_az and >= {MIN_PROD_BACKUP_DAYS} "
+                         "days of backups; "
                          f"got deletion_protection={s.deletion_protection}, multi_az={s.multi_az}, "
                          f"backup_retention_days={s.backup_retention_days}")
 

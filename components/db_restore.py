@@ -34,7 +34,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from stacks.settings import DB_INSTANCE_ID_PATTERN  # the rule database.restoredInstanceId is checked against
+from limits import DB_INSTANCE_ID_PATTERN  # the rule database.restoredInstanceId is checked against
 
 log = logging.getLogger("clinic.db_restore")
 

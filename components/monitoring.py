@@ -17,7 +17,8 @@ import pulumi_random as random
 import yaml
 
 from components.cluster import Cluster, irsa_trust_policy
-from stacks.settings import REGION_PATTERN, ObservabilitySettings
+from limits import REGION_PATTERN
+from stacks.settings import ObservabilitySettings
 
 # 88.5.3 (operator v0.93.1, Alertmanager v0.34) is the newest release whose values.yaml these values were checked
 # against key by key. Helm installs the chart's CRDs on first install only: a major upgrade starts with applying

@@ -11,8 +11,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.log_encryption import log_group_key
+from limits import NAT_MODES
 
-NAT_MODES = ("single", "per-az")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from components.alarms import (
     Alarms, AlarmsArgs, connections_threshold, free_storage_threshold_bytes, validate_alarms_args, validate_arn_suffix,
 )
 from components.clinic_apps import load_balancer_name
-from stacks.settings import DB_INSTANCE_CLASSES, max_db_connections
+from limits import DB_INSTANCE_CLASSES, max_db_connections
 from tests.infra.pulumi_mocks import ACCOUNT_ID, evaluate, stack_settings
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -198,8 +198,7 @@ def test_bad_arguments_are_refused_naming_the_value(overrides, message):
 
 
 def test_an_unknown_instance_class_is_refused_naming_it():
-    from dataclasses import replace
-    args = _alone("", database=replace(_settings(), instance_class="db.x9.huge"))
+    args = _alone("", database=_settings().model_copy(update={"instance_class": "db.x9.huge"}))
     with pytest.raises(ValueError, match="database.instance_class = 'db.x9.huge' has no known memory"):
         validate_alarms_args(args)
 

@@ -1,8 +1,6 @@
 """DatabaseBackup wired to the Database component for both committed stacks: prod has a daily plan into a
 KMS-encrypted, locked vault with a copy in eu-central-1 through a provider for that region; dev has none of it."""
 
-from dataclasses import replace
-
 import pytest
 
 from components.backup import DatabaseBackup, DatabaseBackupArgs, validate_backup_args
@@ -120,9 +118,9 @@ def _args(**overrides):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"settings": replace(stack_settings("prod").backup, copy_region="eu-west-1")},
+    ({"settings": stack_settings("prod").backup.model_copy(update={"copy_region": "eu-west-1"})},
      "settings.copy_region = 'eu-west-1' is invalid; allowed: an AWS region other than eu-west-1"),
-    ({"settings": replace(stack_settings("prod").backup, enabled=False)},
+    ({"settings": stack_settings("prod").backup.model_copy(update={"enabled": False})},
      "settings.enabled = False is invalid for a protected stack"),
     ({"instance_arns": []}, r"instance_arns = \[\] is invalid"),
     ({"region": "europe"}, "region = 'europe' is invalid"),
@@ -133,7 +131,7 @@ def test_bad_arguments_are_refused_naming_the_value(overrides, message):
 
 
 def test_backups_without_a_copy_region_have_no_copy_vault_and_no_second_provider():
-    s = replace(stack_settings("prod").backup, copy_region=None)
+    s = stack_settings("prod").backup.model_copy(update={"copy_region": None})
     made = {}
 
     def build():

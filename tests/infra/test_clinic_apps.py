@@ -237,7 +237,7 @@ def test_the_metrics_endpoint_is_not_published_through_the_alb(stack):
 def test_every_pod_uses_the_pool_size_and_surge_the_stack_connection_budget_counts(stack):
     """stacks/settings.py refuses replicas whose connections would pass the alarm; that holds only if the pods use
     the pool size it assumes and a rollout adds one pod at a time."""
-    from stacks.settings import APP_DB_POOL_SIZE
+    from limits import APP_DB_POOL_SIZE
 
     for name, spec in pod_specs(stack):
         env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}

@@ -1,7 +1,6 @@
 """Monitoring built under mocks for dev (monitoring switched on) and prod: pinned chart, retention and volume per
 settings, Grafana's password only in a Secret, ordering around the release, Alertmanager limited to the topic."""
 
-import dataclasses
 import json
 
 import pulumi
@@ -197,7 +196,7 @@ def test_settings_without_monitoring_are_refused():
     with pytest.raises(ValueError, match="settings.monitoring = False is invalid for Monitoring"):
         validate_monitoring_args(MonitoringArgs(cluster=None, settings=settings, alarm_topic_arn=TOPIC_ARN,
                                                 alarm_topic_key_arn=KEY_ARN, region="eu-west-1"))
-    on = dataclasses.replace(settings, monitoring=True)
+    on = settings.model_copy(update={"monitoring": True})
     with pytest.raises(ValueError, match="alarm_topic_arn = 'arn:aws:sqs:x' is invalid"):
         validate_monitoring_args(MonitoringArgs(cluster=None, settings=on, alarm_topic_arn="arn:aws:sqs:x",
                                                 alarm_topic_key_arn=KEY_ARN, region="eu-west-1"))

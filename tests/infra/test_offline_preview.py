@@ -177,7 +177,7 @@ def test_both_stacks_are_fully_priced(views):
 
 
 def test_every_database_class_the_settings_allow_has_a_price():
-    from stacks.settings import DB_INSTANCE_CLASSES
+    from limits import DB_INSTANCE_CLASSES
     assert set(DB_INSTANCE_CLASSES) <= set(costs.RDS_POSTGRES_HOUR)
 
 

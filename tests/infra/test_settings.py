@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
-from stacks.settings import DEFAULTS, StackSettingsError, _decode, load_settings
-from tests.infra.pulumi_mocks import stack_config
+from stacks.settings import DEFAULTS, GROUPS, NodeGroupSettings, PlatformSettings, StackSettingsError, _decode, load_settings
+from tests.infra.pulumi_mocks import ROOT, stack_config
 
 
 def committed(stack: str) -> dict:
@@ -32,7 +32,7 @@ def test_committed_stack_files_load_with_their_environment_defaults():
     assert (dev.environment, dev.network.az_count, dev.network.nat_mode) == ("dev", 2, "single")
     assert (prod.environment, prod.network.az_count, prod.network.nat_mode) == ("prod", 3, "per-az")
     assert prod.database.deletion_protection and prod.database.multi_az and prod.database.backup_retention_days == 35
-    assert dev.database.engine_version == prod.database.engine_version == DEFAULTS["prod"]["database"]["engineVersion"]
+    assert dev.database.engine_version == prod.database.engine_version == DEFAULTS["prod"]["database"].engine_version
     assert prod.email.domain == "clinic.example.org" and dev.email.domain is None
     assert prod.protect_data and not dev.protect_data
 
@@ -199,7 +199,7 @@ def test_a_restored_instance_id_is_accepted():
 
 
 def test_apps_at_full_scale_must_fit_under_the_database_connections_alarm():
-    from stacks.settings import API_POD_DB_CONNECTIONS, max_db_connections, peak_app_db_connections
+    from limits import API_POD_DB_CONNECTIONS, max_db_connections, peak_app_db_connections
 
     dev = load("dev", committed("dev"))
     assert peak_app_db_connections(dev.apps.api_max_replicas, dev.apps.notifier_replicas) <= 0.8 * max_db_connections(
@@ -219,3 +219,116 @@ def test_prod_may_scale_the_api_to_its_committed_ceiling_and_not_past_what_its_c
     assert prod.apps.api_max_replicas == 12
     with pytest.raises(StackSettingsError, match=r"apps.apiMaxReplicas = 100 .* at most 42 "):
         load("prod", with_change("prod", "apps.apiMaxReplicas", 100))
+
+
+# --- the models themselves ------------------------------------------------------------------------------------------
+
+def _fields(model=PlatformSettings, prefix=""):
+    """(key as written in a stack file, field) for every setting, groups expanded."""
+    for name, field in model.model_fields.items():
+        if name == "stack":
+            continue
+        key = "aws:region" if name == "region" else prefix + field.alias
+        if name in GROUPS_BY_FIELD:
+            yield from _fields(field.annotation, key + ".")
+        else:
+            yield key, field
+
+
+GROUPS_BY_FIELD = {name for name, field in PlatformSettings.model_fields.items() if field.alias in GROUPS}
+
+
+def test_every_setting_says_what_it_allows_and_what_it_is_for():
+    from stacks.settings import _allowed_in
+
+    for key, field in [*_fields(), *_fields(NodeGroupSettings, "cluster.nodeGroups[].")]:
+        if key.endswith("nodeGroups"):
+            continue
+        assert _allowed_in(field.metadata or field.annotation) or key == "environment", f"{key}: no Allowed text"
+        assert field.description or key in ("environment",), f"{key}: no docstring"
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_each_environments_defaults_keep_that_environments_rules(environment):
+    """The defaults are model instances built without a stack; validated as that environment's they must pass (prod's
+    email and alarm addresses have no default: a prod stack file must name them)."""
+    context = {"environment": environment, "region": "eu-west-1",
+               "az_count": DEFAULTS[environment]["network"].az_count}
+    for group, default in DEFAULTS[environment].items():
+        if (environment, group) != ("prod", "observability"):
+            type(default).model_validate(default.model_dump(by_alias=True), context=context, by_alias=True,
+                                         by_name=False)
+    raw = {"environment": environment, "email": {"fromAddress": "a@clinic.example.org", "domain": "clinic.example.org"},
+           "images": {"api": "0.1.0", "notifier": "0.1.0"}, "observability": {"alarmEmails": ["a@clinic.example.org"]}}
+    settings = load(environment, raw)
+    for group, default in DEFAULTS[environment].items():
+        if group != "observability":
+            assert getattr(settings, group) == default, group
+
+
+def test_snake_case_keys_are_refused_with_the_camel_case_one_suggested():
+    with pytest.raises(StackSettingsError, match=r"database.multi_az = True is invalid; .*did you mean 'multiAz'"):
+        load("dev", with_change("dev", "database.multi_az", True))
+
+
+def test_a_refused_list_item_is_reported_once_by_its_index():
+    with pytest.raises(StackSettingsError) as error:
+        load("dev", with_change("dev", "cluster.nodeGroups", ["general"]))
+    assert error.value.problems == ["cluster.nodeGroups[0] = 'general' is invalid; allowed: a map of settings (see README)"]
+
+
+def _readme_rows() -> dict[str, tuple[str, str]]:
+    """README "Stack settings": key -> (dev default, prod default) as written, combined rows split."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| key | dev default | prod default | allowed |"):].split("\n\n")[0].splitlines()[2:]
+    rows: dict[str, tuple[str, str]] = {}
+    for line in table:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        keys = [k.strip().strip("`").removesuffix("[]") for k in cells[0].split(" / ")]
+        dev = cells[1].split(" / ") if len(keys) > 1 and " / " in cells[1] else [cells[1]] * len(keys)
+        prod = dev if cells[2] == "same" else cells[2].split(" / ") if len(keys) > 1 and " / " in cells[2] \
+            else [cells[2]] * len(keys)
+        rows.update({key: (d, p) for key, d, p in zip(keys, dev, prod)})
+    return rows
+
+
+def _as_written(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return f"`{list(value)}`".replace("'", "\"")
+    if isinstance(value, dict):
+        return f"`{value}`"
+    return f"`{value}`"
+
+
+def test_readme_settings_table_lists_every_key_with_both_defaults():
+    """The table is written by hand (its last column explains); this keeps its keys and defaults the models'."""
+    rows = _readme_rows()
+    keys = [key for key, _ in _fields()]
+    assert sorted(rows) == sorted(keys), f"README rows without a setting: {sorted(set(rows) - set(keys))}; " \
+        f"settings without a row: {sorted(set(keys) - set(rows))}"
+    for key, field in _fields():
+        group, _, name = key.partition(".")
+        for environment, written in zip(("dev", "prod"), rows[key]):
+            default = DEFAULTS[environment].get(group)
+            if key == "cluster.nodeGroups":
+                nodes = default.node_groups[0]
+                assert nodes.instance_types[0] in written and \
+                    f"{nodes.min_size}/{nodes.desired_size}/{nodes.max_size}" in written, (key, environment, written)
+            elif key == "clusterName":
+                assert written == "`clinic-<stack>`"
+            elif default is not None:
+                value = getattr(default, next(n for n, f in type(default).model_fields.items() if f.alias == name))
+                assert written == _as_written(value), f"README {key} {environment} default {written}, model {value!r}"
+            elif field.is_required():
+                assert written == "—", f"README {key} has no default in {environment}: write —, not {written}"
+            else:
+                assert written == _as_written(field.default), f"README {key} {environment}: {written}"
+    node_keys = (ROOT / "README.md").read_text().split("Node group entries:")[1].split("\n\n")[0]
+    for name, field in NodeGroupSettings.model_fields.items():
+        assert f"`{field.alias}`" in node_keys, f"README node group entries do not name {field.alias}"

@@ -185,10 +185,9 @@ def test_deploy_builds_both_images_once_then_dev_then_gated_prod():
 
 def test_the_image_config_keys_exist_in_the_stack_settings():
     """deploy.yml writes images.api / images.notifier: the settings must know them (unknown keys are refused)."""
-    from stacks.settings import DEFAULTS
+    from stacks.settings import ImageSettings
 
-    for environment in ("dev", "prod"):
-        assert set(DEFAULTS[environment]["images"]) == {"api", "notifier"}
+    assert {field.alias for field in ImageSettings.model_fields.values()} == {"api", "notifier"}
 
 
 def test_updates_of_one_stack_never_overlap_or_get_cancelled():
