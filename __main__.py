@@ -186,6 +186,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         retention_days=settings.observability.log_retention_days,
         retain=settings.protect_data,
         tags=tags,
+        wait_for=controller.ready,
     ))
     monitoring = None
     if settings.observability.monitoring:
@@ -196,6 +197,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             alarm_topic_key_arn=alarms.topic_key_arn,
             region=settings.region,
             tags=tags,
+            wait_for=controller.ready,
         ))
     backup = None
     if settings.backup.enabled:

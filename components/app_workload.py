@@ -66,6 +66,8 @@ class AppWorkloadArgs:
     """What every Kubernetes object of the app waits for (its namespace)."""
     pods_read: Sequence[pulumi.Resource] = ()
     """Secrets the pods read: created before the migrations Job and the Deployment."""
+    service_after: Sequence[pulumi.Resource] = ()
+    """The Service also waits for these: the load balancer controller, whose webhooks intercept Services."""
     previous_parent: pulumi.Resource | None = None
     """The component these resources belonged to before this one existed: each child is aliased to its old URN, so
     splitting a component replaces nothing live."""
@@ -197,7 +199,7 @@ class AppWorkload(pulumi.ComponentResource):
                                "spec": restricted_pod(service_account=app, app=app, containers=[container],
                                                       shutdown=args.shutdown)}})
         service = k8s.core.v1.Service(
-            f"{name}-svc", opts=child("svc", args.after),
+            f"{name}-svc", opts=child("svc", [*args.after, *args.service_after]),
             metadata={"name": app, "namespace": ns, "labels": {"app": app}},
             spec={"type": "ClusterIP", "selector": {"app": app},
                   "ports": [{"name": args.service_port_name, "port": args.service_port, "targetPort": args.port}]})

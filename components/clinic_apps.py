@@ -236,7 +236,7 @@ class ClinicApps(pulumi.ComponentResource):
             image=api_image, release=args.api_image, env=api_env, migrate_module="clinic_api.migrate",
             port=API_PORT, service_port=80, service_port_name="http", cpu="250m", memory="512Mi",
             replicas=args.api_replicas, max_replicas=args.api_max_replicas,
-            after=[namespace], pods_read=[jwt_secret],
+            after=[namespace], pods_read=[jwt_secret], service_after=args.controller.ready,
             previous_parent=self, previous_names={"deployment": f"{name}-api", "pdb": f"{name}-clinic-api-pdb"}),
             opts=pulumi.ResourceOptions(parent=self))
         AppWorkload(f"{name}-notifier", AppWorkloadArgs(
@@ -247,7 +247,7 @@ class ClinicApps(pulumi.ComponentResource):
                                              *a[2:])),
             image=notifier_image, release=args.notifier_image, env=notifier_env, migrate_module="notifier.migrate",
             port=NOTIFIER_PORT, service_port=NOTIFIER_PORT, service_port_name="metrics", cpu="100m", memory="256Mi",
-            replicas=args.notifier_replicas, after=[namespace],
+            replicas=args.notifier_replicas, after=[namespace], service_after=args.controller.ready,
             previous_parent=self, previous_names={"deployment": f"{name}-notifier",
                                                   "pdb": f"{name}-clinic-notifier-pdb"}),
             opts=pulumi.ResourceOptions(parent=self))

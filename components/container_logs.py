@@ -10,7 +10,7 @@ after them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -46,6 +46,8 @@ class ContainerLogsArgs:
     """Prod: the log groups (logs of a PHI system) and their key are kept, not deleted, when the stack is destroyed."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
+    wait_for: Sequence[pulumi.Resource] = ()
+    """Created after these: the load balancer controller, whose webhooks would intercept the add-on's Services."""
 
 
 def validate_container_logs_args(args: ContainerLogsArgs) -> None:
@@ -111,7 +113,8 @@ class ContainerLogs(pulumi.ComponentResource):
             # The groups first (or the shippers create them unencrypted and never expiring); the role and its policy
             # (role.arn waits for it) before the pods start and until they are gone; nodes to run on, or the add-on
             # never becomes active.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*groups, *cluster.node_groups]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*groups, *cluster.node_groups,
+                                                                 *args.wait_for]))
 
         self.log_group_names = names
         self.kms_key_arn = key.arn

@@ -23,6 +23,9 @@ NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "aws-load-balancer-controller"
 # helm uninstall waits this long for the controller's pods to go (its finalizers are already cleared by then).
 RELEASE_TIMEOUT_SECONDS = 600
+# What every LoadBalancer Service must name in spec.loadBalancerClass: the Service mutating webhook that would set it
+# is off (see chart_values), and a Service without it would get a classic ELB from the in-tree cloud provider.
+NLB_LOAD_BALANCER_CLASS = "service.k8s.aws/nlb"
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,25 @@ def chart_values(cluster_name: str, region: str, vpc_id: str, replicas: int,
         "serviceAccount": {"create": False, "name": SERVICE_ACCOUNT},
         "defaultTags": dict(tags),
         "podDisruptionBudget": {"maxUnavailable": 1},
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                       "whenUnsatisfiable": "ScheduleAnyway",
-                                       "labelSelector": {"matchLabels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}}}],
+        # Scheduled before (and never evicted for) ordinary pods; the chart's default, pinned here.
+        "priorityClassName": "system-cluster-critical",
+        # One replica per node (a spot reclaim takes one node) and, where the zones allow, per zone.
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}}},
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}}}],
+        # The chart's Service webhook (mservice) intercepts the creation of every Service in every namespace with
+        # failurePolicy Fail, only to set loadBalancerClass on type LoadBalancer: while no controller pod is ready
+        # (first install, both replicas reclaimed) it refused ClusterIP Services of kube-prometheus-stack, the
+        # CloudWatch add-on and the clinic. Off; LoadBalancer Services name NLB_LOAD_BALANCER_CLASS themselves.
+        "enableServiceMutatorWebhook": False,
+        # Readiness-gate injection (mpod) only in namespaces labelled elbv2.k8s.aws/pod-readiness-gate-inject. Ignore:
+        # with both replicas down a pod is still created (a node reclaim or an HPA scale-up must not wait for the
+        # controller), only without the gate; nothing registers targets then anyway, and the controller registers
+        # the ready pods when it is back. A rollout meanwhile is held by the Deployment's maxUnavailable 0.
+        # webhookNamespaceSelectors stays unset: the chart reuses it for its QUIC webhook, whose policy is Fail.
+        "podMutatorWebhookConfig": {"failurePolicy": "Ignore"},
     }
 
 
@@ -110,11 +129,14 @@ class LoadBalancerController(pulumi.ComponentResource):
                 depends_on=[*cluster.node_groups, account]))
 
         self._provider = cluster.provider
+        self.ready: list[pulumi.Resource] = [self.release]
+        """Depend on these to be created after the controller's pods (and webhooks) are ready, and deleted before."""
         self.release_name = self.release.name
         self.role_arn = role.arn
         self.register_outputs({"release_name": self.release_name, "role_arn": self.role_arn})
 
     def load_balancer_opts(self, parent: pulumi.Resource | None = None) -> pulumi.ResourceOptions:
         """Options for every Ingress and LoadBalancer Service: created after the controller (its webhooks reject
-        them before) and deleted before it, while it can still delete their ALB/NLB and clear the finalizer."""
+        them before) and deleted before it, while it can still delete their ALB/NLB and clear the finalizer.
+        A LoadBalancer Service also sets spec.loadBalancerClass to NLB_LOAD_BALANCER_CLASS."""
         return pulumi.ResourceOptions(parent=parent, provider=self._provider, depends_on=[self.release])

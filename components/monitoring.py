@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,8 @@ class MonitoringArgs:
     """AWS region of the topic (Alertmanager signs its SNS calls for it)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for the IAM roles, the EBS CSI add-on and the volumes it creates."""
+    wait_for: Sequence[pulumi.Resource] = ()
+    """The release is created after these: the load balancer controller, whose webhooks would intercept its Services."""
 
 
 def validate_monitoring_args(args: MonitoringArgs) -> None:
@@ -312,7 +314,8 @@ class Monitoring(pulumi.ComponentResource):
                 parent=self, provider=cluster.provider,
                 # Pods need nodes, Prometheus' volume needs the CSI driver, Alertmanager needs its credentials and
                 # Grafana its login before the (atomic) release can be ready; on destroy all of them outlive it.
-                depends_on=[*cluster.node_groups, namespace, *storage, alertmanager_account, grafana_secret]))
+                depends_on=[*cluster.node_groups, namespace, *storage, alertmanager_account, grafana_secret,
+                            *args.wait_for]))
 
         # The CRDs come with the release: the custom resources are created after it and deleted before it.
         after_release = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[self.release])

@@ -33,7 +33,8 @@ def with_load_balancers(stack: str, *, through_controller: bool = True) -> Graph
                                   spec={"ingressClassName": "alb", "defaultBackend": {
                                       "service": {"name": "web", "port": {"number": 80}}}})
         k8s.core.v1.Service("sample-nlb", opts=opts, metadata={"name": "tcp", "namespace": "default"},
-                            spec={"type": "LoadBalancer", "ports": [{"port": 443}], "selector": {"app": "tcp"}})
+                            spec={"type": "LoadBalancer", "loadBalancerClass": "service.k8s.aws/nlb",
+                                  "ports": [{"port": 443}], "selector": {"app": "tcp"}})
     return evaluate(build, stack=stack, config=stack_config(stack))
 
 
