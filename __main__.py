@@ -91,13 +91,20 @@ def build_platform(settings: PlatformSettings) -> Platform:
         flow_log_retention_days=settings.network.flow_log_retention_days,
         tags=tags,
     ))
-    # On destroy the janitor runs after the cluster is gone and before any subnet, route or gateway is deleted.
-    janitor = LoadBalancerJanitor(f"{base}-lb-janitor", LoadBalancerJanitorArgs(
+    # On destroy the janitor sweeps after the cluster is gone and before any subnet, gateway or the VPC is deleted.
+    # It depends only on what the network creates in seconds, so the control plane does not wait for NAT gateways.
+    sweep = LoadBalancerJanitorArgs(
         vpc_id=network.vpc_id,
         cluster_name=settings.cluster_name,
         region=settings.region,
         timeout_seconds=settings.cluster.janitor_timeout_seconds,
-    ), opts=pulumi.ResourceOptions(depends_on=[network]))
+    )
+    janitor = LoadBalancerJanitor(f"{base}-lb-janitor", sweep,
+                                  opts=pulumi.ResourceOptions(depends_on=network.foundation))
+    # The same sweep between the nodes and their egress: node groups wait for the NAT routes through it on create;
+    # on destroy NAT gateways and private routes go only after it, when no node (so no controller) is left.
+    egress_janitor = LoadBalancerJanitor(f"{base}-lb-janitor-egress", sweep,
+                                         opts=pulumi.ResourceOptions(depends_on=network.egress))
     cluster = Cluster(f"{base}-cluster", ClusterArgs(
         cluster_name=settings.cluster_name,
         kubernetes_version=settings.cluster.kubernetes_version,
@@ -109,6 +116,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         admin_role_arns=settings.cluster.admin_role_arns,
         protect=settings.is_prod,
         log_retention_days=settings.observability.log_retention_days,
+        node_dependencies=[egress_janitor],
         tags=tags,
     ), opts=pulumi.ResourceOptions(depends_on=[janitor]))
     controller = LoadBalancerController(f"{base}-lb-controller", LoadBalancerControllerArgs(

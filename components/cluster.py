@@ -50,6 +50,8 @@ class ClusterArgs:
     creates it unencrypted and never expiring)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
+    node_dependencies: Sequence[pulumi.Resource] = ()
+    """Created before any node group (and deleted after them): the egress nodes need to join and pull images."""
 
 
 def validate_cluster_args(args: ClusterArgs) -> None:
@@ -201,7 +203,7 @@ class Cluster(pulumi.ComponentResource):
                 labels={"clinic/node-group": spec.name},
                 tags=tags,
                 opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=attachments,
+                    parent=self, depends_on=[*attachments, *args.node_dependencies],
                     # The cluster autoscaler owns the current size once the group exists.
                     ignore_changes=["scalingConfig.desiredSize"])))
 

@@ -82,6 +82,12 @@ class Network(pulumi.ComponentResource):
     """Subnets for nodes and pods (egress through NAT)."""
     database_subnet_ids: pulumi.Output[list[str]]
     """Isolated subnets (no route to the internet) for RDS."""
+    foundation: list[pulumi.Resource]
+    """VPC, subnets, internet gateway, route tables, their associations and the public route: each created in
+    seconds, and all the EKS control plane needs."""
+    egress: list[pulumi.Resource]
+    """NAT gateways and the private subnets' default routes through them (~2 min to create): what nodes need to join
+    the cluster, pull images and reach AWS APIs."""
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Network", name, None, opts)
@@ -106,7 +112,7 @@ class Network(pulumi.ComponentResource):
                                          tags={**tags, "Name": f"{name}-database"}, opts=child)
 
         public_subnets, private_subnets, database_subnets, nat_gateways = [], [], [], []
-        private_route_tables = []
+        private_route_tables, private_routes, fast = [], [], [vpc, igw, public_rt, public_default, database_rt]
         for i, az_plan in enumerate(plan):
             az = az_plan.availability_zone
             public = aws.ec2.Subnet(
@@ -115,19 +121,20 @@ class Network(pulumi.ComponentResource):
                 map_public_ip_on_launch=False,
                 tags={**tags, **elb_subnet_tags(args.cluster_name, public=True), "Name": f"{name}-public-{az}"},
                 opts=child)
-            aws.ec2.RouteTableAssociation(f"{name}-public-{i}-rta", subnet_id=public.id,
-                                          route_table_id=public_rt.id, opts=child)
+            fast.append(aws.ec2.RouteTableAssociation(f"{name}-public-{i}-rta", subnet_id=public.id,
+                                                      route_table_id=public_rt.id, opts=child))
             private = aws.ec2.Subnet(
                 f"{name}-private-{i}", vpc_id=vpc.id, cidr_block=az_plan.private, availability_zone=az,
                 tags={**tags, **elb_subnet_tags(args.cluster_name, public=False), "Name": f"{name}-private-{az}"},
                 opts=child)
             database = aws.ec2.Subnet(f"{name}-database-{i}", vpc_id=vpc.id, cidr_block=az_plan.database,
                                       availability_zone=az, tags={**tags, "Name": f"{name}-database-{az}"}, opts=child)
-            aws.ec2.RouteTableAssociation(f"{name}-database-{i}-rta", subnet_id=database.id,
-                                          route_table_id=database_rt.id, opts=child)
+            fast.append(aws.ec2.RouteTableAssociation(f"{name}-database-{i}-rta", subnet_id=database.id,
+                                                      route_table_id=database_rt.id, opts=child))
             if args.nat_mode == "per-az" or i == 0:
                 eip = aws.ec2.Eip(f"{name}-nat-eip-{i}", domain="vpc", tags={**tags, "Name": f"{name}-nat-{az}"},
                                   opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]))
+                fast.append(eip)
                 nat_gateways.append(aws.ec2.NatGateway(
                     f"{name}-nat-{i}", allocation_id=eip.allocation_id, subnet_id=public.id,
                     tags={**tags, "Name": f"{name}-nat-{az}"},
@@ -137,10 +144,11 @@ class Network(pulumi.ComponentResource):
             private_rt = aws.ec2.RouteTable(f"{name}-private-rt-{i}", vpc_id=vpc.id,
                                             tags={**tags, "Name": f"{name}-private-{az}"}, opts=child)
             private_route_tables.append(private_rt)
-            aws.ec2.Route(f"{name}-private-default-{i}", route_table_id=private_rt.id,
-                          destination_cidr_block="0.0.0.0/0", nat_gateway_id=nat.id, opts=child)
-            aws.ec2.RouteTableAssociation(f"{name}-private-{i}-rta", subnet_id=private.id,
-                                          route_table_id=private_rt.id, opts=child)
+            private_routes.append(aws.ec2.Route(f"{name}-private-default-{i}", route_table_id=private_rt.id,
+                                                destination_cidr_block="0.0.0.0/0", nat_gateway_id=nat.id,
+                                                opts=child))
+            fast += [private_rt, aws.ec2.RouteTableAssociation(f"{name}-private-{i}-rta", subnet_id=private.id,
+                                                               route_table_id=private_rt.id, opts=child)]
             public_subnets.append(public)
             private_subnets.append(private)
             database_subnets.append(database)
@@ -155,6 +163,8 @@ class Network(pulumi.ComponentResource):
         if args.flow_logs:
             self._flow_logs(name, vpc, args, tags)
 
+        self.foundation = [*fast, *public_subnets, *private_subnets, *database_subnets]
+        self.egress = [*nat_gateways, *private_routes]
         self.vpc_id = vpc.id
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public_subnets])
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private_subnets])

@@ -75,20 +75,50 @@ def test_controller_is_deleted_before_the_node_groups_and_the_cluster(graph):
         assert_deleted_before(graph, group, cluster)
 
 
+def janitors(graph: Graph):
+    """The sweep after the cluster (before subnets, gateways, VPC) and the one after the nodes (before the egress)."""
+    janitor = next(r for r in graph.of_type(JANITOR) if r.name.endswith("lb-janitor"))
+    egress = next(r for r in graph.of_type(JANITOR) if r.name.endswith("lb-janitor-egress"))
+    return janitor, egress
+
+
+def is_egress(resource) -> bool:
+    return resource.type == "aws:ec2/natGateway:NatGateway" or (
+        resource.type == "aws:ec2/route:Route" and bool(resource.inputs.get("natGatewayId")))
+
+
 def test_cluster_is_deleted_before_the_janitor_and_the_janitor_before_the_network(graph):
-    cluster, janitor = graph.one(EKS), graph.one(JANITOR)
+    cluster, (janitor, egress_janitor) = graph.one(EKS), janitors(graph)
     assert_deleted_before(graph, cluster, janitor)
+    for group in graph.of_type(NODE_GROUP):
+        assert_deleted_before(graph, group, egress_janitor)
     network = [r for t in NETWORK_TYPES for r in graph.of_type(t)]
-    assert len(network) > 10
+    assert len(network) > 10 and any(is_egress(r) for r in network)
     for resource in network:
-        assert_deleted_before(graph, janitor, resource)
+        # Every network resource goes after a sweep: NAT and its routes after the one that follows the last node,
+        # everything else (subnets, internet gateway, route tables) after the one that follows the cluster.
+        assert_deleted_before(graph, egress_janitor if is_egress(resource) else janitor, resource)
     vpc = graph.one("aws:ec2/vpc:Vpc")
     for subnet in graph.of_type("aws:ec2/subnet:Subnet"):
         assert_deleted_before(graph, subnet, vpc)
+        assert_deleted_before(graph, janitor, subnet)
+
+
+def test_the_control_plane_waits_for_its_subnets_not_for_nat_and_the_nodes_wait_for_egress(graph):
+    cluster = graph.one(EKS)
+    egress = [r for t in NETWORK_TYPES for r in graph.of_type(t) if is_egress(r)]
+    assert egress
+    for resource in egress:
+        assert not graph.depends_on(cluster, resource), f"the control plane must not wait for {resource.name}"
+        for group in graph.of_type(NODE_GROUP):
+            assert graph.depends_on(group, resource), f"{group.name} must wait for {resource.name}"
+    for subnet in graph.of_type("aws:ec2/subnet:Subnet"):
+        if "private" in subnet.name:
+            assert graph.depends_on(cluster, subnet)
 
 
 def test_whole_chain_from_every_load_balancer_to_the_vpc(graph):
-    chain = [controller_release(graph), graph.of_type(NODE_GROUP)[0], graph.one(EKS), graph.one(JANITOR),
+    chain = [controller_release(graph), graph.of_type(NODE_GROUP)[0], graph.one(EKS), janitors(graph)[0],
              graph.of_type("aws:ec2/subnet:Subnet")[0], graph.one("aws:ec2/vpc:Vpc")]
     order = [r.urn for r in graph.delete_order()]
     for owner in load_balancer_owners(graph):
@@ -97,19 +127,19 @@ def test_whole_chain_from_every_load_balancer_to_the_vpc(graph):
 
 
 def test_nothing_that_owns_a_load_balancer_skips_its_provider_delete(graph):
-    for resource in [*load_balancer_owners(graph), controller_release(graph), graph.one(EKS), graph.one(JANITOR)]:
+    for resource in [*load_balancer_owners(graph), controller_release(graph), graph.one(EKS), *janitors(graph)]:
         assert not resource.deleted_with, f"{resource.name} must be deleted by its provider, not with its parent"
         assert not resource.retain_on_delete, f"{resource.name} must really be deleted"
 
 
 def test_janitor_targets_this_cluster_and_this_vpc(graph):
-    janitor = graph.one(JANITOR)
-    assert janitor.inputs["cluster_name"] == graph.one(EKS).inputs["name"]
-    assert janitor.inputs["vpc_id"] == graph.one("aws:ec2/vpc:Vpc").name + "-id"
+    for janitor in janitors(graph):
+        assert janitor.inputs["cluster_name"] == graph.one(EKS).inputs["name"]
+        assert janitor.inputs["vpc_id"] == graph.one("aws:ec2/vpc:Vpc").name + "-id"
 
 
 def test_data_services_stay_off_the_cluster_chain(graph):
-    cluster_side = [graph.one(EKS), controller_release(graph), graph.one(JANITOR), *load_balancer_owners(graph)]
+    cluster_side = [graph.one(EKS), controller_release(graph), *janitors(graph), *load_balancer_owners(graph)]
     data = [*graph.of_type("aws:rds/instance:Instance"), *graph.of_type("aws:s3/bucket:Bucket"),
             *graph.of_type("aws:sqs/queue:Queue"), *graph.of_type("aws:sesv2/emailIdentity:EmailIdentity")]
     assert len(data) >= 8
@@ -135,3 +165,16 @@ def test_prometheus_goes_while_the_nodes_still_run_and_its_custom_resources_befo
     assert {r.type.rsplit(":", 1)[1] for r in custom} >= {"ServiceMonitor", "PrometheusRule"}, custom
     for resource in custom:
         assert_deleted_before(prod, resource, monitoring)
+
+
+def test_prods_create_path_is_within_5_percent_of_the_chain_that_cannot_be_shortened(prod):
+    """VPC → subnet → control plane → node group → controller → Ingress must be waited for whatever the graph; the
+    estimated `pulumi up` (preview/timing.py) may add only seconds to it, never the NAT gateways' two minutes."""
+    from preview import timing
+
+    chain = [prod.one("aws:ec2/vpc:Vpc"), prod.of_type("aws:ec2/subnet:Subnet")[0], prod.one(EKS),
+             prod.of_type(NODE_GROUP)[0], controller_release(prod), prod.one(INGRESS)]
+    floor = sum(timing.create_seconds(r) for r in chain)
+    path = timing.critical_path(prod)
+    assert path[-1].finish <= 1.05 * floor, (
+        f"critical path {path[-1].finish} s > 105 % of {floor} s: " + " → ".join(s.record.name for s in path))
