@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import pulumi_kubernetes as k8s
 
 from components.log_encryption import log_group_key
 from limits import LOG_RETENTION_DAYS, is_graviton
+from stacks.eks_support import EKS_SUPPORT, extended_support_problem
 from stacks.settings import NodeGroupSettings
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -55,6 +57,9 @@ class ClusterArgs:
 
 
 def validate_cluster_args(args: ClusterArgs) -> None:
+    if args.kubernetes_version not in EKS_SUPPORT:
+        raise ValueError(f"kubernetes_version = {args.kubernetes_version!r} is invalid; allowed: "
+                         + ", ".join(EKS_SUPPORT))
     if not args.node_groups:
         raise ValueError("node_groups is empty; allowed: at least one managed node group")
     if any(c.endswith("/0") for c in args.public_access_cidrs):
@@ -63,6 +68,13 @@ def validate_cluster_args(args: ClusterArgs) -> None:
     if args.log_retention_days is not None and args.log_retention_days not in LOG_RETENTION_DAYS:
         raise ValueError(f"log_retention_days = {args.log_retention_days} is invalid; allowed: "
                          + ", ".join(map(str, LOG_RETENTION_DAYS)))
+
+
+def addon_version(addon: str, kubernetes_version: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+    """The newest version EKS publishes of `addon` for this Kubernetes version: add-ons follow a cluster upgrade in
+    the same `pulumi up`."""
+    return aws.eks.get_addon_version_output(addon_name=addon, kubernetes_version=kubernetes_version, most_recent=True,
+                                            opts=pulumi.InvokeOutputOptions(parent=parent)).version
 
 
 def ami_type(instance_types: Sequence[str]) -> str:
@@ -115,6 +127,10 @@ class Cluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Cluster", name, None, opts)
         validate_cluster_args(args)
+        # Prod refuses such a version in its settings; dev runs it, told what it costs.
+        problem = extended_support_problem(args.kubernetes_version, datetime.date.today())
+        if problem:
+            pulumi.log.warn(problem, resource=self)
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
 
@@ -153,8 +169,15 @@ class Cluster(pulumi.ComponentResource):
             skip_default_node_group=True,
             skip_default_security_groups=True,
             create_oidc_provider=True,
-            # The VPC CNI enforces NetworkPolicy only when asked; the clinic's namespace relies on it.
-            vpc_cni_options={"enable_network_policy": True},
+            # The VPC CNI and kube-proxy are EKS add-ons pulumi-eks owns (it created them; a second owner would
+            # fight it), at the versions resolved here for the cluster's version. The VPC CNI enforces
+            # NetworkPolicy only when asked; the clinic's namespace relies on it.
+            vpc_cni_options={"enable_network_policy": True,
+                             "addon_version": addon_version("vpc-cni", args.kubernetes_version, self)},
+            kube_proxy_addon_options={"version": addon_version("kube-proxy", args.kubernetes_version, self)},
+            # pulumi-eks would create CoreDNS before any managed node group exists (it would never become ACTIVE);
+            # Cluster owns it instead, after the node groups (_coredns).
+            coredns_addon_options={"enabled": False},
             encryption_config_key_arn=secrets_key.arn,
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
             deletion_protection=args.protect,
@@ -207,6 +230,8 @@ class Cluster(pulumi.ComponentResource):
                     # The cluster autoscaler owns the current size once the group exists.
                     ignore_changes=["scalingConfig.desiredSize"])))
 
+        self.coredns = self._coredns(name, args, eks_cluster.name)
+
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self._cluster.kubeconfig_json,
                                      enable_server_side_apply=True, opts=child)
         self.cluster_name = eks_cluster.name
@@ -223,6 +248,17 @@ class Cluster(pulumi.ComponentResource):
             "cluster_security_group_id": self.cluster_security_group_id,
             "node_group_names": self.node_group_names,
         })
+
+    def _coredns(self, name: str, args: ClusterArgs, cluster_name: pulumi.Input[str]) -> aws.eks.Addon:
+        """CoreDNS as an EKS add-on, adopting the Deployment EKS bootstrapped; created once nodes can run its pods
+        (an add-on is ACTIVE only when they are)."""
+        return aws.eks.Addon(
+            f"{name}-coredns", cluster_name=cluster_name, addon_name="coredns",
+            addon_version=addon_version("coredns", args.kubernetes_version, self),
+            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
+            # Taking the add-on out of the program must not take the cluster's DNS with it.
+            preserve=True, tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.node_groups))
 
     def irsa_role(self, name: str, namespace: str, service_account: str, policy: pulumi.Input[str],
                   parent: pulumi.Resource, tags: Mapping[str, str] | None = None,

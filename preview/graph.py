@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "clinic-platform"
 ACCOUNT_ID = "123456789012"
+# Add-on versions the mocks answer (an add-on missing here is a typo in the program, or new: add it).
+ADDON_VERSIONS = {"coredns": "v1.12.4-eksbuild.1", "vpc-cni": "v1.20.4-eksbuild.2", "metrics-server": "v0.8.0-eksbuild.1",
+                  "aws-ebs-csi-driver": "v1.51.1-eksbuild.1", "amazon-cloudwatch-observability": "v4.6.0-eksbuild.1"}
 # What the mocks answer for every generated password: tests look for it where no secret may appear.
 GENERATED_SECRET = "mock-generated-Secret-9f8e7d6c5b4a"
 
@@ -219,6 +222,11 @@ class ClinicMocks(pulumi.runtime.Mocks):
                     "address": f"{identifier}.abc123.{self.region}.rds.amazonaws.com", "port": 5432,
                     "masterUserSecrets": [{"secretArn": self.arn("secretsmanager", f"secret:rds!db-{identifier}"),
                                            "kmsKeyId": "", "secretStatus": "active"}]}
+        if token == "aws:eks/getAddonVersion:getAddonVersion":
+            # What EKS publishes: kube-proxy's version follows the cluster's; the others have their own.
+            addon, kubernetes = args.args["addonName"], args.args["kubernetesVersion"]
+            version = f"v{kubernetes}.0-eksbuild.1" if addon == "kube-proxy" else ADDON_VERSIONS[addon]
+            return {"addonName": addon, "kubernetesVersion": kubernetes, "version": version, "id": addon}
         if token == "aws:lb/getLoadBalancer:getLoadBalancer":
             name = args.args["name"]
             arn = self.arn("elasticloadbalancing", f"loadbalancer/app/{name}/50dc6c495c0c9188")
