@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "clinic-platform"
 ACCOUNT_ID = "123456789012"
 # Add-on versions the mocks answer (an add-on missing here is a typo in the program, or new: add it).
-ADDON_VERSIONS = {"coredns": "v1.12.4-eksbuild.1", "vpc-cni": "v1.20.4-eksbuild.2", "metrics-server": "v0.8.0-eksbuild.1",
-                  "aws-ebs-csi-driver": "v1.51.1-eksbuild.1", "amazon-cloudwatch-observability": "v4.6.0-eksbuild.1"}
+ADDON_VERSIONS = {"coredns": "v1.12.4-eksbuild.1", "vpc-cni": "v1.20.4-eksbuild.2",
+                  "metrics-server": "v0.8.0-eksbuild.1", "aws-ebs-csi-driver": "v1.51.1-eksbuild.1",
+                  "amazon-cloudwatch-observability": "v4.6.0-eksbuild.1"}
 # What the mocks answer for every generated password: tests look for it where no secret may appear.
 GENERATED_SECRET = "mock-generated-Secret-9f8e7d6c5b4a"
 

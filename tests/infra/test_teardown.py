@@ -168,8 +168,8 @@ def test_prometheus_goes_while_the_nodes_still_run_and_its_custom_resources_befo
 
 
 def test_prods_create_path_is_within_5_percent_of_the_chain_that_cannot_be_shortened(prod):
-    """VPC → subnet → control plane → node group → controller → Ingress must be waited for whatever the graph; the
-    estimated `pulumi up` (preview/timing.py) may add only seconds to it, never the NAT gateways' two minutes."""
+    """VPC → subnet → control plane → node group → controller → Ingress must be waited for whatever the graph;
+    the estimated `pulumi up` (preview/timing.py) may add only seconds to it, never the NAT gateways' two minutes."""
     from preview import timing
 
     chain = [prod.one("aws:ec2/vpc:Vpc"), prod.of_type("aws:ec2/subnet:Subnet")[0], prod.one(EKS),
