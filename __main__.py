@@ -17,6 +17,7 @@ from components.lb_janitor import LoadBalancerJanitor, LoadBalancerJanitorArgs
 from components.messaging import Messaging, MessagingArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.scaling import ClusterScaling, ClusterScalingArgs
 from components.storage import Storage, StorageArgs
 from stacks.settings import PlatformSettings, settings_from_pulumi
 
@@ -121,6 +122,14 @@ def build_platform(settings: PlatformSettings) -> Platform:
     ), opts=pulumi.ResourceOptions(depends_on=[janitor]))
     controller = LoadBalancerController(f"{base}-lb-controller", LoadBalancerControllerArgs(
         cluster=cluster, vpc_id=network.vpc_id, region=settings.region, tags=tags))
+    # metrics-server for the HPA, the Cluster Autoscaler for the node groups.
+    ClusterScaling(f"{base}-scaling", ClusterScalingArgs(
+        cluster=cluster,
+        kubernetes_version=settings.cluster.kubernetes_version,
+        region=settings.region,
+        wait_for=controller.ready,
+        tags=tags,
+    ))
 
     # Data services hang off the network only, never off the cluster: they are created in parallel with it and
     # outlive none of its teardown. Only the database's ingress rule refers to the cluster's security group.

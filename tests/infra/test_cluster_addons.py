@@ -78,3 +78,61 @@ def test_an_unknown_version_is_refused_with_the_known_ones():
                        service_ipv4_cidr="172.20.0.0/16", node_groups=())
     with pytest.raises(ValueError, match=r"kubernetes_version = '1.29' is invalid; allowed: 1.33, 1.34, 1.35"):
         validate_cluster_args(args)
+
+
+def autoscaler(graph):
+    return next(r for r in graph.of_type("kubernetes:helm.sh/v3:Release") if r.name.endswith("scaling-autoscaler"))
+
+
+def test_metrics_server_is_an_add_on_for_the_cluster_version_after_the_nodes(stack):
+    metrics = addon(stack, "metrics-server")
+    assert metrics.inputs["addonVersion"] == "v0.8.0-eksbuild.1"
+    assert metrics.inputs["clusterName"] == stack.one(EKS).inputs["name"]
+    assert all(stack.depends_on(metrics, g) for g in stack.of_type(NODE_GROUP))
+
+
+def test_the_autoscaler_matches_the_cluster_minor_and_finds_the_node_groups_by_tag(stack):
+    release = autoscaler(stack)
+    assert release.inputs["chart"] == "cluster-autoscaler" and release.inputs["version"] == "9.59.0"
+    assert release.inputs["repositoryOpts"]["repo"] == "https://kubernetes.github.io/autoscaler"
+    values = release.inputs["values"]
+    version = stack.one(EKS).inputs["version"]
+    assert values["image"]["tag"].startswith(f"v{version}."), "the autoscaler's minor must be the cluster's"
+    assert values["autoDiscovery"] == {"clusterName": stack.one(EKS).inputs["name"]}
+    assert values["cloudProvider"] == "aws" and values["awsRegion"] == "eu-west-1"
+    role = next(r for r in stack.of_type("aws:iam/role:Role") if r.name.endswith("scaling-autoscaler-role"))
+    assert values["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == role.state["arn"]
+    condition = role.input("assumeRolePolicy", "Statement")[0]["Condition"]["StringEquals"]
+    assert [v for k, v in condition.items() if k.endswith(":sub")] == [
+        "system:serviceaccount:kube-system:cluster-autoscaler"]
+    for group in stack.of_type(NODE_GROUP):
+        assert stack.depends_on(release, group)
+
+
+def test_the_autoscaler_may_resize_only_this_clusters_groups(stack):
+    role = next(r for r in stack.of_type("aws:iam/role:Role") if r.name.endswith("scaling-autoscaler-role"))
+    policy = stack.one("aws:iam/rolePolicy:RolePolicy", role.name + "-policy").input("policy")
+    cluster = stack.one(EKS).inputs["name"]
+    writes = [s for s in policy["Statement"] if "autoscaling:SetDesiredCapacity" in s["Action"]]
+    assert len(writes) == 1
+    assert writes[0]["Condition"]["StringEquals"] == {
+        f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster}": "owned",
+        "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true"}
+    unconditioned = [a for s in policy["Statement"] if "Condition" not in s
+                     for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert not [a for a in unconditioned if a.startswith("autoscaling:") and not a.startswith("autoscaling:Describe")]
+    describe_groups = next(s for s in policy["Statement"] if s["Action"] == "eks:DescribeNodegroup")
+    assert describe_groups["Resource"] == f"arn:aws:eks:eu-west-1:123456789012:nodegroup/{cluster}/*/*"
+
+
+def test_an_autoscaler_for_an_unknown_version_is_refused():
+    from components.scaling import ClusterScalingArgs, validate_cluster_scaling_args
+    with pytest.raises(ValueError, match=r"kubernetes_version = '1.36' is invalid for the cluster autoscaler; "
+                                         r"allowed: 1.33, 1.34, 1.35"):
+        validate_cluster_scaling_args(ClusterScalingArgs(cluster=None, kubernetes_version="1.36", region="r"))
+
+
+def test_every_kubernetes_version_eks_supports_has_an_autoscaler():
+    from components.scaling import AUTOSCALER_IMAGES
+    assert set(AUTOSCALER_IMAGES) == set(EKS_SUPPORT)
+    assert all(tag.startswith(f"v{minor}.") for minor, tag in AUTOSCALER_IMAGES.items())

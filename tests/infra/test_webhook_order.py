@@ -43,6 +43,7 @@ def created_before_controller(graph: Graph) -> list[str]:
 def test_every_service_creator_waits_for_the_controller(stack):
     creators = {r.name for r in service_creators(stack)}
     assert any(n.endswith("api-svc") for n in creators) and any(n.endswith("container-logs-addon") for n in creators)
+    assert any(n.endswith("metrics-server") for n in creators) and any(n.endswith("autoscaler") for n in creators)
     assert created_before_controller(stack) == []
 
 
