@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cluster import Cluster
+from stacks.capacity import MIGRATION_POD
 
 APP_UID = 10001
 # The label the Deployment, Service, PDB and NetworkPolicies select an app's pods by; migrations Jobs use their own.
@@ -178,7 +179,8 @@ class AppWorkload(pulumi.ComponentResource):
                                            containers=[{"name": "migrate", "image": args.image,
                                                         "command": ["python", "-m", args.migrate_module],
                                                         "env": list(args.env),
-                                                        "resources": container_resources("100m", "256Mi")}])}})
+                                                        "resources": container_resources(
+                                                            MIGRATION_POD.cpu, MIGRATION_POD.memory)}])}})
             before_pods.append(migrations)
 
         container = {"name": app.removeprefix("clinic-"), "image": args.image, "env": list(args.env),

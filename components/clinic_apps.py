@@ -20,6 +20,7 @@ from components.app_workload import AppWorkload, AppWorkloadArgs
 from components.cluster import Cluster
 from components.lb_controller import LoadBalancerController
 from limits import APP_DB_POOL_SIZE
+from stacks.capacity import API_POD, NOTIFIER_POD
 
 NAMESPACE = "clinic"
 API_PORT = 8000
@@ -234,7 +235,8 @@ class ClinicApps(pulumi.ComponentResource):
                                      p.database_kms_key_arn)
             .apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])),
             image=api_image, release=args.api_image, env=api_env, migrate_module="clinic_api.migrate",
-            port=API_PORT, service_port=80, service_port_name="http", cpu="250m", memory="512Mi",
+            port=API_PORT, service_port=80, service_port_name="http",
+            cpu=API_POD.cpu, memory=API_POD.memory,
             replicas=args.api_replicas, max_replicas=args.api_max_replicas,
             after=[namespace], pods_read=[jwt_secret], service_after=args.controller.ready,
             previous_parent=self, previous_names={"deployment": f"{name}-api", "pdb": f"{name}-clinic-api-pdb"}),
@@ -246,7 +248,8 @@ class ClinicApps(pulumi.ComponentResource):
             .apply(lambda a: notifier_policy([a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS],
                                              *a[2:])),
             image=notifier_image, release=args.notifier_image, env=notifier_env, migrate_module="notifier.migrate",
-            port=NOTIFIER_PORT, service_port=NOTIFIER_PORT, service_port_name="metrics", cpu="100m", memory="256Mi",
+            port=NOTIFIER_PORT, service_port=NOTIFIER_PORT, service_port_name="metrics",
+            cpu=NOTIFIER_POD.cpu, memory=NOTIFIER_POD.memory,
             replicas=args.notifier_replicas, after=[namespace], service_after=args.controller.ready,
             previous_parent=self, previous_names={"deployment": f"{name}-notifier",
                                                   "pdb": f"{name}-clinic-notifier-pdb"}),

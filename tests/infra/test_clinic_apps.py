@@ -145,8 +145,8 @@ def test_clinic_ingress_is_deleted_before_the_controller_the_cluster_and_the_vpc
     ingress = stack.one(INGRESS)
     controller = next(r for r in stack.of_type("kubernetes:helm.sh/v3:Release")
                       if r.name.endswith("lb-controller-release"))
-    for resource in (controller, *(stack.one(typ) for typ in ("eks:index:Cluster", "pulumi-python:dynamic:Resource",
-                                                               "aws:ec2/vpc:Vpc"))):
+    janitors = stack.of_type("pulumi-python:dynamic:Resource")
+    for resource in (controller, *janitors, *(stack.one(typ) for typ in ("eks:index:Cluster", "aws:ec2/vpc:Vpc"))):
         assert stack.deleted_before(ingress, resource), f"the Ingress must go before {resource.name}"
     annotations = ingress.inputs["metadata"]["annotations"]
     assert annotations["alb.ingress.kubernetes.io/scheme"] == "internet-facing"

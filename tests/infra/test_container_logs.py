@@ -67,7 +67,7 @@ def test_every_log_group_is_encrypted_with_a_rotating_key_cloudwatch_logs_may_us
 
 def test_the_addon_starts_only_after_every_group_exists_and_stops_before_any_is_deleted(built):
     stack, graph = built
-    addon = graph.one(ADDON)
+    addon = next(a for a in graph.of_type(ADDON) if a.name.endswith("-logs-addon"))
     for group in container_groups(graph).values():
         assert graph.depends_on(addon, group), f"{addon.name} could start before {group.name} exists"
     role = graph.one("aws:iam/role:Role", f"clinic-{stack}-logs-agent-role")
@@ -79,7 +79,7 @@ def test_the_addon_starts_only_after_every_group_exists_and_stops_before_any_is_
 
 def test_addon_ships_container_logs_with_its_own_irsa_role(built):
     _, graph = built
-    addon = graph.one(ADDON)
+    addon = next(a for a in graph.of_type(ADDON) if a.name.endswith("-logs-addon"))
     assert addon.inputs["addonName"] == "amazon-cloudwatch-observability"
     config = json.loads(addon.inputs["configurationValues"])
     assert config["containerLogs"] == {"enabled": True}, addon.name

@@ -87,7 +87,7 @@ def test_the_storage_class_is_encrypted_gp3_from_the_csi_driver_and_tags_its_vol
     parameters = storage_class.inputs["parameters"]
     assert parameters["type"] == "gp3" and parameters["encrypted"] == "true"
     assert "project=clinic-platform" in parameters.values()
-    addon = graph.one("aws:eks/addon:Addon")
+    addon = next(a for a in graph.of_type("aws:eks/addon:Addon") if a.name.endswith("-ebs-csi"))
     assert addon.inputs["addonName"] == "aws-ebs-csi-driver"
     assert graph.depends_on(release(graph), addon) and graph.depends_on(release(graph), storage_class)
     for group in graph.of_type("aws:eks/nodeGroup:NodeGroup"):
