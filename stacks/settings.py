@@ -12,6 +12,7 @@ resource is registered. Pydantic's own error texts never reach the user: `_probl
 `Allowed` text.
 """
 
+import datetime
 import difflib
 import ipaddress
 import json
@@ -25,6 +26,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from stacks.capacity import INSTANCE_TYPES, NodeGroupCapacity, capacity_problem
+from stacks.eks_support import EKS_SUPPORT, extended_support_problem
 from limits import (
     API_POD_DB_CONNECTIONS, DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASSES, DB_INSTANCE_ID_PATTERN,
     DOMAIN_PATTERN, EMAIL_PATTERN, LOG_RETENTION_DAYS, MIN_PROD_BACKUP_DAYS, MIN_PROD_VAULT_RETENTION_DAYS, NAT_MODES,
@@ -35,8 +38,8 @@ ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
 Environment = Literal["dev", "prod"]
 # Major versions only: RDS applies minor upgrades itself (auto_minor_version_upgrade), a major upgrade is a decision.
 POSTGRES_MAJOR_VERSIONS: tuple[str, ...] = ("15", "16", "17")
-# EKS versions in standard support when this was pinned; upgrade one minor at a time.
-KUBERNETES_VERSIONS: tuple[str, ...] = ("1.33", "1.34", "1.35")
+# The versions of the EKS release calendar (stacks/eks_support.py); prod refuses one in extended support.
+KUBERNETES_VERSIONS: tuple[str, ...] = tuple(EKS_SUPPORT)
 CAPACITY_TYPES: tuple[str, ...] = ("ON_DEMAND", "SPOT")
 # Burstable classes run out of CPU credits under sustained load and do not support Performance Insights' long
 # retention; prod must use a fixed-performance class.
@@ -261,6 +264,9 @@ class NodeGroupSettings(_Group):
         rules, prod = _Rules(), _is_prod(info)
         rules.check(len({is_graviton(t) for t in self.instance_types}) == 1, "instanceTypes", list(self.instance_types),
                     "instance types of one architecture (all Graviton or all x86)")
+        # The node capacity check needs each type's allocatable CPU and memory (stacks/capacity.py).
+        rules.check(all(t in INSTANCE_TYPES for t in self.instance_types), "instanceTypes", list(self.instance_types),
+                    "types whose capacity the stack knows: " + ", ".join(INSTANCE_TYPES))
         rules.check(not prod or self.capacity_type == "ON_DEMAND", "capacityType", self.capacity_type,
                     "ON_DEMAND in prod (spot nodes can be reclaimed with two minutes' notice)")
         rules.check(self.min_size <= self.desired_size <= self.max_size, "desiredSize", self.desired_size,
@@ -290,9 +296,14 @@ class ClusterSettings(_Group):
     """How long destroy waits for Kubernetes-made load balancers and their network interfaces to go."""
 
     @model_validator(mode="after")
-    def _rules(self) -> "ClusterSettings":
+    def _rules(self, info: ValidationInfo) -> "ClusterSettings":
         rules, names = _Rules(), [group.name for group in self.node_groups]
         rules.check(len(set(names)) == len(names), "nodeGroups", names, "node groups with distinct names")
+        # Extended support bills every cluster hour on top; dev runs such a version with a warning from Cluster.
+        support = extended_support_problem(self.kubernetes_version,
+                                           (info.context or {}).get("today") or datetime.date.today())
+        rules.check(not (_is_prod(info) and support), "kubernetesVersion", self.kubernetes_version,
+                    f"a version in EKS standard support in prod: {support}")
         rules.raise_any()
         return self
 
@@ -513,6 +524,17 @@ class PlatformSettings(_Group):
             f"allowed: apps.apiMaxReplicas at most {fits} with apps.notifierReplicas = {apps.notifier_replicas}, "
             "or a larger instance class")})
 
+    @model_validator(mode="after")
+    def _node_capacity(self) -> "PlatformSettings":
+        """A burst to the HPA ceiling must find room on the nodes the autoscaler may add (stacks/capacity.py)."""
+        groups = [NodeGroupCapacity(g.instance_types, g.max_size) for g in self.cluster.node_groups]
+        problem = capacity_problem(self.apps.api_max_replicas, self.apps.notifier_replicas, groups,
+                                   monitoring=self.observability.monitoring)
+        if problem:
+            raise PydanticCustomError("settings_budget", "{problem}", {
+                "problem": f"apps.apiMaxReplicas = {self.apps.api_max_replicas} is invalid: {problem}"})
+        return self
+
 
 # --- per-environment defaults: a stack file overrides them key by key ---------------------------------------------
 # `email` and `images` have none: the stack file must say where mail comes from and which images run.
@@ -522,7 +544,7 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
     "dev": {
         "network": NetworkSettings(vpc_cidr="10.20.0.0/16", az_count=2, nat_mode="single", flow_logs=False,
                                    flow_log_retention_days=7, kubernetes_service_cidr="172.20.0.0/16"),
-        "cluster": ClusterSettings(kubernetes_version="1.34", public_access_cidrs=(), admin_role_arns=(),
+        "cluster": ClusterSettings(kubernetes_version="1.35", public_access_cidrs=(), admin_role_arns=(),
                                    janitor_timeout_seconds=900, node_groups=(NodeGroupSettings(
                                        **_GENERAL_NODES, instance_types=("t3.large",), capacity_type="SPOT",
                                        disk_size_gb=30),)),
@@ -539,7 +561,7 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
     "prod": {
         "network": NetworkSettings(vpc_cidr="10.30.0.0/16", az_count=3, nat_mode="per-az", flow_logs=True,
                                    flow_log_retention_days=365, kubernetes_service_cidr="172.20.0.0/16"),
-        "cluster": ClusterSettings(kubernetes_version="1.34", public_access_cidrs=(), admin_role_arns=(),
+        "cluster": ClusterSettings(kubernetes_version="1.35", public_access_cidrs=(), admin_role_arns=(),
                                    janitor_timeout_seconds=1800, node_groups=(NodeGroupSettings(
                                        **{**_GENERAL_NODES, "min_size": 3, "desired_size": 3, "max_size": 9},
                                        instance_types=("m6i.large",), capacity_type="ON_DEMAND", disk_size_gb=50),)),
@@ -565,8 +587,10 @@ GROUPS: dict[str, type[_Group]] = {
 
 # --- loading -------------------------------------------------------------------------------------------------------
 
-def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> PlatformSettings:
-    """Validates the project's config (keys without the project prefix) into frozen settings."""
+def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None,
+                  today: datetime.date | None = None) -> PlatformSettings:
+    """Validates the project's config (keys without the project prefix) into frozen settings. `today` decides which
+    Kubernetes versions are still in EKS standard support (default: the day the program runs)."""
     problems = [f"{key} is not a setting of this project; allowed: {_choices(TOP_LEVEL_KEYS, key)}"
                 for key in raw if key not in TOP_LEVEL_KEYS]
     environment = raw.get("environment")
@@ -583,7 +607,8 @@ def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None) -> 
         data[group] = {**(default.model_dump(by_alias=True) if default else {}), **value} \
             if isinstance(value, Mapping) else value
     data["tags"] = _decode(raw.get("tags", {}))
-    context = {"environment": environment, "region": region, "az_count": _az_count(data["network"])}
+    context = {"environment": environment, "region": region, "az_count": _az_count(data["network"]),
+               "today": today or datetime.date.today()}
     try:
         settings = PlatformSettings.model_validate(data, context=context, by_alias=True, by_name=False)
     except ValidationError as error:

@@ -17,7 +17,7 @@ def test_control_plane_is_encrypted_logged_pinned_and_reachable_only_from_config
     assert cluster.inputs["encryptionConfigKeyArn"] == key.state["arn"]
     assert sorted(cluster.inputs["enabledClusterLogTypes"]) == sorted(
         ["api", "audit", "authenticator", "controllerManager", "scheduler"])
-    assert cluster.inputs["version"] == "1.34"
+    assert cluster.inputs["version"] == "1.35"
     assert cluster.inputs["endpointPrivateAccess"] is True
     assert cluster.inputs["publicAccessCidrs"] == ["203.0.113.0/24"]
     assert cluster.inputs["authenticationMode"] == "API"
@@ -52,7 +52,7 @@ def test_dev_nodes_may_be_spot_prod_nodes_are_on_demand_across_azs(dev, prod):
     assert prod_group.inputs["scalingConfig"]["minSize"] >= 3
     for group in (dev_group, prod_group):
         assert group.inputs["updateConfig"]["maxUnavailable"] == 1
-        assert group.inputs["version"] == "1.34"
+        assert group.inputs["version"] == "1.35"
 
 
 def test_node_role_has_only_the_node_policies(stack):

@@ -39,12 +39,13 @@ def test_coredns_is_one_add_on_owned_here_and_created_after_the_node_groups(stac
     assert groups and all(stack.depends_on(coredns, g) for g in groups)
 
 
-def test_a_version_upgrade_moves_the_add_ons_with_it():
+def test_the_add_ons_follow_another_cluster_version():
     graph = evaluate_program("dev", {"clinic-platform:cluster": {
-        "kubernetesVersion": "1.35", "publicAccessCidrs": ["203.0.113.0/24"]}})
-    assert graph.one(EKS).inputs["version"] == "1.35"
-    assert graph.one(EKS).inputs["kubeProxyAddonOptions"]["version"] == "v1.35.0-eksbuild.1"
-    assert all(g.inputs["version"] == "1.35" for g in graph.of_type(NODE_GROUP))
+        "kubernetesVersion": "1.34", "publicAccessCidrs": ["203.0.113.0/24"]}})
+    assert graph.one(EKS).inputs["version"] == "1.34"
+    assert graph.one(EKS).inputs["kubeProxyAddonOptions"]["version"] == "v1.34.0-eksbuild.1"
+    assert all(g.inputs["version"] == "1.34" for g in graph.of_type(NODE_GROUP))
+    assert autoscaler(graph).inputs["values"]["image"]["tag"] == "v1.34.5"
 
 
 def test_support_windows_follow_the_eks_calendar():

@@ -332,3 +332,48 @@ def test_readme_settings_table_lists_every_key_with_both_defaults():
     node_keys = (ROOT / "README.md").read_text().split("Node group entries:")[1].split("\n\n")[0]
     for name, field in NodeGroupSettings.model_fields.items():
         assert f"`{field.alias}`" in node_keys, f"README node group entries do not name {field.alias}"
+
+
+def test_prod_refuses_a_kubernetes_version_in_extended_support_dev_runs_it():
+    import datetime
+    today = datetime.date(2026, 11, 29)
+    raw = with_change("prod", "cluster.kubernetesVersion", "1.33")
+    with pytest.raises(StackSettingsError) as error:
+        load_settings(raw, stack="prod", region="eu-west-1", today=today)
+    assert ("cluster.kubernetesVersion = '1.33' is invalid; allowed: a version in EKS standard support in prod: "
+            "Kubernetes 1.33 is in EKS extended support since 2026-07-29") in str(error.value)
+    assert load_settings(with_change("dev", "cluster.kubernetesVersion", "1.33"), stack="dev", region="eu-west-1",
+                         today=today).cluster.kubernetes_version == "1.33"
+    # 1.34 is standard today and extended from the morning of 2 December.
+    prod_134 = with_change("prod", "cluster.kubernetesVersion", "1.34")
+    assert load_settings(prod_134, stack="prod", region="eu-west-1", today=today)
+    with pytest.raises(StackSettingsError, match="1.34 is in EKS extended support since 2026-12-02"):
+        load_settings(prod_134, stack="prod", region="eu-west-1", today=datetime.date(2026, 12, 2))
+
+
+def test_the_default_kubernetes_version_is_in_standard_support_today():
+    import datetime
+    from stacks.eks_support import support_status
+    for environment in ("dev", "prod"):
+        version = DEFAULTS[environment]["cluster"].kubernetes_version
+        assert support_status(version, datetime.date(2026, 11, 29)) == "standard", environment
+
+
+def test_an_api_ceiling_the_node_groups_cannot_hold_is_refused():
+    raw = with_change("dev", "apps.apiMaxReplicas", 20)
+    raw["database"]["instanceClass"] = "db.m7g.xlarge"  # room for the connections: only the nodes are short
+    with pytest.raises(StackSettingsError) as error:
+        load("dev", raw)
+    message = str(error.value)
+    assert "apps.apiMaxReplicas = 20 is invalid: 20 API pods at the HPA ceiling (250m CPU / 512Mi each)" in message
+    assert "cluster.nodeGroups[].maxSize = [3]" in message and "apps.apiMaxReplicas of at most 8" in message
+    raw["cluster"]["nodeGroups"][0]["maxSize"] = 8
+    assert load("dev", raw).apps.api_max_replicas == 20, "larger node groups make room for it"
+
+
+def test_a_node_instance_type_without_known_capacity_is_refused():
+    raw = copy.deepcopy(committed("dev"))
+    raw["cluster"]["nodeGroups"][0]["instanceTypes"] = ["c5.large"]
+    with pytest.raises(StackSettingsError, match=r"cluster.nodeGroups\[0\].instanceTypes = \['c5.large'\] is "
+                                                 r"invalid; allowed: types whose capacity the stack knows: t3.large"):
+        load("dev", raw)
