@@ -126,8 +126,9 @@ class ClusterScaling(pulumi.ComponentResource):
             cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(
                 parent=self, provider=cluster.provider,
-                # Nodes to run on and its permissions before it starts, and until it is gone on destroy.
-                depends_on=[*cluster.node_groups, *role.resources, *args.wait_for]))
+                # Nodes to run on before it starts, and until it is gone on destroy (its permissions: role.arn in the
+                # values resolves only once the policy is attached).
+                depends_on=[*cluster.node_groups, *args.wait_for]))
 
         self.metrics_server_addon = metrics_server.addon_name
         self.autoscaler_role_arn = role.arn
