@@ -1,5 +1,6 @@
 """clinic-platform: read the stack's settings once, build the platform, export what operators and apps need."""
 
+import os
 from dataclasses import dataclass
 
 import pulumi
@@ -12,6 +13,7 @@ from components.cluster import Cluster, ClusterArgs
 from components.container_logs import ContainerLogs, ContainerLogsArgs
 from components.database import Database, DatabaseArgs
 from components.email import Email, EmailArgs
+from components.image_registry import BOOTSTRAP_ENV, ImageRegistry, ImageRegistryArgs
 from components.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
 from components.lb_janitor import LoadBalancerJanitor, LoadBalancerJanitorArgs
 from components.messaging import Messaging, MessagingArgs
@@ -45,6 +47,7 @@ class Platform:
     storage: Storage
     messaging: Messaging
     email: Email
+    registry: ImageRegistry
     apps: ClinicApps
     alarms: Alarms
     monitoring: Monitoring | None
@@ -155,17 +158,24 @@ def build_platform(settings: PlatformSettings) -> Platform:
         tags=tags,
     ))
 
+    # Depends on nothing else, so a new stack can create it alone first (ops/first_deploy.py) and push the images.
+    registry = ImageRegistry(f"{base}-images", ImageRegistryArgs(
+        repository_prefix=settings.cluster_name,
+        images={"api": settings.images.api, "notifier": settings.images.notifier},
+        verify_images=os.environ.get(BOOTSTRAP_ENV) != "1",
+        keep_images=settings.is_prod,
+        tags=tags,
+    ))
     apps = ClinicApps(f"{base}-apps", ClinicAppsArgs(
         cluster=cluster,
         controller=controller,
-        api_image=settings.images.api,
-        notifier_image=settings.images.notifier,
+        api_image=registry.images["api"],
+        notifier_image=registry.images["notifier"],
         api_replicas=settings.apps.api_replicas,
         api_max_replicas=settings.apps.api_max_replicas,
         notifier_replicas=settings.apps.notifier_replicas,
         hostname=settings.apps.hostname,
         certificate_arn=settings.apps.certificate_arn,
-        keep_images=settings.is_prod,
         tags=tags,
         platform=PlatformEndpoints(
             region=settings.region,
@@ -227,8 +237,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
             protect=settings.protect_data,
             tags=tags,
         ))
-    return Platform(network, cluster, controller, database, active, storage, messaging, email, apps, alarms,
-                    monitoring, backup)
+    return Platform(network, cluster, controller, database, active, storage, messaging, email, registry, apps,
+                    alarms, monitoring, backup)
 
 
 def export(p: Platform) -> None:
@@ -250,8 +260,8 @@ def export(p: Platform) -> None:
     pulumi.export("emailFromAddress", p.email.from_address)
     pulumi.export("emailConfigurationSet", p.email.configuration_set_name)
     pulumi.export("emailDnsRecords", p.email.dns_records)
-    pulumi.export("apiRepositoryUrl", p.apps.api_repository_url)
-    pulumi.export("notifierRepositoryUrl", p.apps.notifier_repository_url)
+    pulumi.export("apiRepositoryUrl", p.registry.repository_urls["api"])
+    pulumi.export("notifierRepositoryUrl", p.registry.repository_urls["notifier"])
     pulumi.export("clinicUrl", p.apps.load_balancer_hostname)
     pulumi.export("alarmTopicArn", p.alarms.topic_arn)
     if p.backup:

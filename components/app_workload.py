@@ -41,8 +41,8 @@ class AppWorkloadArgs:
     """IAM policy (JSON): the only AWS permissions of the app's pods."""
     image: pulumi.Input[str]
     """Full image reference of the app."""
-    release: str
-    """What names a release (the image setting): a new value runs the migrations again."""
+    release: pulumi.Input[str]
+    """What names a release (the image's `repository@sha256:...`): a new value runs the migrations again."""
     env: Sequence[Mapping[str, Any]]
     """Container environment, shared by the migrations Job and the Deployment."""
     port: int
@@ -172,7 +172,8 @@ class AppWorkload(pulumi.ComponentResource):
                 f"{name}-migrate",
                 opts=child("migrate", before_pods, delete_before_replace=True,
                            custom_timeouts=pulumi.CustomTimeouts(create="10m")),
-                metadata={"name": migrations_job_name(app, args.release), "namespace": ns, "labels": {"app": app}},
+                metadata={"name": pulumi.Output.from_input(args.release).apply(lambda r: migrations_job_name(app, r)),
+                          "namespace": ns, "labels": {"app": app}},
                 spec={"backoffLimit": 3, "activeDeadlineSeconds": 600, "template": {
                     "metadata": {"labels": {"app": MIGRATE_LABEL}},
                     "spec": restricted_pod(service_account=app, app=MIGRATE_LABEL, restart_policy="Never",

@@ -1,6 +1,6 @@
-"""ClinicApps: what the clinic's API and notifier share on the cluster — image repositories, the restricted
-namespace, the API's signing key, the public ALB and the network policies — and one AppWorkload per app (its IRSA
-role, migrations, hardened Deployment, Service, autoscaler and disruption budget)."""
+"""ClinicApps: what the clinic's API and notifier share on the cluster — the restricted namespace, the API's signing
+key, the public ALB and the network policies — and one AppWorkload per app (its IRSA role, migrations, hardened
+Deployment, Service, autoscaler and disruption budget). The images come resolved from ImageRegistry."""
 
 from __future__ import annotations
 
@@ -86,10 +86,10 @@ class ClinicAppsArgs:
     """The load balancer controller the Ingress must be ordered after."""
     platform: PlatformEndpoints
     """The platform's outputs the apps are configured with."""
-    api_image: str
-    """Image of the API: a tag or digest in its ECR repository, or a full image reference."""
-    notifier_image: str
-    """Image of the notifier, likewise."""
+    api_image: pulumi.Input[str]
+    """What the API runs: ImageRegistry.images["api"], `<repository>@sha256:...` (or a full reference)."""
+    notifier_image: pulumi.Input[str]
+    """What the notifier runs, likewise."""
     api_replicas: int = 1
     """API replicas at rest (the HPA's minimum)."""
     api_max_replicas: int = 3
@@ -100,8 +100,6 @@ class ClinicAppsArgs:
     """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
     certificate_arn: str | None = None
     """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
-    keep_images: bool = False
-    """Prod: image repositories that still hold images are not deleted with the stack."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for AWS resources."""
 
@@ -116,13 +114,6 @@ def load_balancer_name(component_name: str) -> str:
     digest = hashlib.sha256(component_name.encode()).hexdigest()[:8]
     stem = re.sub(r"[^a-z0-9-]+", "-", wanted.lower()).removeprefix("internal-").strip("-")
     return f"{stem[:ALB_NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
-
-
-def image_reference(repository_url: str, image: str) -> str:
-    """A full reference as given; a digest or a tag is resolved against the app's repository."""
-    if "/" in image:
-        return image
-    return f"{repository_url}@{image}" if image.startswith("sha256:") else f"{repository_url}:{image}"
 
 
 def api_policy(bucket_arn: str, bucket_key: str, queue_arns: Sequence[str], secret_arn: str, db_key: str) -> str:
@@ -172,10 +163,6 @@ def database_env(prefix: str, p: PlatformEndpoints) -> list[dict[str, Any]]:
 
 
 class ClinicApps(pulumi.ComponentResource):
-    api_repository_url: pulumi.Output[str]
-    """ECR repository of the API image."""
-    notifier_repository_url: pulumi.Output[str]
-    """ECR repository of the notifier image."""
     load_balancer_hostname: pulumi.Output[str]
     """DNS name of the clinic's ALB (point the host name's record at it)."""
     load_balancer_arn_suffix: pulumi.Output[str]
@@ -186,12 +173,6 @@ class ClinicApps(pulumi.ComponentResource):
         super().__init__("clinic:index:ClinicApps", name, None, opts)
         p, tags = args.platform, dict(args.tags)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider)
-
-        repositories = {app: self._repository(f"{name}-{app}-repo", f"clinic-{app}", args.keep_images, tags)
-                        for app in ("api", "notifier")}
-        api_image = repositories["api"].repository_url.apply(lambda url: image_reference(url, args.api_image))
-        notifier_image = repositories["notifier"].repository_url.apply(
-            lambda url: image_reference(url, args.notifier_image))
 
         namespace = k8s.core.v1.Namespace(f"{name}-ns", opts=k8s_opts, metadata={"name": NAMESPACE, "labels": {
             "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
@@ -234,7 +215,7 @@ class ClinicApps(pulumi.ComponentResource):
             policy=pulumi.Output.all(p.bucket_arn, p.bucket_kms_key_arn, queue_arns, p.database_secret_arn,
                                      p.database_kms_key_arn)
             .apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])),
-            image=api_image, release=args.api_image, env=api_env, migrate_module="clinic_api.migrate",
+            image=args.api_image, release=args.api_image, env=api_env, migrate_module="clinic_api.migrate",
             port=API_PORT, service_port=80, service_port_name="http",
             cpu=API_POD.cpu, memory=API_POD.memory,
             replicas=args.api_replicas, max_replicas=args.api_max_replicas,
@@ -247,7 +228,7 @@ class ClinicApps(pulumi.ComponentResource):
                                      p.email_configuration_set_arn, p.database_secret_arn, p.database_kms_key_arn)
             .apply(lambda a: notifier_policy([a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS],
                                              *a[2:])),
-            image=notifier_image, release=args.notifier_image, env=notifier_env, migrate_module="notifier.migrate",
+            image=args.notifier_image, release=args.notifier_image, env=notifier_env, migrate_module="notifier.migrate",
             port=NOTIFIER_PORT, service_port=NOTIFIER_PORT, service_port_name="metrics",
             cpu=NOTIFIER_POD.cpu, memory=NOTIFIER_POD.memory,
             replicas=args.notifier_replicas, after=[namespace], service_after=args.controller.ready,
@@ -276,8 +257,6 @@ class ClinicApps(pulumi.ComponentResource):
 
         self._network_policies(name, in_ns, p)
 
-        self.api_repository_url = repositories["api"].repository_url
-        self.notifier_repository_url = repositories["notifier"].repository_url
         self.load_balancer_hostname = ingress.status.apply(
             lambda st: st.load_balancer.ingress[0].hostname if st and st.load_balancer and st.load_balancer.ingress
             else "")
@@ -290,30 +269,8 @@ class ClinicApps(pulumi.ComponentResource):
             return aws.lb.get_load_balancer_output(name=alb_name,
                                                    opts=pulumi.InvokeOutputOptions(parent=self)).arn_suffix
         self.load_balancer_arn_suffix = ingress.status.apply(arn_suffix)
-        self.register_outputs({"api_repository_url": self.api_repository_url,
-                               "notifier_repository_url": self.notifier_repository_url,
-                               "load_balancer_hostname": self.load_balancer_hostname,
+        self.register_outputs({"load_balancer_hostname": self.load_balancer_hostname,
                                "load_balancer_arn_suffix": self.load_balancer_arn_suffix})
-
-    def _repository(self, name: str, repository: str, keep: bool, tags: Mapping[str, str]) -> aws.ecr.Repository:
-        repo = aws.ecr.Repository(
-            name, name=repository, image_tag_mutability="IMMUTABLE",
-            image_scanning_configuration={"scan_on_push": True},
-            encryption_configurations=[{"encryption_type": "KMS"}],
-            # Prod: a repository that still holds images refuses deletion, so a destroy cannot lose releases.
-            force_delete=not keep, tags=dict(tags),
-            opts=pulumi.ResourceOptions(parent=self))
-        aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repo.name, opts=pulumi.ResourceOptions(parent=repo),
-                                policy=json.dumps({"rules": [
-                                    {"rulePriority": 1, "description": "untagged images go after a week",
-                                     "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
-                                                   "countUnit": "days", "countNumber": 7},
-                                     "action": {"type": "expire"}},
-                                    {"rulePriority": 2, "description": "keep the last 50 releases",
-                                     "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
-                                                   "countNumber": 50},
-                                     "action": {"type": "expire"}}]}))
-        return repo
 
     def _network_policies(self, name: str, opts: pulumi.ResourceOptions, p: PlatformEndpoints) -> None:
         def policy(suffix: str, spec: dict[str, Any]) -> None:

@@ -8,10 +8,11 @@ edges the engine uses) and therefore which resource `pulumi destroy` must delete
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,11 @@ class GraphRecorder(pulumi_mocks.MockMonitor):
         return response
 
 
+def pushed_digest(repository: str, tag: str) -> str:
+    """The digest the mocks give the image tagged `tag` in `repository`."""
+    return "sha256:" + hashlib.sha256(f"{repository}:{tag}".encode()).hexdigest()
+
+
 def _resource_ref(urn: str, id_: str) -> dict[str, str]:
     """How a mock returns an output that is itself a resource (pulumi_eks's `eksCluster` and friends)."""
     return {rpc._special_sig_key: rpc._special_resource_sig, "urn": urn, "id": id_}
@@ -116,9 +122,13 @@ def _resource_ref(urn: str, id_: str) -> dict[str, str]:
 class ClinicMocks(pulumi.runtime.Mocks):
     """Plausible provider answers: ids, ARNs and the outputs of the remote EKS components."""
 
-    def __init__(self, region: str):
+    def __init__(self, region: str, pushed: Mapping[str, Sequence[str]] | None = None,
+                 default_pushed: Sequence[str] = ()):
         self.region = region
         self.monitor: GraphRecorder | None = None
+        # The tags (or sha256: digests) each ECR repository holds; a repository not named holds `default_pushed`.
+        self.pushed = dict(pushed or {})
+        self.default_pushed = tuple(default_pushed)
 
     def arn(self, service: str, resource: str, region: str | None = None) -> str:
         return f"arn:aws:{service}:{region or self.region}:{ACCOUNT_ID}:{resource}"
@@ -233,6 +243,12 @@ class ClinicMocks(pulumi.runtime.Mocks):
             arn = self.arn("elasticloadbalancing", f"loadbalancer/app/{name}/50dc6c495c0c9188")
             return {"arn": arn, "arnSuffix": f"app/{name}/50dc6c495c0c9188", "name": name, "id": arn,
                     "dnsName": f"{name}-0123456789.{self.region}.elb.amazonaws.com", "loadBalancerType": "application"}
+        if token == "aws:ecr/getImages:getImages":
+            repository = args.args["repositoryName"]
+            held = self.pushed.get(repository, self.default_pushed)
+            image_ids = [{"imageDigest": ref} if ref.startswith("sha256:")
+                         else {"imageDigest": pushed_digest(repository, ref), "imageTag": ref} for ref in held]
+            return {"id": repository, "repositoryName": repository, "region": self.region, "imageIds": image_ids}
         raise NotImplementedError(f"the mocks do not answer invoke {token}; add it to ClinicMocks.call")
 
 
@@ -372,12 +388,19 @@ def stack_settings(stack: str) -> "PlatformSettings":
     return load_settings(raw, stack=stack, region=config.get("aws:region"))
 
 
+def configured_images(config: Mapping[str, str]) -> list[str]:
+    """The tags and digests the stack's `images.*` settings name (the mocks' repositories hold them by default)."""
+    images = json.loads(config.get(f"{PROJECT}:images", "{}"))
+    return [value for value in images.values() if isinstance(value, str)] if isinstance(images, dict) else []
+
+
 def evaluate(build: Callable[[], Any], *, stack: str, config: dict[str, str] | None = None,
-             region: str = "eu-west-1") -> Graph:
-    """Runs `build` under mocks with the given config and returns the recorded graph and stack exports."""
+             region: str = "eu-west-1", pushed: Mapping[str, Sequence[str]] | None = None) -> Graph:
+    """Runs `build` under mocks with the given config and returns the recorded graph and stack exports. ECR
+    repositories hold the images the config names, unless `pushed` says what a repository holds."""
     config = dict(config or {})
     region = config.get("aws:region", region)
-    mocks = ClinicMocks(region)
+    mocks = ClinicMocks(region, pushed=pushed, default_pushed=configured_images(config))
     recorder = GraphRecorder(mocks)
     mocks.monitor = recorder
     runtime_settings.ROOT.set(None)  # a fresh Stack per evaluation (internal, see notes/pulumi-mocks.md)
@@ -399,9 +422,12 @@ def evaluate(build: Callable[[], Any], *, stack: str, config: dict[str, str] | N
     return Graph(recorder.records, exports)
 
 
-def evaluate_program(stack: str, overrides: dict[str, Any] | None = None) -> Graph:
-    """Evaluates `__main__.py` for a committed stack file, optionally overriding config keys."""
+def evaluate_program(stack: str, overrides: dict[str, Any] | None = None,
+                     pushed: Mapping[str, Sequence[str]] | None = None) -> Graph:
+    """Evaluates `__main__.py` for a committed stack file, optionally overriding config keys and what the ECR
+    repositories hold."""
     config = stack_config(stack)
     for key, value in (overrides or {}).items():
         config[key] = value if isinstance(value, str) else json.dumps(value)
-    return evaluate(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"), stack=stack, config=config)
+    return evaluate(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"), stack=stack, config=config,
+                    pushed=pushed)

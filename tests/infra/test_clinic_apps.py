@@ -5,8 +5,7 @@ import json
 import pytest
 from pulumi.runtime import rpc
 
-from components.clinic_apps import image_reference
-from tests.infra.pulumi_mocks import GENERATED_SECRET
+from tests.infra.pulumi_mocks import GENERATED_SECRET, pushed_digest
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 JOB = "kubernetes:batch/v1:Job"
@@ -136,7 +135,9 @@ def test_a_new_image_gets_a_new_migrations_job_for_that_app_only(dev):
     before, after = migration_jobs(dev), migration_jobs(other)
     api_before, api_after = before["clinic_api.migrate"], after["clinic_api.migrate"]
     assert api_before.inputs["metadata"]["name"] != api_after.inputs["metadata"]["name"]
-    assert api_after.input("spec", "template", "spec")["containers"][0]["image"].endswith("/clinic-api:0.2.0")
+    # The Job runs the digest ECR holds for the new tag, not the tag.
+    image = api_after.input("spec", "template", "spec")["containers"][0]["image"]
+    assert image.endswith(f"/clinic-dev/api@{pushed_digest('clinic-dev/api', '0.2.0')}"), image
     assert (before["notifier.migrate"].inputs["metadata"]["name"]
             == after["notifier.migrate"].inputs["metadata"]["name"]), "an unchanged image does not migrate again"
 
@@ -199,28 +200,11 @@ def test_network_policies_deny_by_default_and_open_only_what_each_app_needs(stac
     assert [p["port"] for p in policies["clinic-notifier"]["ingress"][0]["ports"]] == [8080]
 
 
-def test_image_repositories_are_immutable_scanned_and_pruned(stack):
-    repositories = stack.of_type("aws:ecr/repository:Repository")
-    assert sorted(r.inputs["name"] for r in repositories) == ["clinic-api", "clinic-notifier"]
-    for repo in repositories:
-        assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
-        assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
-    assert len(stack.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 2
-
-
 def test_autoscaler_and_disruption_budgets(dev, prod):
     for graph, low, high in ((dev, 1, 3), (prod, 3, 12)):
         hpa = graph.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
         assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (low, high)
         assert len(graph.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == 2
-
-
-def test_image_reference_takes_tags_digests_and_full_references():
-    repo = "123.dkr.ecr.eu-west-1.amazonaws.com/clinic-api"
-    assert image_reference(repo, "0.1.0") == f"{repo}:0.1.0"
-    digest = "sha256:" + "a" * 64
-    assert image_reference(repo, digest) == f"{repo}@{digest}"
-    assert image_reference(repo, "other.registry/x/clinic-api:abc") == "other.registry/x/clinic-api:abc"
 
 
 def test_the_metrics_endpoint_is_not_published_through_the_alb(stack):
