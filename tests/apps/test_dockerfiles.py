@@ -73,14 +73,34 @@ def dockerfile(app):
     return instructions(APPS / app / "Dockerfile")
 
 
-def test_multi_stage_with_pinned_slim_base(dockerfile):
+def test_multi_stage_with_a_slim_base_pinned_by_digest(dockerfile):
     froms = [args for keyword, args in dockerfile if keyword == "FROM"]
     assert len(froms) >= 2, "single-stage build"
     for args in froms:
         image = args.split()[0]
-        assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-bookworm)?(@sha256:[0-9a-f]{64})?", image), \
-            f"base {image} not python:3.11-slim pinned by minor"
+        # The tag says what it is (and what Renovate follows), the digest fixes the bytes.
+        assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-bookworm)?@sha256:[0-9a-f]{64}", image), \
+            f"base {image} is not python:3.11-slim pinned by minor and by digest"
     assert froms[-1].split()[0] == froms[0].split()[0], "build and runtime stages on different bases"
+
+
+def test_no_frontend_image_is_pulled_unpinned(app):
+    """A `# syntax=` directive makes BuildKit pull that frontend image: only by digest, if at all."""
+    for line in (APPS / app / "Dockerfile").read_text().splitlines():
+        if re.match(r"#\s*syntax\s*=", line):
+            assert re.search(r"@sha256:[0-9a-f]{64}\s*$", line), f"{app}: {line} is not pinned by digest"
+
+
+def test_pip_installs_only_the_hashed_lock(app, dockerfile):
+    build = stages(dockerfile)[0]
+    copies = [shlex.split(a) for k, a in build if k == "COPY"]
+    assert [f"{app}/requirements.txt", "/tmp/requirements.txt"] in copies, f"{app}: the lock is not copied"
+    installs = [a for k, a in build if k == "RUN" and "pip install" in a]
+    assert len(installs) == 1, installs
+    words = shlex.split(installs[0].split("pip install", 1)[1].split("&&")[0])
+    assert "--require-hashes" in words and "--only-binary=:all:" in words, words
+    # Nothing but the lock: a package named on the command line would be installed unchecked.
+    assert [w for w in words if not w.startswith("--")] == ["-r", "/tmp/requirements.txt"], words
 
 
 def test_final_stage_runs_as_numeric_non_root_user(dockerfile):
@@ -191,14 +211,14 @@ def _installed_closure(requirements: list[str]) -> set[str]:
 def test_image_requirements_cover_every_third_party_import(app, dockerfile):
     copied = [shlex.split(a)[-2].rstrip("/") for k, a in dockerfile if k == "COPY" and "--from" not in a]
     packages = [APPS / c for c in copied if (APPS / c).is_dir()]
-    lines = (APPS / app / "requirements.txt").read_text().splitlines()
+    lines = (APPS / app / "requirements.in").read_text().splitlines()
     required = _installed_closure([re.split(r"[<>=!~\[ ;]", line.strip())[0]
                                    for line in lines if line.strip() and not line.startswith("#")])
     distributions = importlib.metadata.packages_distributions()
     for package in packages:
         for module in _third_party_imports(package):
             dists = {_norm(d) for d in distributions.get(module, [])}
-            assert dists & required, f"{app} image: {package.name} imports {module}, not in {app}/requirements.txt"
+            assert dists & required, f"{app} image: {package.name} imports {module}, not in {app}/requirements.in"
 
 
 def test_dockerignore_keeps_sources_and_drops_noise():
