@@ -15,6 +15,7 @@ from components.cluster import Cluster
 
 # The chart and the IAM policy move together: the policy file is the controller's docs/install/iam_policy.json at
 # the same tag as the chart's appVersion. Upgrade both in one change.
+# renovate: datasource=helm depName=aws-load-balancer-controller registryUrl=https://aws.github.io/eks-charts
 CHART_VERSION = "3.5.0"
 APP_VERSION = "v3.5.0"
 CHART_REPOSITORY = "https://aws.github.io/eks-charts"

@@ -24,6 +24,7 @@ from stacks.settings import ObservabilitySettings
 # 88.5.3 (operator v0.93.1, Alertmanager v0.34) is the newest release whose values.yaml these values were checked
 # against key by key. Helm installs the chart's CRDs on first install only: a major upgrade starts with applying
 # the new version's CRDs (`kubectl apply --server-side -f charts/crds/crds/` of that tag).
+# renovate: datasource=helm depName=kube-prometheus-stack registryUrl=https://prometheus-community.github.io/helm-charts
 CHART_VERSION = "88.5.3"
 CHART_REPOSITORY = "https://prometheus-community.github.io/helm-charts"
 RELEASE_NAME = "kube-prometheus-stack"
