@@ -20,7 +20,8 @@ def workload_images(graph) -> list[tuple[str, str, str]]:
             metadata = resource.inputs["metadata"]
             if metadata.get("namespace") == "clinic":
                 app = metadata["labels"]["app"].removeprefix("clinic-")
-                images.append((resource.name, app, resource.input("spec", "template", "spec")["containers"][0]["image"]))
+                container = resource.input("spec", "template", "spec")["containers"][0]
+                images.append((resource.name, app, container["image"]))
     assert sorted(app for _, app, _ in images) == ["api", "api", "notifier", "notifier"], images
     return images
 

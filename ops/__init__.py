@@ -1,0 +1,1 @@
+"""Operator commands that are not components (ARCHITECTURE.md): the staged first deployment."""
