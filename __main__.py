@@ -262,6 +262,9 @@ def export(p: Platform) -> None:
     pulumi.export("emailDnsRecords", p.email.dns_records)
     pulumi.export("apiRepositoryUrl", p.registry.repository_urls["api"])
     pulumi.export("notifierRepositoryUrl", p.registry.repository_urls["notifier"])
+    # What the workloads run (repository@sha256:...): pull-request previews set images.* to these.
+    pulumi.export("apiImage", p.registry.images["api"])
+    pulumi.export("notifierImage", p.registry.images["notifier"])
     pulumi.export("clinicUrl", p.apps.load_balancer_hostname)
     pulumi.export("alarmTopicArn", p.alarms.topic_arn)
     if p.backup:

@@ -8,6 +8,9 @@ import pytest
 import yaml
 
 from components.db_restore import build_parser
+from components.image_registry import APPS
+from ops.first_deploy import build_parser as first_deploy_parser
+from ops.first_deploy import local_image
 from preview.graph import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -158,9 +161,12 @@ def test_deploy_builds_both_images_once_then_dev_then_gated_prod():
     assert document["on"]["push"]["branches"] == ["main"]
     assert document["env"]["TAG"] == "${{ github.sha }}"
     build = "\n".join(s.get("run", "") for s in steps(jobs["images"]))
-    # Each Dockerfile built with apps/ as the context, tagged with the commit SHA, saved for both stacks.
+    # Each Dockerfile built with apps/ as the context, tagged with the commit SHA, saved for both stacks under the
+    # local names ops.first_deploy loads and pushes.
     assert "clinic_api:clinic-api" in build and "notifier:clinic-notifier" in build
     assert re.search(r'docker build .*-f "apps/\$dir/Dockerfile" -t "\$repository:\$TAG" apps/$', build, re.M), build
+    assert 'docker save -o images.tar "clinic-api:$TAG" "clinic-notifier:$TAG"' in build
+    assert {local_image(app, "$TAG") for app in APPS} == {"clinic-api:$TAG", "clinic-notifier:$TAG"}
     assert "permissions" not in jobs["images"], "building needs no cloud access"
     [upload] = [s for s in steps(jobs["images"]) if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["with"]["path"] == "images.tar"
@@ -169,18 +175,61 @@ def test_deploy_builds_both_images_once_then_dev_then_gated_prod():
     for stack in ("dev", "prod"):
         job = jobs[stack]
         names = [s.get("uses", s.get("name", "")).split("@")[0] for s in steps(job)]
-        order = [names.index(n) for n in ("aws-actions/amazon-ecr-login", "actions/download-artifact",
-                                          "Push the images to the stack's ECR repositories",
-                                          "This commit's images into the stack's config")]
+        push = next(s for s in steps(job) if "ops.first_deploy" in s.get("run", ""))
+        cli = next(i for i, s in enumerate(steps(job)) if s.get("name") == "Install the Pulumi CLI")
+        order = [names.index("actions/download-artifact"), cli, steps(job).index(push)]
         assert order == sorted(order), f"{stack}: {names}"
-        push = next(s for s in steps(job) if s.get("name") == "Push the images to the stack's ECR repositories")
-        assert 'docker push "$REGISTRY/$repository:$TAG"' in push["run"]
-        assert push["env"]["REGISTRY"] == "${{ steps.ecr.outputs.registry }}"
-        config = "\n".join(s.get("run", "") for s in steps(job))
-        for key in ("api", "notifier"):
-            assert f"pulumi config set --stack {stack} --path 'clinic-platform:images.{key}' \"$TAG\"" in config
+        # The README's command, as its parser reads it: this stack, this commit, CI's saved images, no up of its own.
+        words = shlex.split(push["run"])
+        args = first_deploy_parser().parse_args(words[words.index("ops.first_deploy") + 1:])
+        assert (args.stack, args.tag, str(args.images_tar), args.up) == (stack, "$TAG", "images.tar", False)
+        assert words[0] == "venv/bin/python", "the program's venv has what ops.first_deploy imports"
+        assert push["env"]["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
         [up] = pulumi_steps(job, "up")
         assert up["with"]["stack-name"] == stack and steps(job).index(up) == len(steps(job)) - 1
+
+
+def image_steps(action: str) -> dict[str, dict]:
+    """The images job's steps using `action`, by the image they name."""
+    found = {}
+    for step in steps(load("deploy.yml")["jobs"]["images"]):
+        if step.get("uses", "").startswith(f"{action}@"):
+            reference = step["with"].get("image") or step["with"].get("image-ref")
+            found[reference] = step
+    return found
+
+
+def test_each_image_is_scanned_and_fails_the_build_on_fixable_high_or_critical_findings():
+    scans = image_steps("aquasecurity/trivy-action")
+    assert set(scans) == {"clinic-api:${{ env.TAG }}", "clinic-notifier:${{ env.TAG }}"}
+    for image, step in scans.items():
+        options = step["with"]
+        assert options["severity"] == "HIGH,CRITICAL" and options["ignore-unfixed"] is True, image
+        assert str(options["exit-code"]) == "1", f"{image}: findings must fail the job"
+        assert options.get("scan-type", "image") == "image" and options["vuln-type"] == "os,library", image
+
+
+def test_each_image_gets_an_sbom_kept_as_an_artifact_before_anything_is_saved_for_the_stacks():
+    sboms = image_steps("anchore/sbom-action")
+    assert set(sboms) == {"clinic-api:${{ env.TAG }}", "clinic-notifier:${{ env.TAG }}"}
+    for image, step in sboms.items():
+        options = step["with"]
+        assert options["format"] == "spdx-json" and image.split(":")[0] in options["artifact-name"], image
+        assert options.get("upload-artifact", True) is True and options["upload-artifact-retention"] >= 90, image
+    job = steps(load("deploy.yml")["jobs"]["images"])
+    save = next(i for i, s in enumerate(job) if "docker save" in s.get("run", ""))
+    checks = [job.index(s) for s in [*sboms.values(), *image_steps("aquasecurity/trivy-action").values()]]
+    assert max(checks) < save, "an image is saved for the stacks only once it is scanned"
+
+
+def test_pull_request_previews_run_against_the_images_each_stack_exports(dev):
+    job = load("pr.yml")["jobs"]["preview"]
+    step = next(s for s in steps(job) if s.get("name") == "The stack's deployed images into its config")
+    [preview] = pulumi_steps(job, "preview")
+    assert steps(job).index(step) < steps(job).index(preview)
+    assert 'pulumi stack output "${app}Image"' in step["run"] and "for app in api notifier" in step["run"]
+    assert 'pulumi config set --stack "$STACK" --path "clinic-platform:images.$app" "$image"' in step["run"]
+    assert {"apiImage", "notifierImage"} <= set(dev.exports), "the outputs the previews read"
 
 
 def test_the_image_config_keys_exist_in_the_stack_settings():
