@@ -21,6 +21,7 @@ import pulumi_kubernetes as k8s
 from components.cluster import Cluster, addon_version
 
 METRICS_SERVER_ADDON = "metrics-server"
+# renovate: datasource=helm depName=cluster-autoscaler registryUrl=https://kubernetes.github.io/autoscaler
 AUTOSCALER_CHART_VERSION = "9.59.0"
 AUTOSCALER_CHART_REPOSITORY = "https://kubernetes.github.io/autoscaler"
 AUTOSCALER_NAMESPACE = "kube-system"

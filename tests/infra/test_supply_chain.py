@@ -104,16 +104,23 @@ def test_renovate_follows_base_image_digests_but_not_a_new_python_minor():
 
 
 def chart_pins() -> dict[str, tuple[str, str, str]]:
-    """Per module that installs a Helm chart: (chart name, CHART_REPOSITORY, CHART_VERSION) as the code uses them."""
+    """Per module that installs a Helm chart: (chart, repository, version) as its helm.v3.Release call gets them,
+    constants resolved."""
     pins = {}
     for module in sorted((ROOT / "components").glob("*.py")):
         tree = ast.parse(module.read_text())
-        charts = [k.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
-                  and ast.unparse(node.func).endswith("helm.v3.Release") for k in node.keywords if k.arg == "chart"]
-        if charts:
-            constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-                         for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
-            pins[module.name] = (charts[0], constants["CHART_REPOSITORY"], constants["CHART_VERSION"])
+        constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                     for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+
+        def value(node: ast.AST) -> str:
+            return node.value if isinstance(node, ast.Constant) else constants[node.id]
+
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("helm.v3.Release"):
+                keywords = {k.arg: k.value for k in node.keywords}
+                repo = dict(zip([value(k) for k in keywords["repository_opts"].keys],
+                                keywords["repository_opts"].values))["repo"]
+                pins[module.name] = (value(keywords["chart"]), value(repo), value(keywords["version"]))
     return pins
 
 
@@ -122,10 +129,10 @@ def test_renovate_finds_every_helm_chart_the_components_install():
     files = js_regex(manager["managerFilePatterns"][0])
     [pattern] = [js_regex(p) for p in manager["matchStrings"]]
     pins = chart_pins()
-    assert set(pins) >= {"lb_controller.py", "monitoring.py"}, pins
+    assert set(pins) >= {"lb_controller.py", "monitoring.py", "scaling.py"}, pins
     for module, (chart, repository, version) in pins.items():
         assert files.search(f"components/{module}"), module
         matches = [m.groupdict() for m in pattern.finditer((ROOT / "components" / module).read_text())]
         assert matches == [{"datasource": "helm", "depName": chart, "registryUrl": repository,
                             "currentValue": version}], f"{module}: add `# renovate: datasource=helm ...` above " \
-                                                       "CHART_VERSION"
+                                                       "the chart's version constant"
