@@ -90,7 +90,9 @@ def validate_app_workload_args(args: AppWorkloadArgs) -> None:
 
 def restricted_pod(*, service_account: str, containers: list[dict[str, Any]], app: str,
                    restart_policy: str | None = None, shutdown: Shutdown | None = None) -> dict[str, Any]:
-    """A pod spec that passes the restricted Pod Security Standard, with a writable /tmp only."""
+    """A pod spec that passes the restricted Pod Security Standard, with a writable /tmp only and no Kubernetes API
+    token: the clinic's apps never call the Kubernetes API (IRSA's web identity token is a volume of its own, which
+    the EKS pod identity webhook adds whatever this says)."""
     for container in containers:
         container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                         "runAsNonRoot": True, "runAsUser": APP_UID, "runAsGroup": APP_UID,
@@ -101,6 +103,7 @@ def restricted_pod(*, service_account: str, containers: list[dict[str, Any]], ap
             container["lifecycle"] = {"preStop": {"sleep": {"seconds": shutdown.prestop_seconds}}}
     spec: dict[str, Any] = {
         "serviceAccountName": service_account,
+        "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": APP_UID, "runAsGroup": APP_UID, "fsGroup": APP_UID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": containers,

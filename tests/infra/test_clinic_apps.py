@@ -36,6 +36,15 @@ def test_every_clinic_pod_meets_the_restricted_standard_with_requests_and_limits
             assert resources["limits"]["cpu"] and resources["limits"]["memory"], name
 
 
+def test_no_clinic_pod_gets_a_kubernetes_api_token(stack):
+    """The apps never call the Kubernetes API: neither the pod spec nor the service account mounts a token."""
+    for name, spec in pod_specs(stack):
+        assert spec["automountServiceAccountToken"] is False, name
+    for account in stack.of_type("kubernetes:core/v1:ServiceAccount"):
+        if account.inputs["metadata"]["namespace"] == "clinic":
+            assert account.inputs["automountServiceAccountToken"] is False, account.name
+
+
 def test_deployments_probe_the_apps_real_endpoints_spread_over_zones_and_roll_with_no_unavailable(stack):
     for deployment in stack.of_type(DEPLOYMENT):
         if deployment.inputs["metadata"].get("namespace") != "clinic":
