@@ -57,8 +57,8 @@ class AppWorkloadArgs:
     """Memory request and limit."""
     replicas: int
     """Replicas, or the autoscaler's minimum when `max_replicas` is set."""
-    shutdown: Shutdown | None = None
-    """preStop wait and termination grace period (None: Kubernetes' defaults)."""
+    shutdown: Shutdown
+    """preStop wait and termination grace period."""
     max_replicas: int | None = None
     """Autoscaler ceiling (CPU); None keeps `replicas` fixed."""
     migrate_module: str | None = None
@@ -82,7 +82,7 @@ def validate_app_workload_args(args: AppWorkloadArgs) -> None:
     if args.max_replicas is not None and args.max_replicas < args.replicas:
         raise ValueError(f"{args.app}: max_replicas = {args.max_replicas} is invalid; allowed: at least replicas "
                          f"({args.replicas})")
-    if args.shutdown and args.shutdown.grace_seconds <= args.shutdown.prestop_seconds:
+    if args.shutdown.grace_seconds <= args.shutdown.prestop_seconds:
         raise ValueError(f"{args.app}: shutdown.grace_seconds = {args.shutdown.grace_seconds} is invalid; allowed: "
                          f"more than prestop_seconds ({args.shutdown.prestop_seconds}), or the app never gets SIGTERM "
                          "in time to drain")

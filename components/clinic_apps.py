@@ -16,7 +16,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.app_workload import AppWorkload, AppWorkloadArgs
+from components.app_workload import AppWorkload, AppWorkloadArgs, Shutdown
 from components.cluster import Cluster
 from components.lb_controller import LoadBalancerController
 from limits import APP_DB_POOL_SIZE
@@ -34,6 +34,34 @@ SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 METRICS_NOT_PUBLIC = "metrics-not-public"
 # AWS limits load balancer names to 32 characters: letters, digits and hyphens.
 ALB_NAME_MAX = 32
+
+# A rollout behind the ALB (IP targets) drops no request when these line up (tests/infra/test_clinic_apps.py checks
+# them against each other and against the apps' own limits):
+# - a new API pod is Ready only once the ALB calls its target healthy (the namespace injects the readiness gate), so
+#   the old one is not stopped before;
+# - a leaving API pod keeps serving through its preStop wait: the controller needs a few seconds to see the endpoint
+#   go and deregister the target, then the ALB drains requests in flight for the deregistration delay;
+# - then SIGTERM: the app stops accepting, finishes what is in flight within its own timeout and exits, all before the
+#   grace period ends and the kubelet kills it.
+DEREGISTRATION_DELAY_SECONDS = 30
+"""Target group attribute: how long the ALB keeps a deregistering target for its requests in flight."""
+DEREGISTRATION_LAG_SECONDS = 10
+"""Allowance for the controller to see the pod leave its endpoints and call DeregisterTargets."""
+API_PRESTOP_SECONDS = 40
+"""kubelet sleep before the API gets SIGTERM."""
+API_DRAIN_SECONDS = 20
+"""UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN: requests in flight at SIGTERM get this long to finish."""
+API_STOP_SECONDS = 10
+"""What the API does after draining at most (the outbox relay's batch in hand; apps/clinic_api/README.md)."""
+API_GRACE_SECONDS = 75
+"""terminationGracePeriodSeconds of API pods."""
+NOTIFIER_WAIT_SECONDS = 20
+"""NOTIFIER_WAIT_SECONDS: the SQS long poll a SIGTERM may find in flight."""
+NOTIFIER_SHUTDOWN_SECONDS = 30
+"""NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS: the long poll in flight and its batch, sent, recorded and deleted (the
+notifier refuses less than its wait + 10 s)."""
+NOTIFIER_GRACE_SECONDS = 40
+"""terminationGracePeriodSeconds of notifier pods (no load balancer sends to them: no preStop wait)."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +204,9 @@ class ClinicApps(pulumi.ComponentResource):
 
         namespace = k8s.core.v1.Namespace(f"{name}-ns", opts=k8s_opts, metadata={"name": NAMESPACE, "labels": {
             "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
-            "pod-security.kubernetes.io/audit": "restricted", "pod-security.kubernetes.io/warn": "restricted"}})
+            "pod-security.kubernetes.io/audit": "restricted", "pod-security.kubernetes.io/warn": "restricted",
+            # The controller's webhook gives pods here a readiness gate: Ready only once the ALB target is healthy.
+            "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}})
         in_ns = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider, depends_on=[namespace])
 
         # Signing key for the API's tokens: generated here, kept encrypted in state, handed over as a Secret.
@@ -197,6 +227,7 @@ class ClinicApps(pulumi.ComponentResource):
               for domain in ("account", "appointment", "exam", "exam-result", "file")],
             {"name": "CLINIC_AUTH__JWT_SECRET",
              "valueFrom": {"secretKeyRef": {"name": "clinic-api-jwt", "key": "jwt-secret"}}},
+            {"name": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "value": str(API_DRAIN_SECONDS)},
         ]
         notifier_env = [
             *database_env("NOTIFIER", p),
@@ -205,6 +236,8 @@ class ClinicApps(pulumi.ComponentResource):
             {"name": "NOTIFIER_SES__FROM_ADDRESS", "value": p.email_from_address},
             {"name": "NOTIFIER_SES__CONFIGURATION_SET", "value": p.email_configuration_set},
             {"name": "NOTIFIER_HTTP_PORT", "value": str(NOTIFIER_PORT)},
+            {"name": "NOTIFIER_WAIT_SECONDS", "value": str(NOTIFIER_WAIT_SECONDS)},
+            {"name": "NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS", "value": str(NOTIFIER_SHUTDOWN_SECONDS)},
         ]
 
         queue_arns = pulumi.Output.from_input(p.queue_arns)
@@ -219,6 +252,7 @@ class ClinicApps(pulumi.ComponentResource):
             port=API_PORT, service_port=80, service_port_name="http",
             cpu=API_POD.cpu, memory=API_POD.memory,
             replicas=args.api_replicas, max_replicas=args.api_max_replicas,
+            shutdown=Shutdown(prestop_seconds=API_PRESTOP_SECONDS, grace_seconds=API_GRACE_SECONDS),
             after=[namespace], pods_read=[jwt_secret], service_after=args.controller.ready,
             previous_parent=self, previous_names={"deployment": f"{name}-api", "pdb": f"{name}-clinic-api-pdb"}),
             opts=pulumi.ResourceOptions(parent=self))
@@ -232,6 +266,7 @@ class ClinicApps(pulumi.ComponentResource):
             port=NOTIFIER_PORT, service_port=NOTIFIER_PORT, service_port_name="metrics",
             cpu=NOTIFIER_POD.cpu, memory=NOTIFIER_POD.memory,
             replicas=args.notifier_replicas, after=[namespace], service_after=args.controller.ready,
+            shutdown=Shutdown(prestop_seconds=0, grace_seconds=NOTIFIER_GRACE_SECONDS),
             previous_parent=self, previous_names={"deployment": f"{name}-notifier",
                                                   "pdb": f"{name}-clinic-notifier-pdb"}),
             opts=pulumi.ResourceOptions(parent=self))
@@ -312,6 +347,8 @@ def _alb_annotations(certificate_arn: str | None, tags: Mapping[str, str]) -> di
         "alb.ingress.kubernetes.io/healthcheck-path": "/readyz",
         "alb.ingress.kubernetes.io/tags": ",".join(f"{k}={v}" for k, v in sorted(tags.items())),
         "alb.ingress.kubernetes.io/load-balancer-attributes": "routing.http.drop_invalid_header_fields.enabled=true",
+        "alb.ingress.kubernetes.io/target-group-attributes":
+            f"deregistration_delay.timeout_seconds={DEREGISTRATION_DELAY_SECONDS}",
     }
     if certificate_arn:
         annotations.update({

@@ -5,6 +5,7 @@ import json
 import pytest
 from pulumi.runtime import rpc
 
+from components import clinic_apps
 from tests.infra.pulumi_mocks import GENERATED_SECRET, pushed_digest
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -239,3 +240,44 @@ def test_every_pod_uses_the_pool_size_and_surge_the_stack_connection_budget_coun
     for deployment in stack.of_type(DEPLOYMENT):
         if deployment.inputs["metadata"].get("namespace") == "clinic":
             assert deployment.inputs["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1, deployment.name
+
+
+def test_rollout_numbers_line_up_so_no_request_is_dropped_behind_the_alb():
+    c = clinic_apps
+    # The API keeps serving until the controller has deregistered it and the ALB has drained it.
+    assert c.API_PRESTOP_SECONDS >= c.DEREGISTRATION_LAG_SECONDS + c.DEREGISTRATION_DELAY_SECONDS
+    # SIGTERM comes after the preStop wait; the app drains and stops before the kubelet's SIGKILL.
+    assert c.API_GRACE_SECONDS > c.API_PRESTOP_SECONDS + c.API_DRAIN_SECONDS + c.API_STOP_SECONDS
+    # The notifier (no load balancer) finishes the long poll in flight and its batch before the SIGKILL; the
+    # notifier itself refuses a shutdown timeout under its wait + 10 s.
+    assert c.NOTIFIER_SHUTDOWN_SECONDS >= c.NOTIFIER_WAIT_SECONDS + 10
+    assert c.NOTIFIER_GRACE_SECONDS > c.NOTIFIER_SHUTDOWN_SECONDS
+
+
+def test_pods_ingress_and_namespace_carry_the_rollout_numbers(stack):
+    c = clinic_apps
+    namespace = next(n for n in stack.of_type("kubernetes:core/v1:Namespace")
+                     if n.inputs["metadata"]["name"] == "clinic")
+    assert namespace.inputs["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
+    annotations = stack.one(INGRESS).inputs["metadata"]["annotations"]
+    assert annotations["alb.ingress.kubernetes.io/target-group-attributes"] == \
+        f"deregistration_delay.timeout_seconds={c.DEREGISTRATION_DELAY_SECONDS}"
+    pods = {d.inputs["metadata"]["name"]: d.inputs["spec"]["template"]["spec"] for d in stack.of_type(DEPLOYMENT)
+            if d.inputs["metadata"].get("namespace") == "clinic"}
+    api, notifier = pods["clinic-api"], pods["clinic-notifier"]
+    assert api["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": c.API_PRESTOP_SECONDS}}}
+    assert api["terminationGracePeriodSeconds"] == c.API_GRACE_SECONDS
+    drain = {"name": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "value": str(c.API_DRAIN_SECONDS)}
+    assert drain in api["containers"][0]["env"]
+    assert "lifecycle" not in notifier["containers"][0], "nothing routes to the notifier: no reason to wait"
+    assert notifier["terminationGracePeriodSeconds"] == c.NOTIFIER_GRACE_SECONDS
+    env = {e["name"]: e["value"] for e in notifier["containers"][0]["env"] if "value" in e}
+    assert env["NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS"] == str(c.NOTIFIER_SHUTDOWN_SECONDS)
+    assert env["NOTIFIER_WAIT_SECONDS"] == str(c.NOTIFIER_WAIT_SECONDS)
+
+
+def test_the_prestop_sleep_action_is_on_in_every_kubernetes_version_the_stacks_allow():
+    """The kubelet's sleep action is beta and on by default from 1.30 (GA in 1.34)."""
+    from stacks.settings import KUBERNETES_VERSIONS
+
+    assert all(tuple(map(int, v.split("."))) >= (1, 30) for v in KUBERNETES_VERSIONS), KUBERNETES_VERSIONS
