@@ -281,3 +281,15 @@ def test_the_prestop_sleep_action_is_on_in_every_kubernetes_version_the_stacks_a
     from stacks.settings import KUBERNETES_VERSIONS
 
     assert all(tuple(map(int, v.split("."))) >= (1, 30) for v in KUBERNETES_VERSIONS), KUBERNETES_VERSIONS
+
+
+def test_the_hpa_owns_the_api_replicas_once_the_deployment_exists(stack):
+    """With server-side apply, re-sending `replicas` after the HPA has scaled conflicts with it (or resets it):
+    the API's Deployment sets the HPA's minimum at creation only; the notifier's count stays Pulumi's."""
+    hpa = stack.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    deployments = {d.inputs["metadata"]["name"]: d for d in stack.of_type(DEPLOYMENT)
+                   if d.inputs["metadata"].get("namespace") == "clinic"}
+    assert hpa.inputs["spec"]["scaleTargetRef"]["name"] == "clinic-api"
+    assert deployments["clinic-api"].ignore_changes == ["spec.replicas"]
+    assert deployments["clinic-api"].inputs["spec"]["replicas"] == hpa.inputs["spec"]["minReplicas"]
+    assert deployments["clinic-notifier"].ignore_changes == []
