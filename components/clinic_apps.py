@@ -28,8 +28,10 @@ NOTIFIER_PORT = 8080
 EXAM_PREFIX = "exams/"
 # Notifier consumes these event domains (the file queue feeds no bundled consumer yet).
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
-# The ALB's TLS policy: TLS 1.2+ with forward secrecy only.
-SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# The ALB's TLS policy: TLS 1.3, and TLS 1.2 with forward-secret AEAD ciphers only ("Res": restricted).
+SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
+# ACM validates a DNS record within minutes once it resolves; the wait stops well before a CI job's limit.
+CERTIFICATE_VALIDATION_TIMEOUT = "30m"
 # The ALB action (an Ingress backend by that name) that answers /metrics from the internet with a 404.
 METRICS_NOT_PUBLIC = "metrics-not-public"
 # AWS limits load balancer names to 32 characters: letters, digits and hyphens.
@@ -128,6 +130,9 @@ class ClinicAppsArgs:
     """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
     certificate_arn: str | None = None
     """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
+    hosted_zone_id: str | None = None
+    """Route 53 hosted zone of the host name: the clinic's record (an alias to the ALB) goes there, and, without a
+    certificate ARN, the DNS validation of the certificate the program issues."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for AWS resources."""
 
@@ -271,6 +276,10 @@ class ClinicApps(pulumi.ComponentResource):
                                                   "pdb": f"{name}-clinic-notifier-pdb"}),
             opts=pulumi.ResourceOptions(parent=self))
 
+        certificate_arn: pulumi.Input[str] | None = args.certificate_arn
+        if args.hosted_zone_id and not certificate_arn:
+            certificate_arn = self._certificate(name, args.hostname, args.hosted_zone_id, tags)
+
         # A fixed name (not one the controller derives) makes the ALB findable; changing it replaces the ALB.
         alb_name = load_balancer_name(name)
         ingress = k8s.networking.v1.Ingress(
@@ -278,7 +287,7 @@ class ClinicApps(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(args.controller.load_balancer_opts(parent=self),
                                               pulumi.ResourceOptions(depends_on=[api.service, namespace])),
             metadata={"name": "clinic", "namespace": NAMESPACE, "annotations": {
-                **_alb_annotations(args.certificate_arn, tags),
+                **_alb_annotations(certificate_arn, tags),
                 "alb.ingress.kubernetes.io/load-balancer-name": alb_name}},
             spec={"ingressClassName": "alb", "rules": [{
                 **({"host": args.hostname} if args.hostname else {}),
@@ -296,16 +305,43 @@ class ClinicApps(pulumi.ComponentResource):
             lambda st: st.load_balancer.ingress[0].hostname if st and st.load_balancer and st.load_balancer.ingress
             else "")
 
-        def arn_suffix(status: Any) -> pulumi.Input[str]:
+        def find_alb(status: Any) -> Any:
             # The controller creates the ALB after the Ingress is applied; only once the Ingress reports an address
             # does the ALB exist, so the lookup runs then (and never during a preview, where the status is unknown).
             if not (status and status.load_balancer and status.load_balancer.ingress):
-                return ""
-            return aws.lb.get_load_balancer_output(name=alb_name,
-                                                   opts=pulumi.InvokeOutputOptions(parent=self)).arn_suffix
-        self.load_balancer_arn_suffix = ingress.status.apply(arn_suffix)
+                return None
+            return aws.lb.get_load_balancer_output(name=alb_name, opts=pulumi.InvokeOutputOptions(parent=self))
+        alb = ingress.status.apply(find_alb)
+        self.load_balancer_arn_suffix = alb.apply(lambda found: found.arn_suffix if found else "")
+        if args.hosted_zone_id:
+            # Depends on the Ingress (through its status): on destroy the record goes first, then the ALB.
+            aws.route53.Record(
+                f"{name}-dns", zone_id=args.hosted_zone_id, name=args.hostname, type="A",
+                aliases=[{"name": self.load_balancer_hostname,
+                          "zone_id": alb.apply(lambda found: found.zone_id if found else ""),
+                          "evaluate_target_health": True}],
+                opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({"load_balancer_hostname": self.load_balancer_hostname,
                                "load_balancer_arn_suffix": self.load_balancer_arn_suffix})
+
+    def _certificate(self, name: str, hostname: str, zone_id: str, tags: Mapping[str, str]) -> pulumi.Output[str]:
+        """An ACM certificate for the host name, validated through a record in its zone; the ARN resolves only once
+        ACM has issued it, so the Ingress (and the ALB's HTTPS listener) waits for a usable certificate."""
+        child = pulumi.ResourceOptions(parent=self)
+        certificate = aws.acm.Certificate(f"{name}-cert", domain_name=hostname, validation_method="DNS",
+                                          tags=dict(tags), opts=child)
+        # One name, no alternatives: exactly one validation record.
+        option = certificate.domain_validation_options.apply(lambda options: options[0])
+        record = aws.route53.Record(
+            f"{name}-cert-validation", zone_id=zone_id, name=option.resource_record_name,
+            type=option.resource_record_type, records=[option.resource_record_value], ttl=300,
+            # ACM gives the same record for the same name in every certificate: a renewal or replacement reuses it.
+            allow_overwrite=True, opts=child)
+        validation = aws.acm.CertificateValidation(
+            f"{name}-cert-issued", certificate_arn=certificate.arn, validation_record_fqdns=[record.fqdn],
+            opts=pulumi.ResourceOptions(parent=self,
+                                        custom_timeouts=pulumi.CustomTimeouts(create=CERTIFICATE_VALIDATION_TIMEOUT)))
+        return validation.certificate_arn
 
     def _network_policies(self, name: str, opts: pulumi.ResourceOptions, p: PlatformEndpoints) -> None:
         def policy(suffix: str, spec: dict[str, Any]) -> None:
@@ -337,7 +373,7 @@ class ClinicApps(pulumi.ComponentResource):
             "egress": [dns, database, aws_apis]})
 
 
-def _alb_annotations(certificate_arn: str | None, tags: Mapping[str, str]) -> dict[str, str]:
+def _alb_annotations(certificate_arn: pulumi.Input[str] | None, tags: Mapping[str, str]) -> dict[str, Any]:
     annotations = {
         f"alb.ingress.kubernetes.io/actions.{METRICS_NOT_PUBLIC}": json.dumps({
             "type": "fixed-response",
@@ -351,6 +387,7 @@ def _alb_annotations(certificate_arn: str | None, tags: Mapping[str, str]) -> di
             f"deregistration_delay.timeout_seconds={DEREGISTRATION_DELAY_SECONDS}",
     }
     if certificate_arn:
+        # HTTPS only: port 80 answers every request with a redirect (the API sends HSTS on every response).
         annotations.update({
             "alb.ingress.kubernetes.io/certificate-arn": certificate_arn,
             "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]),

@@ -181,6 +181,13 @@ class ClinicMocks(pulumi.runtime.Mocks):
             # What the load balancer controller writes once the ALB exists (pulumi-kubernetes waits for it).
             state["status"] = {"loadBalancer": {"ingress": [
                 {"hostname": f"k8s-{name}-0123456789.{self.region}.elb.amazonaws.com"}]}}
+        elif typ == "aws:acm/certificate:Certificate":
+            domain = state["domainName"]
+            state["domainValidationOptions"] = [{
+                "domainName": domain, "resourceRecordName": f"_3f1a2b.{domain}.", "resourceRecordType": "CNAME",
+                "resourceRecordValue": "_9c8d7e.acm-validations.aws."}]
+        elif typ == "aws:route53/record:Record":
+            state["fqdn"] = state["name"].rstrip(".")
         elif typ == "aws:iam/role:Role":
             state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{state.get('name', name)}", name=state.get("name", name))
         elif typ == "aws:iam/policy:Policy":
@@ -242,7 +249,8 @@ class ClinicMocks(pulumi.runtime.Mocks):
             name = args.args["name"]
             arn = self.arn("elasticloadbalancing", f"loadbalancer/app/{name}/50dc6c495c0c9188")
             return {"arn": arn, "arnSuffix": f"app/{name}/50dc6c495c0c9188", "name": name, "id": arn,
-                    "dnsName": f"{name}-0123456789.{self.region}.elb.amazonaws.com", "loadBalancerType": "application"}
+                    "dnsName": f"{name}-0123456789.{self.region}.elb.amazonaws.com", "loadBalancerType": "application",
+                    "zoneId": "Z32O12XQLNTSW2"}
         if token == "aws:ecr/getImages:getImages":
             repository = args.args["repositoryName"]
             held = self.pushed.get(repository, self.default_pushed)
