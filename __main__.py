@@ -176,6 +176,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         notifier_replicas=settings.apps.notifier_replicas,
         hostname=settings.apps.hostname,
         certificate_arn=settings.apps.certificate_arn,
+        hosted_zone_id=settings.apps.hosted_zone_id,
         tags=tags,
         platform=PlatformEndpoints(
             region=settings.region,

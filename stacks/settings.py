@@ -406,14 +406,29 @@ class AppsSettings(_Group):
     certificate_arn: Matching(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
                               "an ACM certificate ARN") | None = None
     """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
+    hosted_zone_id: Matching(r"Z[A-Z0-9]{1,31}",
+                             "a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ") | None = None
+    """Route 53 hosted zone of the host name: the host name's record (an alias to the ALB) goes there, and, without
+    a certificate ARN, the DNS validation of the certificate the program issues."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "AppsSettings":
-        rules = _Rules()
+        rules, region = _Rules(), (info.context or {}).get("region")
         rules.check(self.api_max_replicas >= self.api_replicas, "apiMaxReplicas", self.api_max_replicas,
                     f"at least apps.apiReplicas ({self.api_replicas})")
         rules.check(not _is_prod(info) or self.api_replicas >= 2, "apiReplicas", self.api_replicas,
                     "2 or more in prod (a rolling update or a lost node must not stop the API)")
+        if self.certificate_arn is not None:
+            rules.check(self.certificate_arn.split(":")[3] == region, "certificateArn", self.certificate_arn,
+                        f"a certificate in aws:region ({region}), where the ALB is")
+        if self.hosted_zone_id is not None:
+            rules.check(self.hostname is not None, "hostedZoneId", self.hosted_zone_id,
+                        "unset unless apps.hostname is set (the record and the certificate are for that name)")
+        rules.check(not _is_prod(info) or self.certificate_arn is not None
+                    or (self.hosted_zone_id is not None and self.hostname is not None),
+                    "certificateArn", self.certificate_arn,
+                    "in prod, an ACM certificate ARN, or apps.hostname with apps.hostedZoneId so the program issues "
+                    "one (patients' data never crosses the internet unencrypted)")
         rules.raise_any()
         return self
 

@@ -11,6 +11,8 @@ from tests.infra.pulumi_mocks import GENERATED_SECRET, pushed_digest
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 JOB = "kubernetes:batch/v1:Job"
 INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+CERTIFICATE = "aws:acm/certificate:Certificate"
+RECORD = "aws:route53/record:Record"
 DATA_ACTION_PREFIXES = ("s3:", "sqs:", "ses:", "secretsmanager:", "kms:")
 
 
@@ -173,6 +175,42 @@ def test_https_with_redirect_when_a_certificate_is_configured():
     assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == arn
     assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
     assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}, {"HTTPS": 443}]
+    assert annotations["alb.ingress.kubernetes.io/ssl-policy"] == "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
+    assert not graph.of_type(CERTIFICATE), "a certificate given is used, none is issued"
+
+
+def test_prod_issues_its_certificate_in_its_zone_and_the_alb_listens_only_once_it_is_valid(prod):
+    certificate, issued = prod.one(CERTIFICATE), prod.one("aws:acm/certificateValidation:CertificateValidation")
+    assert (certificate.inputs["domainName"], certificate.inputs["validationMethod"]) == ("clinic.example.org", "DNS")
+    records = {r.inputs["type"]: r for r in prod.of_type(RECORD)}
+    validation = records["CNAME"]
+    assert validation.inputs["zoneId"] == "Z0123456789EXAMPLE"
+    assert validation.inputs["name"] == certificate.state["domainValidationOptions"][0]["resourceRecordName"]
+    assert issued.inputs["validationRecordFqdns"] == [validation.state["fqdn"]]
+    ingress = prod.one(INGRESS)
+    annotations = ingress.inputs["metadata"]["annotations"]
+    assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == certificate.state["arn"]
+    assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
+    assert annotations["alb.ingress.kubernetes.io/ssl-policy"] == "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
+    assert prod.depends_on(ingress, issued), "the HTTPS listener needs an issued certificate"
+    # Destroy: the ALB (with the listener using the certificate) goes before the certificate, or ACM refuses.
+    assert prod.deleted_before(ingress, certificate)
+
+
+def test_prod_points_its_host_name_at_the_alb_and_removes_the_record_before_the_alb(prod):
+    record = {r.inputs["type"]: r for r in prod.of_type(RECORD)}["A"]
+    ingress = prod.one(INGRESS)
+    assert (record.inputs["name"], record.inputs["zoneId"]) == ("clinic.example.org", "Z0123456789EXAMPLE")
+    alias = record.inputs["aliases"][0]
+    assert alias["name"] == ingress.state["status"]["loadBalancer"]["ingress"][0]["hostname"]
+    assert alias["zoneId"] == "Z32O12XQLNTSW2", "the ALB's canonical zone, looked up once the ALB exists"
+    assert prod.deleted_before(record, ingress), "no record is left pointing at a deleted ALB's name"
+
+
+def test_dev_may_stay_on_http(dev):
+    annotations = dev.one(INGRESS).inputs["metadata"]["annotations"]
+    assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}]
+    assert not dev.of_type(CERTIFICATE) and not dev.of_type(RECORD)
 
 
 def test_nothing_in_clinic_apps_skips_its_delete(stack):

@@ -251,18 +251,22 @@ def test_every_setting_says_what_it_allows_and_what_it_is_for():
 @pytest.mark.parametrize("environment", ["dev", "prod"])
 def test_each_environments_defaults_keep_that_environments_rules(environment):
     """The defaults are model instances built without a stack; validated as that environment's they must pass (prod's
-    email and alarm addresses have no default: a prod stack file must name them)."""
+    email and alarm addresses, and its host name with a zone or certificate, have no default: a prod stack file must
+    name them)."""
     context = {"environment": environment, "region": "eu-west-1",
                "az_count": DEFAULTS[environment]["network"].az_count}
+    named_by_the_stack = ("observability", "apps") if environment == "prod" else ("observability",)
     for group, default in DEFAULTS[environment].items():
-        if (environment, group) != ("prod", "observability"):
+        if group not in named_by_the_stack:
             type(default).model_validate(default.model_dump(by_alias=True), context=context, by_alias=True,
                                          by_name=False)
     raw = {"environment": environment, "email": {"fromAddress": "a@clinic.example.org", "domain": "clinic.example.org"},
            "images": {"api": "0.1.0", "notifier": "0.1.0"}, "observability": {"alarmEmails": ["a@clinic.example.org"]}}
+    if environment == "prod":
+        raw["apps"] = {"hostname": "clinic.example.org", "hostedZoneId": "Z0123456789EXAMPLE"}
     settings = load(environment, raw)
     for group, default in DEFAULTS[environment].items():
-        if group != "observability":
+        if group not in named_by_the_stack:
             assert getattr(settings, group) == default, group
 
 
@@ -377,3 +381,35 @@ def test_a_node_instance_type_without_known_capacity_is_refused():
     with pytest.raises(StackSettingsError, match=r"cluster.nodeGroups\[0\].instanceTypes = \['c5.large'\] is "
                                                  r"invalid; allowed: types whose capacity the stack knows: t3.large"):
         load("dev", raw)
+
+
+def test_prod_refuses_a_stack_without_tls():
+    raw = with_change("prod", "apps", {"apiReplicas": 3, "apiMaxReplicas": 12, "notifierReplicas": 2,
+                                       "hostname": "clinic.example.org"})
+    with pytest.raises(StackSettingsError) as error:
+        load("prod", raw)
+    assert error.value.problems == [
+        "apps.certificateArn = None is invalid; allowed: in prod, an ACM certificate ARN, or apps.hostname with "
+        "apps.hostedZoneId so the program issues one (patients' data never crosses the internet unencrypted)"]
+    certificate = "arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+    assert load("prod", {**raw, "apps": {**raw["apps"], "certificateArn": certificate}}).apps.certificate_arn
+    assert load("dev", committed("dev")).apps.hosted_zone_id is None, "dev may stay on HTTP"
+
+
+def test_a_hosted_zone_needs_the_host_name_and_a_certificate_the_albs_region():
+    raw = with_change("dev", "apps", {"hostedZoneId": "Z0123456789EXAMPLE",
+                                      "certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/"
+                                                        "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"})
+    with pytest.raises(StackSettingsError) as error:
+        load("dev", raw)
+    assert error.value.problems == [
+        "apps.certificateArn = 'arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b' "
+        "is invalid; allowed: a certificate in aws:region (eu-west-1), where the ALB is",
+        "apps.hostedZoneId = 'Z0123456789EXAMPLE' is invalid; allowed: unset unless apps.hostname is set (the record "
+        "and the certificate are for that name)"]
+
+
+def test_a_malformed_hosted_zone_id_is_refused():
+    with pytest.raises(StackSettingsError, match=r"apps.hostedZoneId = 'z123' is invalid; allowed: a Route 53 hosted "
+                                                 r"zone id such as Z0123456789ABCDEFGHIJ"):
+        load("dev", with_change("dev", "apps", {"hostname": "clinic.example.org", "hostedZoneId": "z123"}))
