@@ -7,11 +7,11 @@ import pulumi
 import pulumi_aws as aws
 
 from components.alarms import Alarms, AlarmsArgs
-from components.backup import DatabaseBackup, DatabaseBackupArgs
+from components.backup import DatabaseBackup
 from components.clinic_apps import ClinicApps, ClinicAppsArgs, PlatformEndpoints
 from components.cluster import Cluster, ClusterArgs
 from components.container_logs import ContainerLogs, ContainerLogsArgs
-from components.database import Database, DatabaseArgs
+from components.database import Database
 from components.email import Email, EmailArgs
 from components.image_registry import BOOTSTRAP_ENV, ImageRegistry, ImageRegistryArgs
 from components.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
@@ -21,6 +21,7 @@ from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.scaling import ClusterScaling, ClusterScalingArgs
 from components.storage import Storage, StorageArgs
+from stacks.component_args import backup_args, database_args, node_group_args
 from stacks.settings import PlatformSettings, settings_from_pulumi
 
 
@@ -115,7 +116,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         vpc_id=network.vpc_id,
         private_subnet_ids=network.private_subnet_ids,
         service_ipv4_cidr=settings.network.kubernetes_service_cidr,
-        node_groups=settings.cluster.node_groups,
+        node_groups=node_group_args(settings.cluster),
         public_access_cidrs=settings.cluster.public_access_cidrs,
         admin_role_arns=settings.cluster.admin_role_arns,
         protect=settings.is_prod,
@@ -136,10 +137,10 @@ def build_platform(settings: PlatformSettings) -> Platform:
 
     # Data services hang off the network only, never off the cluster: they are created in parallel with it and
     # outlive none of its teardown. Only the database's ingress rule refers to the cluster's security group.
-    database = Database(f"{base}-db", DatabaseArgs(
+    database = Database(f"{base}-db", database_args(
+        settings.database,
         vpc_id=network.vpc_id,
         subnet_ids=network.database_subnet_ids,
-        settings=settings.database,
         client_security_group_ids=[cluster.cluster_security_group_id],
         protect=settings.protect_data,
         tags=tags,
@@ -204,7 +205,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
     alarms = Alarms(f"{base}-alarms", AlarmsArgs(
         alarm_emails=settings.observability.alarm_emails,
         database_instance_id=active.instance_id,
-        database=settings.database,
+        database_instance_class=settings.database.instance_class,
+        database_allocated_storage_gb=settings.database.allocated_storage_gb,
         dlq_names=messaging.dlq_names,
         load_balancer_arn_suffix=apps.load_balancer_arn_suffix,
         tags=tags,
@@ -220,7 +222,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
     if settings.observability.monitoring:
         monitoring = Monitoring(f"{base}-monitoring", MonitoringArgs(
             cluster=cluster,
-            settings=settings.observability,
+            prometheus_retention_days=settings.observability.prometheus_retention_days,
+            prometheus_storage_gb=settings.observability.prometheus_storage_gb,
             alarm_topic_arn=alarms.topic_arn,
             alarm_topic_key_arn=alarms.topic_key_arn,
             region=settings.region,
@@ -231,13 +234,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
     if settings.backup.enabled:
         # A restored instance in use holds the newest data: it is backed up alongside the original.
         arns = [database.instance_arn] + ([active.instance_arn] if settings.database.restored_instance_id else [])
-        backup = DatabaseBackup(f"{base}-backup", DatabaseBackupArgs(
-            instance_arns=arns,
-            settings=settings.backup,
-            region=settings.region,
-            protect=settings.protect_data,
-            tags=tags,
-        ))
+        backup = DatabaseBackup(f"{base}-backup", backup_args(
+            settings.backup, instance_arns=arns, region=settings.region, protect=settings.protect_data, tags=tags))
     return Platform(network, cluster, controller, database, active, storage, messaging, email, registry, apps,
                     alarms, monitoring, backup)
 

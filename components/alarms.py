@@ -13,7 +13,6 @@ import pulumi
 import pulumi_aws as aws
 
 from limits import DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN, max_db_connections
-from stacks.settings import DatabaseSettings
 
 GIB = 1024 ** 3
 
@@ -36,8 +35,10 @@ class AlarmsArgs:
     """Addresses subscribed to the alarm topic by email (each confirms once)."""
     database_instance_id: pulumi.Input[str]
     """DBInstanceIdentifier of the RDS instance the database alarms watch."""
-    database: DatabaseSettings
-    """The database's class and storage, from which the thresholds are computed."""
+    database_instance_class: str
+    """The database's class: the connections threshold is a share of its max_connections."""
+    database_allocated_storage_gb: int
+    """The database's allocated storage: the free-storage threshold is a share of it."""
     dlq_names: pulumi.Input[Mapping[str, str]]
     """Dead-letter queue name per event domain; a mapping known when the program runs (values may be outputs)."""
     load_balancer_arn_suffix: pulumi.Input[str]
@@ -69,12 +70,12 @@ def validate_alarms_args(args: AlarmsArgs) -> None:
             raise ValueError(f"alarm_emails entry {address!r} is invalid; allowed: an email address")
     if len(set(lowered)) != len(lowered):
         raise ValueError(f"alarm_emails = {list(args.alarm_emails)} is invalid; allowed: addresses without repeats")
-    instance_class = args.database.instance_class
+    instance_class = args.database_instance_class
     if instance_class not in DB_INSTANCE_CLASS_MEMORY_GIB:
-        raise ValueError(f"database.instance_class = {instance_class!r} has no known memory; allowed: "
+        raise ValueError(f"database_instance_class = {instance_class!r} has no known memory; allowed: "
                          + ", ".join(DB_INSTANCE_CLASS_MEMORY_GIB))
-    if args.database.allocated_storage_gb <= 0:
-        raise ValueError(f"database.allocated_storage_gb = {args.database.allocated_storage_gb} is invalid; "
+    if args.database_allocated_storage_gb <= 0:
+        raise ValueError(f"database_allocated_storage_gb = {args.database_allocated_storage_gb} is invalid; "
                          "allowed: a positive number of GiB")
     if not isinstance(args.dlq_names, Mapping):
         # An Output of a mapping would leave the alarms to be created inside an apply: invisible in preview.
@@ -122,7 +123,6 @@ class Alarms(pulumi.ComponentResource):
     def __init__(self, name: str, args: AlarmsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Alarms", name, None, opts)
         validate_alarms_args(args)
-        db = args.database
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
@@ -149,6 +149,7 @@ class Alarms(pulumi.ComponentResource):
                 alarm_actions=[topic.arn], ok_actions=[topic.arn], tags=tags, opts=child, **metric)
 
         rds = {"DBInstanceIdentifier": args.database_instance_id}
+        instance_class, allocated_gb = args.database_instance_class, args.database_allocated_storage_gb
         # A gap in CPU or connection data says nothing about load: keep the state; the storage alarm below is the
         # one that treats silence as an outage.
         alarm("db-cpu", f"RDS CPU above {CPU_PERCENT} % for 15 minutes: look at slow statements and Performance "
@@ -156,22 +157,22 @@ class Alarms(pulumi.ComponentResource):
               namespace="AWS/RDS", metric_name="CPUUtilization", dimensions=rds, statistic="Average",
               period=FIVE_MINUTES, evaluation_periods=3, datapoints_to_alarm=3,
               comparison_operator="GreaterThanThreshold", threshold=CPU_PERCENT)
-        storage_bytes = free_storage_threshold_bytes(db.allocated_storage_gb)
+        storage_bytes = free_storage_threshold_bytes(allocated_gb)
         # RDS reports FreeStorageSpace every minute while the instance runs: silence means it is stopped, gone or
         # replaced (a restore under another identifier), and someone must look.
-        alarm("db-free-storage", f"RDS free storage below 10 % of the allocated {db.allocated_storage_gb} GiB: "
+        alarm("db-free-storage", f"RDS free storage below 10 % of the allocated {allocated_gb} GiB: "
                                  "storage autoscaling acts at this mark too; if it does not (maxAllocatedStorage "
                                  "reached, or 6 h since the last change), raise the ceiling.", "breaching",
               namespace="AWS/RDS", metric_name="FreeStorageSpace", dimensions=rds, statistic="Minimum",
               period=FIVE_MINUTES, evaluation_periods=2, datapoints_to_alarm=2,
               comparison_operator="LessThanThreshold", threshold=storage_bytes)
-        max_connections = max_db_connections(db.instance_class)
+        max_connections = max_db_connections(instance_class)
         alarm("db-connections", f"RDS connections above {DB_CONNECTIONS_ALARM_FRACTION:.0%} of max_connections "
                                 f"({max_connections}, set in the parameter group) for 5 minutes: look for a connection "
                                 "leak, or pools that together (replicas x pool size) outgrow the instance.", "missing",
               namespace="AWS/RDS", metric_name="DatabaseConnections", dimensions=rds, statistic="Maximum",
               period=60, evaluation_periods=5, datapoints_to_alarm=5,
-              comparison_operator="GreaterThanThreshold", threshold=connections_threshold(db.instance_class))
+              comparison_operator="GreaterThanThreshold", threshold=connections_threshold(instance_class))
 
         for domain, queue_name in sorted(args.dlq_names.items()):
             # SQS stops publishing metrics of a queue idle for hours: no data from an empty DLQ is no message.

@@ -12,7 +12,6 @@ import pulumi
 import pulumi_aws as aws
 
 from limits import REGION_PATTERN
-from stacks.settings import BackupSettings
 
 SERVICE_ROLE_POLICIES = (
     "arn:aws:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup",
@@ -30,10 +29,14 @@ _REGION = re.compile(REGION_PATTERN)
 class DatabaseBackupArgs:
     instance_arns: Sequence[pulumi.Input[str]]
     """ARNs of the RDS instances to back up."""
-    settings: BackupSettings
-    """Whether to back up at all, how long to keep recovery points, and the copy region."""
+    retention_days: int
+    """Days a daily recovery point is kept."""
     region: str
     """Region of the stack (the vault's); the copy region must differ."""
+    enabled: bool = True
+    """False creates nothing (refused for a protected stack)."""
+    copy_region: str | None = None
+    """A second region that receives a copy of every recovery point, or None."""
     protect: bool = False
     """Prod: vaults and keys are `protect`ed and the vaults locked in governance mode."""
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -41,20 +44,20 @@ class DatabaseBackupArgs:
 
 
 def validate_backup_args(args: DatabaseBackupArgs) -> None:
-    s = args.settings
+    s = args
     if args.protect and not s.enabled:
-        raise ValueError("settings.enabled = False is invalid for a protected stack; allowed: True (prod keeps "
+        raise ValueError("enabled = False is invalid for a protected stack; allowed: True (prod keeps "
                          "recovery points of patients' data apart from RDS)")
     if not s.enabled:
         return
     if not args.instance_arns:
         raise ValueError("instance_arns = [] is invalid; allowed: at least one RDS instance ARN")
     if not 1 <= s.retention_days <= 36500:
-        raise ValueError(f"settings.retention_days = {s.retention_days} is invalid; allowed: 1 to 36500")
+        raise ValueError(f"retention_days = {s.retention_days} is invalid; allowed: 1 to 36500")
     if not _REGION.fullmatch(args.region):
         raise ValueError(f"region = {args.region!r} is invalid; allowed: an AWS region such as eu-west-1")
     if s.copy_region is not None and (s.copy_region == args.region or not _REGION.fullmatch(s.copy_region)):
-        raise ValueError(f"settings.copy_region = {s.copy_region!r} is invalid; allowed: an AWS region other than "
+        raise ValueError(f"copy_region = {s.copy_region!r} is invalid; allowed: an AWS region other than "
                          f"{args.region}, or None")
 
 
@@ -74,7 +77,7 @@ class DatabaseBackup(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatabaseBackupArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:DatabaseBackup", name, None, opts)
         validate_backup_args(args)
-        s = args.settings
+        s = args
         self.vault_name = self.plan_id = self.copy_vault_arn = None
         if not s.enabled:
             self.register_outputs({"vault_name": None, "plan_id": None, "copy_vault_arn": None})
@@ -141,6 +144,6 @@ class DatabaseBackup(pulumi.ComponentResource):
             # by that role, so a mistaken retention can still be fixed. Compliance mode turns irreversible after its
             # grace period: not even the account root could then remove the lock or delete a point before it expires.
             aws.backup.VaultLockConfiguration(f"{name}-{role}-lock", backup_vault_name=vault.name,
-                                              min_retention_days=args.settings.retention_days,
+                                              min_retention_days=args.retention_days,
                                               opts=pulumi.ResourceOptions(parent=vault, provider=provider))
         return vault

@@ -15,7 +15,6 @@ import pulumi_kubernetes as k8s
 from components.log_encryption import log_group_key
 from limits import LOG_RETENTION_DAYS, is_graviton
 from stacks.eks_support import EKS_SUPPORT, extended_support_problem
-from stacks.settings import NodeGroupSettings
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -25,6 +24,26 @@ NODE_MANAGED_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
 )
+
+
+@dataclass(frozen=True)
+class NodeGroupArgs:
+    name: str
+    """Managed node group name (stable: a rename replaces the group)."""
+    instance_types: Sequence[str]
+    """EC2 instance types, all of one architecture (Graviton gets the arm64 AMI)."""
+    capacity_type: str
+    """ON_DEMAND or SPOT."""
+    min_size: int
+    """Lower scaling bound."""
+    desired_size: int
+    """Initial size; later owned by the autoscaler."""
+    max_size: int
+    """Upper scaling bound."""
+    max_unavailable: int = 1
+    """Nodes replaced at once during a rolling update."""
+    disk_size_gb: int = 30
+    """Encrypted gp3 root volume size."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +58,7 @@ class ClusterArgs:
     """Subnets for the control plane's network interfaces and every node; nodes get no public address."""
     service_ipv4_cidr: str
     """Kubernetes Service CIDR (must not overlap the VPC)."""
-    node_groups: Sequence[NodeGroupSettings]
+    node_groups: Sequence[NodeGroupArgs]
     """Managed node groups."""
     public_access_cidrs: Sequence[str] = ()
     """CIDRs allowed on the public API endpoint; empty keeps the endpoint private only."""

@@ -9,7 +9,6 @@ import pulumi
 import pulumi_aws as aws
 
 from limits import MIN_PROD_BACKUP_DAYS, max_db_connections
-from stacks.settings import DatabaseSettings
 
 POSTGRES_PORT = 5432
 # Slower statements are logged: the clinic's latency objective is 2 s end to end.
@@ -22,8 +21,26 @@ class DatabaseArgs:
     """VPC of the database security group."""
     subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
     """Isolated database subnets (at least two AZs, which RDS requires even for single-AZ)."""
-    settings: DatabaseSettings
-    """Engine, class, storage, backup and protection settings of the stack."""
+    engine_version: str
+    """PostgreSQL major version (the parameter group's family follows it); RDS applies the minors."""
+    instance_class: str
+    """RDS instance class; its memory sets max_connections (limits.DB_INSTANCE_CLASS_MEMORY_GIB)."""
+    allocated_storage_gb: int
+    """Initial gp3 storage."""
+    max_allocated_storage_gb: int
+    """Ceiling for storage autoscaling."""
+    backup_retention_days: int
+    """Automated backups and point-in-time recovery window."""
+    db_name: str = "clinic"
+    """Name of the application database."""
+    username: str = "clinic_admin"
+    """Master user name; its password is generated and kept by RDS in Secrets Manager."""
+    multi_az: bool = False
+    """Synchronous standby in a second AZ."""
+    deletion_protection: bool = False
+    """RDS refuses deletion while set."""
+    performance_insights: bool = False
+    """Performance Insights (encrypted with the database's key)."""
     client_security_group_ids: Sequence[pulumi.Input[str]] = ()
     """Security groups allowed to connect on 5432; nothing else is."""
     protect: bool = False
@@ -33,7 +50,7 @@ class DatabaseArgs:
 
 
 def validate_database_args(args: DatabaseArgs) -> None:
-    s = args.settings
+    s = args
     if args.protect and not (s.deletion_protection and s.multi_az and s.backup_retention_days >= MIN_PROD_BACKUP_DAYS):
         raise ValueError(f"a protected database needs deletion_protection, multi_az and >= {MIN_PROD_BACKUP_DAYS} "
                          "days of backups; "
@@ -62,7 +79,7 @@ class Database(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Database", name, None, opts)
         validate_database_args(args)
-        s = args.settings
+        s = args
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
         keep = pulumi.ResourceOptions(parent=self, protect=args.protect)
@@ -102,7 +119,7 @@ class Database(pulumi.ComponentResource):
             auto_minor_version_upgrade=True,
             allow_major_version_upgrade=False,
             instance_class=s.instance_class,
-            db_name=s.name,
+            db_name=s.db_name,
             username=s.username,
             # RDS generates and rotates the password in Secrets Manager: none in code, config or state.
             manage_master_user_password=True,
@@ -138,7 +155,7 @@ class Database(pulumi.ComponentResource):
 
         self.address = instance.address
         self.port = instance.port
-        self.db_name = pulumi.Output.from_input(s.name)
+        self.db_name = pulumi.Output.from_input(s.db_name)
         self.secret_arn = instance.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)
         self.kms_key_arn = key.arn
         self.security_group_id = security_group.id

@@ -19,7 +19,6 @@ import yaml
 from components.cluster import Cluster, irsa_trust_policy
 from components.volume_reaper import VolumeReaper, VolumeReaperArgs
 from limits import REGION_PATTERN
-from stacks.settings import ObservabilitySettings
 
 # 88.5.3 (operator v0.93.1, Alertmanager v0.34) is the newest release whose values.yaml these values were checked
 # against key by key. Helm installs the chart's CRDs on first install only: a major upgrade starts with applying
@@ -83,8 +82,10 @@ SCRAPE_TARGETS = (ScrapeTarget("clinic-api", "http"), ScrapeTarget("clinic-notif
 class MonitoringArgs:
     cluster: Cluster
     """The cluster (Kubernetes provider, IRSA, node groups)."""
-    settings: ObservabilitySettings
-    """Retention and volume size of Prometheus; `monitoring` must be true."""
+    prometheus_retention_days: int
+    """Days Prometheus keeps samples (1-90)."""
+    prometheus_storage_gb: int
+    """Size of Prometheus' persistent volume (10-1000 GiB)."""
     alarm_topic_arn: pulumi.Input[str]
     """SNS topic of the CloudWatch alarms; Alertmanager publishes every alert there too."""
     alarm_topic_key_arn: pulumi.Input[str]
@@ -98,10 +99,7 @@ class MonitoringArgs:
 
 
 def validate_monitoring_args(args: MonitoringArgs) -> None:
-    s = args.settings
-    if not s.monitoring:
-        raise ValueError("settings.monitoring = False is invalid for Monitoring; allowed: true (create the component "
-                         "only when observability.monitoring is on)")
+    s = args
     if not 1 <= s.prometheus_retention_days <= 90:
         raise ValueError(f"prometheus_retention_days = {s.prometheus_retention_days} is invalid; allowed: 1 to 90")
     if not 10 <= s.prometheus_storage_gb <= 1000:
@@ -157,7 +155,7 @@ _CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop
                        "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def chart_values(settings: ObservabilitySettings, topic_arn: str, region: str) -> dict[str, Any]:
+def chart_values(retention_days: int, storage_gb: int, topic_arn: str, region: str) -> dict[str, Any]:
     non_root = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 2000, "fsGroup": 2000,
                 "seccompProfile": {"type": "RuntimeDefault"}}
     return {
@@ -172,15 +170,15 @@ def chart_values(settings: ObservabilitySettings, topic_arn: str, region: str) -
         "kube-state-metrics": {"resources": _resources("50m", "128Mi", "250m", "256Mi")},
         "prometheus-node-exporter": {"resources": _resources("50m", "64Mi", "250m", "128Mi")},
         "prometheus": {"prometheusSpec": {
-            "retention": f"{settings.prometheus_retention_days}d",
-            "retentionSize": f"{int(settings.prometheus_storage_gb * RETENTION_SIZE_SHARE)}GB",
+            "retention": f"{retention_days}d",
+            "retentionSize": f"{int(storage_gb * RETENTION_SIZE_SHARE)}GB",
             # Select every ServiceMonitor and PrometheusRule, not only those labelled with this release: the
             # clinic's own objects carry no Helm labels.
             "serviceMonitorSelectorNilUsesHelmValues": False,
             "ruleSelectorNilUsesHelmValues": False,
             "podMonitorSelectorNilUsesHelmValues": False,
             "storageSpec": {"volumeClaimTemplate": {"metadata": {"name": PROMETHEUS_VOLUME},
-                                                    "spec": prometheus_claim_spec(settings)}},
+                                                    "spec": prometheus_claim_spec(storage_gb)}},
             # The claim is Pulumi's (PROMETHEUS_CLAIM): the StatefulSet must not garbage-collect it when the operator
             # recreates the StatefulSet. On destroy Pulumi deletes it and waits for its volume.
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
@@ -210,10 +208,10 @@ def chart_values(settings: ObservabilitySettings, topic_arn: str, region: str) -
     }
 
 
-def prometheus_claim_spec(settings: ObservabilitySettings) -> dict[str, Any]:
+def prometheus_claim_spec(storage_gb: int) -> dict[str, Any]:
     """Prometheus' volume: the StatefulSet's template and the claim created for it must agree."""
     return {"storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": f"{settings.prometheus_storage_gb}Gi"}}}
+            "resources": {"requests": {"storage": f"{storage_gb}Gi"}}}
 
 
 def load_rules(path: Path = RULES_FILE) -> dict[str, Any]:
@@ -319,7 +317,8 @@ class Monitoring(pulumi.ComponentResource):
             repository_opts={"repo": CHART_REPOSITORY},
             namespace=NAMESPACE,
             values=pulumi.Output.from_input(args.alarm_topic_arn).apply(
-                lambda arn: chart_values(args.settings, arn, args.region)),
+                lambda arn: chart_values(args.prometheus_retention_days, args.prometheus_storage_gb, arn,
+                                         args.region)),
             timeout=RELEASE_TIMEOUT_SECONDS,
             atomic=True,
             cleanup_on_fail=True,
@@ -361,7 +360,7 @@ class Monitoring(pulumi.ComponentResource):
         return k8s.core.v1.PersistentVolumeClaim(
             f"{name}-prometheus-claim",
             metadata={"name": PROMETHEUS_CLAIM, "namespace": NAMESPACE},
-            spec=prometheus_claim_spec(args.settings),
+            spec=prometheus_claim_spec(args.prometheus_storage_gb),
             opts=pulumi.ResourceOptions(parent=self, provider=args.cluster.provider,
                                         depends_on=[namespace, *storage, reaper]))
 

@@ -141,12 +141,9 @@ def test_each_alarm_email_gets_an_email_subscription(wired):
         assert subscription.inputs["topic"] == topic.state["arn"], subscription.name
 
 
-def _settings():
-    return stack_settings("dev").database
-
-
 def _alone(suffix, **overrides):
-    args = dict(alarm_emails=("oncall@clinic.example.org",), database_instance_id="db-1", database=_settings(),
+    args = dict(alarm_emails=("oncall@clinic.example.org",), database_instance_id="db-1",
+                database_instance_class="db.t4g.micro", database_allocated_storage_gb=20,
                 dlq_names={"exam": "exam-dlq"}, load_balancer_arn_suffix=suffix)
     return AlarmsArgs(**{**args, **overrides})
 
@@ -198,8 +195,8 @@ def test_bad_arguments_are_refused_naming_the_value(overrides, message):
 
 
 def test_an_unknown_instance_class_is_refused_naming_it():
-    args = _alone("", database=_settings().model_copy(update={"instance_class": "db.x9.huge"}))
-    with pytest.raises(ValueError, match="database.instance_class = 'db.x9.huge' has no known memory"):
+    args = _alone("", database_instance_class="db.x9.huge")
+    with pytest.raises(ValueError, match="database_instance_class = 'db.x9.huge' has no known memory"):
         validate_alarms_args(args)
 
 

@@ -4,7 +4,8 @@ KMS-encrypted, locked vault with a copy in eu-central-1 through a provider for t
 import pytest
 
 from components.backup import DatabaseBackup, DatabaseBackupArgs, validate_backup_args
-from components.database import Database, DatabaseArgs
+from components.database import Database
+from stacks.component_args import backup_args, database_args
 from tests.infra.pulumi_mocks import evaluate, stack_settings
 
 VAULT = "aws:backup/vault:Vault"
@@ -16,11 +17,11 @@ def _build(stack: str):
     made = {}
 
     def build():
-        database = Database(f"clinic-{stack}-db", DatabaseArgs(
-            vpc_id="vpc-1", subnet_ids=["subnet-1", "subnet-2"], settings=s.database, protect=s.protect_data,
-            tags={"stack": stack}))
-        made["backup"] = DatabaseBackup(f"clinic-{stack}-backup", DatabaseBackupArgs(
-            instance_arns=[database.instance_arn], settings=s.backup, region=s.region, protect=s.protect_data,
+        database = Database(f"clinic-{stack}-db", database_args(
+            s.database, vpc_id="vpc-1", subnet_ids=["subnet-1", "subnet-2"], client_security_group_ids=[],
+            protect=s.protect_data, tags={"stack": stack}))
+        made["backup"] = DatabaseBackup(f"clinic-{stack}-backup", backup_args(
+            s.backup, instance_arns=[database.instance_arn], region=s.region, protect=s.protect_data,
             tags={"stack": stack}))
     return evaluate(build, stack=stack, region=s.region), made["backup"]
 
@@ -111,17 +112,14 @@ def test_the_daily_job_starts_after_rds_own_backup_and_maintenance_windows(prod)
 
 
 def _args(**overrides):
-    s = stack_settings("prod")
-    values = dict(instance_arns=["arn:aws:rds:eu-west-1:123456789012:db:x"], settings=s.backup, region="eu-west-1",
-                  protect=True)
+    values = dict(instance_arns=["arn:aws:rds:eu-west-1:123456789012:db:x"], retention_days=35,
+                  copy_region="eu-central-1", region="eu-west-1", protect=True)
     return DatabaseBackupArgs(**{**values, **overrides})
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"settings": stack_settings("prod").backup.model_copy(update={"copy_region": "eu-west-1"})},
-     "settings.copy_region = 'eu-west-1' is invalid; allowed: an AWS region other than eu-west-1"),
-    ({"settings": stack_settings("prod").backup.model_copy(update={"enabled": False})},
-     "settings.enabled = False is invalid for a protected stack"),
+    ({"copy_region": "eu-west-1"}, "copy_region = 'eu-west-1' is invalid; allowed: an AWS region other than eu-west-1"),
+    ({"enabled": False}, "enabled = False is invalid for a protected stack"),
     ({"instance_arns": []}, r"instance_arns = \[\] is invalid"),
     ({"region": "europe"}, "region = 'europe' is invalid"),
 ])
@@ -131,11 +129,10 @@ def test_bad_arguments_are_refused_naming_the_value(overrides, message):
 
 
 def test_backups_without_a_copy_region_have_no_copy_vault_and_no_second_provider():
-    s = stack_settings("prod").backup.model_copy(update={"copy_region": None})
     made = {}
 
     def build():
-        made["b"] = DatabaseBackup("b", _args(settings=s, protect=False))
+        made["b"] = DatabaseBackup("b", _args(copy_region=None, protect=False))
     graph = evaluate(build, stack="dev")
     assert [v.name for v in graph.of_type(VAULT)] == ["b-vault"]
     assert graph.of_type("pulumi:providers:aws") == []

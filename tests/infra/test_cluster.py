@@ -2,8 +2,7 @@
 
 import pytest
 
-from components.cluster import Cluster, ClusterArgs, irsa_trust_policy
-from stacks.settings import NodeGroupSettings
+from components.cluster import Cluster, ClusterArgs, NodeGroupArgs, irsa_trust_policy
 from tests.infra.pulumi_mocks import evaluate
 
 EKS = "eks:index:Cluster"
@@ -86,8 +85,8 @@ def test_irsa_trust_is_limited_to_one_service_account_with_sts_audience():
 
 
 def test_admin_roles_get_cluster_admin_access_entries():
-    group = NodeGroupSettings(name="general", instance_types=("m7g.large",), capacity_type="ON_DEMAND", min_size=1,
-                              desired_size=1, max_size=2, max_unavailable=1, disk_size_gb=20)
+    group = NodeGroupArgs(name="general", instance_types=("m7g.large",), capacity_type="ON_DEMAND", min_size=1,
+                          desired_size=1, max_size=2, disk_size_gb=20)
     args = ClusterArgs(cluster_name="c", kubernetes_version="1.34", vpc_id="v", private_subnet_ids=["a", "b"],
                        service_ipv4_cidr="172.20.0.0/16", node_groups=[group],
                        admin_role_arns=["arn:aws:iam::123456789012:role/platform-admin"])
@@ -99,8 +98,8 @@ def test_admin_roles_get_cluster_admin_access_entries():
 
 
 def test_a_public_endpoint_open_to_the_internet_is_refused():
-    group = NodeGroupSettings(name="general", instance_types=("t3.large",), capacity_type="SPOT", min_size=1,
-                              desired_size=1, max_size=2, max_unavailable=1, disk_size_gb=20)
+    group = NodeGroupArgs(name="general", instance_types=("t3.large",), capacity_type="SPOT", min_size=1,
+                          desired_size=1, max_size=2, disk_size_gb=20)
     args = ClusterArgs(cluster_name="c", kubernetes_version="1.34", vpc_id="v", private_subnet_ids=["a"],
                        service_ipv4_cidr="172.20.0.0/16", node_groups=[group], public_access_cidrs=["0.0.0.0/0"])
     with pytest.raises(ValueError, match="public_access_cidrs = \\['0.0.0.0/0'\\] is invalid"):

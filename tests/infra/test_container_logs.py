@@ -7,6 +7,7 @@ import pytest
 
 from components.cluster import Cluster, ClusterArgs
 from components.container_logs import ContainerLogs, ContainerLogsArgs, validate_container_logs_args
+from stacks.component_args import node_group_args
 from tests.infra.pulumi_mocks import ACCOUNT_ID, evaluate, stack_settings
 
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
@@ -21,7 +22,7 @@ def _build(stack: str):
         cluster = Cluster(f"clinic-{stack}-cluster", ClusterArgs(
             cluster_name=s.cluster_name, kubernetes_version=s.cluster.kubernetes_version, vpc_id="vpc-1",
             private_subnet_ids=["subnet-1", "subnet-2"], service_ipv4_cidr=s.network.kubernetes_service_cidr,
-            node_groups=s.cluster.node_groups, protect=s.is_prod,
+            node_groups=node_group_args(s.cluster), protect=s.is_prod,
             log_retention_days=s.observability.log_retention_days, tags={"stack": stack}))
         ContainerLogs(f"clinic-{stack}-logs", ContainerLogsArgs(
             cluster=cluster, retention_days=s.observability.log_retention_days, retain=s.protect_data,

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from components.database import Database, DatabaseArgs
-from stacks.settings import DatabaseSettings
 from tests.infra.pulumi_mocks import evaluate
 
 RDS = "aws:rds/instance:Instance"
@@ -64,15 +63,12 @@ def test_storage_autoscaling_is_on(stack):
     assert db.inputs["maxAllocatedStorage"] > db.inputs["allocatedStorage"]
 
 
-def _settings(**overrides) -> DatabaseSettings:
-    values = dict(engine_version="16", instance_class="db.t4g.micro", allocated_storage_gb=20,
-                  max_allocated_storage_gb=40, backup_retention_days=1, multi_az=False, deletion_protection=False,
-                  performance_insights=False, name="clinic", username="clinic_admin")
-    return DatabaseSettings(**{**values, **overrides})
+DEV_DATABASE = dict(engine_version="16", instance_class="db.t4g.micro", allocated_storage_gb=20,
+                    max_allocated_storage_gb=40, backup_retention_days=1)
 
 
 def test_security_group_admits_5432_only_from_the_given_groups_and_has_no_egress():
-    args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], settings=_settings(),
+    args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], **DEV_DATABASE,
                         client_security_group_ids=["sg-nodes", "sg-jobs"])
     graph = evaluate(lambda: Database("db", args), stack="dev")
     sg = graph.one("aws:ec2/securityGroup:SecurityGroup")
@@ -85,7 +81,7 @@ def test_security_group_admits_5432_only_from_the_given_groups_and_has_no_egress
 
 
 def test_a_protected_database_without_deletion_protection_is_refused():
-    args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], settings=_settings(), protect=True)
+    args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], **DEV_DATABASE, protect=True)
     with pytest.raises(ValueError, match="a protected database needs deletion_protection"):
         evaluate(lambda: Database("db", args), stack="prod")
 

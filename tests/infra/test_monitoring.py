@@ -11,7 +11,8 @@ from pulumi.runtime import rpc
 from components.cluster import Cluster, ClusterArgs
 from components.monitoring import (CHART_VERSION, DASHBOARD_FILE, EXTERNAL_METRICS, RULES_FILE, Monitoring,
                                    MonitoringArgs, load_dashboard, validate_monitoring_args, validate_rules)
-from stacks.settings import ObservabilitySettings, settings_from_pulumi
+from stacks.component_args import node_group_args
+from stacks.settings import settings_from_pulumi
 from tests.infra.pulumi_mocks import ACCOUNT_ID, GENERATED_SECRET, evaluate, stack_config
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -35,10 +36,11 @@ def build(stack: str, overrides: dict | None = None):
         cluster = Cluster(f"clinic-{stack}-cluster", ClusterArgs(
             cluster_name=settings.cluster_name, kubernetes_version=settings.cluster.kubernetes_version,
             vpc_id="vpc-1", private_subnet_ids=["subnet-a", "subnet-b"],
-            service_ipv4_cidr=settings.network.kubernetes_service_cidr, node_groups=settings.cluster.node_groups,
+            service_ipv4_cidr=settings.network.kubernetes_service_cidr, node_groups=node_group_args(settings.cluster),
             tags=tags))
         monitoring = Monitoring(f"clinic-{stack}-monitoring", MonitoringArgs(
-            cluster=cluster, settings=settings.observability, region=settings.region, tags=tags,
+            cluster=cluster, prometheus_retention_days=settings.observability.prometheus_retention_days,
+            prometheus_storage_gb=settings.observability.prometheus_storage_gb, region=settings.region, tags=tags,
             alarm_topic_arn=pulumi.Output.from_input(TOPIC_ARN), alarm_topic_key_arn=KEY_ARN),
             opts=pulumi.ResourceOptions(depends_on=cluster.node_groups))
         pulumi.export("alertmanagerRoleArn", monitoring.alertmanager_role_arn)
@@ -190,16 +192,19 @@ def test_every_alert_goes_to_the_alarm_topic_signed_for_the_region(graph):
                                                         "send_resolved": True}]
 
 
-def test_settings_without_monitoring_are_refused():
-    settings = ObservabilitySettings(monitoring=False, prometheus_retention_days=3, prometheus_storage_gb=20,
-                                     log_retention_days=7, alarm_emails=())
-    with pytest.raises(ValueError, match="settings.monitoring = False is invalid for Monitoring"):
-        validate_monitoring_args(MonitoringArgs(cluster=None, settings=settings, alarm_topic_arn=TOPIC_ARN,
-                                                alarm_topic_key_arn=KEY_ARN, region="eu-west-1"))
-    on = settings.model_copy(update={"monitoring": True})
+def test_bad_arguments_are_refused_naming_the_value():
+    def args(**overrides):
+        return MonitoringArgs(**{**dict(cluster=None, prometheus_retention_days=3, prometheus_storage_gb=20,
+                                        alarm_topic_arn=TOPIC_ARN, alarm_topic_key_arn=KEY_ARN, region="eu-west-1"),
+                                 **overrides})
+
+    validate_monitoring_args(args())
     with pytest.raises(ValueError, match="alarm_topic_arn = 'arn:aws:sqs:x' is invalid"):
-        validate_monitoring_args(MonitoringArgs(cluster=None, settings=on, alarm_topic_arn="arn:aws:sqs:x",
-                                                alarm_topic_key_arn=KEY_ARN, region="eu-west-1"))
+        validate_monitoring_args(args(alarm_topic_arn="arn:aws:sqs:x"))
+    with pytest.raises(ValueError, match="prometheus_retention_days = 0 is invalid"):
+        validate_monitoring_args(args(prometheus_retention_days=0))
+    with pytest.raises(ValueError, match="prometheus_storage_gb = 5 is invalid"):
+        validate_monitoring_args(args(prometheus_storage_gb=5))
 
 
 def test_a_rule_without_severity_or_runbook_is_refused():
