@@ -14,8 +14,11 @@ from pulumi_policy import (
     EnforcementLevel, PolicyPack, ResourceValidationPolicy, StackValidationPolicy,
 )
 
-# The CLI runs this file from the pack's directory, but not necessarily with it on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The CLI runs this file from the pack's directory, but not necessarily with it on sys.path. The project directory
+# comes next: guardrails share limits.py (prod minimums, log retentions) with the stack settings and components. The
+# pack therefore runs from a checkout (`--policy-pack policy`); `pulumi policy publish` would upload policy/ alone.
+PACK = Path(__file__).resolve().parent
+sys.path[:0] = [str(PACK), str(PACK.parent)]
 
 import guardrails  # noqa: E402
 

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from limits import LOG_RETENTION_DAYS, MIN_PROD_BACKUP_DAYS
+
 PROJECT = "clinic-platform"
 MANDATORY, ADVISORY = "mandatory", "advisory"
-MIN_PROD_BACKUP_DAYS = 14
 # Audit and authenticator logs answer "who read which patient's secret"; api covers every request.
 REQUIRED_CONTROL_PLANE_LOGS = frozenset({"api", "audit", "authenticator"})
 # Both: memory bounds the blast radius of a leak on a shared node, cpu keeps one pod from starving its neighbours.
@@ -86,9 +87,12 @@ def backup_vault_encrypted(resource_type: str, props: Mapping[str, Any], environ
 
 def log_group_expires(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
     days = props.get("retentionInDays")
-    if isinstance(days, (int, float)) and not isinstance(days, bool) and days > 0:
+    if days in LOG_RETENTION_DAYS and not isinstance(days, bool):
         return []
-    return ["retentionInDays must be set: a log group without it keeps every event forever"]
+    if days is None or days == 0:
+        return ["retentionInDays must be set: a log group without it keeps every event forever"]
+    return [f"retentionInDays = {days!r} must be a value CloudWatch Logs accepts: "
+            + ", ".join(map(str, LOG_RETENTION_DAYS))]
 
 
 def ebs_volume_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:

@@ -77,6 +77,7 @@ CASES = [
         ({"kmsKeyId": None}, "encryption-at-rest"),
         ({"retentionInDays": None}, "logs-expire"),
         ({"retentionInDays": 0}, "logs-expire"),
+        ({"retentionInDays": 10}, "logs-expire"),  # CloudWatch accepts only limits.LOG_RETENTION_DAYS
     ]),
     ("aws:backup/vault:Vault", {"kmsKeyArn": "arn:aws:kms:k"}, [({"kmsKeyArn": None}, "encryption-at-rest")]),
     (DEPLOYMENT, {"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True})}}}, [
@@ -273,3 +274,36 @@ def test_the_pack_project_file_uses_only_keys_the_cli_knows_and_its_own_venv():
     assert "pulumi-policy" in requirements
     main = (ROOT / "policy" / "__main__.py").read_text()
     assert 'name="clinic-guardrails"' in main and "guardrails.RESOURCE_RULES" in main and "guardrails.STACK_RULES" in main
+
+
+def test_the_pack_imports_the_shared_limits_when_started_from_its_own_directory(tmp_path):
+    """The CLI starts policy/__main__.py with the pack's venv, which has neither this project nor pydantic on its path.
+    A stand-in pulumi_policy (the real one is kept out of this venv) records the pack it is given."""
+    import subprocess
+    import sys
+
+    from preview.graph import ROOT
+
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "pulumi_policy.py").write_text(
+        "import json, os\n"
+        "class EnforcementLevel: MANDATORY, ADVISORY = 'mandatory', 'advisory'\n"
+        "class _Policy:\n"
+        "    def __init__(self, name, description, validate, **kw): self.name = name\n"
+        "ResourceValidationPolicy = StackValidationPolicy = _Policy\n"
+        "def PolicyPack(name, enforcement_level, policies):\n"
+        "    print(json.dumps({'name': name, 'level': enforcement_level, 'policies': len(policies)}))\n")
+    script = ("import runpy, sys; sys.path[:] = [p for p in sys.path if p not in ('', " + repr(str(ROOT)) + ")]; "
+              "sys.path.insert(0, " + repr(str(stub)) + "); runpy.run_path('__main__.py', run_name='__main__'); "
+              "import guardrails, limits; print(guardrails.MIN_PROD_BACKUP_DAYS is limits.MIN_PROD_BACKUP_DAYS, "
+              "limits.__file__)")
+    env = {"PATH": "/usr/bin:/bin", "PULUMI_STACK": "prod", "PULUMI_CONFIG": json.dumps(
+        {"clinic-platform:environment": "prod"})}
+    done = subprocess.run([sys.executable, "-I", "-c", script], cwd=ROOT / "policy", env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    pack, shared = done.stdout.splitlines()
+    assert json.loads(pack) == {"name": "clinic-guardrails", "level": "mandatory",
+                                "policies": len(g.RESOURCE_RULES) + len(g.STACK_RULES)}
+    assert shared == f"True {ROOT / 'limits.py'}"
