@@ -75,7 +75,7 @@ def active_database(settings: PlatformSettings, database: Database) -> ActiveDat
     if restored is None:
         return ActiveDatabase(database.instance_id, database.instance_arn, database.address, database.port,
                               database.secret_arn)
-    # A restore made by `python -m components.db_restore` lives outside the state; it is read, never managed, and
+    # A restore made by `python -m ops.db_restore` lives outside the state; it is read, never managed, and
     # its RDS-managed secret is encrypted with the stack's database key (the restore asks for that key).
     found = aws.rds.get_instance_output(db_instance_identifier=restored)
     return ActiveDatabase(found.db_instance_identifier, found.db_instance_arn, found.address, found.port,

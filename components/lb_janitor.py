@@ -1,26 +1,21 @@
 """LoadBalancerJanitor: on `pulumi destroy`, after the cluster is gone and before any subnet is deleted, remove what
-Kubernetes left in the VPC (see components/lb_sweep.py). It does nothing on create or update.
+Kubernetes left in the VPC (see ops/lb_sweep.py). It does nothing on create or update.
 
 A dynamic resource rather than a command run around `pulumi destroy`: it must sit in the graph between the cluster
 (which depends on it) and the network (which it depends on), so the engine itself runs it at the right moment.
 
-Also an emergency command for an interrupted destroy:
-    python -m components.lb_janitor --region eu-west-1 --vpc-id vpc-0123 --cluster-name clinic-dev [--dry-run]
+The same sweep is an emergency command for an interrupted destroy: `python -m ops.lb_sweep` (see there).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 import pulumi
 import pulumi.dynamic
 
-from components.lb_sweep import LoadBalancerSweeper, SweepTimeout
+from ops.lb_sweep import LoadBalancerSweeper
 
 INPUT_KEYS = ("vpc_id", "cluster_name", "region", "timeout_seconds")
 
@@ -77,39 +72,3 @@ class LoadBalancerJanitor(pulumi.dynamic.Resource):
         super().__init__(LoadBalancerJanitorProvider(), name,
                          {"vpc_id": args.vpc_id, "cluster_name": args.cluster_name, "region": args.region,
                           "timeout_seconds": args.timeout_seconds}, opts)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.lb_janitor",
-                                     description="Delete the load balancers, target groups and security groups a "
-                                                 "cluster's Kubernetes left in a VPC, and wait for their ENIs.")
-    parser.add_argument("--region", required=True)
-    parser.add_argument("--vpc-id", required=True)
-    parser.add_argument("--cluster-name", required=True)
-    parser.add_argument("--timeout", type=float, default=900, help="seconds (default 900)")
-    parser.add_argument("--poll", type=float, default=5, help="seconds between checks (default 5)")
-    parser.add_argument("--endpoint-url", help="AWS endpoint (an emulator)")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        sweeper = LoadBalancerSweeper(region=args.region, vpc_id=args.vpc_id, cluster_name=args.cluster_name,
-                                      timeout_seconds=args.timeout, poll_seconds=args.poll,
-                                      endpoint_url=args.endpoint_url)
-        if args.dry_run:
-            plan = sweeper.plan()
-            lines = [f"would delete {item}" for item in plan.describe()]
-            lines += [f"would wait for network interface {eni['NetworkInterfaceId']} ({eni.get('Description', '')})"
-                      for eni in sweeper.elb_interfaces(plan)]
-            print("\n".join(lines) or "nothing to delete")
-            return 0
-        report = sweeper.sweep()
-    except (SweepTimeout, ValueError, ClientError, BotoCoreError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print("\n".join(f"deleted {item}" for item in report.plan.describe()) or "nothing to delete")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -233,7 +233,7 @@ class ClinicMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if token == "aws:rds/getInstance:getInstance":
-            # An instance restored outside the state (python -m components.db_restore), as RDS describes it.
+            # An instance restored outside the state (python -m ops.db_restore), as RDS describes it.
             identifier = args.args["dbInstanceIdentifier"]
             return {"id": identifier, "dbInstanceIdentifier": identifier,
                     "dbInstanceArn": self.arn("rds", f"db:{identifier}"),

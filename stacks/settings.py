@@ -333,7 +333,7 @@ class DatabaseSettings(_Group):
     restored_instance_id: Matching(
         DB_INSTANCE_ID_PATTERN,
         "an RDS instance identifier (1-63 lowercase letters, digits or -, starting with a letter)") | None = None
-    """An instance restored by `python -m components.db_restore`; when set, the apps and the alarms use it instead
+    """An instance restored by `python -m ops.db_restore`; when set, the apps and the alarms use it instead
     of the instance this stack created (which stays, protected, for comparison and forensics)."""
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.exceptions import WaiterError
 
-from components.db_restore import (DatabaseRestorer, InputError, RestoreError, derived_identifier, main,
+from ops.db_restore import (DatabaseRestorer, InputError, RestoreError, derived_identifier, main,
                                    restore_window)
 from preview.graph import ROOT
 from tests.infra.conftest import MOTO_REGION as REGION
@@ -139,7 +139,7 @@ def test_restore_inside_the_window_creates_a_new_private_instance_shaped_like_th
     assert request["EnableIAMDatabaseAuthentication"] is True and request["BackupRetentionPeriod"] == 35
     assert request["CACertificateIdentifier"] == "rds-ca-rsa2048-g1"
     assert {t["Key"]: t["Value"] for t in request["Tags"]} == {
-        **STACK_TAGS, "managed-by": "components.db_restore", "restored-from": source["name"],
+        **STACK_TAGS, "managed-by": "ops.db_restore", "restored-from": source["name"],
         "restored-to-time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
     assert aws.writes() == ["RestoreDBInstanceToPointInTime"], "nothing but the restore is written"
 
@@ -359,6 +359,6 @@ def test_an_instance_without_backups_has_no_window(change, named):
 
 
 def test_the_module_runs_as_a_command():
-    done = subprocess.run([sys.executable, "-m", "components.db_restore", "drill", "--help"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "ops.db_restore", "drill", "--help"], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     assert "--rto-target-seconds" in done.stdout

@@ -7,8 +7,8 @@ import shlex
 import pytest
 import yaml
 
-from components.db_restore import build_parser
 from components.image_registry import APPS
+from ops.db_restore import build_parser
 from ops.first_deploy import build_parser as first_deploy_parser
 from ops.first_deploy import local_image
 from preview.graph import ROOT
@@ -265,11 +265,11 @@ def test_destroy_dev_demands_a_typed_confirmation_and_touches_only_dev():
 
 
 def drill_command(job: dict) -> list[str]:
-    """The `python -m components.db_restore ...` arguments of the drill step, shell continuations joined."""
-    script = next(s["run"] for s in steps(job) if "components.db_restore" in s.get("run", ""))
-    line = next(l for l in script.replace("\\\n", " ").splitlines() if "components.db_restore" in l)
+    """The `python -m ops.db_restore ...` arguments of the drill step, shell continuations joined."""
+    script = next(s["run"] for s in steps(job) if "ops.db_restore" in s.get("run", ""))
+    line = next(l for l in script.replace("\\\n", " ").splitlines() if "ops.db_restore" in l)
     words = shlex.split(line.split(">")[0])
-    return words[words.index("components.db_restore") + 1:]
+    return words[words.index("ops.db_restore") + 1:]
 
 
 def test_restore_drill_runs_monthly_and_on_demand_one_at_a_time():
@@ -300,7 +300,7 @@ def test_restore_drill_calls_the_command_as_its_parser_expects_and_outlives_both
 def test_restore_drill_targets_prod_and_keeps_its_figures_even_when_it_fails():
     job = load("restore-drill.yml")["jobs"]["drill"]
     names = [s.get("uses", s.get("name", "")).split("@")[0] for s in steps(job)]
-    drill = next(i for i, s in enumerate(steps(job)) if "components.db_restore" in s.get("run", ""))
+    drill = next(i for i, s in enumerate(steps(job)) if "ops.db_restore" in s.get("run", ""))
     assert names.index("aws-actions/configure-aws-credentials") < names.index("The prod database instance") < drill
     source = next(s for s in steps(job) if s.get("name") == "The prod database instance")
     assert source["env"]["DB_INSTANCE_ID"] == "${{ vars.DB_INSTANCE_ID }}"

@@ -1,8 +1,8 @@
 """Point-in-time restore of the clinic's RDS PostgreSQL instance into a NEW instance, and the drill that measures it.
 
-    python -m components.db_restore restore --region eu-west-1 --source <instance id> \
+    python -m ops.db_restore restore --region eu-west-1 --source <instance id> \
         (--time 2026-11-24T09:55:00Z | --latest) [--target <id>] [--stack prod] [--dry-run] [--json]
-    python -m components.db_restore drill --region eu-west-1 --source <instance id> [--rto-target-seconds 1800] [--json]
+    python -m ops.db_restore drill --region eu-west-1 --source <instance id> [--rto-target-seconds 1800] [--json]
 
 `restore` never touches the source: RDS restores into a new instance, which this command builds like the source
 (subnet group, security groups, parameter group, class, storage, Multi-AZ, encryption, private, deletion protection)
@@ -48,7 +48,7 @@ CONFIG_KEY = "clinic-platform:database.restoredInstanceId"
 # Tag values allow letters, digits, spaces and _ . : / = + - @ only, so no ISO offset "+00:00" or fractions.
 TAG_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # The restored instance is not in any Pulumi state: tag tools must not take it for a Pulumi-managed resource.
-MANAGED_BY = "components.db_restore"
+MANAGED_BY = "ops.db_restore"
 
 
 class InputError(ValueError):
@@ -441,7 +441,7 @@ def _json_ready(value: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m components.db_restore",
+    parser = argparse.ArgumentParser(prog="python -m ops.db_restore",
                                      description="Restore the clinic's RDS instance to a point in time as a new "
                                                  "instance, or drill it and measure RPO/RTO.")
     common = argparse.ArgumentParser(add_help=False)
