@@ -106,6 +106,7 @@ def test_a_volume_still_attached_at_the_deadline_fails_the_destroy_naming_it(ec2
 def test_chart_values_keep_the_template_and_the_claim_in_step():
     from tests.infra.pulumi_mocks import stack_settings
     settings = stack_settings("prod").observability
-    template = chart_values(settings, "arn:aws:sns:eu-west-1:1:t", "eu-west-1")["prometheus"]["prometheusSpec"]
+    template = chart_values(settings.prometheus_retention_days, settings.prometheus_storage_gb,
+                            "arn:aws:sns:eu-west-1:1:t", "eu-west-1")["prometheus"]["prometheusSpec"]
     assert template["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == (
         f"{settings.prometheus_storage_gb}Gi")
