@@ -68,12 +68,17 @@ def start_moto(port: int):
 
 
 def create_aws_resources(endpoint: str) -> dict[str, str]:
-    """Bucket, queues with DLQs (maxReceiveCount 3, visibility 30 s, as in AWS) and the SES identity."""
+    """Bucket (default SSE-KMS), queues with DLQs (maxReceiveCount 3, visibility 30 s, as in AWS), the SES identity."""
     import boto3
 
     session = boto3.session.Session(region_name=REGION, aws_access_key_id="local", aws_secret_access_key="local")
-    s3, sqs, ses = (session.client(name, endpoint_url=endpoint) for name in ("s3", "sqs", "sesv2"))
+    s3, sqs, ses, kms = (session.client(name, endpoint_url=endpoint) for name in ("s3", "sqs", "sesv2", "kms"))
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    # As components/storage.py: every object under the bucket's own KMS key by default (the API names none).
+    key_arn = kms.create_key(Description="clinic exam results (local)")["KeyMetadata"]["Arn"]
+    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+        "BucketKeyEnabled": True}]})
     urls = {}
     for domain in DOMAINS:
         dlq = sqs.create_queue(QueueName=f"clinic-{domain}-dlq")["QueueUrl"]

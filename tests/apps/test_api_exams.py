@@ -98,3 +98,26 @@ def test_mark_ready_refuses_when_no_result_was_uploaded_and_download_waits_for_r
     assert refused.status_code == 409 and refused.json()["detail"] == "no result has been uploaded for this exam"
     upload(clinic, staff, exam_id)
     assert clinic.client.get(f"/exams/{exam_id}/download", headers=patient["headers"]).status_code == 409
+
+
+def test_the_result_pdf_is_encrypted_under_the_buckets_own_kms_key(clinic, clinic_aws):
+    """As components/storage.py makes the bucket: default SSE-KMS under a customer key. moto fills a PutObject that
+    names "aws:kms" without a key id with the bucket's key; AWS uses the AWS-managed aws/s3 key instead. So the
+    request itself is checked too: it must leave the choice to the bucket default (or name the bucket's key)."""
+    key_arn = clinic_aws.client("kms").create_key(Description="exam results")["KeyMetadata"]["Arn"]
+    s3 = clinic_aws.client("s3")
+    s3.put_bucket_encryption(Bucket=clinic_aws.bucket, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+        "BucketKeyEnabled": True}]})
+    put_requests = []
+    clinic.app.state.s3.meta.events.register("provide-client-params.s3.PutObject",
+                                             lambda params, **_: put_requests.append(dict(params)))
+    staff, patient = clinic.user("staff"), clinic.user("patient")
+    exam_id = new_exam(clinic, staff, patient)
+    assert upload(clinic, staff, exam_id).status_code == 200
+
+    [request] = put_requests
+    assert request.get("SSEKMSKeyId") == key_arn or "ServerSideEncryption" not in request, \
+        f"PutObject names {request.get('ServerSideEncryption')!r} without the bucket's key: S3 would use aws/s3"
+    stored = s3.head_object(Bucket=clinic_aws.bucket, Key=request["Key"])
+    assert (stored["ServerSideEncryption"], stored["SSEKMSKeyId"]) == ("aws:kms", key_arn)

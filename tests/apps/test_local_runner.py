@@ -55,7 +55,10 @@ def test_run_local_starts_everything_and_stops_cleanly(tmp_path):
         # The emulator has what the apps need: the bucket, queues with DLQs, the verified identity.
         aws = {"endpoint_url": urls["moto"], "region_name": "eu-west-1", "aws_access_key_id": "local",
                "aws_secret_access_key": "local"}
-        boto3.client("s3", **aws).head_bucket(Bucket=urls["bucket"])
+        s3 = boto3.client("s3", **aws)
+        s3.head_bucket(Bucket=urls["bucket"])
+        default = s3.get_bucket_encryption(Bucket=urls["bucket"])["ServerSideEncryptionConfiguration"]["Rules"][0]
+        assert default["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms", "as the platform's bucket"
         sqs = boto3.client("sqs", **aws)
         policy = json.loads(sqs.get_queue_attributes(QueueUrl=urls["queues"]["exam-result"], AttributeNames=[
             "RedrivePolicy"])["Attributes"]["RedrivePolicy"])

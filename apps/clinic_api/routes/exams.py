@@ -117,8 +117,9 @@ async def upload_result(exam_id: int, request: Request, session: SessionDep, use
     if not body.startswith(b"%PDF-"):
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, NOT_PDF)
     key = f"{settings.prefix}{exam.id}/{uuid.uuid4()}.pdf"
-    request.app.state.s3.put_object(Bucket=settings.bucket, Key=key, Body=bytes(body), ContentType="application/pdf",
-                                    ServerSideEncryption="aws:kms")
+    # No ServerSideEncryption: the bucket's default (SSE-KMS under the clinic's own key) applies. Naming "aws:kms"
+    # without a key id would make S3 use the AWS-managed aws/s3 key instead.
+    request.app.state.s3.put_object(Bucket=settings.bucket, Key=key, Body=bytes(body), ContentType="application/pdf")
     exam.result_key, exam.status = key, "uploaded"
     outbox.record(session, "file.uploaded", {**notice(session, exam), "size_bytes": len(body)})
     session.commit()
