@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -101,7 +101,10 @@ class Relay(threading.Thread):
         while not self.stopping.is_set():
             try:
                 with Session(self.engine) as session:
-                    while relay_once(session, self.sqs, self.queues, self.batch_size) == self.batch_size:
+                    # A backlog drains batch after batch, but a stop (the API shutting down) ends it after the batch
+                    # in hand: what is left stays pending for the next relay, and shutdown is not held up.
+                    while (not self.stopping.is_set()
+                           and relay_once(session, self.sqs, self.queues, self.batch_size) == self.batch_size):
                         pass
                     refresh_gauges(session)
             except Exception:  # noqa: BLE001 - the relay must outlive a database restart
@@ -123,12 +126,11 @@ def main() -> int:
     configure_logging("clinic-outbox-relay", settings.log_level)
     relay = Relay(make_engine(settings), client("sqs", settings.aws), settings.queues,
                   settings.outbox.interval_seconds, settings.outbox.batch_size)
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):  # finish the batch in hand, then exit
+        signal.signal(stop_signal, lambda *_: relay.stopping.set())
     relay.start()
-    try:
-        while relay.is_alive():
-            time.sleep(1)
-    except KeyboardInterrupt:
-        relay.stop()
+    while relay.is_alive():
+        relay.join(1.0)
     return 0
 
 

@@ -80,3 +80,24 @@ def test_sqs_down_keeps_every_event_pending_and_delivers_each_once_when_it_retur
         assert outbox.relay_once(session, sqs, queues(clinic_aws), batch_size=100) == 0, "nothing is sent twice"
     received = drain(sqs, clinic_aws.queue_urls["account"])
     assert len(received) == 46 and len({b["id"] for b in received}) == 46
+
+
+def test_a_relay_stopped_during_a_backlog_ends_after_the_batch_in_hand(clinic, clinic_aws):
+    for i in range(3):
+        clinic.client.post("/auth/register", json={"email": f"b{i}@example.org", "password": PASSWORD,
+                                                   "full_name": f"B{i}"})
+    relay = outbox.Relay(clinic.app.state.engine, None, queues(clinic_aws), interval=0.01, batch_size=1)
+    sqs = clinic_aws.client("sqs")
+
+    class StopDuringTheFirstSend:  # the API's shutdown arrives while the relay is sending a batch
+        def send_message_batch(self, **request):
+            relay.stopping.set()
+            return sqs.send_message_batch(**request)
+
+    relay.sqs = StopDuringTheFirstSend()
+    relay.run()  # in this thread: returns when the relay stops
+    with Session(clinic.app.state.engine) as session:
+        sent = session.scalar(select(func.count()).where(OutboxEvent.sent_at.is_not(None)))
+        pending = session.scalar(select(func.count()).where(OutboxEvent.sent_at.is_(None)))
+    assert (sent, pending) == (1, 5), "the batch in hand is sent and recorded; the backlog waits for the next relay"
+    assert len(drain(sqs, clinic_aws.queue_urls["account"])) == 1

@@ -151,6 +151,10 @@ def test_cmd_never_runs_migrations(app, dockerfile):
         assert cmd[0] == "uvicorn" and "--factory" in cmd and "clinic_api.main:create_app" in cmd
         assert cmd[cmd.index("--port") + 1] == "8000" and cmd[cmd.index("--host") + 1] == "0.0.0.0"
         assert "*" not in cmd, "trusting every proxy lets clients spoof X-Forwarded-For"
+        # A flag would override the env var the platform sets to line the drain up with the pod's grace period.
+        assert "--timeout-graceful-shutdown" not in cmd
+        env = " ".join(a for k, a in final if k == "ENV")
+        assert re.search(r"\bUVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=\d+\b", env), "no graceful-shutdown timeout by default"
     else:
         assert cmd == ["python", "-m", "notifier"]
 

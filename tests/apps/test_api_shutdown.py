@@ -1,0 +1,122 @@
+"""The API under uvicorn, as the image runs it, on SIGTERM: stops accepting, finishes what is in flight, and cuts
+what outlives UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN instead of waiting for the kubelet's SIGKILL."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.orm import Session
+
+from api_support import PASSWORD, settings_for
+from clinic_api.db import make_engine
+from clinic_api.migrate import upgrade
+from clinic_api.models import User
+from clinic_api.security import hash_password
+
+ROOT = Path(__file__).resolve().parents[2]
+GRACE_SECONDS = 3
+PDF = b"%PDF-1.7\n" + b"0" * 4000 + b"\n%%EOF\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def api(postgres, clinic_aws):
+    """uvicorn with the image's flags and a short graceful-shutdown timeout, on a fresh database with a staff user."""
+    database = postgres.create_database()
+    engine = make_engine(settings_for(postgres, clinic_aws, database))
+    upgrade(engine)
+    with Session(engine) as session:
+        session.add(User(email="staff@example.org", full_name="Sam", role="staff", password_hash=hash_password(PASSWORD)))
+        session.commit()
+    engine.dispose()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINIC_", "UVICORN_"))}
+    env.update({
+        "PYTHONPATH": str(ROOT / "apps"), "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "CLINIC_DATABASE__HOST": postgres.host, "CLINIC_DATABASE__PORT": str(postgres.port),
+        "CLINIC_DATABASE__NAME": database, "CLINIC_DATABASE__USER": "postgres", "CLINIC_DATABASE__SSLMODE": "disable",
+        "CLINIC_AWS__REGION": "us-east-1", "CLINIC_AWS__ENDPOINT_URL": clinic_aws.endpoint,
+        "CLINIC_STORAGE__BUCKET": clinic_aws.bucket, "CLINIC_OUTBOX__RELAY_ENABLED": "false",
+        "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": str(GRACE_SECONDS),
+    })
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "clinic_api.main:create_app",
+                                "--host", "127.0.0.1", "--port", str(port), "--proxy-headers", "--no-access-log"],
+                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not accepts(port) or httpx.get(f"{base}/readyz").status_code != 200:
+            assert process.poll() is None and time.monotonic() < deadline, "the API did not become ready"
+            time.sleep(0.2)
+        yield process, port, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def start_upload(port: int, exam_id: int, token: str) -> socket.socket:
+    """An upload whose client has sent the headers and half of the PDF: a request in flight, as a slow link makes."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=15)
+    connection.sendall(
+        f"PUT /exams/{exam_id}/result HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/pdf\r\nContent-Length: {len(PDF)}\r\n\r\n".encode() + PDF[:len(PDF) // 2])
+    return connection
+
+
+def response_of(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_rest_at_the_timeout(api):
+    process, port, base = api
+    token = httpx.post(f"{base}/auth/login", json={"email": "staff@example.org", "password": PASSWORD}
+                       ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    patient = httpx.post(f"{base}/auth/register", json={"email": "pat@example.org", "password": PASSWORD,
+                                                        "full_name": "Pat"}).json()["id"]
+    finishing, stalled = (httpx.post(f"{base}/exams", headers=headers, json={"patient_id": patient, "exam_type": t}
+                                     ).json()["id"] for t in ("MRI", "CT"))
+    in_flight, never_finishes = start_upload(port, finishing, token), start_upload(port, stalled, token)
+    time.sleep(0.5)  # both requests are in the handler, reading their bodies
+
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    while accepts(port):  # readiness probes and new clients are refused at once
+        assert time.monotonic() - signalled < 2, "still accepting connections 2 s after SIGTERM"
+        time.sleep(0.05)
+    in_flight.sendall(PDF[len(PDF) // 2:])
+    reply = response_of(in_flight)
+    assert reply.startswith(b"HTTP/1.1 200") and b'"status":"uploaded"' in reply, reply[:300]
+    assert b"connection: close" in reply.lower(), "a draining server tells the client not to reuse the connection"
+
+    # After its graceful shutdown uvicorn re-raises the signal it caught: the exit status a supervisor expects from
+    # SIGTERM (143 in a container), reached only once the drain is over.
+    assert process.wait(timeout=GRACE_SECONDS + 10) == -signal.SIGTERM
+    stopped_after = time.monotonic() - signalled
+    assert GRACE_SECONDS - 0.5 <= stopped_after < GRACE_SECONDS + 5, \
+        f"stopped {stopped_after:.1f} s after SIGTERM; the stalled upload should hold it for ~{GRACE_SECONDS} s"
+    assert response_of(never_finishes) == b"", "the request that outlived the timeout is cut, not answered"
+    output = process.stdout.read()
+    assert "timeout graceful shutdown exceeded" in output, output[-2000:]
