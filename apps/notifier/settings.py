@@ -5,7 +5,7 @@
     NOTIFIER_SES__CONFIGURATION_SET=clinic
     NOTIFIER_DATABASE__...   the shared DatabaseSettings (clinic_common), incl. SECRET_ARN for the RDS secret
     NOTIFIER_AWS__...        the shared AwsSettings (clinic_common): REGION, ENDPOINT_URL
-    NOTIFIER_HTTP_PORT=8080  NOTIFIER_BATCH_SIZE=10  NOTIFIER_WAIT_SECONDS=20
+    NOTIFIER_HTTP_PORT=8080  NOTIFIER_BATCH_SIZE=10  NOTIFIER_WAIT_SECONDS=20  NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS=30
 """
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ import re
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from clinic_common.aws import AwsSettings
 from clinic_common.database import DatabaseSettings
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# Room for one batch after its long poll returns: claim, sends (SES retries wait 1 s, then 2 s), record, delete.
+SHUTDOWN_BATCH_SECONDS = 10
 
 
 class SesSettings(BaseModel):
@@ -54,6 +56,8 @@ class NotifierSettings(BaseSettings):
     claim_lease_seconds: float = Field(30.0, gt=0)
     """After this long, a claim left by a dead worker is taken over: the queues' visibility timeout."""
     send_concurrency: int = Field(10, ge=1, le=50)
+    shutdown_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    """After SIGTERM: time to finish the long poll in flight and the batch it brings, then the process exits."""
     log_level: str = "INFO"
 
     @field_validator("queue_urls", mode="before")
@@ -75,6 +79,16 @@ class NotifierSettings(BaseSettings):
         if len(set(value)) != len(value):
             raise ValueError("queue_urls has duplicates; allowed: each queue once")
         return value
+
+    @model_validator(mode="after")
+    def _shutdown_outlasts_a_long_poll(self) -> "NotifierSettings":
+        least = self.wait_seconds + SHUTDOWN_BATCH_SECONDS
+        if self.shutdown_timeout_seconds < least:
+            raise ValueError(
+                f"shutdown_timeout_seconds (NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS) = {self.shutdown_timeout_seconds:g} is "
+                f"invalid; allowed: at least wait_seconds + {SHUTDOWN_BATCH_SECONDS} = {least}: a long poll in flight "
+                "at SIGTERM returns within wait_seconds, and the batch it brings must still be sent and deleted")
+        return self
 
 
 @lru_cache

@@ -226,11 +226,15 @@ class Notifier:
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
-    def join(self, timeout: float | None = None) -> None:
+    def join(self, timeout: float | None = None) -> bool:
+        """Waits for the pollers (each ends after the batch in hand) up to ``timeout``; True when all have ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in self._threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=True)
+        finished = not any(t.is_alive() for t in self._threads)
+        # Past the timeout, sends still running are not waited for: the caller is about to exit without them.
+        self._pool.shutdown(wait=finished, cancel_futures=not finished)
+        return finished
 
 
 def _is_database_error(exc: BaseException) -> bool:

@@ -44,7 +44,8 @@ def api(postgres, clinic_aws):
     engine = make_engine(settings_for(postgres, clinic_aws, database))
     upgrade(engine)
     with Session(engine) as session:
-        session.add(User(email="staff@example.org", full_name="Sam", role="staff", password_hash=hash_password(PASSWORD)))
+        session.add(User(email="staff@example.org", full_name="Sam", role="staff",
+                         password_hash=hash_password(PASSWORD)))
         session.commit()
     engine.dispose()
     port = free_port()

@@ -47,11 +47,22 @@ def test_queue_urls_as_comma_separated_list(env):
     ("NOTIFIER_SES__FROM_ADDRESS", "clinic", "from_address"),
     ("NOTIFIER_BATCH_SIZE", "11", "batch_size"),
     ("NOTIFIER_WAIT_SECONDS", "21", "wait_seconds"),
+    ("NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS", "0", "shutdown_timeout_seconds"),
 ])
 def test_bad_values_are_refused_naming_the_setting(env, key, value, named):
     env.setenv(key, value)
     with pytest.raises(ValidationError, match=named):
         NotifierSettings()
+
+
+def test_the_shutdown_timeout_must_outlast_a_long_poll_and_its_batch(env):
+    assert NotifierSettings().shutdown_timeout_seconds == 30
+    env.setenv("NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS", "29")
+    with pytest.raises(ValidationError, match=r"NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS\) = 29 is invalid; allowed: at "
+                                              r"least wait_seconds \+ 10 = 30"):
+        NotifierSettings()
+    env.setenv("NOTIFIER_WAIT_SECONDS", "5")
+    assert NotifierSettings().shutdown_timeout_seconds == 29
 
 
 def test_settings_are_built_once_not_at_import(env):
