@@ -1,15 +1,14 @@
-"""The engine and per-request sessions, and the connection pool of the hot paths."""
+"""The engine, the connection pool of the hot paths and its compiled statements (routes get them through deps.py)."""
 from __future__ import annotations
 
 import asyncio
 import time
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import psycopg
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, status
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, Executable
@@ -26,14 +25,6 @@ APPLICATION_NAME = "clinic-api"
 
 def make_engine(settings: Settings) -> Engine:
     return create_engine(settings.database, settings.aws, APPLICATION_NAME)
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def make_hot_pool(settings: Settings) -> AsyncConnectionPool:

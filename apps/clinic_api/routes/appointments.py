@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select
 
 from clinic_api import outbox
-from clinic_api.db import SessionDep, add_unique
+from clinic_api.db import add_unique
+from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from clinic_api.models import Appointment, User
 from clinic_api.schemas import AppointmentOut, NewAppointment
-from clinic_api.security import CurrentUser, Principal, require
+from clinic_api.security import Principal
 
 router = APIRouter(tags=["appointments"])
 SLOT_TAKEN = "the doctor already has an appointment at this time"
@@ -26,9 +27,9 @@ def visible(user: Principal):
     return True
 
 
-@router.post("/appointments", response_model=AppointmentOut, status_code=201)
-def book(body: NewAppointment, request: Request, session: SessionDep, user: CurrentUser) -> Appointment:
-    require(user, "patient", "staff", "admin")
+@router.post("/appointments", response_model=AppointmentOut, status_code=201,
+             dependencies=[Depends(require_role("patient", "staff", "admin"))])
+def book(body: NewAppointment, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> Appointment:
     patient_id = user.id if user.role == "patient" else body.patient_id
     patient = session.get(User, patient_id) if patient_id else None
     if patient is None or patient.role != "patient":
@@ -38,7 +39,7 @@ def book(body: NewAppointment, request: Request, session: SessionDep, user: Curr
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, NO_DOCTOR)
     room = None
     if body.kind == "video":  # 256 bits: a room link nobody can guess
-        room = f"{request.app.state.settings.telemedicine_base_url.rstrip('/')}/{secrets.token_urlsafe(32)}"
+        room = f"{settings.telemedicine_base_url.rstrip('/')}/{secrets.token_urlsafe(32)}"
     appointment = Appointment(patient_id=patient.id, doctor_id=doctor.id, starts_at=body.starts_at, kind=body.kind,
                               status="confirmed", room_url=room)
     add_unique(session, appointment, SLOT_TAKEN)

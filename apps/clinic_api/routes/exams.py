@@ -3,16 +3,17 @@ from __future__ import annotations
 import uuid
 
 from botocore.exceptions import ClientError
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from prometheus_client import Counter
 from sqlalchemy import Integer, bindparam, case, func, insert, select, true
 from sqlalchemy.orm import Session
 
 from clinic_api import outbox
-from clinic_api.db import Prepared, SessionDep
+from clinic_api.db import Prepared
+from clinic_api.deps import CurrentUser, HotPoolDep, S3Dep, SessionDep, SettingsDep, require_role
 from clinic_api.models import Appointment, AuditLog, Exam, User
 from clinic_api.schemas import DownloadLink, ExamOut, NewExam
-from clinic_api.security import ROLES, CurrentUser, Principal, require
+from clinic_api.security import ROLES, Principal
 from clinic_common.logging import request_id
 
 router = APIRouter(tags=["exams"])
@@ -25,6 +26,7 @@ NOT_UPLOADED = "no result has been uploaded for this exam"
 NOT_READY = "the result is not ready"
 EXAMS_READY = Counter("clinic_exams_ready_total", "Exam results made available to patients")
 DOWNLOADS = Counter("clinic_result_downloads_total", "Download links issued for exam results")
+STAFF_OR_ADMIN = require_role("staff", "admin")
 
 
 USER_ID = bindparam("user_id", type_=Integer)
@@ -54,9 +56,8 @@ def notice(session: Session, exam: Exam) -> dict:
             "exam_type": exam.exam_type}
 
 
-@router.post("/exams", response_model=ExamOut, status_code=201)
-def create_exam(body: NewExam, session: SessionDep, user: CurrentUser) -> Exam:
-    require(user, "staff", "admin")
+@router.post("/exams", response_model=ExamOut, status_code=201, dependencies=[Depends(STAFF_OR_ADMIN)])
+def create_exam(body: NewExam, session: SessionDep) -> Exam:
     patient = session.get(User, body.patient_id)
     if patient is None or patient.role != "patient":
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, NO_PATIENT)
@@ -90,9 +91,9 @@ DOWNLOAD_AUDITED = {role: _download_audited(role) for role in ROLES}
 
 
 @router.get("/exams", response_model=list[ExamOut])
-async def list_exams(request: Request, user: CurrentUser) -> list[dict]:
+async def list_exams(pool: HotPoolDep, user: CurrentUser) -> list[dict]:
     # The patient's hot path: on the event loop, one statement compiled once, one round trip (bench/bench_api.py).
-    return await LIST_EXAMS[user.role].fetch(request.app.state.hot_pool, user_id=user.id)
+    return await LIST_EXAMS[user.role].fetch(pool, user_id=user.id)
 
 
 @router.get("/exams/{exam_id}", response_model=ExamOut)
@@ -100,43 +101,42 @@ def get_exam(exam_id: int, session: SessionDep, user: CurrentUser) -> Exam:
     return find(session, exam_id, user)
 
 
-@router.put("/exams/{exam_id}/result", response_model=ExamOut)
-async def upload_result(exam_id: int, request: Request, session: SessionDep, user: CurrentUser) -> Exam:
+@router.put("/exams/{exam_id}/result", response_model=ExamOut, dependencies=[Depends(STAFF_OR_ADMIN)])
+async def upload_result(exam_id: int, request: Request, session: SessionDep, settings: SettingsDep, s3: S3Dep,
+                        user: CurrentUser) -> Exam:
     """Streams the PDF to S3 (staff). Body: the PDF bytes, Content-Type application/pdf."""
-    require(user, "staff", "admin")
     exam = find(session, exam_id, user)
-    settings = request.app.state.settings.storage
+    storage = settings.storage
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/pdf":
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, NOT_PDF)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > settings.max_upload_bytes:
+        if len(body) > storage.max_upload_bytes:
             raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                                TOO_LARGE.format(limit=settings.max_upload_bytes))
+                                TOO_LARGE.format(limit=storage.max_upload_bytes))
     if not body.startswith(b"%PDF-"):
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, NOT_PDF)
-    key = f"{settings.prefix}{exam.id}/{uuid.uuid4()}.pdf"
+    key = f"{storage.prefix}{exam.id}/{uuid.uuid4()}.pdf"
     # No ServerSideEncryption: the bucket's default (SSE-KMS under the clinic's own key) applies. Naming "aws:kms"
     # without a key id would make S3 use the AWS-managed aws/s3 key instead.
-    request.app.state.s3.put_object(Bucket=settings.bucket, Key=key, Body=bytes(body), ContentType="application/pdf")
+    s3.put_object(Bucket=storage.bucket, Key=key, Body=bytes(body), ContentType="application/pdf")
     exam.result_key, exam.status = key, "uploaded"
     outbox.record(session, "file.uploaded", {**notice(session, exam), "size_bytes": len(body)})
     session.commit()
     return exam
 
 
-@router.post("/exams/{exam_id}/ready", response_model=ExamOut)
-def mark_ready(exam_id: int, request: Request, session: SessionDep, user: CurrentUser) -> Exam:
-    require(user, "staff", "admin")
+@router.post("/exams/{exam_id}/ready", response_model=ExamOut, dependencies=[Depends(STAFF_OR_ADMIN)])
+def mark_ready(exam_id: int, session: SessionDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser) -> Exam:
     exam = find(session, exam_id, user)
     if exam.status == "ready":
         return exam
-    storage = request.app.state.settings.storage
+    storage = settings.storage
     try:
         if not exam.result_key:
             raise LookupError
-        request.app.state.s3.head_object(Bucket=storage.bucket, Key=exam.result_key)
+        s3.head_object(Bucket=storage.bucket, Key=exam.result_key)
     except (LookupError, ClientError):
         raise HTTPException(status.HTTP_409_CONFLICT, NOT_UPLOADED) from None
     exam.status = "ready"
@@ -148,20 +148,20 @@ def mark_ready(exam_id: int, request: Request, session: SessionDep, user: Curren
 
 
 @router.get("/exams/{exam_id}/download", response_model=DownloadLink)
-async def download_link(exam_id: int, request: Request, user: CurrentUser) -> DownloadLink:
+async def download_link(exam_id: int, pool: HotPoolDep, settings: SettingsDep, s3: S3Dep,
+                        user: CurrentUser) -> DownloadLink:
     """A short-lived link to the result PDF; every attempt, granted or not, is audited. The lookup and the audit
     row are one statement (a data-modifying CTE), so a link is never issued without its audit row, in one round
     trip."""
-    storage = request.app.state.settings.storage
-    found = await DOWNLOAD_AUDITED[user.role].fetch(request.app.state.hot_pool, user_id=user.id, exam_id=exam_id,
-                                                    request_id=request_id.get())
+    storage = settings.storage
+    found = await DOWNLOAD_AUDITED[user.role].fetch(pool, user_id=user.id, exam_id=exam_id, request_id=request_id.get())
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     if found[0]["status"] != "ready":
         raise HTTPException(status.HTTP_409_CONFLICT, NOT_READY)
     # Signing is CPU only, so it stays on the event loop. The one exception is botocore renewing expiring
     # credentials (IRSA web identity): a call to STS, about once an hour.
-    url = request.app.state.s3.generate_presigned_url(
+    url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": storage.bucket, "Key": found[0]["result_key"]},
         ExpiresIn=storage.download_url_seconds)
     DOWNLOADS.inc()

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from clinic_api.deps import EngineDep
 from clinic_api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -18,10 +19,10 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(request: Request):
+def readyz(engine: EngineDep):
     """Ready only when the database answers."""
     try:
-        with request.app.state.engine.connect() as connection:
+        with engine.connect() as connection:
             connection.execute(text("SET LOCAL statement_timeout = 2000"))
             connection.execute(text("SELECT 1"))
     except Exception:  # noqa: BLE001 - any failure means not ready
