@@ -16,8 +16,11 @@ from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clinic_api.db import make_engine
 from clinic_api.models import OutboxEvent
-from clinic_api.settings import QueueSettings
+from clinic_api.settings import QueueSettings, get_settings
+from clinic_common.aws import client
+from clinic_common.logging import configure_logging
 
 log = logging.getLogger("clinic.outbox")
 PENDING = Gauge("clinic_outbox_pending", "Events written but not yet sent to SQS")
@@ -117,11 +120,6 @@ class Relay(threading.Thread):
 
 
 def main() -> int:
-    from clinic_api.db import make_engine
-    from clinic_api.settings import get_settings
-    from clinic_common.aws import client
-    from clinic_common.logging import configure_logging
-
     settings = get_settings()
     configure_logging("clinic-outbox-relay", settings.log_level)
     relay = Relay(make_engine(settings), client("sqs", settings.aws), settings.queues,

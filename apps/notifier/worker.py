@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
+from sqlalchemy.exc import DBAPIError
 
 from .events import Event, PoisonMessage, parse_event
 from .metrics import Metrics
@@ -238,5 +239,4 @@ class Notifier:
 
 
 def _is_database_error(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-    return isinstance(exc, (OperationalError, DBAPIError))
+    return isinstance(exc, DBAPIError)  # OperationalError among them

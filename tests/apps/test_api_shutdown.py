@@ -38,8 +38,8 @@ def accepts(port: int) -> bool:
 
 
 @pytest.fixture
-def api(postgres, clinic_aws):
-    """uvicorn with the image's flags and a short graceful-shutdown timeout, on a fresh database with a staff user."""
+def api_env(postgres, clinic_aws) -> dict[str, str]:
+    """The API's environment on a fresh, migrated database with a staff user."""
     database = postgres.create_database()
     engine = make_engine(settings_for(postgres, clinic_aws, database))
     upgrade(engine)
@@ -48,16 +48,21 @@ def api(postgres, clinic_aws):
                          password_hash=hash_password(PASSWORD)))
         session.commit()
     engine.dispose()
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINIC_", "UVICORN_"))}
-    env.update({
-        "PYTHONPATH": str(ROOT / "apps"), "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-        "CLINIC_DATABASE__HOST": postgres.host, "CLINIC_DATABASE__PORT": str(postgres.port),
-        "CLINIC_DATABASE__NAME": database, "CLINIC_DATABASE__USER": "postgres", "CLINIC_DATABASE__SSLMODE": "disable",
-        "CLINIC_AWS__REGION": "us-east-1", "CLINIC_AWS__ENDPOINT_URL": clinic_aws.endpoint,
-        "CLINIC_STORAGE__BUCKET": clinic_aws.bucket, "CLINIC_OUTBOX__RELAY_ENABLED": "false",
-        "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": str(GRACE_SECONDS),
-    })
+    return {**env,
+            "PYTHONPATH": str(ROOT / "apps"), "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+            "CLINIC_DATABASE__HOST": postgres.host, "CLINIC_DATABASE__PORT": str(postgres.port),
+            "CLINIC_DATABASE__NAME": database, "CLINIC_DATABASE__USER": "postgres",
+            "CLINIC_DATABASE__SSLMODE": "disable", "CLINIC_AWS__REGION": "us-east-1",
+            "CLINIC_AWS__ENDPOINT_URL": clinic_aws.endpoint, "CLINIC_STORAGE__BUCKET": clinic_aws.bucket,
+            "CLINIC_QUEUES__ACCOUNT": clinic_aws.queue_urls["account"]}
+
+
+@pytest.fixture
+def api(api_env):
+    """uvicorn with the image's flags and a short graceful-shutdown timeout."""
+    port = free_port()
+    env = {**api_env, "CLINIC_OUTBOX__RELAY_ENABLED": "false", "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": str(GRACE_SECONDS)}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "clinic_api.main:create_app",
                                 "--host", "127.0.0.1", "--port", str(port), "--proxy-headers", "--no-access-log"],
                                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -121,3 +126,18 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_re
     assert response_of(never_finishes) == b"", "the request that outlived the timeout is cut, not answered"
     output = process.stdout.read()
     assert "timeout graceful shutdown exceeded" in output, output[-2000:]
+
+
+def test_the_standalone_outbox_relay_stops_cleanly_on_sigterm(api_env, clinic_aws):
+    process = subprocess.Popen([sys.executable, "-m", "clinic_api.outbox"], env=api_env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)  # running: a pass or two over the empty outbox
+        assert process.poll() is None, process.stdout.read()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    assert "outbox relay pass failed" not in process.stdout.read()
