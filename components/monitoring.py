@@ -189,7 +189,10 @@ def chart_values(retention_days: int, storage_gb: int, topic_arn: str, region: s
             "serviceAccount": {"create": False, "name": ALERTMANAGER_SERVICE_ACCOUNT},
             "config": alertmanager_config(topic_arn, region),
             "alertmanagerSpec": {"resources": _resources("50m", "64Mi", "200m", "128Mi"),
-                                 "securityContext": non_root},
+                                 "securityContext": non_root,
+                                 # Neither Alertmanager nor its config reloader (it watches mounted files) calls the
+                                 # Kubernetes API; IRSA's token is a volume of its own.
+                                 "automountServiceAccountToken": False},
         },
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
@@ -300,7 +303,8 @@ class Monitoring(pulumi.ComponentResource):
                 lambda a: alertmanager_policy(a[0], a[1], args.region)))
         alertmanager_account = k8s.core.v1.ServiceAccount(f"{name}-alertmanager-sa", opts=in_ns, metadata={
             "name": ALERTMANAGER_SERVICE_ACCOUNT, "namespace": NAMESPACE,
-            "annotations": {"eks.amazonaws.com/role-arn": alertmanager_role.arn}})
+            "annotations": {"eks.amazonaws.com/role-arn": alertmanager_role.arn}},
+            automount_service_account_token=False)
 
         # Generated here, kept encrypted in Pulumi's state, handed to Grafana only as a Kubernetes Secret.
         password = random.RandomPassword(f"{name}-grafana-password", length=32, special=False,

@@ -96,6 +96,15 @@ def test_the_storage_class_is_encrypted_gp3_from_the_csi_driver_and_tags_its_vol
         assert graph.depends_on(addon, group), "the add-on's pods need a node before it turns ACTIVE"
 
 
+def test_chart_pods_that_never_call_the_kubernetes_api_mount_no_token(graph):
+    """Alertmanager (its reloader watches files) and node-exporter (the chart's default, kept: no kube-rbac-proxy)."""
+    values = release(graph).inputs["values"]
+    assert values["alertmanager"]["alertmanagerSpec"]["automountServiceAccountToken"] is False
+    assert "kubeRBACProxy" not in values["prometheus-node-exporter"]
+    account = next(a for a in graph.of_type("kubernetes:core/v1:ServiceAccount") if a.name.endswith("alertmanager-sa"))
+    assert account.inputs["automountServiceAccountToken"] is False
+
+
 def test_every_pod_of_the_chart_runs_non_root_with_requests_and_limits(graph):
     values = release(graph).inputs["values"]
     resources = [values["prometheusOperator"]["resources"], values["kube-state-metrics"]["resources"],
