@@ -242,6 +242,35 @@ def pods_non_root_with_limits(resource_type: str, props: Mapping[str, Any], envi
     return problems
 
 
+# --- public load balancers ------------------------------------------------------------------------------------
+
+INGRESS_TYPE = "kubernetes:networking.k8s.io/v1:Ingress"
+ALB = "alb.ingress.kubernetes.io/"
+# TLS 1.3 policies of the ALB (ELBSecurityPolicy-TLS13-1-2-Res-2021-06 and stricter): forward secrecy only.
+TLS13_POLICY_PREFIX = "ELBSecurityPolicy-TLS13-"
+
+
+def prod_alb_https_only(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    """An internet-facing ALB Ingress in prod: HTTPS with a certificate, HTTP only to redirect, a TLS 1.3 policy.
+    The certificate's ARN may still be unknown in a preview (issued by the same update): its key must be there."""
+    annotations = _path(props, "metadata", "annotations") or {}
+    if environment == "dev" or annotations.get(f"{ALB}scheme") != "internet-facing":
+        return []
+    problems = []
+    if f"{ALB}certificate-arn" not in annotations:
+        problems.append(f"{ALB}certificate-arn must name the certificate (apps.certificateArn or apps.hostedZoneId)")
+    listen = _as_list(_decoded(annotations.get(f"{ALB}listen-ports")))
+    ports = [next(iter(p), None) for p in listen if isinstance(p, dict)]  # [{"HTTP": 80}, {"HTTPS": 443}]
+    if "HTTPS" not in ports:
+        problems.append(f"{ALB}listen-ports = {annotations.get(f'{ALB}listen-ports')!r} must include HTTPS")
+    if "HTTP" in ports and annotations.get(f"{ALB}ssl-redirect") != "443":
+        problems.append(f"{ALB}ssl-redirect must be '443' while HTTP is open")
+    policy = annotations.get(f"{ALB}ssl-policy")
+    if not (isinstance(policy, str) and policy.startswith(TLS13_POLICY_PREFIX)):
+        problems.append(f"{ALB}ssl-policy = {policy!r} must be a {TLS13_POLICY_PREFIX}* policy")
+    return problems
+
+
 # --- the tables ------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -304,6 +333,8 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     }),
     ResourceRule("pods-non-root-with-limits", "Every pod's containers run as non-root with cpu and memory limits.",
                  _for(POD_SPEC_PATHS, pods_non_root_with_limits)),
+    ResourceRule("prod-https-only", "Prod's internet-facing ALBs serve HTTPS with a TLS 1.3 policy; HTTP redirects.",
+                 {INGRESS_TYPE: prod_alb_https_only}),
 )
 
 

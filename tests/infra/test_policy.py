@@ -32,6 +32,10 @@ def pod(container_context=None, pod_context=None, limits=None):
     return spec
 
 
+ALB = "alb.ingress.kubernetes.io/"
+HTTPS_ALB = {ALB + "scheme": "internet-facing", ALB + "certificate-arn": "arn:aws:acm:eu-west-1:1:certificate/x",
+             ALB + "listen-ports": '[{"HTTP": 80}, {"HTTPS": 443}]', ALB + "ssl-redirect": "443",
+             ALB + "ssl-policy": "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"}
 PROD_RDS = {"storageEncrypted": True, "publiclyAccessible": False, "deletionProtection": True, "multiAz": True,
             "backupRetentionPeriod": 14}
 
@@ -98,6 +102,14 @@ CASES = [
     ("kubernetes:batch/v1:CronJob",
      {"spec": {"jobTemplate": {"spec": {"template": {"spec": pod({"runAsNonRoot": True})}}}}},
      [({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod()}}}}}, "pods-non-root-with-limits")]),
+    ("kubernetes:networking.k8s.io/v1:Ingress", {"metadata": {"annotations": HTTPS_ALB}}, [
+        ({"metadata": {"annotations": {k: v for k, v in HTTPS_ALB.items() if not k.endswith("certificate-arn")}}},
+         "prod-https-only"),
+        ({"metadata": {"annotations": {**HTTPS_ALB, ALB + "listen-ports": '[{"HTTP": 80}]'}}}, "prod-https-only"),
+        ({"metadata": {"annotations": {**HTTPS_ALB, ALB + "ssl-redirect": None}}}, "prod-https-only"),
+        ({"metadata": {"annotations": {**HTTPS_ALB, ALB + "ssl-policy": "ELBSecurityPolicy-2016-08"}}},
+         "prod-https-only"),
+    ]),
 ]
 
 
@@ -111,6 +123,13 @@ def test_each_guardrail_passes_compliant_props_and_names_the_broken_rule(resourc
 def test_every_rule_is_exercised_by_a_failing_case():
     broken = {rule for _, _, bad in CASES for _, rule in bad}
     assert broken == {r.name for r in g.RESOURCE_RULES}
+
+
+def test_dev_and_internal_load_balancers_may_serve_http():
+    http = {"metadata": {"annotations": {ALB + "scheme": "internet-facing", ALB + "listen-ports": '[{"HTTP": 80}]'}}}
+    assert rules("kubernetes:networking.k8s.io/v1:Ingress", http, "dev") == []
+    internal = {"metadata": {"annotations": {ALB + "scheme": "internal", ALB + "listen-ports": '[{"HTTP": 80}]'}}}
+    assert rules("kubernetes:networking.k8s.io/v1:Ingress", internal, "prod") == []
 
 
 def test_prod_only_database_rules_are_not_applied_to_dev():
@@ -207,12 +226,12 @@ def test_prod_has_no_violations(prod):
     assert violations == [], "\n".join(f"{v.rule}: {v.urn.rsplit('::', 1)[1]}: {v.message}" for v in violations)
 
 
-def test_dev_breaks_only_the_prod_only_database_rule_when_held_to_prod(dev):
+def test_dev_breaks_only_the_prod_only_rules_when_held_to_prod(dev):
     inputs, outputs = stack_resources(dev)
     assert g.check_stack(inputs, outputs, "dev") == []
     held_to_prod = g.check_stack(inputs, outputs, "prod")
     assert {(v.rule, v.urn.rsplit("::", 1)[1]) for v in held_to_prod} == {
-        ("prod-database-resilience", "clinic-dev-db-postgres")}
+        ("prod-database-resilience", "clinic-dev-db-postgres"), ("prod-https-only", "clinic-dev-apps-ingress")}
 
 
 def test_the_pack_sees_every_kind_of_resource_it_guards_in_prod(prod):
