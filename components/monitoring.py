@@ -35,9 +35,9 @@ PROMETHEUS_DATASOURCE_UID = "prometheus"
 DASHBOARD_LABEL = ("grafana_dashboard", "1")
 # gp3 volumes come from the EBS CSI driver (the in-tree provisioner is gone since Kubernetes 1.27).
 STORAGE_CLASS = "monitoring-gp3"
-# Prometheus' claim, under the name the operator's StatefulSet gives it (<template>-<statefulset>-<ordinal>, the
-# StatefulSet being prometheus-<Prometheus resource>): created here, the StatefulSet adopts it, and Pulumi deletes
-# it (and the VolumeReaper waits for its volume) on destroy — helm uninstall never deletes a StatefulSet's claims.
+# Prometheus' claim, as the operator's StatefulSet names it (<template>-<statefulset>-<ordinal>, the StatefulSet
+# being prometheus-<Prometheus resource>; the template name pinned to the operator's default). helm uninstall never
+# deletes a StatefulSet's claims: the StatefulSet's retention policy does, and the VolumeReaper waits for the volume.
 PROMETHEUS_VOLUME = "prometheus-kube-prometheus-stack-prometheus-db"
 PROMETHEUS_CLAIM = f"{PROMETHEUS_VOLUME}-prometheus-kube-prometheus-stack-prometheus-0"
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
@@ -177,11 +177,12 @@ def chart_values(retention_days: int, storage_gb: int, topic_arn: str, region: s
             "serviceMonitorSelectorNilUsesHelmValues": False,
             "ruleSelectorNilUsesHelmValues": False,
             "podMonitorSelectorNilUsesHelmValues": False,
-            "storageSpec": {"volumeClaimTemplate": {"metadata": {"name": PROMETHEUS_VOLUME},
-                                                    "spec": prometheus_claim_spec(storage_gb)}},
-            # The claim is Pulumi's (PROMETHEUS_CLAIM): the StatefulSet must not garbage-collect it when the operator
-            # recreates the StatefulSet. On destroy Pulumi deletes it and waits for its volume.
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "storageSpec": {"volumeClaimTemplate": {"metadata": {"name": PROMETHEUS_VOLUME}, "spec": {
+                "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": f"{storage_gb}Gi"}}}}},
+            # The claim goes with the StatefulSet (deleted with the release): metrics are not patient data, and a
+            # destroyed stack must not keep paying for an orphaned EBS volume. The VolumeReaper waits for the volume.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
             "resources": _resources("250m", "1Gi", "1", "2Gi"),
             "securityContext": non_root,
         }},
@@ -209,12 +210,6 @@ def chart_values(retention_days: int, storage_gb: int, topic_arn: str, region: s
             },
         },
     }
-
-
-def prometheus_claim_spec(storage_gb: int) -> dict[str, Any]:
-    """Prometheus' volume: the StatefulSet's template and the claim created for it must agree."""
-    return {"storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": f"{storage_gb}Gi"}}}
 
 
 def load_rules(path: Path = RULES_FILE) -> dict[str, Any]:
@@ -295,7 +290,11 @@ class Monitoring(pulumi.ComponentResource):
         in_ns = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[namespace])
 
         storage = self._ebs_storage(name, cluster, tags)
-        claim = self._prometheus_claim(name, args, namespace, storage)
+        # On destroy, after the release (its StatefulSet, and with it the claim, are gone) and before the CSI driver
+        # and the nodes that detach and delete the volume: waits until Prometheus' EBS volume is gone.
+        reaper = VolumeReaper(f"{name}-prometheus-volume-reaper", VolumeReaperArgs(
+            region=args.region, namespace=NAMESPACE, claim=PROMETHEUS_CLAIM, tags=tags),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*storage, *cluster.node_groups]))
 
         alertmanager_role = cluster.irsa_role(
             f"{name}-alertmanager-role", NAMESPACE, ALERTMANAGER_SERVICE_ACCOUNT, parent=self, tags=tags,
@@ -330,7 +329,7 @@ class Monitoring(pulumi.ComponentResource):
                 parent=self, provider=cluster.provider,
                 # Pods need nodes, Prometheus' volume needs the CSI driver, Alertmanager needs its credentials and
                 # Grafana its login before the (atomic) release can be ready; on destroy all of them outlive it.
-                depends_on=[*cluster.node_groups, namespace, *storage, claim, alertmanager_account, grafana_secret,
+                depends_on=[*cluster.node_groups, namespace, *storage, reaper, alertmanager_account, grafana_secret,
                             *args.wait_for]))
 
         # The CRDs come with the release: the custom resources are created after it and deleted before it.
@@ -353,20 +352,6 @@ class Monitoring(pulumi.ComponentResource):
         self.register_outputs({"namespace": self.namespace, "release_name": self.release_name,
                                "alertmanager_role_arn": self.alertmanager_role_arn,
                                "grafana_admin_secret": self.grafana_admin_secret})
-
-    def _prometheus_claim(self, name: str, args: MonitoringArgs, namespace: k8s.core.v1.Namespace,
-                          storage: list[pulumi.Resource]) -> k8s.core.v1.PersistentVolumeClaim:
-        """The claim, and the reaper that makes its deletion wait for the EBS volume: the reaper goes after the
-        claim and before the CSI driver and the nodes that could still detach and delete the volume."""
-        reaper = VolumeReaper(f"{name}-prometheus-volume-reaper", VolumeReaperArgs(
-            region=args.region, namespace=NAMESPACE, claim=PROMETHEUS_CLAIM, tags=dict(args.tags)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*storage, *args.cluster.node_groups]))
-        return k8s.core.v1.PersistentVolumeClaim(
-            f"{name}-prometheus-claim",
-            metadata={"name": PROMETHEUS_CLAIM, "namespace": NAMESPACE},
-            spec=prometheus_claim_spec(args.prometheus_storage_gb),
-            opts=pulumi.ResourceOptions(parent=self, provider=args.cluster.provider,
-                                        depends_on=[namespace, *storage, reaper]))
 
     def _ebs_storage(self, name: str, cluster: Cluster, tags: dict[str, str]) -> list[pulumi.Resource]:
         """The EBS CSI driver (an EKS add-on with its own IRSA role) and an encrypted gp3 StorageClass whose volumes

@@ -2,11 +2,12 @@
 nodes go, make sure the claim's EBS volume is gone too. It does nothing on create or update.
 
 Deleting a claim whose StorageClass says `reclaimPolicy: Delete` only starts the volume's deletion: the CSI driver
-detaches and deletes it later, and pulumi-kubernetes stops waiting once the claim object is gone. If the driver or
-the nodes are deleted first, the volume stays, unattached and paid for. The reaper stands between the claim (which
-depends on it) and the driver and nodes (which it depends on): it waits for the volumes the driver created for that
-claim, found by the tags the driver puts on them and the StorageClass's own tags, and deletes one that is left
-detached (its claim is gone; nothing else may use it).
+detaches and deletes it later, and nothing in Pulumi waits for that (a StatefulSet's claims are not even deleted by
+helm uninstall: their retention policy has the garbage collector do it). If the driver or the nodes are deleted
+first, the volume stays, unattached and paid for. The reaper stands between what deletes the claim (the claim, or the
+release whose StatefulSet owns it, depends on the reaper) and the driver and nodes (which it depends on): it waits for
+the volumes the driver created for that claim, found by the tags the driver puts on them and the StorageClass's own
+tags, and deletes one left detached (only the destroy runs it, once the claim's workload is gone).
 """
 
 from __future__ import annotations

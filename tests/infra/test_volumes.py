@@ -1,10 +1,11 @@
-"""Destroy leaves no EBS volume behind: every PersistentVolumeClaim is deleted, and its volume waited for (the
-VolumeReaper), before the EBS CSI driver and the nodes; the reaper's wait and clean-up against a moto server."""
+"""Destroy leaves no EBS volume behind: every claim (a PersistentVolumeClaim, or one a release's StatefulSet makes)
+is deleted, and its volume waited for (the VolumeReaper), before the EBS CSI driver and the nodes; the reaper's wait
+and clean-up against a moto server."""
 
 import boto3
 import pytest
 
-from components.monitoring import PROMETHEUS_CLAIM, PROMETHEUS_VOLUME, chart_values
+from components.monitoring import PROMETHEUS_CLAIM, PROMETHEUS_VOLUME
 from components.volume_reaper import PVC_NAME_TAG, PVC_NAMESPACE_TAG, VolumesRemain, reap
 from tests.infra.conftest import MOTO_REGION as REGION
 
@@ -17,42 +18,54 @@ def ebs_csi_addon(graph):
     return next(a for a in graph.of_type("aws:eks/addon:Addon") if a.inputs["addonName"] == "aws-ebs-csi-driver")
 
 
-def reaper_of(graph, claim):
-    found = [r for r in graph.of_type(REAPER) if r.inputs.get("claim") == claim.inputs["metadata"]["name"]
-             and r.inputs.get("namespace") == claim.inputs["metadata"]["namespace"]]
-    assert len(found) == 1, f"{claim.name} needs exactly one VolumeReaper, found {[r.name for r in found]}"
+def reaper_of(graph, namespace, claim):
+    found = [r for r in graph.of_type(REAPER) if r.inputs.get("claim") == claim
+             and r.inputs.get("namespace") == namespace]
+    assert len(found) == 1, f"{namespace}/{claim} needs exactly one VolumeReaper, found {[r.name for r in found]}"
     return found[0]
 
 
+def claims_and_their_deleters(graph):
+    """Every claim the stack makes, with what deletes it: a claim resource itself, or a release whose StatefulSet
+    (Prometheus') owns it."""
+    found = [((c.inputs["metadata"]["namespace"], c.inputs["metadata"]["name"]), c) for c in graph.of_type(CLAIM)]
+    for release in graph.of_type("kubernetes:helm.sh/v3:Release"):
+        storage = (release.inputs["values"].get("prometheus", {}).get("prometheusSpec", {}).get("storageSpec"))
+        if storage:
+            found.append(((release.inputs["namespace"], PROMETHEUS_CLAIM), release))
+    return found
+
+
 def test_every_claim_and_its_volume_go_before_the_csi_driver_and_the_nodes(prod):
-    claims = prod.of_type(CLAIM)
-    assert claims, "prod's Prometheus keeps its data on a claim"
+    found = claims_and_their_deleters(prod)
+    assert found, "prod's Prometheus keeps its data on a claim"
     order = [r.urn for r in prod.delete_order()]
-    for claim in claims:
-        reaper = reaper_of(prod, claim)
-        chain = [claim, reaper, ebs_csi_addon(prod)]
-        assert prod.deleted_before(claim, reaper) and prod.deleted_before(reaper, ebs_csi_addon(prod))
+    for (namespace, claim), deleter in found:
+        reaper = reaper_of(prod, namespace, claim)
+        chain = [deleter, reaper, ebs_csi_addon(prod)]
+        assert prod.deleted_before(deleter, reaper) and prod.deleted_before(reaper, ebs_csi_addon(prod))
         assert [order.index(r.urn) for r in chain] == sorted(order.index(r.urn) for r in chain)
         for group in prod.of_type(NODE_GROUP):
             assert prod.deleted_before(reaper, group), f"{reaper.name} must finish before {group.name} goes"
         assert reaper.inputs["tags"]["stack"] == "prod" and reaper.inputs["region"] == "eu-west-1"
 
 
-def test_prometheus_runs_on_the_claim_the_program_owns(prod):
+def test_prometheus_claim_is_deleted_with_its_statefulset_on_a_storage_class_that_deletes_volumes(prod):
     release = next(r for r in prod.of_type("kubernetes:helm.sh/v3:Release") if r.name.endswith("monitoring-release"))
-    claim = prod.one(CLAIM)
-    assert claim.inputs["metadata"] == {"name": PROMETHEUS_CLAIM, "namespace": "monitoring"}
-    assert prod.deleted_before(release, claim), "the release (its StatefulSet) goes before its claim"
     spec = release.inputs["values"]["prometheus"]["prometheusSpec"]
     template = spec["storageSpec"]["volumeClaimTemplate"]
-    # The StatefulSet adopts a claim named <template>-<statefulset>-<ordinal>.
+    # The StatefulSet names its claim <template>-<statefulset>-<ordinal>: what the reaper looks for.
     assert PROMETHEUS_CLAIM == f"{template['metadata']['name']}-prometheus-kube-prometheus-stack-prometheus-0"
-    assert template["spec"] == claim.inputs["spec"]
-    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain", "Pulumi deletes it, not GC"
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete", "helm uninstall alone keeps it"
     storage_class = prod.one("kubernetes:storage.k8s.io/v1:StorageClass")
-    assert claim.inputs["spec"]["storageClassName"] == storage_class.inputs["metadata"]["name"]
+    assert template["spec"]["storageClassName"] == storage_class.inputs["metadata"]["name"]
     assert storage_class.inputs["reclaimPolicy"] == "Delete"
-    assert prod.depends_on(claim, storage_class)
+    assert prod.depends_on(release, storage_class)
+    # The reaper finds the volume by the StorageClass's tags, so the two must carry the same ones.
+    reaper = reaper_of(prod, "monitoring", PROMETHEUS_CLAIM)
+    tagged = {v.split("=", 1)[0]: v.split("=", 1)[1] for k, v in storage_class.inputs["parameters"].items()
+              if k.startswith("tagSpecification_")}
+    assert tagged == reaper.inputs["tags"]
 
 
 def test_the_volume_template_name_is_the_operators_default():
@@ -101,12 +114,3 @@ def test_a_volume_still_attached_at_the_deadline_fails_the_destroy_naming_it(ec2
     with pytest.raises(VolumesRemain, match=rf"monitoring/data-c to be deleted: {stuck} \(in-use\)"):
         reap(ec2, "monitoring", "data-c", STACK_TAGS, timeout_seconds=0.3, poll_seconds=0.1)
     assert exists(ec2, stuck), "an attached volume is never deleted by the reaper"
-
-
-def test_chart_values_keep_the_template_and_the_claim_in_step():
-    from tests.infra.pulumi_mocks import stack_settings
-    settings = stack_settings("prod").observability
-    template = chart_values(settings.prometheus_retention_days, settings.prometheus_storage_gb,
-                            "arn:aws:sns:eu-west-1:1:t", "eu-west-1")["prometheus"]["prometheusSpec"]
-    assert template["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == (
-        f"{settings.prometheus_storage_gb}Gi")
