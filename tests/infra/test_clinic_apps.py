@@ -331,3 +331,29 @@ def test_the_hpa_owns_the_api_replicas_once_the_deployment_exists(stack):
     assert deployments["clinic-api"].ignore_changes == ["spec.replicas"]
     assert deployments["clinic-api"].inputs["spec"]["replicas"] == hpa.inputs["spec"]["minReplicas"]
     assert deployments["clinic-notifier"].ignore_changes == []
+
+
+def test_the_notifier_accepts_the_shutdown_numbers_its_deployment_sets(prod, monkeypatch):
+    """The notifier's own settings (apps/notifier/settings.py) refuse a shutdown timeout shorter than a long poll
+    plus a batch: build them from exactly the environment the platform gives the pod."""
+    from notifier.settings import NotifierSettings
+
+    notifier = next(d for d in prod.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] == "clinic-notifier")
+    for env in notifier.inputs["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    settings = NotifierSettings()
+    assert (settings.wait_seconds, settings.shutdown_timeout_seconds) == (
+        clinic_apps.NOTIFIER_WAIT_SECONDS, clinic_apps.NOTIFIER_SHUTDOWN_SECONDS)
+    monkeypatch.setenv("NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS", str(clinic_apps.NOTIFIER_WAIT_SECONDS))
+    with pytest.raises(ValueError, match="NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS"):
+        NotifierSettings()
+
+
+def test_the_api_image_lets_the_pod_set_its_drain_time():
+    """uvicorn reads UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN from the environment unless the command line sets it."""
+    from pathlib import Path
+
+    dockerfile = (Path(__file__).parents[2] / "apps" / "clinic_api" / "Dockerfile").read_text()
+    command = dockerfile.split("\nCMD ", 1)[1]
+    assert "uvicorn" in command and "--timeout-graceful-shutdown" not in command
