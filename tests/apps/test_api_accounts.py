@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from api_support import PASSWORD, running_clinic
+from clinic_api.security import INVALID_TOKEN
 
 
 @pytest.fixture
@@ -28,17 +29,28 @@ def test_patient_registers_logs_in_and_reads_only_themself(clinic):
     assert again.status_code == 409 and again.json()["detail"] == "an account with this email exists"
 
 
-def test_expired_or_forged_tokens_are_refused(clinic):
+def token(clinic, user, *, role="patient", expires_in=timedelta(minutes=5), secret=None):
+    """A token as the API issues it (sub, role, exp; HS256); each argument changes one property of it."""
+    key = secret or clinic.app.state.settings.auth.jwt_secret.get_secret_value()
+    claims = {"sub": str(user["id"]), "role": role, "exp": datetime.now(timezone.utc) + expires_in}
+    return {"Authorization": f"Bearer {jwt.encode(claims, key, algorithm='HS256')}"}
+
+
+def test_expired_forged_or_unknown_role_tokens_are_refused(clinic):
     patient = clinic.user("patient")
-    secret = clinic.app.state.settings.auth.jwt_secret.get_secret_value()
-    expired = jwt.encode({"sub": str(patient["id"]), "exp": datetime.now(timezone.utc) - timedelta(seconds=1)},
-                         secret, algorithm="HS256")
-    forged = jwt.encode({"sub": str(patient["id"]), "exp": datetime.now(timezone.utc) + timedelta(hours=1)},
-                        "not-the-secret-" * 3, algorithm="HS256")
-    for token in (expired, forged, "garbage"):
-        response = clinic.client.get("/me", headers={"Authorization": f"Bearer {token}"})
-        assert response.status_code == 401, token
-    assert clinic.client.get("/me").status_code == 401
+    assert clinic.client.get("/me", headers=token(clinic, patient)).status_code == 200, "the unchanged token is valid"
+    refused = {
+        "expired a second ago": token(clinic, patient, expires_in=timedelta(seconds=-1)),
+        "signed with another key": token(clinic, patient, secret="not-the-secret-" * 3),
+        "an unknown role": token(clinic, patient, role="root"),
+        "not a JWT": {"Authorization": "Bearer garbage"},
+        "no token": {},
+    }
+    for reason, headers in refused.items():
+        response = clinic.client.get("/me", headers=headers)
+        assert response.status_code == 401, f"token {reason}: accepted, {response.text}"
+        assert response.json()["detail"] == INVALID_TOKEN, reason
+        assert response.headers["WWW-Authenticate"] == "Bearer", reason
 
 
 def test_five_failed_logins_lock_the_account_for_this_client_with_retry_after(clinic):
