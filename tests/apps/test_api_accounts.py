@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from api_support import PASSWORD, running_clinic
+from clinic_api.routes.accounts import BAD_LOGIN, TOO_MANY
 from clinic_api.security import INVALID_TOKEN
 
 
@@ -56,10 +57,21 @@ def test_expired_forged_or_unknown_role_tokens_are_refused(clinic):
 def test_five_failed_logins_lock_the_account_for_this_client_with_retry_after(clinic):
     patient = clinic.user("patient")
     for _ in range(5):
-        assert clinic.client.post("/auth/login", json={"email": patient["email"], "password": "wrong password"}
-                                  ).status_code == 401
+        failed = clinic.client.post("/auth/login", json={"email": patient["email"], "password": "wrong password"})
+        assert (failed.status_code, failed.json()["detail"]) == (401, BAD_LOGIN)
     locked = clinic.client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
-    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    assert (locked.status_code, locked.json()["detail"]) == (429, TOO_MANY) and int(locked.headers["Retry-After"]) > 0
+
+
+def test_the_lockout_counts_failures_whatever_the_case_of_the_email(clinic):
+    patient = clinic.user("patient")
+    local, domain = patient["email"].split("@")
+    spellings = [f"{local.upper()}@{domain}", f"{local.title()}@{domain.upper()}", patient["email"]]
+    for i in range(5):
+        failed = clinic.client.post("/auth/login", json={"email": spellings[i % 3], "password": "wrong password"})
+        assert (failed.status_code, failed.json()["detail"]) == (401, BAD_LOGIN), spellings[i % 3]
+    locked = clinic.client.post("/auth/login", json={"email": f"{local.capitalize()}@{domain}", "password": PASSWORD})
+    assert locked.status_code == 429, "five failures under other spellings of one address lock it out"
 
 
 def test_only_an_admin_creates_doctors_and_staff(clinic):
