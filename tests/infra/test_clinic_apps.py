@@ -112,10 +112,28 @@ def test_each_app_runs_under_its_own_service_account_and_role(stack):
     accounts = {a.inputs["metadata"]["name"]: a for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
                 if a.inputs["metadata"]["namespace"] == "clinic"}
     assert sorted(accounts) == ["clinic-api", "clinic-notifier"]
-    roles = {a.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] for a in accounts.values()}
-    assert len(roles) == 2
     for name, spec in pod_specs(stack):
         assert spec["serviceAccountName"] in accounts, name
+
+
+def test_every_irsa_role_is_assumable_only_by_the_service_account_annotated_with_it(stack):
+    """Follows each annotation to its role and reads that role's trust: `sub` names this very service account."""
+    roles = {r.state["arn"]: r for r in stack.of_type("aws:iam/role:Role")}
+    oidc_arn = stack.one("eks:index:Cluster").state["oidcProviderArn"]
+    annotated = [a for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
+                 if "eks.amazonaws.com/role-arn" in a.inputs["metadata"].get("annotations", {})]
+    assert {"clinic-api", "clinic-notifier", "aws-load-balancer-controller"} <= {
+        a.inputs["metadata"]["name"] for a in annotated}
+    for account in annotated:
+        metadata = account.inputs["metadata"]
+        role = roles[metadata["annotations"]["eks.amazonaws.com/role-arn"]]
+        [statement] = role.input("assumeRolePolicy", "Statement")
+        assert statement["Principal"] == {"Federated": oidc_arn}, role.name
+        condition = statement["Condition"]["StringEquals"]
+        assert [v for k, v in condition.items() if k.endswith(":sub")] == [
+            f"system:serviceaccount:{metadata['namespace']}:{metadata['name']}"], \
+            f"{metadata['name']} is annotated with {role.name}, which trusts {condition}"
+        assert [v for k, v in condition.items() if k.endswith(":aud")] == ["sts.amazonaws.com"], role.name
 
 
 def migration_jobs(graph):
