@@ -1,4 +1,5 @@
-"""The transactional outbox: events exist exactly when their change does, and none is lost while SQS is down."""
+"""The transactional outbox: events exist exactly when their change does, and none is lost while SQS is down or
+fails some entries of a batch."""
 from __future__ import annotations
 
 import json
@@ -101,3 +102,54 @@ def test_a_relay_stopped_during_a_backlog_ends_after_the_batch_in_hand(clinic, c
         pending = session.scalar(select(func.count()).where(OutboxEvent.sent_at.is_(None)))
     assert (sent, pending) == (1, 5), "the batch in hand is sent and recorded; the backlog waits for the next relay"
     assert len(drain(sqs, clinic_aws.queue_urls["account"])) == 1
+
+
+class PartlyFailingSqs:
+    """The real (moto) client, except that SendMessageBatch fails the entries whose event ids are in `failing` the
+    way SQS reports it: HTTP 200, those entries in `Failed` (Message is optional), the others really sent."""
+
+    def __init__(self, client, failing: dict[str, dict]):
+        self._client, self.failing = client, failing
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def send_message_batch(self, QueueUrl, Entries):  # noqa: N803 - boto3's parameter names
+        failed = [{"Id": e["Id"], **self.failing[e["Id"]]} for e in Entries if e["Id"] in self.failing]
+        passed = [e for e in Entries if e["Id"] not in self.failing]
+        response = self._client.send_message_batch(QueueUrl=QueueUrl, Entries=passed) if passed else {}
+        return {"Successful": response.get("Successful", []), "Failed": failed}
+
+
+def test_entries_sqs_fails_in_one_batch_stay_pending_with_the_error_and_go_out_on_a_later_pass(clinic, clinic_aws):
+    engine = clinic.app.state.engine
+    with Session(engine) as session:
+        events = [outbox.record(session, "account.created", {"recipient_email": f"p{i}@example.org"})
+                  for i in range(6)]
+        session.commit()
+        ids = [str(e.id) for e in events]  # six events of one queue: one SendMessageBatch
+    failing = {ids[1]: {"SenderFault": False, "Code": "InternalError", "Message": "We encountered an internal error"},
+               ids[4]: {"SenderFault": False, "Code": "ServiceUnavailable"}}
+    sqs = clinic_aws.client("sqs")
+    with Session(engine) as session:
+        assert outbox.relay_once(session, PartlyFailingSqs(sqs, failing), queues(clinic_aws)) == 4
+    with Session(engine) as session:
+        pending = {str(e.id): e for e in session.scalars(select(OutboxEvent).where(OutboxEvent.sent_at.is_(None)))}
+        assert sorted(pending) == sorted(failing), "only the failed entries stay pending"
+        assert [(pending[i].attempts, pending[i].last_error) for i in sorted(failing)] == [
+            (1, "We encountered an internal error"), (1, "ServiceUnavailable")]
+        assert all(e.next_attempt_at > e.occurred_at for e in pending.values()), "backed off before the next try"
+        sent_ids = {str(e) for e in session.scalars(select(OutboxEvent.event_id)
+                                                    .where(OutboxEvent.sent_at.is_not(None)))}
+    first = drain(sqs, clinic_aws.queue_urls["account"])
+    assert {b["id"] for b in first} == sent_ids and len(first) == 4
+    with Session(engine) as session:
+        assert outbox.relay_once(session, sqs, queues(clinic_aws)) == 0, "not before the backoff has passed"
+        session.execute(OutboxEvent.__table__.update().values(next_attempt_at=func.now()))  # skip the backoff
+        session.commit()
+        assert outbox.relay_once(session, sqs, queues(clinic_aws)) == 2
+        assert outbox.relay_once(session, sqs, queues(clinic_aws)) == 0, "nothing is sent twice"
+        later = {str(e) for e in session.scalars(select(OutboxEvent.event_id)
+                                                 .where(OutboxEvent.id.in_(map(int, failing))))}
+    second = drain(sqs, clinic_aws.queue_urls["account"])
+    assert {b["id"] for b in second} == later and len(second) == 2
