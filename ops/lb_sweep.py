@@ -184,8 +184,11 @@ class LoadBalancerSweeper:
         for group in self._vpc_security_groups():
             tags, name = _tags(group.get("Tags", [])), group["GroupName"]
             controller = tags.get(CONTROLLER_TAG) == self.cluster_name
+            # "owned", as the in-tree provider tags the groups it creates and as it checks before deleting one
+            # (cloud-provider-aws isOwnedSecurityGroup): a "shared" group may still be held by a load balancer
+            # that is not this cluster's, and deleting it would fail until the sweep times out.
             in_tree = name.startswith(IN_TREE_SG_PREFIX) and (
-                cluster_tag(self.cluster_name) in tags or name[len(IN_TREE_SG_PREFIX):] in classic_names)
+                tags.get(cluster_tag(self.cluster_name)) == "owned" or name[len(IN_TREE_SG_PREFIX):] in classic_names)
             if controller or in_tree:
                 found[group["GroupId"]] = name
         return found
