@@ -131,6 +131,17 @@ def test_destroy_rehearsal_sweeps_only_this_clusters_leftovers_then_the_vpc_dele
                   # An ALB the controller deleted when its Ingress went: the LB is gone, AWS still holds its ENI.
                   eni(aws, subnets[1], "ELB app/k8s-clinic-old/0a0a0a0a0a0a0a0a")]
     their_eni = eni(aws, subnets[1], "ELB app/k8s-prod-api/1b1b1b1b1b1b1b1b")
+    # Not ours either: merely shared with this cluster ("shared", as the VPC and subnets are tagged), an ALB, a
+    # target group, and a classic ELB with its k8s-elb-* group, which differ from ours only in the tag's value.
+    shared = {f"kubernetes.io/cluster/{CLUSTER}": "shared"}
+    shared_alb = alb(aws, "k8s-shared-web", subnets, node_sg, **shared)
+    shared_tg = target_group(aws, "k8s-shared-web", vpc, **shared)
+    shared_classic_sg = aws.ec2.create_security_group(
+        GroupName="k8s-elb-d4e5f6", Description="Security group for Kubernetes ELB d4e5f6 (shared/web)", VpcId=vpc,
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": tags(**shared)}])["GroupId"]
+    aws.elb.create_load_balancer(LoadBalancerName="d4e5f6", Subnets=subnets, SecurityGroups=[shared_classic_sg],
+                                 Listeners=[{"Protocol": "TCP", "LoadBalancerPort": 80, "InstancePort": 30081}],
+                                 Tags=tags(**shared))
     released = release_later(aws, interfaces, vpc)
 
     report = aws.sweeper(vpc).sweep()
@@ -144,13 +155,15 @@ def test_destroy_rehearsal_sweeps_only_this_clusters_leftovers_then_the_vpc_dele
     assert sorted(report.plan.security_groups) == sorted([backend_sg, classic_sg])
     assert sorted(report.waited_for_interfaces) == sorted(interfaces)
     assert report.revoked_rules == 1
-    assert load_balancer_names(aws, vpc) == ["hand-made", "k8s-prod-api"], "only this cluster's LBs are gone"
+    assert load_balancer_names(aws, vpc) == ["d4e5f6", "hand-made", "k8s-prod-api", "k8s-shared-web"], \
+        "only this cluster's LBs are gone; the shared ones remain"
     remaining_tgs = [t["TargetGroupArn"] for t in aws.elbv2.describe_target_groups()["TargetGroups"]]
-    assert tg not in remaining_tgs and their_tg in remaining_tgs
+    assert tg not in remaining_tgs and their_tg in remaining_tgs and shared_tg in remaining_tgs
     remaining_sgs = {g["GroupId"] for g in aws.ec2.describe_security_groups(
         Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]}
     assert backend_sg not in remaining_sgs and classic_sg not in remaining_sgs
     assert {their_sg, node_sg} <= remaining_sgs, "another cluster's and the node SG are untouched"
+    assert shared_classic_sg in remaining_sgs, "the shared classic ELB's group is not this cluster's to delete"
     assert their_eni not in report.waited_for_interfaces, "the ENI of another cluster's live ALB is not ours"
     assert aws.ec2.describe_network_interfaces(NetworkInterfaceIds=[their_eni])["NetworkInterfaces"]
     node_rules = aws.ec2.describe_security_groups(GroupIds=[node_sg])["SecurityGroups"][0]["IpPermissions"]
@@ -160,10 +173,12 @@ def test_destroy_rehearsal_sweeps_only_this_clusters_leftovers_then_the_vpc_dele
     # fail with DependencyViolation (moto does not check that), so they are removed here as their owners would,
     # and only then is the rest of what Pulumi deletes after the janitor played out: subnets, then the VPC.
     aws.ec2.delete_network_interface(NetworkInterfaceId=their_eni)
-    for arn in (untagged, theirs):
+    for arn in (untagged, theirs, shared_alb):
         aws.elbv2.delete_load_balancer(LoadBalancerArn=arn)
-    aws.elbv2.delete_target_group(TargetGroupArn=their_tg)
-    for group in (their_sg, node_sg):
+    aws.elb.delete_load_balancer(LoadBalancerName="d4e5f6")
+    for arn in (their_tg, shared_tg):
+        aws.elbv2.delete_target_group(TargetGroupArn=arn)
+    for group in (their_sg, node_sg, shared_classic_sg):
         aws.ec2.delete_security_group(GroupId=group)
     with pytest.raises(ClientError, match="DependencyViolation"):
         aws.ec2.delete_vpc(VpcId=vpc)  # subnets first, as the graph orders it
