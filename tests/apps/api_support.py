@@ -61,3 +61,9 @@ def running_clinic(postgres, clinic_aws, **overrides) -> Iterator[Clinic]:
     upgrade(app.state.engine)
     with TestClient(app) as client:
         yield Clinic(client, app)
+
+
+def status_and_detail(response) -> tuple[int, object]:
+    """A response's status and error detail (None when it has none, as a success), to assert both at once."""
+    body = response.json()
+    return response.status_code, body.get("detail") if isinstance(body, dict) else None

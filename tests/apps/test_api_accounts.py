@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import jwt
 import pytest
 
-from api_support import PASSWORD, running_clinic
+from api_support import PASSWORD, running_clinic, status_and_detail
 from clinic_api.routes.accounts import BAD_LOGIN, TOO_MANY
-from clinic_api.security import INVALID_TOKEN
+from clinic_api.security import FORBIDDEN, INVALID_TOKEN
 
 
 @pytest.fixture
@@ -58,9 +58,9 @@ def test_five_failed_logins_lock_the_account_for_this_client_with_retry_after(cl
     patient = clinic.user("patient")
     for _ in range(5):
         failed = clinic.client.post("/auth/login", json={"email": patient["email"], "password": "wrong password"})
-        assert (failed.status_code, failed.json()["detail"]) == (401, BAD_LOGIN)
+        assert status_and_detail(failed) == (401, BAD_LOGIN)
     locked = clinic.client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
-    assert (locked.status_code, locked.json()["detail"]) == (429, TOO_MANY) and int(locked.headers["Retry-After"]) > 0
+    assert status_and_detail(locked) == (429, TOO_MANY) and int(locked.headers["Retry-After"]) > 0
 
 
 def test_the_lockout_counts_failures_whatever_the_case_of_the_email(clinic):
@@ -69,7 +69,7 @@ def test_the_lockout_counts_failures_whatever_the_case_of_the_email(clinic):
     spellings = [f"{local.upper()}@{domain}", f"{local.title()}@{domain.upper()}", patient["email"]]
     for i in range(5):
         failed = clinic.client.post("/auth/login", json={"email": spellings[i % 3], "password": "wrong password"})
-        assert (failed.status_code, failed.json()["detail"]) == (401, BAD_LOGIN), spellings[i % 3]
+        assert status_and_detail(failed) == (401, BAD_LOGIN), spellings[i % 3]
     locked = clinic.client.post("/auth/login", json={"email": f"{local.capitalize()}@{domain}", "password": PASSWORD})
     assert locked.status_code == 429, "five failures under other spellings of one address lock it out"
 
@@ -77,7 +77,7 @@ def test_the_lockout_counts_failures_whatever_the_case_of_the_email(clinic):
 def test_only_an_admin_creates_doctors_and_staff(clinic):
     admin, staff = clinic.user("admin"), clinic.user("staff")
     body = {"email": "dr.x@example.org", "password": PASSWORD, "full_name": "Dr X", "role": "doctor"}
-    assert clinic.client.post("/users", json=body, headers=staff["headers"]).status_code == 403
+    assert status_and_detail(clinic.client.post("/users", json=body, headers=staff["headers"])) == (403, FORBIDDEN)
     created = clinic.client.post("/users", json=body, headers=admin["headers"])
     assert created.status_code == 201 and created.json()["role"] == "doctor"
 
@@ -125,12 +125,17 @@ def test_video_appointments_get_unique_unguessable_room_links(clinic):
     assert in_person["room_url"] is None
 
 
-def test_patients_see_only_their_appointments(clinic):
+def test_patients_see_and_cancel_only_their_appointments(clinic):
     doctor, ana, bia = clinic.user("doctor"), clinic.user("patient"), clinic.user("patient")
-    clinic.client.post("/appointments", headers=ana["headers"],
-                       json={"doctor_id": doctor["id"], "starts_at": "2026-12-04T10:00:00Z"})
+    booked = clinic.client.post("/appointments", headers=ana["headers"],
+                                json={"doctor_id": doctor["id"], "starts_at": "2026-12-04T10:00:00Z"}).json()
     assert clinic.client.get("/appointments", headers=bia["headers"]).json() == []
     assert len(clinic.client.get("/appointments", headers=doctor["headers"]).json()) == 1
+    refused = clinic.client.post(f"/appointments/{booked['id']}/cancel", headers=bia["headers"])
+    assert status_and_detail(refused) == (404, "appointment not found")
+    assert clinic.client.get("/appointments", headers=ana["headers"]).json()[0]["status"] == booked["status"]
+    cancelled = clinic.client.post(f"/appointments/{booked['id']}/cancel", headers=ana["headers"])
+    assert cancelled.json()["status"] == "cancelled", "the same request from the appointment's patient succeeds"
 
 
 def test_bad_requests_get_clear_4xx_never_5xx(clinic):

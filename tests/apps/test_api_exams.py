@@ -6,8 +6,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api_support import running_clinic
+from api_support import running_clinic, status_and_detail
 from clinic_api.models import AuditLog
+from clinic_api.routes.exams import NOT_FOUND, NOT_PDF, NOT_READY, NOT_UPLOADED
+from clinic_api.security import FORBIDDEN
 
 PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n" + bytes(range(256)) * 40
 
@@ -56,11 +58,15 @@ def test_a_patient_cannot_read_another_patients_exam_nor_its_pdf(clinic):
     exam_id = new_exam(clinic, staff, ana)
     upload(clinic, staff, exam_id)
     clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"])
-    assert clinic.client.get(f"/exams/{exam_id}", headers=bia["headers"]).status_code == 404
+    read = clinic.client.get(f"/exams/{exam_id}", headers=bia["headers"])
+    assert status_and_detail(read) == (404, NOT_FOUND)
     denied = clinic.client.get(f"/exams/{exam_id}/download", headers=bia["headers"])
-    assert denied.status_code == 404 and denied.json()["detail"] == "exam not found"
+    assert status_and_detail(denied) == (404, NOT_FOUND)
     assert clinic.client.get("/exams", headers=bia["headers"]).json() == []
     assert audits(clinic, exam_id) == [(bia["id"], "denied")], "denied attempts are audited too"
+    # The very same requests from the exam's own patient succeed: Bia is refused for being someone else.
+    assert clinic.client.get(f"/exams/{exam_id}", headers=ana["headers"]).status_code == 200
+    assert clinic.client.get(f"/exams/{exam_id}/download", headers=ana["headers"]).status_code == 200
 
 
 def test_a_doctor_sees_only_their_patients_exams(clinic):
@@ -75,29 +81,38 @@ def test_a_doctor_sees_only_their_patients_exams(clinic):
 
 
 def test_only_staff_create_exams_and_upload_results(clinic):
-    patient, doctor = clinic.user("patient"), clinic.user("doctor")
+    staff, patient, doctor = clinic.user("staff"), clinic.user("patient"), clinic.user("doctor")
+    exam_id = new_exam(clinic, staff, patient, doctor)  # the same exam and body that staff may create and upload
     for user in (patient, doctor):
-        assert clinic.client.post("/exams", headers=user["headers"], json={
-            "patient_id": patient["id"], "exam_type": "X"}).status_code == 403
+        created = clinic.client.post("/exams", headers=user["headers"], json={
+            "patient_id": patient["id"], "exam_type": "Blood count"})
+        assert status_and_detail(created) == (403, FORBIDDEN)
+        uploaded = upload(clinic, user, exam_id)
+        assert status_and_detail(uploaded) == (403, FORBIDDEN)
+    assert clinic.client.get(f"/exams/{exam_id}", headers=staff["headers"]).json()["status"] == "requested"
+    assert upload(clinic, staff, exam_id).status_code == 200
 
 
 def test_upload_refuses_what_is_not_a_pdf_and_what_is_too_large(clinic):
     staff, patient = clinic.user("staff"), clinic.user("patient")
     exam_id = new_exam(clinic, staff, patient)
-    assert upload(clinic, staff, exam_id, b"<html>not a pdf</html>").status_code == 415
-    assert upload(clinic, staff, exam_id, PDF, "text/plain").status_code == 415
+    for body, content_type in ((b"<html>not a pdf</html>", "application/pdf"), (PDF, "text/plain")):
+        refused = upload(clinic, staff, exam_id, body, content_type)
+        assert status_and_detail(refused) == (415, NOT_PDF), content_type
     too_large = upload(clinic, staff, exam_id, b"%PDF-" + b"0" * (64 * 1024))
-    assert too_large.status_code == 413 and "65536 bytes" in too_large.json()["detail"]
+    assert status_and_detail(too_large) == (413, "the result is larger than 65536 bytes")
     assert clinic.client.get(f"/exams/{exam_id}", headers=staff["headers"]).json()["status"] == "requested"
+    assert upload(clinic, staff, exam_id, b"%PDF-" + b"0" * (64 * 1024 - 5)).status_code == 200, "at the limit"
 
 
 def test_mark_ready_refuses_when_no_result_was_uploaded_and_download_waits_for_ready(clinic):
     staff, patient = clinic.user("staff"), clinic.user("patient")
     exam_id = new_exam(clinic, staff, patient)
     refused = clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"])
-    assert refused.status_code == 409 and refused.json()["detail"] == "no result has been uploaded for this exam"
+    assert status_and_detail(refused) == (409, NOT_UPLOADED)
     upload(clinic, staff, exam_id)
-    assert clinic.client.get(f"/exams/{exam_id}/download", headers=patient["headers"]).status_code == 409
+    waiting = clinic.client.get(f"/exams/{exam_id}/download", headers=patient["headers"])
+    assert status_and_detail(waiting) == (409, NOT_READY)
 
 
 def test_the_result_pdf_is_encrypted_under_the_buckets_own_kms_key(clinic, clinic_aws):
