@@ -106,7 +106,7 @@ def test_settings_refuse_bad_values(notifier_env):
     env = {**env, "NOTIFIER_QUEUE_URLS": "[]"}
     result = subprocess.run([sys.executable, "-m", "notifier"], env=env, cwd=ROOT, capture_output=True, text=True,
                             timeout=30)
-    assert result.returncode != 0 and "queue_urls" in result.stderr
+    assert result.returncode != 0 and "queue_urls is empty; allowed: one or more SQS queue URLs" in result.stderr
 
 
 class SlowSes:

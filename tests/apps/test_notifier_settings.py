@@ -40,19 +40,21 @@ def test_queue_urls_as_comma_separated_list(env):
     assert NotifierSettings().queue_urls == ["https://sqs/1/a", "https://sqs/1/b"]
 
 
-@pytest.mark.parametrize("key, value, named", [
-    ("NOTIFIER_QUEUE_URLS", "[]", "queue_urls"),
-    ("NOTIFIER_QUEUE_URLS", '["clinic-account"]', "queue_urls"),
-    ("NOTIFIER_QUEUE_URLS", '["https://q/a", "https://q/a"]', "queue_urls"),
-    ("NOTIFIER_SES__FROM_ADDRESS", "clinic", "from_address"),
-    ("NOTIFIER_BATCH_SIZE", "11", "batch_size"),
-    ("NOTIFIER_WAIT_SECONDS", "21", "wait_seconds"),
-    ("NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS", "0", "shutdown_timeout_seconds"),
+@pytest.mark.parametrize("key, value, expected", [
+    ("NOTIFIER_QUEUE_URLS", "[]", "queue_urls is empty; allowed: one or more SQS queue URLs"),
+    ("NOTIFIER_QUEUE_URLS", '["clinic-account"]', "queue_urls item 'clinic-account' is invalid; allowed: an SQS"),
+    ("NOTIFIER_QUEUE_URLS", '["https://q/a", "https://q/a"]', "queue_urls has duplicates; allowed: each queue once"),
+    ("NOTIFIER_SES__FROM_ADDRESS", "clinic", "from_address = 'clinic' is invalid; allowed: an email address"),
+    ("NOTIFIER_BATCH_SIZE", "11", "batch_size\n  Input should be less than or equal to 10"),
+    ("NOTIFIER_WAIT_SECONDS", "21", "wait_seconds\n  Input should be less than or equal to 20"),
+    ("NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS", "0", "shutdown_timeout_seconds\n  Input should be greater than 0"),
 ])
-def test_bad_values_are_refused_naming_the_setting(env, key, value, named):
+def test_bad_values_are_refused_naming_the_setting(env, key, value, expected):
+    """Each case changes one variable of a valid environment (test_defaults_and_nested_groups) and gets one error."""
     env.setenv(key, value)
-    with pytest.raises(ValidationError, match=named):
+    with pytest.raises(ValidationError) as error:
         NotifierSettings()
+    assert error.value.error_count() == 1 and expected in str(error.value), str(error.value)
 
 
 def test_the_shutdown_timeout_must_outlast_a_long_poll_and_its_batch(env):
