@@ -3,6 +3,7 @@ and the deploy flow the platform relies on (README tests on PRs, policy pack on 
 
 import re
 import shlex
+import subprocess
 
 import pytest
 import yaml
@@ -257,8 +258,14 @@ def test_destroy_dev_demands_a_typed_confirmation_and_touches_only_dev():
     assert confirm["required"] is True and confirm["type"] == "string"
     job = document["jobs"]["destroy"]
     first = steps(job)[0]
-    assert "exit 1" in first["run"] and first["env"]["TYPED"] == "${{ inputs.confirm }}"
+    assert first["env"]["TYPED"] == "${{ inputs.confirm }}"
     assert document["env"]["CONFIRMATION"] in confirm["description"]
+    # The guard itself, run as the runner runs it (bash -e): only the exact phrase gets past it.
+    for typed, code in (("destroy clinic-dev", 0), ("destroy clinic-dev ", 1), ("destroy clinic-prod", 1), ("", 1)):
+        result = subprocess.run(["bash", "-e", "-c", first["run"]], capture_output=True, text=True, timeout=10,
+                                env={"TYPED": typed, "CONFIRMATION": document["env"]["CONFIRMATION"]})
+        assert result.returncode == code, (typed, result.stdout)
+        assert (f"confirmation was '{typed}'" in result.stdout) == bool(code), (typed, result.stdout)
     [destroy] = pulumi_steps(job, "destroy")
     assert destroy["with"]["stack-name"] == "dev"
     assert "prod" not in (WORKFLOWS / "destroy-dev.yml").read_text().replace("Prod has no destroy", "")
