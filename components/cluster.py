@@ -18,6 +18,21 @@ from stacks.eks_support import EKS_SUPPORT, extended_support_problem
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# Every resource, get/list/watch only; includes Secrets, where Helm keeps its release records (a preview of the
+# Helm releases reads them).
+ADMIN_VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy"
+# The common resources, get/list/watch only, no Secrets: for people who watch the cluster.
+VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
+# The Kubernetes verbs each policy grants (EKS user guide, "Review access policy permissions"); EKS access policies
+# cannot be changed, so this table only changes when another policy is used.
+ACCESS_POLICY_VERBS: dict[str, frozenset[str]] = {
+    CLUSTER_ADMIN_POLICY: frozenset({"*"}),
+    ADMIN_VIEW_POLICY: frozenset({"get", "list", "watch"}),
+    VIEW_POLICY: frozenset({"get", "list", "watch"}),
+}
+READ_ONLY_VERBS = frozenset({"get", "list", "watch"})
+ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+KUBERNETES_API_PORT = 443
 # What every node needs to join, run the VPC CNI and pull images; nothing for the workloads (they use IRSA).
 NODE_MANAGED_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
@@ -60,10 +75,18 @@ class ClusterArgs:
     """Kubernetes Service CIDR (must not overlap the VPC)."""
     node_groups: Sequence[NodeGroupArgs]
     """Managed node groups."""
+    deploy_role_arn: str
+    """The role CI's deploy jobs assume (`pulumi up`/`destroy`): cluster admin through an access entry."""
+    preview_role_arn: str | None = None
+    """The role pull-request previews assume: read-only on the cluster (get/list/watch, Secrets included)."""
+    admin_role_arns: Sequence[str] = ()
+    """Operators' IAM roles given cluster admin."""
+    viewer_role_arns: Sequence[str] = ()
+    """Operators' IAM roles that may only look (no Secrets)."""
+    api_client_security_group_ids: Sequence[pulumi.Input[str]] = ()
+    """Security groups in the VPC (the CI runner's) admitted to the private API endpoint."""
     public_access_cidrs: Sequence[str] = ()
     """CIDRs allowed on the public API endpoint; empty keeps the endpoint private only."""
-    admin_role_arns: Sequence[str] = ()
-    """IAM roles given cluster-admin through access entries."""
     protect: bool = False
     """Prod: EKS deletion protection on the control plane; its log group (audit logs) is kept on destroy."""
     log_retention_days: int | None = None
@@ -84,6 +107,26 @@ def validate_cluster_args(args: ClusterArgs) -> None:
     if any(c.endswith("/0") for c in args.public_access_cidrs):
         raise ValueError(f"public_access_cidrs = {list(args.public_access_cidrs)} is invalid; allowed: specific "
                          "CIDRs, never the whole internet")
+    if not args.public_access_cidrs and not args.api_client_security_group_ids:
+        raise ValueError("public_access_cidrs is empty and no api_client_security_group_ids are given: nothing could "
+                         "reach the private API endpoint; allowed: an in-VPC runner's security group, or operators' "
+                         "CIDRs")
+    for key, arns in (("deploy_role_arn", [args.deploy_role_arn]),
+                      ("preview_role_arn", [args.preview_role_arn] if args.preview_role_arn else []),
+                      ("admin_role_arns", args.admin_role_arns), ("viewer_role_arns", args.viewer_role_arns)):
+        for arn in arns:
+            if not re.fullmatch(ROLE_ARN_PATTERN, arn):
+                raise ValueError(f"{key} = {arn!r} is invalid; allowed: an IAM role ARN such as "
+                                 "arn:aws:iam::123456789012:role/clinic-deploy")
+    principals = [args.deploy_role_arn, *([args.preview_role_arn] if args.preview_role_arn else []),
+                  *args.admin_role_arns, *args.viewer_role_arns]
+    repeated = sorted({arn for arn in principals if principals.count(arn) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} appear(s) more than once among deploy_role_arn, preview_role_arn, "
+                         "admin_role_arns and viewer_role_arns; allowed: one access entry per role")
+    if len(access_entries(args)) != len(principals):
+        raise ValueError(f"admin_role_arns / viewer_role_arns = {principals} name the same role name twice (in "
+                         "other accounts or paths); allowed: distinct role names")
     if args.log_retention_days is not None and args.log_retention_days not in LOG_RETENTION_DAYS:
         raise ValueError(f"log_retention_days = {args.log_retention_days} is invalid; allowed: "
                          + ", ".join(map(str, LOG_RETENTION_DAYS)))
@@ -94,6 +137,39 @@ def addon_version(addon: str, kubernetes_version: str, parent: pulumi.Resource) 
     the same `pulumi up`."""
     return aws.eks.get_addon_version_output(addon_name=addon, kubernetes_version=kubernetes_version, most_recent=True,
                                             opts=pulumi.InvokeOutputOptions(parent=parent)).version
+
+
+def access_entries(args: ClusterArgs) -> dict[str, dict]:
+    """One EKS access entry per role, keyed by what it is for and the role's name (stable when the lists change
+    order), with exactly one cluster-wide access policy."""
+
+    def entry(arn: str, policy: str, policy_key: str) -> dict:
+        return {"principal_arn": arn, "access_policies": {policy_key: {
+            "policy_arn": policy, "access_scope": {"type": "cluster"}}}}
+
+    def key(kind: str, arn: str) -> str:
+        return f"{kind}-{arn.split(':role/', 1)[1].replace('/', '-')}"
+
+    entries = {"deploy": entry(args.deploy_role_arn, CLUSTER_ADMIN_POLICY, "cluster-admin")}
+    if args.preview_role_arn:
+        entries["preview"] = entry(args.preview_role_arn, ADMIN_VIEW_POLICY, "admin-view")
+    entries.update({key("admin", arn): entry(arn, CLUSTER_ADMIN_POLICY, "cluster-admin")
+                    for arn in args.admin_role_arns})
+    entries.update({key("viewer", arn): entry(arn, VIEW_POLICY, "view") for arn in args.viewer_role_arns})
+    return entries
+
+
+def no_creator_admin(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """pulumi-eks 4.x creates the control plane with bootstrapClusterCreatorAdminPermissions=true and no input to
+    change it: whoever ran the first `up` would be a hidden, permanent admin, and an explicit entry for that same
+    role would fail with ResourceInUseException. Access is the explicit entries only."""
+    if args.type_ != "aws:eks/cluster:Cluster":
+        return None
+    props = dict(args.props)
+    access = dict(props.get("accessConfig") or {})
+    access["bootstrapClusterCreatorAdminPermissions"] = False
+    props["accessConfig"] = access
+    return pulumi.ResourceTransformResult(props=props, opts=args.opts)
 
 
 def ami_type(instance_types: Sequence[str]) -> str:
@@ -166,11 +242,6 @@ class Cluster(pulumi.ComponentResource):
                 f"{name}-control-plane-logs", name=log_group, retention_in_days=args.log_retention_days,
                 kms_key_id=logs_key.arn, tags=tags,
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect)))
-        access_entries = {
-            f"admin-{i}": {"principal_arn": arn, "access_policies": {"cluster-admin": {
-                "policy_arn": CLUSTER_ADMIN_POLICY, "access_scope": {"type": "cluster"}}}}
-            for i, arn in enumerate(args.admin_role_arns)
-        }
         self._cluster = eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
@@ -183,7 +254,7 @@ class Cluster(pulumi.ComponentResource):
             public_access_cidrs=list(args.public_access_cidrs) or None,
             kubernetes_service_ip_address_range=args.service_ipv4_cidr,
             authentication_mode=eks.AuthenticationMode.API,
-            access_entries=access_entries or None,
+            access_entries=access_entries(args),
             # Managed node groups below; no self-managed default group and its security groups.
             skip_default_node_group=True,
             skip_default_security_groups=True,
@@ -201,9 +272,17 @@ class Cluster(pulumi.ComponentResource):
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
             deletion_protection=args.protect,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=before_cluster),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=before_cluster, transforms=[no_creator_admin]),
         )
         eks_cluster = self._cluster.eks_cluster
+        # The private endpoint's network interfaces carry the EKS-managed cluster security group.
+        for i, client in enumerate(args.api_client_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-api-from-client-{i}",
+                security_group_id=eks_cluster.vpc_config.cluster_security_group_id,
+                referenced_security_group_id=client, ip_protocol="tcp",
+                from_port=KUBERNETES_API_PORT, to_port=KUBERNETES_API_PORT,
+                description="Kubernetes API from the in-VPC CI runner", opts=child)
 
         node_role = aws.iam.Role(f"{name}-node-role", tags=tags, opts=child, assume_role_policy=json.dumps({
             "Version": "2012-10-17",

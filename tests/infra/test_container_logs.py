@@ -22,7 +22,8 @@ def _build(stack: str):
         cluster = Cluster(f"clinic-{stack}-cluster", ClusterArgs(
             cluster_name=s.cluster_name, kubernetes_version=s.cluster.kubernetes_version, vpc_id="vpc-1",
             private_subnet_ids=["subnet-1", "subnet-2"], service_ipv4_cidr=s.network.kubernetes_service_cidr,
-            node_groups=node_group_args(s.cluster), protect=s.is_prod,
+            node_groups=node_group_args(s.cluster), deploy_role_arn=s.cluster.deploy_role_arn,
+            api_client_security_group_ids=["sg-ci-runner"], protect=s.is_prod,
             log_retention_days=s.observability.log_retention_days, tags={"stack": stack}))
         ContainerLogs(f"clinic-{stack}-logs", ContainerLogsArgs(
             cluster=cluster, retention_days=s.observability.log_retention_days, retain=s.protect_data,

@@ -37,6 +37,7 @@ def build(stack: str, overrides: dict | None = None):
             cluster_name=settings.cluster_name, kubernetes_version=settings.cluster.kubernetes_version,
             vpc_id="vpc-1", private_subnet_ids=["subnet-a", "subnet-b"],
             service_ipv4_cidr=settings.network.kubernetes_service_cidr, node_groups=node_group_args(settings.cluster),
+            deploy_role_arn=settings.cluster.deploy_role_arn, api_client_security_group_ids=["sg-ci-runner"],
             tags=tags))
         monitoring = Monitoring(f"clinic-{stack}-monitoring", MonitoringArgs(
             cluster=cluster, prometheus_retention_days=settings.observability.prometheus_retention_days,
