@@ -8,6 +8,7 @@ import pulumi_aws as aws
 
 from components.alarms import Alarms, AlarmsArgs
 from components.backup import DatabaseBackup
+from components.ci_runner import CiRunner, CiRunnerArgs
 from components.clinic_apps import ClinicApps, ClinicAppsArgs, PlatformEndpoints
 from components.cluster import Cluster, ClusterArgs
 from components.container_logs import ContainerLogs, ContainerLogsArgs
@@ -41,6 +42,7 @@ class Platform:
     """What the program built, for the exports below and for tests that add to it."""
 
     network: Network
+    ci_runner: CiRunner | None
     cluster: Cluster
     controller: LoadBalancerController
     database: Database
@@ -110,6 +112,24 @@ def build_platform(settings: PlatformSettings) -> Platform:
     # on destroy NAT gateways and private routes go only after it, when no node (so no controller) is left.
     egress_janitor = LoadBalancerJanitor(f"{base}-lb-janitor-egress", sweep,
                                          opts=pulumi.ResourceOptions(depends_on=network.egress))
+    # The place CI drives the private cluster from (README "First deployment"). It needs the NAT routes (its jobs
+    # reach GitHub through them), not the cluster, so the AWS-only first `pulumi up` from an operator's machine
+    # creates it without reaching the cluster's API.
+    ci_runner = None
+    if settings.ci.github_connection_arn and settings.ci.repository:
+        ci_runner = CiRunner(f"{base}-ci-runner", CiRunnerArgs(
+            project_name=f"{base}-ci-runner",
+            repository=settings.ci.repository,
+            connection_arn=settings.ci.github_connection_arn,
+            vpc_id=network.vpc_id,
+            vpc_cidr=settings.network.vpc_cidr,
+            subnet_ids=network.private_subnet_ids,
+            build_timeout_minutes=settings.ci.build_timeout_minutes,
+            compute_type=settings.ci.compute_type,
+            log_retention_days=settings.observability.log_retention_days,
+            retain_logs=settings.protect_data,
+            tags=tags,
+        ), opts=pulumi.ResourceOptions(depends_on=network.egress))
     cluster = Cluster(f"{base}-cluster", ClusterArgs(
         cluster_name=settings.cluster_name,
         kubernetes_version=settings.cluster.kubernetes_version,
@@ -117,8 +137,12 @@ def build_platform(settings: PlatformSettings) -> Platform:
         private_subnet_ids=network.private_subnet_ids,
         service_ipv4_cidr=settings.network.kubernetes_service_cidr,
         node_groups=node_group_args(settings.cluster),
-        public_access_cidrs=settings.cluster.public_access_cidrs,
+        deploy_role_arn=settings.cluster.deploy_role_arn,
+        preview_role_arn=settings.cluster.preview_role_arn,
         admin_role_arns=settings.cluster.admin_role_arns,
+        viewer_role_arns=settings.cluster.viewer_role_arns,
+        api_client_security_group_ids=[ci_runner.security_group_id] if ci_runner else [],
+        public_access_cidrs=settings.cluster.public_access_cidrs,
         protect=settings.is_prod,
         log_retention_days=settings.observability.log_retention_days,
         node_dependencies=[egress_janitor],
@@ -236,8 +260,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
         arns = [database.instance_arn] + ([active.instance_arn] if settings.database.restored_instance_id else [])
         backup = DatabaseBackup(f"{base}-backup", backup_args(
             settings.backup, instance_arns=arns, region=settings.region, protect=settings.protect_data, tags=tags))
-    return Platform(network, cluster, controller, database, active, storage, messaging, email, registry, apps,
-                    alarms, monitoring, backup)
+    return Platform(network, ci_runner, cluster, controller, database, active, storage, messaging, email, registry,
+                    apps, alarms, monitoring, backup)
 
 
 def export(p: Platform) -> None:
@@ -245,6 +269,10 @@ def export(p: Platform) -> None:
     pulumi.export("privateSubnetIds", p.network.private_subnet_ids)
     pulumi.export("clusterName", p.cluster.cluster_name)
     pulumi.export("kubeconfig", p.cluster.kubeconfig)
+    if p.ci_runner:
+        # What the workflows put in `runs-on` for every job that previews, updates or destroys this stack.
+        pulumi.export("ciRunnerProject", p.ci_runner.project_name)
+        pulumi.export("ciRunsOn", p.ci_runner.runs_on)
     pulumi.export("lbControllerRelease", p.controller.release_name)
     pulumi.export("databaseInstanceId", p.active_database.instance_id)
     pulumi.export("databaseAddress", p.active_database.address)

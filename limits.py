@@ -19,6 +19,16 @@ EMAIL_PATTERN = r"[A-Za-z0-9._%+-]{1,64}@" + DOMAIN_PATTERN
 # RDS: 1-63 lowercase letters, digits or hyphens, starting with a letter, no `--`, not ending with `-`.
 DB_INSTANCE_ID_PATTERN = r"[a-z](?!.*--)[a-z0-9-]{0,61}[a-z0-9]|[a-z]"
 
+# IAM role ARNs (access entries, CI roles).
+ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+# The CI runner's GitHub connection (new connections are codeconnections, older ones codestar-connections) and the
+# repository whose workflow jobs it takes.
+CONNECTION_ARN_PATTERN = (r"arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:"
+                          r"connection/[0-9a-f-]{36}")
+GITHUB_REPOSITORY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}"
+# CodeBuild compute types a CI runner build may use.
+CI_COMPUTE_TYPES: tuple[str, ...] = ("BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE")
+
 # `single` shared NAT gateway (cheap) or `per-az` (one per AZ, no cross-AZ single point of failure).
 NAT_MODES: tuple[str, ...] = ("single", "per-az")
 

@@ -24,15 +24,12 @@ import pulumi
 import pulumi_aws as aws
 
 from components.log_encryption import log_group_key
+from limits import CI_COMPUTE_TYPES, CONNECTION_ARN_PATTERN, GITHUB_REPOSITORY_PATTERN
 
 # Ubuntu, with the AWS CLI (the kubeconfig runs `aws eks get-token`) and what actions/setup-python expects.
 RUNNER_IMAGE = "aws/codebuild/standard:7.0"
-COMPUTE_TYPES = ("BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE")
 # CodeBuild's own bounds for a build's timeout, in minutes.
 MIN_BUILD_TIMEOUT_MINUTES, MAX_BUILD_TIMEOUT_MINUTES = 5, 2160
-CONNECTION_ARN_PATTERN = (r"arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:"
-                          r"connection/[0-9a-f-]{36}")
-REPOSITORY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}"
 # CodeBuild project names: 2-150 characters; the runs-on label repeats it.
 PROJECT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{1,149}"
 HTTPS, DNS = 443, 53
@@ -72,13 +69,14 @@ class CiRunnerArgs:
 def validate_ci_runner_args(args: CiRunnerArgs) -> None:
     if not re.fullmatch(PROJECT_NAME_PATTERN, args.project_name):
         raise ValueError(f"project_name = {args.project_name!r} is invalid; allowed: 2-150 letters, digits, - or _")
-    if not re.fullmatch(REPOSITORY_PATTERN, args.repository):
+    if not re.fullmatch(GITHUB_REPOSITORY_PATTERN, args.repository):
         raise ValueError(f"repository = {args.repository!r} is invalid; allowed: a GitHub repository as owner/name")
     if not re.fullmatch(CONNECTION_ARN_PATTERN, args.connection_arn):
         raise ValueError(f"connection_arn = {args.connection_arn!r} is invalid; allowed: a CodeConnections connection "
                          "ARN such as arn:aws:codeconnections:eu-west-1:123456789012:connection/<uuid>")
-    if args.compute_type not in COMPUTE_TYPES:
-        raise ValueError(f"compute_type = {args.compute_type!r} is invalid; allowed: {', '.join(COMPUTE_TYPES)}")
+    if args.compute_type not in CI_COMPUTE_TYPES:
+        raise ValueError(f"compute_type = {args.compute_type!r} is invalid; allowed: "
+                         + ", ".join(CI_COMPUTE_TYPES))
     if not MIN_BUILD_TIMEOUT_MINUTES <= args.build_timeout_minutes <= MAX_BUILD_TIMEOUT_MINUTES:
         raise ValueError(f"build_timeout_minutes = {args.build_timeout_minutes} is invalid; allowed: "
                          f"{MIN_BUILD_TIMEOUT_MINUTES}-{MAX_BUILD_TIMEOUT_MINUTES}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from components.log_encryption import log_group_key
-from limits import LOG_RETENTION_DAYS, is_graviton
+from limits import LOG_RETENTION_DAYS, ROLE_ARN_PATTERN, is_graviton
 from stacks.eks_support import EKS_SUPPORT, extended_support_problem
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -31,7 +32,6 @@ ACCESS_POLICY_VERBS: dict[str, frozenset[str]] = {
     VIEW_POLICY: frozenset({"get", "list", "watch"}),
 }
 READ_ONLY_VERBS = frozenset({"get", "list", "watch"})
-ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 KUBERNETES_API_PORT = 443
 # What every node needs to join, run the VPC CNI and pull images; nothing for the workloads (they use IRSA).
 NODE_MANAGED_POLICIES = (

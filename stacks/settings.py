@@ -29,9 +29,10 @@ from pydantic_core import PydanticCustomError
 from stacks.capacity import INSTANCE_TYPES, NodeGroupCapacity, capacity_problem
 from stacks.eks_support import EKS_SUPPORT, extended_support_problem
 from limits import (
-    API_POD_DB_CONNECTIONS, DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASSES, DB_INSTANCE_ID_PATTERN,
-    DOMAIN_PATTERN, EMAIL_PATTERN, LOG_RETENTION_DAYS, MIN_PROD_BACKUP_DAYS, MIN_PROD_VAULT_RETENTION_DAYS, NAT_MODES,
-    NOTIFIER_POD_DB_CONNECTIONS, REGION_PATTERN, is_graviton, max_db_connections, peak_app_db_connections,
+    API_POD_DB_CONNECTIONS, CI_COMPUTE_TYPES, CONNECTION_ARN_PATTERN, DB_CONNECTIONS_ALARM_FRACTION,
+    DB_INSTANCE_CLASSES, DB_INSTANCE_ID_PATTERN, DOMAIN_PATTERN, EMAIL_PATTERN, GITHUB_REPOSITORY_PATTERN,
+    LOG_RETENTION_DAYS, MIN_PROD_BACKUP_DAYS, MIN_PROD_VAULT_RETENTION_DAYS, NAT_MODES, NOTIFIER_POD_DB_CONNECTIONS,
+    REGION_PATTERN, ROLE_ARN_PATTERN, is_graviton, max_db_connections, peak_app_db_connections,
 )
 
 ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
@@ -176,8 +177,7 @@ Image = Matching(r"(sha256:[0-9a-f]{64}|[\w][\w.-]{0,127}"
                  r"|[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64}))",
                  "an image tag (0.1.0), a digest (sha256:...) or a full reference (registry/repo:tag)")
 MOVING_TAGS = ("latest", "main", "dev")
-RoleArn = Matching(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}",
-                   "IAM role ARNs such as arn:aws:iam::123456789012:role/platform-admin")
+RoleArn = Matching(ROLE_ARN_PATTERN, "IAM role ARNs such as arn:aws:iam::123456789012:role/platform-admin")
 InstanceType = Matching(r"[a-z][a-z0-9-]*\.[a-z0-9]+", "a non-empty list of EC2 instance types such as [\"m6i.large\"]")
 
 
@@ -287,8 +287,17 @@ class ClusterSettings(_Group):
     public_access_cidrs: Annotated[tuple[Annotated[str, Field(strict=True), AfterValidator(_public_access_cidr)], ...],
                                    Allowed("CIDRs (never /0); empty keeps the endpoint private only")]
     """CIDRs that may reach the public API endpoint; empty keeps the endpoint private only."""
+    deploy_role_arn: Matching(ROLE_ARN_PATTERN, "the IAM role ARN CI's deploy jobs assume, such as "
+                              "arn:aws:iam::123456789012:role/clinic-deploy") | None = None
+    """The role CI's deploy and destroy jobs assume: cluster admin through an access entry (required)."""
+    preview_role_arn: Matching(ROLE_ARN_PATTERN, "the IAM role ARN pull-request previews assume, such as "
+                               "arn:aws:iam::123456789012:role/clinic-preview") | None = None
+    """The role pull-request previews assume: a read-only access entry (AmazonEKSAdminViewPolicy)."""
     admin_role_arns: Annotated[tuple[RoleArn, ...], Allowed("IAM role ARNs given cluster-admin via access entries")]
-    """IAM roles given cluster-admin through EKS access entries."""
+    """Operators' IAM roles given cluster-admin through EKS access entries."""
+    viewer_role_arns: Annotated[tuple[RoleArn, ...],
+                                Allowed("IAM role ARNs given AmazonEKSViewPolicy (no Secrets) via access entries")] = ()
+    """Operators' IAM roles that may only look (AmazonEKSViewPolicy, no Secrets)."""
     node_groups: Annotated[tuple[NodeGroupSettings, ...], Field(min_length=1),
                            Allowed("a non-empty list of node groups (see README)")]
     """Managed node groups."""
@@ -299,11 +308,36 @@ class ClusterSettings(_Group):
     def _rules(self, info: ValidationInfo) -> "ClusterSettings":
         rules, names = _Rules(), [group.name for group in self.node_groups]
         rules.check(len(set(names)) == len(names), "nodeGroups", names, "node groups with distinct names")
+        roles = [self.deploy_role_arn, self.preview_role_arn, *self.admin_role_arns, *self.viewer_role_arns]
+        for arn in sorted({arn for arn in roles if arn and roles.count(arn) > 1}):
+            rules.check(False, "adminRoleArns", arn, "each role in one place only among deployRoleArn, "
+                        "previewRoleArn, adminRoleArns and viewerRoleArns (EKS keeps one access entry per role)")
         # Extended support bills every cluster hour on top; dev runs such a version with a warning from Cluster.
         support = extended_support_problem(self.kubernetes_version,
                                            (info.context or {}).get("today") or datetime.date.today())
         rules.check(not (_is_prod(info) and support), "kubernetesVersion", self.kubernetes_version,
                     f"a version in EKS standard support in prod: {support}")
+        rules.raise_any()
+        return self
+
+
+class CiSettings(_Group):
+    github_connection_arn: Matching(CONNECTION_ARN_PATTERN, "an AWS CodeConnections connection ARN such as "
+                                    "arn:aws:codeconnections:eu-west-1:123456789012:connection/<uuid>") | None = None
+    """GitHub connection of the in-VPC CI runner (components/ci_runner.py); unset: no runner."""
+    repository: Matching(GITHUB_REPOSITORY_PATTERN, "a GitHub repository as owner/name") | None = None
+    """GitHub repository `owner/name` whose workflow jobs the runner takes (required with the connection)."""
+    compute_type: OneOf(*CI_COMPUTE_TYPES) = "BUILD_GENERAL1_MEDIUM"
+    """CodeBuild compute type of each runner build."""
+    build_timeout_minutes: Between(60, 480) = 150
+    """A runner build (one job) stops after this long: at least every runner job's timeout-minutes."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> "CiSettings":
+        rules = _Rules()
+        rules.check(self.github_connection_arn is None or self.repository is not None, "repository", self.repository,
+                    "the GitHub repository owner/name whose jobs the runner takes (required with "
+                    "ci.githubConnectionArn)")
         rules.raise_any()
         return self
 
@@ -500,6 +534,7 @@ class PlatformSettings(_Group):
     """EKS cluster name; also drives the ELB discovery tags on subnets."""
     network: NetworkSettings
     cluster: ClusterSettings
+    ci: CiSettings = CiSettings()
     database: DatabaseSettings
     storage: StorageSettings
     email: EmailSettings
@@ -518,6 +553,21 @@ class PlatformSettings(_Group):
     def protect_data(self) -> bool:
         """Prod keeps patients' data: protect and retain stateful resources."""
         return self.is_prod
+
+    @model_validator(mode="after")
+    def _reach(self) -> "PlatformSettings":
+        """Something must reach the private API endpoint (the in-VPC runner, or operators from named CIDRs), and CI
+        must be let in: nobody is admitted as the cluster's creator (components/cluster.py)."""
+        rules = _Rules()
+        rules.check(self.cluster.deploy_role_arn is not None, "cluster.deployRoleArn", None,
+                    "the IAM role ARN CI's deploy jobs assume (required: the cluster admits no one else for CI)")
+        rules.raise_any()
+        if self.cluster.public_access_cidrs or self.ci.github_connection_arn:
+            return self
+        raise PydanticCustomError("settings_budget", "{problem}", {"problem": (
+            "cluster.publicAccessCidrs = [] is invalid with no in-VPC runner (ci.githubConnectionArn unset): nothing "
+            "could reach the cluster's private API endpoint; allowed: set ci.githubConnectionArn and ci.repository "
+            "(the CI runner in the VPC, README \"First deployment\"), or name the CIDRs operators run Pulumi from")})
 
     @model_validator(mode="after")
     def _connection_budget(self) -> "PlatformSettings":

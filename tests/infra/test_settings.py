@@ -260,13 +260,21 @@ def test_each_environments_defaults_keep_that_environments_rules(environment):
         if group not in named_by_the_stack:
             type(default).model_validate(default.model_dump(by_alias=True), context=context, by_alias=True,
                                          by_name=False)
+    # Nor have CI's deploy role and the runner's connection: every stack file names its own.
+    deploy_role = "arn:aws:iam::123456789012:role/clinic-deploy"
     raw = {"environment": environment, "email": {"fromAddress": "a@clinic.example.org", "domain": "clinic.example.org"},
-           "images": {"api": "0.1.0", "notifier": "0.1.0"}, "observability": {"alarmEmails": ["a@clinic.example.org"]}}
+           "images": {"api": "0.1.0", "notifier": "0.1.0"}, "observability": {"alarmEmails": ["a@clinic.example.org"]},
+           "cluster": {"deployRoleArn": deploy_role},
+           "ci": {"githubConnectionArn": "arn:aws:codeconnections:eu-west-1:123456789012:connection/"
+                                         "00000000-0000-4000-8000-000000000000", "repository": "org/repo"}}
     if environment == "prod":
         raw["apps"] = {"hostname": "clinic.example.org", "hostedZoneId": "Z0123456789EXAMPLE"}
     settings = load(environment, raw)
+    assert settings.cluster.deploy_role_arn == deploy_role
     for group, default in DEFAULTS[environment].items():
-        if group not in named_by_the_stack:
+        if group == "cluster":
+            assert settings.cluster.model_copy(update={"deploy_role_arn": None}) == default
+        elif group not in named_by_the_stack:
             assert getattr(settings, group) == default, group
 
 
