@@ -12,14 +12,14 @@ from components.image_registry import APPS
 from ops.db_restore import build_parser
 from ops.first_deploy import build_parser as first_deploy_parser
 from ops.first_deploy import local_image
-from preview.graph import ROOT
+from preview.graph import ROOT, stack_settings
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 README = ROOT / "README.md"
 EXPECTED = {
     "pr.yml": ({"pull_request"}, {"test", "offline-preview", "preview"}),
     "deploy.yml": ({"push"}, {"images", "dev", "prod"}),
-    "destroy-dev.yml": ({"workflow_dispatch"}, {"destroy"}),
+    "destroy-dev.yml": ({"workflow_dispatch"}, {"kubernetes", "aws"}),
     "restore-drill.yml": ({"schedule", "workflow_dispatch"}, {"drill"}),
 }
 # owner/repo@<40-hex SHA> # vX.Y.Z — the comment names the release the SHA was verified against.
@@ -248,7 +248,7 @@ def test_updates_of_one_stack_never_overlap_or_get_cancelled():
             assert concurrency["cancel-in-progress"] is False, f"{name}:{job_name}"
             groups[f"{name}:{job_name}"] = concurrency["group"]
     assert groups == {"deploy.yml:dev": "pulumi-stack-dev", "deploy.yml:prod": "pulumi-stack-prod",
-                      "destroy-dev.yml:destroy": "pulumi-stack-dev"}
+                      "destroy-dev.yml:kubernetes": "pulumi-stack-dev", "destroy-dev.yml:aws": "pulumi-stack-dev"}
     assert load("pr.yml")["concurrency"]["cancel-in-progress"] is True
 
 
@@ -256,8 +256,8 @@ def test_destroy_dev_demands_a_typed_confirmation_and_touches_only_dev():
     document = load("destroy-dev.yml")
     confirm = document["on"]["workflow_dispatch"]["inputs"]["confirm"]
     assert confirm["required"] is True and confirm["type"] == "string"
-    job = document["jobs"]["destroy"]
-    first = steps(job)[0]
+    first_job = document["jobs"]["kubernetes"]
+    first = steps(first_job)[0]
     assert first["env"]["TYPED"] == "${{ inputs.confirm }}"
     assert document["env"]["CONFIRMATION"] in confirm["description"]
     # The guard itself, run as the runner runs it (bash -e): only the exact phrase gets past it.
@@ -266,8 +266,10 @@ def test_destroy_dev_demands_a_typed_confirmation_and_touches_only_dev():
                                 env={"TYPED": typed, "CONFIRMATION": document["env"]["CONFIRMATION"]})
         assert result.returncode == code, (typed, result.stdout)
         assert (f"confirmation was '{typed}'" in result.stdout) == bool(code), (typed, result.stdout)
-    [destroy] = pulumi_steps(job, "destroy")
-    assert destroy["with"]["stack-name"] == "dev"
+    assert document["jobs"]["aws"]["needs"] == "kubernetes", "nothing is deleted before the confirmation is checked"
+    for job in document["jobs"].values():
+        [destroy] = pulumi_steps(job, "destroy")
+        assert destroy["with"]["stack-name"] == "dev"
     assert "prod" not in (WORKFLOWS / "destroy-dev.yml").read_text().replace("Prod has no destroy", "")
 
 
@@ -317,3 +319,210 @@ def test_restore_drill_targets_prod_and_keeps_its_figures_even_when_it_fails():
     assert upload["if"] == "always()" and upload["with"]["path"] == "restore-drill.json"
     # Inputs and outputs reach the scripts through env, never spliced into the shell text.
     assert all("${{" not in s.get("run", "") for s in steps(job))
+
+
+# --- Where the jobs run: the cluster's API endpoint is private (components/ci_runner.py) ---------------------------
+
+RUNNER_LABEL = re.compile(r"^codebuild-(?P<project>clinic-(?P<stack>dev|prod|\$\{\{ matrix\.stack \}\})-ci-runner)"
+                          r"-\$\{\{ github\.run_id \}\}-\$\{\{ github\.run_attempt \}\}$")
+# A `pulumi` command in a shell step that works on a stack's resources (config and stack output do not).
+PULUMI_STACK_COMMAND = re.compile(r"^\s*pulumi\s+(up|preview|destroy|refresh|import|state\s+delete)\b", re.M)
+
+
+def runner_jobs():
+    """((workflow, job, runs-on), job) for every job that runs on a stack's in-VPC CodeBuild runner."""
+    for name, job_name, job in all_jobs():
+        runs_on = job["runs-on"]
+        if isinstance(runs_on, str) and runs_on.startswith("codebuild-"):
+            yield (name, job_name, runs_on), job
+
+
+def stack_operations(job: dict) -> list[tuple[str, dict]]:
+    """(command, step) of every step that previews, updates or destroys a stack."""
+    found = [(s["with"]["command"], s) for s in pulumi_steps(job) if s.get("with", {}).get("command")]
+    found += [(m.group(1), s) for s in steps(job) for m in [PULUMI_STACK_COMMAND.search(s.get("run", ""))] if m]
+    return found
+
+
+def kubernetes_teardown_urn(graph) -> str:
+    return graph.one("pulumi:providers:kubernetes").urn
+
+
+def test_every_job_that_drives_a_stack_runs_on_that_stacks_runner_in_the_vpc():
+    """A GitHub-hosted runner cannot reach the private endpoint: any preview, update or destroy of a stack with
+    Kubernetes resources started there fails with "cluster unreachable"."""
+    checked = 0
+    for name, job_name, job in all_jobs():
+        for command, step in stack_operations(job):
+            if command == "destroy" and _destroys_what_the_runner_left(name, job_name, job):
+                continue
+            checked += 1
+            label = RUNNER_LABEL.match(str(job["runs-on"]))
+            assert label, f"{name}:{job_name} runs `pulumi {command}` on {job['runs-on']!r}, outside the VPC"
+            stack = step.get("with", {}).get("stack-name", "")
+            assert label["stack"] == stack or (label["stack"].startswith("${{") and stack == "${{ matrix.stack }}"), \
+                f"{name}:{job_name}: the {stack} stack on {label['project']}'s runner"
+    assert checked == 4  # pr preview (one step, dev and prod), deploy dev, deploy prod, destroy-dev kubernetes
+
+
+def _destroys_what_the_runner_left(name: str, job_name: str, job: dict) -> bool:
+    """The one allowed exception: a destroy on a GitHub-hosted runner that needs a runner job which already
+    destroyed every Kubernetes resource (the Kubernetes provider and its dependents)."""
+    jobs = load(name)["jobs"]
+    needs = job.get("needs", [])
+    for first in [needs] if isinstance(needs, str) else needs:
+        if not RUNNER_LABEL.match(str(jobs[first]["runs-on"])):
+            continue
+        for command, step in stack_operations(jobs[first]):
+            target = step.get("with", {}).get("target", "")
+            if command == "destroy" and target and step["with"].get("target-dependents") is True:
+                return True
+    return False
+
+
+def test_the_kubernetes_teardown_targets_the_provider_every_kubernetes_resource_depends_on(dev):
+    document = load("destroy-dev.yml")
+    [step] = pulumi_steps(document["jobs"]["kubernetes"], "destroy")
+    urn = step["with"]["target"].replace("${{ env.KUBERNETES_PROVIDER }}", document["env"]["KUBERNETES_PROVIDER"])
+    assert urn == kubernetes_teardown_urn(dev)
+    provider = dev.by_urn[urn]
+    kubernetes = [r for r in dev.records if r.type.startswith("kubernetes:")]
+    assert kubernetes and all(dev.depends_on(r, provider) for r in kubernetes)
+    # What the second job deletes from outside the VPC must not need the cluster's API.
+    runner = dev.one("clinic:index:CiRunner")
+    assert not dev.depends_on(runner, provider) and not [r for r in dev.descendants(runner)
+                                                          if dev.depends_on(r, provider)]
+
+
+def test_the_runner_labels_name_the_projects_the_stacks_create(dev, prod):
+    for (name, job_name, runs_on), _ in runner_jobs():
+        label = RUNNER_LABEL.match(runs_on)
+        assert label, f"{name}:{job_name}: {runs_on!r} is not codebuild-<project>-<run id>-<attempt>"
+        stacks = ["dev", "prod"] if label["stack"].startswith("${{") else [label["stack"]]
+        for stack in stacks:
+            graph = {"dev": dev, "prod": prod}[stack]
+            project = label["project"].replace("${{ matrix.stack }}", stack)
+            assert graph.exports["ciRunnerProject"] == (project, False), f"{name}:{job_name}"
+
+
+def test_fork_pull_requests_never_reach_the_runner():
+    job = load("pr.yml")["jobs"]["preview"]
+    assert RUNNER_LABEL.match(job["runs-on"])
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in job["if"]
+
+
+# --- Credentials outlive the jobs (bootstrap/github-oidc.yaml) -------------------------------------------------
+
+BOOTSTRAP = ROOT / "bootstrap" / "github-oidc.yaml"
+# Which role of the bootstrap template each workflow variable names.
+ROLE_OF_VARIABLE = {
+    "AWS_DEPLOY_ROLE_ARN": "DeployRole",
+    "AWS_DEV_PREVIEW_ROLE_ARN": "PreviewRole",
+    "AWS_PROD_PREVIEW_ROLE_ARN": "PreviewRole",
+    "AWS_RESTORE_DRILL_ROLE_ARN": "RestoreDrillRole",
+}
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short-form functions (!Sub, !Ref, ...) as {"Fn": value}."""
+
+
+_CloudFormationLoader.add_multi_constructor("!", lambda loader, tag, node: {f"!{tag}": (
+    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
+    else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+    else loader.construct_mapping(node))})
+
+
+def bootstrap() -> dict:
+    return yaml.load(BOOTSTRAP.read_text(), Loader=_CloudFormationLoader)
+
+
+def aws_sessions():
+    """(where, job, step, role logical id) of every configure-aws-credentials step."""
+    for name, job_name, job in all_jobs():
+        for step in steps(job):
+            if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@"):
+                variables = set(re.findall(r"vars\.(\w+)", step["with"]["role-to-assume"]))
+                assert variables and variables <= set(ROLE_OF_VARIABLE), f"{name}:{job_name}: {variables}"
+                roles = {ROLE_OF_VARIABLE[v] for v in variables}
+                assert len(roles) == 1, f"{name}:{job_name} picks between different roles: {roles}"
+                yield f"{name}:{job_name}", job, step, roles.pop()
+
+
+def test_every_aws_session_lasts_the_whole_job_and_its_role_allows_that_long():
+    resources = bootstrap()["Resources"]
+    sessions = list(aws_sessions())
+    assert len(sessions) == 6  # pr preview, deploy dev and prod, destroy-dev's two jobs, the restore drill
+    for where, job, step, role in sessions:
+        duration = step["with"].get("role-duration-seconds")
+        assert isinstance(duration, int), f"{where}: role-duration-seconds unset (the default is one hour)"
+        assert duration >= job["timeout-minutes"] * 60, \
+            f"{where}: a {duration} s session ends before the job's {job['timeout-minutes']} min timeout"
+        maximum = resources[role]["Properties"]["MaxSessionDuration"]
+        assert 3600 <= maximum <= 43200, f"{role}: MaxSessionDuration {maximum} outside what IAM accepts"
+        assert duration <= maximum, f"{where}: asks {duration} s of {role}, which allows {maximum} s"
+        # Role chaining (assuming a role with another role's session) caps the session at one hour.
+        assert not step["with"].get("role-chaining") and "aws-access-key-id" not in step["with"], where
+
+
+def test_each_role_trusts_exactly_the_jobs_that_assume_it():
+    resources = bootstrap()["Resources"]
+
+    def subject(role: str) -> str:
+        statement = resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        [trust] = statement
+        assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+        assert trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
+        return trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"]["!Sub"]
+
+    expected = {"DeployRole": "repo:${GitHubRepository}:environment:${DeployEnvironment}",
+                "PreviewRole": "repo:${GitHubRepository}:pull_request",
+                "RestoreDrillRole": "repo:${GitHubRepository}:environment:restore-drill"}
+    assert {role: subject(role) for role in expected} == expected
+    for where, job, _, role in aws_sessions():
+        workflow = load(where.split(":")[0])
+        if role == "DeployRole":
+            assert job["environment"] in bootstrap()["Parameters"]["DeployEnvironment"]["AllowedValues"], where
+        elif role == "RestoreDrillRole":
+            assert job["environment"] == "restore-drill", where
+        else:
+            # OIDC's subject is the environment whenever a job has one: the preview role trusts jobs without.
+            assert "environment" not in job and set(workflow["on"]) == {"pull_request"}, where
+
+
+def test_the_stack_files_name_the_roles_the_bootstrap_creates():
+    resources = bootstrap()["Resources"]
+    for stack in ("dev", "prod"):
+        settings = stack_settings(stack)
+        for role, arn in (("DeployRole", settings.cluster.deploy_role_arn),
+                          ("PreviewRole", settings.cluster.preview_role_arn)):
+            name = resources[role]["Properties"]["RoleName"]["!Sub"].replace("${Stack}", stack)
+            assert arn.endswith(f":role/{name}"), f"{stack}: {arn} is not the bootstrap's {name}"
+
+
+def test_the_deploy_role_is_the_only_broad_one_and_previews_cannot_read_patient_data():
+    resources = bootstrap()["Resources"]
+    [deny] = resources["PreviewRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and {"s3:GetObject*", "secretsmanager:GetSecretValue", "kms:Decrypt",
+                                         "sqs:ReceiveMessage", "logs:GetLogEvents"} <= set(deny["Action"])
+    broad = [name for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"
+             and any("AdministratorAccess" in str(arn) for arn in r["Properties"].get("ManagedPolicyArns", []))]
+    assert broad == ["DeployRole"]
+
+
+def test_the_readme_first_deployment_names_every_secret_and_variable_the_workflows_read():
+    text = README.read_text()
+    section = text[text.index("## First deployment"):text.index("## Who reaches the cluster")]
+    used = set()
+    for name in EXPECTED:
+        used |= set(re.findall(r"\b(?:vars|secrets)\.(\w+)", (WORKFLOWS / name).read_text()))
+    used.discard("GITHUB_TOKEN")
+    missing = sorted(n for n in used if f"`{n}`" not in section)
+    assert not missing, f"README 'First deployment' does not say how to set {missing}"
+    assert "--exclude-dependents" in section and kubernetes_provider_urn_in_readme(section)
+
+
+def kubernetes_provider_urn_in_readme(section: str) -> bool:
+    """The AWS-only first `up` excludes the provider the Kubernetes teardown targets (same URN)."""
+    urn = load("destroy-dev.yml")["env"]["KUBERNETES_PROVIDER"]
+    return f"--exclude '{urn}'" in section
