@@ -26,7 +26,7 @@ import pulumi_aws as aws
 from components.log_encryption import log_group_key
 from limits import CI_COMPUTE_TYPES, CONNECTION_ARN_PATTERN, GITHUB_REPOSITORY_PATTERN
 
-# Ubuntu, with the AWS CLI (the kubeconfig runs `aws eks get-token`) and what actions/setup-python expects.
+# Ubuntu, with the AWS CLI (the kubeconfig runs `aws eks get-token`), Docker, and what actions/setup-python expects.
 RUNNER_IMAGE = "aws/codebuild/standard:7.0"
 # CodeBuild's own bounds for a build's timeout, in minutes.
 MIN_BUILD_TIMEOUT_MINUTES, MAX_BUILD_TIMEOUT_MINUTES = 5, 2160
@@ -175,9 +175,10 @@ class CiRunner(pulumi.ComponentResource):
             artifacts={"type": "NO_ARTIFACTS"},
             environment={"type": "LINUX_CONTAINER", "image": RUNNER_IMAGE, "compute_type": args.compute_type,
                          "image_pull_credentials_type": "CODEBUILD",
-                         # No Docker daemon: nothing a deployment runs needs one, and a privileged build could
-                         # escape its container. Images are built and pushed on GitHub-hosted runners.
-                         "privileged_mode": False},
+                         # The deploy jobs load the images built on GitHub's runners and push them to ECR, which
+                         # needs a Docker daemon in the build. Each build is a fresh CodeBuild host of this account
+                         # running one job of this repository (fork pull requests never reach it).
+                         "privileged_mode": True},
             build_timeout=args.build_timeout_minutes,
             vpc_config={"vpc_id": args.vpc_id, "subnets": args.subnet_ids, "security_group_ids": [security_group.id]},
             logs_config={"cloudwatch_logs": {"status": "ENABLED", "group_name": log_group.name},

@@ -23,7 +23,7 @@ def args(**overrides) -> CiRunnerArgs:
     return CiRunnerArgs(**{**values, **overrides})
 
 
-def test_the_project_runs_github_jobs_in_the_private_subnets_without_docker(stack):
+def test_the_project_runs_github_jobs_in_the_private_subnets_with_docker_for_the_image_push(stack):
     project = stack.one(PROJECT)
     name = f"clinic-{stack.exports['clusterName'][0].removeprefix('clinic-')}-ci-runner"
     assert project.inputs["name"] == name
@@ -32,7 +32,7 @@ def test_the_project_runs_github_jobs_in_the_private_subnets_without_docker(stac
     sg = stack.one("aws:ec2/securityGroup:SecurityGroup", f"{name}-sg")
     assert project.inputs["vpcConfig"]["securityGroupIds"] == [f"{sg.name}-id"]
     environment = project.inputs["environment"]
-    assert environment["privilegedMode"] is False and environment["type"] == "LINUX_CONTAINER"
+    assert environment["privilegedMode"] is True and environment["type"] == "LINUX_CONTAINER"
     assert project.inputs["source"]["auth"]["type"] == "CODECONNECTIONS"
     assert project.inputs["source"]["location"].startswith("https://github.com/")
     assert project.inputs["artifacts"] == {"type": "NO_ARTIFACTS"}
