@@ -153,3 +153,18 @@ def test_a_standalone_runner_registers_its_children_under_itself():
     component = graph.one("clinic:index:CiRunner")
     names = {r.name for r in graph.descendants(component)}
     assert {"r-sg", "r-project", "r-webhook", "r-role", "r-policy", "r-logs", "r-logs-key"} <= names
+
+
+def test_the_first_up_from_outside_the_vpc_creates_the_aws_side_and_no_kubernetes_object(stack):
+    """README "First deployment", step 5: `pulumi up --exclude <Kubernetes provider> --exclude-dependents` from an
+    operator's machine, which cannot reach the private endpoint, must still create the runner CI needs and
+    everything AWS-only, and nothing that talks to the Kubernetes API."""
+    provider = stack.one("pulumi:providers:kubernetes")
+    created = [r for r in stack.records if r.urn != provider.urn and not stack.depends_on(r, provider)]
+    assert not [r.name for r in created if r.type.startswith("kubernetes:")]
+    types = {r.type for r in created}
+    assert {"aws:codebuild/project:Project", "aws:codebuild/webhook:Webhook", "eks:index:Cluster",
+            "aws:eks/nodeGroup:NodeGroup", "aws:rds/instance:Instance", "aws:ecr/repository:Repository"} <= types
+    # The runner is admitted to the endpoint before CI's first job needs it.
+    assert any(r.type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+               and r.inputs.get("fromPort") == 443 for r in created)
