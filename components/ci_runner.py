@@ -191,7 +191,7 @@ class CiRunner(pulumi.ComponentResource):
         # which starts a build only for jobs whose label names it.
         aws.codebuild.Webhook(f"{name}-webhook", project_name=project.name, build_type="BUILD",
                               filter_groups=[{"filters": [{"type": "EVENT", "pattern": "WORKFLOW_JOB_QUEUED"}]}],
-                              opts=pulumi.ResourceOptions(parent=project))
+                              opts=child)
 
         self.project_name = project.name
         self.runs_on = project.name.apply(runs_on_label)
