@@ -12,6 +12,7 @@ from tests.infra.pulumi_mocks import evaluate_program
 EKS = "eks:index:Cluster"
 ADDON = "aws:eks/addon:Addon"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+DEPLOY_ROLE = "arn:aws:iam::123456789012:role/clinic-dev-deploy"
 
 
 def addon(graph, name):
@@ -41,7 +42,7 @@ def test_coredns_is_one_add_on_owned_here_and_created_after_the_node_groups(stac
 
 def test_the_add_ons_follow_another_cluster_version():
     graph = evaluate_program("dev", {"clinic-platform:cluster": {
-        "kubernetesVersion": "1.34", "publicAccessCidrs": ["203.0.113.0/24"]}})
+        "kubernetesVersion": "1.34", "publicAccessCidrs": ["203.0.113.0/24"], "deployRoleArn": DEPLOY_ROLE}})
     assert graph.one(EKS).inputs["version"] == "1.34"
     assert graph.one(EKS).inputs["kubeProxyAddonOptions"]["version"] == "v1.34.0-eksbuild.1"
     assert all(g.inputs["version"] == "1.34" for g in graph.of_type(NODE_GROUP))
@@ -70,13 +71,13 @@ def test_dev_on_an_extended_version_is_warned(monkeypatch):
     monkeypatch.setattr("components.cluster.datetime", type("D", (), {"date": type("d", (), {
         "today": staticmethod(lambda: datetime.date(2026, 11, 29))})}))
     evaluate_program("dev", {"clinic-platform:cluster": {
-        "kubernetesVersion": "1.33", "publicAccessCidrs": ["203.0.113.0/24"]}})
+        "kubernetesVersion": "1.33", "publicAccessCidrs": ["203.0.113.0/24"], "deployRoleArn": DEPLOY_ROLE}})
     assert [w for w in warnings if "1.33 is in EKS extended support" in w], warnings
 
 
 def test_an_unknown_version_is_refused_with_the_known_ones():
     args = ClusterArgs(cluster_name="c", kubernetes_version="1.29", vpc_id="v", private_subnet_ids=[],
-                       service_ipv4_cidr="172.20.0.0/16", node_groups=())
+                       service_ipv4_cidr="172.20.0.0/16", node_groups=(), deploy_role_arn=DEPLOY_ROLE)
     with pytest.raises(ValueError, match=r"kubernetes_version = '1.29' is invalid; allowed: 1.33, 1.34, 1.35"):
         validate_cluster_args(args)
 
