@@ -10,15 +10,15 @@ import pytest
 import components.cluster as cluster_module
 from components.cluster import (
     ACCESS_POLICY_VERBS, ADMIN_VIEW_POLICY, CLUSTER_ADMIN_POLICY, READ_ONLY_VERBS, VIEW_POLICY, Cluster, ClusterArgs,
-    access_entries, no_creator_admin, validate_cluster_args,
+    NodeGroupArgs, access_entries, no_creator_admin, validate_cluster_args,
 )
-from stacks.settings import NodeGroupSettings, StackSettingsError
+from stacks.settings import StackSettingsError
 from tests.infra.pulumi_mocks import evaluate, evaluate_program, stack_settings
 
 EKS = "eks:index:Cluster"
 ROLE = "arn:aws:iam::123456789012:role/{}"
-GROUP = NodeGroupSettings(name="general", instance_types=("t3.large",), capacity_type="SPOT", min_size=1,
-                          desired_size=1, max_size=2, max_unavailable=1, disk_size_gb=20)
+GROUP = NodeGroupArgs(name="general", instance_types=("t3.large",), capacity_type="SPOT", min_size=1, desired_size=1,
+                      max_size=2, disk_size_gb=20)
 
 
 def args(**overrides) -> ClusterArgs:
