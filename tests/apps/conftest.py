@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import boto3
@@ -42,8 +43,11 @@ class Postgres:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory) -> Postgres:
-    return Postgres(tmp_path_factory.mktemp("pg"))
+def postgres(tmp_path_factory) -> Iterator[Postgres]:
+    server = Postgres(tmp_path_factory.mktemp("pg"))
+    yield server
+    # Stopped here, not by the wheel's atexit hook, which would log after pytest's summary.
+    server.server.cleanup()
 
 
 @pytest.fixture(scope="session")
