@@ -12,7 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cluster import Cluster
-from stacks.capacity import MIGRATION_POD
+from limits.capacity import MIGRATION_POD
 
 APP_UID = 10001
 # The label the Deployment, Service, PDB and NetworkPolicies select an app's pods by; migrations Jobs use their own.

@@ -20,7 +20,7 @@ from components.app_workload import AppWorkload, AppWorkloadArgs, Shutdown
 from components.cluster import Cluster
 from components.lb_controller import LoadBalancerController
 from limits import APP_DB_POOL_SIZE
-from stacks.capacity import API_POD, NOTIFIER_POD
+from limits.capacity import API_POD, NOTIFIER_POD
 
 NAMESPACE = "clinic"
 API_PORT = 8000
@@ -188,7 +188,7 @@ def database_env(prefix: str, p: PlatformEndpoints) -> list[dict[str, Any]]:
         {"name": f"{prefix}_DATABASE__PORT", "value": pulumi.Output.from_input(p.database_port).apply(str)},
         {"name": f"{prefix}_DATABASE__NAME", "value": p.database_name},
         {"name": f"{prefix}_DATABASE__SSLMODE", "value": "require"},
-        # The size the stack's connection budget is checked against (limits.py, stacks/settings.py).
+        # The size the stack's connection budget is checked against (limits/, stacks/settings.py).
         {"name": f"{prefix}_DATABASE__POOL_SIZE", "value": str(APP_DB_POOL_SIZE)},
         {"name": f"{prefix}_DATABASE__SECRET_ARN", "value": p.database_secret_arn},
         {"name": f"{prefix}_AWS__REGION", "value": p.region},

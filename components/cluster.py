@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 
 from components.log_encryption import log_group_key
 from limits import LOG_RETENTION_DAYS, ROLE_ARN_PATTERN, is_graviton
-from stacks.eks_support import EKS_SUPPORT, extended_support_problem
+from limits.eks_support import EKS_SUPPORT, extended_support_problem
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"

@@ -15,7 +15,7 @@ from pulumi_policy import (
 )
 
 # The CLI runs this file from the pack's directory, but not necessarily with it on sys.path. The project directory
-# comes next: guardrails share limits.py (prod minimums, log retentions) with the stack settings and components. The
+# comes next: guardrails share limits/ (prod minimums, log retentions) with the stack settings and components. The
 # pack therefore runs from a checkout (`--policy-pack policy`); `pulumi policy publish` would upload policy/ alone.
 PACK = Path(__file__).resolve().parent
 sys.path[:0] = [str(PACK), str(PACK.parent)]

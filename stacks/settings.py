@@ -26,8 +26,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from stacks.capacity import INSTANCE_TYPES, NodeGroupCapacity, capacity_problem
-from stacks.eks_support import EKS_SUPPORT, extended_support_problem
+from limits.capacity import INSTANCE_TYPES, NodeGroupCapacity, capacity_problem
+from limits.eks_support import EKS_SUPPORT, extended_support_problem
 from limits import (
     API_POD_DB_CONNECTIONS, CI_COMPUTE_TYPES, CONNECTION_ARN_PATTERN, DB_CONNECTIONS_ALARM_FRACTION,
     DB_INSTANCE_CLASSES, DB_INSTANCE_ID_PATTERN, DOMAIN_PATTERN, EMAIL_PATTERN, GITHUB_REPOSITORY_PATTERN,
@@ -39,7 +39,7 @@ ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
 Environment = Literal["dev", "prod"]
 # Major versions only: RDS applies minor upgrades itself (auto_minor_version_upgrade), a major upgrade is a decision.
 POSTGRES_MAJOR_VERSIONS: tuple[str, ...] = ("15", "16", "17")
-# The versions of the EKS release calendar (stacks/eks_support.py); prod refuses one in extended support.
+# The versions of the EKS release calendar (limits/eks_support.py); prod refuses one in extended support.
 KUBERNETES_VERSIONS: tuple[str, ...] = tuple(EKS_SUPPORT)
 CAPACITY_TYPES: tuple[str, ...] = ("ON_DEMAND", "SPOT")
 # Burstable classes run out of CPU credits under sustained load and do not support Performance Insights' long
@@ -264,7 +264,7 @@ class NodeGroupSettings(_Group):
         rules, prod = _Rules(), _is_prod(info)
         rules.check(len({is_graviton(t) for t in self.instance_types}) == 1, "instanceTypes", list(self.instance_types),
                     "instance types of one architecture (all Graviton or all x86)")
-        # The node capacity check needs each type's allocatable CPU and memory (stacks/capacity.py).
+        # The node capacity check needs each type's allocatable CPU and memory (limits/capacity.py).
         rules.check(all(t in INSTANCE_TYPES for t in self.instance_types), "instanceTypes", list(self.instance_types),
                     "types whose capacity the stack knows: " + ", ".join(INSTANCE_TYPES))
         rules.check(not prod or self.capacity_type == "ON_DEMAND", "capacityType", self.capacity_type,
@@ -591,7 +591,7 @@ class PlatformSettings(_Group):
 
     @model_validator(mode="after")
     def _node_capacity(self) -> "PlatformSettings":
-        """A burst to the HPA ceiling must find room on the nodes the autoscaler may add (stacks/capacity.py)."""
+        """A burst to the HPA ceiling must find room on the nodes the autoscaler may add (limits/capacity.py)."""
         groups = [NodeGroupCapacity(g.instance_types, g.max_size) for g in self.cluster.node_groups]
         problem = capacity_problem(self.apps.api_max_replicas, self.apps.notifier_replicas, groups,
                                    monitoring=self.observability.monitoring)

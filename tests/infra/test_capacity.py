@@ -2,7 +2,7 @@
 
 import pytest
 
-from stacks.capacity import (API_POD, INSTANCE_TYPES, NOTIFIER_POD, NodeGroupCapacity, capacity_problem,
+from limits.capacity import (API_POD, INSTANCE_TYPES, NOTIFIER_POD, NodeGroupCapacity, capacity_problem,
                              requested, usable_capacity)
 
 DEV = [NodeGroupCapacity(("t3.large", "t3a.large"), 3)]

@@ -6,7 +6,7 @@ import pulumi
 import pytest
 
 from components.cluster import ClusterArgs, validate_cluster_args
-from stacks.eks_support import EKS_SUPPORT, extended_support_problem, support_status
+from limits.eks_support import EKS_SUPPORT, extended_support_problem, support_status
 from tests.infra.pulumi_mocks import evaluate_program
 
 EKS = "eks:index:Cluster"

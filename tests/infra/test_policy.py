@@ -325,4 +325,4 @@ def test_the_pack_imports_the_shared_limits_when_started_from_its_own_directory(
     pack, shared = done.stdout.splitlines()
     assert json.loads(pack) == {"name": "clinic-guardrails", "level": "mandatory",
                                 "policies": len(g.RESOURCE_RULES) + len(g.STACK_RULES)}
-    assert shared == f"True {ROOT / 'limits.py'}"
+    assert shared == f"True {ROOT / 'limits' / '__init__.py'}"

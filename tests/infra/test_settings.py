@@ -365,7 +365,7 @@ def test_prod_refuses_a_kubernetes_version_in_extended_support_dev_runs_it():
 
 def test_the_default_kubernetes_version_is_in_standard_support_today():
     import datetime
-    from stacks.eks_support import support_status
+    from limits.eks_support import support_status
     for environment in ("dev", "prod"):
         version = DEFAULTS[environment]["cluster"].kubernetes_version
         assert support_status(version, datetime.date(2026, 11, 29)) == "standard", environment
