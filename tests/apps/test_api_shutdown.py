@@ -123,7 +123,10 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_re
     stopped_after = time.monotonic() - signalled
     assert GRACE_SECONDS - 0.5 <= stopped_after < GRACE_SECONDS + 5, \
         f"stopped {stopped_after:.1f} s after SIGTERM; the stalled upload should hold it for ~{GRACE_SECONDS} s"
-    assert response_of(never_finishes) == b"", "the request that outlived the timeout is cut, not answered"
+    # At the timeout uvicorn cancels the handler; whether its own 500 reaches the client before it closes the socket
+    # is a race inside uvicorn. Either way the upload is not accepted and the client knows it failed.
+    cut = response_of(never_finishes)
+    assert cut == b"" or cut.startswith(b"HTTP/1.1 500"), f"the request that outlived the timeout was answered: {cut!r}"
     output = process.stdout.read()
     assert "timeout graceful shutdown exceeded" in output, output[-2000:]
 
