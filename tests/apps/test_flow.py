@@ -10,11 +10,10 @@ import pytest
 from sqlalchemy import create_engine
 
 from api_support import PASSWORD, running_clinic
-from conftest import REGION
 from notifier.metrics import Metrics
 from notifier.store import SentEventStore
 from notifier.worker import Notifier
-from test_notifier_worker import sent_emails, wait_for
+from support import REGION, sent_emails, wait_for
 
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
 PDF = b"%PDF-1.7\n" + uuid.uuid4().bytes * 64 + b"\n%%EOF\n"

@@ -17,7 +17,7 @@ from clinic_api.db import Prepared, make_hot_pool
 from clinic_api.settings import Settings
 from clinic_common.aws import AwsSettings
 from clinic_common.database import DatabaseSettings, create_engine
-from conftest import REGION
+from support import REGION
 
 BACKEND_PID = Prepared.of(select(func.pg_backend_pid().label("pid")))
 CURRENT_USER = Prepared.of(select(literal_column("current_user").label("user")))

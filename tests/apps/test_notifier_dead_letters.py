@@ -12,9 +12,7 @@ from botocore.config import Config
 
 from notifier.dead_letters import DeadLetterSampler, dead_letter_queue_url
 from notifier.metrics import Metrics
-from test_notifier_process import ROOT, get, notifier_env, wait_for  # noqa: F401
-from test_notifier_worker import (REGION, aws_endpoint, from_address, make_queue, notifier_database,  # noqa: F401
-                                  notifier_db_env, sqs)
+from support import REGION, ROOT, get, make_queue, wait_for
 
 
 def gauge(metrics, name):

@@ -1,75 +1,23 @@
 """``python -m notifier`` as a process: settings from the environment, health, metrics, clean SIGTERM."""
 import http.client
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from sqlalchemy import text
 
-from test_notifier_worker import (REGION, aws_endpoint, from_address, notifier_database,  # noqa: F401
-                                  notifier_db_env, notifier_engine, sqs)
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:
-        return None, ""
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from support import ROOT, get, wait_for
 
 
 def sent_to(endpoint, to):
     status, body = get(f"{endpoint}/moto-api/data.json")
     return [m for m in json.loads(body)["ses"]["Message"] if to in str(m["destinations"])]
-
-
-@pytest.fixture
-def notifier_env(notifier_db_env, aws_endpoint, sqs, from_address):
-    queue = sqs.create_queue(QueueName=f"proc-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
-    env.update(notifier_db_env)
-    env.update({
-        "PYTHONPATH": str(ROOT / "apps"),
-        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-        "NOTIFIER_AWS__REGION": REGION, "NOTIFIER_AWS__ENDPOINT_URL": aws_endpoint,
-        "NOTIFIER_QUEUE_URLS": json.dumps([queue]),
-        "NOTIFIER_SES__FROM_ADDRESS": from_address,
-        "NOTIFIER_HTTP_PORT": str(port), "NOTIFIER_HTTP_HOST": "127.0.0.1",
-        "NOTIFIER_WAIT_SECONDS": "2",
-    })
-    return env, queue, f"http://127.0.0.1:{port}"
 
 
 def test_migrate_then_run_send_and_stop_on_sigterm(notifier_env, sqs, aws_endpoint):

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from clinic_common.aws import AwsSettings
 from clinic_common.database import DatabaseSettings, create_engine
 from notifier.settings import NotifierSettings, get_settings
-from test_notifier_worker import REGION, aws_endpoint  # noqa: F401
+from support import REGION
 
 BASE = {"NOTIFIER_QUEUE_URLS": '["https://sqs.eu-west-1.amazonaws.com/1/clinic-account"]',
         "NOTIFIER_SES__FROM_ADDRESS": "no-reply@clinic.example"}

@@ -14,44 +14,13 @@ from notifier.metrics import Metrics
 from notifier.retry import RetryPolicy
 from notifier.store import SentEventStore
 from notifier.worker import Notifier
-
-FROM_ADDRESS = "no-reply@clinic.test"
-from conftest import REGION  # noqa: E402  (the region the shared moto fixtures use)
-
-
-class Queue:
-    def __init__(self, url, dlq_url):
-        self.url, self.dlq_url = url, dlq_url
-
-
-def make_queue(sqs, name, visibility=30, max_receive=3):
-    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": json.dumps(
-        {"deadLetterTargetArn": arn, "maxReceiveCount": max_receive})})["QueueUrl"]
-    return Queue(url, dlq)
+from support import FROM_ADDRESS, REGION, make_queue, sent_emails, wait_for
 
 
 def queue_depth(sqs, url):
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
-
-
-def sent_emails(endpoint, to):
-    """Emails moto's SES accepted for ``to``."""
-    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as response:
-        messages = json.load(response)["ses"]["Message"]
-    return [m for m in messages if to in str(m["destinations"])]
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 PAYLOADS = {
@@ -68,45 +37,6 @@ def event_body(event_type, to="patient@example.com", event_id=None):
     return json.dumps({"id": event_id or str(uuid.uuid4()), "type": event_type,
                        "occurred_at": "2026-11-22T19:00:00Z",
                        "payload": {"recipient_email": to, "recipient_name": "Pat", **PAYLOADS[event_type]}})
-
-
-# Fixtures on the shared ones (tests/apps/conftest.py): `postgres`, a real server; `moto_endpoint`, a moto server.
-@pytest.fixture(scope="session")
-def aws_endpoint(moto_endpoint):
-    boto3.client("sesv2", endpoint_url=moto_endpoint, region_name=REGION).create_email_identity(
-        EmailIdentity=FROM_ADDRESS)
-    return moto_endpoint
-
-
-@pytest.fixture(scope="session")
-def notifier_database(postgres):
-    return postgres.create_database()
-
-
-@pytest.fixture(scope="session")
-def notifier_engine(postgres, notifier_database):
-    from sqlalchemy import create_engine
-    engine = create_engine(f"postgresql+psycopg://postgres@/{notifier_database}?host={postgres.host}"
-                           f"&port={postgres.port}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def notifier_db_env(postgres, notifier_database):
-    return {"NOTIFIER_DATABASE__HOST": postgres.host, "NOTIFIER_DATABASE__PORT": str(postgres.port),
-            "NOTIFIER_DATABASE__NAME": notifier_database, "NOTIFIER_DATABASE__USER": "postgres",
-            "NOTIFIER_DATABASE__SSLMODE": "disable"}
-
-
-@pytest.fixture
-def from_address(aws_endpoint):
-    return FROM_ADDRESS
-
-
-@pytest.fixture
-def sqs(aws_endpoint):
-    return boto3.client("sqs", endpoint_url=aws_endpoint, region_name=REGION)
 
 
 @pytest.fixture

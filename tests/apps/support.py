@@ -1,0 +1,56 @@
+"""Plain helpers shared by the app tests (fixtures live in conftest.py; the API's client helpers in api_support.py)."""
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"  # the region of the shared moto server (conftest.py)
+FROM_ADDRESS = "no-reply@clinic.test"  # verified in SES by the `aws_endpoint` fixture
+
+
+class Queue:
+    def __init__(self, url, dlq_url):
+        self.url, self.dlq_url = url, dlq_url
+
+
+def make_queue(sqs, name, visibility=30, max_receive=3):
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": arn, "maxReceiveCount": max_receive})})["QueueUrl"]
+    return Queue(url, dlq)
+
+
+def sent_emails(endpoint, to):
+    """Emails moto's SES accepted for ``to``."""
+    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as response:
+        messages = json.load(response)["ses"]["Message"]
+    return [m for m in messages if to in str(m["destinations"])]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
