@@ -17,12 +17,14 @@ import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, model_validator,
 )
+from annotated_types import GroupedMetadata
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -69,6 +71,18 @@ class Allowed:
         self.text = text
 
 
+@dataclass(frozen=True)
+class Checks(GroupedMetadata):
+    """Annotated metadata for `Annotated[int, Between(1, 5)]`: a field's constraints, validators and `Allowed` text in
+    one item, which pydantic expands in place (annotated-types' GroupedMetadata). A factory returning metadata, not a
+    type, keeps the field's type visible to type checkers."""
+
+    items: tuple[Any, ...]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+
 def _refuse(allowed: str) -> PydanticCustomError:
     """A field's own check failed for a reason more precise than its `Allowed` text."""
     return PydanticCustomError("setting", "{allowed}", {"allowed": allowed})
@@ -88,19 +102,26 @@ def _text_from_number(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def Between(low: int, high: int) -> Any:  # noqa: N802 - reads as a type in annotations
-    return Annotated[int, Field(strict=True, ge=low, le=high), BeforeValidator(_number_from_text),
-                     Allowed(f"an integer from {low} to {high}")]
+def Between(low: int, high: int) -> Checks:  # noqa: N802 - reads as a type in annotations
+    return Checks((Field(strict=True, ge=low, le=high), BeforeValidator(_number_from_text),
+                   Allowed(f"an integer from {low} to {high}")))
 
 
 Flag = Annotated[bool, Field(strict=True), BeforeValidator(_bool_from_text), Allowed("true or false")]
 
 
-def OneOf(*values: str) -> Any:  # noqa: N802
-    return Annotated[Literal[values], BeforeValidator(_text_from_number), Allowed("one of " + ", ".join(values))]
+def OneOf(*values: str) -> Checks:  # noqa: N802
+    allowed = "one of " + ", ".join(values)
+
+    def check(value: str) -> str:
+        if value not in values:
+            raise _refuse(allowed)
+        return value
+
+    return Checks((Field(strict=True), BeforeValidator(_text_from_number), AfterValidator(check), Allowed(allowed)))
 
 
-def Matching(pattern: str, allowed: str) -> Any:  # noqa: N802
+def Matching(pattern: str, allowed: str) -> Checks:  # noqa: N802
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
@@ -108,7 +129,7 @@ def Matching(pattern: str, allowed: str) -> Any:  # noqa: N802
             raise _refuse(allowed)
         return value
 
-    return Annotated[str, Field(strict=True), AfterValidator(check), Allowed(allowed)]
+    return Checks((Field(strict=True), AfterValidator(check), Allowed(allowed)))
 
 
 def _is_log_retention(days: int) -> int:
@@ -121,7 +142,7 @@ LogRetention = Annotated[int, Field(strict=True), BeforeValidator(_number_from_t
                          Allowed("a CloudWatch Logs retention value")]
 
 
-def PrivateCidr(low: int, high: int) -> Any:  # noqa: N802
+def PrivateCidr(low: int, high: int) -> Checks:  # noqa: N802
     def check(value: str) -> str:
         try:
             net = ipaddress.IPv4Network(value, strict=True)
@@ -133,7 +154,7 @@ def PrivateCidr(low: int, high: int) -> Any:  # noqa: N802
             raise _refuse(f"a prefix length from /{low} to /{high}")
         return value
 
-    return Annotated[str, Field(strict=True), AfterValidator(check), Allowed(f"a private IPv4 CIDR, /{low} to /{high}")]
+    return Checks((Field(strict=True), AfterValidator(check), Allowed(f"a private IPv4 CIDR, /{low} to /{high}")))
 
 
 def _public_access_cidr(value: str) -> str:
@@ -151,8 +172,8 @@ _ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+)(:\d{1,5})?")
 
 def _cors_origin(value: str, info: ValidationInfo) -> str:
     match = _ORIGIN.fullmatch(value)
-    local = bool(match) and match.group(2) in ("localhost", "127.0.0.1")
-    if not match or (match.group(1) == "http" and (_is_prod(info) or not local)):
+    local = match is not None and match.group(2) in ("localhost", "127.0.0.1")
+    if match is None or (match.group(1) == "http" and (_is_prod(info) or not local)):
         raise _refuse("scheme://host[:port] with https (http only for localhost in dev), no path, no wildcard")
     return value
 
@@ -169,16 +190,18 @@ def _tag_key(key: str) -> str:
     return key
 
 
-Domain = Matching(DOMAIN_PATTERN, "a lowercase DNS domain such as clinic.example.org")
-Email = Matching(EMAIL_PATTERN, "an email address such as no-reply@clinic.example.org")
-Region = Matching(REGION_PATTERN, "an AWS region such as eu-west-1")
+Domain = Annotated[str, Matching(DOMAIN_PATTERN, "a lowercase DNS domain such as clinic.example.org")]
+Email = Annotated[str, Matching(EMAIL_PATTERN, "an email address such as no-reply@clinic.example.org")]
+Region = Annotated[str, Matching(REGION_PATTERN, "an AWS region such as eu-west-1")]
 # A tag (0.1.0, a git SHA), a digest (sha256:<64 hex>), or a full reference (registry/repo:tag or repo@sha256:...).
-Image = Matching(r"(sha256:[0-9a-f]{64}|[\w][\w.-]{0,127}"
+Image = Annotated[str, Matching(r"(sha256:[0-9a-f]{64}|[\w][\w.-]{0,127}"
                  r"|[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64}))",
-                 "an image tag (0.1.0), a digest (sha256:...) or a full reference (registry/repo:tag)")
+                 "an image tag (0.1.0), a digest (sha256:...) or a full reference (registry/repo:tag)")]
 MOVING_TAGS = ("latest", "main", "dev")
-RoleArn = Matching(ROLE_ARN_PATTERN, "IAM role ARNs such as arn:aws:iam::123456789012:role/platform-admin")
-InstanceType = Matching(r"[a-z][a-z0-9-]*\.[a-z0-9]+", "a non-empty list of EC2 instance types such as [\"m6i.large\"]")
+RoleArn = Annotated[str, Matching(ROLE_ARN_PATTERN,
+                                  "IAM role ARNs such as arn:aws:iam::123456789012:role/platform-admin")]
+InstanceType = Annotated[str, Matching(r"[a-z][a-z0-9-]*\.[a-z0-9]+",
+                                       "a non-empty list of EC2 instance types such as [\"m6i.large\"]")]
 
 
 # --- rules between fields ------------------------------------------------------------------------------------------
@@ -213,17 +236,17 @@ class _Group(BaseModel):
 # --- the groups ----------------------------------------------------------------------------------------------------
 
 class NetworkSettings(_Group):
-    vpc_cidr: PrivateCidr(MIN_VPC_PREFIX, MAX_VPC_PREFIX)
+    vpc_cidr: Annotated[str, PrivateCidr(MIN_VPC_PREFIX, MAX_VPC_PREFIX)]
     """IPv4 CIDR of the VPC, RFC 1918, /16 to /20."""
-    az_count: Between(MIN_AZS, MAX_AZS)
+    az_count: Annotated[int, Between(MIN_AZS, MAX_AZS)]
     """Availability zones to spread subnets over (and no more than the region has)."""
-    nat_mode: OneOf(*NAT_MODES)
+    nat_mode: Annotated[str, OneOf(*NAT_MODES)]
     """`single` shared NAT gateway (cheap) or `per-az` (one per AZ, no cross-AZ single point of failure)."""
     flow_logs: Flag
     """Send VPC flow logs (all traffic) to CloudWatch Logs."""
     flow_log_retention_days: LogRetention
     """Retention of the flow-log group, a value CloudWatch accepts."""
-    kubernetes_service_cidr: PrivateCidr(12, 24)
+    kubernetes_service_cidr: Annotated[str, PrivateCidr(12, 24)]
     """Kubernetes Service CIDR of the cluster; must not overlap the VPC."""
 
     @model_validator(mode="after")
@@ -241,22 +264,23 @@ class NetworkSettings(_Group):
 
 
 class NodeGroupSettings(_Group):
-    name: Matching(r"[a-z][a-z0-9-]{0,30}", "1-31 lowercase letters, digits or -, starting with a letter")
+    name: Annotated[str, Matching(r"[a-z][a-z0-9-]{0,30}",
+                                  "1-31 lowercase letters, digits or -, starting with a letter")]
     """Managed node group name (stable: a rename replaces the group)."""
     instance_types: Annotated[tuple[InstanceType, ...], Field(min_length=1),
                               Allowed("a non-empty list of EC2 instance types such as [\"m6i.large\"]")]
     """EC2 instance types, all of one architecture."""
-    capacity_type: OneOf(*CAPACITY_TYPES) = "SPOT"
+    capacity_type: Annotated[str, OneOf(*CAPACITY_TYPES)] = "SPOT"
     """ON_DEMAND or SPOT (dev only)."""
-    min_size: Between(0, 100) = 1
+    min_size: Annotated[int, Between(0, 100)] = 1
     """Lower scaling bound."""
-    desired_size: Between(0, 100) = 2
+    desired_size: Annotated[int, Between(0, 100)] = 2
     """Initial size; later owned by the autoscaler."""
-    max_size: Between(1, 100) = 3
+    max_size: Annotated[int, Between(1, 100)] = 3
     """Upper scaling bound."""
-    max_unavailable: Between(1, 100) = 1
+    max_unavailable: Annotated[int, Between(1, 100)] = 1
     """Nodes replaced at once during a rolling update."""
-    disk_size_gb: Between(20, 1000) = 30
+    disk_size_gb: Annotated[int, Between(20, 1000)] = 30
     """Encrypted gp3 root volume size."""
 
     @model_validator(mode="after")
@@ -282,16 +306,16 @@ class NodeGroupSettings(_Group):
 
 
 class ClusterSettings(_Group):
-    kubernetes_version: OneOf(*KUBERNETES_VERSIONS)
+    kubernetes_version: Annotated[str, OneOf(*KUBERNETES_VERSIONS)]
     """Pinned EKS Kubernetes version."""
     public_access_cidrs: Annotated[tuple[Annotated[str, Field(strict=True), AfterValidator(_public_access_cidr)], ...],
                                    Allowed("CIDRs (never /0); empty keeps the endpoint private only")]
     """CIDRs that may reach the public API endpoint; empty keeps the endpoint private only."""
-    deploy_role_arn: Matching(ROLE_ARN_PATTERN, "the IAM role ARN CI's deploy jobs assume, such as "
-                              "arn:aws:iam::123456789012:role/clinic-deploy") | None = None
+    deploy_role_arn: Annotated[str, Matching(ROLE_ARN_PATTERN, "the IAM role ARN CI's deploy jobs assume, such as "
+                                             "arn:aws:iam::123456789012:role/clinic-deploy")] | None = None
     """The role CI's deploy and destroy jobs assume: cluster admin through an access entry (required)."""
-    preview_role_arn: Matching(ROLE_ARN_PATTERN, "the IAM role ARN pull-request previews assume, such as "
-                               "arn:aws:iam::123456789012:role/clinic-preview") | None = None
+    preview_role_arn: Annotated[str, Matching(ROLE_ARN_PATTERN, "the IAM role ARN pull-request previews assume, "
+                                              "such as arn:aws:iam::123456789012:role/clinic-preview")] | None = None
     """The role pull-request previews assume: a read-only access entry (AmazonEKSAdminViewPolicy)."""
     admin_role_arns: Annotated[tuple[RoleArn, ...], Allowed("IAM role ARNs given cluster-admin via access entries")]
     """Operators' IAM roles given cluster-admin through EKS access entries."""
@@ -301,7 +325,7 @@ class ClusterSettings(_Group):
     node_groups: Annotated[tuple[NodeGroupSettings, ...], Field(min_length=1),
                            Allowed("a non-empty list of node groups (see README)")]
     """Managed node groups."""
-    janitor_timeout_seconds: Between(60, 3600)
+    janitor_timeout_seconds: Annotated[int, Between(60, 3600)]
     """How long destroy waits for Kubernetes-made load balancers and their network interfaces to go."""
 
     @model_validator(mode="after")
@@ -322,14 +346,15 @@ class ClusterSettings(_Group):
 
 
 class CiSettings(_Group):
-    github_connection_arn: Matching(CONNECTION_ARN_PATTERN, "an AWS CodeConnections connection ARN such as "
-                                    "arn:aws:codeconnections:eu-west-1:123456789012:connection/<uuid>") | None = None
+    github_connection_arn: Annotated[str, Matching(
+        CONNECTION_ARN_PATTERN, "an AWS CodeConnections connection ARN such as "
+        "arn:aws:codeconnections:eu-west-1:123456789012:connection/<uuid>")] | None = None
     """GitHub connection of the in-VPC CI runner (components/ci_runner.py); unset: no runner."""
-    repository: Matching(GITHUB_REPOSITORY_PATTERN, "a GitHub repository as owner/name") | None = None
+    repository: Annotated[str, Matching(GITHUB_REPOSITORY_PATTERN, "a GitHub repository as owner/name")] | None = None
     """GitHub repository `owner/name` whose workflow jobs the runner takes (required with the connection)."""
-    compute_type: OneOf(*CI_COMPUTE_TYPES) = "BUILD_GENERAL1_MEDIUM"
+    compute_type: Annotated[str, OneOf(*CI_COMPUTE_TYPES)] = "BUILD_GENERAL1_MEDIUM"
     """CodeBuild compute type of each runner build."""
-    build_timeout_minutes: Between(60, 480) = 150
+    build_timeout_minutes: Annotated[int, Between(60, 480)] = 150
     """A runner build (one job) stops after this long: at least every runner job's timeout-minutes."""
 
     @model_validator(mode="after")
@@ -343,15 +368,15 @@ class CiSettings(_Group):
 
 
 class DatabaseSettings(_Group):
-    engine_version: OneOf(*POSTGRES_MAJOR_VERSIONS)
+    engine_version: Annotated[str, OneOf(*POSTGRES_MAJOR_VERSIONS)]
     """PostgreSQL major version; minors are applied by RDS."""
-    instance_class: OneOf(*DB_INSTANCE_CLASSES)
+    instance_class: Annotated[str, OneOf(*DB_INSTANCE_CLASSES)]
     """RDS instance class (prod: not burstable)."""
-    allocated_storage_gb: Between(20, 16384)
+    allocated_storage_gb: Annotated[int, Between(20, 16384)]
     """Initial gp3 storage."""
-    max_allocated_storage_gb: Between(20, 65536)
+    max_allocated_storage_gb: Annotated[int, Between(20, 65536)]
     """Ceiling for storage autoscaling (>= allocated)."""
-    backup_retention_days: Between(1, 35)
+    backup_retention_days: Annotated[int, Between(1, 35)]
     """Automated backups and point-in-time recovery window (prod >= 14)."""
     multi_az: Flag
     """Synchronous standby in a second AZ."""
@@ -359,14 +384,16 @@ class DatabaseSettings(_Group):
     """RDS refuses deletion while set; required in prod."""
     performance_insights: Flag
     """Performance Insights (KMS-encrypted)."""
-    name: Matching(r"[a-z][a-z0-9_]{0,62}", "1-63 lowercase letters, digits or _, starting with a letter")
+    name: Annotated[str, Matching(r"[a-z][a-z0-9_]{0,62}",
+                                  "1-63 lowercase letters, digits or _, starting with a letter")]
     """Name of the application database."""
-    username: Annotated[Matching(r"[a-zA-Z][a-zA-Z0-9_]{0,15}", "1-16 letters, digits or _, starting with a letter"),
+    username: Annotated[str, Matching(r"[a-zA-Z][a-zA-Z0-9_]{0,15}",
+                                      "1-16 letters, digits or _, starting with a letter"),
                         AfterValidator(_not_reserved)]
     """Master user name; its password is generated and kept by RDS in Secrets Manager."""
-    restored_instance_id: Matching(
+    restored_instance_id: Annotated[str, Matching(
         DB_INSTANCE_ID_PATTERN,
-        "an RDS instance identifier (1-63 lowercase letters, digits or -, starting with a letter)") | None = None
+        "an RDS instance identifier (1-63 lowercase letters, digits or -, starting with a letter)")] | None = None
     """An instance restored by `python -m ops.db_restore`; when set, the apps and the alarms use it instead
     of the instance this stack created (which stays, protected, for comparison and forensics)."""
 
@@ -388,7 +415,7 @@ class DatabaseSettings(_Group):
 
 
 class StorageSettings(_Group):
-    noncurrent_version_days: Between(1, 3650)
+    noncurrent_version_days: Annotated[int, Between(1, 3650)]
     """Days a replaced or deleted exam PDF version is kept before it expires."""
     cors_allowed_origins: Annotated[tuple[Annotated[str, Field(strict=True), AfterValidator(_cors_origin)], ...],
                                     Allowed("`https://host[:port]` (dev also `http://localhost`)")]
@@ -429,19 +456,19 @@ class ImageSettings(_Group):
 
 
 class AppsSettings(_Group):
-    api_replicas: Between(1, 50)
+    api_replicas: Annotated[int, Between(1, 50)]
     """API replicas at rest (the HPA's minimum; prod >= 2)."""
-    api_max_replicas: Between(1, 100)
+    api_max_replicas: Annotated[int, Between(1, 100)]
     """HPA ceiling for the API (within the database's connection budget)."""
-    notifier_replicas: Between(1, 20)
+    notifier_replicas: Annotated[int, Between(1, 20)]
     """Notifier replicas."""
-    hostname: Matching(DOMAIN_PATTERN, "a lowercase DNS name such as clinic.example.org") | None = None
+    hostname: Annotated[str, Matching(DOMAIN_PATTERN, "a lowercase DNS name such as clinic.example.org")] | None = None
     """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
-    certificate_arn: Matching(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
-                              "an ACM certificate ARN") | None = None
+    certificate_arn: Annotated[str, Matching(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
+                              "an ACM certificate ARN")] | None = None
     """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
-    hosted_zone_id: Matching(r"Z[A-Z0-9]{1,31}",
-                             "a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ") | None = None
+    hosted_zone_id: Annotated[str, Matching(r"Z[A-Z0-9]{1,31}",
+                             "a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ")] | None = None
     """Route 53 hosted zone of the host name: the host name's record (an alias to the ALB) goes there, and, without
     a certificate ARN, the DNS validation of the certificate the program issues."""
 
@@ -470,13 +497,14 @@ class AppsSettings(_Group):
 class ObservabilitySettings(_Group):
     monitoring: Flag
     """In-cluster kube-prometheus-stack (Prometheus, Alertmanager, Grafana); required in prod."""
-    prometheus_retention_days: Between(1, 90)
+    prometheus_retention_days: Annotated[int, Between(1, 90)]
     """Days Prometheus keeps samples."""
-    prometheus_storage_gb: Between(10, 1000)
+    prometheus_storage_gb: Annotated[int, Between(10, 1000)]
     """Size of Prometheus' persistent volume (encrypted gp3)."""
     log_retention_days: LogRetention
     """Retention of the container and control-plane log groups, a value CloudWatch accepts."""
-    alarm_emails: Annotated[tuple[Matching(EMAIL_PATTERN, "email addresses such as oncall@clinic.example.org"), ...],
+    alarm_emails: Annotated[tuple[Annotated[str, Matching(EMAIL_PATTERN,
+                                                          "email addresses such as oncall@clinic.example.org")], ...],
                             Allowed("email addresses such as oncall@clinic.example.org")]
     """Addresses subscribed to the alarm topic (each confirms by email); at least one in prod."""
 
@@ -495,7 +523,7 @@ class ObservabilitySettings(_Group):
 class BackupSettings(_Group):
     enabled: Flag
     """AWS Backup plan and KMS-encrypted vault for the database (daily recovery points); required in prod."""
-    retention_days: Between(7, 3650)
+    retention_days: Annotated[int, Between(7, 3650)]
     """Days a daily recovery point is kept (prod >= 35)."""
     copy_region: Region | None = None
     """A second region that receives a copy of every recovery point, or None."""
@@ -529,8 +557,8 @@ class PlatformSettings(_Group):
     """AWS region (aws:region)."""
     environment: Environment
     """dev (cheap, destroyable) or prod (resilient, retains data)."""
-    cluster_name: Matching(r"[a-z][a-z0-9-]{1,38}[a-z0-9]",
-                           "3-40 lowercase letters, digits or -, starting with a letter")
+    cluster_name: Annotated[str, Matching(r"[a-z][a-z0-9-]{1,38}[a-z0-9]",
+                           "3-40 lowercase letters, digits or -, starting with a letter")]
     """EKS cluster name; also drives the ELB discovery tags on subnets."""
     network: NetworkSettings
     cluster: ClusterSettings
@@ -646,7 +674,7 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
 TOP_LEVEL_KEYS: tuple[str, ...] = tuple(
     field.alias or name for name, field in PlatformSettings.model_fields.items() if name not in ("stack", "region"))
 GROUPS: dict[str, type[_Group]] = {
-    field.alias: field.annotation for field in PlatformSettings.model_fields.values()
+    field.alias or name: field.annotation for name, field in PlatformSettings.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, _Group)}
 
 
@@ -752,6 +780,7 @@ def _allowed_in(described: Any) -> str | None:
     """The outermost `Allowed` in a field's metadata or inside its annotation (an optional field's type)."""
     items = described if isinstance(described, list) else [*getattr(described, "__metadata__", ()),
                                                              *get_args(described)]
+    items = [inner for item in items for inner in (item if isinstance(item, Checks) else (item,))]
     direct = [item.text for item in items if isinstance(item, Allowed)]
     if direct:
         return direct[0]
