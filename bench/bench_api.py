@@ -136,15 +136,17 @@ def main() -> int:
             paths = ("/healthz", "/exams", f"/exams/{exam_id}/download")
             for path in paths:
                 measure(clients, path, headers, 200)  # warm-up, and every client connected
-            totals = {path: [0.0, [], 0.0] for path in paths}  # elapsed, latencies, API CPU seconds
+            elapsed = dict.fromkeys(paths, 0.0)
+            latencies: dict[str, list[float]] = {path: [] for path in paths}
+            api_cpu = dict.fromkeys(paths, 0.0)  # API CPU seconds
             for _ in range(args.rounds):
                 for path in paths:
                     cpu_before = cpu_seconds(server.pid)
-                    elapsed, latencies = measure(clients, path, headers, args.requests // args.rounds)
-                    totals[path][0] += elapsed
-                    totals[path][1] += latencies
-                    totals[path][2] += cpu_seconds(server.pid) - cpu_before
-            results = {path: summary(*total) for path, total in totals.items()}
+                    round_elapsed, round_latencies = measure(clients, path, headers, args.requests // args.rounds)
+                    elapsed[path] += round_elapsed
+                    latencies[path] += round_latencies
+                    api_cpu[path] += cpu_seconds(server.pid) - cpu_before
+            results = {path: summary(elapsed[path], latencies[path], api_cpu[path]) for path in paths}
             wrk_results = measure_all_wrk(base, paths, headers, args, server.pid, Path(tmp)) if shutil.which(
                 "wrk") else None
         finally:

@@ -109,7 +109,8 @@ def main() -> int:
         metrics = Metrics()
 
         def sent() -> float:
-            return sum(s.value for s in metrics.emails_sent.collect()[0].samples if s.name.endswith("_total"))
+            counter = next(iter(metrics.emails_sent.collect()))
+            return sum(s.value for s in counter.samples if s.name.endswith("_total"))
 
         def produce(start: int) -> None:
             entries = []

@@ -313,8 +313,7 @@ class DatabaseRestorer:
                 WaiterConfig={"Delay": self.poll_seconds,
                               "MaxAttempts": max(1, math.ceil(timeout_seconds / self.poll_seconds))})
         except WaiterError as error:
-            instance = self.describe(target) or {}
-            status = instance.get("DBInstanceStatus", "gone")
+            status = (self.describe(target) or {}).get("DBInstanceStatus", "gone")
             if "Max attempts exceeded" in str(error):
                 raise RestoreError(f"{target} is still {status!r} after {timeout_seconds:g} s") from error
             raise RestoreError(f"waiting for {target} failed with status {status!r}: {error}") from error

@@ -232,8 +232,8 @@ def pods_non_root_with_limits(resource_type: str, props: Mapping[str, Any], envi
         non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
         user = context.get("runAsUser", pod_context.get("runAsUser"))
         # Numbers reach a policy as floats (protobuf Struct): 10001.0 is a uid like 10001.
-        numeric_user = isinstance(user, (int, float)) and not isinstance(user, bool)
-        if (numeric_user and user == 0) or not (_true(non_root) or (numeric_user and user > 0)):
+        uid = user if isinstance(user, (int, float)) and not isinstance(user, bool) else None
+        if uid == 0 or not (_true(non_root) or (uid is not None and uid > 0)):
             problems.append(f"container {name}: must run as non-root (runAsNonRoot=true or runAsUser > 0)")
         limits = _path(container, "resources", "limits") or {}
         missing = [k for k in REQUIRED_LIMITS if not limits.get(k)]

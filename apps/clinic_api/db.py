@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 from fastapi import HTTPException, status
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Engine, Executable
+from sqlalchemy import ClauseElement, Engine
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -21,13 +21,15 @@ from clinic_common import database
 from clinic_common.database import SecretCredentials, create_engine
 
 APPLICATION_NAME = "clinic-api"
+# The hot pool's connections return rows as dicts (`row_factory` in its connection kwargs).
+HotPool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
 def make_engine(settings: Settings) -> Engine:
     return create_engine(settings.database, settings.aws, APPLICATION_NAME)
 
 
-def make_hot_pool(settings: Settings) -> AsyncConnectionPool:
+def make_hot_pool(settings: Settings) -> HotPool:
     """Connections for the patient's hot paths (exam list, download link), used on the event loop. A sync endpoint
     pays a thread-pool hop and contends with the loop for the GIL: that was 40 % of the exam list's CPU
     (bench/bench_api.py). In autocommit, as each hot path is one statement. The app's lifespan opens and closes it;
@@ -44,9 +46,11 @@ def make_hot_pool(settings: Settings) -> AsyncConnectionPool:
                 "sslmode": db.sslmode, "connect_timeout": db.connect_timeout, "application_name": APPLICATION_NAME,
                 "autocommit": True, "row_factory": dict_row}
 
-    return AsyncConnectionPool(kwargs=connect_kwargs, min_size=db.pool_size, max_size=db.pool_size, open=False,
-                               timeout=db.connect_timeout, max_lifetime=1800, name="clinic-api-hot",
-                               configure=idle.stamp, reset=idle.stamp, check=idle.ping_if_idle)
+    pool: HotPool = AsyncConnectionPool(kwargs=connect_kwargs, min_size=db.pool_size, max_size=db.pool_size,
+                                        open=False, timeout=db.connect_timeout, max_lifetime=1800,
+                                        name="clinic-api-hot", configure=idle.stamp, reset=idle.stamp,
+                                        check=idle.ping_if_idle)
+    return pool
 
 
 class _IdleSince:
@@ -54,12 +58,12 @@ class _IdleSince:
     longer is pinged before use; one in steady use is not."""
 
     def __init__(self) -> None:
-        self._since: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
+        self._since: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = weakref.WeakKeyDictionary()
 
-    async def stamp(self, connection: psycopg.AsyncConnection) -> None:  # on connect and on every return
+    async def stamp(self, connection: psycopg.AsyncConnection[Any]) -> None:  # on connect and on every return
         self._since[connection] = time.monotonic()
 
-    async def ping_if_idle(self, connection: psycopg.AsyncConnection) -> None:
+    async def ping_if_idle(self, connection: psycopg.AsyncConnection[Any]) -> None:
         if time.monotonic() - self._since.get(connection, 0.0) > database.PING_AFTER_IDLE_SECONDS:
             await AsyncConnectionPool.check_connection(connection)  # raises: the pool discards it, hands out another
 
@@ -74,11 +78,11 @@ class Prepared:
     defaults: dict[str, Any]
 
     @classmethod
-    def of(cls, statement: Executable) -> "Prepared":
+    def of(cls, statement: ClauseElement) -> "Prepared":
         compiled = statement.compile(dialect=psycopg_dialect())
         return cls(str(compiled), dict(compiled.params))
 
-    async def fetch(self, pool: AsyncConnectionPool, **params: Any) -> list[dict[str, Any]]:
+    async def fetch(self, pool: HotPool, **params: Any) -> list[dict[str, Any]]:
         try:
             async with pool.connection() as connection:
                 cursor = await connection.execute(self.sql, {**self.defaults, **params})

@@ -13,10 +13,10 @@ from typing import Annotated
 from botocore.client import BaseClient
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from clinic_api.db import HotPool
 from clinic_api.security import FORBIDDEN, INVALID_TOKEN, ROLES, LoginThrottle, Principal, decode_token
 from clinic_api.settings import Settings
 
@@ -31,7 +31,7 @@ async def _engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-async def _hot_pool(request: Request) -> AsyncConnectionPool:
+async def _hot_pool(request: Request) -> HotPool:
     return request.app.state.hot_pool
 
 
@@ -51,7 +51,7 @@ def _session(engine: Annotated[Engine, Depends(_engine)]) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 EngineDep = Annotated[Engine, Depends(_engine)]
-HotPoolDep = Annotated[AsyncConnectionPool, Depends(_hot_pool)]
+HotPoolDep = Annotated[HotPool, Depends(_hot_pool)]
 """The psycopg pool of the hot paths (clinic_api.db.make_hot_pool), for `Prepared.fetch` on the event loop."""
 S3Dep = Annotated[BaseClient, Depends(_s3)]
 LoginThrottleDep = Annotated[LoginThrottle, Depends(_login_throttle)]

@@ -35,7 +35,7 @@ class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever sys.stdout is now (test runners and servers swap it)."""
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stdout
 
     @stream.setter

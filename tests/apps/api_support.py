@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
@@ -33,7 +34,7 @@ def settings_for(postgres, clinic_aws, database: str, **overrides) -> Settings:
 @dataclass
 class Clinic:
     client: TestClient
-    app: object
+    app: FastAPI
 
     def user(self, role: str, name: str | None = None) -> dict:
         """Creates a user of any role directly (admins create them through the API; tested separately)."""

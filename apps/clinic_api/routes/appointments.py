@@ -63,7 +63,7 @@ def cancel(appointment_id: int, session: SessionDep, user: CurrentUser) -> Appoi
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     if appointment.status != "cancelled":
         appointment.status = "cancelled"
-        patient, doctor = session.get(User, appointment.patient_id), session.get(User, appointment.doctor_id)
+        patient, doctor = session.get_one(User, appointment.patient_id), session.get_one(User, appointment.doctor_id)
         outbox.record(session, "appointment.cancelled", {
             "recipient_email": patient.email, "recipient_name": patient.full_name,
             "appointment_id": appointment.id, "starts_at": appointment.starts_at.isoformat(),

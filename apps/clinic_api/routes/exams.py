@@ -51,7 +51,7 @@ def find(session: Session, exam_id: int, user: Principal) -> Exam:
 
 
 def notice(session: Session, exam: Exam) -> dict:
-    patient = session.get(User, exam.patient_id)
+    patient = session.get_one(User, exam.patient_id)
     return {"recipient_email": patient.email, "recipient_name": patient.full_name, "exam_id": exam.id,
             "exam_type": exam.exam_type}
 
