@@ -130,6 +130,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
             retain_logs=settings.protect_data,
             tags=tags,
         ), opts=pulumi.ResourceOptions(depends_on=network.egress))
+    # load_settings refuses a stack without a deploy role (PlatformSettings._reach): this only narrows the type.
+    assert settings.cluster.deploy_role_arn is not None
     cluster = Cluster(f"{base}-cluster", ClusterArgs(
         cluster_name=settings.cluster_name,
         kubernetes_version=settings.cluster.kubernetes_version,

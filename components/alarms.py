@@ -39,7 +39,7 @@ class AlarmsArgs:
     """The database's class: the connections threshold is a share of its max_connections."""
     database_allocated_storage_gb: int
     """The database's allocated storage: the free-storage threshold is a share of it."""
-    dlq_names: pulumi.Input[Mapping[str, str]]
+    dlq_names: Mapping[str, pulumi.Input[str]]
     """Dead-letter queue name per event domain; a mapping known when the program runs (values may be outputs)."""
     load_balancer_arn_suffix: pulumi.Input[str]
     """`app/<name>/<id>` of the clinic ALB; a plain "" means no ALB yet, and no ALB alarms."""

@@ -14,6 +14,10 @@ import pulumi_kubernetes as k8s
 from components.cluster import Cluster
 from limits.capacity import MIGRATION_POD
 
+# Kubernetes specs are written here as dicts in the API's own camelCase, as manifests and the Kubernetes docs read. The
+# SDK's ArgsDict types spell keys in snake_case, so type checkers refuse those dicts although the engine takes them as
+# they are (pulumi/pulumi#16646): the calls that pass one carry `type: ignore[call-overload]`.
+
 APP_UID = 10001
 # The label the Deployment, Service, PDB and NetworkPolicies select an app's pods by; migrations Jobs use their own.
 MIGRATE_LABEL = "clinic-migrate"
@@ -171,7 +175,7 @@ class AppWorkload(pulumi.ComponentResource):
         before_pods: list[pulumi.Resource] = [*args.after, *args.pods_read, account]
 
         if args.migrate_module:
-            migrations = k8s.batch.v1.Job(
+            migrations = k8s.batch.v1.Job(  # type: ignore[call-overload]  # camelCase dicts, see top
                 f"{name}-migrate",
                 opts=child("migrate", before_pods, delete_before_replace=True,
                            custom_timeouts=pulumi.CustomTimeouts(create="10m")),
@@ -191,7 +195,7 @@ class AppWorkload(pulumi.ComponentResource):
                      "resources": container_resources(args.cpu, args.memory),
                      "ports": [{"name": "http", "containerPort": args.port}], **http_probes(args.port)}
         autoscaled = args.max_replicas is not None
-        deployment = k8s.apps.v1.Deployment(
+        deployment = k8s.apps.v1.Deployment(  # type: ignore[call-overload]  # camelCase dicts, see top
             f"{name}-deployment",
             # The autoscaler owns `replicas` once it has scaled; with server-side apply, ignoring the field makes
             # pulumi-kubernetes leave it out of the apply (no field conflict) or re-send the live value (no reset
@@ -204,19 +208,21 @@ class AppWorkload(pulumi.ComponentResource):
                   "template": {"metadata": {"labels": {"app": app}},
                                "spec": restricted_pod(service_account=app, app=app, containers=[container],
                                                       shutdown=args.shutdown)}})
-        service = k8s.core.v1.Service(
+        service = k8s.core.v1.Service(  # type: ignore[call-overload]  # camelCase dicts, see top
             f"{name}-svc", opts=child("svc", [*args.after, *args.service_after]),
             metadata={"name": app, "namespace": ns, "labels": {"app": app}},
             spec={"type": "ClusterIP", "selector": {"app": app},
                   "ports": [{"name": args.service_port_name, "port": args.service_port, "targetPort": args.port}]})
         if autoscaled:
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-hpa", opts=child("hpa", args.after), metadata={
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(  # type: ignore[call-overload]  # camelCase dicts, see top
+                f"{name}-hpa", opts=child("hpa", args.after), metadata={
                 "name": app, "namespace": ns}, spec={
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
                 "minReplicas": args.replicas, "maxReplicas": args.max_replicas,
                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                     "type": "Utilization", "averageUtilization": 70}}}]})
-        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", opts=child("pdb", args.after), metadata={
+        k8s.policy.v1.PodDisruptionBudget(  # type: ignore[call-overload]  # camelCase dicts, see top
+            f"{name}-pdb", opts=child("pdb", args.after), metadata={
             "name": app, "namespace": ns}, spec={"maxUnavailable": 1, "selector": {"matchLabels": {"app": app}}})
 
         self.service = service

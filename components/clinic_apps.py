@@ -22,6 +22,9 @@ from components.lb_controller import LoadBalancerController
 from limits import APP_DB_POOL_SIZE
 from limits.capacity import API_POD, NOTIFIER_POD
 
+# Kubernetes specs are written here as dicts in the API's own camelCase (components/app_workload.py says why the calls
+# that pass one carry `type: ignore[call-overload]`: pulumi/pulumi#16646).
+
 NAMESPACE = "clinic"
 API_PORT = 8000
 NOTIFIER_PORT = 8080
@@ -149,6 +152,13 @@ def load_balancer_name(component_name: str) -> str:
     return f"{stem[:ALB_NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
 
 
+def validate_dns(hostname: str | None, hosted_zone_id: str | None) -> None:
+    """The zone gets the host name's record and, without a certificate ARN, its certificate's validation record."""
+    if hosted_zone_id and not hostname:
+        raise ValueError(f"hosted_zone_id = {hosted_zone_id!r} is invalid without a hostname; allowed: set hostname "
+                         "(the record and the certificate are for it), or leave hosted_zone_id unset")
+
+
 def api_policy(bucket_arn: str, bucket_key: str, queue_arns: Sequence[str], secret_arn: str, db_key: str) -> str:
     """Exam PDFs under the prefix only; send to the event queues; read the database secret."""
     return json.dumps({"Version": "2012-10-17", "Statement": [
@@ -204,6 +214,7 @@ class ClinicApps(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ClinicAppsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:ClinicApps", name, None, opts)
+        validate_dns(args.hostname, args.hosted_zone_id)
         p, tags = args.platform, dict(args.tags)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider)
 
@@ -222,13 +233,15 @@ class ClinicApps(pulumi.ComponentResource):
                                         string_data={"jwt-secret": jwt_key.result})
 
         queue_urls = pulumi.Output.from_input(p.queue_urls)
+
+        def queue_url(domain: str) -> pulumi.Output[str]:
+            return queue_urls.apply(lambda urls: urls[domain])
         api_env = [
             {"name": "CLINIC_ENVIRONMENT", "value": "production"},
             *database_env("CLINIC", p),
             {"name": "CLINIC_STORAGE__BUCKET", "value": p.bucket_name},
             {"name": "CLINIC_STORAGE__PREFIX", "value": EXAM_PREFIX},
-            *[{"name": f"CLINIC_QUEUES__{domain.upper().replace('-', '_')}",
-               "value": queue_urls.apply(lambda urls, d=domain: urls[d])}
+            *[{"name": f"CLINIC_QUEUES__{domain.upper().replace('-', '_')}", "value": queue_url(domain)}
               for domain in ("account", "appointment", "exam", "exam-result", "file")],
             {"name": "CLINIC_AUTH__JWT_SECRET",
              "valueFrom": {"secretKeyRef": {"name": "clinic-api-jwt", "key": "jwt-secret"}}},
@@ -277,12 +290,12 @@ class ClinicApps(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self))
 
         certificate_arn: pulumi.Input[str] | None = args.certificate_arn
-        if args.hosted_zone_id and not certificate_arn:
+        if args.hosted_zone_id and args.hostname and not certificate_arn:
             certificate_arn = self._certificate(name, args.hostname, args.hosted_zone_id, tags)
 
         # A fixed name (not one the controller derives) makes the ALB findable; changing it replaces the ALB.
         alb_name = load_balancer_name(name)
-        ingress = k8s.networking.v1.Ingress(
+        ingress = k8s.networking.v1.Ingress(  # type: ignore[call-overload]  # camelCase dicts, see top
             f"{name}-ingress",
             opts=pulumi.ResourceOptions.merge(args.controller.load_balancer_opts(parent=self),
                                               pulumi.ResourceOptions(depends_on=[api.service, namespace])),
@@ -345,7 +358,8 @@ class ClinicApps(pulumi.ComponentResource):
 
     def _network_policies(self, name: str, opts: pulumi.ResourceOptions, p: PlatformEndpoints) -> None:
         def policy(suffix: str, spec: dict[str, Any]) -> None:
-            k8s.networking.v1.NetworkPolicy(f"{name}-netpol-{suffix}", opts=opts, metadata={
+            k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]  # camelCase dicts, see top
+                f"{name}-netpol-{suffix}", opts=opts, metadata={
                 "name": suffix, "namespace": NAMESPACE}, spec=spec)
 
         dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
@@ -374,7 +388,7 @@ class ClinicApps(pulumi.ComponentResource):
 
 
 def _alb_annotations(certificate_arn: pulumi.Input[str] | None, tags: Mapping[str, str]) -> dict[str, Any]:
-    annotations = {
+    annotations: dict[str, pulumi.Input[str]] = {
         f"alb.ingress.kubernetes.io/actions.{METRICS_NOT_PUBLIC}": json.dumps({
             "type": "fixed-response",
             "fixedResponseConfig": {"contentType": "text/plain", "statusCode": "404", "messageBody": "not found"}}),

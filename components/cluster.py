@@ -139,11 +139,11 @@ def addon_version(addon: str, kubernetes_version: str, parent: pulumi.Resource) 
                                             opts=pulumi.InvokeOutputOptions(parent=parent)).version
 
 
-def access_entries(args: ClusterArgs) -> dict[str, dict]:
+def access_entries(args: ClusterArgs) -> dict[str, eks.AccessEntryArgsDict]:
     """One EKS access entry per role, keyed by what it is for and the role's name (stable when the lists change
     order), with exactly one cluster-wide access policy."""
 
-    def entry(arn: str, policy: str, policy_key: str) -> dict:
+    def entry(arn: str, policy: str, policy_key: str) -> eks.AccessEntryArgsDict:
         return {"principal_arn": arn, "access_policies": {policy_key: {
             "policy_arn": policy, "access_scope": {"type": "cluster"}}}}
 
@@ -166,7 +166,10 @@ def no_creator_admin(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTrans
     if args.type_ != "aws:eks/cluster:Cluster":
         return None
     props = dict(args.props)
-    access = dict(props.get("accessConfig") or {})
+    current = props.get("accessConfig") or {}
+    if not isinstance(current, Mapping):  # pulumi-eks passes a plain map; anything else would be lost below
+        raise TypeError(f"accessConfig of {args.name} is {current!r}; expected a map")
+    access = dict(current)
     access["bootstrapClusterCreatorAdminPermissions"] = False
     props["accessConfig"] = access
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)

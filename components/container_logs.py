@@ -93,10 +93,13 @@ class ContainerLogs(pulumi.ComponentResource):
         invoke = pulumi.InvokeOutputOptions(parent=self)
         names = cluster.cluster_name.apply(log_group_names)
 
+        def group_name(group: str) -> pulumi.Output[str]:
+            return names.apply(lambda n: n[group])
+
         key = log_group_key(f"{name}-key", f"{name}: container logs", cluster.cluster_name.apply(
             lambda c: f"/aws/containerinsights/{c}/*"), parent=self, retain=args.retain, tags=tags)
         groups = [aws.cloudwatch.LogGroup(
-            f"{name}-{group}", name=names.apply(lambda n, g=group: n[g]), retention_in_days=args.retention_days,
+            f"{name}-{group}", name=group_name(group), retention_in_days=args.retention_days,
             kms_key_id=key.arn, tags=tags,
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain)) for group in LOG_GROUPS]
 

@@ -58,6 +58,14 @@ def validate_database_args(args: DatabaseArgs) -> None:
                          f"backup_retention_days={s.backup_retention_days}")
 
 
+def managed_secret_arn(secrets: Sequence[aws.rds.outputs.InstanceMasterUserSecret]) -> str:
+    """The Secrets Manager secret RDS keeps the master password in (manage_master_user_password)."""
+    arn = secrets[0].secret_arn if secrets else None
+    if arn is None:
+        raise ValueError("RDS reported no managed master user secret: the apps would have no database password")
+    return arn
+
+
 class Database(pulumi.ComponentResource):
     address: pulumi.Output[str]
     """Host name of the instance (private)."""
@@ -156,7 +164,7 @@ class Database(pulumi.ComponentResource):
         self.address = instance.address
         self.port = instance.port
         self.db_name = pulumi.Output.from_input(s.db_name)
-        self.secret_arn = instance.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)
+        self.secret_arn = instance.master_user_secrets.apply(managed_secret_arn)
         self.kms_key_arn = key.arn
         self.security_group_id = security_group.id
         self.instance_arn = instance.arn

@@ -90,7 +90,7 @@ def chart_values(cluster_name: str, region: str, vpc_id: str, replicas: int,
 
 
 class LoadBalancerController(pulumi.ComponentResource):
-    release_name: pulumi.Output[str]
+    release_name: pulumi.Output[str | None]
     """Helm release name."""
     role_arn: pulumi.Output[str]
     """IRSA role of the controller."""

@@ -268,7 +268,7 @@ def service_monitor_spec(target: ScrapeTarget) -> dict[str, Any]:
 class Monitoring(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     """Namespace of Prometheus, Alertmanager and Grafana."""
-    release_name: pulumi.Output[str]
+    release_name: pulumi.Output[str | None]
     """Helm release name of kube-prometheus-stack."""
     alertmanager_role_arn: pulumi.Output[str]
     """IRSA role Alertmanager publishes to the alarm topic with."""

@@ -21,6 +21,7 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings as runtime_settings
+from pulumi.runtime.stack import Stack
 
 if TYPE_CHECKING:
     from stacks.settings import PlatformSettings
@@ -331,7 +332,7 @@ class Graph:
             for dep in deps:
                 dependents[dep].add(urn)
         remaining = {urn: len(dependents[urn]) for urn in self.by_urn}
-        ready = sorted((u for u, n in remaining.items() if n == 0), key=index.get, reverse=True)
+        ready = sorted((u for u, n in remaining.items() if n == 0), key=index.__getitem__, reverse=True)
         order: list[Registration] = []
         while ready:
             urn = ready.pop(0)
@@ -340,7 +341,7 @@ class Graph:
                 remaining[dep] -= 1
                 if remaining[dep] == 0:
                     ready.append(dep)
-            ready.sort(key=index.get, reverse=True)
+            ready.sort(key=index.__getitem__, reverse=True)
         assert len(order) == len(self.records), "the resource graph has a cycle"
         return order
 
@@ -417,7 +418,9 @@ def evaluate(build: Callable[[], Any], *, stack: str, config: dict[str, str] | N
     exports: dict[str, tuple[Any, bool]] = {}
 
     async def collect_exports() -> None:
-        for key, value in pulumi.runtime.get_root_resource().outputs.items():
+        root = pulumi.runtime.get_root_resource()
+        assert isinstance(root, Stack), "the program ran without its root Stack"
+        for key, value in root.outputs.items():
             output = pulumi.Output.from_input(value)
             exports[key] = (await output.future(), await output.is_secret())
 

@@ -24,7 +24,7 @@ def tree(graph: Graph) -> list[dict[str, Any]]:
     return [node(r) for r in children.get("", [])]
 
 
-def policy_findings(graph: Graph, environment: str) -> list[dict[str, str]]:
+def policy_findings(graph: Graph, environment: str | None) -> list[dict[str, str]]:
     """The clinic's guardrails (policy/guardrails.py) over the graph, as the policy pack would report them."""
     from policy import guardrails as g
 
@@ -38,7 +38,7 @@ def policy_findings(graph: Graph, environment: str) -> list[dict[str, str]]:
              "message": v.message, "enforcement": g.enforcement_level(environment)} for v in found]
 
 
-def build(graph: Graph, stack: str, region: str, environment: str) -> dict[str, Any]:
+def build(graph: Graph, stack: str, region: str, environment: str | None) -> dict[str, Any]:
     path = timing.critical_path(graph)
     lines = costs.cost_lines(graph)
     return {

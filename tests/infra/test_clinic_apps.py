@@ -375,3 +375,11 @@ def test_the_api_image_lets_the_pod_set_its_drain_time():
     dockerfile = (Path(__file__).parents[2] / "apps" / "clinic_api" / "Dockerfile").read_text()
     command = dockerfile.split("\nCMD ", 1)[1]
     assert "uvicorn" in command and "--timeout-graceful-shutdown" not in command
+
+
+def test_a_hosted_zone_without_a_host_name_is_refused_naming_it():
+    with pytest.raises(ValueError, match="hosted_zone_id = 'Z0123' is invalid without a hostname; "
+                                         "allowed: set hostname"):
+        clinic_apps.validate_dns(None, "Z0123")
+    clinic_apps.validate_dns("clinic.example.org", "Z0123")
+    clinic_apps.validate_dns(None, None)

@@ -124,7 +124,7 @@ def test_prod_keeps_logs_and_their_keys_on_destroy_dev_deletes_them(built):
 
 @pytest.mark.parametrize("retention", [0, 10, 400000])
 def test_a_retention_cloudwatch_does_not_accept_is_refused_naming_it(retention):
-    args = ContainerLogsArgs(cluster=None, retention_days=retention)  # type: ignore[arg-type]
+    args = ContainerLogsArgs(cluster=None, retention_days=retention)
     with pytest.raises(ValueError, match=f"retention_days = {retention} is invalid; allowed: 1, 3, 5, 7"):
         validate_container_logs_args(args)
 

@@ -27,7 +27,7 @@ RENOVATE = json.loads((ROOT / ".github" / "renovate.json").read_text())
 def entries(lock: str) -> list[tuple[str, str, list[str]]]:
     """(name, pinned version, hashes) per entry of a lock; continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n\s*", " ", (ROOT / lock).read_text())
-    found = []
+    found: list[tuple[str, str, list[str]]] = []
     for line in text.splitlines():
         line = line.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
@@ -113,16 +113,22 @@ def chart_pins() -> dict[str, tuple[str, str, str]]:
     for module in sorted((ROOT / "components").glob("*.py")):
         tree = ast.parse(module.read_text())
         constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-                     for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+                     for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)
+                     and isinstance(n.value.value, str)}
 
         def value(node: ast.AST) -> str:
-            return node.value if isinstance(node, ast.Constant) else constants[node.id]
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                return node.value
+            assert isinstance(node, ast.Name), f"{module.name}: {ast.unparse(node)} is not a string or a constant"
+            return constants[node.id]
 
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("helm.v3.Release"):
                 keywords = {k.arg: k.value for k in node.keywords}
-                repo = dict(zip([value(k) for k in keywords["repository_opts"].keys],
-                                keywords["repository_opts"].values))["repo"]
+                repository_opts = keywords["repository_opts"]
+                assert isinstance(repository_opts, ast.Dict), f"{module.name}: repository_opts is not a dict literal"
+                repo = dict(zip([value(k) for k in repository_opts.keys if k is not None],
+                                repository_opts.values))["repo"]
                 pins[module.name] = (value(keywords["chart"]), value(repo), value(keywords["version"]))
     return pins
 
