@@ -58,46 +58,63 @@ class Platform:
 
 
 def platform_tags(settings: PlatformSettings) -> dict[str, str]:
-    return {**settings.tags, "project": "clinic-platform", "stack": settings.stack,
-            "environment": settings.environment, "managed-by": "pulumi"}
+    return {
+        **settings.tags,
+        "project": "clinic-platform",
+        "stack": settings.stack,
+        "environment": settings.environment,
+        "managed-by": "pulumi",
+    }
 
 
 def availability_zones(settings: PlatformSettings) -> list[str]:
     zones = aws.get_availability_zones(
-        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]).names
+        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
+    ).names
     wanted = settings.network.az_count
     if len(zones) < wanted:
-        raise ValueError(f"network.azCount = {wanted} is invalid for {settings.region}; allowed: at most "
-                         f"{len(zones)} (available zones: {', '.join(zones)})")
+        raise ValueError(
+            f"network.azCount = {wanted} is invalid for {settings.region}; allowed: at most "
+            f"{len(zones)} (available zones: {', '.join(zones)})"
+        )
     return sorted(zones)[:wanted]
 
 
 def active_database(settings: PlatformSettings, database: Database) -> ActiveDatabase:
     restored = settings.database.restored_instance_id
     if restored is None:
-        return ActiveDatabase(database.instance_id, database.instance_arn, database.address, database.port,
-                              database.secret_arn)
+        return ActiveDatabase(
+            database.instance_id, database.instance_arn, database.address, database.port, database.secret_arn
+        )
     # A restore made by `python -m ops.db_restore` lives outside the state; it is read, never managed, and
     # its RDS-managed secret is encrypted with the stack's database key (the restore asks for that key).
     found = aws.rds.get_instance_output(db_instance_identifier=restored)
-    return ActiveDatabase(found.db_instance_identifier, found.db_instance_arn, found.address, found.port,
-                          found.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn))
+    return ActiveDatabase(
+        found.db_instance_identifier,
+        found.db_instance_arn,
+        found.address,
+        found.port,
+        found.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn),
+    )
 
 
 def build_platform(settings: PlatformSettings) -> Platform:
     tags = platform_tags(settings)
     base = f"clinic-{settings.stack}"
 
-    network = Network(f"{base}-network", NetworkArgs(
-        vpc_cidr=settings.network.vpc_cidr,
-        availability_zones=availability_zones(settings),
-        nat_mode=settings.network.nat_mode,
-        cluster_name=settings.cluster_name,
-        region=settings.region,
-        flow_logs=settings.network.flow_logs,
-        flow_log_retention_days=settings.network.flow_log_retention_days,
-        tags=tags,
-    ))
+    network = Network(
+        f"{base}-network",
+        NetworkArgs(
+            vpc_cidr=settings.network.vpc_cidr,
+            availability_zones=availability_zones(settings),
+            nat_mode=settings.network.nat_mode,
+            cluster_name=settings.cluster_name,
+            region=settings.region,
+            flow_logs=settings.network.flow_logs,
+            flow_log_retention_days=settings.network.flow_log_retention_days,
+            tags=tags,
+        ),
+    )
     # On destroy the janitor sweeps after the cluster is gone and before any subnet, gateway or the VPC is deleted.
     # It depends only on what the network creates in seconds, so the control plane does not wait for NAT gateways.
     sweep = LoadBalancerJanitorArgs(
@@ -106,164 +123,221 @@ def build_platform(settings: PlatformSettings) -> Platform:
         region=settings.region,
         timeout_seconds=settings.cluster.janitor_timeout_seconds,
     )
-    janitor = LoadBalancerJanitor(f"{base}-lb-janitor", sweep,
-                                  opts=pulumi.ResourceOptions(depends_on=network.foundation))
+    janitor = LoadBalancerJanitor(
+        f"{base}-lb-janitor", sweep, opts=pulumi.ResourceOptions(depends_on=network.foundation)
+    )
     # The same sweep between the nodes and their egress: node groups wait for the NAT routes through it on create;
     # on destroy NAT gateways and private routes go only after it, when no node (so no controller) is left.
-    egress_janitor = LoadBalancerJanitor(f"{base}-lb-janitor-egress", sweep,
-                                         opts=pulumi.ResourceOptions(depends_on=network.egress))
+    egress_janitor = LoadBalancerJanitor(
+        f"{base}-lb-janitor-egress", sweep, opts=pulumi.ResourceOptions(depends_on=network.egress)
+    )
     # The place CI drives the private cluster from (README "First deployment"). It needs the NAT routes (its jobs
     # reach GitHub through them), not the cluster, so the AWS-only first `pulumi up` from an operator's machine
     # creates it without reaching the cluster's API.
     ci_runner = None
     if settings.ci.github_connection_arn and settings.ci.repository:
-        ci_runner = CiRunner(f"{base}-ci-runner", CiRunnerArgs(
-            project_name=f"{base}-ci-runner",
-            repository=settings.ci.repository,
-            connection_arn=settings.ci.github_connection_arn,
-            vpc_id=network.vpc_id,
-            vpc_cidr=settings.network.vpc_cidr,
-            subnet_ids=network.private_subnet_ids,
-            build_timeout_minutes=settings.ci.build_timeout_minutes,
-            compute_type=settings.ci.compute_type,
-            log_retention_days=settings.observability.log_retention_days,
-            retain_logs=settings.protect_data,
-            tags=tags,
-        ), opts=pulumi.ResourceOptions(depends_on=network.egress))
+        ci_runner = CiRunner(
+            f"{base}-ci-runner",
+            CiRunnerArgs(
+                project_name=f"{base}-ci-runner",
+                repository=settings.ci.repository,
+                connection_arn=settings.ci.github_connection_arn,
+                vpc_id=network.vpc_id,
+                vpc_cidr=settings.network.vpc_cidr,
+                subnet_ids=network.private_subnet_ids,
+                build_timeout_minutes=settings.ci.build_timeout_minutes,
+                compute_type=settings.ci.compute_type,
+                log_retention_days=settings.observability.log_retention_days,
+                retain_logs=settings.protect_data,
+                tags=tags,
+            ),
+            opts=pulumi.ResourceOptions(depends_on=network.egress),
+        )
     # load_settings refuses a stack without a deploy role (PlatformSettings._reach): this only narrows the type.
     assert settings.cluster.deploy_role_arn is not None
-    cluster = Cluster(f"{base}-cluster", ClusterArgs(
-        cluster_name=settings.cluster_name,
-        kubernetes_version=settings.cluster.kubernetes_version,
-        vpc_id=network.vpc_id,
-        private_subnet_ids=network.private_subnet_ids,
-        service_ipv4_cidr=settings.network.kubernetes_service_cidr,
-        node_groups=node_group_args(settings.cluster),
-        deploy_role_arn=settings.cluster.deploy_role_arn,
-        preview_role_arn=settings.cluster.preview_role_arn,
-        admin_role_arns=settings.cluster.admin_role_arns,
-        viewer_role_arns=settings.cluster.viewer_role_arns,
-        api_client_security_group_ids=[ci_runner.security_group_id] if ci_runner else [],
-        public_access_cidrs=settings.cluster.public_access_cidrs,
-        protect=settings.is_prod,
-        log_retention_days=settings.observability.log_retention_days,
-        node_dependencies=[egress_janitor],
-        tags=tags,
-    ), opts=pulumi.ResourceOptions(depends_on=[janitor]))
-    controller = LoadBalancerController(f"{base}-lb-controller", LoadBalancerControllerArgs(
-        cluster=cluster, vpc_id=network.vpc_id, region=settings.region, tags=tags))
+    cluster = Cluster(
+        f"{base}-cluster",
+        ClusterArgs(
+            cluster_name=settings.cluster_name,
+            kubernetes_version=settings.cluster.kubernetes_version,
+            vpc_id=network.vpc_id,
+            private_subnet_ids=network.private_subnet_ids,
+            service_ipv4_cidr=settings.network.kubernetes_service_cidr,
+            node_groups=node_group_args(settings.cluster),
+            deploy_role_arn=settings.cluster.deploy_role_arn,
+            preview_role_arn=settings.cluster.preview_role_arn,
+            admin_role_arns=settings.cluster.admin_role_arns,
+            viewer_role_arns=settings.cluster.viewer_role_arns,
+            api_client_security_group_ids=[ci_runner.security_group_id] if ci_runner else [],
+            public_access_cidrs=settings.cluster.public_access_cidrs,
+            protect=settings.is_prod,
+            log_retention_days=settings.observability.log_retention_days,
+            node_dependencies=[egress_janitor],
+            tags=tags,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[janitor]),
+    )
+    controller = LoadBalancerController(
+        f"{base}-lb-controller",
+        LoadBalancerControllerArgs(cluster=cluster, vpc_id=network.vpc_id, region=settings.region, tags=tags),
+    )
     # metrics-server for the HPA, the Cluster Autoscaler for the node groups.
-    ClusterScaling(f"{base}-scaling", ClusterScalingArgs(
-        cluster=cluster,
-        kubernetes_version=settings.cluster.kubernetes_version,
-        region=settings.region,
-        wait_for=controller.ready,
-        tags=tags,
-    ))
+    ClusterScaling(
+        f"{base}-scaling",
+        ClusterScalingArgs(
+            cluster=cluster,
+            kubernetes_version=settings.cluster.kubernetes_version,
+            region=settings.region,
+            wait_for=controller.ready,
+            tags=tags,
+        ),
+    )
 
     # Data services hang off the network only, never off the cluster: they are created in parallel with it and
     # outlive none of its teardown. Only the database's ingress rule refers to the cluster's security group.
-    database = Database(f"{base}-db", database_args(
-        settings.database,
-        vpc_id=network.vpc_id,
-        subnet_ids=network.database_subnet_ids,
-        client_security_group_ids=[cluster.cluster_security_group_id],
-        protect=settings.protect_data,
-        tags=tags,
-    ))
-    storage = Storage(f"{base}-exams", StorageArgs(
-        noncurrent_version_days=settings.storage.noncurrent_version_days,
-        cors_allowed_origins=settings.storage.cors_allowed_origins,
-        retain=settings.protect_data,
-        tags=tags,
-    ))
+    database = Database(
+        f"{base}-db",
+        database_args(
+            settings.database,
+            vpc_id=network.vpc_id,
+            subnet_ids=network.database_subnet_ids,
+            client_security_group_ids=[cluster.cluster_security_group_id],
+            protect=settings.protect_data,
+            tags=tags,
+        ),
+    )
+    storage = Storage(
+        f"{base}-exams",
+        StorageArgs(
+            noncurrent_version_days=settings.storage.noncurrent_version_days,
+            cors_allowed_origins=settings.storage.cors_allowed_origins,
+            retain=settings.protect_data,
+            tags=tags,
+        ),
+    )
     active = active_database(settings, database)
     messaging = Messaging(f"{base}-events", MessagingArgs(tags=tags))
-    email = Email(f"{base}-email", EmailArgs(
-        from_address=settings.email.from_address,
-        domain=settings.email.domain,
-        tags=tags,
-    ))
+    email = Email(
+        f"{base}-email",
+        EmailArgs(
+            from_address=settings.email.from_address,
+            domain=settings.email.domain,
+            tags=tags,
+        ),
+    )
 
     # Depends on nothing else, so a new stack can create it alone first (ops/first_deploy.py) and push the images.
-    registry = ImageRegistry(f"{base}-images", ImageRegistryArgs(
-        repository_prefix=settings.cluster_name,
-        images={"api": settings.images.api, "notifier": settings.images.notifier},
-        verify_images=os.environ.get(BOOTSTRAP_ENV) != "1",
-        keep_images=settings.is_prod,
-        tags=tags,
-    ))
-    apps = ClinicApps(f"{base}-apps", ClinicAppsArgs(
-        cluster=cluster,
-        controller=controller,
-        api_image=registry.images["api"],
-        notifier_image=registry.images["notifier"],
-        api_replicas=settings.apps.api_replicas,
-        api_max_replicas=settings.apps.api_max_replicas,
-        notifier_replicas=settings.apps.notifier_replicas,
-        hostname=settings.apps.hostname,
-        certificate_arn=settings.apps.certificate_arn,
-        hosted_zone_id=settings.apps.hosted_zone_id,
-        tags=tags,
-        platform=PlatformEndpoints(
-            region=settings.region,
-            vpc_cidr=settings.network.vpc_cidr,
-            database_cidrs=[plan.database for plan in network.subnet_plan],
-            database_address=active.address,
-            database_port=active.port,
-            database_name=database.db_name,
-            database_secret_arn=active.secret_arn,
-            database_kms_key_arn=database.kms_key_arn,
-            bucket_name=storage.bucket_name,
-            bucket_arn=storage.bucket_arn,
-            bucket_kms_key_arn=storage.kms_key_arn,
-            queue_urls=messaging.queue_urls,
-            queue_arns=messaging.queue_arns,
-            dead_letter_queue_arns=messaging.dlq_arns,
-            email_identity_arn=email.identity_arn,
-            email_configuration_set=email.configuration_set_name,
-            email_configuration_set_arn=email.configuration_set_arn,
-            email_from_address=email.from_address,
+    registry = ImageRegistry(
+        f"{base}-images",
+        ImageRegistryArgs(
+            repository_prefix=settings.cluster_name,
+            images={"api": settings.images.api, "notifier": settings.images.notifier},
+            verify_images=os.environ.get(BOOTSTRAP_ENV) != "1",
+            keep_images=settings.is_prod,
+            tags=tags,
         ),
-    ))
+    )
+    apps = ClinicApps(
+        f"{base}-apps",
+        ClinicAppsArgs(
+            cluster=cluster,
+            controller=controller,
+            api_image=registry.images["api"],
+            notifier_image=registry.images["notifier"],
+            api_replicas=settings.apps.api_replicas,
+            api_max_replicas=settings.apps.api_max_replicas,
+            notifier_replicas=settings.apps.notifier_replicas,
+            hostname=settings.apps.hostname,
+            certificate_arn=settings.apps.certificate_arn,
+            hosted_zone_id=settings.apps.hosted_zone_id,
+            tags=tags,
+            platform=PlatformEndpoints(
+                region=settings.region,
+                vpc_cidr=settings.network.vpc_cidr,
+                database_cidrs=[plan.database for plan in network.subnet_plan],
+                database_address=active.address,
+                database_port=active.port,
+                database_name=database.db_name,
+                database_secret_arn=active.secret_arn,
+                database_kms_key_arn=database.kms_key_arn,
+                bucket_name=storage.bucket_name,
+                bucket_arn=storage.bucket_arn,
+                bucket_kms_key_arn=storage.kms_key_arn,
+                queue_urls=messaging.queue_urls,
+                queue_arns=messaging.queue_arns,
+                dead_letter_queue_arns=messaging.dlq_arns,
+                email_identity_arn=email.identity_arn,
+                email_configuration_set=email.configuration_set_name,
+                email_configuration_set_arn=email.configuration_set_arn,
+                email_from_address=email.from_address,
+            ),
+        ),
+    )
 
     # Watching and recovery. CloudWatch alarms and the in-cluster Alertmanager notify the same topic.
-    alarms = Alarms(f"{base}-alarms", AlarmsArgs(
-        alarm_emails=settings.observability.alarm_emails,
-        database_instance_id=active.instance_id,
-        database_instance_class=settings.database.instance_class,
-        database_allocated_storage_gb=settings.database.allocated_storage_gb,
-        dlq_names=messaging.dlq_names,
-        load_balancer_arn_suffix=apps.load_balancer_arn_suffix,
-        tags=tags,
-    ))
-    ContainerLogs(f"{base}-container-logs", ContainerLogsArgs(
-        cluster=cluster,
-        retention_days=settings.observability.log_retention_days,
-        retain=settings.protect_data,
-        tags=tags,
-        wait_for=controller.ready,
-    ))
-    monitoring = None
-    if settings.observability.monitoring:
-        monitoring = Monitoring(f"{base}-monitoring", MonitoringArgs(
+    alarms = Alarms(
+        f"{base}-alarms",
+        AlarmsArgs(
+            alarm_emails=settings.observability.alarm_emails,
+            database_instance_id=active.instance_id,
+            database_instance_class=settings.database.instance_class,
+            database_allocated_storage_gb=settings.database.allocated_storage_gb,
+            dlq_names=messaging.dlq_names,
+            load_balancer_arn_suffix=apps.load_balancer_arn_suffix,
+            tags=tags,
+        ),
+    )
+    ContainerLogs(
+        f"{base}-container-logs",
+        ContainerLogsArgs(
             cluster=cluster,
-            prometheus_retention_days=settings.observability.prometheus_retention_days,
-            prometheus_storage_gb=settings.observability.prometheus_storage_gb,
-            alarm_topic_arn=alarms.topic_arn,
-            alarm_topic_key_arn=alarms.topic_key_arn,
-            region=settings.region,
+            retention_days=settings.observability.log_retention_days,
+            retain=settings.protect_data,
             tags=tags,
             wait_for=controller.ready,
-        ))
+        ),
+    )
+    monitoring = None
+    if settings.observability.monitoring:
+        monitoring = Monitoring(
+            f"{base}-monitoring",
+            MonitoringArgs(
+                cluster=cluster,
+                prometheus_retention_days=settings.observability.prometheus_retention_days,
+                prometheus_storage_gb=settings.observability.prometheus_storage_gb,
+                alarm_topic_arn=alarms.topic_arn,
+                alarm_topic_key_arn=alarms.topic_key_arn,
+                region=settings.region,
+                tags=tags,
+                wait_for=controller.ready,
+            ),
+        )
     backup = None
     if settings.backup.enabled:
         # A restored instance in use holds the newest data: it is backed up alongside the original.
         arns = [database.instance_arn] + ([active.instance_arn] if settings.database.restored_instance_id else [])
-        backup = DatabaseBackup(f"{base}-backup", backup_args(
-            settings.backup, instance_arns=arns, region=settings.region, protect=settings.protect_data, tags=tags))
-    return Platform(network, ci_runner, cluster, controller, database, active, storage, messaging, email, registry,
-                    apps, alarms, monitoring, backup)
+        backup = DatabaseBackup(
+            f"{base}-backup",
+            backup_args(
+                settings.backup, instance_arns=arns, region=settings.region, protect=settings.protect_data, tags=tags
+            ),
+        )
+    return Platform(
+        network,
+        ci_runner,
+        cluster,
+        controller,
+        database,
+        active,
+        storage,
+        messaging,
+        email,
+        registry,
+        apps,
+        alarms,
+        monitoring,
+        backup,
+    )
 
 
 def export(p: Platform) -> None:

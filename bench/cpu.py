@@ -1,4 +1,5 @@
 """CPU time of a process, so that a benchmark can show which process bounds its rate."""
+
 from __future__ import annotations
 
 import os

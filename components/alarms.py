@@ -14,7 +14,7 @@ import pulumi_aws as aws
 
 from limits import DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN, max_db_connections
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 CPU_PERCENT = 80
 FREE_STORAGE_FRACTION = 0.10
@@ -58,8 +58,10 @@ def free_storage_threshold_bytes(allocated_storage_gb: int) -> int:
 
 def validate_arn_suffix(value: str) -> str:
     if not _ARN_SUFFIX.fullmatch(value):
-        raise ValueError(f"load_balancer_arn_suffix = {value!r} is invalid; allowed: app/<name>/<16 hex digits> "
-                         "(the clinic ALB was not found: is the Ingress reconciled by the controller?)")
+        raise ValueError(
+            f"load_balancer_arn_suffix = {value!r} is invalid; allowed: app/<name>/<16 hex digits> "
+            "(the clinic ALB was not found: is the Ingress reconciled by the controller?)"
+        )
     return value
 
 
@@ -72,15 +74,21 @@ def validate_alarms_args(args: AlarmsArgs) -> None:
         raise ValueError(f"alarm_emails = {list(args.alarm_emails)} is invalid; allowed: addresses without repeats")
     instance_class = args.database_instance_class
     if instance_class not in DB_INSTANCE_CLASS_MEMORY_GIB:
-        raise ValueError(f"database_instance_class = {instance_class!r} has no known memory; allowed: "
-                         + ", ".join(DB_INSTANCE_CLASS_MEMORY_GIB))
+        raise ValueError(
+            f"database_instance_class = {instance_class!r} has no known memory; allowed: "
+            + ", ".join(DB_INSTANCE_CLASS_MEMORY_GIB)
+        )
     if args.database_allocated_storage_gb <= 0:
-        raise ValueError(f"database_allocated_storage_gb = {args.database_allocated_storage_gb} is invalid; "
-                         "allowed: a positive number of GiB")
+        raise ValueError(
+            f"database_allocated_storage_gb = {args.database_allocated_storage_gb} is invalid; "
+            "allowed: a positive number of GiB"
+        )
     if not isinstance(args.dlq_names, Mapping):
         # An Output of a mapping would leave the alarms to be created inside an apply: invisible in preview.
-        raise ValueError(f"dlq_names = {args.dlq_names!r} is invalid; allowed: a mapping of domain to queue name "
-                         "whose keys are known when the program runs (Messaging.dlq_names)")
+        raise ValueError(
+            f"dlq_names = {args.dlq_names!r} is invalid; allowed: a mapping of domain to queue name "
+            "whose keys are known when the program runs (Messaging.dlq_names)"
+        )
     suffix = args.load_balancer_arn_suffix
     if isinstance(suffix, str) and suffix:
         validate_arn_suffix(suffix)
@@ -89,24 +97,57 @@ def validate_alarms_args(args: AlarmsArgs) -> None:
 def topic_key_policy(account_id: str, partition: str) -> str:
     """The account administers the key through IAM (Alertmanager's role gets its use there); CloudWatch may
     encrypt the notifications it publishes to the topic."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "AccountAdministersThroughIam", "Effect": "Allow",
-         "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"}, "Action": "kms:*", "Resource": "*"},
-        {"Sid": "CloudWatchAlarmsPublish", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
-         "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"},
-    ]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministersThroughIam",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchAlarmsPublish",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                    "Resource": "*",
+                },
+            ],
+        }
+    )
 
 
 def topic_policy(topic_arn: str, account_id: str, region: str, partition: str) -> str:
     """Only this account's alarms publish as CloudWatch (no confused deputy), and nothing over plain HTTP."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "CloudWatchAlarmsOfThisAccount", "Effect": "Allow",
-         "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish", "Resource": topic_arn,
-         "Condition": {"StringEquals": {"aws:SourceAccount": account_id},
-                       "ArnLike": {"aws:SourceArn": f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:*"}}},
-        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "sns:Publish",
-         "Resource": topic_arn, "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
-    ]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "CloudWatchAlarmsOfThisAccount",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Action": "sns:Publish",
+                    "Resource": topic_arn,
+                    "Condition": {
+                        "StringEquals": {"aws:SourceAccount": account_id},
+                        "ArnLike": {"aws:SourceArn": f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:*"},
+                    },
+                },
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "sns:Publish",
+                    "Resource": topic_arn,
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                },
+            ],
+        }
+    )
 
 
 def _subscription_role(address: str) -> str:
@@ -130,83 +171,166 @@ class Alarms(pulumi.ComponentResource):
         partition = aws.get_partition_output(opts=invoke).partition
         region = aws.get_region_output(opts=invoke).region
 
-        key = aws.kms.Key(f"{name}-topic-key", description=f"{name}: alarm notifications", enable_key_rotation=True,
-                          policy=pulumi.Output.all(account_id, partition).apply(lambda a: topic_key_policy(*a)),
-                          tags=tags, opts=child)
+        key = aws.kms.Key(
+            f"{name}-topic-key",
+            description=f"{name}: alarm notifications",
+            enable_key_rotation=True,
+            policy=pulumi.Output.all(account_id, partition).apply(lambda a: topic_key_policy(*a)),
+            tags=tags,
+            opts=child,
+        )
         aws.kms.Alias(f"{name}-topic-key-alias", name=f"alias/{name}-topic", target_key_id=key.key_id, opts=child)
         topic = aws.sns.Topic(f"{name}-topic", kms_master_key_id=key.arn, tags=tags, opts=child)
-        aws.sns.TopicPolicy(f"{name}-topic-policy", arn=topic.arn, opts=pulumi.ResourceOptions(parent=topic),
-                            policy=pulumi.Output.all(topic.arn, account_id, region, partition)
-                            .apply(lambda a: topic_policy(*a)))
+        aws.sns.TopicPolicy(
+            f"{name}-topic-policy",
+            arn=topic.arn,
+            opts=pulumi.ResourceOptions(parent=topic),
+            policy=pulumi.Output.all(topic.arn, account_id, region, partition).apply(lambda a: topic_policy(*a)),
+        )
         for address in args.alarm_emails:
-            aws.sns.TopicSubscription(f"{name}-email-{_subscription_role(address)}", topic=topic.arn,
-                                      protocol="email", endpoint=address, opts=pulumi.ResourceOptions(parent=topic))
+            aws.sns.TopicSubscription(
+                f"{name}-email-{_subscription_role(address)}",
+                topic=topic.arn,
+                protocol="email",
+                endpoint=address,
+                opts=pulumi.ResourceOptions(parent=topic),
+            )
 
         def alarm(role: str, description: str, treat_missing_data: str, **metric: Any) -> aws.cloudwatch.MetricAlarm:
             # OK actions too: whoever was paged learns when it is over without opening the console.
             return aws.cloudwatch.MetricAlarm(
-                f"{name}-{role}", alarm_description=description, treat_missing_data=treat_missing_data,
-                alarm_actions=[topic.arn], ok_actions=[topic.arn], tags=tags, opts=child, **metric)
+                f"{name}-{role}",
+                alarm_description=description,
+                treat_missing_data=treat_missing_data,
+                alarm_actions=[topic.arn],
+                ok_actions=[topic.arn],
+                tags=tags,
+                opts=child,
+                **metric,
+            )
 
         rds = {"DBInstanceIdentifier": args.database_instance_id}
         instance_class, allocated_gb = args.database_instance_class, args.database_allocated_storage_gb
         # A gap in CPU or connection data says nothing about load: keep the state; the storage alarm below is the
         # one that treats silence as an outage.
-        alarm("db-cpu", f"RDS CPU above {CPU_PERCENT} % for 15 minutes: look at slow statements and Performance "
-                        "Insights before scaling the class.", "missing",
-              namespace="AWS/RDS", metric_name="CPUUtilization", dimensions=rds, statistic="Average",
-              period=FIVE_MINUTES, evaluation_periods=3, datapoints_to_alarm=3,
-              comparison_operator="GreaterThanThreshold", threshold=CPU_PERCENT)
+        alarm(
+            "db-cpu",
+            f"RDS CPU above {CPU_PERCENT} % for 15 minutes: look at slow statements and Performance "
+            "Insights before scaling the class.",
+            "missing",
+            namespace="AWS/RDS",
+            metric_name="CPUUtilization",
+            dimensions=rds,
+            statistic="Average",
+            period=FIVE_MINUTES,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+            comparison_operator="GreaterThanThreshold",
+            threshold=CPU_PERCENT,
+        )
         storage_bytes = free_storage_threshold_bytes(allocated_gb)
         # RDS reports FreeStorageSpace every minute while the instance runs: silence means it is stopped, gone or
         # replaced (a restore under another identifier), and someone must look.
-        alarm("db-free-storage", f"RDS free storage below 10 % of the allocated {allocated_gb} GiB: "
-                                 "storage autoscaling acts at this mark too; if it does not (maxAllocatedStorage "
-                                 "reached, or 6 h since the last change), raise the ceiling.", "breaching",
-              namespace="AWS/RDS", metric_name="FreeStorageSpace", dimensions=rds, statistic="Minimum",
-              period=FIVE_MINUTES, evaluation_periods=2, datapoints_to_alarm=2,
-              comparison_operator="LessThanThreshold", threshold=storage_bytes)
+        alarm(
+            "db-free-storage",
+            f"RDS free storage below 10 % of the allocated {allocated_gb} GiB: "
+            "storage autoscaling acts at this mark too; if it does not (maxAllocatedStorage "
+            "reached, or 6 h since the last change), raise the ceiling.",
+            "breaching",
+            namespace="AWS/RDS",
+            metric_name="FreeStorageSpace",
+            dimensions=rds,
+            statistic="Minimum",
+            period=FIVE_MINUTES,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            comparison_operator="LessThanThreshold",
+            threshold=storage_bytes,
+        )
         max_connections = max_db_connections(instance_class)
-        alarm("db-connections", f"RDS connections above {DB_CONNECTIONS_ALARM_FRACTION:.0%} of max_connections "
-                                f"({max_connections}, set in the parameter group) for 5 minutes: look for a connection "
-                                "leak, or pools that together (replicas x pool size) outgrow the instance.", "missing",
-              namespace="AWS/RDS", metric_name="DatabaseConnections", dimensions=rds, statistic="Maximum",
-              period=60, evaluation_periods=5, datapoints_to_alarm=5,
-              comparison_operator="GreaterThanThreshold", threshold=connections_threshold(instance_class))
+        alarm(
+            "db-connections",
+            f"RDS connections above {DB_CONNECTIONS_ALARM_FRACTION:.0%} of max_connections "
+            f"({max_connections}, set in the parameter group) for 5 minutes: look for a connection "
+            "leak, or pools that together (replicas x pool size) outgrow the instance.",
+            "missing",
+            namespace="AWS/RDS",
+            metric_name="DatabaseConnections",
+            dimensions=rds,
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=5,
+            datapoints_to_alarm=5,
+            comparison_operator="GreaterThanThreshold",
+            threshold=connections_threshold(instance_class),
+        )
 
         for domain, queue_name in sorted(args.dlq_names.items()):
             # SQS stops publishing metrics of a queue idle for hours: no data from an empty DLQ is no message.
-            alarm(f"dlq-{domain}", f"A {domain} event was dead-lettered after its retries: inspect it, fix the "
-                                   "cause, then redrive it before the DLQ's retention ends.", "notBreaching",
-                  namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
-                  dimensions={"QueueName": queue_name}, statistic="Maximum", period=FIVE_MINUTES,
-                  evaluation_periods=1, comparison_operator="GreaterThanOrEqualToThreshold", threshold=1)
+            alarm(
+                f"dlq-{domain}",
+                f"A {domain} event was dead-lettered after its retries: inspect it, fix the "
+                "cause, then redrive it before the DLQ's retention ends.",
+                "notBreaching",
+                namespace="AWS/SQS",
+                metric_name="ApproximateNumberOfMessagesVisible",
+                dimensions={"QueueName": queue_name},
+                statistic="Maximum",
+                period=FIVE_MINUTES,
+                evaluation_periods=1,
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                threshold=1,
+            )
 
         suffix = args.load_balancer_arn_suffix
         if not (isinstance(suffix, str) and not suffix):
             alb = {"LoadBalancer": pulumi.Output.from_input(suffix).apply(validate_arn_suffix)}
             # The ALB publishes its 5xx counts only when there are some, and RequestCount only with traffic.
-            alarm("alb-elb-5xx", f"The ALB itself answered 5xx (no healthy API pod, or a timeout) at least "
-                                 f"{ELB_5XX_PER_5_MIN} times in 5 minutes.", "notBreaching",
-                  namespace="AWS/ApplicationELB", metric_name="HTTPCode_ELB_5XX_Count", dimensions=alb,
-                  statistic="Sum", period=FIVE_MINUTES, evaluation_periods=1,
-                  comparison_operator="GreaterThanOrEqualToThreshold", threshold=ELB_5XX_PER_5_MIN)
+            alarm(
+                "alb-elb-5xx",
+                f"The ALB itself answered 5xx (no healthy API pod, or a timeout) at least "
+                f"{ELB_5XX_PER_5_MIN} times in 5 minutes.",
+                "notBreaching",
+                namespace="AWS/ApplicationELB",
+                metric_name="HTTPCode_ELB_5XX_Count",
+                dimensions=alb,
+                statistic="Sum",
+                period=FIVE_MINUTES,
+                evaluation_periods=1,
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                threshold=ELB_5XX_PER_5_MIN,
+            )
 
             def metric(metric_name: str) -> dict[str, Any]:
-                return {"namespace": "AWS/ApplicationELB", "metric_name": metric_name, "dimensions": alb,
-                        "stat": "Sum", "period": FIVE_MINUTES}
-            alarm("alb-target-5xx-ratio", f"More than {TARGET_5XX_PERCENT} % of API requests answered 5xx in 2 of "
-                                          "the last 3 five-minute periods (periods under "
-                                          f"{TARGET_5XX_MIN_REQUESTS} requests count as healthy).", "notBreaching",
-                  metric_queries=[
-                      {"id": "requests", "metric": metric("RequestCount"), "return_data": False},
-                      {"id": "errors", "metric": metric("HTTPCode_Target_5XX_Count"), "return_data": False},
-                      {"id": "ratio", "label": "API 5xx (% of requests)", "return_data": True,
-                       "expression": f"IF(requests >= {TARGET_5XX_MIN_REQUESTS}, "
-                                     "100 * FILL(errors, 0) / requests, 0)"},
-                  ],
-                  evaluation_periods=3, datapoints_to_alarm=2,
-                  comparison_operator="GreaterThanThreshold", threshold=TARGET_5XX_PERCENT)
+                return {
+                    "namespace": "AWS/ApplicationELB",
+                    "metric_name": metric_name,
+                    "dimensions": alb,
+                    "stat": "Sum",
+                    "period": FIVE_MINUTES,
+                }
+
+            alarm(
+                "alb-target-5xx-ratio",
+                f"More than {TARGET_5XX_PERCENT} % of API requests answered 5xx in 2 of "
+                "the last 3 five-minute periods (periods under "
+                f"{TARGET_5XX_MIN_REQUESTS} requests count as healthy).",
+                "notBreaching",
+                metric_queries=[
+                    {"id": "requests", "metric": metric("RequestCount"), "return_data": False},
+                    {"id": "errors", "metric": metric("HTTPCode_Target_5XX_Count"), "return_data": False},
+                    {
+                        "id": "ratio",
+                        "label": "API 5xx (% of requests)",
+                        "return_data": True,
+                        "expression": f"IF(requests >= {TARGET_5XX_MIN_REQUESTS}, 100 * FILL(errors, 0) / requests, 0)",
+                    },
+                ],
+                evaluation_periods=3,
+                datapoints_to_alarm=2,
+                comparison_operator="GreaterThanThreshold",
+                threshold=TARGET_5XX_PERCENT,
+            )
 
         self.topic_arn = topic.arn
         self.topic_key_arn = key.arn

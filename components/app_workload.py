@@ -15,8 +15,8 @@ from components.cluster import Cluster
 from limits.capacity import MIGRATION_POD
 
 # Kubernetes specs are written here as dicts in the API's own camelCase, as manifests and the Kubernetes docs read. The
-# SDK's ArgsDict types spell keys in snake_case, so type checkers refuse those dicts although the engine takes them as
-# they are (pulumi/pulumi#16646): the calls that pass one carry `type: ignore[call-overload]`.
+# SDK's ArgsDict types spell keys in snake_case although the engine takes camelCase as it is (pulumi/pulumi#16646), so
+# mypy does not follow pulumi_kubernetes (pyproject.toml).
 
 APP_UID = 10001
 # The label the Deployment, Service, PDB and NetworkPolicies select an app's pods by; migrations Jobs use their own.
@@ -84,23 +84,38 @@ class AppWorkloadArgs:
 
 def validate_app_workload_args(args: AppWorkloadArgs) -> None:
     if args.max_replicas is not None and args.max_replicas < args.replicas:
-        raise ValueError(f"{args.app}: max_replicas = {args.max_replicas} is invalid; allowed: at least replicas "
-                         f"({args.replicas})")
+        raise ValueError(
+            f"{args.app}: max_replicas = {args.max_replicas} is invalid; allowed: at least replicas ({args.replicas})"
+        )
     if args.shutdown.grace_seconds <= args.shutdown.prestop_seconds:
-        raise ValueError(f"{args.app}: shutdown.grace_seconds = {args.shutdown.grace_seconds} is invalid; allowed: "
-                         f"more than prestop_seconds ({args.shutdown.prestop_seconds}), or the app never gets SIGTERM "
-                         "in time to drain")
+        raise ValueError(
+            f"{args.app}: shutdown.grace_seconds = {args.shutdown.grace_seconds} is invalid; allowed: "
+            f"more than prestop_seconds ({args.shutdown.prestop_seconds}), or the app never gets SIGTERM "
+            "in time to drain"
+        )
 
 
-def restricted_pod(*, service_account: str, containers: list[dict[str, Any]], app: str,
-                   restart_policy: str | None = None, shutdown: Shutdown | None = None) -> dict[str, Any]:
+def restricted_pod(
+    *,
+    service_account: str,
+    containers: list[dict[str, Any]],
+    app: str,
+    restart_policy: str | None = None,
+    shutdown: Shutdown | None = None,
+) -> dict[str, Any]:
     """A pod spec that passes the restricted Pod Security Standard, with a writable /tmp only and no Kubernetes API
     token: the clinic's apps never call the Kubernetes API (IRSA's web identity token is a volume of its own, which
     the EKS pod identity webhook adds whatever this says)."""
     for container in containers:
-        container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "runAsNonRoot": True, "runAsUser": APP_UID, "runAsGroup": APP_UID,
-                                        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": APP_UID,
+            "runAsGroup": APP_UID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
         container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
         if shutdown and shutdown.prestop_seconds:
             # The kubelet's own sleep (on by default since Kubernetes 1.30): no shell needed in the image.
@@ -108,13 +123,23 @@ def restricted_pod(*, service_account: str, containers: list[dict[str, Any]], ap
     spec: dict[str, Any] = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": APP_UID, "runAsGroup": APP_UID, "fsGroup": APP_UID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": APP_UID,
+            "runAsGroup": APP_UID,
+            "fsGroup": APP_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": containers,
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                       "whenUnsatisfiable": "ScheduleAnyway",
-                                       "labelSelector": {"matchLabels": {"app": app}}}],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app": app}},
+            }
+        ],
     }
     if restart_policy:
         spec["restartPolicy"] = restart_policy
@@ -132,8 +157,10 @@ def http_probes(port: int) -> dict[str, Any]:
 
 
 def container_resources(cpu: str, memory: str) -> dict[str, Any]:
-    return {"requests": {"cpu": cpu, "memory": memory},
-            "limits": {"cpu": f"{int(cpu.removesuffix('m')) * 2}m", "memory": memory}}
+    return {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"cpu": f"{int(cpu.removesuffix('m')) * 2}m", "memory": memory},
+    }
 
 
 def migrations_job_name(app: str, release: str) -> str:
@@ -161,73 +188,127 @@ class AppWorkload(pulumi.ComponentResource):
             return [pulumi.Alias(parent=args.previous_parent, **({"name": old_name} if old_name else {}))]
 
         def child(role: str, depends_on: Sequence[pulumi.Resource], **extra: Any) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(depends_on),
-                                          aliases=aliases(role), **extra)
+            return pulumi.ResourceOptions(
+                parent=self, provider=provider, depends_on=list(depends_on), aliases=aliases(role), **extra
+            )
 
-        role = args.cluster.irsa_role(f"{name}-role", ns, app, policy=args.policy, parent=self, tags=args.tags,
-                                      aliases=aliases("role"))
+        role = args.cluster.irsa_role(
+            f"{name}-role", ns, app, policy=args.policy, parent=self, tags=args.tags, aliases=aliases("role")
+        )
         # The annotation carries the role ARN, which resolves only once the policy is attached: everything that
         # waits for the service account waits for the permissions, and on destroy goes before them.
         account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa", opts=child("sa", args.after),
+            f"{name}-sa",
+            opts=child("sa", args.after),
             metadata={"name": app, "namespace": ns, "annotations": {"eks.amazonaws.com/role-arn": role.arn}},
-            automount_service_account_token=False)
+            automount_service_account_token=False,
+        )
         before_pods: list[pulumi.Resource] = [*args.after, *args.pods_read, account]
 
         if args.migrate_module:
-            migrations = k8s.batch.v1.Job(  # type: ignore[call-overload]  # camelCase dicts, see top
+            migrations = k8s.batch.v1.Job(
                 f"{name}-migrate",
-                opts=child("migrate", before_pods, delete_before_replace=True,
-                           custom_timeouts=pulumi.CustomTimeouts(create="10m")),
-                metadata={"name": pulumi.Output.from_input(args.release).apply(lambda r: migrations_job_name(app, r)),
-                          "namespace": ns, "labels": {"app": app}},
-                spec={"backoffLimit": 3, "activeDeadlineSeconds": 600, "template": {
-                    "metadata": {"labels": {"app": MIGRATE_LABEL}},
-                    "spec": restricted_pod(service_account=app, app=MIGRATE_LABEL, restart_policy="Never",
-                                           containers=[{"name": "migrate", "image": args.image,
-                                                        "command": ["python", "-m", args.migrate_module],
-                                                        "env": list(args.env),
-                                                        "resources": container_resources(
-                                                            MIGRATION_POD.cpu, MIGRATION_POD.memory)}])}})
+                opts=child(
+                    "migrate",
+                    before_pods,
+                    delete_before_replace=True,
+                    custom_timeouts=pulumi.CustomTimeouts(create="10m"),
+                ),
+                metadata={
+                    "name": pulumi.Output.from_input(args.release).apply(lambda r: migrations_job_name(app, r)),
+                    "namespace": ns,
+                    "labels": {"app": app},
+                },
+                spec={
+                    "backoffLimit": 3,
+                    "activeDeadlineSeconds": 600,
+                    "template": {
+                        "metadata": {"labels": {"app": MIGRATE_LABEL}},
+                        "spec": restricted_pod(
+                            service_account=app,
+                            app=MIGRATE_LABEL,
+                            restart_policy="Never",
+                            containers=[
+                                {
+                                    "name": "migrate",
+                                    "image": args.image,
+                                    "command": ["python", "-m", args.migrate_module],
+                                    "env": list(args.env),
+                                    "resources": container_resources(MIGRATION_POD.cpu, MIGRATION_POD.memory),
+                                }
+                            ],
+                        ),
+                    },
+                },
+            )
             before_pods.append(migrations)
 
-        container = {"name": app.removeprefix("clinic-"), "image": args.image, "env": list(args.env),
-                     "resources": container_resources(args.cpu, args.memory),
-                     "ports": [{"name": "http", "containerPort": args.port}], **http_probes(args.port)}
+        container = {
+            "name": app.removeprefix("clinic-"),
+            "image": args.image,
+            "env": list(args.env),
+            "resources": container_resources(args.cpu, args.memory),
+            "ports": [{"name": "http", "containerPort": args.port}],
+            **http_probes(args.port),
+        }
         autoscaled = args.max_replicas is not None
-        deployment = k8s.apps.v1.Deployment(  # type: ignore[call-overload]  # camelCase dicts, see top
+        deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             # The autoscaler owns `replicas` once it has scaled; with server-side apply, ignoring the field makes
             # pulumi-kubernetes leave it out of the apply (no field conflict) or re-send the live value (no reset
             # to 1), where dropping it from the spec would reset a Deployment only Pulumi ever scaled.
             opts=child("deployment", before_pods, ignore_changes=["spec.replicas"] if autoscaled else None),
             metadata={"name": app, "namespace": ns, "labels": {"app": app}},
-            spec={"replicas": args.replicas,
-                  "selector": {"matchLabels": {"app": app}},
-                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                  "template": {"metadata": {"labels": {"app": app}},
-                               "spec": restricted_pod(service_account=app, app=app, containers=[container],
-                                                      shutdown=args.shutdown)}})
-        service = k8s.core.v1.Service(  # type: ignore[call-overload]  # camelCase dicts, see top
-            f"{name}-svc", opts=child("svc", [*args.after, *args.service_after]),
+            spec={
+                "replicas": args.replicas,
+                "selector": {"matchLabels": {"app": app}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": {"app": app}},
+                    "spec": restricted_pod(
+                        service_account=app, app=app, containers=[container], shutdown=args.shutdown
+                    ),
+                },
+            },
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-svc",
+            opts=child("svc", [*args.after, *args.service_after]),
             metadata={"name": app, "namespace": ns, "labels": {"app": app}},
-            spec={"type": "ClusterIP", "selector": {"app": app},
-                  "ports": [{"name": args.service_port_name, "port": args.service_port, "targetPort": args.port}]})
+            spec={
+                "type": "ClusterIP",
+                "selector": {"app": app},
+                "ports": [{"name": args.service_port_name, "port": args.service_port, "targetPort": args.port}],
+            },
+        )
         if autoscaled:
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(  # type: ignore[call-overload]  # camelCase dicts, see top
-                f"{name}-hpa", opts=child("hpa", args.after), metadata={
-                "name": app, "namespace": ns}, spec={
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
-                "minReplicas": args.replicas, "maxReplicas": args.max_replicas,
-                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                    "type": "Utilization", "averageUtilization": 70}}}]})
-        k8s.policy.v1.PodDisruptionBudget(  # type: ignore[call-overload]  # camelCase dicts, see top
-            f"{name}-pdb", opts=child("pdb", args.after), metadata={
-            "name": app, "namespace": ns}, spec={"maxUnavailable": 1, "selector": {"matchLabels": {"app": app}}})
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                opts=child("hpa", args.after),
+                metadata={"name": app, "namespace": ns},
+                spec={
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
+                    "minReplicas": args.replicas,
+                    "maxReplicas": args.max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                        }
+                    ],
+                },
+            )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            opts=child("pdb", args.after),
+            metadata={"name": app, "namespace": ns},
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": {"app": app}}},
+        )
 
         self.service = service
         self.role_arn = role.arn
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
-        self.register_outputs({"role_arn": self.role_arn, "deployment_name": self.deployment_name,
-                               "service_name": self.service_name})
+        self.register_outputs(
+            {"role_arn": self.role_arn, "deployment_name": self.deployment_name, "service_name": self.service_name}
+        )

@@ -46,8 +46,10 @@ class DatabaseBackupArgs:
 def validate_backup_args(args: DatabaseBackupArgs) -> None:
     s = args
     if args.protect and not s.enabled:
-        raise ValueError("enabled = False is invalid for a protected stack; allowed: True (prod keeps "
-                         "recovery points of patients' data apart from RDS)")
+        raise ValueError(
+            "enabled = False is invalid for a protected stack; allowed: True (prod keeps "
+            "recovery points of patients' data apart from RDS)"
+        )
     if not s.enabled:
         return
     if not args.instance_arns:
@@ -57,13 +59,20 @@ def validate_backup_args(args: DatabaseBackupArgs) -> None:
     if not _REGION.fullmatch(args.region):
         raise ValueError(f"region = {args.region!r} is invalid; allowed: an AWS region such as eu-west-1")
     if s.copy_region is not None and (s.copy_region == args.region or not _REGION.fullmatch(s.copy_region)):
-        raise ValueError(f"copy_region = {s.copy_region!r} is invalid; allowed: an AWS region other than "
-                         f"{args.region}, or None")
+        raise ValueError(
+            f"copy_region = {s.copy_region!r} is invalid; allowed: an AWS region other than {args.region}, or None"
+        )
 
 
 def backup_trust_policy() -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "backup.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "backup.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
 
 
 class DatabaseBackup(pulumi.ComponentResource):
@@ -94,56 +103,87 @@ class DatabaseBackup(pulumi.ComponentResource):
             copy_vault = self._vault(name, "copy-vault", args, tags, provider=copy_provider)
 
         role = aws.iam.Role(f"{name}-role", assume_role_policy=backup_trust_policy(), tags=tags, opts=child)
-        attachments = [aws.iam.RolePolicyAttachment(f"{name}-role-{policy.rsplit('/', 1)[1]}", role=role.name,
-                                                    policy_arn=policy, opts=pulumi.ResourceOptions(parent=role))
-                       for policy in SERVICE_ROLE_POLICIES]
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-role-{policy.rsplit('/', 1)[1]}",
+                role=role.name,
+                policy_arn=policy,
+                opts=pulumi.ResourceOptions(parent=role),
+            )
+            for policy in SERVICE_ROLE_POLICIES
+        ]
 
-        plan = aws.backup.Plan(f"{name}-plan", tags=tags, opts=child, rules=[{
-            "rule_name": "daily",
-            "target_vault_name": vault.name,
-            "schedule": SCHEDULE,
-            "schedule_expression_timezone": "Etc/UTC",
-            "start_window": START_WINDOW_MINUTES,
-            "completion_window": COMPLETION_WINDOW_MINUTES,
-            # No continuous backup: for RDS it takes over the instance's automated backups and sets their retention
-            # to the plan's, fighting database.backupRetentionDays on every update. RDS keeps point-in-time
-            # recovery; this plan adds daily snapshots kept apart from it (and, below, in a second region).
-            "enable_continuous_backup": False,
-            "lifecycle": {"delete_after": s.retention_days},
-            "recovery_point_tags": tags,
-            "copy_actions": [{"destination_vault_arn": copy_vault.arn,
-                              "lifecycle": {"delete_after": s.retention_days}}] if copy_vault else None,
-        }])
+        plan = aws.backup.Plan(
+            f"{name}-plan",
+            tags=tags,
+            opts=child,
+            rules=[
+                {
+                    "rule_name": "daily",
+                    "target_vault_name": vault.name,
+                    "schedule": SCHEDULE,
+                    "schedule_expression_timezone": "Etc/UTC",
+                    "start_window": START_WINDOW_MINUTES,
+                    "completion_window": COMPLETION_WINDOW_MINUTES,
+                    # No continuous backup: for RDS it takes over the instance's automated backups and sets their
+                    # retention to the plan's, fighting database.backupRetentionDays on every update. RDS keeps
+                    # point-in-time recovery; this plan adds daily snapshots kept apart from it (and, below, in a
+                    # second region).
+                    "enable_continuous_backup": False,
+                    "lifecycle": {"delete_after": s.retention_days},
+                    "recovery_point_tags": tags,
+                    "copy_actions": [
+                        {"destination_vault_arn": copy_vault.arn, "lifecycle": {"delete_after": s.retention_days}}
+                    ]
+                    if copy_vault
+                    else None,
+                }
+            ],
+        )
         # The role's permissions are attached before anything is selected, so the first job cannot fail on them.
-        aws.backup.Selection(f"{name}-rds", name=f"{name}-rds", plan_id=plan.id, iam_role_arn=role.arn,
-                             resources=list(args.instance_arns),
-                             opts=pulumi.ResourceOptions(parent=plan, depends_on=attachments))
+        aws.backup.Selection(
+            f"{name}-rds",
+            name=f"{name}-rds",
+            plan_id=plan.id,
+            iam_role_arn=role.arn,
+            resources=list(args.instance_arns),
+            opts=pulumi.ResourceOptions(parent=plan, depends_on=attachments),
+        )
 
         self.vault_name = vault.name
         self.plan_id = plan.id
         self.copy_vault_arn = copy_vault.arn if copy_vault else None
-        self.register_outputs({"vault_name": self.vault_name, "plan_id": self.plan_id,
-                               "copy_vault_arn": self.copy_vault_arn})
+        self.register_outputs(
+            {"vault_name": self.vault_name, "plan_id": self.plan_id, "copy_vault_arn": self.copy_vault_arn}
+        )
 
-    def _vault(self, name: str, role: str, args: DatabaseBackupArgs, tags: dict[str, str],
-               provider: aws.Provider | None) -> aws.backup.Vault:
+    def _vault(
+        self, name: str, role: str, args: DatabaseBackupArgs, tags: dict[str, str], provider: aws.Provider | None
+    ) -> aws.backup.Vault:
         """A vault with its own key in the provider's region; in prod protected and locked in governance mode."""
         protect = args.protect
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         keep = pulumi.ResourceOptions(parent=self, provider=provider, protect=protect)
-        key = aws.kms.Key(f"{name}-{role}-key", description=f"{name}: {role} recovery points",
-                          enable_key_rotation=True, deletion_window_in_days=30 if protect else 7, tags=tags,
-                          opts=keep)
+        key = aws.kms.Key(
+            f"{name}-{role}-key",
+            description=f"{name}: {role} recovery points",
+            enable_key_rotation=True,
+            deletion_window_in_days=30 if protect else 7,
+            tags=tags,
+            opts=keep,
+        )
         aws.kms.Alias(f"{name}-{role}-key-alias", name=f"alias/{name}-{role}", target_key_id=key.key_id, opts=child)
         # Dev only: force_destroy deletes the recovery points with the vault; prod's vault refuses while it has any.
-        vault = aws.backup.Vault(f"{name}-{role}", kms_key_arn=key.arn, force_destroy=not protect, tags=tags,
-                                 opts=keep)
+        vault = aws.backup.Vault(f"{name}-{role}", kms_key_arn=key.arn, force_destroy=not protect, tags=tags, opts=keep)
         if protect:
             # Governance, not compliance, mode: recovery points cannot be deleted or shortened before the plan's
             # retention by anyone lacking backup:DeleteBackupVaultLockConfiguration, yet the lock stays removable
             # by that role, so a mistaken retention can still be fixed. Compliance mode turns irreversible after its
             # grace period: not even the account root could then remove the lock or delete a point before it expires.
-            aws.backup.VaultLockConfiguration(f"{name}-{role}-lock", backup_vault_name=vault.name,
-                                              min_retention_days=args.retention_days,
-                                              opts=pulumi.ResourceOptions(parent=vault, provider=provider))
+            aws.backup.VaultLockConfiguration(
+                f"{name}-{role}-lock",
+                backup_vault_name=vault.name,
+                min_retention_days=args.retention_days,
+                opts=pulumi.ResourceOptions(parent=vault, provider=provider),
+            )
         return vault

@@ -22,8 +22,8 @@ from components.lb_controller import LoadBalancerController
 from limits import APP_DB_POOL_SIZE
 from limits.capacity import API_POD, NOTIFIER_POD
 
-# Kubernetes specs are written here as dicts in the API's own camelCase (components/app_workload.py says why the calls
-# that pass one carry `type: ignore[call-overload]`: pulumi/pulumi#16646).
+# Kubernetes specs are written here as dicts in the API's own camelCase (components/app_workload.py says why:
+# pulumi/pulumi#16646).
 
 NAMESPACE = "clinic"
 API_PORT = 8000
@@ -144,52 +144,117 @@ def load_balancer_name(component_name: str) -> str:
     """The clinic ALB's name, fixed by the Ingress so the platform can look the ALB up (alarms on its metrics):
     `<component>-alb`, or, when that is no valid ALB name, a shortened form ending in a hash of the full name."""
     wanted = f"{component_name}-alb"
-    if (len(wanted) <= ALB_NAME_MAX and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", wanted)
-            and not wanted.startswith("internal-")):
+    if (
+        len(wanted) <= ALB_NAME_MAX
+        and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", wanted)
+        and not wanted.startswith("internal-")
+    ):
         return wanted
     digest = hashlib.sha256(component_name.encode()).hexdigest()[:8]
     stem = re.sub(r"[^a-z0-9-]+", "-", wanted.lower()).removeprefix("internal-").strip("-")
-    return f"{stem[:ALB_NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
+    return f"{stem[: ALB_NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def validate_dns(hostname: str | None, hosted_zone_id: str | None) -> None:
     """The zone gets the host name's record and, without a certificate ARN, its certificate's validation record."""
     if hosted_zone_id and not hostname:
-        raise ValueError(f"hosted_zone_id = {hosted_zone_id!r} is invalid without a hostname; allowed: set hostname "
-                         "(the record and the certificate are for it), or leave hosted_zone_id unset")
+        raise ValueError(
+            f"hosted_zone_id = {hosted_zone_id!r} is invalid without a hostname; allowed: set hostname "
+            "(the record and the certificate are for it), or leave hosted_zone_id unset"
+        )
 
 
 def api_policy(bucket_arn: str, bucket_key: str, queue_arns: Sequence[str], secret_arn: str, db_key: str) -> str:
     """Exam PDFs under the prefix only; send to the event queues; read the database secret."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "ExamObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
-         "Resource": f"{bucket_arn}/{EXAM_PREFIX}*"},
-        # Without ListBucket a missing object answers 403, not 404: the API checks existence before "ready".
-        {"Sid": "ExamListing", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
-         "Condition": {"StringLike": {"s3:prefix": f"{EXAM_PREFIX}*"}}},
-        {"Sid": "ExamKey", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": bucket_key},
-        {"Sid": "Events", "Effect": "Allow", "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
-         "Resource": sorted(queue_arns)},
-        {"Sid": "DatabaseSecret", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arn},
-        {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
-    ]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ExamObjects",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject", "s3:PutObject"],
+                    "Resource": f"{bucket_arn}/{EXAM_PREFIX}*",
+                },
+                # Without ListBucket a missing object answers 403, not 404: the API checks existence before "ready".
+                {
+                    "Sid": "ExamListing",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": bucket_arn,
+                    "Condition": {"StringLike": {"s3:prefix": f"{EXAM_PREFIX}*"}},
+                },
+                {
+                    "Sid": "ExamKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                    "Resource": bucket_key,
+                },
+                {
+                    "Sid": "Events",
+                    "Effect": "Allow",
+                    "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
+                    "Resource": sorted(queue_arns),
+                },
+                {
+                    "Sid": "DatabaseSecret",
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": secret_arn,
+                },
+                {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
+            ],
+        }
+    )
 
 
-def notifier_policy(queue_arns: Sequence[str], dlq_arns: Sequence[str], identity_arn: str,
-                    configuration_set_arn: str, secret_arn: str, db_key: str) -> str:
+def notifier_policy(
+    queue_arns: Sequence[str],
+    dlq_arns: Sequence[str],
+    identity_arn: str,
+    configuration_set_arn: str,
+    secret_arn: str,
+    db_key: str,
+) -> str:
     """Consume its queues; read its DLQs' depth (never their messages); send email only as the clinic identity
     through its configuration set."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "Consume", "Effect": "Allow",
-         "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-                    "sqs:GetQueueAttributes"],
-         "Resource": sorted(queue_arns)},
-        {"Sid": "DeadLetterDepth", "Effect": "Allow", "Action": "sqs:GetQueueAttributes", "Resource": sorted(dlq_arns)},
-        {"Sid": "Send", "Effect": "Allow", "Action": "ses:SendEmail",
-         "Resource": [identity_arn, configuration_set_arn]},
-        {"Sid": "DatabaseSecret", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arn},
-        {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
-    ]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "Consume",
+                    "Effect": "Allow",
+                    "Action": [
+                        "sqs:ReceiveMessage",
+                        "sqs:DeleteMessage",
+                        "sqs:ChangeMessageVisibility",
+                        "sqs:GetQueueAttributes",
+                    ],
+                    "Resource": sorted(queue_arns),
+                },
+                {
+                    "Sid": "DeadLetterDepth",
+                    "Effect": "Allow",
+                    "Action": "sqs:GetQueueAttributes",
+                    "Resource": sorted(dlq_arns),
+                },
+                {
+                    "Sid": "Send",
+                    "Effect": "Allow",
+                    "Action": "ses:SendEmail",
+                    "Resource": [identity_arn, configuration_set_arn],
+                },
+                {
+                    "Sid": "DatabaseSecret",
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": secret_arn,
+                },
+                {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
+            ],
+        }
+    )
 
 
 def database_env(prefix: str, p: PlatformEndpoints) -> list[dict[str, Any]]:
@@ -218,39 +283,62 @@ class ClinicApps(pulumi.ComponentResource):
         p, tags = args.platform, dict(args.tags)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider)
 
-        namespace = k8s.core.v1.Namespace(f"{name}-ns", opts=k8s_opts, metadata={"name": NAMESPACE, "labels": {
-            "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
-            "pod-security.kubernetes.io/audit": "restricted", "pod-security.kubernetes.io/warn": "restricted",
-            # The controller's webhook gives pods here a readiness gate: Ready only once the ALB target is healthy.
-            "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}})
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-ns",
+            opts=k8s_opts,
+            metadata={
+                "name": NAMESPACE,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                    # The controller's webhook gives pods here a readiness gate: Ready only once the ALB target is
+                    # healthy.
+                    "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled",
+                },
+            },
+        )
         in_ns = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider, depends_on=[namespace])
 
         # Signing key for the API's tokens: generated here, kept encrypted in state, handed over as a Secret.
-        jwt_key = random.RandomPassword(f"{name}-jwt-key", length=64, special=False,
-                                        opts=pulumi.ResourceOptions(parent=self))
-        jwt_secret = k8s.core.v1.Secret(f"{name}-api-jwt", opts=in_ns, type="Opaque",
-                                        metadata={"name": "clinic-api-jwt", "namespace": NAMESPACE},
-                                        string_data={"jwt-secret": jwt_key.result})
+        jwt_key = random.RandomPassword(
+            f"{name}-jwt-key", length=64, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        jwt_secret = k8s.core.v1.Secret(
+            f"{name}-api-jwt",
+            opts=in_ns,
+            type="Opaque",
+            metadata={"name": "clinic-api-jwt", "namespace": NAMESPACE},
+            string_data={"jwt-secret": jwt_key.result},
+        )
 
         queue_urls = pulumi.Output.from_input(p.queue_urls)
 
         def queue_url(domain: str) -> pulumi.Output[str]:
             return queue_urls.apply(lambda urls: urls[domain])
+
         api_env = [
             {"name": "CLINIC_ENVIRONMENT", "value": "production"},
             *database_env("CLINIC", p),
             {"name": "CLINIC_STORAGE__BUCKET", "value": p.bucket_name},
             {"name": "CLINIC_STORAGE__PREFIX", "value": EXAM_PREFIX},
-            *[{"name": f"CLINIC_QUEUES__{domain.upper().replace('-', '_')}", "value": queue_url(domain)}
-              for domain in ("account", "appointment", "exam", "exam-result", "file")],
-            {"name": "CLINIC_AUTH__JWT_SECRET",
-             "valueFrom": {"secretKeyRef": {"name": "clinic-api-jwt", "key": "jwt-secret"}}},
+            *[
+                {"name": f"CLINIC_QUEUES__{domain.upper().replace('-', '_')}", "value": queue_url(domain)}
+                for domain in ("account", "appointment", "exam", "exam-result", "file")
+            ],
+            {
+                "name": "CLINIC_AUTH__JWT_SECRET",
+                "valueFrom": {"secretKeyRef": {"name": "clinic-api-jwt", "key": "jwt-secret"}},
+            },
             {"name": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "value": str(API_DRAIN_SECONDS)},
         ]
         notifier_env = [
             *database_env("NOTIFIER", p),
-            {"name": "NOTIFIER_QUEUE_URLS",
-             "value": queue_urls.apply(lambda urls: json.dumps([urls[d] for d in NOTIFIER_DOMAINS]))},
+            {
+                "name": "NOTIFIER_QUEUE_URLS",
+                "value": queue_urls.apply(lambda urls: json.dumps([urls[d] for d in NOTIFIER_DOMAINS])),
+            },
             {"name": "NOTIFIER_SES__FROM_ADDRESS", "value": p.email_from_address},
             {"name": "NOTIFIER_SES__CONFIGURATION_SET", "value": p.email_configuration_set},
             {"name": "NOTIFIER_HTTP_PORT", "value": str(NOTIFIER_PORT)},
@@ -261,33 +349,73 @@ class ClinicApps(pulumi.ComponentResource):
         queue_arns = pulumi.Output.from_input(p.queue_arns)
         # Each app is a workload of its own; its resources were this component's children until the split, and
         # keep their URNs through aliases (previous_parent, previous_names).
-        api = AppWorkload(f"{name}-api", AppWorkloadArgs(
-            app="clinic-api", namespace=NAMESPACE, cluster=args.cluster, tags=tags,
-            policy=pulumi.Output.all(p.bucket_arn, p.bucket_kms_key_arn, queue_arns, p.database_secret_arn,
-                                     p.database_kms_key_arn)
-            .apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])),
-            image=args.api_image, release=args.api_image, env=api_env, migrate_module="clinic_api.migrate",
-            port=API_PORT, service_port=80, service_port_name="http",
-            cpu=API_POD.cpu, memory=API_POD.memory,
-            replicas=args.api_replicas, max_replicas=args.api_max_replicas,
-            shutdown=Shutdown(prestop_seconds=API_PRESTOP_SECONDS, grace_seconds=API_GRACE_SECONDS),
-            after=[namespace], pods_read=[jwt_secret], service_after=args.controller.ready,
-            previous_parent=self, previous_names={"deployment": f"{name}-api", "pdb": f"{name}-clinic-api-pdb"}),
-            opts=pulumi.ResourceOptions(parent=self))
-        AppWorkload(f"{name}-notifier", AppWorkloadArgs(
-            app="clinic-notifier", namespace=NAMESPACE, cluster=args.cluster, tags=tags,
-            policy=pulumi.Output.all(queue_arns, p.dead_letter_queue_arns, p.email_identity_arn,
-                                     p.email_configuration_set_arn, p.database_secret_arn, p.database_kms_key_arn)
-            .apply(lambda a: notifier_policy([a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS],
-                                             *a[2:])),
-            image=args.notifier_image, release=args.notifier_image, env=notifier_env, migrate_module="notifier.migrate",
-            port=NOTIFIER_PORT, service_port=NOTIFIER_PORT, service_port_name="metrics",
-            cpu=NOTIFIER_POD.cpu, memory=NOTIFIER_POD.memory,
-            replicas=args.notifier_replicas, after=[namespace], service_after=args.controller.ready,
-            shutdown=Shutdown(prestop_seconds=0, grace_seconds=NOTIFIER_GRACE_SECONDS),
-            previous_parent=self, previous_names={"deployment": f"{name}-notifier",
-                                                  "pdb": f"{name}-clinic-notifier-pdb"}),
-            opts=pulumi.ResourceOptions(parent=self))
+        api = AppWorkload(
+            f"{name}-api",
+            AppWorkloadArgs(
+                app="clinic-api",
+                namespace=NAMESPACE,
+                cluster=args.cluster,
+                tags=tags,
+                policy=pulumi.Output.all(
+                    p.bucket_arn, p.bucket_kms_key_arn, queue_arns, p.database_secret_arn, p.database_kms_key_arn
+                ).apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])),
+                image=args.api_image,
+                release=args.api_image,
+                env=api_env,
+                migrate_module="clinic_api.migrate",
+                port=API_PORT,
+                service_port=80,
+                service_port_name="http",
+                cpu=API_POD.cpu,
+                memory=API_POD.memory,
+                replicas=args.api_replicas,
+                max_replicas=args.api_max_replicas,
+                shutdown=Shutdown(prestop_seconds=API_PRESTOP_SECONDS, grace_seconds=API_GRACE_SECONDS),
+                after=[namespace],
+                pods_read=[jwt_secret],
+                service_after=args.controller.ready,
+                previous_parent=self,
+                previous_names={"deployment": f"{name}-api", "pdb": f"{name}-clinic-api-pdb"},
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        AppWorkload(
+            f"{name}-notifier",
+            AppWorkloadArgs(
+                app="clinic-notifier",
+                namespace=NAMESPACE,
+                cluster=args.cluster,
+                tags=tags,
+                policy=pulumi.Output.all(
+                    queue_arns,
+                    p.dead_letter_queue_arns,
+                    p.email_identity_arn,
+                    p.email_configuration_set_arn,
+                    p.database_secret_arn,
+                    p.database_kms_key_arn,
+                ).apply(
+                    lambda a: notifier_policy(
+                        [a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS], *a[2:]
+                    )
+                ),
+                image=args.notifier_image,
+                release=args.notifier_image,
+                env=notifier_env,
+                migrate_module="notifier.migrate",
+                port=NOTIFIER_PORT,
+                service_port=NOTIFIER_PORT,
+                service_port_name="metrics",
+                cpu=NOTIFIER_POD.cpu,
+                memory=NOTIFIER_POD.memory,
+                replicas=args.notifier_replicas,
+                after=[namespace],
+                service_after=args.controller.ready,
+                shutdown=Shutdown(prestop_seconds=0, grace_seconds=NOTIFIER_GRACE_SECONDS),
+                previous_parent=self,
+                previous_names={"deployment": f"{name}-notifier", "pdb": f"{name}-clinic-notifier-pdb"},
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
         certificate_arn: pulumi.Input[str] | None = args.certificate_arn
         if args.hosted_zone_id and args.hostname and not certificate_arn:
@@ -295,28 +423,55 @@ class ClinicApps(pulumi.ComponentResource):
 
         # A fixed name (not one the controller derives) makes the ALB findable; changing it replaces the ALB.
         alb_name = load_balancer_name(name)
-        ingress = k8s.networking.v1.Ingress(  # type: ignore[call-overload]  # camelCase dicts, see top
+        ingress = k8s.networking.v1.Ingress(
             f"{name}-ingress",
-            opts=pulumi.ResourceOptions.merge(args.controller.load_balancer_opts(parent=self),
-                                              pulumi.ResourceOptions(depends_on=[api.service, namespace])),
-            metadata={"name": "clinic", "namespace": NAMESPACE, "annotations": {
-                **_alb_annotations(certificate_arn, tags),
-                "alb.ingress.kubernetes.io/load-balancer-name": alb_name}},
-            spec={"ingressClassName": "alb", "rules": [{
-                **({"host": args.hostname} if args.hostname else {}),
-                "http": {"paths": [
-                    # Prometheus scrapes /metrics inside the cluster; the ALB answers it with a 404 of its own,
-                    # so request counts and database figures are not published to the internet.
-                    {"path": "/metrics", "pathType": "Prefix", "backend": {
-                        "service": {"name": METRICS_NOT_PUBLIC, "port": {"name": "use-annotation"}}}},
-                    {"path": "/", "pathType": "Prefix", "backend": {
-                        "service": {"name": "clinic-api", "port": {"number": 80}}}}]}}]})
+            opts=pulumi.ResourceOptions.merge(
+                args.controller.load_balancer_opts(parent=self),
+                pulumi.ResourceOptions(depends_on=[api.service, namespace]),
+            ),
+            metadata={
+                "name": "clinic",
+                "namespace": NAMESPACE,
+                "annotations": {
+                    **_alb_annotations(certificate_arn, tags),
+                    "alb.ingress.kubernetes.io/load-balancer-name": alb_name,
+                },
+            },
+            spec={
+                "ingressClassName": "alb",
+                "rules": [
+                    {
+                        **({"host": args.hostname} if args.hostname else {}),
+                        "http": {
+                            "paths": [
+                                # Prometheus scrapes /metrics inside the cluster; the ALB answers it with a 404 of
+                                # its own, so request counts and database figures are not published to the internet.
+                                {
+                                    "path": "/metrics",
+                                    "pathType": "Prefix",
+                                    "backend": {
+                                        "service": {"name": METRICS_NOT_PUBLIC, "port": {"name": "use-annotation"}}
+                                    },
+                                },
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "clinic-api", "port": {"number": 80}}},
+                                },
+                            ]
+                        },
+                    }
+                ],
+            },
+        )
 
         self._network_policies(name, in_ns, p)
 
         self.load_balancer_hostname = ingress.status.apply(
-            lambda st: st.load_balancer.ingress[0].hostname if st and st.load_balancer and st.load_balancer.ingress
-            else "")
+            lambda st: (
+                st.load_balancer.ingress[0].hostname if st and st.load_balancer and st.load_balancer.ingress else ""
+            )
+        )
 
         def find_alb(status: Any) -> Any:
             # The controller creates the ALB after the Ingress is applied; only once the Ingress reports an address
@@ -324,90 +479,147 @@ class ClinicApps(pulumi.ComponentResource):
             if not (status and status.load_balancer and status.load_balancer.ingress):
                 return None
             return aws.lb.get_load_balancer_output(name=alb_name, opts=pulumi.InvokeOutputOptions(parent=self))
+
         alb = ingress.status.apply(find_alb)
         self.load_balancer_arn_suffix = alb.apply(lambda found: found.arn_suffix if found else "")
         if args.hosted_zone_id:
             # Depends on the Ingress (through its status): on destroy the record goes first, then the ALB.
             aws.route53.Record(
-                f"{name}-dns", zone_id=args.hosted_zone_id, name=args.hostname, type="A",
-                aliases=[{"name": self.load_balancer_hostname,
-                          "zone_id": alb.apply(lambda found: found.zone_id if found else ""),
-                          "evaluate_target_health": True}],
-                opts=pulumi.ResourceOptions(parent=self))
-        self.register_outputs({"load_balancer_hostname": self.load_balancer_hostname,
-                               "load_balancer_arn_suffix": self.load_balancer_arn_suffix})
+                f"{name}-dns",
+                zone_id=args.hosted_zone_id,
+                name=args.hostname,
+                type="A",
+                aliases=[
+                    {
+                        "name": self.load_balancer_hostname,
+                        "zone_id": alb.apply(lambda found: found.zone_id if found else ""),
+                        "evaluate_target_health": True,
+                    }
+                ],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.register_outputs(
+            {
+                "load_balancer_hostname": self.load_balancer_hostname,
+                "load_balancer_arn_suffix": self.load_balancer_arn_suffix,
+            }
+        )
 
     def _certificate(self, name: str, hostname: str, zone_id: str, tags: Mapping[str, str]) -> pulumi.Output[str]:
         """An ACM certificate for the host name, validated through a record in its zone; the ARN resolves only once
         ACM has issued it, so the Ingress (and the ALB's HTTPS listener) waits for a usable certificate."""
         child = pulumi.ResourceOptions(parent=self)
-        certificate = aws.acm.Certificate(f"{name}-cert", domain_name=hostname, validation_method="DNS",
-                                          tags=dict(tags), opts=child)
+        certificate = aws.acm.Certificate(
+            f"{name}-cert", domain_name=hostname, validation_method="DNS", tags=dict(tags), opts=child
+        )
         # One name, no alternatives: exactly one validation record.
         option = certificate.domain_validation_options.apply(lambda options: options[0])
         record = aws.route53.Record(
-            f"{name}-cert-validation", zone_id=zone_id, name=option.resource_record_name,
-            type=option.resource_record_type, records=[option.resource_record_value], ttl=300,
+            f"{name}-cert-validation",
+            zone_id=zone_id,
+            name=option.resource_record_name,
+            type=option.resource_record_type,
+            records=[option.resource_record_value],
+            ttl=300,
             # ACM gives the same record for the same name in every certificate: a renewal or replacement reuses it.
-            allow_overwrite=True, opts=child)
+            allow_overwrite=True,
+            opts=child,
+        )
         validation = aws.acm.CertificateValidation(
-            f"{name}-cert-issued", certificate_arn=certificate.arn, validation_record_fqdns=[record.fqdn],
-            opts=pulumi.ResourceOptions(parent=self,
-                                        custom_timeouts=pulumi.CustomTimeouts(create=CERTIFICATE_VALIDATION_TIMEOUT)))
+            f"{name}-cert-issued",
+            certificate_arn=certificate.arn,
+            validation_record_fqdns=[record.fqdn],
+            opts=pulumi.ResourceOptions(
+                parent=self, custom_timeouts=pulumi.CustomTimeouts(create=CERTIFICATE_VALIDATION_TIMEOUT)
+            ),
+        )
         return validation.certificate_arn
 
     def _network_policies(self, name: str, opts: pulumi.ResourceOptions, p: PlatformEndpoints) -> None:
         def policy(suffix: str, spec: dict[str, Any]) -> None:
-            k8s.networking.v1.NetworkPolicy(  # type: ignore[call-overload]  # camelCase dicts, see top
-                f"{name}-netpol-{suffix}", opts=opts, metadata={
-                "name": suffix, "namespace": NAMESPACE}, spec=spec)
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-netpol-{suffix}", opts=opts, metadata={"name": suffix, "namespace": NAMESPACE}, spec=spec
+            )
 
-        dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                       "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
-        database = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in p.database_cidrs],
-                    "ports": [{"protocol": "TCP", "port": 5432}]}
+        dns = {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }
+        database = {
+            "to": [{"ipBlock": {"cidr": cidr}} for cidr in p.database_cidrs],
+            "ports": [{"protocol": "TCP", "port": 5432}],
+        }
         # AWS APIs (S3, SQS, SES, Secrets Manager, STS) over HTTPS, through NAT or the S3 endpoint.
         aws_apis = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}
         monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
         policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
-        policy("clinic-api", {
-            "podSelector": {"matchLabels": {"app": "clinic-api"}}, "policyTypes": ["Ingress", "Egress"],
-            # The ALB targets pod IPs directly (target-type ip) from inside the VPC.
-            "ingress": [{"from": [{"ipBlock": {"cidr": p.vpc_cidr}}, monitoring],
-                         "ports": [{"protocol": "TCP", "port": API_PORT}]}],
-            "egress": [dns, database, aws_apis]})
-        policy("clinic-migrate", {
-            "podSelector": {"matchLabels": {"app": "clinic-migrate"}}, "policyTypes": ["Egress"],
-            "egress": [dns, database, aws_apis]})
-        policy("clinic-notifier", {
-            "podSelector": {"matchLabels": {"app": "clinic-notifier"}}, "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [monitoring], "ports": [{"protocol": "TCP", "port": NOTIFIER_PORT}]}],
-            "egress": [dns, database, aws_apis]})
+        policy(
+            "clinic-api",
+            {
+                "podSelector": {"matchLabels": {"app": "clinic-api"}},
+                "policyTypes": ["Ingress", "Egress"],
+                # The ALB targets pod IPs directly (target-type ip) from inside the VPC.
+                "ingress": [
+                    {
+                        "from": [{"ipBlock": {"cidr": p.vpc_cidr}}, monitoring],
+                        "ports": [{"protocol": "TCP", "port": API_PORT}],
+                    }
+                ],
+                "egress": [dns, database, aws_apis],
+            },
+        )
+        policy(
+            "clinic-migrate",
+            {
+                "podSelector": {"matchLabels": {"app": "clinic-migrate"}},
+                "policyTypes": ["Egress"],
+                "egress": [dns, database, aws_apis],
+            },
+        )
+        policy(
+            "clinic-notifier",
+            {
+                "podSelector": {"matchLabels": {"app": "clinic-notifier"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [monitoring], "ports": [{"protocol": "TCP", "port": NOTIFIER_PORT}]}],
+                "egress": [dns, database, aws_apis],
+            },
+        )
 
 
 def _alb_annotations(certificate_arn: pulumi.Input[str] | None, tags: Mapping[str, str]) -> dict[str, Any]:
     annotations: dict[str, pulumi.Input[str]] = {
-        f"alb.ingress.kubernetes.io/actions.{METRICS_NOT_PUBLIC}": json.dumps({
-            "type": "fixed-response",
-            "fixedResponseConfig": {"contentType": "text/plain", "statusCode": "404", "messageBody": "not found"}}),
+        f"alb.ingress.kubernetes.io/actions.{METRICS_NOT_PUBLIC}": json.dumps(
+            {
+                "type": "fixed-response",
+                "fixedResponseConfig": {"contentType": "text/plain", "statusCode": "404", "messageBody": "not found"},
+            }
+        ),
         "alb.ingress.kubernetes.io/scheme": "internet-facing",
         "alb.ingress.kubernetes.io/target-type": "ip",
         "alb.ingress.kubernetes.io/healthcheck-path": "/readyz",
         "alb.ingress.kubernetes.io/tags": ",".join(f"{k}={v}" for k, v in sorted(tags.items())),
         "alb.ingress.kubernetes.io/load-balancer-attributes": "routing.http.drop_invalid_header_fields.enabled=true",
-        "alb.ingress.kubernetes.io/target-group-attributes":
-            f"deregistration_delay.timeout_seconds={DEREGISTRATION_DELAY_SECONDS}",
+        "alb.ingress.kubernetes.io/target-group-attributes": (
+            f"deregistration_delay.timeout_seconds={DEREGISTRATION_DELAY_SECONDS}"
+        ),
     }
     if certificate_arn:
         # HTTPS only: port 80 answers every request with a redirect (the API sends HSTS on every response).
-        annotations.update({
-            "alb.ingress.kubernetes.io/certificate-arn": certificate_arn,
-            "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]),
-            "alb.ingress.kubernetes.io/ssl-redirect": "443",
-            "alb.ingress.kubernetes.io/ssl-policy": SSL_POLICY,
-        })
+        annotations.update(
+            {
+                "alb.ingress.kubernetes.io/certificate-arn": certificate_arn,
+                "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]),
+                "alb.ingress.kubernetes.io/ssl-redirect": "443",
+                "alb.ingress.kubernetes.io/ssl-policy": SSL_POLICY,
+            }
+        )
     else:
         annotations["alb.ingress.kubernetes.io/listen-ports"] = json.dumps([{"HTTP": 80}])
     return annotations

@@ -100,43 +100,67 @@ class ClusterArgs:
 
 def validate_cluster_args(args: ClusterArgs) -> None:
     if args.kubernetes_version not in EKS_SUPPORT:
-        raise ValueError(f"kubernetes_version = {args.kubernetes_version!r} is invalid; allowed: "
-                         + ", ".join(EKS_SUPPORT))
+        raise ValueError(
+            f"kubernetes_version = {args.kubernetes_version!r} is invalid; allowed: " + ", ".join(EKS_SUPPORT)
+        )
     if not args.node_groups:
         raise ValueError("node_groups is empty; allowed: at least one managed node group")
     if any(c.endswith("/0") for c in args.public_access_cidrs):
-        raise ValueError(f"public_access_cidrs = {list(args.public_access_cidrs)} is invalid; allowed: specific "
-                         "CIDRs, never the whole internet")
+        raise ValueError(
+            f"public_access_cidrs = {list(args.public_access_cidrs)} is invalid; allowed: specific "
+            "CIDRs, never the whole internet"
+        )
     if not args.public_access_cidrs and not args.api_client_security_group_ids:
-        raise ValueError("public_access_cidrs is empty and no api_client_security_group_ids are given: nothing could "
-                         "reach the private API endpoint; allowed: an in-VPC runner's security group, or operators' "
-                         "CIDRs")
-    for key, arns in (("deploy_role_arn", [args.deploy_role_arn]),
-                      ("preview_role_arn", [args.preview_role_arn] if args.preview_role_arn else []),
-                      ("admin_role_arns", args.admin_role_arns), ("viewer_role_arns", args.viewer_role_arns)):
+        raise ValueError(
+            "public_access_cidrs is empty and no api_client_security_group_ids are given: nothing could "
+            "reach the private API endpoint; allowed: an in-VPC runner's security group, or operators' "
+            "CIDRs"
+        )
+    for key, arns in (
+        ("deploy_role_arn", [args.deploy_role_arn]),
+        ("preview_role_arn", [args.preview_role_arn] if args.preview_role_arn else []),
+        ("admin_role_arns", args.admin_role_arns),
+        ("viewer_role_arns", args.viewer_role_arns),
+    ):
         for arn in arns:
             if not re.fullmatch(ROLE_ARN_PATTERN, arn):
-                raise ValueError(f"{key} = {arn!r} is invalid; allowed: an IAM role ARN such as "
-                                 "arn:aws:iam::123456789012:role/clinic-deploy")
-    principals = [args.deploy_role_arn, *([args.preview_role_arn] if args.preview_role_arn else []),
-                  *args.admin_role_arns, *args.viewer_role_arns]
+                raise ValueError(
+                    f"{key} = {arn!r} is invalid; allowed: an IAM role ARN such as "
+                    "arn:aws:iam::123456789012:role/clinic-deploy"
+                )
+    principals = [
+        args.deploy_role_arn,
+        *([args.preview_role_arn] if args.preview_role_arn else []),
+        *args.admin_role_arns,
+        *args.viewer_role_arns,
+    ]
     repeated = sorted({arn for arn in principals if principals.count(arn) > 1})
     if repeated:
-        raise ValueError(f"{', '.join(repeated)} appear(s) more than once among deploy_role_arn, preview_role_arn, "
-                         "admin_role_arns and viewer_role_arns; allowed: one access entry per role")
+        raise ValueError(
+            f"{', '.join(repeated)} appear(s) more than once among deploy_role_arn, preview_role_arn, "
+            "admin_role_arns and viewer_role_arns; allowed: one access entry per role"
+        )
     if len(access_entries(args)) != len(principals):
-        raise ValueError(f"admin_role_arns / viewer_role_arns = {principals} name the same role name twice (in "
-                         "other accounts or paths); allowed: distinct role names")
+        raise ValueError(
+            f"admin_role_arns / viewer_role_arns = {principals} name the same role name twice (in "
+            "other accounts or paths); allowed: distinct role names"
+        )
     if args.log_retention_days is not None and args.log_retention_days not in LOG_RETENTION_DAYS:
-        raise ValueError(f"log_retention_days = {args.log_retention_days} is invalid; allowed: "
-                         + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        raise ValueError(
+            f"log_retention_days = {args.log_retention_days} is invalid; allowed: "
+            + ", ".join(map(str, LOG_RETENTION_DAYS))
+        )
 
 
 def addon_version(addon: str, kubernetes_version: str, parent: pulumi.Resource) -> pulumi.Output[str]:
     """The newest version EKS publishes of `addon` for this Kubernetes version: add-ons follow a cluster upgrade in
     the same `pulumi up`."""
-    return aws.eks.get_addon_version_output(addon_name=addon, kubernetes_version=kubernetes_version, most_recent=True,
-                                            opts=pulumi.InvokeOutputOptions(parent=parent)).version
+    return aws.eks.get_addon_version_output(
+        addon_name=addon,
+        kubernetes_version=kubernetes_version,
+        most_recent=True,
+        opts=pulumi.InvokeOutputOptions(parent=parent),
+    ).version
 
 
 def access_entries(args: ClusterArgs) -> dict[str, eks.AccessEntryArgsDict]:
@@ -144,8 +168,10 @@ def access_entries(args: ClusterArgs) -> dict[str, eks.AccessEntryArgsDict]:
     order), with exactly one cluster-wide access policy."""
 
     def entry(arn: str, policy: str, policy_key: str) -> eks.AccessEntryArgsDict:
-        return {"principal_arn": arn, "access_policies": {policy_key: {
-            "policy_arn": policy, "access_scope": {"type": "cluster"}}}}
+        return {
+            "principal_arn": arn,
+            "access_policies": {policy_key: {"policy_arn": policy, "access_scope": {"type": "cluster"}}},
+        }
 
     def key(kind: str, arn: str) -> str:
         return f"{kind}-{arn.split(':role/', 1)[1].replace('/', '-')}"
@@ -153,8 +179,9 @@ def access_entries(args: ClusterArgs) -> dict[str, eks.AccessEntryArgsDict]:
     entries = {"deploy": entry(args.deploy_role_arn, CLUSTER_ADMIN_POLICY, "cluster-admin")}
     if args.preview_role_arn:
         entries["preview"] = entry(args.preview_role_arn, ADMIN_VIEW_POLICY, "admin-view")
-    entries.update({key("admin", arn): entry(arn, CLUSTER_ADMIN_POLICY, "cluster-admin")
-                    for arn in args.admin_role_arns})
+    entries.update(
+        {key("admin", arn): entry(arn, CLUSTER_ADMIN_POLICY, "cluster-admin") for arn in args.admin_role_arns}
+    )
     entries.update({key("viewer", arn): entry(arn, VIEW_POLICY, "view") for arn in args.viewer_role_arns})
     return entries
 
@@ -183,18 +210,24 @@ def ami_type(instance_types: Sequence[str]) -> str:
 def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_url: str, namespace: str, service_account: str) -> str:
     """Only the named service account in the named namespace may assume the role (IRSA)."""
     issuer = oidc_provider_url.removeprefix("https://")
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": oidc_provider_arn},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-                f"{issuer}:aud": "sts.amazonaws.com",
-            }},
-        }],
-    })
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": oidc_provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                            f"{issuer}:aud": "sts.amazonaws.com",
+                        }
+                    },
+                }
+            ],
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -232,19 +265,36 @@ class Cluster(pulumi.ComponentResource):
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
 
-        secrets_key = aws.kms.Key(f"{name}-secrets-key", description=f"{name}: Kubernetes secrets envelope encryption",
-                                  enable_key_rotation=True, tags=tags, opts=child)
+        secrets_key = aws.kms.Key(
+            f"{name}-secrets-key",
+            description=f"{name}: Kubernetes secrets envelope encryption",
+            enable_key_rotation=True,
+            tags=tags,
+            opts=child,
+        )
         # EKS creates /aws/eks/<name>/cluster as soon as control-plane logging is on, with no retention and no key;
         # the group must exist first (creating it afterwards fails: it already exists).
         before_cluster: list[pulumi.Resource] = []
         if args.log_retention_days is not None:
             log_group = f"/aws/eks/{args.cluster_name}/cluster"
-            logs_key = log_group_key(f"{name}-logs-key", f"{name}: control-plane logs", log_group, parent=self,
-                                     retain=args.protect, tags=tags)
-            before_cluster.append(aws.cloudwatch.LogGroup(
-                f"{name}-control-plane-logs", name=log_group, retention_in_days=args.log_retention_days,
-                kms_key_id=logs_key.arn, tags=tags,
-                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect)))
+            logs_key = log_group_key(
+                f"{name}-logs-key",
+                f"{name}: control-plane logs",
+                log_group,
+                parent=self,
+                retain=args.protect,
+                tags=tags,
+            )
+            before_cluster.append(
+                aws.cloudwatch.LogGroup(
+                    f"{name}-control-plane-logs",
+                    name=log_group,
+                    retention_in_days=args.log_retention_days,
+                    kms_key_id=logs_key.arn,
+                    tags=tags,
+                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect),
+                )
+            )
         self._cluster = eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
@@ -265,8 +315,10 @@ class Cluster(pulumi.ComponentResource):
             # The VPC CNI and kube-proxy are EKS add-ons pulumi-eks owns (it created them; a second owner would
             # fight it), at the versions resolved here for the cluster's version. The VPC CNI enforces
             # NetworkPolicy only when asked; the clinic's namespace relies on it.
-            vpc_cni_options={"enable_network_policy": True,
-                             "addon_version": addon_version("vpc-cni", args.kubernetes_version, self)},
+            vpc_cni_options={
+                "enable_network_policy": True,
+                "addon_version": addon_version("vpc-cni", args.kubernetes_version, self),
+            },
             kube_proxy_addon_options={"version": addon_version("kube-proxy", args.kubernetes_version, self)},
             # pulumi-eks would create CoreDNS before any managed node group exists (it would never become ACTIVE);
             # Cluster owns it instead, after the node groups (_coredns).
@@ -283,94 +335,152 @@ class Cluster(pulumi.ComponentResource):
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-api-from-client-{i}",
                 security_group_id=eks_cluster.vpc_config.cluster_security_group_id,
-                referenced_security_group_id=client, ip_protocol="tcp",
-                from_port=KUBERNETES_API_PORT, to_port=KUBERNETES_API_PORT,
-                description="Kubernetes API from the in-VPC CI runner", opts=child)
+                referenced_security_group_id=client,
+                ip_protocol="tcp",
+                from_port=KUBERNETES_API_PORT,
+                to_port=KUBERNETES_API_PORT,
+                description="Kubernetes API from the in-VPC CI runner",
+                opts=child,
+            )
 
-        node_role = aws.iam.Role(f"{name}-node-role", tags=tags, opts=child, assume_role_policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                           "Principal": {"Service": "ec2.amazonaws.com"}}],
-        }))
-        attachments = [aws.iam.RolePolicyAttachment(f"{name}-node-{policy.rsplit('/', 1)[1]}", role=node_role.name,
-                                                    policy_arn=policy, opts=child)
-                       for policy in NODE_MANAGED_POLICIES]
+        node_role = aws.iam.Role(
+            f"{name}-node-role",
+            tags=tags,
+            opts=child,
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}
+                    ],
+                }
+            ),
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{policy.rsplit('/', 1)[1]}", role=node_role.name, policy_arn=policy, opts=child
+            )
+            for policy in NODE_MANAGED_POLICIES
+        ]
 
         self.node_groups: list[aws.eks.NodeGroup] = []
         for spec in args.node_groups:
             template = aws.ec2.LaunchTemplate(
                 f"{name}-{spec.name}-lt",
                 # IMDSv2 only, and a hop limit of 1 so pods cannot reach the node's credentials; workloads use IRSA.
-                metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                                  "http_put_response_hop_limit": 1},
-                block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {
-                    "volume_size": spec.disk_size_gb, "volume_type": "gp3", "encrypted": "true",
-                    "delete_on_termination": "true"}}],
-                tag_specifications=[{"resource_type": "instance", "tags": {**tags, "Name": f"{name}-{spec.name}"}},
-                                    {"resource_type": "volume", "tags": tags}],
+                metadata_options={
+                    "http_endpoint": "enabled",
+                    "http_tokens": "required",
+                    "http_put_response_hop_limit": 1,
+                },
+                block_device_mappings=[
+                    {
+                        "device_name": "/dev/xvda",
+                        "ebs": {
+                            "volume_size": spec.disk_size_gb,
+                            "volume_type": "gp3",
+                            "encrypted": "true",
+                            "delete_on_termination": "true",
+                        },
+                    }
+                ],
+                tag_specifications=[
+                    {"resource_type": "instance", "tags": {**tags, "Name": f"{name}-{spec.name}"}},
+                    {"resource_type": "volume", "tags": tags},
+                ],
                 update_default_version=True,
-                tags=tags, opts=child)
-            self.node_groups.append(aws.eks.NodeGroup(
-                f"{name}-{spec.name}",
-                cluster_name=eks_cluster.name,
-                node_group_name_prefix=f"{spec.name}-",
-                node_role_arn=node_role.arn,
-                subnet_ids=args.private_subnet_ids,
-                version=args.kubernetes_version,
-                ami_type=ami_type(spec.instance_types),
-                instance_types=list(spec.instance_types),
-                capacity_type=spec.capacity_type,
-                scaling_config={"min_size": spec.min_size, "desired_size": spec.desired_size,
-                                "max_size": spec.max_size},
-                update_config={"max_unavailable": spec.max_unavailable},
-                launch_template={"id": template.id, "version": template.latest_version.apply(str)},
-                labels={"clinic/node-group": spec.name},
                 tags=tags,
-                opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=[*attachments, *args.node_dependencies],
-                    # The cluster autoscaler owns the current size once the group exists.
-                    ignore_changes=["scalingConfig.desiredSize"])))
+                opts=child,
+            )
+            self.node_groups.append(
+                aws.eks.NodeGroup(
+                    f"{name}-{spec.name}",
+                    cluster_name=eks_cluster.name,
+                    node_group_name_prefix=f"{spec.name}-",
+                    node_role_arn=node_role.arn,
+                    subnet_ids=args.private_subnet_ids,
+                    version=args.kubernetes_version,
+                    ami_type=ami_type(spec.instance_types),
+                    instance_types=list(spec.instance_types),
+                    capacity_type=spec.capacity_type,
+                    scaling_config={
+                        "min_size": spec.min_size,
+                        "desired_size": spec.desired_size,
+                        "max_size": spec.max_size,
+                    },
+                    update_config={"max_unavailable": spec.max_unavailable},
+                    launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+                    labels={"clinic/node-group": spec.name},
+                    tags=tags,
+                    opts=pulumi.ResourceOptions(
+                        parent=self,
+                        depends_on=[*attachments, *args.node_dependencies],
+                        # The cluster autoscaler owns the current size once the group exists.
+                        ignore_changes=["scalingConfig.desiredSize"],
+                    ),
+                )
+            )
 
         self.coredns = self._coredns(name, args, eks_cluster.name)
 
-        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self._cluster.kubeconfig_json,
-                                     enable_server_side_apply=True, opts=child)
+        self.provider = k8s.Provider(
+            f"{name}-k8s", kubeconfig=self._cluster.kubeconfig_json, enable_server_side_apply=True, opts=child
+        )
         self.cluster_name = eks_cluster.name
         self.kubeconfig = pulumi.Output.secret(self._cluster.kubeconfig_json)
         self.oidc_provider_arn = self._cluster.oidc_provider_arn
         self.oidc_provider_url = self._cluster.oidc_provider_url
         self.cluster_security_group_id = eks_cluster.vpc_config.cluster_security_group_id
         self.node_group_names = pulumi.Output.all(*[g.node_group_name for g in self.node_groups])
-        self.register_outputs({
-            "cluster_name": self.cluster_name,
-            "kubeconfig": self.kubeconfig,
-            "oidc_provider_arn": self.oidc_provider_arn,
-            "oidc_provider_url": self.oidc_provider_url,
-            "cluster_security_group_id": self.cluster_security_group_id,
-            "node_group_names": self.node_group_names,
-        })
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "kubeconfig": self.kubeconfig,
+                "oidc_provider_arn": self.oidc_provider_arn,
+                "oidc_provider_url": self.oidc_provider_url,
+                "cluster_security_group_id": self.cluster_security_group_id,
+                "node_group_names": self.node_group_names,
+            }
+        )
 
     def _coredns(self, name: str, args: ClusterArgs, cluster_name: pulumi.Input[str]) -> aws.eks.Addon:
         """CoreDNS as an EKS add-on, adopting the Deployment EKS bootstrapped; created once nodes can run its pods
         (an add-on is ACTIVE only when they are)."""
         return aws.eks.Addon(
-            f"{name}-coredns", cluster_name=cluster_name, addon_name="coredns",
+            f"{name}-coredns",
+            cluster_name=cluster_name,
+            addon_name="coredns",
             addon_version=addon_version("coredns", args.kubernetes_version, self),
-            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
             # Taking the add-on out of the program must not take the cluster's DNS with it.
-            preserve=True, tags=dict(args.tags),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=self.node_groups))
+            preserve=True,
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.node_groups),
+        )
 
-    def irsa_role(self, name: str, namespace: str, service_account: str, policy: pulumi.Input[str],
-                  parent: pulumi.Resource, tags: Mapping[str, str] | None = None,
-                  aliases: Sequence[pulumi.Alias] | None = None) -> IrsaRole:
+    def irsa_role(
+        self,
+        name: str,
+        namespace: str,
+        service_account: str,
+        policy: pulumi.Input[str],
+        parent: pulumi.Resource,
+        tags: Mapping[str, str] | None = None,
+        aliases: Sequence[pulumi.Alias] | None = None,
+    ) -> IrsaRole:
         """An IAM role only `namespace/service_account` can assume, with `policy` (JSON) as its only permissions.
         `parent` is the component of the workload, so the role lives and dies with it; `aliases` are the role's
         earlier URNs (its policy, a child, follows it)."""
         role = aws.iam.Role(
-            name, tags=dict(tags or {}), opts=pulumi.ResourceOptions(parent=parent, aliases=aliases),
+            name,
+            tags=dict(tags or {}),
+            opts=pulumi.ResourceOptions(parent=parent, aliases=aliases),
             assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, self.oidc_provider_url).apply(
-                lambda a: irsa_trust_policy(a[0], a[1], namespace, service_account)))
-        permissions = aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy,
-                                         opts=pulumi.ResourceOptions(parent=role))
+                lambda a: irsa_trust_policy(a[0], a[1], namespace, service_account)
+            ),
+        )
+        permissions = aws.iam.RolePolicy(
+            f"{name}-policy", role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=role)
+        )
         return IrsaRole(role, permissions, pulumi.Output.all(role.arn, permissions.id).apply(lambda a: a[0]))

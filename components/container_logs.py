@@ -31,8 +31,15 @@ LOG_GROUPS = ("application", "dataplane", "host", "performance")
 # this component does not control. A custom agent config replaces the add-on's default one entirely.
 ADDON_CONFIGURATION = {
     "containerLogs": {"enabled": True},
-    "agent": {"config": {"logs": {"metrics_collected": {"kubernetes": {
-        "enhanced_container_insights": True, "accelerated_compute_metrics": False}}}}},
+    "agent": {
+        "config": {
+            "logs": {
+                "metrics_collected": {
+                    "kubernetes": {"enhanced_container_insights": True, "accelerated_compute_metrics": False}
+                }
+            }
+        }
+    },
 }
 
 
@@ -52,8 +59,9 @@ class ContainerLogsArgs:
 
 def validate_container_logs_args(args: ContainerLogsArgs) -> None:
     if args.retention_days not in LOG_RETENTION_DAYS:
-        raise ValueError(f"retention_days = {args.retention_days} is invalid; allowed: "
-                         + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        raise ValueError(
+            f"retention_days = {args.retention_days} is invalid; allowed: " + ", ".join(map(str, LOG_RETENTION_DAYS))
+        )
 
 
 def log_group_names(cluster_name: str) -> dict[str, str]:
@@ -66,15 +74,37 @@ def agent_policy(cluster_name: str, region: str, account_id: str, partition: str
     their first write (auto_create_group is on in the add-on) and retry for as long as it is denied; on a group that
     exists it changes nothing."""
     groups = f"arn:{partition}:logs:{region}:{account_id}:log-group:/aws/containerinsights/{cluster_name}/*"
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "ClusterLogGroups", "Effect": "Allow",
-         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-         "Resource": groups},
-        {"Sid": "FindLogGroups", "Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
-        {"Sid": "ContainerInsightsMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"},
-        {"Sid": "NodeVolumesAndTags", "Effect": "Allow", "Action": ["ec2:DescribeVolumes", "ec2:DescribeTags"],
-         "Resource": "*"},
-    ]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ClusterLogGroups",
+                    "Effect": "Allow",
+                    "Action": [
+                        "logs:CreateLogGroup",
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ],
+                    "Resource": groups,
+                },
+                {"Sid": "FindLogGroups", "Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
+                {
+                    "Sid": "ContainerInsightsMetrics",
+                    "Effect": "Allow",
+                    "Action": "cloudwatch:PutMetricData",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "NodeVolumesAndTags",
+                    "Effect": "Allow",
+                    "Action": ["ec2:DescribeVolumes", "ec2:DescribeTags"],
+                    "Resource": "*",
+                },
+            ],
+        }
+    )
 
 
 class ContainerLogs(pulumi.ComponentResource):
@@ -96,31 +126,57 @@ class ContainerLogs(pulumi.ComponentResource):
         def group_name(group: str) -> pulumi.Output[str]:
             return names.apply(lambda n: n[group])
 
-        key = log_group_key(f"{name}-key", f"{name}: container logs", cluster.cluster_name.apply(
-            lambda c: f"/aws/containerinsights/{c}/*"), parent=self, retain=args.retain, tags=tags)
-        groups = [aws.cloudwatch.LogGroup(
-            f"{name}-{group}", name=group_name(group), retention_in_days=args.retention_days,
-            kms_key_id=key.arn, tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain)) for group in LOG_GROUPS]
+        key = log_group_key(
+            f"{name}-key",
+            f"{name}: container logs",
+            cluster.cluster_name.apply(lambda c: f"/aws/containerinsights/{c}/*"),
+            parent=self,
+            retain=args.retain,
+            tags=tags,
+        )
+        groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-{group}",
+                name=group_name(group),
+                retention_in_days=args.retention_days,
+                kms_key_id=key.arn,
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain),
+            )
+            for group in LOG_GROUPS
+        ]
 
         role = cluster.irsa_role(
-            f"{name}-agent-role", NAMESPACE, SERVICE_ACCOUNT, parent=self, tags=tags,
-            policy=pulumi.Output.all(cluster.cluster_name, aws.get_region_output(opts=invoke).region,
-                                     aws.get_caller_identity_output(opts=invoke).account_id,
-                                     aws.get_partition_output(opts=invoke).partition)
-            .apply(lambda a: agent_policy(*a)))
+            f"{name}-agent-role",
+            NAMESPACE,
+            SERVICE_ACCOUNT,
+            parent=self,
+            tags=tags,
+            policy=pulumi.Output.all(
+                cluster.cluster_name,
+                aws.get_region_output(opts=invoke).region,
+                aws.get_caller_identity_output(opts=invoke).account_id,
+                aws.get_partition_output(opts=invoke).partition,
+            ).apply(lambda a: agent_policy(*a)),
+        )
         addon = aws.eks.Addon(
-            f"{name}-addon", cluster_name=cluster.cluster_name, addon_name=ADDON,
-            service_account_role_arn=role.arn, configuration_values=json.dumps(ADDON_CONFIGURATION),
-            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", tags=tags,
+            f"{name}-addon",
+            cluster_name=cluster.cluster_name,
+            addon_name=ADDON,
+            service_account_role_arn=role.arn,
+            configuration_values=json.dumps(ADDON_CONFIGURATION),
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=tags,
             # The groups first (or the shippers create them unencrypted and never expiring); the role and its policy
             # (role.arn waits for it) before the pods start and until they are gone; nodes to run on, or the add-on
             # never becomes active.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*groups, *cluster.node_groups,
-                                                                 *args.wait_for]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*groups, *cluster.node_groups, *args.wait_for]),
+        )
 
         self.log_group_names = names
         self.kms_key_arn = key.arn
         self.addon_name = addon.addon_name
-        self.register_outputs({"log_group_names": self.log_group_names, "kms_key_arn": self.kms_key_arn,
-                               "addon_name": self.addon_name})
+        self.register_outputs(
+            {"log_group_names": self.log_group_names, "kms_key_arn": self.kms_key_arn, "addon_name": self.addon_name}
+        )

@@ -52,10 +52,12 @@ class DatabaseArgs:
 def validate_database_args(args: DatabaseArgs) -> None:
     s = args
     if args.protect and not (s.deletion_protection and s.multi_az and s.backup_retention_days >= MIN_PROD_BACKUP_DAYS):
-        raise ValueError(f"a protected database needs deletion_protection, multi_az and >= {MIN_PROD_BACKUP_DAYS} "
-                         "days of backups; "
-                         f"got deletion_protection={s.deletion_protection}, multi_az={s.multi_az}, "
-                         f"backup_retention_days={s.backup_retention_days}")
+        raise ValueError(
+            f"a protected database needs deletion_protection, multi_az and >= {MIN_PROD_BACKUP_DAYS} "
+            "days of backups; "
+            f"got deletion_protection={s.deletion_protection}, multi_az={s.multi_az}, "
+            f"backup_retention_days={s.backup_retention_days}"
+        )
 
 
 def managed_secret_arn(secrets: Sequence[aws.rds.outputs.InstanceMasterUserSecret]) -> str:
@@ -92,33 +94,56 @@ class Database(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         keep = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
-        key = aws.kms.Key(f"{name}-key", description=f"{name}: RDS storage, snapshots and master secret",
-                          enable_key_rotation=True, deletion_window_in_days=30 if args.protect else 7,
-                          tags=tags, opts=keep)
+        key = aws.kms.Key(
+            f"{name}-key",
+            description=f"{name}: RDS storage, snapshots and master secret",
+            enable_key_rotation=True,
+            deletion_window_in_days=30 if args.protect else 7,
+            tags=tags,
+            opts=keep,
+        )
         aws.kms.Alias(f"{name}-key-alias", name=f"alias/{name}", target_key_id=key.key_id, opts=child)
 
         subnet_group = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=args.subnet_ids, tags=tags, opts=child)
         # No egress rules: RDS never initiates connections; ingress only from the client groups below.
-        security_group = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, egress=[],
-                                               description=f"{name}: PostgreSQL from clinic workloads only",
-                                               tags={**tags, "Name": f"{name}-sg"}, opts=child)
+        security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.vpc_id,
+            egress=[],
+            description=f"{name}: PostgreSQL from clinic workloads only",
+            tags={**tags, "Name": f"{name}-sg"},
+            opts=child,
+        )
         for i, client in enumerate(args.client_security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(f"{name}-from-client-{i}", security_group_id=security_group.id,
-                                             referenced_security_group_id=client, ip_protocol="tcp",
-                                             from_port=POSTGRES_PORT, to_port=POSTGRES_PORT,
-                                             description="PostgreSQL from a clinic workload", opts=child)
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-client-{i}",
+                security_group_id=security_group.id,
+                referenced_security_group_id=client,
+                ip_protocol="tcp",
+                from_port=POSTGRES_PORT,
+                to_port=POSTGRES_PORT,
+                description="PostgreSQL from a clinic workload",
+                opts=child,
+            )
 
         parameters = aws.rds.ParameterGroup(
-            f"{name}-params", family=f"postgres{s.engine_version}", tags=tags, opts=child,
+            f"{name}-params",
+            family=f"postgres{s.engine_version}",
+            tags=tags,
+            opts=child,
             description=f"{name}: TLS required, slow statements logged, connection limit set",
             parameters=[
                 {"name": "rds.force_ssl", "value": "1"},
                 {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)},
                 # Stated, not left to RDS's formula on memory it does not publish: the connections alarm is 80 %
                 # of this very number. Static: a change applies at the next reboot.
-                {"name": "max_connections", "value": str(max_db_connections(s.instance_class)),
-                 "apply_method": "pending-reboot"},
-            ])
+                {
+                    "name": "max_connections",
+                    "value": str(max_db_connections(s.instance_class)),
+                    "apply_method": "pending-reboot",
+                },
+            ],
+        )
 
         instance = aws.rds.Instance(
             f"{name}-postgres",
@@ -169,13 +194,15 @@ class Database(pulumi.ComponentResource):
         self.security_group_id = security_group.id
         self.instance_arn = instance.arn
         self.instance_id = instance.identifier
-        self.register_outputs({
-            "address": self.address,
-            "port": self.port,
-            "db_name": self.db_name,
-            "secret_arn": self.secret_arn,
-            "kms_key_arn": self.kms_key_arn,
-            "security_group_id": self.security_group_id,
-            "instance_arn": self.instance_arn,
-            "instance_id": self.instance_id,
-        })
+        self.register_outputs(
+            {
+                "address": self.address,
+                "port": self.port,
+                "db_name": self.db_name,
+                "secret_arn": self.secret_arn,
+                "kms_key_arn": self.kms_key_arn,
+                "security_group_id": self.security_group_id,
+                "instance_arn": self.instance_arn,
+                "instance_id": self.instance_id,
+            }
+        )

@@ -29,8 +29,10 @@ def validate_email_args(args: EmailArgs) -> None:
 
 def dns_records(domain: str, dkim_tokens: list[str]) -> list[dict[str, str]]:
     """The records to publish in the domain's zone: Easy DKIM CNAMEs and a DMARC policy."""
-    records = [{"type": "CNAME", "name": f"{token}._domainkey.{domain}", "value": f"{token}.dkim.amazonses.com"}
-               for token in dkim_tokens]
+    records = [
+        {"type": "CNAME", "name": f"{token}._domainkey.{domain}", "value": f"{token}.dkim.amazonses.com"}
+        for token in dkim_tokens
+    ]
     records.append({"type": "TXT", "name": f"_dmarc.{domain}", "value": "v=DMARC1; p=quarantine; adkim=s; aspf=s"})
     return records
 
@@ -54,17 +56,24 @@ class Email(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         configuration_set = aws.sesv2.ConfigurationSet(
-            f"{name}-config", configuration_set_name=name, tags=tags, opts=child,
+            f"{name}-config",
+            configuration_set_name=name,
+            tags=tags,
+            opts=child,
             # Patients' notifications never travel in clear between SES and the receiving server.
             delivery_options={"tls_policy": "REQUIRE"},
             reputation_options={"reputation_metrics_enabled": True},
             sending_options={"sending_enabled": True},
-            suppression_options={"suppressed_reasons": ["BOUNCE", "COMPLAINT"]})
+            suppression_options={"suppressed_reasons": ["BOUNCE", "COMPLAINT"]},
+        )
         identity = aws.sesv2.EmailIdentity(
-            f"{name}-identity", email_identity=args.domain or args.from_address,
+            f"{name}-identity",
+            email_identity=args.domain or args.from_address,
             configuration_set_name=configuration_set.configuration_set_name,
             dkim_signing_attributes={"next_signing_key_length": "RSA_2048_BIT"} if args.domain else None,
-            tags=tags, opts=child)
+            tags=tags,
+            opts=child,
+        )
 
         self.identity_arn = identity.arn
         self.from_address = pulumi.Output.from_input(args.from_address)
@@ -73,13 +82,16 @@ class Email(pulumi.ComponentResource):
         if args.domain:
             domain = args.domain
             self.dns_records = identity.dkim_signing_attributes.apply(
-                lambda dkim: dns_records(domain, list((dkim.tokens if dkim else None) or [])))
+                lambda dkim: dns_records(domain, list((dkim.tokens if dkim else None) or []))
+            )
         else:
             self.dns_records = pulumi.Output.from_input([])
-        self.register_outputs({
-            "identity_arn": self.identity_arn,
-            "from_address": self.from_address,
-            "configuration_set_name": self.configuration_set_name,
-            "configuration_set_arn": self.configuration_set_arn,
-            "dns_records": self.dns_records,
-        })
+        self.register_outputs(
+            {
+                "identity_arn": self.identity_arn,
+                "from_address": self.from_address,
+                "configuration_set_name": self.configuration_set_name,
+                "configuration_set_arn": self.configuration_set_arn,
+                "dns_records": self.dns_records,
+            }
+        )

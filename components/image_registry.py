@@ -50,9 +50,11 @@ def repository_name(prefix: str, app: str) -> str:
     """`<prefix>/<app>`, refused up front when ECR would refuse it."""
     name = f"{prefix}/{app}"
     if not (2 <= len(name) <= 256 and REPOSITORY_NAME.fullmatch(name)):
-        raise ValueError(f"repository_prefix = {prefix!r} gives the ECR repository name {name!r}, which ECR refuses; "
-                         "allowed: lowercase letters and digits, separated by single '.', '_', '-' or '/', "
-                         "at most 256 characters in all")
+        raise ValueError(
+            f"repository_prefix = {prefix!r} gives the ECR repository name {name!r}, which ECR refuses; "
+            "allowed: lowercase letters and digits, separated by single '.', '_', '-' or '/', "
+            "at most 256 characters in all"
+        )
     return name
 
 
@@ -70,8 +72,9 @@ def is_full_reference(image: str) -> bool:
     return "/" in image
 
 
-def resolve_image(app: str, image: str, repository: str, repository_url: str,
-                  present: Sequence[Mapping[str, Any]]) -> str:
+def resolve_image(
+    app: str, image: str, repository: str, repository_url: str, present: Sequence[Mapping[str, Any]]
+) -> str:
     """`repository_url@sha256:...` for a tag or digest found among the repository's images (ECR ListImages
     entries: `image_digest`, and `image_tag` when tagged); an error naming the setting, the repository and the
     push command otherwise."""
@@ -81,12 +84,16 @@ def resolve_image(app: str, image: str, repository: str, repository_url: str,
         found = next((entry.get("image_digest") for entry in present if entry.get("image_tag") == image), None)
     if found:
         return f"{repository_url}@{found}"
-    push = (f"docker push {repository_url}:{image}" if not image.startswith("sha256:")
-            else f"docker push {repository_url}:<tag of that image>")
+    push = (
+        f"docker push {repository_url}:{image}"
+        if not image.startswith("sha256:")
+        else f"docker push {repository_url}:<tag of that image>"
+    )
     raise ValueError(
         f"images.{app} = {image!r}: no such image in the ECR repository {repository} ({len(present)} images there). "
         f"Build and push it first ({push}; for a new stack, `python -m ops.first_deploy --stack <stack>` does it "
-        f"all), or set images.{app} to a tag or sha256: digest present in {repository}, or to a full image reference")
+        f"all), or set images.{app} to a tag or sha256: digest present in {repository}, or to a full image reference"
+    )
 
 
 class ImageRegistry(pulumi.ComponentResource):
@@ -100,33 +107,56 @@ class ImageRegistry(pulumi.ComponentResource):
         validate_image_registry_args(args)
         tags = dict(args.tags)
 
-        repositories = {app: self._repository(f"{name}-{app}", repository_name(args.repository_prefix, app),
-                                              args.keep_images, tags)
-                        for app in APPS}
-        self.images = {app: self._image(app, args.images[app], repositories[app], args.verify_images)
-                       for app in APPS}
+        repositories = {
+            app: self._repository(f"{name}-{app}", repository_name(args.repository_prefix, app), args.keep_images, tags)
+            for app in APPS
+        }
+        self.images = {app: self._image(app, args.images[app], repositories[app], args.verify_images) for app in APPS}
         self.repository_urls = pulumi.Output.all(*[repositories[app].repository_url for app in APPS]).apply(
-            lambda urls: dict(zip(APPS, urls)))
+            lambda urls: dict(zip(APPS, urls))
+        )
         self.register_outputs({"repository_urls": self.repository_urls, "images": self.images})
 
     def _repository(self, name: str, repository: str, keep: bool, tags: Mapping[str, str]) -> aws.ecr.Repository:
         repo = aws.ecr.Repository(
-            name, name=repository, image_tag_mutability="IMMUTABLE",
+            name,
+            name=repository,
+            image_tag_mutability="IMMUTABLE",
             image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=[{"encryption_type": "KMS"}],
             # Prod: a repository that still holds images refuses deletion, so a destroy cannot lose releases.
-            force_delete=not keep, tags=dict(tags),
-            opts=pulumi.ResourceOptions(parent=self))
-        aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repo.name, opts=pulumi.ResourceOptions(parent=repo),
-                                policy=json.dumps({"rules": [
-                                    {"rulePriority": 1, "description": "untagged images go after a week",
-                                     "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
-                                                   "countUnit": "days", "countNumber": 7},
-                                     "action": {"type": "expire"}},
-                                    {"rulePriority": 2, "description": "keep the last 50 releases",
-                                     "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
-                                                   "countNumber": 50},
-                                     "action": {"type": "expire"}}]}))
+            force_delete=not keep,
+            tags=dict(tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.ecr.LifecyclePolicy(
+            f"{name}-lifecycle",
+            repository=repo.name,
+            opts=pulumi.ResourceOptions(parent=repo),
+            policy=json.dumps(
+                {
+                    "rules": [
+                        {
+                            "rulePriority": 1,
+                            "description": "untagged images go after a week",
+                            "selection": {
+                                "tagStatus": "untagged",
+                                "countType": "sinceImagePushed",
+                                "countUnit": "days",
+                                "countNumber": 7,
+                            },
+                            "action": {"type": "expire"},
+                        },
+                        {
+                            "rulePriority": 2,
+                            "description": "keep the last 50 releases",
+                            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 50},
+                            "action": {"type": "expire"},
+                        },
+                    ]
+                }
+            ),
+        )
         return repo
 
     def _image(self, app: str, image: str, repo: aws.ecr.Repository, verify: bool) -> pulumi.Output[str]:
@@ -134,12 +164,15 @@ class ImageRegistry(pulumi.ComponentResource):
             return pulumi.Output.from_input(image)
         if not verify:
             return repo.repository_url.apply(
-                lambda url: f"{url}@{image}" if image.startswith("sha256:") else f"{url}:{image}")
+                lambda url: f"{url}@{image}" if image.startswith("sha256:") else f"{url}:{image}"
+            )
         # depends_on the repository: the lookup waits for it on a new stack (and stays unknown in that preview).
-        listing = aws.ecr.get_images_output(repository_name=repo.name,
-                                            opts=pulumi.InvokeOutputOptions(parent=self, depends_on=[repo]))
+        listing = aws.ecr.get_images_output(
+            repository_name=repo.name, opts=pulumi.InvokeOutputOptions(parent=self, depends_on=[repo])
+        )
         return pulumi.Output.all(repo.name, repo.repository_url, listing.image_ids).apply(
-            lambda a: resolve_image(app, image, a[0], a[1], [_listing_entry(i) for i in a[2]]))
+            lambda a: resolve_image(app, image, a[0], a[1], [_listing_entry(i) for i in a[2]])
+        )
 
 
 def _listing_entry(image_id: Any) -> dict[str, Any]:

@@ -45,8 +45,10 @@ class LoadBalancerControllerArgs:
 
 def validate_lb_controller_args(args: LoadBalancerControllerArgs) -> None:
     if args.replicas < 2:
-        raise ValueError(f"replicas = {args.replicas} is invalid; allowed: 2 or more (the controller's admission "
-                         "webhooks reject Ingress/Service changes while no replica is up)")
+        raise ValueError(
+            f"replicas = {args.replicas} is invalid; allowed: 2 or more (the controller's admission "
+            "webhooks reject Ingress/Service changes while no replica is up)"
+        )
 
 
 def iam_policy() -> str:
@@ -57,8 +59,7 @@ def iam_policy() -> str:
     return json.dumps(document)
 
 
-def chart_values(cluster_name: str, region: str, vpc_id: str, replicas: int,
-                 tags: Mapping[str, str]) -> dict:
+def chart_values(cluster_name: str, region: str, vpc_id: str, replicas: int, tags: Mapping[str, str]) -> dict:
     return {
         "clusterName": cluster_name,
         "region": region,
@@ -71,10 +72,19 @@ def chart_values(cluster_name: str, region: str, vpc_id: str, replicas: int,
         "priorityClassName": "system-cluster-critical",
         # One replica per node (a spot reclaim takes one node) and, where the zones allow, per zone.
         "topologySpreadConstraints": [
-            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
-             "labelSelector": {"matchLabels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}}},
-            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
-             "labelSelector": {"matchLabels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}}}],
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}},
+            },
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}},
+            },
+        ],
         # The chart's Service webhook (mservice) intercepts the creation of every Service in every namespace with
         # failurePolicy Fail, only to set loadBalancerClass on type LoadBalancer: while no controller pod is ready
         # (first install, both replicas reclaimed) it refused ClusterIP Services of kube-prometheus-stack, the
@@ -101,16 +111,20 @@ class LoadBalancerController(pulumi.ComponentResource):
         cluster = args.cluster
         in_cluster = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
 
-        role = cluster.irsa_role(f"{name}-role", NAMESPACE, SERVICE_ACCOUNT, iam_policy(), parent=self,
-                                 tags=args.tags)
+        role = cluster.irsa_role(f"{name}-role", NAMESPACE, SERVICE_ACCOUNT, iam_policy(), parent=self, tags=args.tags)
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
-            metadata={"name": SERVICE_ACCOUNT, "namespace": NAMESPACE,
-                      "annotations": {"eks.amazonaws.com/role-arn": role.arn},
-                      "labels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}},
-            opts=in_cluster)
+            metadata={
+                "name": SERVICE_ACCOUNT,
+                "namespace": NAMESPACE,
+                "annotations": {"eks.amazonaws.com/role-arn": role.arn},
+                "labels": {"app.kubernetes.io/name": SERVICE_ACCOUNT},
+            },
+            opts=in_cluster,
+        )
         values = pulumi.Output.all(cluster.cluster_name, args.vpc_id).apply(
-            lambda a: chart_values(a[0], args.region, a[1], args.replicas, args.tags))
+            lambda a: chart_values(a[0], args.region, a[1], args.replicas, args.tags)
+        )
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             name=SERVICE_ACCOUNT,
@@ -123,11 +137,14 @@ class LoadBalancerController(pulumi.ComponentResource):
             atomic=True,
             cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(
-                parent=self, provider=cluster.provider,
+                parent=self,
+                provider=cluster.provider,
                 # Pods need nodes to run on and credentials to call AWS (the account's role ARN resolves once the
                 # policy is attached) before the release can be ready; and on destroy the release must still be
                 # running while Ingresses/Services ask it to delete their LBs.
-                depends_on=[*cluster.node_groups, account]))
+                depends_on=[*cluster.node_groups, account],
+            ),
+        )
 
         self._provider = cluster.provider
         self.ready: list[pulumi.Resource] = [self.release]

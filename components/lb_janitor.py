@@ -21,9 +21,13 @@ INPUT_KEYS = ("vpc_id", "cluster_name", "region", "timeout_seconds")
 
 
 def _sweeper(props: dict[str, Any]) -> LoadBalancerSweeper:
-    return LoadBalancerSweeper(region=props["region"], vpc_id=props["vpc_id"], cluster_name=props["cluster_name"],
-                               timeout_seconds=float(props["timeout_seconds"]),
-                               endpoint_url=props.get("endpoint_url") or None)
+    return LoadBalancerSweeper(
+        region=props["region"],
+        vpc_id=props["vpc_id"],
+        cluster_name=props["cluster_name"],
+        timeout_seconds=float(props["timeout_seconds"]),
+        endpoint_url=props.get("endpoint_url") or None,
+    )
 
 
 # A dynamic resource, not a command run before `pulumi destroy`: only a node in the graph between the cluster (which
@@ -69,6 +73,14 @@ class LoadBalancerJanitor(pulumi.dynamic.Resource):
     """The cluster whose leftovers it sweeps."""
 
     def __init__(self, name: str, args: LoadBalancerJanitorArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(LoadBalancerJanitorProvider(), name,
-                         {"vpc_id": args.vpc_id, "cluster_name": args.cluster_name, "region": args.region,
-                          "timeout_seconds": args.timeout_seconds}, opts)
+        super().__init__(
+            LoadBalancerJanitorProvider(),
+            name,
+            {
+                "vpc_id": args.vpc_id,
+                "cluster_name": args.cluster_name,
+                "region": args.region,
+                "timeout_seconds": args.timeout_seconds,
+            },
+            opts,
+        )

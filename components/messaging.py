@@ -51,16 +51,28 @@ def validate_messaging_args(args: MessagingArgs) -> None:
         raise ValueError(f"receive_wait_time_seconds = {p.receive_wait_time_seconds} is invalid; allowed: 0 to 20")
     if p.dlq_retention_seconds < p.message_retention_seconds:
         # SQS keeps a message's original enqueue time on redrive: a shorter DLQ retention silently drops it.
-        raise ValueError(f"dlq_retention_seconds = {p.dlq_retention_seconds} is invalid; allowed: at least "
-                         f"message_retention_seconds ({p.message_retention_seconds})")
+        raise ValueError(
+            f"dlq_retention_seconds = {p.dlq_retention_seconds} is invalid; allowed: at least "
+            f"message_retention_seconds ({p.message_retention_seconds})"
+        )
 
 
 def tls_only_policy(queue_arn: str) -> str:
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "sqs:*",
-                       "Resource": queue_arn, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}],
-    })
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "sqs:*",
+                    "Resource": queue_arn,
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            ],
+        }
+    )
 
 
 class Messaging(pulumi.ComponentResource):
@@ -86,8 +98,13 @@ class Messaging(pulumi.ComponentResource):
         queues: dict[str, aws.sqs.Queue] = {}
         dlqs: dict[str, aws.sqs.Queue] = {}
         for domain in args.domains:
-            dlq = aws.sqs.Queue(f"{name}-{domain}-dlq", message_retention_seconds=p.dlq_retention_seconds,
-                                sqs_managed_sse_enabled=True, tags={**tags, "clinic/role": "dlq"}, opts=child)
+            dlq = aws.sqs.Queue(
+                f"{name}-{domain}-dlq",
+                message_retention_seconds=p.dlq_retention_seconds,
+                sqs_managed_sse_enabled=True,
+                tags={**tags, "clinic/role": "dlq"},
+                opts=child,
+            )
             queue = aws.sqs.Queue(
                 f"{name}-{domain}",
                 visibility_timeout_seconds=p.visibility_timeout_seconds,
@@ -95,16 +112,25 @@ class Messaging(pulumi.ComponentResource):
                 message_retention_seconds=p.message_retention_seconds,
                 # SSE-SQS: encrypted at rest with no KMS grant needed by producers and consumers.
                 sqs_managed_sse_enabled=True,
-                redrive_policy=dlq.arn.apply(lambda arn: json.dumps(
-                    {"deadLetterTargetArn": arn, "maxReceiveCount": p.max_receive_count})),
-                tags={**tags, "clinic/event-domain": domain}, opts=child)
+                redrive_policy=dlq.arn.apply(
+                    lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": p.max_receive_count})
+                ),
+                tags={**tags, "clinic/event-domain": domain},
+                opts=child,
+            )
             # Only this queue may move messages into its DLQ.
-            aws.sqs.RedriveAllowPolicy(f"{name}-{domain}-dlq-allow", queue_url=dlq.url, opts=child,
-                                       redrive_allow_policy=queue.arn.apply(lambda arn: json.dumps(
-                                           {"redrivePermission": "byQueue", "sourceQueueArns": [arn]})))
+            aws.sqs.RedriveAllowPolicy(
+                f"{name}-{domain}-dlq-allow",
+                queue_url=dlq.url,
+                opts=child,
+                redrive_allow_policy=queue.arn.apply(
+                    lambda arn: json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [arn]})
+                ),
+            )
             for q, role in ((queue, domain), (dlq, f"{domain}-dlq")):
-                aws.sqs.QueuePolicy(f"{name}-{role}-tls-only", queue_url=q.url,
-                                    policy=q.arn.apply(tls_only_policy), opts=child)
+                aws.sqs.QueuePolicy(
+                    f"{name}-{role}-tls-only", queue_url=q.url, policy=q.arn.apply(tls_only_policy), opts=child
+                )
             queues[domain], dlqs[domain] = queue, dlq
 
         def by_domain(items: dict[str, aws.sqs.Queue], attr: str) -> pulumi.Output[dict[str, str]]:
@@ -115,5 +141,12 @@ class Messaging(pulumi.ComponentResource):
         self.dlq_urls = by_domain(dlqs, "url")
         self.dlq_arns = by_domain(dlqs, "arn")
         self.dlq_names = {domain: dlq.name for domain, dlq in dlqs.items()}
-        self.register_outputs({"queue_urls": self.queue_urls, "queue_arns": self.queue_arns,
-                               "dlq_urls": self.dlq_urls, "dlq_arns": self.dlq_arns, "dlq_names": self.dlq_names})
+        self.register_outputs(
+            {
+                "queue_urls": self.queue_urls,
+                "queue_arns": self.queue_arns,
+                "dlq_urls": self.dlq_urls,
+                "dlq_arns": self.dlq_arns,
+                "dlq_names": self.dlq_names,
+            }
+        )

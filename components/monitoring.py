@@ -112,11 +112,21 @@ def validate_monitoring_args(args: MonitoringArgs) -> None:
 
 def alertmanager_policy(topic_arn: str, key_arn: str, region: str) -> str:
     """Publish to the alarm topic only, and use its key only through SNS."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "PublishAlerts", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
-        {"Sid": "AlarmTopicKey", "Effect": "Allow", "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
-         "Resource": key_arn, "Condition": {"StringEquals": {"kms:ViaService": f"sns.{region}.amazonaws.com"}}},
-    ]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "PublishAlerts", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
+                {
+                    "Sid": "AlarmTopicKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+                    "Resource": key_arn,
+                    "Condition": {"StringEquals": {"kms:ViaService": f"sns.{region}.amazonaws.com"}},
+                },
+            ],
+        }
+    )
 
 
 def alertmanager_config(topic_arn: str, region: str) -> dict[str, Any]:
@@ -127,20 +137,32 @@ def alertmanager_config(topic_arn: str, region: str) -> dict[str, Any]:
         "route": {
             "receiver": "alarm-topic",
             "group_by": ["alertname", "namespace"],
-            "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h",
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
             "routes": [{"receiver": "null", "matchers": ['alertname =~ "Watchdog|InfoInhibitor"']}],
         },
         "receivers": [
             {"name": "null"},
-            {"name": "alarm-topic", "sns_configs": [{
-                "topic_arn": topic_arn,
-                # No keys: the SDK's default chain picks up the IRSA web identity of the service account.
-                "sigv4": {"region": region},
-                "send_resolved": True,
-            }]},
+            {
+                "name": "alarm-topic",
+                "sns_configs": [
+                    {
+                        "topic_arn": topic_arn,
+                        # No keys: the SDK's default chain picks up the IRSA web identity of the service account.
+                        "sigv4": {"region": region},
+                        "send_resolved": True,
+                    }
+                ],
+            },
         ],
-        "inhibit_rules": [{"source_matchers": ['severity = "critical"'], "target_matchers": ['severity = "warning"'],
-                           "equal": ["alertname", "namespace"]}],
+        "inhibit_rules": [
+            {
+                "source_matchers": ['severity = "critical"'],
+                "target_matchers": ['severity = "warning"'],
+                "equal": ["alertname", "namespace"],
+            }
+        ],
         "templates": ["/etc/alertmanager/config/*.tmpl"],
     }
 
@@ -151,13 +173,21 @@ def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict
 
 # readOnlyRootFilesystem stays at the grafana chart's default (off): its mounts were not checked to cover every
 # path Grafana and its sidecar write to.
-_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                       "seccompProfile": {"type": "RuntimeDefault"}}
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def chart_values(retention_days: int, storage_gb: int, topic_arn: str, region: str) -> dict[str, Any]:
-    non_root = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 2000, "fsGroup": 2000,
-                "seccompProfile": {"type": "RuntimeDefault"}}
+    non_root = {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 2000,
+        "fsGroup": 2000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     return {
         # EKS runs etcd, the scheduler and the controller manager out of reach, and kube-proxy serves metrics on
         # localhost only: scraping them would only raise TargetDown alerts.
@@ -169,38 +199,55 @@ def chart_values(retention_days: int, storage_gb: int, topic_arn: str, region: s
         "prometheusOperator": {"resources": _resources("100m", "128Mi", "500m", "256Mi")},
         "kube-state-metrics": {"resources": _resources("50m", "128Mi", "250m", "256Mi")},
         "prometheus-node-exporter": {"resources": _resources("50m", "64Mi", "250m", "128Mi")},
-        "prometheus": {"prometheusSpec": {
-            "retention": f"{retention_days}d",
-            "retentionSize": f"{int(storage_gb * RETENTION_SIZE_SHARE)}GB",
-            # Select every ServiceMonitor and PrometheusRule, not only those labelled with this release: the
-            # clinic's own objects carry no Helm labels.
-            "serviceMonitorSelectorNilUsesHelmValues": False,
-            "ruleSelectorNilUsesHelmValues": False,
-            "podMonitorSelectorNilUsesHelmValues": False,
-            "storageSpec": {"volumeClaimTemplate": {"metadata": {"name": PROMETHEUS_VOLUME}, "spec": {
-                "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": f"{storage_gb}Gi"}}}}},
-            # The claim goes with the StatefulSet (deleted with the release): metrics are not patient data, and a
-            # destroyed stack must not keep paying for an orphaned EBS volume. The VolumeReaper waits for the volume.
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
-            "resources": _resources("250m", "1Gi", "1", "2Gi"),
-            "securityContext": non_root,
-        }},
+        "prometheus": {
+            "prometheusSpec": {
+                "retention": f"{retention_days}d",
+                "retentionSize": f"{int(storage_gb * RETENTION_SIZE_SHARE)}GB",
+                # Select every ServiceMonitor and PrometheusRule, not only those labelled with this release: the
+                # clinic's own objects carry no Helm labels.
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "storageSpec": {
+                    "volumeClaimTemplate": {
+                        "metadata": {"name": PROMETHEUS_VOLUME},
+                        "spec": {
+                            "storageClassName": STORAGE_CLASS,
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": f"{storage_gb}Gi"}},
+                        },
+                    }
+                },
+                # The claim goes with the StatefulSet (deleted with the release): metrics are not patient data, and a
+                # destroyed stack must not keep paying for an orphaned EBS volume. The VolumeReaper waits for the
+                # volume.
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+                "resources": _resources("250m", "1Gi", "1", "2Gi"),
+                "securityContext": non_root,
+            }
+        },
         "alertmanager": {
             "serviceAccount": {"create": False, "name": ALERTMANAGER_SERVICE_ACCOUNT},
             "config": alertmanager_config(topic_arn, region),
-            "alertmanagerSpec": {"resources": _resources("50m", "64Mi", "200m", "128Mi"),
-                                 "securityContext": non_root,
-                                 # Neither Alertmanager nor its config reloader (it watches mounted files) calls the
-                                 # Kubernetes API; IRSA's token is a volume of its own.
-                                 "automountServiceAccountToken": False},
+            "alertmanagerSpec": {
+                "resources": _resources("50m", "64Mi", "200m", "128Mi"),
+                "securityContext": non_root,
+                # Neither Alertmanager nor its config reloader (it watches mounted files) calls the
+                # Kubernetes API; IRSA's token is a volume of its own.
+                "automountServiceAccountToken": False,
+            },
         },
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "defaultDashboardsTimezone": "utc",
             "resources": _resources("100m", "256Mi", "500m", "512Mi"),
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 472, "runAsGroup": 472, "fsGroup": 472,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 472,
+                "runAsGroup": 472,
+                "fsGroup": 472,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containerSecurityContext": _CONTAINER_SECURITY,
             "sidecar": {
                 "resources": _resources("50m", "64Mi", "200m", "128Mi"),
@@ -241,8 +288,7 @@ def validate_rules(spec: Any, source: str) -> None:
                 raise ValueError(f"{where} has severity = {severity!r}; allowed: {', '.join(SEVERITIES)}")
             missing = [a for a in RULE_ANNOTATIONS if not (rule.get("annotations") or {}).get(a)]
             if missing:
-                raise ValueError(f"{where} lacks annotations {missing}; allowed: {', '.join(RULE_ANNOTATIONS)} "
-                                 "all set")
+                raise ValueError(f"{where} lacks annotations {missing}; allowed: {', '.join(RULE_ANNOTATIONS)} all set")
 
 
 def load_dashboard(path: Path = DASHBOARD_FILE) -> str:
@@ -252,8 +298,10 @@ def load_dashboard(path: Path = DASHBOARD_FILE) -> str:
         for target in panel.get("targets", []):
             uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid")
             if uid != PROMETHEUS_DATASOURCE_UID:
-                raise ValueError(f"{path.name}: panel {panel.get('title')!r} queries data source uid = {uid!r}; "
-                                 f"allowed: {PROMETHEUS_DATASOURCE_UID!r}")
+                raise ValueError(
+                    f"{path.name}: panel {panel.get('title')!r} queries data source uid = {uid!r}; "
+                    f"allowed: {PROMETHEUS_DATASOURCE_UID!r}"
+                )
     return json.dumps(dashboard, indent=1)
 
 
@@ -282,35 +330,62 @@ class Monitoring(pulumi.ComponentResource):
         cluster, tags = args.cluster, dict(args.tags)
         in_cluster = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
 
-        namespace = k8s.core.v1.Namespace(f"{name}-ns", opts=in_cluster, metadata={"name": NAMESPACE, "labels": {
-            # node-exporter needs the host's network, PID namespace and root filesystem to report node disks;
-            # every other pod of the chart runs as non-root by the values below.
-            "pod-security.kubernetes.io/enforce": "privileged",
-            "pod-security.kubernetes.io/warn": "baseline"}})
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-ns",
+            opts=in_cluster,
+            metadata={
+                "name": NAMESPACE,
+                "labels": {
+                    # node-exporter needs the host's network, PID namespace and root filesystem to report node disks;
+                    # every other pod of the chart runs as non-root by the values below.
+                    "pod-security.kubernetes.io/enforce": "privileged",
+                    "pod-security.kubernetes.io/warn": "baseline",
+                },
+            },
+        )
         in_ns = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[namespace])
 
         storage = self._ebs_storage(name, cluster, tags)
         # On destroy, after the release (its StatefulSet, and with it the claim, are gone) and before the CSI driver
         # and the nodes that detach and delete the volume: waits until Prometheus' EBS volume is gone.
-        reaper = VolumeReaper(f"{name}-prometheus-volume-reaper", VolumeReaperArgs(
-            region=args.region, namespace=NAMESPACE, claim=PROMETHEUS_CLAIM, tags=tags),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*storage, *cluster.node_groups]))
+        reaper = VolumeReaper(
+            f"{name}-prometheus-volume-reaper",
+            VolumeReaperArgs(region=args.region, namespace=NAMESPACE, claim=PROMETHEUS_CLAIM, tags=tags),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*storage, *cluster.node_groups]),
+        )
 
         alertmanager_role = cluster.irsa_role(
-            f"{name}-alertmanager-role", NAMESPACE, ALERTMANAGER_SERVICE_ACCOUNT, parent=self, tags=tags,
+            f"{name}-alertmanager-role",
+            NAMESPACE,
+            ALERTMANAGER_SERVICE_ACCOUNT,
+            parent=self,
+            tags=tags,
             policy=pulumi.Output.all(args.alarm_topic_arn, args.alarm_topic_key_arn).apply(
-                lambda a: alertmanager_policy(a[0], a[1], args.region)))
-        alertmanager_account = k8s.core.v1.ServiceAccount(f"{name}-alertmanager-sa", opts=in_ns, metadata={
-            "name": ALERTMANAGER_SERVICE_ACCOUNT, "namespace": NAMESPACE,
-            "annotations": {"eks.amazonaws.com/role-arn": alertmanager_role.arn}},
-            automount_service_account_token=False)
+                lambda a: alertmanager_policy(a[0], a[1], args.region)
+            ),
+        )
+        alertmanager_account = k8s.core.v1.ServiceAccount(
+            f"{name}-alertmanager-sa",
+            opts=in_ns,
+            metadata={
+                "name": ALERTMANAGER_SERVICE_ACCOUNT,
+                "namespace": NAMESPACE,
+                "annotations": {"eks.amazonaws.com/role-arn": alertmanager_role.arn},
+            },
+            automount_service_account_token=False,
+        )
 
         # Generated here, kept encrypted in Pulumi's state, handed to Grafana only as a Kubernetes Secret.
-        password = random.RandomPassword(f"{name}-grafana-password", length=32, special=False,
-                                         opts=pulumi.ResourceOptions(parent=self))
-        grafana_secret = k8s.core.v1.Secret(f"{name}-grafana-admin", opts=in_ns, type="Opaque",
-                                            metadata={"name": GRAFANA_ADMIN_SECRET, "namespace": NAMESPACE},
-                                            string_data={"admin-user": "admin", "admin-password": password.result})
+        password = random.RandomPassword(
+            f"{name}-grafana-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        grafana_secret = k8s.core.v1.Secret(
+            f"{name}-grafana-admin",
+            opts=in_ns,
+            type="Opaque",
+            metadata={"name": GRAFANA_ADMIN_SECRET, "namespace": NAMESPACE},
+            string_data={"admin-user": "admin", "admin-password": password.result},
+        )
 
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
@@ -320,59 +395,109 @@ class Monitoring(pulumi.ComponentResource):
             repository_opts={"repo": CHART_REPOSITORY},
             namespace=NAMESPACE,
             values=pulumi.Output.from_input(args.alarm_topic_arn).apply(
-                lambda arn: chart_values(args.prometheus_retention_days, args.prometheus_storage_gb, arn,
-                                         args.region)),
+                lambda arn: chart_values(args.prometheus_retention_days, args.prometheus_storage_gb, arn, args.region)
+            ),
             timeout=RELEASE_TIMEOUT_SECONDS,
             atomic=True,
             cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(
-                parent=self, provider=cluster.provider,
+                parent=self,
+                provider=cluster.provider,
                 # Pods need nodes, Prometheus' volume needs the CSI driver, Alertmanager needs its credentials and
                 # Grafana its login before the (atomic) release can be ready; on destroy all of them outlive it.
-                depends_on=[*cluster.node_groups, namespace, *storage, reaper, alertmanager_account, grafana_secret,
-                            *args.wait_for]))
+                depends_on=[
+                    *cluster.node_groups,
+                    namespace,
+                    *storage,
+                    reaper,
+                    alertmanager_account,
+                    grafana_secret,
+                    *args.wait_for,
+                ],
+            ),
+        )
 
         # The CRDs come with the release: the custom resources are created after it and deleted before it.
         after_release = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[self.release])
         for target in SCRAPE_TARGETS:
             k8s.apiextensions.CustomResource(
-                f"{name}-{target.service}-monitor", api_version="monitoring.coreos.com/v1", kind="ServiceMonitor",
+                f"{name}-{target.service}-monitor",
+                api_version="monitoring.coreos.com/v1",
+                kind="ServiceMonitor",
                 metadata={"name": target.service, "namespace": NAMESPACE, "labels": {"app": target.service}},
-                spec=service_monitor_spec(target), opts=after_release)
+                spec=service_monitor_spec(target),
+                opts=after_release,
+            )
         k8s.apiextensions.CustomResource(
-            f"{name}-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
-            metadata={"name": "clinic", "namespace": NAMESPACE}, spec=rules, opts=after_release)
-        k8s.core.v1.ConfigMap(f"{name}-dashboard", opts=in_ns, data={"clinic.json": dashboard}, metadata={
-            "name": "clinic-dashboard", "namespace": NAMESPACE, "labels": dict([DASHBOARD_LABEL])})
+            f"{name}-rules",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata={"name": "clinic", "namespace": NAMESPACE},
+            spec=rules,
+            opts=after_release,
+        )
+        k8s.core.v1.ConfigMap(
+            f"{name}-dashboard",
+            opts=in_ns,
+            data={"clinic.json": dashboard},
+            metadata={"name": "clinic-dashboard", "namespace": NAMESPACE, "labels": dict([DASHBOARD_LABEL])},
+        )
 
         self.namespace = namespace.metadata.name
         self.release_name = self.release.name
         self.alertmanager_role_arn = alertmanager_role.arn
         self.grafana_admin_secret = grafana_secret.metadata.name
-        self.register_outputs({"namespace": self.namespace, "release_name": self.release_name,
-                               "alertmanager_role_arn": self.alertmanager_role_arn,
-                               "grafana_admin_secret": self.grafana_admin_secret})
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "release_name": self.release_name,
+                "alertmanager_role_arn": self.alertmanager_role_arn,
+                "grafana_admin_secret": self.grafana_admin_secret,
+            }
+        )
 
     def _ebs_storage(self, name: str, cluster: Cluster, tags: dict[str, str]) -> list[pulumi.Resource]:
         """The EBS CSI driver (an EKS add-on with its own IRSA role) and an encrypted gp3 StorageClass whose volumes
         carry the platform's tags. Move both to Cluster when a second workload needs volumes."""
         role = aws.iam.Role(
-            f"{name}-ebs-csi-role", tags=tags, opts=pulumi.ResourceOptions(parent=self),
+            f"{name}-ebs-csi-role",
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
             assume_role_policy=pulumi.Output.all(cluster.oidc_provider_arn, cluster.oidc_provider_url).apply(
-                lambda a: irsa_trust_policy(a[0], a[1], "kube-system", EBS_CSI_SERVICE_ACCOUNT)))
-        attachment = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi-policy", role=role.name, policy_arn=EBS_CSI_POLICY,
-                                                  opts=pulumi.ResourceOptions(parent=role))
+                lambda a: irsa_trust_policy(a[0], a[1], "kube-system", EBS_CSI_SERVICE_ACCOUNT)
+            ),
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-ebs-csi-policy",
+            role=role.name,
+            policy_arn=EBS_CSI_POLICY,
+            opts=pulumi.ResourceOptions(parent=role),
+        )
         addon = aws.eks.Addon(
-            f"{name}-ebs-csi", cluster_name=cluster.cluster_name, addon_name="aws-ebs-csi-driver",
-            service_account_role_arn=role.arn, resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE", tags=tags,
+            f"{name}-ebs-csi",
+            cluster_name=cluster.cluster_name,
+            addon_name="aws-ebs-csi-driver",
+            service_account_role_arn=role.arn,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=tags,
             # The add-on only turns ACTIVE once its pods run on a node, with their permissions attached.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*cluster.node_groups, attachment]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*cluster.node_groups, attachment]),
+        )
         storage_class = k8s.storage.v1.StorageClass(
-            f"{name}-gp3", opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider),
-            metadata={"name": STORAGE_CLASS}, provisioner="ebs.csi.aws.com",
+            f"{name}-gp3",
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider),
+            metadata={"name": STORAGE_CLASS},
+            provisioner="ebs.csi.aws.com",
             # Bind in the zone the pod is scheduled to (an EBS volume cannot follow it to another AZ).
-            volume_binding_mode="WaitForFirstConsumer", reclaim_policy="Delete", allow_volume_expansion=True,
-            parameters={"type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4",
-                        **{f"tagSpecification_{i}": f"{k}={v}" for i, (k, v) in enumerate(sorted(tags.items()), 1)}})
+            volume_binding_mode="WaitForFirstConsumer",
+            reclaim_policy="Delete",
+            allow_volume_expansion=True,
+            parameters={
+                "type": "gp3",
+                "encrypted": "true",
+                "csi.storage.k8s.io/fstype": "ext4",
+                **{f"tagSpecification_{i}": f"{k}={v}" for i, (k, v) in enumerate(sorted(tags.items()), 1)},
+            },
+        )
         return [role, attachment, addon, storage_class]

@@ -14,7 +14,6 @@ from components.log_encryption import log_group_key
 from limits import NAT_MODES
 
 
-
 @dataclass(frozen=True)
 class SubnetPlan:
     """CIDRs for one AZ, carved from the VPC so that tiers never overlap whatever the AZ count."""
@@ -97,68 +96,131 @@ class Network(pulumi.ComponentResource):
         tags = {**args.tags}
         child = pulumi.ResourceOptions(parent=self)
 
-        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.vpc_cidr, enable_dns_hostnames=True,
-                          enable_dns_support=True, tags={**tags, "Name": f"{name}-vpc"}, opts=child)
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.vpc_cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={**tags, "Name": f"{name}-vpc"},
+            opts=child,
+        )
         # The default security group allows all traffic between its members; empty it so nothing relies on it.
-        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[],
-                                     tags={**tags, "Name": f"{name}-default-do-not-use"}, opts=child)
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            vpc_id=vpc.id,
+            ingress=[],
+            egress=[],
+            tags={**tags, "Name": f"{name}-default-do-not-use"},
+            opts=child,
+        )
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-igw"}, opts=child)
 
-        public_rt = aws.ec2.RouteTable(f"{name}-public-rt", vpc_id=vpc.id,
-                                       tags={**tags, "Name": f"{name}-public"}, opts=child)
-        public_default = aws.ec2.Route(f"{name}-public-default", route_table_id=public_rt.id,
-                                       destination_cidr_block="0.0.0.0/0", gateway_id=igw.id, opts=child)
-        database_rt = aws.ec2.RouteTable(f"{name}-database-rt", vpc_id=vpc.id,
-                                         tags={**tags, "Name": f"{name}-database"}, opts=child)
+        public_rt = aws.ec2.RouteTable(
+            f"{name}-public-rt", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-public"}, opts=child
+        )
+        public_default = aws.ec2.Route(
+            f"{name}-public-default",
+            route_table_id=public_rt.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=igw.id,
+            opts=child,
+        )
+        database_rt = aws.ec2.RouteTable(
+            f"{name}-database-rt", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-database"}, opts=child
+        )
 
         public_subnets, private_subnets, database_subnets, nat_gateways = [], [], [], []
         private_route_tables, private_routes, fast = [], [], [vpc, igw, public_rt, public_default, database_rt]
         for i, az_plan in enumerate(plan):
             az = az_plan.availability_zone
             public = aws.ec2.Subnet(
-                f"{name}-public-{i}", vpc_id=vpc.id, cidr_block=az_plan.public, availability_zone=az,
+                f"{name}-public-{i}",
+                vpc_id=vpc.id,
+                cidr_block=az_plan.public,
+                availability_zone=az,
                 # Internet-facing ALBs get public addresses themselves; instances here never should.
                 map_public_ip_on_launch=False,
                 tags={**tags, **elb_subnet_tags(args.cluster_name, public=True), "Name": f"{name}-public-{az}"},
-                opts=child)
-            fast.append(aws.ec2.RouteTableAssociation(f"{name}-public-{i}-rta", subnet_id=public.id,
-                                                      route_table_id=public_rt.id, opts=child))
+                opts=child,
+            )
+            fast.append(
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-public-{i}-rta", subnet_id=public.id, route_table_id=public_rt.id, opts=child
+                )
+            )
             private = aws.ec2.Subnet(
-                f"{name}-private-{i}", vpc_id=vpc.id, cidr_block=az_plan.private, availability_zone=az,
+                f"{name}-private-{i}",
+                vpc_id=vpc.id,
+                cidr_block=az_plan.private,
+                availability_zone=az,
                 tags={**tags, **elb_subnet_tags(args.cluster_name, public=False), "Name": f"{name}-private-{az}"},
-                opts=child)
-            database = aws.ec2.Subnet(f"{name}-database-{i}", vpc_id=vpc.id, cidr_block=az_plan.database,
-                                      availability_zone=az, tags={**tags, "Name": f"{name}-database-{az}"}, opts=child)
-            fast.append(aws.ec2.RouteTableAssociation(f"{name}-database-{i}-rta", subnet_id=database.id,
-                                                      route_table_id=database_rt.id, opts=child))
+                opts=child,
+            )
+            database = aws.ec2.Subnet(
+                f"{name}-database-{i}",
+                vpc_id=vpc.id,
+                cidr_block=az_plan.database,
+                availability_zone=az,
+                tags={**tags, "Name": f"{name}-database-{az}"},
+                opts=child,
+            )
+            fast.append(
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-database-{i}-rta", subnet_id=database.id, route_table_id=database_rt.id, opts=child
+                )
+            )
             if args.nat_mode == "per-az" or i == 0:
-                eip = aws.ec2.Eip(f"{name}-nat-eip-{i}", domain="vpc", tags={**tags, "Name": f"{name}-nat-{az}"},
-                                  opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]))
-                fast.append(eip)
-                nat_gateways.append(aws.ec2.NatGateway(
-                    f"{name}-nat-{i}", allocation_id=eip.allocation_id, subnet_id=public.id,
+                eip = aws.ec2.Eip(
+                    f"{name}-nat-eip-{i}",
+                    domain="vpc",
                     tags={**tags, "Name": f"{name}-nat-{az}"},
-                    # NAT needs the internet gateway attached and the public route in place to pass traffic.
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[igw, public_default])))
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
+                )
+                fast.append(eip)
+                nat_gateways.append(
+                    aws.ec2.NatGateway(
+                        f"{name}-nat-{i}",
+                        allocation_id=eip.allocation_id,
+                        subnet_id=public.id,
+                        tags={**tags, "Name": f"{name}-nat-{az}"},
+                        # NAT needs the internet gateway attached and the public route in place to pass traffic.
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=[igw, public_default]),
+                    )
+                )
             nat = nat_gateways[-1]
-            private_rt = aws.ec2.RouteTable(f"{name}-private-rt-{i}", vpc_id=vpc.id,
-                                            tags={**tags, "Name": f"{name}-private-{az}"}, opts=child)
+            private_rt = aws.ec2.RouteTable(
+                f"{name}-private-rt-{i}", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-private-{az}"}, opts=child
+            )
             private_route_tables.append(private_rt)
-            private_routes.append(aws.ec2.Route(f"{name}-private-default-{i}", route_table_id=private_rt.id,
-                                                destination_cidr_block="0.0.0.0/0", nat_gateway_id=nat.id,
-                                                opts=child))
-            fast += [private_rt, aws.ec2.RouteTableAssociation(f"{name}-private-{i}-rta", subnet_id=private.id,
-                                                               route_table_id=private_rt.id, opts=child)]
+            private_routes.append(
+                aws.ec2.Route(
+                    f"{name}-private-default-{i}",
+                    route_table_id=private_rt.id,
+                    destination_cidr_block="0.0.0.0/0",
+                    nat_gateway_id=nat.id,
+                    opts=child,
+                )
+            )
+            fast += [
+                private_rt,
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-private-{i}-rta", subnet_id=private.id, route_table_id=private_rt.id, opts=child
+                ),
+            ]
             public_subnets.append(public)
             private_subnets.append(private)
             database_subnets.append(database)
 
         # S3 traffic (exam PDFs, ECR layers) stays on the AWS network and skips NAT data charges.
-        aws.ec2.VpcEndpoint(f"{name}-s3-endpoint", vpc_id=vpc.id,
-                            service_name=f"com.amazonaws.{args.region}.s3",
-                            vpc_endpoint_type="Gateway",
-                            route_table_ids=[rt.id for rt in private_route_tables],
-                            tags={**tags, "Name": f"{name}-s3"}, opts=child)
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3-endpoint",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[rt.id for rt in private_route_tables],
+            tags={**tags, "Name": f"{name}-s3"},
+            opts=child,
+        )
 
         if args.flow_logs:
             self._flow_logs(name, vpc, args, tags)
@@ -169,35 +231,78 @@ class Network(pulumi.ComponentResource):
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public_subnets])
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private_subnets])
         self.database_subnet_ids = pulumi.Output.all(*[s.id for s in database_subnets])
-        self.register_outputs({
-            "vpc_id": self.vpc_id,
-            "public_subnet_ids": self.public_subnet_ids,
-            "private_subnet_ids": self.private_subnet_ids,
-            "database_subnet_ids": self.database_subnet_ids,
-        })
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "public_subnet_ids": self.public_subnet_ids,
+                "private_subnet_ids": self.private_subnet_ids,
+                "database_subnet_ids": self.database_subnet_ids,
+            }
+        )
 
     def _flow_logs(self, name: str, vpc: aws.ec2.Vpc, args: NetworkArgs, tags: Mapping[str, str]) -> None:
         child = pulumi.ResourceOptions(parent=self)
         # The group is auto-named `<name>-flow-logs-<suffix>`; its key serves only groups of that name.
-        key = log_group_key(f"{name}-flow-logs-key", f"{name}: VPC flow logs", f"{name}-flow-logs-*", parent=self,
-                            retain=False, tags=tags)
-        group = aws.cloudwatch.LogGroup(f"{name}-flow-logs", retention_in_days=args.flow_log_retention_days,
-                                        kms_key_id=key.arn, tags=tags, opts=child)
-        role = aws.iam.Role(f"{name}-flow-logs-role", tags=tags, opts=child, assume_role_policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                           "Principal": {"Service": "vpc-flow-logs.amazonaws.com"}}],
-        }))
+        key = log_group_key(
+            f"{name}-flow-logs-key",
+            f"{name}: VPC flow logs",
+            f"{name}-flow-logs-*",
+            parent=self,
+            retain=False,
+            tags=tags,
+        )
+        group = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            retention_in_days=args.flow_log_retention_days,
+            kms_key_id=key.arn,
+            tags=tags,
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-flow-logs-role",
+            tags=tags,
+            opts=child,
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "sts:AssumeRole",
+                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                        }
+                    ],
+                }
+            ),
+        )
         # Only the one log group, not logs:* on *.
-        aws.iam.RolePolicy(f"{name}-flow-logs-policy", role=role.id, opts=child,
-                           policy=group.arn.apply(lambda arn: json.dumps({
-                               "Version": "2012-10-17",
-                               "Statement": [{"Effect": "Allow",
-                                              "Action": ["logs:CreateLogStream", "logs:PutLogEvents",
-                                                         "logs:DescribeLogStreams"],
-                                              "Resource": [arn, f"{arn}:*"]}],
-                           })))
-        aws.ec2.FlowLog(f"{name}-flow-log", vpc_id=vpc.id, traffic_type="ALL", log_destination_type="cloud-watch-logs",
-                        log_destination=group.arn, iam_role_arn=role.arn, max_aggregation_interval=60,
-                        tags=tags, opts=child)
-
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs-policy",
+            role=role.id,
+            opts=child,
+            policy=group.arn.apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                                "Resource": [arn, f"{arn}:*"],
+                            }
+                        ],
+                    }
+                )
+            ),
+        )
+        aws.ec2.FlowLog(
+            f"{name}-flow-log",
+            vpc_id=vpc.id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=group.arn,
+            iam_role_arn=role.arn,
+            max_aggregation_interval=60,
+            tags=tags,
+            opts=child,
+        )

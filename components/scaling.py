@@ -48,26 +48,55 @@ class ClusterScalingArgs:
 
 def validate_cluster_scaling_args(args: ClusterScalingArgs) -> None:
     if args.kubernetes_version not in AUTOSCALER_IMAGES:
-        raise ValueError(f"kubernetes_version = {args.kubernetes_version!r} is invalid for the cluster autoscaler; "
-                         f"allowed: {', '.join(AUTOSCALER_IMAGES)} (add the autoscaler release for a new version)")
+        raise ValueError(
+            f"kubernetes_version = {args.kubernetes_version!r} is invalid for the cluster autoscaler; "
+            f"allowed: {', '.join(AUTOSCALER_IMAGES)} (add the autoscaler release for a new version)"
+        )
 
 
 def autoscaler_policy(cluster_name: str, region: str, account_id: str, partition: str) -> str:
     """Read the Auto Scaling groups and instance types; resize or shrink only the groups tagged as this cluster's
     (EKS tags the managed node groups' groups), and describe only this cluster's node groups."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "Discover", "Effect": "Allow", "Resource": "*", "Action": [
-            "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
-            "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
-            "ec2:DescribeImages", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplateVersions",
-            "ec2:GetInstanceTypesFromInstanceRequirements"]},
-        {"Sid": "NodeGroups", "Effect": "Allow", "Action": "eks:DescribeNodegroup",
-         "Resource": f"arn:{partition}:eks:{region}:{account_id}:nodegroup/{cluster_name}/*/*"},
-        {"Sid": "ScaleOwnGroups", "Effect": "Allow", "Resource": "*",
-         "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
-         "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned",
-                                        "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true"}}},
-    ]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "Discover",
+                    "Effect": "Allow",
+                    "Resource": "*",
+                    "Action": [
+                        "autoscaling:DescribeAutoScalingGroups",
+                        "autoscaling:DescribeAutoScalingInstances",
+                        "autoscaling:DescribeLaunchConfigurations",
+                        "autoscaling:DescribeScalingActivities",
+                        "ec2:DescribeImages",
+                        "ec2:DescribeInstanceTypes",
+                        "ec2:DescribeLaunchTemplateVersions",
+                        "ec2:GetInstanceTypesFromInstanceRequirements",
+                    ],
+                },
+                {
+                    "Sid": "NodeGroups",
+                    "Effect": "Allow",
+                    "Action": "eks:DescribeNodegroup",
+                    "Resource": f"arn:{partition}:eks:{region}:{account_id}:nodegroup/{cluster_name}/*/*",
+                },
+                {
+                    "Sid": "ScaleOwnGroups",
+                    "Effect": "Allow",
+                    "Resource": "*",
+                    "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                    "Condition": {
+                        "StringEquals": {
+                            f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned",
+                            "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true",
+                        }
+                    },
+                },
+            ],
+        }
+    )
 
 
 def autoscaler_values(cluster_name: str, region: str, kubernetes_version: str, role_arn: str) -> dict:
@@ -77,8 +106,13 @@ def autoscaler_values(cluster_name: str, region: str, kubernetes_version: str, r
         # Finds the groups by the two tags EKS puts on managed node groups (the chart's default tag list).
         "autoDiscovery": {"clusterName": cluster_name},
         "image": {"tag": AUTOSCALER_IMAGES[kubernetes_version]},
-        "rbac": {"serviceAccount": {"create": True, "name": AUTOSCALER_SERVICE_ACCOUNT,
-                                    "annotations": {"eks.amazonaws.com/role-arn": role_arn}}},
+        "rbac": {
+            "serviceAccount": {
+                "create": True,
+                "name": AUTOSCALER_SERVICE_ACCOUNT,
+                "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+            }
+        },
         "extraArgs": {
             # One group spans every AZ; keep zones balanced when several similar groups exist.
             "balance-similar-node-groups": True,
@@ -103,16 +137,28 @@ class ClusterScaling(pulumi.ComponentResource):
 
         # Its pods need nodes before the add-on is ACTIVE; its Service and APIService come after the controller.
         metrics_server = aws.eks.Addon(
-            f"{name}-metrics-server", cluster_name=cluster.cluster_name, addon_name=METRICS_SERVER_ADDON,
+            f"{name}-metrics-server",
+            cluster_name=cluster.cluster_name,
+            addon_name=METRICS_SERVER_ADDON,
             addon_version=addon_version(METRICS_SERVER_ADDON, args.kubernetes_version, self),
-            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*cluster.node_groups, *args.wait_for]))
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*cluster.node_groups, *args.wait_for]),
+        )
 
         role = cluster.irsa_role(
-            f"{name}-autoscaler-role", AUTOSCALER_NAMESPACE, AUTOSCALER_SERVICE_ACCOUNT, parent=self, tags=tags,
-            policy=pulumi.Output.all(cluster.cluster_name, aws.get_caller_identity_output(opts=invoke).account_id,
-                                     aws.get_partition_output(opts=invoke).partition)
-            .apply(lambda a: autoscaler_policy(a[0], args.region, a[1], a[2])))
+            f"{name}-autoscaler-role",
+            AUTOSCALER_NAMESPACE,
+            AUTOSCALER_SERVICE_ACCOUNT,
+            parent=self,
+            tags=tags,
+            policy=pulumi.Output.all(
+                cluster.cluster_name,
+                aws.get_caller_identity_output(opts=invoke).account_id,
+                aws.get_partition_output(opts=invoke).partition,
+            ).apply(lambda a: autoscaler_policy(a[0], args.region, a[1], a[2])),
+        )
         k8s.helm.v3.Release(
             f"{name}-autoscaler",
             name=AUTOSCALER_SERVICE_ACCOUNT,
@@ -121,17 +167,22 @@ class ClusterScaling(pulumi.ComponentResource):
             repository_opts={"repo": AUTOSCALER_CHART_REPOSITORY},
             namespace=AUTOSCALER_NAMESPACE,
             values=pulumi.Output.all(cluster.cluster_name, role.arn).apply(
-                lambda a: autoscaler_values(a[0], args.region, args.kubernetes_version, a[1])),
+                lambda a: autoscaler_values(a[0], args.region, args.kubernetes_version, a[1])
+            ),
             timeout=RELEASE_TIMEOUT_SECONDS,
             atomic=True,
             cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(
-                parent=self, provider=cluster.provider,
+                parent=self,
+                provider=cluster.provider,
                 # Nodes to run on before it starts, and until it is gone on destroy (its permissions: role.arn in the
                 # values resolves only once the policy is attached).
-                depends_on=[*cluster.node_groups, *args.wait_for]))
+                depends_on=[*cluster.node_groups, *args.wait_for],
+            ),
+        )
 
         self.metrics_server_addon = metrics_server.addon_name
         self.autoscaler_role_arn = role.arn
-        self.register_outputs({"metrics_server_addon": self.metrics_server_addon,
-                               "autoscaler_role_arn": self.autoscaler_role_arn})
+        self.register_outputs(
+            {"metrics_server_addon": self.metrics_server_addon, "autoscaler_role_arn": self.autoscaler_role_arn}
+        )

@@ -37,22 +37,47 @@ def validate_storage_args(args: StorageArgs) -> None:
 def bucket_policy(bucket_arn: str, kms_key_arn: str) -> str:
     """TLS 1.2+ only, and no object stored under another encryption than this bucket's KMS key."""
     objects = f"{bucket_arn}/*"
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-             "Resource": [bucket_arn, objects], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
-            {"Sid": "DenyOutdatedTls", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-             "Resource": [bucket_arn, objects], "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}}},
-            {"Sid": "DenyOtherEncryption", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
-             "Resource": objects,
-             "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}},
-            {"Sid": "DenyOtherKmsKey", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
-             "Resource": objects,
-             "Condition": {"StringNotEqualsIfExists": {
-                 "s3:x-amz-server-side-encryption-aws-kms-key-id": kms_key_arn}}},
-        ],
-    })
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket_arn, objects],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                },
+                {
+                    "Sid": "DenyOutdatedTls",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket_arn, objects],
+                    "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+                },
+                {
+                    "Sid": "DenyOtherEncryption",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": objects,
+                    "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}},
+                },
+                {
+                    "Sid": "DenyOtherKmsKey",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": objects,
+                    "Condition": {
+                        "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": kms_key_arn}
+                    },
+                },
+            ],
+        }
+    )
 
 
 class Storage(pulumi.ComponentResource):
@@ -69,10 +94,14 @@ class Storage(pulumi.ComponentResource):
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
 
-        key = aws.kms.Key(f"{name}-key", description=f"{name}: exam results", enable_key_rotation=True,
-                          deletion_window_in_days=30 if args.retain else 7, tags=tags,
-                          opts=pulumi.ResourceOptions(parent=self, protect=args.retain,
-                                                      retain_on_delete=args.retain))
+        key = aws.kms.Key(
+            f"{name}-key",
+            description=f"{name}: exam results",
+            enable_key_rotation=True,
+            deletion_window_in_days=30 if args.retain else 7,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.retain, retain_on_delete=args.retain),
+        )
         aws.kms.Alias(f"{name}-key-alias", name=f"alias/{name}", target_key_id=key.key_id, opts=child)
 
         bucket = aws.s3.Bucket(
@@ -80,50 +109,81 @@ class Storage(pulumi.ComponentResource):
             # force_destroy deletes every object version and delete marker before the bucket: dev only.
             force_destroy=not args.retain,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.retain, retain_on_delete=args.retain))
+            opts=pulumi.ResourceOptions(parent=self, protect=args.retain, retain_on_delete=args.retain),
+        )
         on_bucket = pulumi.ResourceOptions(parent=bucket)
 
-        aws.s3.BucketOwnershipControls(f"{name}-ownership", bucket=bucket.id,
-                                       rule={"object_ownership": "BucketOwnerEnforced"}, opts=on_bucket)
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=on_bucket
+        )
         public_block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access-block", bucket=bucket.id, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=on_bucket)
-        aws.s3.BucketVersioning(f"{name}-versioning", bucket=bucket.id,
-                                versioning_configuration={"status": "Enabled"}, opts=on_bucket)
+            f"{name}-public-access-block",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=on_bucket,
+        )
+        aws.s3.BucketVersioning(
+            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=on_bucket
+        )
         aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption", bucket=bucket.id, opts=on_bucket,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
-                                                                "kms_master_key_id": key.arn},
+            f"{name}-encryption",
+            bucket=bucket.id,
+            opts=on_bucket,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": {
+                        "sse_algorithm": "aws:kms",
+                        "kms_master_key_id": key.arn,
+                    },
                     # One data key per bucket rather than per object: far fewer KMS calls for PDF downloads.
-                    "bucket_key_enabled": True}])
+                    "bucket_key_enabled": True,
+                }
+            ],
+        )
         aws.s3.BucketPolicy(
-            f"{name}-policy", bucket=bucket.id,
+            f"{name}-policy",
+            bucket=bucket.id,
             policy=pulumi.Output.all(bucket.arn, key.arn).apply(lambda a: bucket_policy(a[0], a[1])),
             # S3 rejects a policy put while the public-access block is being changed.
-            opts=pulumi.ResourceOptions(parent=bucket, depends_on=[public_block]))
+            opts=pulumi.ResourceOptions(parent=bucket, depends_on=[public_block]),
+        )
         aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle", bucket=bucket.id, opts=on_bucket,
-            rules=[{
-                "id": "expire-noncurrent-versions",
-                "status": "Enabled",
-                "filter": {"prefix": ""},
-                "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_version_days},
-                "expiration": {"expired_object_delete_marker": True},
-                "abort_incomplete_multipart_upload": {"days_after_initiation": ABORT_MULTIPART_DAYS},
-            }])
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            opts=on_bucket,
+            rules=[
+                {
+                    "id": "expire-noncurrent-versions",
+                    "status": "Enabled",
+                    "filter": {"prefix": ""},
+                    "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_version_days},
+                    "expiration": {"expired_object_delete_marker": True},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": ABORT_MULTIPART_DAYS},
+                }
+            ],
+        )
         if args.cors_allowed_origins:
             aws.s3.BucketCorsConfiguration(
-                f"{name}-cors", bucket=bucket.id, opts=on_bucket,
-                cors_rules=[{
-                    "allowed_methods": ["GET", "HEAD", "PUT"],
-                    "allowed_origins": list(args.cors_allowed_origins),
-                    "allowed_headers": ["content-type", "content-md5", "x-amz-*"],
-                    "expose_headers": ["ETag"],
-                    "max_age_seconds": CORS_MAX_AGE_SECONDS,
-                }])
+                f"{name}-cors",
+                bucket=bucket.id,
+                opts=on_bucket,
+                cors_rules=[
+                    {
+                        "allowed_methods": ["GET", "HEAD", "PUT"],
+                        "allowed_origins": list(args.cors_allowed_origins),
+                        "allowed_headers": ["content-type", "content-md5", "x-amz-*"],
+                        "expose_headers": ["ETag"],
+                        "max_age_seconds": CORS_MAX_AGE_SECONDS,
+                    }
+                ],
+            )
 
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.kms_key_arn = key.arn
-        self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn,
-                               "kms_key_arn": self.kms_key_arn})
+        self.register_outputs(
+            {"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn, "kms_key_arn": self.kms_key_arn}
+        )

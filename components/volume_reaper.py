@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 import pulumi
 import pulumi.dynamic
+from botocore.exceptions import ClientError
 
 log = logging.getLogger("clinic.volume_reaper")
 
@@ -42,15 +42,20 @@ def volume_filters(namespace: str, claim: str, tags: Mapping[str, str]) -> list[
     return [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(wanted.items())]
 
 
-def reap(ec2: Any, namespace: str, claim: str, tags: Mapping[str, str], *, timeout_seconds: float,
-         poll_seconds: float = 5.0) -> list[str]:
+def reap(
+    ec2: Any, namespace: str, claim: str, tags: Mapping[str, str], *, timeout_seconds: float, poll_seconds: float = 5.0
+) -> list[str]:
     """Wait until no volume of the claim exists, deleting any left detached; returns the volume ids seen."""
     filters = volume_filters(namespace, claim, tags)
     deadline = time.monotonic() + timeout_seconds
     seen: list[str] = []
     while True:
-        volumes = [v for page in ec2.get_paginator("describe_volumes").paginate(Filters=filters)
-                   for v in page["Volumes"] if v["State"] != "deleted"]
+        volumes = [
+            v
+            for page in ec2.get_paginator("describe_volumes").paginate(Filters=filters)
+            for v in page["Volumes"]
+            if v["State"] != "deleted"
+        ]
         seen += [v["VolumeId"] for v in volumes if v["VolumeId"] not in seen]
         if not volumes:
             return seen
@@ -61,14 +66,19 @@ def reap(ec2: Any, namespace: str, claim: str, tags: Mapping[str, str], *, timeo
                     log.info("deleted volume %s left by %s/%s", volume["VolumeId"], namespace, claim)
                 except ClientError as error:
                     # The driver may be deleting it at the same moment.
-                    if error.response["Error"]["Code"] not in ("InvalidVolume.NotFound", "IncorrectState",
-                                                               "VolumeInUse"):
+                    if error.response["Error"]["Code"] not in (
+                        "InvalidVolume.NotFound",
+                        "IncorrectState",
+                        "VolumeInUse",
+                    ):
                         raise
         if time.monotonic() >= deadline:
             states = ", ".join(f"{v['VolumeId']} ({v['State']})" for v in volumes)
-            raise VolumesRemain(f"timed out after {timeout_seconds:g} s waiting for the volumes of "
-                                f"{namespace}/{claim} to be deleted: {states}; detach and delete them "
-                                "(aws ec2 delete-volume --volume-id ...) before destroying the nodes")
+            raise VolumesRemain(
+                f"timed out after {timeout_seconds:g} s waiting for the volumes of "
+                f"{namespace}/{claim} to be deleted: {states}; detach and delete them "
+                "(aws ec2 delete-volume --volume-id ...) before destroying the nodes"
+            )
         time.sleep(poll_seconds)
 
 
@@ -88,8 +98,13 @@ class VolumeReaperProvider(pulumi.dynamic.ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         ec2 = boto3.client("ec2", region_name=props["region"], endpoint_url=props.get("endpoint_url") or None)
-        reap(ec2, props["namespace"], props["claim"], props.get("tags") or {},
-             timeout_seconds=float(props["timeout_seconds"]))
+        reap(
+            ec2,
+            props["namespace"],
+            props["claim"],
+            props.get("tags") or {},
+            timeout_seconds=float(props["timeout_seconds"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,15 @@ class VolumeReaper(pulumi.dynamic.Resource):
     """Does nothing on create and update; on delete waits until the claim's EBS volumes are gone."""
 
     def __init__(self, name: str, args: VolumeReaperArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(VolumeReaperProvider(), name,
-                         {"region": args.region, "namespace": args.namespace, "claim": args.claim,
-                          "tags": args.tags, "timeout_seconds": args.timeout_seconds}, opts)
+        super().__init__(
+            VolumeReaperProvider(),
+            name,
+            {
+                "region": args.region,
+                "namespace": args.namespace,
+                "claim": args.claim,
+                "tags": args.tags,
+                "timeout_seconds": args.timeout_seconds,
+            },
+            opts,
+        )

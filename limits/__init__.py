@@ -9,7 +9,28 @@ import re
 
 # The values CloudWatch Logs accepts for retention_in_days.
 LOG_RETENTION_DAYS: tuple[int, ...] = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
 )
 
 # Patterns matched whole (re.fullmatch).
@@ -23,8 +44,10 @@ DB_INSTANCE_ID_PATTERN = r"[a-z](?!.*--)[a-z0-9-]{0,61}[a-z0-9]|[a-z]"
 ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 # The CI runner's GitHub connection (new connections are codeconnections, older ones codestar-connections) and the
 # repository whose workflow jobs it takes.
-CONNECTION_ARN_PATTERN = (r"arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:"
-                          r"connection/[0-9a-f-]{36}")
+CONNECTION_ARN_PATTERN = (
+    r"arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:"
+    r"connection/[0-9a-f-]{36}"
+)
 GITHUB_REPOSITORY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}"
 # CodeBuild compute types a CI runner build may use.
 CI_COMPUTE_TYPES: tuple[str, ...] = ("BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE")
@@ -45,9 +68,16 @@ MIN_PROD_VAULT_RETENTION_DAYS = 35
 
 # The database classes a stack may use, with their memory: max_connections and the alarm on it derive from it.
 DB_INSTANCE_CLASS_MEMORY_GIB: dict[str, int] = {
-    "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
-    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32,
-    "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64,
+    "db.t4g.micro": 1,
+    "db.t4g.small": 2,
+    "db.t4g.medium": 4,
+    "db.t4g.large": 8,
+    "db.m7g.large": 8,
+    "db.m7g.xlarge": 16,
+    "db.m7g.2xlarge": 32,
+    "db.r7g.large": 16,
+    "db.r7g.xlarge": 32,
+    "db.r7g.2xlarge": 64,
 }
 DB_INSTANCE_CLASSES: tuple[str, ...] = tuple(DB_INSTANCE_CLASS_MEMORY_GIB)
 # RDS PostgreSQL's own formula, LEAST({DBInstanceClassMemory/9531392}, 5000), on the class's nominal memory. RDS's
@@ -58,8 +88,9 @@ MAX_DB_CONNECTIONS_CAP = 5000
 
 
 def max_db_connections(instance_class: str) -> int:
-    return min(DB_INSTANCE_CLASS_MEMORY_GIB[instance_class] * 1024 ** 3 // BYTES_PER_DB_CONNECTION,
-               MAX_DB_CONNECTIONS_CAP)
+    return min(
+        DB_INSTANCE_CLASS_MEMORY_GIB[instance_class] * 1024**3 // BYTES_PER_DB_CONNECTION, MAX_DB_CONNECTIONS_CAP
+    )
 
 
 # The connections alarm (CloudWatch and Prometheus) fires above this share of max_connections.
@@ -74,5 +105,4 @@ NOTIFIER_POD_DB_CONNECTIONS = 2 * APP_DB_POOL_SIZE
 def peak_app_db_connections(api_max_replicas: int, notifier_replicas: int) -> int:
     """Every pod at its ceiling: the HPA's maximum of API pods, plus one surge pod per Deployment during a rollout
     (maxSurge 1), plus one migrations Job per app (Alembic holds one connection)."""
-    return ((api_max_replicas + 1) * API_POD_DB_CONNECTIONS + (notifier_replicas + 1) * NOTIFIER_POD_DB_CONNECTIONS
-            + 2)
+    return (api_max_replicas + 1) * API_POD_DB_CONNECTIONS + (notifier_replicas + 1) * NOTIFIER_POD_DB_CONNECTIONS + 2

@@ -62,8 +62,9 @@ class InstanceType:
 
     @property
     def allocatable(self) -> PodSize:
-        reserved_cpu = 60 + 10 * min(max(self.vcpus - 1, 0), 1) + 5 * min(max(self.vcpus - 2, 0), 2) \
-            + 2.5 * max(self.vcpus - 4, 0)
+        reserved_cpu = (
+            60 + 10 * min(max(self.vcpus - 1, 0), 1) + 5 * min(max(self.vcpus - 2, 0), 2) + 2.5 * max(self.vcpus - 4, 0)
+        )
         capacity_mib = int(self.memory_gib * 1024 * 0.95)
         reserved_mib = 255 + 11 * self.max_pods + 100
         return PodSize(int(self.vcpus * 1000 - reserved_cpu), capacity_mib - reserved_mib)
@@ -71,11 +72,16 @@ class InstanceType:
 
 # The instance types the stacks may use for their node groups.
 INSTANCE_TYPES: dict[str, InstanceType] = {
-    "t3.large": InstanceType(2, 8, 35), "t3a.large": InstanceType(2, 8, 35),
-    "t3.xlarge": InstanceType(4, 16, 58), "t3a.xlarge": InstanceType(4, 16, 58),
-    "m6i.large": InstanceType(2, 8, 29), "m6i.xlarge": InstanceType(4, 16, 58),
-    "m7i.large": InstanceType(2, 8, 29), "m7i.xlarge": InstanceType(4, 16, 58),
-    "m7g.large": InstanceType(2, 8, 29), "m7g.xlarge": InstanceType(4, 16, 58),
+    "t3.large": InstanceType(2, 8, 35),
+    "t3a.large": InstanceType(2, 8, 35),
+    "t3.xlarge": InstanceType(4, 16, 58),
+    "t3a.xlarge": InstanceType(4, 16, 58),
+    "m6i.large": InstanceType(2, 8, 29),
+    "m6i.xlarge": InstanceType(4, 16, 58),
+    "m7i.large": InstanceType(2, 8, 29),
+    "m7i.xlarge": InstanceType(4, 16, 58),
+    "m7g.large": InstanceType(2, 8, 29),
+    "m7g.xlarge": InstanceType(4, 16, 58),
 }
 
 
@@ -92,22 +98,32 @@ def usable_capacity(groups: Iterable[NodeGroupCapacity], *, monitoring: bool) ->
     per_node_overhead = DAEMONSETS_PER_NODE + (MONITORING_PER_NODE if monitoring else PodSize(0, 0))
     total = PodSize(0, 0)
     for group in groups:
-        smallest = min((INSTANCE_TYPES[t].allocatable for t in group.instance_types),
-                       key=lambda a: (a.cpu_millicores, a.memory_mib))
-        per_node = PodSize(smallest.cpu_millicores - per_node_overhead.cpu_millicores,
-                           smallest.memory_mib - per_node_overhead.memory_mib)
+        smallest = min(
+            (INSTANCE_TYPES[t].allocatable for t in group.instance_types),
+            key=lambda a: (a.cpu_millicores, a.memory_mib),
+        )
+        per_node = PodSize(
+            smallest.cpu_millicores - per_node_overhead.cpu_millicores,
+            smallest.memory_mib - per_node_overhead.memory_mib,
+        )
         total = total + per_node * group.max_size
     return PodSize(int(total.cpu_millicores * PACKING_SHARE), int(total.memory_mib * PACKING_SHARE))
 
 
 def requested(api_max_replicas: int, notifier_replicas: int, *, monitoring: bool) -> PodSize:
     """Every pod at the HPA ceiling, during a rollout (one surge pod per Deployment) with both migrations Jobs."""
-    return (API_POD * (api_max_replicas + 1) + NOTIFIER_POD * (notifier_replicas + 1) + MIGRATION_POD * 2
-            + SYSTEM_PODS + (MONITORING_PODS if monitoring else PodSize(0, 0)))
+    return (
+        API_POD * (api_max_replicas + 1)
+        + NOTIFIER_POD * (notifier_replicas + 1)
+        + MIGRATION_POD * 2
+        + SYSTEM_PODS
+        + (MONITORING_PODS if monitoring else PodSize(0, 0))
+    )
 
 
-def capacity_problem(api_max_replicas: int, notifier_replicas: int, groups: list[NodeGroupCapacity], *,
-                     monitoring: bool) -> str | None:
+def capacity_problem(
+    api_max_replicas: int, notifier_replicas: int, groups: list[NodeGroupCapacity], *, monitoring: bool
+) -> str | None:
     """Why the API's HPA ceiling cannot be met by the node groups at their maxSize, or None when it can."""
     usable = usable_capacity(groups, monitoring=monitoring)
     need = requested(api_max_replicas, notifier_replicas, monitoring=monitoring)
@@ -116,10 +132,12 @@ def capacity_problem(api_max_replicas: int, notifier_replicas: int, groups: list
     fits = 0
     while fits < api_max_replicas and _fits(requested(fits + 1, notifier_replicas, monitoring=monitoring), usable):
         fits += 1
-    return (f"{api_max_replicas} API pods at the HPA ceiling ({API_POD.cpu} CPU / {API_POD.memory} each), with the "
-            f"other pods, request {need.cpu_millicores}m CPU and {need.memory_mib}Mi, but the node groups at maxSize "
-            f"(cluster.nodeGroups[].maxSize = {[g.max_size for g in groups]}) leave {usable.cpu_millicores}m and "
-            f"{usable.memory_mib}Mi to pods; allowed: apps.apiMaxReplicas of at most {fits}, or larger node groups")
+    return (
+        f"{api_max_replicas} API pods at the HPA ceiling ({API_POD.cpu} CPU / {API_POD.memory} each), with the "
+        f"other pods, request {need.cpu_millicores}m CPU and {need.memory_mib}Mi, but the node groups at maxSize "
+        f"(cluster.nodeGroups[].maxSize = {[g.max_size for g in groups]}) leave {usable.cpu_millicores}m and "
+        f"{usable.memory_mib}Mi to pods; allowed: apps.apiMaxReplicas of at most {fits}, or larger node groups"
+    )
 
 
 def _fits(need: PodSize, usable: PodSize) -> bool:

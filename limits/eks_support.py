@@ -42,11 +42,16 @@ def extended_support_problem(version: str, today: datetime.date) -> str | None:
     if status == "standard":
         return None
     window = EKS_SUPPORT[version]
-    current = sorted((v for v in EKS_SUPPORT if support_status(v, today) == "standard"),
-                     key=lambda v: tuple(map(int, v.split("."))))
+    current = sorted(
+        (v for v in EKS_SUPPORT if support_status(v, today) == "standard"), key=lambda v: tuple(map(int, v.split(".")))
+    )
     advice = f"upgrade one minor at a time to {current[-1]}" if current else "upgrade"
     if status == "ended":
-        return (f"Kubernetes {version} left EKS extended support on {window.extended_end}; EKS upgrades the control "
-                f"plane by itself: {advice}")
-    return (f"Kubernetes {version} is in EKS extended support since {window.standard_end} (billed per cluster hour "
-            f"on top of standard support, until {window.extended_end}): {advice}")
+        return (
+            f"Kubernetes {version} left EKS extended support on {window.extended_end}; EKS upgrades the control "
+            f"plane by itself: {advice}"
+        )
+    return (
+        f"Kubernetes {version} is in EKS extended support since {window.standard_end} (billed per cluster hour "
+        f"on top of standard support, until {window.extended_end}): {advice}"
+    )

@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -61,8 +61,9 @@ class RestoreError(RuntimeError):
 
 # -- pure functions ---------------------------------------------------------------------------------------------
 
+
 def utc_text(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(TAG_TIME_FORMAT)
+    return moment.astimezone(UTC).strftime(TAG_TIME_FORMAT)
 
 
 def parse_time(value: str) -> datetime:
@@ -72,22 +73,26 @@ def parse_time(value: str) -> datetime:
     except ValueError:
         raise InputError(f"--time = {value!r} is not an ISO-8601 time; allowed: e.g. 2026-11-24T09:55:00Z") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InputError(f"--time = {value!r} has no timezone; allowed: an ISO-8601 time with Z or an offset, "
-                         "e.g. 2026-11-24T09:55:00Z")
-    return parsed.astimezone(timezone.utc)
+        raise InputError(
+            f"--time = {value!r} has no timezone; allowed: an ISO-8601 time with Z or an offset, "
+            "e.g. 2026-11-24T09:55:00Z"
+        )
+    return parsed.astimezone(UTC)
 
 
 def check_identifier(value: str, setting: str = "--target") -> str:
     if len(value) > MAX_IDENTIFIER_LENGTH or not re.fullmatch(DB_INSTANCE_ID_PATTERN, value):
-        raise InputError(f"{setting} = {value!r} is not a valid RDS instance identifier; allowed: 1-63 lowercase "
-                         "letters, digits or -, starting with a letter, no -- and not ending with -")
+        raise InputError(
+            f"{setting} = {value!r} is not a valid RDS instance identifier; allowed: 1-63 lowercase "
+            "letters, digits or -, starting with a letter, no -- and not ending with -"
+        )
     return value
 
 
 def derived_identifier(source: str, label: str, moment: datetime) -> str:
     """`<source>-<label>-<yyyymmddhhmm>`, the source part shortened so the whole stays within 63 characters."""
-    suffix = f"-{label}-{moment.astimezone(timezone.utc):%Y%m%d%H%M}"
-    return source[:MAX_IDENTIFIER_LENGTH - len(suffix)].rstrip("-") + suffix
+    suffix = f"-{label}-{moment.astimezone(UTC):%Y%m%d%H%M}"
+    return source[: MAX_IDENTIFIER_LENGTH - len(suffix)].rstrip("-") + suffix
 
 
 @dataclass(frozen=True)
@@ -100,18 +105,23 @@ class RestoreWindow:
     """Where `earliest` came from: the automated backup's RestoreWindow, or an estimate."""
 
 
-def restore_window(instance: Mapping[str, Any], automated_backups: Sequence[Mapping[str, Any]],
-                   now: datetime) -> RestoreWindow:
+def restore_window(
+    instance: Mapping[str, Any], automated_backups: Sequence[Mapping[str, Any]], now: datetime
+) -> RestoreWindow:
     """The source's restorable window from describe_db_instances and describe_db_instance_automated_backups."""
     source = instance["DBInstanceIdentifier"]
     retention = instance.get("BackupRetentionPeriod", 0)
     if not retention:
-        raise InputError(f"--source = {source!r} has automated backups off (BackupRetentionPeriod = {retention}); "
-                         "allowed: an instance with backups, which this stack always enables")
+        raise InputError(
+            f"--source = {source!r} has automated backups off (BackupRetentionPeriod = {retention}); "
+            "allowed: an instance with backups, which this stack always enables"
+        )
     latest = instance.get("LatestRestorableTime")
     if latest is None:
-        raise InputError(f"--source = {source!r} has no LatestRestorableTime yet (its first backup has not "
-                         "completed); allowed: an instance with a completed backup")
+        raise InputError(
+            f"--source = {source!r} has no LatestRestorableTime yet (its first backup has not "
+            "completed); allowed: an instance with a completed backup"
+        )
     resource_id = instance.get("DbiResourceId")
     for backup in automated_backups:
         # A retained backup of an earlier instance with the same name has another DbiResourceId: not this window.
@@ -127,30 +137,45 @@ def restore_window(instance: Mapping[str, Any], automated_backups: Sequence[Mapp
 
 def check_in_window(moment: datetime, window: RestoreWindow, source: str) -> None:
     if not window.earliest <= moment <= window.latest:
-        raise InputError(f"--time = {moment.isoformat()} is outside the restorable window of {source!r}; allowed: "
-                         f"{window.earliest.isoformat()} to {window.latest.isoformat()} ({window.earliest_source})")
+        raise InputError(
+            f"--time = {moment.isoformat()} is outside the restorable window of {source!r}; allowed: "
+            f"{window.earliest.isoformat()} to {window.latest.isoformat()} ({window.earliest_source})"
+        )
 
 
 def restore_tags(source: Mapping[str, Any], restore_point: datetime, *, drill: bool) -> list[dict[str, str]]:
     tags = {t["Key"]: t.get("Value", "") for t in source.get("TagList", []) if not t["Key"].startswith("aws:")}
-    tags.update({"managed-by": MANAGED_BY, "restored-from": source["DBInstanceIdentifier"],
-                 "restored-to-time": utc_text(restore_point)})
+    tags.update(
+        {
+            "managed-by": MANAGED_BY,
+            "restored-from": source["DBInstanceIdentifier"],
+            "restored-to-time": utc_text(restore_point),
+        }
+    )
     if drill:
         tags["restore-drill"] = "true"
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def restore_request(source: Mapping[str, Any], target: str, restore_time: datetime | None,
-                    tags: list[dict[str, str]], *, deletion_protection: bool | None = None) -> dict[str, Any]:
+def restore_request(
+    source: Mapping[str, Any],
+    target: str,
+    restore_time: datetime | None,
+    tags: list[dict[str, str]],
+    *,
+    deletion_protection: bool | None = None,
+) -> dict[str, Any]:
     """The RestoreDBInstanceToPointInTime arguments that make the new instance a copy of the source's shape."""
     name = source["DBInstanceIdentifier"]
     subnet_group = (source.get("DBSubnetGroup") or {}).get("DBSubnetGroupName")
     security_groups = [g["VpcSecurityGroupId"] for g in source.get("VpcSecurityGroups", [])]
     parameter_groups = [g["DBParameterGroupName"] for g in source.get("DBParameterGroups", [])]
     if not subnet_group or not security_groups or not parameter_groups:
-        raise InputError(f"--source = {name!r} lacks a DB subnet group, VPC security groups or a parameter group "
-                         f"(got {subnet_group!r}, {security_groups}, {parameter_groups}); allowed: an instance in a "
-                         "VPC like the stack's")
+        raise InputError(
+            f"--source = {name!r} lacks a DB subnet group, VPC security groups or a parameter group "
+            f"(got {subnet_group!r}, {security_groups}, {parameter_groups}); allowed: an instance in a "
+            "VPC like the stack's"
+        )
     request: dict[str, Any] = {
         "SourceDBInstanceIdentifier": name,
         "TargetDBInstanceIdentifier": target,
@@ -164,7 +189,8 @@ def restore_request(source: Mapping[str, Any], target: str, restore_time: dateti
         "MultiAZ": source.get("MultiAZ", False),
         "PubliclyAccessible": False,
         "CopyTagsToSnapshot": True,
-        "DeletionProtection": source.get("DeletionProtection", False) if deletion_protection is None
+        "DeletionProtection": source.get("DeletionProtection", False)
+        if deletion_protection is None
         else deletion_protection,
         "EnableIAMDatabaseAuthentication": source.get("IAMDatabaseAuthenticationEnabled", False),
         "AutoMinorVersionUpgrade": source.get("AutoMinorVersionUpgrade", True),
@@ -215,6 +241,7 @@ def pulumi_commands(target: str, stack: str | None) -> dict[str, list[str]]:
 
 # -- AWS ---------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class RestorePlan:
     """A validated restore, built from reads only."""
@@ -249,14 +276,22 @@ class RestoreResult:
 
 
 class DatabaseRestorer:
-    def __init__(self, *, region: str, endpoint_url: str | None = None, rds: Any = None,
-                 poll_seconds: float = DEFAULT_POLL_SECONDS, now: Callable[[], datetime] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        *,
+        region: str,
+        endpoint_url: str | None = None,
+        rds: Any = None,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        now: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if poll_seconds <= 0:
             raise InputError(f"--poll = {poll_seconds!r} is invalid; allowed: > 0 seconds")
         self.rds = rds or boto3.session.Session(region_name=region).client("rds", endpoint_url=endpoint_url)
         self.poll_seconds = poll_seconds
-        self.now = now or (lambda: datetime.now(timezone.utc))
+        self.now = now or (lambda: datetime.now(UTC))
         self.monotonic, self.sleep = monotonic, sleep
 
     # -- reads ---------------------------------------------------------------------------------------------------
@@ -276,8 +311,10 @@ class DatabaseRestorer:
             check_identifier(target)
         instance = self.describe(source)
         if instance is None:
-            raise InputError(f"--source = {source!r} is not an RDS instance in this region; allowed: the identifier "
-                             "of the stack's instance (`pulumi stack output databaseInstanceId`)")
+            raise InputError(
+                f"--source = {source!r} is not an RDS instance in this region; allowed: the identifier "
+                "of the stack's instance (`pulumi stack output databaseInstanceId`)"
+            )
         name = instance["DBInstanceIdentifier"]
         backups = self.rds.describe_db_instance_automated_backups(DBInstanceIdentifier=name)
         window = restore_window(instance, backups.get("DBInstanceAutomatedBackups", []), self.now())
@@ -285,8 +322,9 @@ class DatabaseRestorer:
             check_in_window(restore_time, window, name)
         restore_point = restore_time or window.latest
         if target is None:
-            target = check_identifier(derived_identifier(name, "drill" if drill else "pitr",
-                                                         self.now() if drill else restore_point))
+            target = check_identifier(
+                derived_identifier(name, "drill" if drill else "pitr", self.now() if drill else restore_point)
+            )
         if target == name:
             raise InputError(f"--target = {target!r} is the source; allowed: a new instance identifier")
         if self.describe(target) is not None:
@@ -299,8 +337,12 @@ class DatabaseRestorer:
     # -- writes --------------------------------------------------------------------------------------------------
 
     def start(self, plan: RestorePlan) -> datetime:
-        log.info("restoring %s to %s as %s", plan.source,
-                 "its latest restorable time" if plan.latest else utc_text(plan.restore_point), plan.target)
+        log.info(
+            "restoring %s to %s as %s",
+            plan.source,
+            "its latest restorable time" if plan.latest else utc_text(plan.restore_point),
+            plan.target,
+        )
         requested_at = self.now()
         self.rds.restore_db_instance_to_point_in_time(**plan.request)
         return requested_at
@@ -310,8 +352,11 @@ class DatabaseRestorer:
         try:
             self.rds.get_waiter("db_instance_available").wait(
                 DBInstanceIdentifier=target,
-                WaiterConfig={"Delay": self.poll_seconds,
-                              "MaxAttempts": max(1, math.ceil(timeout_seconds / self.poll_seconds))})
+                WaiterConfig={
+                    "Delay": self.poll_seconds,
+                    "MaxAttempts": max(1, math.ceil(timeout_seconds / self.poll_seconds)),
+                },
+            )
         except WaiterError as error:
             status = (self.describe(target) or {}).get("DBInstanceStatus", "gone")
             if "Max attempts exceeded" in str(error):
@@ -329,13 +374,19 @@ class DatabaseRestorer:
         elapsed = self.monotonic() - started
         endpoint = instance.get("Endpoint") or {}
         return RestoreResult(
-            source=plan.source, target=plan.target, restore_point=utc_text(plan.restore_point),
-            latest_restorable_time=utc_text(plan.window.latest), requested_at=utc_text(requested_at),
+            source=plan.source,
+            target=plan.target,
+            restore_point=utc_text(plan.restore_point),
+            latest_restorable_time=utc_text(plan.window.latest),
+            requested_at=utc_text(requested_at),
             available_at=utc_text(self.now()),
             rpo_seconds=max(0, round((requested_at - plan.restore_point).total_seconds())),
-            restore_seconds=round(elapsed, 1), endpoint=endpoint.get("Address", ""),
-            port=endpoint.get("Port", 0), secret_arn=(instance.get("MasterUserSecret") or {}).get("SecretArn", ""),
-            kms_key_id=instance.get("KmsKeyId", ""))
+            restore_seconds=round(elapsed, 1),
+            endpoint=endpoint.get("Address", ""),
+            port=endpoint.get("Port", 0),
+            secret_arn=(instance.get("MasterUserSecret") or {}).get("SecretArn", ""),
+            kms_key_id=instance.get("KmsKeyId", ""),
+        )
 
     def delete(self, target: str, source: str, timeout_seconds: float) -> bool:
         """Delete a drill instance (no final snapshot, no retained backups) and wait until it is gone. False when
@@ -345,8 +396,10 @@ class DatabaseRestorer:
             return False
         tags = {t["Key"]: t.get("Value") for t in instance.get("TagList", [])}
         if target == source or "-drill-" not in target or tags.get("restore-drill") != "true":
-            raise RestoreError(f"refusing to delete {target!r}: only an instance named <source>-drill-<time> and "
-                               "tagged restore-drill=true is ever deleted")
+            raise RestoreError(
+                f"refusing to delete {target!r}: only an instance named <source>-drill-<time> and "
+                "tagged restore-drill=true is ever deleted"
+            )
         if instance.get("DeletionProtection"):
             # The drill restores unprotected; should the instance be protected anyway, clean-up must still succeed.
             log.info("turning off deletion protection of drill instance %s", target)
@@ -354,8 +407,9 @@ class DatabaseRestorer:
         deadline = self.monotonic() + timeout_seconds
         while True:
             try:
-                self.rds.delete_db_instance(DBInstanceIdentifier=target, SkipFinalSnapshot=True,
-                                            DeleteAutomatedBackups=True)
+                self.rds.delete_db_instance(
+                    DBInstanceIdentifier=target, SkipFinalSnapshot=True, DeleteAutomatedBackups=True
+                )
                 break
             except ClientError as error:
                 code = error.response["Error"]["Code"]
@@ -370,17 +424,26 @@ class DatabaseRestorer:
         remaining = max(self.poll_seconds, deadline - self.monotonic())
         self.rds.get_waiter("db_instance_deleted").wait(
             DBInstanceIdentifier=target,
-            WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": max(1, math.ceil(remaining / self.poll_seconds))})
+            WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": max(1, math.ceil(remaining / self.poll_seconds))},
+        )
         return True
 
-    def drill(self, source: str, *, rto_target_seconds: float, timeout_seconds: float,
-              delete_timeout_seconds: float) -> dict[str, Any]:
+    def drill(
+        self, source: str, *, rto_target_seconds: float, timeout_seconds: float, delete_timeout_seconds: float
+    ) -> dict[str, Any]:
         """Restore --latest into a drill instance, check it, delete it whatever happened; return the figures."""
         plan = self.plan(source, time_text=None, target=None, drill=True)
         report: dict[str, Any] = {
-            "drill": "failed", "source": plan.source, "target": plan.target,
-            "restore_point": utc_text(plan.restore_point), "rpo_seconds": None, "rto_seconds": None,
-            "rto_target_seconds": rto_target_seconds, "checks": {}, "deleted": False, "error": None,
+            "drill": "failed",
+            "source": plan.source,
+            "target": plan.target,
+            "restore_point": utc_text(plan.restore_point),
+            "rpo_seconds": None,
+            "rto_seconds": None,
+            "rto_target_seconds": rto_target_seconds,
+            "checks": {},
+            "deleted": False,
+            "error": None,
             "started_at": utc_text(self.now()),
         }
         try:
@@ -399,10 +462,18 @@ class DatabaseRestorer:
             try:
                 report["deleted"] = self.delete(plan.target, plan.source, delete_timeout_seconds)
             except (RestoreError, ClientError, BotoCoreError, WaiterError) as error:
-                report["error"] = "; ".join(filter(None, [report["error"], f"deleting {plan.target} failed: {error}; "
-                                                          f"delete it: aws rds delete-db-instance "
-                                                          f"--db-instance-identifier {plan.target} "
-                                                          "--skip-final-snapshot --delete-automated-backups"]))
+                report["error"] = "; ".join(
+                    filter(
+                        None,
+                        [
+                            report["error"],
+                            f"deleting {plan.target} failed: {error}; "
+                            f"delete it: aws rds delete-db-instance "
+                            f"--db-instance-identifier {plan.target} "
+                            "--skip-final-snapshot --delete-automated-backups",
+                        ],
+                    )
+                )
         report["finished_at"] = utc_text(self.now())
         if report["error"] is None:
             report["drill"] = "passed" if report["rto_seconds"] <= rto_target_seconds else "rto-missed"
@@ -411,22 +482,26 @@ class DatabaseRestorer:
 
 # -- command line -----------------------------------------------------------------------------------------------
 
+
 def _restore_text(result: RestoreResult, stack: str | None) -> str:
     commands = pulumi_commands(result.target, stack)
-    return "\n".join([
-        f"restored {result.source} to {result.restore_point} as {result.target}",
-        f"  endpoint      {result.endpoint}:{result.port}",
-        f"  secret        {result.secret_arn} (a new RDS-managed master secret; the source's password was not read)",
-        f"  storage key   {result.kms_key_id}",
-        f"  RPO           restore point {result.restore_point}, {result.rpo_seconds} s before the request at "
-        f"{result.requested_at} (latest restorable was {result.latest_restorable_time})",
-        f"  restore time  {result.restore_seconds:g} s (request to available)",
-        "Point the apps and the alarms at it (the original instance stays as it is, with everything written after the "
-        "restore point, for comparison and forensics):",
-        *(f"  {c}" for c in commands["use_restored"]),
-        "Go back to the original instance:",
-        *(f"  {c}" for c in commands["go_back"]),
-    ])
+    return "\n".join(
+        [
+            f"restored {result.source} to {result.restore_point} as {result.target}",
+            f"  endpoint      {result.endpoint}:{result.port}",
+            f"  secret        {result.secret_arn} "
+            "(a new RDS-managed master secret; the source's password was not read)",
+            f"  storage key   {result.kms_key_id}",
+            f"  RPO           restore point {result.restore_point}, {result.rpo_seconds} s before the request at "
+            f"{result.requested_at} (latest restorable was {result.latest_restorable_time})",
+            f"  restore time  {result.restore_seconds:g} s (request to available)",
+            "Point the apps and the alarms at it (the original instance stays as it is, with everything written "
+            "after the restore point, for comparison and forensics):",
+            *(f"  {c}" for c in commands["use_restored"]),
+            "Go back to the original instance:",
+            *(f"  {c}" for c in commands["go_back"]),
+        ]
+    )
 
 
 def _json_ready(value: Any) -> Any:
@@ -440,16 +515,26 @@ def _json_ready(value: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ops.db_restore",
-                                     description="Restore the clinic's RDS instance to a point in time as a new "
-                                                 "instance, or drill it and measure RPO/RTO.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ops.db_restore",
+        description="Restore the clinic's RDS instance to a point in time as a new "
+        "instance, or drill it and measure RPO/RTO.",
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--region", required=True)
     common.add_argument("--source", required=True, help="the source RDS instance identifier")
-    common.add_argument("--timeout", type=float, default=DEFAULT_WAIT_SECONDS,
-                        help=f"seconds to wait for the new instance (default {DEFAULT_WAIT_SECONDS})")
-    common.add_argument("--poll", type=float, default=DEFAULT_POLL_SECONDS,
-                        help=f"seconds between status checks (default {DEFAULT_POLL_SECONDS})")
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_WAIT_SECONDS,
+        help=f"seconds to wait for the new instance (default {DEFAULT_WAIT_SECONDS})",
+    )
+    common.add_argument(
+        "--poll",
+        type=float,
+        default=DEFAULT_POLL_SECONDS,
+        help=f"seconds between status checks (default {DEFAULT_POLL_SECONDS})",
+    )
     common.add_argument("--endpoint-url", help="AWS endpoint (an emulator)")
     common.add_argument("--json", action="store_true", help="one JSON object on stdout")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -461,10 +546,18 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--stack", help="Pulumi stack, written into the printed commands")
     restore.add_argument("--dry-run", action="store_true", help="validate and print the request; create nothing")
     drill = commands.add_parser("drill", parents=[common], help="restore --latest, check, delete; print RPO/RTO")
-    drill.add_argument("--rto-target-seconds", type=int, default=DEFAULT_RTO_TARGET_SECONDS,
-                       help=f"fail when the restore takes longer (default {DEFAULT_RTO_TARGET_SECONDS})")
-    drill.add_argument("--delete-timeout", type=float, default=DEFAULT_DELETE_WAIT_SECONDS,
-                       help=f"seconds to wait for the drill instance to go (default {DEFAULT_DELETE_WAIT_SECONDS})")
+    drill.add_argument(
+        "--rto-target-seconds",
+        type=int,
+        default=DEFAULT_RTO_TARGET_SECONDS,
+        help=f"fail when the restore takes longer (default {DEFAULT_RTO_TARGET_SECONDS})",
+    )
+    drill.add_argument(
+        "--delete-timeout",
+        type=float,
+        default=DEFAULT_DELETE_WAIT_SECONDS,
+        help=f"seconds to wait for the drill instance to go (default {DEFAULT_DELETE_WAIT_SECONDS})",
+    )
     return parser
 
 
@@ -492,39 +585,63 @@ def _run(args: argparse.Namespace, restorer: DatabaseRestorer | None) -> int:
         return code
 
     try:
-        limits = {"--timeout": args.timeout, "--rto-target-seconds": getattr(args, "rto_target_seconds", 1),
-                  "--delete-timeout": getattr(args, "delete_timeout", 1)}
+        limits = {
+            "--timeout": args.timeout,
+            "--rto-target-seconds": getattr(args, "rto_target_seconds", 1),
+            "--delete-timeout": getattr(args, "delete_timeout", 1),
+        }
         for option, value in limits.items():
             if value <= 0:
                 raise InputError(f"{option} = {value:g} is invalid; allowed: > 0 seconds")
-        restorer = restorer or DatabaseRestorer(region=args.region, endpoint_url=args.endpoint_url,
-                                                poll_seconds=args.poll)
+        restorer = restorer or DatabaseRestorer(
+            region=args.region, endpoint_url=args.endpoint_url, poll_seconds=args.poll
+        )
         if args.command == "drill":
-            report = restorer.drill(args.source, rto_target_seconds=args.rto_target_seconds,
-                                    timeout_seconds=args.timeout, delete_timeout_seconds=args.delete_timeout)
+            report = restorer.drill(
+                args.source,
+                rto_target_seconds=args.rto_target_seconds,
+                timeout_seconds=args.timeout,
+                delete_timeout_seconds=args.delete_timeout,
+            )
             if not args.json:
-                print(f"drill {report['drill']}: restored {report['source']} as {report['target']}, "
-                      f"RPO {report['rpo_seconds']} s, RTO {report['rto_seconds']} s "
-                      f"(target {args.rto_target_seconds:g} s), deleted: {report['deleted']}")
+                print(
+                    f"drill {report['drill']}: restored {report['source']} as {report['target']}, "
+                    f"RPO {report['rpo_seconds']} s, RTO {report['rto_seconds']} s "
+                    f"(target {args.rto_target_seconds:g} s), deleted: {report['deleted']}"
+                )
             print(json.dumps(report))
             if report["error"]:
                 print(f"error: {report['error']}", file=sys.stderr)
                 return EXIT_AWS
             if report["drill"] == "rto-missed":
-                print(f"error: the restore took {report['rto_seconds']:g} s, more than the RTO target of "
-                      f"{args.rto_target_seconds:g} s (--rto-target-seconds)", file=sys.stderr)
+                print(
+                    f"error: the restore took {report['rto_seconds']:g} s, more than the RTO target of "
+                    f"{args.rto_target_seconds:g} s (--rto-target-seconds)",
+                    file=sys.stderr,
+                )
                 return EXIT_RTO_MISSED
             return EXIT_OK
         plan = restorer.plan(args.source, time_text=args.time, target=args.target)
         if args.dry_run:
             if args.json:
-                print(json.dumps({"dry_run": True, "request": _json_ready(plan.request),
-                                  "window": {"earliest": plan.window.earliest.isoformat(),
-                                             "latest": plan.window.latest.isoformat()}}))
+                print(
+                    json.dumps(
+                        {
+                            "dry_run": True,
+                            "request": _json_ready(plan.request),
+                            "window": {
+                                "earliest": plan.window.earliest.isoformat(),
+                                "latest": plan.window.latest.isoformat(),
+                            },
+                        }
+                    )
+                )
             else:
-                print(f"would restore {plan.source} to "
-                      f"{'its latest restorable time' if plan.latest else plan.restore_point.isoformat()} as "
-                      f"{plan.target} (window {plan.window.earliest.isoformat()} to {plan.window.latest.isoformat()})")
+                print(
+                    f"would restore {plan.source} to "
+                    f"{'its latest restorable time' if plan.latest else plan.restore_point.isoformat()} as "
+                    f"{plan.target} (window {plan.window.earliest.isoformat()} to {plan.window.latest.isoformat()})"
+                )
                 print("restore_db_instance_to_point_in_time(")
                 print("\n".join(f"    {k}={v!r}," for k, v in _json_ready(plan.request).items()))
                 print(")")
@@ -533,8 +650,10 @@ def _run(args: argparse.Namespace, restorer: DatabaseRestorer | None) -> int:
             result = restorer.restore(plan, args.timeout)
         except RestoreError as error:
             # Not deleted: a slow restore may still finish, and the operator decides.
-            raise RestoreError(f"{error}; {plan.target} is left as it is: wait with `aws rds wait "
-                               f"db-instance-available --db-instance-identifier {plan.target}` or delete it") from error
+            raise RestoreError(
+                f"{error}; {plan.target} is left as it is: wait with `aws rds wait "
+                f"db-instance-available --db-instance-identifier {plan.target}` or delete it"
+            ) from error
         if args.json:
             print(json.dumps({**asdict(result), "commands": pulumi_commands(result.target, args.stack)}))
         else:

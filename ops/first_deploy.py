@@ -74,11 +74,11 @@ def deploy(plan: Plan, run: Runner) -> None:
     short_stack = plan.stack.rsplit("/", 1)[-1]
     targets = [arg for urn in registry_targets(short_stack) for arg in ("--target", urn)]
     print(f"1/5 the image repositories of {plan.stack}: {', '.join(plan.repositories.values())}")
-    run(["pulumi", "up", "--stack", plan.stack, "--yes", *targets],
-        env={**os.environ, BOOTSTRAP_ENV: "1"})
+    run(["pulumi", "up", "--stack", plan.stack, "--yes", *targets], env={**os.environ, BOOTSTRAP_ENV: "1"})
 
-    account = run(["aws", "sts", "get-caller-identity", "--query", "Account", "--output", "text"],
-                  capture=True).stdout.strip()
+    account = run(
+        ["aws", "sts", "get-caller-identity", "--query", "Account", "--output", "text"], capture=True
+    ).stdout.strip()
     host = f"{account}.dkr.ecr.{plan.region}.amazonaws.com"
     password = run(["aws", "ecr", "get-login-password", "--region", plan.region], capture=True).stdout
     run(["docker", "login", "--username", "AWS", "--password-stdin", host], input=password)
@@ -88,14 +88,40 @@ def deploy(plan: Plan, run: Runner) -> None:
         run(["docker", "load", "--input", str(plan.images_tar)])
     else:
         for app, directory in APPS.items():
-            run(["docker", "build", "--pull", "--platform", plan.platform, "--file", f"apps/{directory}/Dockerfile",
-                 "--tag", local_image(app, plan.tag), "apps/"], cwd=ROOT)
+            run(
+                [
+                    "docker",
+                    "build",
+                    "--pull",
+                    "--platform",
+                    plan.platform,
+                    "--file",
+                    f"apps/{directory}/Dockerfile",
+                    "--tag",
+                    local_image(app, plan.tag),
+                    "apps/",
+                ],
+                cwd=ROOT,
+            )
 
     print(f"3/5 push to {host}")
     for app, repository in plan.repositories.items():
         # Tags are immutable: an image already pushed under this tag stays (a re-run, or prod after dev).
-        found = run(["aws", "ecr", "describe-images", "--region", plan.region, "--repository-name", repository,
-                     "--image-ids", f"imageTag={plan.tag}"], check=False, capture=True)
+        found = run(
+            [
+                "aws",
+                "ecr",
+                "describe-images",
+                "--region",
+                plan.region,
+                "--repository-name",
+                repository,
+                "--image-ids",
+                f"imageTag={plan.tag}",
+            ],
+            check=False,
+            capture=True,
+        )
         if found.returncode == 0:
             print(f"    {repository}:{plan.tag} is already there")
             continue
@@ -118,35 +144,56 @@ def deploy(plan: Plan, run: Runner) -> None:
 
 
 def subprocess_runner(dry_run: bool) -> Runner:
-    def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, input: str | None = None,
-            capture: bool = False, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    def run(
+        cmd: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+        capture: bool = False,
+        check: bool = True,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess:
         if dry_run:
             extra = f"{BOOTSTRAP_ENV}=1 " if env and env.get(BOOTSTRAP_ENV) else ""
             print(f"    $ {extra}{shlex.join(cmd)}")
             out = "<account>" if cmd[:3] == ["aws", "sts", "get-caller-identity"] else ""
             return subprocess.CompletedProcess(cmd, 1 if "describe-images" in cmd else 0, out, "")
-        return subprocess.run(list(cmd), env=env, input=input, text=True, check=check, cwd=cwd,
-                              stdout=subprocess.PIPE if capture else None)
+        return subprocess.run(
+            list(cmd),
+            env=env,
+            input=input,
+            text=True,
+            check=check,
+            cwd=cwd,
+            stdout=subprocess.PIPE if capture else None,
+        )
+
     return run
 
 
 def current_tag() -> str:
     """The checkout's commit; refused when apps/ has uncommitted changes (the tag would not say what was built)."""
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "apps"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "apps"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     if dirty:
-        raise SystemExit(f"--tag is needed: apps/ has uncommitted changes, so the commit id would not name what is "
-                         f"built:\n{dirty}")
-    return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout.strip()
+        raise SystemExit(
+            f"--tag is needed: apps/ has uncommitted changes, so the commit id would not name what is built:\n{dirty}"
+        )
+    return subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops.first_deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", required=True, help="dev, prod (or org/dev): Pulumi.<stack>.yaml is read")
     parser.add_argument("--tag", help="image tag (default: the current commit, 12 characters)")
-    parser.add_argument("--images-tar", type=Path, help="load clinic-api:<tag> and clinic-notifier:<tag> from this "
-                                                        "`docker save` file instead of building them")
+    parser.add_argument(
+        "--images-tar",
+        type=Path,
+        help="load clinic-api:<tag> and clinic-notifier:<tag> from this `docker save` file instead of building them",
+    )
     parser.add_argument("--no-up", dest="up", action="store_false", help="stop after setting images.*")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run none")
     return parser
@@ -154,20 +201,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def node_platform(instance_types: Sequence[Sequence[str]]) -> str:
     """The one platform all node groups run; the images are built for it."""
-    platforms = {"linux/arm64" if ami_type(types).startswith("AL2023_ARM") else "linux/amd64"
-                 for types in instance_types}
+    platforms = {
+        "linux/arm64" if ami_type(types).startswith("AL2023_ARM") else "linux/amd64" for types in instance_types
+    }
     if len(platforms) != 1:
-        raise SystemExit(f"cluster.nodeGroups mix architectures ({', '.join(sorted(platforms))}): the images are "
-                         "built for one; allowed: node groups all Graviton or all x86")
+        raise SystemExit(
+            f"cluster.nodeGroups mix architectures ({', '.join(sorted(platforms))}): the images are "
+            "built for one; allowed: node groups all Graviton or all x86"
+        )
     return platforms.pop()
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
     settings = stack_settings(args.stack.rsplit("/", 1)[-1])
-    return Plan(stack=args.stack, tag=args.tag or current_tag(), region=settings.region,
-                repositories={app: repository_name(settings.cluster_name, app) for app in APPS},
-                images_tar=args.images_tar,
-                platform=node_platform([g.instance_types for g in settings.cluster.node_groups]), up=args.up)
+    return Plan(
+        stack=args.stack,
+        tag=args.tag or current_tag(),
+        region=settings.region,
+        repositories={app: repository_name(settings.cluster_name, app) for app in APPS},
+        images_tar=args.images_tar,
+        platform=node_platform([g.instance_types for g in settings.cluster.node_groups]),
+        up=args.up,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

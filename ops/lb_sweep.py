@@ -44,8 +44,9 @@ class SweepTimeout(TimeoutError):
     def __init__(self, seconds: float, remaining: list[str], reason: str = ""):
         self.remaining, self.reason = remaining, reason
         lines = "\n".join(f"  - {item}" for item in remaining)
-        super().__init__(f"timed out after {seconds:g} s {reason}; these are still in the VPC and would block "
-                         f"deleting it:\n{lines}")
+        super().__init__(
+            f"timed out after {seconds:g} s {reason}; these are still in the VPC and would block deleting it:\n{lines}"
+        )
 
 
 @dataclass
@@ -65,10 +66,12 @@ class SweepPlan:
         return not (self.load_balancers or self.classic_load_balancers or self.target_groups or self.security_groups)
 
     def describe(self) -> list[str]:
-        return ([f"load balancer {arn}" for arn in self.load_balancers]
-                + [f"classic load balancer {name}" for name in self.classic_load_balancers]
-                + [f"target group {arn}" for arn in self.target_groups]
-                + [f"security group {sg} ({name})" for sg, name in self.security_groups.items()])
+        return (
+            [f"load balancer {arn}" for arn in self.load_balancers]
+            + [f"classic load balancer {name}" for name in self.classic_load_balancers]
+            + [f"target group {arn}" for arn in self.target_groups]
+            + [f"security group {sg} ({name})" for sg, name in self.security_groups.items()]
+        )
 
 
 @dataclass
@@ -85,8 +88,11 @@ class SweepReport:
 
 def _is_ours(tags: dict[str, str], cluster_name: str) -> bool:
     # "owned" (not "shared", which the VPC and subnets carry): the in-tree provider created it for this cluster.
-    return (tags.get(CONTROLLER_TAG) == cluster_name or tags.get(LEGACY_CONTROLLER_TAG) == cluster_name
-            or tags.get(cluster_tag(cluster_name)) == "owned")
+    return (
+        tags.get(CONTROLLER_TAG) == cluster_name
+        or tags.get(LEGACY_CONTROLLER_TAG) == cluster_name
+        or tags.get(cluster_tag(cluster_name)) == "owned"
+    )
 
 
 def _tags(items: Iterable[dict[str, Any]]) -> dict[str, str]:
@@ -95,14 +101,23 @@ def _tags(items: Iterable[dict[str, Any]]) -> dict[str, str]:
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 class LoadBalancerSweeper:
-    def __init__(self, *, region: str, vpc_id: str, cluster_name: str, timeout_seconds: float = 900,
-                 poll_seconds: float = 5, endpoint_url: str | None = None,
-                 session: boto3.session.Session | None = None, clients: dict[str, Any] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        *,
+        region: str,
+        vpc_id: str,
+        cluster_name: str,
+        timeout_seconds: float = 900,
+        poll_seconds: float = 5,
+        endpoint_url: str | None = None,
+        session: boto3.session.Session | None = None,
+        clients: dict[str, Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if not vpc_id.startswith("vpc-"):
             raise ValueError(f"vpc_id = {vpc_id!r} is invalid; allowed: a VPC id such as vpc-0123456789abcdef0")
         if not cluster_name:
@@ -120,16 +135,24 @@ class LoadBalancerSweeper:
     # -- discovery -------------------------------------------------------------------------------------------
 
     def plan(self) -> SweepPlan:
-        plan = SweepPlan(load_balancers=self._load_balancers(), classic_load_balancers=self._classic_load_balancers(),
-                         target_groups=self._target_groups())
+        plan = SweepPlan(
+            load_balancers=self._load_balancers(),
+            classic_load_balancers=self._classic_load_balancers(),
+            target_groups=self._target_groups(),
+        )
         plan.security_groups = self._security_groups(plan.classic_load_balancers)
         return plan
 
     def _load_balancers(self) -> dict[str, str]:
         found = {}
         for page in self.elbv2.get_paginator("describe_load_balancers").paginate():
-            found.update({lb["LoadBalancerArn"]: lb["LoadBalancerName"]
-                          for lb in page["LoadBalancers"] if lb.get("VpcId") == self.vpc_id})
+            found.update(
+                {
+                    lb["LoadBalancerArn"]: lb["LoadBalancerName"]
+                    for lb in page["LoadBalancers"]
+                    if lb.get("VpcId") == self.vpc_id
+                }
+            )
         return {arn: name for arn, name in found.items() if arn in self._elbv2_ours(list(found))}
 
     def _target_groups(self) -> list[str]:
@@ -162,7 +185,9 @@ class LoadBalancerSweeper:
     def _classic_load_balancers(self) -> list[str]:
         names = []
         for page in self.elb.get_paginator("describe_load_balancers").paginate():
-            names += [lb["LoadBalancerName"] for lb in page["LoadBalancerDescriptions"] if lb.get("VPCId") == self.vpc_id]
+            names += [
+                lb["LoadBalancerName"] for lb in page["LoadBalancerDescriptions"] if lb.get("VPCId") == self.vpc_id
+            ]
         ours = []
         for chunk in _chunks(names, 20):
             for description in self.elb.describe_tags(LoadBalancerNames=chunk)["TagDescriptions"]:
@@ -173,7 +198,8 @@ class LoadBalancerSweeper:
     def _vpc_security_groups(self) -> list[dict[str, Any]]:
         groups = []
         for page in self.ec2.get_paginator("describe_security_groups").paginate(
-                Filters=[{"Name": "vpc-id", "Values": [self.vpc_id]}]):
+            Filters=[{"Name": "vpc-id", "Values": [self.vpc_id]}]
+        ):
             groups += page["SecurityGroups"]
         return groups
 
@@ -188,7 +214,8 @@ class LoadBalancerSweeper:
             # (cloud-provider-aws isOwnedSecurityGroup): a "shared" group may still be held by a load balancer
             # that is not this cluster's, and deleting it would fail until the sweep times out.
             in_tree = name.startswith(IN_TREE_SG_PREFIX) and (
-                tags.get(cluster_tag(self.cluster_name)) == "owned" or name[len(IN_TREE_SG_PREFIX):] in classic_names)
+                tags.get(cluster_tag(self.cluster_name)) == "owned" or name[len(IN_TREE_SG_PREFIX) :] in classic_names
+            )
             if controller or in_tree:
                 found[group["GroupId"]] = name
         return found
@@ -203,8 +230,11 @@ class LoadBalancerSweeper:
         existing = self._all_vpc_load_balancer_names()
         interfaces = []
         for page in self.ec2.get_paginator("describe_network_interfaces").paginate(
-                Filters=[{"Name": "vpc-id", "Values": [self.vpc_id]},
-                         {"Name": "description", "Values": [f"{ENI_DESCRIPTION_PREFIX}*"]}]):
+            Filters=[
+                {"Name": "vpc-id", "Values": [self.vpc_id]},
+                {"Name": "description", "Values": [f"{ENI_DESCRIPTION_PREFIX}*"]},
+            ]
+        ):
             for eni in page["NetworkInterfaces"]:
                 lb_name = _lb_name_from_description(eni.get("Description", ""))
                 groups = {g["GroupId"] for g in eni.get("Groups", [])}
@@ -217,8 +247,9 @@ class LoadBalancerSweeper:
         for page in self.elbv2.get_paginator("describe_load_balancers").paginate():
             names |= {lb["LoadBalancerName"] for lb in page["LoadBalancers"] if lb.get("VpcId") == self.vpc_id}
         for page in self.elb.get_paginator("describe_load_balancers").paginate():
-            names |= {lb["LoadBalancerName"] for lb in page["LoadBalancerDescriptions"]
-                      if lb.get("VPCId") == self.vpc_id}
+            names |= {
+                lb["LoadBalancerName"] for lb in page["LoadBalancerDescriptions"] if lb.get("VPCId") == self.vpc_id
+            }
         return names
 
     # -- what is still there ----------------------------------------------------------------------------------
@@ -226,12 +257,16 @@ class LoadBalancerSweeper:
     def remaining(self, plan: SweepPlan) -> list[str]:
         """Everything of the plan that still exists, plus the ELB network interfaces still in the VPC."""
         left = [f"load balancer {arn}" for arn in self._load_balancers() if arn in plan.load_balancers]
-        left += [f"classic load balancer {n}" for n in self._classic_load_balancers() if n in plan.classic_load_balancers]
+        left += [
+            f"classic load balancer {n}" for n in self._classic_load_balancers() if n in plan.classic_load_balancers
+        ]
         left += [f"target group {arn}" for arn in self._target_groups() if arn in plan.target_groups]
         existing_groups = {g["GroupId"] for g in self._vpc_security_groups()}
         left += [f"security group {sg} ({name})" for sg, name in plan.security_groups.items() if sg in existing_groups]
-        left += [f"network interface {e['NetworkInterfaceId']} ({e.get('Description', '')})"
-                 for e in self.elb_interfaces(plan)]
+        left += [
+            f"network interface {e['NetworkInterfaceId']} ({e.get('Description', '')})"
+            for e in self.elb_interfaces(plan)
+        ]
         return left
 
     def _timeout(self, plan: SweepPlan, reason: str) -> SweepTimeout:
@@ -248,8 +283,12 @@ class LoadBalancerSweeper:
         if plan.is_empty() and not seen:
             log.info("nothing of cluster %s left in %s", self.cluster_name, self.vpc_id)
             return report
-        log.info("sweeping cluster %s in %s: %s", self.cluster_name, self.vpc_id,
-                 "; ".join(plan.describe()) or "only network interfaces to wait for")
+        log.info(
+            "sweeping cluster %s in %s: %s",
+            self.cluster_name,
+            self.vpc_id,
+            "; ".join(plan.describe()) or "only network interfaces to wait for",
+        )
 
         for arn in plan.load_balancers:
             log.info("deleting load balancer %s (its listeners go with it)", arn)
@@ -261,13 +300,19 @@ class LoadBalancerSweeper:
             self._wait_load_balancer_deleted(deadline, plan, arn)
         for name in plan.classic_load_balancers:
             # Classic ELB has no "deleted" waiter: poll until it answers LoadBalancerNotFound.
-            self._wait(deadline, plan, f"for classic load balancer {name} to go",
-                       lambda: not self._classic_exists(name))
+            self._wait(
+                deadline, plan, f"for classic load balancer {name} to go", lambda: not self._classic_exists(name)
+            )
 
         for arn in plan.target_groups:
             log.info("deleting target group %s", arn)
-            self._retry(deadline, plan, f"target group {arn}", ("ResourceInUse",),
-                        lambda: self.elbv2.delete_target_group(TargetGroupArn=arn))
+            self._retry(
+                deadline,
+                plan,
+                f"target group {arn}",
+                ("ResourceInUse",),
+                lambda: self.elbv2.delete_target_group(TargetGroupArn=arn),
+            )
 
         # ELB keeps its ENIs for minutes after the load balancer is gone; they hold the SGs (DependencyViolation) and
         # the subnets, so wait for them before the SGs instead of burning retries.
@@ -275,14 +320,20 @@ class LoadBalancerSweeper:
         if held:
             log.info("waiting for ELB network interfaces to be released: %s", ", ".join(held))
         report.waited_for_interfaces = sorted(seen | set(held))
-        self._wait(deadline, plan, "for the ELB network interfaces to be released",
-                   lambda: not self.elb_interfaces(plan))
+        self._wait(
+            deadline, plan, "for the ELB network interfaces to be released", lambda: not self.elb_interfaces(plan)
+        )
 
         report.revoked_rules = self._revoke_references(set(plan.security_groups))
         for group_id, name in plan.security_groups.items():
             log.info("deleting security group %s (%s)", group_id, name)
-            self._retry(deadline, plan, f"security group {group_id} ({name})", ("DependencyViolation",),
-                        lambda: self.ec2.delete_security_group(GroupId=group_id))
+            self._retry(
+                deadline,
+                plan,
+                f"security group {group_id} ({name})",
+                ("DependencyViolation",),
+                lambda: self.ec2.delete_security_group(GroupId=group_id),
+            )
         log.info("swept cluster %s in %s: %s", self.cluster_name, self.vpc_id, "; ".join(plan.describe()) or "-")
         return report
 
@@ -291,7 +342,8 @@ class LoadBalancerSweeper:
         attempts = max(1, int((deadline - time.monotonic()) / self.poll_seconds))
         try:
             self.elbv2.get_waiter("load_balancers_deleted").wait(
-                LoadBalancerArns=[arn], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": attempts})
+                LoadBalancerArns=[arn], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": attempts}
+            )
         except WaiterError as error:
             if "Max attempts exceeded" not in str(error):
                 raise  # an AWS error (AccessDenied, throttling), not the deadline: say so rather than "timed out"
@@ -312,17 +364,25 @@ class LoadBalancerSweeper:
         for group in self._vpc_security_groups():
             if group["GroupId"] in doomed:
                 continue
-            for key, revoke in (("IpPermissions", self.ec2.revoke_security_group_ingress),
-                                ("IpPermissionsEgress", self.ec2.revoke_security_group_egress)):
+            for key, revoke in (
+                ("IpPermissions", self.ec2.revoke_security_group_ingress),
+                ("IpPermissionsEgress", self.ec2.revoke_security_group_egress),
+            ):
                 for permission in group.get(key, []):
                     pairs = [p for p in permission.get("UserIdGroupPairs", []) if p.get("GroupId") in doomed]
                     if not pairs:
                         continue
                     rule = {k: v for k, v in permission.items() if k in ("IpProtocol", "FromPort", "ToPort")}
-                    log.info("revoking %s rule in %s that references %s", key, group["GroupId"],
-                             ", ".join(p["GroupId"] for p in pairs))
-                    revoke(GroupId=group["GroupId"],
-                           IpPermissions=[{**rule, "UserIdGroupPairs": [{"GroupId": p["GroupId"]} for p in pairs]}])
+                    log.info(
+                        "revoking %s rule in %s that references %s",
+                        key,
+                        group["GroupId"],
+                        ", ".join(p["GroupId"] for p in pairs),
+                    )
+                    revoke(
+                        GroupId=group["GroupId"],
+                        IpPermissions=[{**rule, "UserIdGroupPairs": [{"GroupId": p["GroupId"]} for p in pairs]}],
+                    )
                     revoked += len(pairs)
         return revoked
 
@@ -334,8 +394,9 @@ class LoadBalancerSweeper:
             if error.response["Error"]["Code"] not in ("LoadBalancerNotFound", "AccessPointNotFound"):
                 raise
 
-    def _retry(self, deadline: float, plan: SweepPlan, what: str, codes: tuple[str, ...],
-               call: Callable[[], Any]) -> None:
+    def _retry(
+        self, deadline: float, plan: SweepPlan, what: str, codes: tuple[str, ...], call: Callable[[], Any]
+    ) -> None:
         delay = self.poll_seconds
         while True:
             try:
@@ -367,9 +428,11 @@ def _lb_name_from_description(description: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.lb_sweep",
-                                     description="Delete the load balancers, target groups and security groups a "
-                                                 "cluster's Kubernetes left in a VPC, and wait for their ENIs.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ops.lb_sweep",
+        description="Delete the load balancers, target groups and security groups a "
+        "cluster's Kubernetes left in a VPC, and wait for their ENIs.",
+    )
     parser.add_argument("--region", required=True)
     parser.add_argument("--vpc-id", required=True)
     parser.add_argument("--cluster-name", required=True)
@@ -380,14 +443,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        sweeper = LoadBalancerSweeper(region=args.region, vpc_id=args.vpc_id, cluster_name=args.cluster_name,
-                                      timeout_seconds=args.timeout, poll_seconds=args.poll,
-                                      endpoint_url=args.endpoint_url)
+        sweeper = LoadBalancerSweeper(
+            region=args.region,
+            vpc_id=args.vpc_id,
+            cluster_name=args.cluster_name,
+            timeout_seconds=args.timeout,
+            poll_seconds=args.poll,
+            endpoint_url=args.endpoint_url,
+        )
         if args.dry_run:
             plan = sweeper.plan()
             lines = [f"would delete {item}" for item in plan.describe()]
-            lines += [f"would wait for network interface {eni['NetworkInterfaceId']} ({eni.get('Description', '')})"
-                      for eni in sweeper.elb_interfaces(plan)]
+            lines += [
+                f"would wait for network interface {eni['NetworkInterfaceId']} ({eni.get('Description', '')})"
+                for eni in sweeper.elb_interfaces(plan)
+            ]
             print("\n".join(lines) or "nothing to delete")
             return 0
         report = sweeper.sweep()

@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 from pulumi_policy import (
-    EnforcementLevel, PolicyPack, ResourceValidationPolicy, StackValidationPolicy,
+    EnforcementLevel,
+    PolicyPack,
+    ResourceValidationPolicy,
+    StackValidationPolicy,
 )
 
 # The CLI runs this file from the pack's directory, but not necessarily with it on sys.path. The project directory
@@ -24,8 +27,9 @@ import guardrails  # noqa: E402
 
 STACK, ENVIRONMENT = guardrails.stack_environment(os.environ)
 RULE_ENVIRONMENT = guardrails.effective_environment(ENVIRONMENT)
-LEVEL = {guardrails.MANDATORY: EnforcementLevel.MANDATORY,
-         guardrails.ADVISORY: EnforcementLevel.ADVISORY}[guardrails.enforcement_level(ENVIRONMENT)]
+LEVEL = {guardrails.MANDATORY: EnforcementLevel.MANDATORY, guardrails.ADVISORY: EnforcementLevel.ADVISORY}[
+    guardrails.enforcement_level(ENVIRONMENT)
+]
 
 
 def resource_policy(rule: guardrails.ResourceRule) -> ResourceValidationPolicy:
@@ -40,10 +44,16 @@ def resource_policy(rule: guardrails.ResourceRule) -> ResourceValidationPolicy:
 
 def stack_policy(rule: guardrails.StackRule) -> StackValidationPolicy:
     def validate(args, report_violation):
-        resources = [guardrails.Resource(
-            urn=r.urn, type=r.resource_type, name=r.name, props=r.props,
-            property_dependencies={k: frozenset(d.urn for d in v) for k, v in r.property_dependencies.items()})
-            for r in args.resources]
+        resources = [
+            guardrails.Resource(
+                urn=r.urn,
+                type=r.resource_type,
+                name=r.name,
+                props=r.props,
+                property_dependencies={k: frozenset(d.urn for d in v) for k, v in r.property_dependencies.items()},
+            )
+            for r in args.resources
+        ]
         for message, urn in rule.check(resources, RULE_ENVIRONMENT):
             report_violation(message, urn)
 

@@ -32,6 +32,7 @@ Check = Callable[[str, Mapping[str, Any], str], list[str]]
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
+
 def _true(value: Any) -> bool:
     """Booleans arrive as bools, or as "true"/"false" strings for a few AWS fields (launch-template EBS)."""
     return value is True or (isinstance(value, str) and value.lower() == "true")
@@ -61,6 +62,7 @@ def _as_list(value: Any) -> list[Any]:
 
 # --- encryption at rest ----------------------------------------------------------------------------------------
 
+
 def rds_storage_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
     if not _true(props.get("storageEncrypted")):
         return ["storageEncrypted must be true: patient data is never stored unencrypted"]
@@ -82,7 +84,9 @@ def log_group_encrypted(resource_type: str, props: Mapping[str, Any], environmen
 
 
 def backup_vault_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
-    return [] if props.get("kmsKeyArn") else ["kmsKeyArn must be set to a key of the clinic's (not the AWS-managed one)"]
+    return (
+        [] if props.get("kmsKeyArn") else ["kmsKeyArn must be set to a key of the clinic's (not the AWS-managed one)"]
+    )
 
 
 def log_group_expires(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
@@ -91,8 +95,10 @@ def log_group_expires(resource_type: str, props: Mapping[str, Any], environment:
         return []
     if days is None or days == 0:
         return ["retentionInDays must be set: a log group without it keeps every event forever"]
-    return [f"retentionInDays = {days!r} must be a value CloudWatch Logs accepts: "
-            + ", ".join(map(str, LOG_RETENTION_DAYS))]
+    return [
+        f"retentionInDays = {days!r} must be a value CloudWatch Logs accepts: "
+        + ", ".join(map(str, LOG_RETENTION_DAYS))
+    ]
 
 
 def ebs_volume_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
@@ -100,9 +106,11 @@ def ebs_volume_encrypted(resource_type: str, props: Mapping[str, Any], environme
 
 
 def launch_template_volumes_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
-    return [f"blockDeviceMappings[{i}] ({m.get('deviceName', '?')}) must set ebs.encrypted=true"
-            for i, m in enumerate(_as_list(props.get("blockDeviceMappings")))
-            if isinstance(m, Mapping) and m.get("ebs") is not None and not _true(_path(m, "ebs", "encrypted"))]
+    return [
+        f"blockDeviceMappings[{i}] ({m.get('deviceName', '?')}) must set ebs.encrypted=true"
+        for i, m in enumerate(_as_list(props.get("blockDeviceMappings")))
+        if isinstance(m, Mapping) and m.get("ebs") is not None and not _true(_path(m, "ebs", "encrypted"))
+    ]
 
 
 def eks_secrets_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
@@ -167,6 +175,7 @@ def s3_bucket_policy_tls_only(resource_type: str, props: Mapping[str, Any], envi
 
 # --- prod database resilience ----------------------------------------------------------------------------------
 
+
 def rds_prod_resilience(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
     if environment == "dev":
         return []
@@ -183,6 +192,7 @@ def rds_prod_resilience(resource_type: str, props: Mapping[str, Any], environmen
 
 
 # --- EKS control plane and nodes -------------------------------------------------------------------------------
+
 
 def eks_control_plane_logging(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
     missing = REQUIRED_CONTROL_PLANE_LOGS - set(_as_list(props.get("enabledClusterLogTypes")))
@@ -221,8 +231,9 @@ def pods_non_root_with_limits(resource_type: str, props: Mapping[str, Any], envi
         return ["no pod spec found"]
     pod_context = spec.get("securityContext") or {}
     problems = []
-    containers = [c for c in _as_list(spec.get("initContainers")) + _as_list(spec.get("containers"))
-                  if isinstance(c, Mapping)]
+    containers = [
+        c for c in _as_list(spec.get("initContainers")) + _as_list(spec.get("containers")) if isinstance(c, Mapping)
+    ]
     if not containers:
         problems.append("the pod spec has no containers")
     for container in containers:
@@ -273,6 +284,7 @@ def prod_alb_https_only(resource_type: str, props: Mapping[str, Any], environmen
 
 # --- the tables ------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ResourceRule:
     name: str
@@ -288,8 +300,10 @@ def _for(types: Iterable[str], check: Check) -> dict[str, Check]:
 RDS_TYPES = ("aws:rds/instance:Instance", "aws:rds/cluster:Cluster")
 EKS_CLUSTER_TYPES = ("eks:index:Cluster", "aws:eks/cluster:Cluster")
 BUCKET_TYPES = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
-SSE_CONFIG_TYPES = ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-                    "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2")
+SSE_CONFIG_TYPES = (
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2",
+)
 PUBLIC_ACCESS_BLOCK_TYPE = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 BUCKET_POLICY_TYPE = "aws:s3/bucketPolicy:BucketPolicy"
 QUEUE_TYPE = "aws:sqs/queue:Queue"
@@ -297,48 +311,75 @@ REDRIVE_POLICY_TYPE = "aws:sqs/redrivePolicy:RedrivePolicy"
 LOG_GROUP_TYPE = "aws:cloudwatch/logGroup:LogGroup"
 
 RESOURCE_RULES: tuple[ResourceRule, ...] = (
-    ResourceRule("encryption-at-rest",
-                 "Data stores, queues, volumes, logs, backups and Kubernetes secrets are encrypted at rest.", {
-        **_for(RDS_TYPES, rds_storage_encrypted),
-        QUEUE_TYPE: sqs_encrypted,
-        "aws:sns/topic:Topic": sns_encrypted,
-        "aws:ebs/volume:Volume": ebs_volume_encrypted,
-        LOG_GROUP_TYPE: log_group_encrypted,
-        "aws:backup/vault:Vault": backup_vault_encrypted,
-        "aws:ec2/launchTemplate:LaunchTemplate": launch_template_volumes_encrypted,
-        **_for(SSE_CONFIG_TYPES, s3_encryption_configuration),
-        **_for(EKS_CLUSTER_TYPES, eks_secrets_encrypted),
-    }),
-    ResourceRule("no-public-data", "No S3 bucket or database is reachable from the internet.", {
-        PUBLIC_ACCESS_BLOCK_TYPE: s3_public_access_blocked,
-        "aws:rds/instance:Instance": rds_not_public,
-        "aws:rds/clusterInstance:ClusterInstance": rds_not_public,
-    }),
-    ResourceRule("s3-tls-only", "Bucket policies deny every request that is not made over TLS.", {
-        BUCKET_POLICY_TYPE: s3_bucket_policy_tls_only,
-    }),
-    ResourceRule("prod-database-resilience",
-                 f"Prod databases have deletion protection, Multi-AZ and >= {MIN_PROD_BACKUP_DAYS} days of backups.",
-                 _for(RDS_TYPES, rds_prod_resilience)),
-    ResourceRule("eks-control-plane-logging", "EKS control planes send api, audit and authenticator logs.",
-                 _for(EKS_CLUSTER_TYPES, eks_control_plane_logging)),
+    ResourceRule(
+        "encryption-at-rest",
+        "Data stores, queues, volumes, logs, backups and Kubernetes secrets are encrypted at rest.",
+        {
+            **_for(RDS_TYPES, rds_storage_encrypted),
+            QUEUE_TYPE: sqs_encrypted,
+            "aws:sns/topic:Topic": sns_encrypted,
+            "aws:ebs/volume:Volume": ebs_volume_encrypted,
+            LOG_GROUP_TYPE: log_group_encrypted,
+            "aws:backup/vault:Vault": backup_vault_encrypted,
+            "aws:ec2/launchTemplate:LaunchTemplate": launch_template_volumes_encrypted,
+            **_for(SSE_CONFIG_TYPES, s3_encryption_configuration),
+            **_for(EKS_CLUSTER_TYPES, eks_secrets_encrypted),
+        },
+    ),
+    ResourceRule(
+        "no-public-data",
+        "No S3 bucket or database is reachable from the internet.",
+        {
+            PUBLIC_ACCESS_BLOCK_TYPE: s3_public_access_blocked,
+            "aws:rds/instance:Instance": rds_not_public,
+            "aws:rds/clusterInstance:ClusterInstance": rds_not_public,
+        },
+    ),
+    ResourceRule(
+        "s3-tls-only",
+        "Bucket policies deny every request that is not made over TLS.",
+        {
+            BUCKET_POLICY_TYPE: s3_bucket_policy_tls_only,
+        },
+    ),
+    ResourceRule(
+        "prod-database-resilience",
+        f"Prod databases have deletion protection, Multi-AZ and >= {MIN_PROD_BACKUP_DAYS} days of backups.",
+        _for(RDS_TYPES, rds_prod_resilience),
+    ),
+    ResourceRule(
+        "eks-control-plane-logging",
+        "EKS control planes send api, audit and authenticator logs.",
+        _for(EKS_CLUSTER_TYPES, eks_control_plane_logging),
+    ),
     ResourceRule("logs-expire", "CloudWatch log groups have a retention.", {LOG_GROUP_TYPE: log_group_expires}),
-    ResourceRule("imdsv2-required", "Instances and node groups require IMDSv2 (session tokens).", {
-        "aws:ec2/launchTemplate:LaunchTemplate": imdsv2_required,
-        "aws:ec2/instance:Instance": imdsv2_required,
-        "aws:eks/nodeGroup:NodeGroup": imdsv2_required,
-        "eks:index:ManagedNodeGroup": imdsv2_required,
-        "eks:index:NodeGroupV2": imdsv2_required,
-        "eks:index:NodeGroup": imdsv2_required,
-    }),
-    ResourceRule("pods-non-root-with-limits", "Every pod's containers run as non-root with cpu and memory limits.",
-                 _for(POD_SPEC_PATHS, pods_non_root_with_limits)),
-    ResourceRule("prod-https-only", "Prod's internet-facing ALBs serve HTTPS with a TLS 1.3 policy; HTTP redirects.",
-                 {INGRESS_TYPE: prod_alb_https_only}),
+    ResourceRule(
+        "imdsv2-required",
+        "Instances and node groups require IMDSv2 (session tokens).",
+        {
+            "aws:ec2/launchTemplate:LaunchTemplate": imdsv2_required,
+            "aws:ec2/instance:Instance": imdsv2_required,
+            "aws:eks/nodeGroup:NodeGroup": imdsv2_required,
+            "eks:index:ManagedNodeGroup": imdsv2_required,
+            "eks:index:NodeGroupV2": imdsv2_required,
+            "eks:index:NodeGroup": imdsv2_required,
+        },
+    ),
+    ResourceRule(
+        "pods-non-root-with-limits",
+        "Every pod's containers run as non-root with cpu and memory limits.",
+        _for(POD_SPEC_PATHS, pods_non_root_with_limits),
+    ),
+    ResourceRule(
+        "prod-https-only",
+        "Prod's internet-facing ALBs serve HTTPS with a TLS 1.3 policy; HTTP redirects.",
+        {INGRESS_TYPE: prod_alb_https_only},
+    ),
 )
 
 
 # --- stack rules: relations between resources ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -361,11 +402,20 @@ def _refers_to(resource: Resource, key: str, target: Resource, *target_keys: str
     return value is not None and any(value == target.props.get(k) for k in target_keys)
 
 
-def _buckets_without(resources: Sequence[Resource], companion_types: Iterable[str], what: str,
-                     inline: Callable[[Mapping[str, Any]], bool] = lambda props: False) -> list[tuple[str, str]]:
+def _buckets_without(
+    resources: Sequence[Resource],
+    companion_types: Iterable[str],
+    what: str,
+    inline: Callable[[Mapping[str, Any]], bool] = lambda props: False,
+) -> list[tuple[str, str]]:
     companions = [r for r in resources if r.type in set(companion_types)]
-    return [(f"bucket {b.name} has no {what}", b.urn) for b in resources if b.type in BUCKET_TYPES
-            and not inline(b.props) and not any(_refers_to(c, "bucket", b, "bucket", "id") for c in companions)]
+    return [
+        (f"bucket {b.name} has no {what}", b.urn)
+        for b in resources
+        if b.type in BUCKET_TYPES
+        and not inline(b.props)
+        and not any(_refers_to(c, "bucket", b, "bucket", "id") for c in companions)
+    ]
 
 
 def buckets_encrypted(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
@@ -377,8 +427,12 @@ def buckets_public_access_blocked(resources: Sequence[Resource], environment: st
 
 
 def buckets_tls_only(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
-    return _buckets_without(resources, [BUCKET_POLICY_TYPE], "TLS-only bucket policy",
-                            lambda props: denies_insecure_transport(props.get("policy")))
+    return _buckets_without(
+        resources,
+        [BUCKET_POLICY_TYPE],
+        "TLS-only bucket policy",
+        lambda props: denies_insecure_transport(props.get("policy")),
+    )
 
 
 def queues_have_dead_letter_queues(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
@@ -392,17 +446,24 @@ def queues_have_dead_letter_queues(resources: Sequence[Resource], environment: s
             if queue.urn in source.property_dependencies.get("redrivePolicy", ()):
                 return True
             policy = _decoded(source.props.get("redrivePolicy"))
-            if isinstance(policy, Mapping) and queue.props.get("arn") and \
-                    policy.get("deadLetterTargetArn") == queue.props.get("arn"):
+            if (
+                isinstance(policy, Mapping)
+                and queue.props.get("arn")
+                and policy.get("deadLetterTargetArn") == queue.props.get("arn")
+            ):
                 return True
         return False
 
     def has_redrive(queue: Resource) -> bool:
         return bool(queue.props.get("redrivePolicy")) or any(
-            _refers_to(p, "queueUrl", queue, "url", "id") for p in standalone)
+            _refers_to(p, "queueUrl", queue, "url", "id") for p in standalone
+        )
 
-    return [(f"queue {q.name} has no redrive policy to a dead-letter queue", q.urn)
-            for q in queues if not has_redrive(q) and not is_dead_letter_queue(q)]
+    return [
+        (f"queue {q.name} has no redrive policy to a dead-letter queue", q.urn)
+        for q in queues
+        if not has_redrive(q) and not is_dead_letter_queue(q)
+    ]
 
 
 @dataclass(frozen=True)
@@ -414,15 +475,20 @@ class StackRule:
 
 STACK_RULES: tuple[StackRule, ...] = (
     StackRule("s3-bucket-encrypted", "Every bucket has a server-side encryption configuration.", buckets_encrypted),
-    StackRule("s3-bucket-public-access-blocked", "Every bucket has a public access block.",
-              buckets_public_access_blocked),
+    StackRule(
+        "s3-bucket-public-access-blocked", "Every bucket has a public access block.", buckets_public_access_blocked
+    ),
     StackRule("s3-bucket-tls-only", "Every bucket has a TLS-only bucket policy.", buckets_tls_only),
-    StackRule("sqs-dead-letter-queue", "Every queue that is not a dead-letter queue has a redrive policy.",
-              queues_have_dead_letter_queues),
+    StackRule(
+        "sqs-dead-letter-queue",
+        "Every queue that is not a dead-letter queue has a redrive policy.",
+        queues_have_dead_letter_queues,
+    ),
 )
 
 
 # --- running them ----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -433,22 +499,31 @@ class Violation:
 
 def check_resource(resource_type: str, props: Mapping[str, Any], environment: str) -> list[tuple[str, str]]:
     """(rule name, message) for every resource rule `props` breaks."""
-    return [(rule.name, message) for rule in RESOURCE_RULES if resource_type in rule.checks
-            for message in rule.checks[resource_type](resource_type, props, environment)]
+    return [
+        (rule.name, message)
+        for rule in RESOURCE_RULES
+        if resource_type in rule.checks
+        for message in rule.checks[resource_type](resource_type, props, environment)
+    ]
 
 
-def check_stack(inputs: Sequence[Resource], outputs: Sequence[Resource] | None = None,
-                environment: str = "prod") -> list[Violation]:
+def check_stack(
+    inputs: Sequence[Resource], outputs: Sequence[Resource] | None = None, environment: str = "prod"
+) -> list[Violation]:
     """Every rule over a whole stack: resource rules on each resource's inputs, stack rules on `outputs`
     (inputs plus what the provider returned; the inputs when not given)."""
-    found = [Violation(name, r.urn, message) for r in inputs
-             for name, message in check_resource(r.type, r.props, environment)]
+    found = [
+        Violation(name, r.urn, message)
+        for r in inputs
+        for name, message in check_resource(r.type, r.props, environment)
+    ]
     for rule in STACK_RULES:
         found += [Violation(rule.name, urn, message) for message, urn in rule.check(outputs or inputs, environment)]
     return found
 
 
 # --- enforcement -----------------------------------------------------------------------------------------------
+
 
 def stack_environment(env: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(stack, environment) of the stack being checked, from the variables the Pulumi CLI gives a policy pack's

@@ -18,33 +18,52 @@ PRICES_REGION = "eu-west-1"
 PRICES_AS_OF = "2025-06"
 HOURS_PER_MONTH = 730
 
-EKS_CONTROL_PLANE_HOUR = 0.10            # standard support; extended support is 0.60
+EKS_CONTROL_PLANE_HOUR = 0.10  # standard support; extended support is 0.60
 NAT_GATEWAY_HOUR = 0.048
-PUBLIC_IPV4_HOUR = 0.005                  # every public IPv4 address, attached or not (since 2024-02)
+PUBLIC_IPV4_HOUR = 0.005  # every public IPv4 address, attached or not (since 2024-02)
 ALB_HOUR = 0.0252
 NLB_HOUR = 0.0252
 INTERFACE_ENDPOINT_HOUR_PER_AZ = 0.011
 KMS_KEY_MONTH = 1.00
 SECRETS_MANAGER_SECRET_MONTH = 0.40
-RDS_GP3_GB_MONTH = 0.127                  # single-AZ; Multi-AZ stores twice
+RDS_GP3_GB_MONTH = 0.127  # single-AZ; Multi-AZ stores twice
 EBS_GP3_GB_MONTH = 0.088
-CLOUDWATCH_ALARM_METRIC_MONTH = 0.10      # standard resolution, per metric an alarm evaluates
+CLOUDWATCH_ALARM_METRIC_MONTH = 0.10  # standard resolution, per metric an alarm evaluates
 # Spot price as a fraction of on-demand: the 12-month average for t3/m6i in eu-west-1 hovered around 30-40 %.
 SPOT_FACTOR = 0.35
 
 EC2_HOUR: dict[str, float] = {
-    "t3.medium": 0.0456, "t3.large": 0.0912, "t3.xlarge": 0.1824,
-    "t3a.medium": 0.0408, "t3a.large": 0.0816, "t3a.xlarge": 0.1632,
-    "m6i.large": 0.107, "m6i.xlarge": 0.214, "m6i.2xlarge": 0.428,
-    "m7i.large": 0.1124, "m7i.xlarge": 0.2247,
-    "m6g.large": 0.086, "m6g.xlarge": 0.172, "m7g.large": 0.0914, "m7g.xlarge": 0.1828,
-    "c6i.large": 0.0912, "c7g.large": 0.0775, "r6i.large": 0.141,
+    "t3.medium": 0.0456,
+    "t3.large": 0.0912,
+    "t3.xlarge": 0.1824,
+    "t3a.medium": 0.0408,
+    "t3a.large": 0.0816,
+    "t3a.xlarge": 0.1632,
+    "m6i.large": 0.107,
+    "m6i.xlarge": 0.214,
+    "m6i.2xlarge": 0.428,
+    "m7i.large": 0.1124,
+    "m7i.xlarge": 0.2247,
+    "m6g.large": 0.086,
+    "m6g.xlarge": 0.172,
+    "m7g.large": 0.0914,
+    "m7g.xlarge": 0.1828,
+    "c6i.large": 0.0912,
+    "c7g.large": 0.0775,
+    "r6i.large": 0.141,
 }
 # RDS for PostgreSQL, single-AZ instance hours; Multi-AZ (one standby) doubles them.
 RDS_POSTGRES_HOUR: dict[str, float] = {
-    "db.t4g.micro": 0.018, "db.t4g.small": 0.036, "db.t4g.medium": 0.073, "db.t4g.large": 0.145,
-    "db.m7g.large": 0.182, "db.m7g.xlarge": 0.364, "db.m7g.2xlarge": 0.728,
-    "db.r7g.large": 0.254, "db.r7g.xlarge": 0.508, "db.r7g.2xlarge": 1.016,
+    "db.t4g.micro": 0.018,
+    "db.t4g.small": 0.036,
+    "db.t4g.medium": 0.073,
+    "db.t4g.large": 0.145,
+    "db.m7g.large": 0.182,
+    "db.m7g.xlarge": 0.364,
+    "db.m7g.2xlarge": 0.728,
+    "db.r7g.large": 0.254,
+    "db.r7g.xlarge": 0.508,
+    "db.r7g.2xlarge": 1.016,
 }
 EXCLUDED = (
     "data processed by NAT gateways ($0.048/GB) and data transfer out",
@@ -96,16 +115,23 @@ def _node_group(graph: Graph, r: Registration) -> list[CostLine]:
     nodes = r.input("scalingConfig", "desiredSize") or 0
     spot = r.input("capacityType") == "SPOT"
     hourly = _price(EC2_HOUR, instance_type, "EC2 instance type") * (SPOT_FACTOR if spot else 1)
-    lines = [_hourly(r, f"{_n(nodes)} x {instance_type} {'spot' if spot else 'on-demand'} (desired size)",
-                     hourly, nodes)]
+    lines = [
+        _hourly(r, f"{_n(nodes)} x {instance_type} {'spot' if spot else 'on-demand'} (desired size)", hourly, nodes)
+    ]
     # Root volumes come from the node group's launch template, when it has one.
     for urn in r.property_dependencies.get("launchTemplate", ()):
         template = graph.by_urn.get(urn)
         for mapping in (template.input("blockDeviceMappings") or []) if template else []:
             size = (mapping.get("ebs") or {}).get("volumeSize")
             if size:
-                lines.append(CostLine(r.name, r.type, f"{_n(nodes)} x {_n(size)} GB gp3 root volume",
-                                      round(nodes * size * EBS_GP3_GB_MONTH, 2)))
+                lines.append(
+                    CostLine(
+                        r.name,
+                        r.type,
+                        f"{_n(nodes)} x {_n(size)} GB gp3 root volume",
+                        round(nodes * size * EBS_GP3_GB_MONTH, 2),
+                    )
+                )
     return lines
 
 
@@ -115,12 +141,23 @@ def _rds_instance(graph: Graph, r: Registration) -> list[CostLine]:
     cls = r.input("instanceClass")
     storage = r.input("allocatedStorage") or 0
     return [
-        _hourly(r, f"{cls} {'Multi-AZ' if multi_az else 'single-AZ'}",
-                _price(RDS_POSTGRES_HOUR, cls, "RDS instance class"), copies),
-        CostLine(r.name, r.type, f"{_n(storage)} GB gp3{' x2 (Multi-AZ)' if multi_az else ''}",
-                 round(storage * copies * RDS_GP3_GB_MONTH, 2)),
-    ] + ([CostLine(r.name, r.type, "master password secret (Secrets Manager)", SECRETS_MANAGER_SECRET_MONTH)]
-         if r.input("manageMasterUserPassword") else [])
+        _hourly(
+            r,
+            f"{cls} {'Multi-AZ' if multi_az else 'single-AZ'}",
+            _price(RDS_POSTGRES_HOUR, cls, "RDS instance class"),
+            copies,
+        ),
+        CostLine(
+            r.name,
+            r.type,
+            f"{_n(storage)} GB gp3{' x2 (Multi-AZ)' if multi_az else ''}",
+            round(storage * copies * RDS_GP3_GB_MONTH, 2),
+        ),
+    ] + (
+        [CostLine(r.name, r.type, "master password secret (Secrets Manager)", SECRETS_MANAGER_SECRET_MONTH)]
+        if r.input("manageMasterUserPassword")
+        else []
+    )
 
 
 def _nat_gateway(graph: Graph, r: Registration) -> list[CostLine]:
@@ -150,8 +187,11 @@ def _ingress(graph: Graph, r: Registration) -> list[CostLine]:
     group = annotations.get("alb.ingress.kubernetes.io/group.name")
     if group:
         # Ingresses of one group share one ALB: charge it to the first of them only.
-        first = next(i for i in graph.of_type(r.type)
-                     if (i.input("metadata", "annotations") or {}).get("alb.ingress.kubernetes.io/group.name") == group)
+        first = next(
+            i
+            for i in graph.of_type(r.type)
+            if (i.input("metadata", "annotations") or {}).get("alb.ingress.kubernetes.io/group.name") == group
+        )
         if first.urn != r.urn:
             return []
     return [_hourly(r, f"ALB{f' (group {group})' if group else ''}", ALB_HOUR)]
@@ -164,15 +204,18 @@ def _service(graph: Graph, r: Registration) -> list[CostLine]:
 def _metric_alarm(graph: Graph, r: Registration) -> list[CostLine]:
     queries = r.inputs.get("metricQueries") or []
     metrics = sum(1 for q in queries if q.get("metric")) or 1
-    return [CostLine(r.name, r.type, f"CloudWatch alarm ({metrics} metric(s))",
-                     CLOUDWATCH_ALARM_METRIC_MONTH * metrics)]
+    return [
+        CostLine(r.name, r.type, f"CloudWatch alarm ({metrics} metric(s))", CLOUDWATCH_ALARM_METRIC_MONTH * metrics)
+    ]
 
 
 def _helm_release(graph: Graph, r: Registration) -> list[CostLine]:
     """Persistent volumes a chart asks for (kube-prometheus-stack's Prometheus); charts without any cost nothing
     beyond the nodes they run on."""
-    spec = (((r.input("values", "prometheus", "prometheusSpec") or {}).get("storageSpec") or {})
-            .get("volumeClaimTemplate") or {}).get("spec") or {}
+    spec = (
+        ((r.input("values", "prometheus", "prometheusSpec") or {}).get("storageSpec") or {}).get("volumeClaimTemplate")
+        or {}
+    ).get("spec") or {}
     size = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
     if not size:
         return []

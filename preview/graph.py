@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import rpc, settings as runtime_settings
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.stack import Stack
 
 if TYPE_CHECKING:
@@ -30,9 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "clinic-platform"
 ACCOUNT_ID = "123456789012"
 # Add-on versions the mocks answer (an add-on missing here is a typo in the program, or new: add it).
-ADDON_VERSIONS = {"coredns": "v1.12.4-eksbuild.1", "vpc-cni": "v1.20.4-eksbuild.2",
-                  "metrics-server": "v0.8.0-eksbuild.1", "aws-ebs-csi-driver": "v1.51.1-eksbuild.1",
-                  "amazon-cloudwatch-observability": "v4.6.0-eksbuild.1"}
+ADDON_VERSIONS = {
+    "coredns": "v1.12.4-eksbuild.1",
+    "vpc-cni": "v1.20.4-eksbuild.2",
+    "metrics-server": "v0.8.0-eksbuild.1",
+    "aws-ebs-csi-driver": "v1.51.1-eksbuild.1",
+    "amazon-cloudwatch-observability": "v4.6.0-eksbuild.1",
+}
 # What the mocks answer for every generated password: tests look for it where no secret may appear.
 GENERATED_SECRET = "mock-generated-Secret-9f8e7d6c5b4a"
 
@@ -86,27 +91,39 @@ class GraphRecorder(pulumi_mocks.MockMonitor):
             return response
         inputs = rpc.deserialize_properties(request.object)
         urn = response.urn
-        self.records.append(Registration(
-            urn=urn,
-            type=request.type,
-            name=request.name,
-            custom=bool(request.custom),
-            remote=bool(request.remote),
-            parent=request.parent,
-            provider=request.provider.rsplit("::", 1)[0] if request.provider else "",  # "<urn>::<id>"
-            dependencies=set(request.dependencies),
-            property_dependencies={k: set(v.urns) for k, v in request.propertyDependencies.items()},
-            deleted_with=request.deletedWith,
-            protect=bool(request.protect),
-            retain_on_delete=bool(request.retainOnDelete),
-            delete_timeout=request.customTimeouts.delete,
-            inputs=inputs,
-            state=dict(self.resources[urn].state),
-            aliases=[{"urn": a.urn} if a.WhichOneof("alias") == "urn" else {
-                "name": a.spec.name, "type": a.spec.type, "stack": a.spec.stack, "project": a.spec.project,
-                "parentUrn": a.spec.parentUrn, "noParent": a.spec.noParent} for a in request.aliases],
-            ignore_changes=list(request.ignoreChanges),
-        ))
+        self.records.append(
+            Registration(
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                custom=bool(request.custom),
+                remote=bool(request.remote),
+                parent=request.parent,
+                provider=request.provider.rsplit("::", 1)[0] if request.provider else "",  # "<urn>::<id>"
+                dependencies=set(request.dependencies),
+                property_dependencies={k: set(v.urns) for k, v in request.propertyDependencies.items()},
+                deleted_with=request.deletedWith,
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_timeout=request.customTimeouts.delete,
+                inputs=inputs,
+                state=dict(self.resources[urn].state),
+                aliases=[
+                    {"urn": a.urn}
+                    if a.WhichOneof("alias") == "urn"
+                    else {
+                        "name": a.spec.name,
+                        "type": a.spec.type,
+                        "stack": a.spec.stack,
+                        "project": a.spec.project,
+                        "parentUrn": a.spec.parentUrn,
+                        "noParent": a.spec.noParent,
+                    }
+                    for a in request.aliases
+                ],
+                ignore_changes=list(request.ignoreChanges),
+            )
+        )
         return response
 
 
@@ -123,8 +140,9 @@ def _resource_ref(urn: str, id_: str) -> dict[str, str]:
 class ClinicMocks(pulumi.runtime.Mocks):
     """Plausible provider answers: ids, ARNs and the outputs of the remote EKS components."""
 
-    def __init__(self, region: str, pushed: Mapping[str, Sequence[str]] | None = None,
-                 default_pushed: Sequence[str] = ()):
+    def __init__(
+        self, region: str, pushed: Mapping[str, Sequence[str]] | None = None, default_pushed: Sequence[str] = ()
+    ):
         self.region = region
         self.monitor: GraphRecorder | None = None
         # The tags (or sha256: digests) each ECR repository holds; a repository not named holds `default_pushed`.
@@ -148,7 +166,9 @@ class ClinicMocks(pulumi.runtime.Mocks):
         region = self.provider_region(args.provider)
         if typ == "aws:sqs/queue:Queue":
             queue = state.get("name", name)
-            state.update(arn=self.arn("sqs", queue), url=f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{queue}")
+            state.update(
+                arn=self.arn("sqs", queue), url=f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{queue}"
+            )
             rid = state["url"]
         elif typ == "aws:s3/bucket:Bucket":
             bucket = state.get("bucket") or f"{name}-a1b2c3"
@@ -157,17 +177,24 @@ class ClinicMocks(pulumi.runtime.Mocks):
         elif typ == "aws:rds/instance:Instance":
             state.setdefault("identifier", name)
             state.update(
-                address=f"{name}.abc123.{self.region}.rds.amazonaws.com", port=5432,
+                address=f"{name}.abc123.{self.region}.rds.amazonaws.com",
+                port=5432,
                 endpoint=f"{name}.abc123.{self.region}.rds.amazonaws.com:5432",
                 arn=self.arn("rds", f"db:{name}"),
-                masterUserSecrets=[{"secretArn": self.arn("secretsmanager", f"secret:rds!db-{name}"),
-                                    "kmsKeyId": state.get("masterUserSecretKmsKeyId", ""), "secretStatus": "active"}],
+                masterUserSecrets=[
+                    {
+                        "secretArn": self.arn("secretsmanager", f"secret:rds!db-{name}"),
+                        "kmsKeyId": state.get("masterUserSecretKmsKeyId", ""),
+                        "secretStatus": "active",
+                    }
+                ],
             )
         elif typ == "aws:sesv2/emailIdentity:EmailIdentity":
             identity = state["emailIdentity"]
-            state.update(arn=self.arn("ses", f"identity/{identity}"),
-                         dkimSigningAttributes={**state.get("dkimSigningAttributes", {}),
-                                                "tokens": ["tok1", "tok2", "tok3"]})
+            state.update(
+                arn=self.arn("ses", f"identity/{identity}"),
+                dkimSigningAttributes={**state.get("dkimSigningAttributes", {}), "tokens": ["tok1", "tok2", "tok3"]},
+            )
         elif typ == "eks:index:Cluster":
             state.update(self._eks_cluster_outputs(state.get("name", name)))
         elif typ == "random:index/randomPassword:RandomPassword":
@@ -180,13 +207,19 @@ class ClinicMocks(pulumi.runtime.Mocks):
             state.update(arn=self.arn("kms", f"key/{name}", region), keyId=f"{name}-key-id")
         elif typ == "kubernetes:networking.k8s.io/v1:Ingress":
             # What the load balancer controller writes once the ALB exists (pulumi-kubernetes waits for it).
-            state["status"] = {"loadBalancer": {"ingress": [
-                {"hostname": f"k8s-{name}-0123456789.{self.region}.elb.amazonaws.com"}]}}
+            state["status"] = {
+                "loadBalancer": {"ingress": [{"hostname": f"k8s-{name}-0123456789.{self.region}.elb.amazonaws.com"}]}
+            }
         elif typ == "aws:acm/certificate:Certificate":
             domain = state["domainName"]
-            state["domainValidationOptions"] = [{
-                "domainName": domain, "resourceRecordName": f"_3f1a2b.{domain}.", "resourceRecordType": "CNAME",
-                "resourceRecordValue": "_9c8d7e.acm-validations.aws."}]
+            state["domainValidationOptions"] = [
+                {
+                    "domainName": domain,
+                    "resourceRecordName": f"_3f1a2b.{domain}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": "_9c8d7e.acm-validations.aws.",
+                }
+            ]
         elif typ == "aws:route53/record:Record":
             state["fqdn"] = state["name"].rstrip(".")
         elif typ == "aws:iam/role:Role":
@@ -205,14 +238,27 @@ class ClinicMocks(pulumi.runtime.Mocks):
         assert self.monitor is not None
         urn = f"urn:pulumi:{pulumi.get_stack()}::{PROJECT}::aws:eks/cluster:Cluster::{cluster_name}"
         issuer = f"oidc.eks.{self.region}.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
-        self.monitor.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, cluster_name, {
-            "name": cluster_name, "arn": self.arn("eks", f"cluster/{cluster_name}"),
-            "endpoint": f"https://{cluster_name}.gr7.{self.region}.eks.amazonaws.com",
-            "vpcConfig": {"clusterSecurityGroupId": f"sg-{cluster_name}-cluster"},
-            "identities": [{"oidcs": [{"issuer": f"https://{issuer}"}]}],
-        })
-        kubeconfig = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": cluster_name, "cluster": {
-            "server": f"https://{cluster_name}.gr7.{self.region}.eks.amazonaws.com"}}]}
+        self.monitor.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(
+            urn,
+            cluster_name,
+            {
+                "name": cluster_name,
+                "arn": self.arn("eks", f"cluster/{cluster_name}"),
+                "endpoint": f"https://{cluster_name}.gr7.{self.region}.eks.amazonaws.com",
+                "vpcConfig": {"clusterSecurityGroupId": f"sg-{cluster_name}-cluster"},
+                "identities": [{"oidcs": [{"issuer": f"https://{issuer}"}]}],
+            },
+        )
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": cluster_name,
+                    "cluster": {"server": f"https://{cluster_name}.gr7.{self.region}.eks.amazonaws.com"},
+                }
+            ],
+        }
         return {
             "eksCluster": _resource_ref(urn, cluster_name),
             "kubeconfig": kubeconfig,
@@ -228,7 +274,12 @@ class ClinicMocks(pulumi.runtime.Mocks):
             names = [f"{self.region}{suffix}" for suffix in "abcdef"]
             return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": self.region}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDA", "id": ACCOUNT_ID}
+            return {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci",
+                "userId": "AIDA",
+                "id": ACCOUNT_ID,
+            }
         if token == "aws:index/getRegion:getRegion":
             return {"region": self.region, "name": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":
@@ -236,11 +287,20 @@ class ClinicMocks(pulumi.runtime.Mocks):
         if token == "aws:rds/getInstance:getInstance":
             # An instance restored outside the state (python -m ops.db_restore), as RDS describes it.
             identifier = args.args["dbInstanceIdentifier"]
-            return {"id": identifier, "dbInstanceIdentifier": identifier,
-                    "dbInstanceArn": self.arn("rds", f"db:{identifier}"),
-                    "address": f"{identifier}.abc123.{self.region}.rds.amazonaws.com", "port": 5432,
-                    "masterUserSecrets": [{"secretArn": self.arn("secretsmanager", f"secret:rds!db-{identifier}"),
-                                           "kmsKeyId": "", "secretStatus": "active"}]}
+            return {
+                "id": identifier,
+                "dbInstanceIdentifier": identifier,
+                "dbInstanceArn": self.arn("rds", f"db:{identifier}"),
+                "address": f"{identifier}.abc123.{self.region}.rds.amazonaws.com",
+                "port": 5432,
+                "masterUserSecrets": [
+                    {
+                        "secretArn": self.arn("secretsmanager", f"secret:rds!db-{identifier}"),
+                        "kmsKeyId": "",
+                        "secretStatus": "active",
+                    }
+                ],
+            }
         if token == "aws:eks/getAddonVersion:getAddonVersion":
             # What EKS publishes: kube-proxy's version follows the cluster's; the others have their own.
             addon, kubernetes = args.args["addonName"], args.args["kubernetesVersion"]
@@ -249,14 +309,24 @@ class ClinicMocks(pulumi.runtime.Mocks):
         if token == "aws:lb/getLoadBalancer:getLoadBalancer":
             name = args.args["name"]
             arn = self.arn("elasticloadbalancing", f"loadbalancer/app/{name}/50dc6c495c0c9188")
-            return {"arn": arn, "arnSuffix": f"app/{name}/50dc6c495c0c9188", "name": name, "id": arn,
-                    "dnsName": f"{name}-0123456789.{self.region}.elb.amazonaws.com", "loadBalancerType": "application",
-                    "zoneId": "Z32O12XQLNTSW2"}
+            return {
+                "arn": arn,
+                "arnSuffix": f"app/{name}/50dc6c495c0c9188",
+                "name": name,
+                "id": arn,
+                "dnsName": f"{name}-0123456789.{self.region}.elb.amazonaws.com",
+                "loadBalancerType": "application",
+                "zoneId": "Z32O12XQLNTSW2",
+            }
         if token == "aws:ecr/getImages:getImages":
             repository = args.args["repositoryName"]
             held = self.pushed.get(repository, self.default_pushed)
-            image_ids = [{"imageDigest": ref} if ref.startswith("sha256:")
-                         else {"imageDigest": pushed_digest(repository, ref), "imageTag": ref} for ref in held]
+            image_ids = [
+                {"imageDigest": ref}
+                if ref.startswith("sha256:")
+                else {"imageDigest": pushed_digest(repository, ref), "imageTag": ref}
+                for ref in held
+            ]
             return {"id": repository, "repositoryName": repository, "region": self.region, "imageIds": image_ids}
         raise NotImplementedError(f"the mocks do not answer invoke {token}; add it to ClinicMocks.call")
 
@@ -364,36 +434,43 @@ def _normalised(value: Any) -> Any:
 def snapshot(graph: Graph) -> list[dict[str, Any]]:
     """What the engine would be asked to deploy, per resource and ordered by URN: a stable, secret-free record whose
     diff shows exactly what a change deploys (tests/infra/test_snapshot.py compares it with the committed one)."""
-    return [{
-        "urn": r.urn,
-        "type": r.type,
-        "parent": r.parent,
-        "provider": r.provider,
-        "custom": r.custom,
-        "protect": r.protect,
-        "retainOnDelete": r.retain_on_delete,
-        "deleteTimeout": r.delete_timeout,
-        "deletedWith": r.deleted_with,
-        "dependencies": sorted(r.dependencies),
-        "propertyDependencies": {key: sorted(urns) for key, urns in sorted(r.property_dependencies.items()) if urns},
-        "inputs": _normalised(r.inputs),
-    } for r in sorted(graph.records, key=lambda r: r.urn)]
+    return [
+        {
+            "urn": r.urn,
+            "type": r.type,
+            "parent": r.parent,
+            "provider": r.provider,
+            "custom": r.custom,
+            "protect": r.protect,
+            "retainOnDelete": r.retain_on_delete,
+            "deleteTimeout": r.delete_timeout,
+            "deletedWith": r.deleted_with,
+            "dependencies": sorted(r.dependencies),
+            "propertyDependencies": {
+                key: sorted(urns) for key, urns in sorted(r.property_dependencies.items()) if urns
+            },
+            "inputs": _normalised(r.inputs),
+        }
+        for r in sorted(graph.records, key=lambda r: r.urn)
+    ]
 
 
 def stack_config(stack: str) -> dict[str, str]:
     """The committed Pulumi.<stack>.yaml as the engine passes it: structured values JSON-encoded."""
     document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    return {key: value if isinstance(value, str) else json.dumps(value)
-            for key, value in (document.get("config") or {}).items()}
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in (document.get("config") or {}).items()
+    }
 
 
-def stack_settings(stack: str) -> "PlatformSettings":
+def stack_settings(stack: str) -> PlatformSettings:
     """The committed Pulumi.<stack>.yaml as the program's typed settings (for tests that build one component)."""
     from stacks.settings import _decode, load_settings
 
     config = stack_config(stack)
     prefix = f"{PROJECT}:"
-    raw = {key[len(prefix):]: _decode(value) for key, value in config.items() if key.startswith(prefix)}
+    raw = {key[len(prefix) :]: _decode(value) for key, value in config.items() if key.startswith(prefix)}
     return load_settings(raw, stack=stack, region=config.get("aws:region"))
 
 
@@ -403,8 +480,14 @@ def configured_images(config: Mapping[str, str]) -> list[str]:
     return [value for value in images.values() if isinstance(value, str)] if isinstance(images, dict) else []
 
 
-def evaluate(build: Callable[[], Any], *, stack: str, config: dict[str, str] | None = None,
-             region: str = "eu-west-1", pushed: Mapping[str, Sequence[str]] | None = None) -> Graph:
+def evaluate(
+    build: Callable[[], Any],
+    *,
+    stack: str,
+    config: dict[str, str] | None = None,
+    region: str = "eu-west-1",
+    pushed: Mapping[str, Sequence[str]] | None = None,
+) -> Graph:
     """Runs `build` under mocks with the given config and returns the recorded graph and stack exports. ECR
     repositories hold the images the config names, unless `pushed` says what a repository holds."""
     config = dict(config or {})
@@ -433,12 +516,17 @@ def evaluate(build: Callable[[], Any], *, stack: str, config: dict[str, str] | N
     return Graph(recorder.records, exports)
 
 
-def evaluate_program(stack: str, overrides: dict[str, Any] | None = None,
-                     pushed: Mapping[str, Sequence[str]] | None = None) -> Graph:
+def evaluate_program(
+    stack: str, overrides: dict[str, Any] | None = None, pushed: Mapping[str, Sequence[str]] | None = None
+) -> Graph:
     """Evaluates `__main__.py` for a committed stack file, optionally overriding config keys and what the ECR
     repositories hold."""
     config = stack_config(stack)
     for key, value in (overrides or {}).items():
         config[key] = value if isinstance(value, str) else json.dumps(value)
-    return evaluate(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"), stack=stack, config=config,
-                    pushed=pushed)
+    return evaluate(
+        lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
+        stack=stack,
+        config=config,
+        pushed=pushed,
+    )

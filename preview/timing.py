@@ -35,9 +35,9 @@ def _service(inputs: Mapping[str, Any]) -> int:
 
 # Type token -> seconds, or a function of the resource's inputs.
 CREATE_SECONDS: dict[str, int | Callable[[Mapping[str, Any]], int]] = {
-    "eks:index:Cluster": 10 * MINUTE,                      # control plane, OIDC provider, access entries
+    "eks:index:Cluster": 10 * MINUTE,  # control plane, OIDC provider, access entries
     "aws:eks/cluster:Cluster": 10 * MINUTE,
-    "aws:eks/nodeGroup:NodeGroup": 4 * MINUTE,             # instances launched and joined
+    "aws:eks/nodeGroup:NodeGroup": 4 * MINUTE,  # instances launched and joined
     "eks:index:ManagedNodeGroup": 4 * MINUTE,
     "aws:eks/addon:Addon": 1 * MINUTE,
     "aws:ec2/natGateway:NatGateway": 2 * MINUTE,
@@ -48,11 +48,11 @@ CREATE_SECONDS: dict[str, int | Callable[[Mapping[str, Any]], int]] = {
     "aws:kms/key:Key": 10,
     "aws:ec2/flowLog:FlowLog": 10,
     "aws:acm/certificateValidation:CertificateValidation": 5 * MINUTE,  # DNS validation
-    "kubernetes:helm.sh/v3:Release": 2 * MINUTE,           # pods scheduled and ready (atomic release)
-    "kubernetes:apps/v1:Deployment": 1 * MINUTE,           # rollout until the pods are ready
+    "kubernetes:helm.sh/v3:Release": 2 * MINUTE,  # pods scheduled and ready (atomic release)
+    "kubernetes:apps/v1:Deployment": 1 * MINUTE,  # rollout until the pods are ready
     "kubernetes:apps/v1:StatefulSet": 2 * MINUTE,
     "kubernetes:apps/v1:DaemonSet": 1 * MINUTE,
-    "kubernetes:batch/v1:Job": 1 * MINUTE,                 # e.g. migrations, awaited to completion
+    "kubernetes:batch/v1:Job": 1 * MINUTE,  # e.g. migrations, awaited to completion
     "kubernetes:networking.k8s.io/v1:Ingress": 3 * MINUTE,  # the controller provisions the ALB
     "kubernetes:core/v1:Service": _service,
 }

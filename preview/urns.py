@@ -68,14 +68,18 @@ def match_state(graph: Graph, old_urns: Iterable[str], stack: str, project: str 
             alias_parent = result.aliased.get(alias_parent, alias_parent)
         if alias.get("noParent"):
             alias_parent = ""
-        return make_urn(alias.get("stack") or stack, alias.get("project") or project,
-                        qualified_type(alias_parent) if alias_parent else "", alias.get("type") or r.type,
-                        alias.get("name") or r.name)
+        return make_urn(
+            alias.get("stack") or stack,
+            alias.get("project") or project,
+            qualified_type(alias_parent) if alias_parent else "",
+            alias.get("type") or r.type,
+            alias.get("name") or r.name,
+        )
 
     def inherited(child_type: str, child_name: str, parent_name: str, parent_alias: str) -> str:
         name = child_name
         if child_name.startswith(parent_name):
-            name = urn_name(parent_alias) + child_name[len(parent_name):]
+            name = urn_name(parent_alias) + child_name[len(parent_name) :]
         return make_urn(stack, project, qualified_type(parent_alias), child_type, name)
 
     for r in graph.records:
@@ -86,8 +90,10 @@ def match_state(graph: Graph, old_urns: Iterable[str], stack: str, project: str 
         if parent in result.aliased:
             parent_alias = result.aliased[parent]
             aliases += [inherited(r.type, r.name, urn_name(parent), parent_alias)]
-            aliases += [inherited(qualified_type(a).split("$")[-1], urn_name(a), urn_name(parent), parent_alias)
-                        for a in list(aliases[:len(r.aliases)])]
+            aliases += [
+                inherited(qualified_type(a).split("$")[-1], urn_name(a), urn_name(parent), parent_alias)
+                for a in list(aliases[: len(r.aliases)])
+            ]
         for candidate in [urn, *aliases]:
             if candidate not in olds:
                 continue

@@ -15,10 +15,15 @@ def node_group_args(cluster: ClusterSettings) -> list[NodeGroupArgs]:
     return [NodeGroupArgs(**group.model_dump()) for group in cluster.node_groups]
 
 
-def database_args(database: DatabaseSettings, *, vpc_id: pulumi.Input[str],
-                  subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]],
-                  client_security_group_ids: Sequence[pulumi.Input[str]], protect: bool,
-                  tags: Mapping[str, str]) -> DatabaseArgs:
+def database_args(
+    database: DatabaseSettings,
+    *,
+    vpc_id: pulumi.Input[str],
+    subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]],
+    client_security_group_ids: Sequence[pulumi.Input[str]],
+    protect: bool,
+    tags: Mapping[str, str],
+) -> DatabaseArgs:
     return DatabaseArgs(
         vpc_id=vpc_id,
         subnet_ids=subnet_ids,
@@ -38,7 +43,20 @@ def database_args(database: DatabaseSettings, *, vpc_id: pulumi.Input[str],
     )
 
 
-def backup_args(backup: BackupSettings, *, instance_arns: Sequence[pulumi.Input[str]], region: str, protect: bool,
-                tags: Mapping[str, str]) -> DatabaseBackupArgs:
-    return DatabaseBackupArgs(instance_arns=instance_arns, retention_days=backup.retention_days, region=region,
-                              enabled=backup.enabled, copy_region=backup.copy_region, protect=protect, tags=tags)
+def backup_args(
+    backup: BackupSettings,
+    *,
+    instance_arns: Sequence[pulumi.Input[str]],
+    region: str,
+    protect: bool,
+    tags: Mapping[str, str],
+) -> DatabaseBackupArgs:
+    return DatabaseBackupArgs(
+        instance_arns=instance_arns,
+        retention_days=backup.retention_days,
+        region=region,
+        enabled=backup.enabled,
+        copy_region=backup.copy_region,
+        protect=protect,
+        tags=tags,
+    )

@@ -21,21 +21,43 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, model_validator,
-)
 from annotated_types import GroupedMetadata
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from limits import (
+    API_POD_DB_CONNECTIONS,
+    CI_COMPUTE_TYPES,
+    CONNECTION_ARN_PATTERN,
+    DB_CONNECTIONS_ALARM_FRACTION,
+    DB_INSTANCE_CLASSES,
+    DB_INSTANCE_ID_PATTERN,
+    DOMAIN_PATTERN,
+    EMAIL_PATTERN,
+    GITHUB_REPOSITORY_PATTERN,
+    LOG_RETENTION_DAYS,
+    MIN_PROD_BACKUP_DAYS,
+    MIN_PROD_VAULT_RETENTION_DAYS,
+    NAT_MODES,
+    NOTIFIER_POD_DB_CONNECTIONS,
+    REGION_PATTERN,
+    ROLE_ARN_PATTERN,
+    is_graviton,
+    max_db_connections,
+    peak_app_db_connections,
+)
 from limits.capacity import INSTANCE_TYPES, NodeGroupCapacity, capacity_problem
 from limits.eks_support import EKS_SUPPORT, extended_support_problem
-from limits import (
-    API_POD_DB_CONNECTIONS, CI_COMPUTE_TYPES, CONNECTION_ARN_PATTERN, DB_CONNECTIONS_ALARM_FRACTION,
-    DB_INSTANCE_CLASSES, DB_INSTANCE_ID_PATTERN, DOMAIN_PATTERN, EMAIL_PATTERN, GITHUB_REPOSITORY_PATTERN,
-    LOG_RETENTION_DAYS, MIN_PROD_BACKUP_DAYS, MIN_PROD_VAULT_RETENTION_DAYS, NAT_MODES, NOTIFIER_POD_DB_CONNECTIONS,
-    REGION_PATTERN, ROLE_ARN_PATTERN, is_graviton, max_db_connections, peak_app_db_connections,
-)
 
 ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
 Environment = Literal["dev", "prod"]
@@ -63,6 +85,7 @@ class StackSettingsError(ValueError):
 
 
 # --- field types: each says, in `Allowed`, what a stack file may put there ----------------------------------------
+
 
 class Allowed:
     """Annotated metadata: what a value of this field may be, in the words of the error message and README."""
@@ -103,8 +126,13 @@ def _text_from_number(value: Any) -> Any:
 
 
 def Between(low: int, high: int) -> Checks:  # noqa: N802 - reads as a type in annotations
-    return Checks((Field(strict=True, ge=low, le=high), BeforeValidator(_number_from_text),
-                   Allowed(f"an integer from {low} to {high}")))
+    return Checks(
+        (
+            Field(strict=True, ge=low, le=high),
+            BeforeValidator(_number_from_text),
+            Allowed(f"an integer from {low} to {high}"),
+        )
+    )
 
 
 Flag = Annotated[bool, Field(strict=True), BeforeValidator(_bool_from_text), Allowed("true or false")]
@@ -138,8 +166,13 @@ def _is_log_retention(days: int) -> int:
     return days
 
 
-LogRetention = Annotated[int, Field(strict=True), BeforeValidator(_number_from_text), AfterValidator(_is_log_retention),
-                         Allowed("a CloudWatch Logs retention value")]
+LogRetention = Annotated[
+    int,
+    Field(strict=True),
+    BeforeValidator(_number_from_text),
+    AfterValidator(_is_log_retention),
+    Allowed("a CloudWatch Logs retention value"),
+]
 
 
 def PrivateCidr(low: int, high: int) -> Checks:  # noqa: N802
@@ -194,17 +227,25 @@ Domain = Annotated[str, Matching(DOMAIN_PATTERN, "a lowercase DNS domain such as
 Email = Annotated[str, Matching(EMAIL_PATTERN, "an email address such as no-reply@clinic.example.org")]
 Region = Annotated[str, Matching(REGION_PATTERN, "an AWS region such as eu-west-1")]
 # A tag (0.1.0, a git SHA), a digest (sha256:<64 hex>), or a full reference (registry/repo:tag or repo@sha256:...).
-Image = Annotated[str, Matching(r"(sha256:[0-9a-f]{64}|[\w][\w.-]{0,127}"
-                 r"|[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64}))",
-                 "an image tag (0.1.0), a digest (sha256:...) or a full reference (registry/repo:tag)")]
+Image = Annotated[
+    str,
+    Matching(
+        r"(sha256:[0-9a-f]{64}|[\w][\w.-]{0,127}"
+        r"|[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64}))",
+        "an image tag (0.1.0), a digest (sha256:...) or a full reference (registry/repo:tag)",
+    ),
+]
 MOVING_TAGS = ("latest", "main", "dev")
-RoleArn = Annotated[str, Matching(ROLE_ARN_PATTERN,
-                                  "IAM role ARNs such as arn:aws:iam::123456789012:role/platform-admin")]
-InstanceType = Annotated[str, Matching(r"[a-z][a-z0-9-]*\.[a-z0-9]+",
-                                       "a non-empty list of EC2 instance types such as [\"m6i.large\"]")]
+RoleArn = Annotated[
+    str, Matching(ROLE_ARN_PATTERN, "IAM role ARNs such as arn:aws:iam::123456789012:role/platform-admin")
+]
+InstanceType = Annotated[
+    str, Matching(r"[a-z][a-z0-9-]*\.[a-z0-9]+", 'a non-empty list of EC2 instance types such as ["m6i.large"]')
+]
 
 
 # --- rules between fields ------------------------------------------------------------------------------------------
+
 
 def _is_prod(info: ValidationInfo) -> bool:
     return (info.context or {}).get("environment") == "prod"
@@ -222,18 +263,26 @@ class _Rules:
 
     def raise_any(self) -> None:
         if self.broken:
-            raise PydanticCustomError("settings_rules", "{count} rule(s) broken",
-                                      {"count": len(self.broken), "problems": self.broken})
+            raise PydanticCustomError(
+                "settings_rules", "{count} rule(s) broken", {"count": len(self.broken), "problems": self.broken}
+            )
 
 
 class _Group(BaseModel):
     """A config group: camelCase keys, no unknown key, frozen once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, validate_by_name=True,
-                              validate_by_alias=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        use_attribute_docstrings=True,
+    )
 
 
 # --- the groups ----------------------------------------------------------------------------------------------------
+
 
 class NetworkSettings(_Group):
     vpc_cidr: Annotated[str, PrivateCidr(MIN_VPC_PREFIX, MAX_VPC_PREFIX)]
@@ -253,22 +302,38 @@ class NetworkSettings(_Group):
     def _rules(self, info: ValidationInfo) -> "NetworkSettings":
         rules, prod = _Rules(), _is_prod(info)
         vpc, services = ipaddress.IPv4Network(self.vpc_cidr), ipaddress.IPv4Network(self.kubernetes_service_cidr)
-        rules.check(not vpc.overlaps(services), "kubernetesServiceCidr", self.kubernetes_service_cidr,
-                    f"a CIDR that does not overlap network.vpcCidr {vpc}")
-        rules.check(not prod or self.nat_mode == "per-az", "natMode", self.nat_mode,
-                    "per-az in prod (a single NAT gateway is a single point of failure)")
-        rules.check(not prod or self.flow_logs, "flowLogs", self.flow_logs,
-                    "true in prod (network access to patient data must be auditable)")
+        rules.check(
+            not vpc.overlaps(services),
+            "kubernetesServiceCidr",
+            self.kubernetes_service_cidr,
+            f"a CIDR that does not overlap network.vpcCidr {vpc}",
+        )
+        rules.check(
+            not prod or self.nat_mode == "per-az",
+            "natMode",
+            self.nat_mode,
+            "per-az in prod (a single NAT gateway is a single point of failure)",
+        )
+        rules.check(
+            not prod or self.flow_logs,
+            "flowLogs",
+            self.flow_logs,
+            "true in prod (network access to patient data must be auditable)",
+        )
         rules.raise_any()
         return self
 
 
 class NodeGroupSettings(_Group):
-    name: Annotated[str, Matching(r"[a-z][a-z0-9-]{0,30}",
-                                  "1-31 lowercase letters, digits or -, starting with a letter")]
+    name: Annotated[
+        str, Matching(r"[a-z][a-z0-9-]{0,30}", "1-31 lowercase letters, digits or -, starting with a letter")
+    ]
     """Managed node group name (stable: a rename replaces the group)."""
-    instance_types: Annotated[tuple[InstanceType, ...], Field(min_length=1),
-                              Allowed("a non-empty list of EC2 instance types such as [\"m6i.large\"]")]
+    instance_types: Annotated[
+        tuple[InstanceType, ...],
+        Field(min_length=1),
+        Allowed('a non-empty list of EC2 instance types such as ["m6i.large"]'),
+    ]
     """EC2 instance types, all of one architecture."""
     capacity_type: Annotated[str, OneOf(*CAPACITY_TYPES)] = "SPOT"
     """ON_DEMAND or SPOT (dev only)."""
@@ -286,21 +351,44 @@ class NodeGroupSettings(_Group):
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "NodeGroupSettings":
         rules, prod = _Rules(), _is_prod(info)
-        rules.check(len({is_graviton(t) for t in self.instance_types}) == 1, "instanceTypes", list(self.instance_types),
-                    "instance types of one architecture (all Graviton or all x86)")
+        rules.check(
+            len({is_graviton(t) for t in self.instance_types}) == 1,
+            "instanceTypes",
+            list(self.instance_types),
+            "instance types of one architecture (all Graviton or all x86)",
+        )
         # The node capacity check needs each type's allocatable CPU and memory (limits/capacity.py).
-        rules.check(all(t in INSTANCE_TYPES for t in self.instance_types), "instanceTypes", list(self.instance_types),
-                    "types whose capacity the stack knows: " + ", ".join(INSTANCE_TYPES))
-        rules.check(not prod or self.capacity_type == "ON_DEMAND", "capacityType", self.capacity_type,
-                    "ON_DEMAND in prod (spot nodes can be reclaimed with two minutes' notice)")
-        rules.check(self.min_size <= self.desired_size <= self.max_size, "desiredSize", self.desired_size,
-                    f"minSize <= desiredSize <= maxSize "
-                    f"(got {self.min_size} <= {self.desired_size} <= {self.max_size})")
+        rules.check(
+            all(t in INSTANCE_TYPES for t in self.instance_types),
+            "instanceTypes",
+            list(self.instance_types),
+            "types whose capacity the stack knows: " + ", ".join(INSTANCE_TYPES),
+        )
+        rules.check(
+            not prod or self.capacity_type == "ON_DEMAND",
+            "capacityType",
+            self.capacity_type,
+            "ON_DEMAND in prod (spot nodes can be reclaimed with two minutes' notice)",
+        )
+        rules.check(
+            self.min_size <= self.desired_size <= self.max_size,
+            "desiredSize",
+            self.desired_size,
+            f"minSize <= desiredSize <= maxSize (got {self.min_size} <= {self.desired_size} <= {self.max_size})",
+        )
         az_count = (info.context or {}).get("az_count")
-        rules.check(not prod or az_count is None or self.min_size >= az_count, "minSize", self.min_size,
-                    f"at least network.azCount ({az_count}) in prod, one node per AZ")
-        rules.check(self.max_unavailable <= self.max_size, "maxUnavailable", self.max_unavailable,
-                    f"at most maxSize ({self.max_size})")
+        rules.check(
+            not prod or az_count is None or self.min_size >= az_count,
+            "minSize",
+            self.min_size,
+            f"at least network.azCount ({az_count}) in prod, one node per AZ",
+        )
+        rules.check(
+            self.max_unavailable <= self.max_size,
+            "maxUnavailable",
+            self.max_unavailable,
+            f"at most maxSize ({self.max_size})",
+        )
         rules.raise_any()
         return self
 
@@ -308,22 +396,42 @@ class NodeGroupSettings(_Group):
 class ClusterSettings(_Group):
     kubernetes_version: Annotated[str, OneOf(*KUBERNETES_VERSIONS)]
     """Pinned EKS Kubernetes version."""
-    public_access_cidrs: Annotated[tuple[Annotated[str, Field(strict=True), AfterValidator(_public_access_cidr)], ...],
-                                   Allowed("CIDRs (never /0); empty keeps the endpoint private only")]
+    public_access_cidrs: Annotated[
+        tuple[Annotated[str, Field(strict=True), AfterValidator(_public_access_cidr)], ...],
+        Allowed("CIDRs (never /0); empty keeps the endpoint private only"),
+    ]
     """CIDRs that may reach the public API endpoint; empty keeps the endpoint private only."""
-    deploy_role_arn: Annotated[str, Matching(ROLE_ARN_PATTERN, "the IAM role ARN CI's deploy jobs assume, such as "
-                                             "arn:aws:iam::123456789012:role/clinic-deploy")] | None = None
+    deploy_role_arn: (
+        Annotated[
+            str,
+            Matching(
+                ROLE_ARN_PATTERN,
+                "the IAM role ARN CI's deploy jobs assume, such as arn:aws:iam::123456789012:role/clinic-deploy",
+            ),
+        ]
+        | None
+    ) = None
     """The role CI's deploy and destroy jobs assume: cluster admin through an access entry (required)."""
-    preview_role_arn: Annotated[str, Matching(ROLE_ARN_PATTERN, "the IAM role ARN pull-request previews assume, "
-                                              "such as arn:aws:iam::123456789012:role/clinic-preview")] | None = None
+    preview_role_arn: (
+        Annotated[
+            str,
+            Matching(
+                ROLE_ARN_PATTERN,
+                "the IAM role ARN pull-request previews assume, such as arn:aws:iam::123456789012:role/clinic-preview",
+            ),
+        ]
+        | None
+    ) = None
     """The role pull-request previews assume: a read-only access entry (AmazonEKSAdminViewPolicy)."""
     admin_role_arns: Annotated[tuple[RoleArn, ...], Allowed("IAM role ARNs given cluster-admin via access entries")]
     """Operators' IAM roles given cluster-admin through EKS access entries."""
-    viewer_role_arns: Annotated[tuple[RoleArn, ...],
-                                Allowed("IAM role ARNs given AmazonEKSViewPolicy (no Secrets) via access entries")] = ()
+    viewer_role_arns: Annotated[
+        tuple[RoleArn, ...], Allowed("IAM role ARNs given AmazonEKSViewPolicy (no Secrets) via access entries")
+    ] = ()
     """Operators' IAM roles that may only look (AmazonEKSViewPolicy, no Secrets)."""
-    node_groups: Annotated[tuple[NodeGroupSettings, ...], Field(min_length=1),
-                           Allowed("a non-empty list of node groups (see README)")]
+    node_groups: Annotated[
+        tuple[NodeGroupSettings, ...], Field(min_length=1), Allowed("a non-empty list of node groups (see README)")
+    ]
     """Managed node groups."""
     janitor_timeout_seconds: Annotated[int, Between(60, 3600)]
     """How long destroy waits for Kubernetes-made load balancers and their network interfaces to go."""
@@ -334,21 +442,39 @@ class ClusterSettings(_Group):
         rules.check(len(set(names)) == len(names), "nodeGroups", names, "node groups with distinct names")
         roles = [self.deploy_role_arn, self.preview_role_arn, *self.admin_role_arns, *self.viewer_role_arns]
         for arn in sorted({arn for arn in roles if arn and roles.count(arn) > 1}):
-            rules.check(False, "adminRoleArns", arn, "each role in one place only among deployRoleArn, "
-                        "previewRoleArn, adminRoleArns and viewerRoleArns (EKS keeps one access entry per role)")
+            rules.check(
+                False,
+                "adminRoleArns",
+                arn,
+                "each role in one place only among deployRoleArn, "
+                "previewRoleArn, adminRoleArns and viewerRoleArns (EKS keeps one access entry per role)",
+            )
         # Extended support bills every cluster hour on top; dev runs such a version with a warning from Cluster.
-        support = extended_support_problem(self.kubernetes_version,
-                                           (info.context or {}).get("today") or datetime.date.today())
-        rules.check(not (_is_prod(info) and support), "kubernetesVersion", self.kubernetes_version,
-                    f"a version in EKS standard support in prod: {support}")
+        support = extended_support_problem(
+            self.kubernetes_version, (info.context or {}).get("today") or datetime.date.today()
+        )
+        rules.check(
+            not (_is_prod(info) and support),
+            "kubernetesVersion",
+            self.kubernetes_version,
+            f"a version in EKS standard support in prod: {support}",
+        )
         rules.raise_any()
         return self
 
 
 class CiSettings(_Group):
-    github_connection_arn: Annotated[str, Matching(
-        CONNECTION_ARN_PATTERN, "an AWS CodeConnections connection ARN such as "
-        "arn:aws:codeconnections:eu-west-1:123456789012:connection/<uuid>")] | None = None
+    github_connection_arn: (
+        Annotated[
+            str,
+            Matching(
+                CONNECTION_ARN_PATTERN,
+                "an AWS CodeConnections connection ARN such as "
+                "arn:aws:codeconnections:eu-west-1:123456789012:connection/<uuid>",
+            ),
+        ]
+        | None
+    ) = None
     """GitHub connection of the in-VPC CI runner (components/ci_runner.py); unset: no runner."""
     repository: Annotated[str, Matching(GITHUB_REPOSITORY_PATTERN, "a GitHub repository as owner/name")] | None = None
     """GitHub repository `owner/name` whose workflow jobs the runner takes (required with the connection)."""
@@ -360,9 +486,12 @@ class CiSettings(_Group):
     @model_validator(mode="after")
     def _rules(self) -> "CiSettings":
         rules = _Rules()
-        rules.check(self.github_connection_arn is None or self.repository is not None, "repository", self.repository,
-                    "the GitHub repository owner/name whose jobs the runner takes (required with "
-                    "ci.githubConnectionArn)")
+        rules.check(
+            self.github_connection_arn is None or self.repository is not None,
+            "repository",
+            self.repository,
+            "the GitHub repository owner/name whose jobs the runner takes (required with ci.githubConnectionArn)",
+        )
         rules.raise_any()
         return self
 
@@ -384,32 +513,57 @@ class DatabaseSettings(_Group):
     """RDS refuses deletion while set; required in prod."""
     performance_insights: Flag
     """Performance Insights (KMS-encrypted)."""
-    name: Annotated[str, Matching(r"[a-z][a-z0-9_]{0,62}",
-                                  "1-63 lowercase letters, digits or _, starting with a letter")]
+    name: Annotated[
+        str, Matching(r"[a-z][a-z0-9_]{0,62}", "1-63 lowercase letters, digits or _, starting with a letter")
+    ]
     """Name of the application database."""
-    username: Annotated[str, Matching(r"[a-zA-Z][a-zA-Z0-9_]{0,15}",
-                                      "1-16 letters, digits or _, starting with a letter"),
-                        AfterValidator(_not_reserved)]
+    username: Annotated[
+        str,
+        Matching(r"[a-zA-Z][a-zA-Z0-9_]{0,15}", "1-16 letters, digits or _, starting with a letter"),
+        AfterValidator(_not_reserved),
+    ]
     """Master user name; its password is generated and kept by RDS in Secrets Manager."""
-    restored_instance_id: Annotated[str, Matching(
-        DB_INSTANCE_ID_PATTERN,
-        "an RDS instance identifier (1-63 lowercase letters, digits or -, starting with a letter)")] | None = None
+    restored_instance_id: (
+        Annotated[
+            str,
+            Matching(
+                DB_INSTANCE_ID_PATTERN,
+                "an RDS instance identifier (1-63 lowercase letters, digits or -, starting with a letter)",
+            ),
+        ]
+        | None
+    ) = None
     """An instance restored by `python -m ops.db_restore`; when set, the apps and the alarms use it instead
     of the instance this stack created (which stays, protected, for comparison and forensics)."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "DatabaseSettings":
         rules, prod = _Rules(), _is_prod(info)
-        rules.check(not prod or not self.instance_class.startswith(BURSTABLE_PREFIX), "instanceClass",
-                    self.instance_class, "a non-burstable class in prod (db.m7g.* or db.r7g.*)")
-        rules.check(self.max_allocated_storage_gb >= self.allocated_storage_gb, "maxAllocatedStorageGb",
-                    self.max_allocated_storage_gb,
-                    f"at least database.allocatedStorageGb ({self.allocated_storage_gb})")
-        rules.check(not prod or self.backup_retention_days >= MIN_PROD_BACKUP_DAYS, "backupRetentionDays",
-                    self.backup_retention_days, f"{MIN_PROD_BACKUP_DAYS} to 35 in prod")
+        rules.check(
+            not prod or not self.instance_class.startswith(BURSTABLE_PREFIX),
+            "instanceClass",
+            self.instance_class,
+            "a non-burstable class in prod (db.m7g.* or db.r7g.*)",
+        )
+        rules.check(
+            self.max_allocated_storage_gb >= self.allocated_storage_gb,
+            "maxAllocatedStorageGb",
+            self.max_allocated_storage_gb,
+            f"at least database.allocatedStorageGb ({self.allocated_storage_gb})",
+        )
+        rules.check(
+            not prod or self.backup_retention_days >= MIN_PROD_BACKUP_DAYS,
+            "backupRetentionDays",
+            self.backup_retention_days,
+            f"{MIN_PROD_BACKUP_DAYS} to 35 in prod",
+        )
         rules.check(not prod or self.multi_az, "multiAz", self.multi_az, "true in prod (a standby in a second AZ)")
-        rules.check(not prod or self.deletion_protection, "deletionProtection", self.deletion_protection,
-                    "true in prod (the database holds patients' data)")
+        rules.check(
+            not prod or self.deletion_protection,
+            "deletionProtection",
+            self.deletion_protection,
+            "true in prod (the database holds patients' data)",
+        )
         rules.raise_any()
         return self
 
@@ -417,8 +571,10 @@ class DatabaseSettings(_Group):
 class StorageSettings(_Group):
     noncurrent_version_days: Annotated[int, Between(1, 3650)]
     """Days a replaced or deleted exam PDF version is kept before it expires."""
-    cors_allowed_origins: Annotated[tuple[Annotated[str, Field(strict=True), AfterValidator(_cors_origin)], ...],
-                                    Allowed("`https://host[:port]` (dev also `http://localhost`)")]
+    cors_allowed_origins: Annotated[
+        tuple[Annotated[str, Field(strict=True), AfterValidator(_cors_origin)], ...],
+        Allowed("`https://host[:port]` (dev also `http://localhost`)"),
+    ]
     """Browser origins allowed to PUT/GET with presigned URLs."""
 
 
@@ -431,10 +587,18 @@ class EmailSettings(_Group):
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "EmailSettings":
         rules = _Rules()
-        rules.check(self.domain is not None or not _is_prod(info), "domain", self.domain,
-                    "a domain in prod (sending from a DKIM-verified domain, not a single address)")
-        rules.check(not self.domain or self.from_address.lower().endswith("@" + self.domain), "fromAddress",
-                    self.from_address, f"an address at email.domain ({self.domain})")
+        rules.check(
+            self.domain is not None or not _is_prod(info),
+            "domain",
+            self.domain,
+            "a domain in prod (sending from a DKIM-verified domain, not a single address)",
+        )
+        rules.check(
+            not self.domain or self.from_address.lower().endswith("@" + self.domain),
+            "fromAddress",
+            self.from_address,
+            f"an address at email.domain ({self.domain})",
+        )
         rules.raise_any()
         return self
 
@@ -449,8 +613,12 @@ class ImageSettings(_Group):
     def _rules(self, info: ValidationInfo) -> "ImageSettings":
         rules = _Rules()
         for key, image in (("api", self.api), ("notifier", self.notifier)):
-            rules.check(not _is_prod(info) or image.rsplit(":", 1)[-1] not in MOVING_TAGS, key, image,
-                        "an immutable tag or a digest in prod, not a moving tag")
+            rules.check(
+                not _is_prod(info) or image.rsplit(":", 1)[-1] not in MOVING_TAGS,
+                key,
+                image,
+                "an immutable tag or a digest in prod, not a moving tag",
+            )
         rules.raise_any()
         return self
 
@@ -464,32 +632,57 @@ class AppsSettings(_Group):
     """Notifier replicas."""
     hostname: Annotated[str, Matching(DOMAIN_PATTERN, "a lowercase DNS name such as clinic.example.org")] | None = None
     """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
-    certificate_arn: Annotated[str, Matching(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
-                              "an ACM certificate ARN")] | None = None
+    certificate_arn: (
+        Annotated[
+            str, Matching(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}", "an ACM certificate ARN")
+        ]
+        | None
+    ) = None
     """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
-    hosted_zone_id: Annotated[str, Matching(r"Z[A-Z0-9]{1,31}",
-                             "a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ")] | None = None
+    hosted_zone_id: (
+        Annotated[str, Matching(r"Z[A-Z0-9]{1,31}", "a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ")] | None
+    ) = None
     """Route 53 hosted zone of the host name: the host name's record (an alias to the ALB) goes there, and, without
     a certificate ARN, the DNS validation of the certificate the program issues."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "AppsSettings":
         rules, region = _Rules(), (info.context or {}).get("region")
-        rules.check(self.api_max_replicas >= self.api_replicas, "apiMaxReplicas", self.api_max_replicas,
-                    f"at least apps.apiReplicas ({self.api_replicas})")
-        rules.check(not _is_prod(info) or self.api_replicas >= 2, "apiReplicas", self.api_replicas,
-                    "2 or more in prod (a rolling update or a lost node must not stop the API)")
+        rules.check(
+            self.api_max_replicas >= self.api_replicas,
+            "apiMaxReplicas",
+            self.api_max_replicas,
+            f"at least apps.apiReplicas ({self.api_replicas})",
+        )
+        rules.check(
+            not _is_prod(info) or self.api_replicas >= 2,
+            "apiReplicas",
+            self.api_replicas,
+            "2 or more in prod (a rolling update or a lost node must not stop the API)",
+        )
         if self.certificate_arn is not None:
-            rules.check(self.certificate_arn.split(":")[3] == region, "certificateArn", self.certificate_arn,
-                        f"a certificate in aws:region ({region}), where the ALB is")
+            rules.check(
+                self.certificate_arn.split(":")[3] == region,
+                "certificateArn",
+                self.certificate_arn,
+                f"a certificate in aws:region ({region}), where the ALB is",
+            )
         if self.hosted_zone_id is not None:
-            rules.check(self.hostname is not None, "hostedZoneId", self.hosted_zone_id,
-                        "unset unless apps.hostname is set (the record and the certificate are for that name)")
-        rules.check(not _is_prod(info) or self.certificate_arn is not None
-                    or (self.hosted_zone_id is not None and self.hostname is not None),
-                    "certificateArn", self.certificate_arn,
-                    "in prod, an ACM certificate ARN, or apps.hostname with apps.hostedZoneId so the program issues "
-                    "one (patients' data never crosses the internet unencrypted)")
+            rules.check(
+                self.hostname is not None,
+                "hostedZoneId",
+                self.hosted_zone_id,
+                "unset unless apps.hostname is set (the record and the certificate are for that name)",
+            )
+        rules.check(
+            not _is_prod(info)
+            or self.certificate_arn is not None
+            or (self.hosted_zone_id is not None and self.hostname is not None),
+            "certificateArn",
+            self.certificate_arn,
+            "in prod, an ACM certificate ARN, or apps.hostname with apps.hostedZoneId so the program issues "
+            "one (patients' data never crosses the internet unencrypted)",
+        )
         rules.raise_any()
         return self
 
@@ -503,19 +696,28 @@ class ObservabilitySettings(_Group):
     """Size of Prometheus' persistent volume (encrypted gp3)."""
     log_retention_days: LogRetention
     """Retention of the container and control-plane log groups, a value CloudWatch accepts."""
-    alarm_emails: Annotated[tuple[Annotated[str, Matching(EMAIL_PATTERN,
-                                                          "email addresses such as oncall@clinic.example.org")], ...],
-                            Allowed("email addresses such as oncall@clinic.example.org")]
+    alarm_emails: Annotated[
+        tuple[Annotated[str, Matching(EMAIL_PATTERN, "email addresses such as oncall@clinic.example.org")], ...],
+        Allowed("email addresses such as oncall@clinic.example.org"),
+    ]
     """Addresses subscribed to the alarm topic (each confirms by email); at least one in prod."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "ObservabilitySettings":
         rules, prod, emails = _Rules(), _is_prod(info), list(self.alarm_emails)
-        rules.check(not prod or self.monitoring, "monitoring", self.monitoring,
-                    "true in prod (the clinic's SLOs are watched in-cluster)")
+        rules.check(
+            not prod or self.monitoring,
+            "monitoring",
+            self.monitoring,
+            "true in prod (the clinic's SLOs are watched in-cluster)",
+        )
         rules.check(len(set(emails)) == len(emails), "alarmEmails", emails, "addresses without repeats")
-        rules.check(not prod or bool(emails), "alarmEmails", emails,
-                    "at least one address in prod (an alarm nobody receives protects nobody)")
+        rules.check(
+            not prod or bool(emails),
+            "alarmEmails",
+            emails,
+            "at least one address in prod (an alarm nobody receives protects nobody)",
+        )
         rules.raise_any()
         return self
 
@@ -531,15 +733,28 @@ class BackupSettings(_Group):
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "BackupSettings":
         rules, prod, region = _Rules(), _is_prod(info), (info.context or {}).get("region")
-        rules.check(not prod or self.enabled, "enabled", self.enabled,
-                    "true in prod (daily recovery points of patients' data, kept apart from RDS)")
-        rules.check(not prod or self.retention_days >= MIN_PROD_VAULT_RETENTION_DAYS, "retentionDays",
-                    self.retention_days, f"{MIN_PROD_VAULT_RETENTION_DAYS} to 3650 in prod")
+        rules.check(
+            not prod or self.enabled,
+            "enabled",
+            self.enabled,
+            "true in prod (daily recovery points of patients' data, kept apart from RDS)",
+        )
+        rules.check(
+            not prod or self.retention_days >= MIN_PROD_VAULT_RETENTION_DAYS,
+            "retentionDays",
+            self.retention_days,
+            f"{MIN_PROD_VAULT_RETENTION_DAYS} to 3650 in prod",
+        )
         if self.copy_region is not None:
-            rules.check(self.copy_region != region, "copyRegion", self.copy_region,
-                        f"a region other than aws:region ({region})")
-            rules.check(self.enabled, "copyRegion", self.copy_region,
-                        "unset unless backup.enabled is true (only recovery points are copied)")
+            rules.check(
+                self.copy_region != region, "copyRegion", self.copy_region, f"a region other than aws:region ({region})"
+            )
+            rules.check(
+                self.enabled,
+                "copyRegion",
+                self.copy_region,
+                "unset unless backup.enabled is true (only recovery points are copied)",
+            )
         rules.raise_any()
         return self
 
@@ -557,8 +772,9 @@ class PlatformSettings(_Group):
     """AWS region (aws:region)."""
     environment: Environment
     """dev (cheap, destroyable) or prod (resilient, retains data)."""
-    cluster_name: Annotated[str, Matching(r"[a-z][a-z0-9-]{1,38}[a-z0-9]",
-                           "3-40 lowercase letters, digits or -, starting with a letter")]
+    cluster_name: Annotated[
+        str, Matching(r"[a-z][a-z0-9-]{1,38}[a-z0-9]", "3-40 lowercase letters, digits or -, starting with a letter")
+    ]
     """EKS cluster name; also drives the ELB discovery tags on subnets."""
     network: NetworkSettings
     cluster: ClusterSettings
@@ -587,15 +803,27 @@ class PlatformSettings(_Group):
         """Something must reach the private API endpoint (the in-VPC runner, or operators from named CIDRs), and CI
         must be let in: nobody is admitted as the cluster's creator (components/cluster.py)."""
         rules = _Rules()
-        rules.check(self.cluster.deploy_role_arn is not None, "cluster.deployRoleArn", None,
-                    "the IAM role ARN CI's deploy jobs assume (required: the cluster admits no one else for CI)")
+        rules.check(
+            self.cluster.deploy_role_arn is not None,
+            "cluster.deployRoleArn",
+            None,
+            "the IAM role ARN CI's deploy jobs assume (required: the cluster admits no one else for CI)",
+        )
         rules.raise_any()
         if self.cluster.public_access_cidrs or self.ci.github_connection_arn:
             return self
-        raise PydanticCustomError("settings_budget", "{problem}", {"problem": (
-            "cluster.publicAccessCidrs = [] is invalid with no in-VPC runner (ci.githubConnectionArn unset): nothing "
-            "could reach the cluster's private API endpoint; allowed: set ci.githubConnectionArn and ci.repository "
-            "(the CI runner in the VPC, README \"First deployment\"), or name the CIDRs operators run Pulumi from")})
+        raise PydanticCustomError(
+            "settings_budget",
+            "{problem}",
+            {
+                "problem": (
+                    "cluster.publicAccessCidrs = [] is invalid with no in-VPC runner (ci.githubConnectionArn unset): "
+                    "nothing could reach the cluster's private API endpoint; allowed: set ci.githubConnectionArn and "
+                    'ci.repository (the CI runner in the VPC, README "First deployment"), or name the CIDRs operators '
+                    "run Pulumi from"
+                )
+            },
+        )
 
     @model_validator(mode="after")
     def _connection_budget(self) -> "PlatformSettings":
@@ -606,26 +834,40 @@ class PlatformSettings(_Group):
         peak = peak_app_db_connections(apps.api_max_replicas, apps.notifier_replicas)
         if peak <= budget:
             return self
-        fits = max(n for n in range(0, apps.api_max_replicas + 1)
-                   if n == 0 or peak_app_db_connections(n, apps.notifier_replicas) <= budget)
-        raise PydanticCustomError("settings_budget", "{problem}", {"problem": (
-            f"apps.apiMaxReplicas = {apps.api_max_replicas} is invalid with database.instanceClass = "
-            f"{instance_class!r}: at full scale the apps open up to {peak} PostgreSQL connections "
-            f"({API_POD_DB_CONNECTIONS} per API pod, {NOTIFIER_POD_DB_CONNECTIONS} per notifier pod, with a rollout's "
-            f"surge pods and the migrations Jobs), above {budget:.0f} ({DB_CONNECTIONS_ALARM_FRACTION:.0%} of the "
-            f"class's max_connections {max_db_connections(instance_class)}, where the alarm fires); "
-            f"allowed: apps.apiMaxReplicas at most {fits} with apps.notifierReplicas = {apps.notifier_replicas}, "
-            "or a larger instance class")})
+        fits = max(
+            n
+            for n in range(0, apps.api_max_replicas + 1)
+            if n == 0 or peak_app_db_connections(n, apps.notifier_replicas) <= budget
+        )
+        raise PydanticCustomError(
+            "settings_budget",
+            "{problem}",
+            {
+                "problem": (
+                    f"apps.apiMaxReplicas = {apps.api_max_replicas} is invalid with database.instanceClass = "
+                    f"{instance_class!r}: at full scale the apps open up to {peak} PostgreSQL connections "
+                    f"({API_POD_DB_CONNECTIONS} per API pod, {NOTIFIER_POD_DB_CONNECTIONS} per notifier pod, with a "
+                    f"rollout's surge pods and the migrations Jobs), above {budget:.0f} "
+                    f"({DB_CONNECTIONS_ALARM_FRACTION:.0%} of the class's max_connections "
+                    f"{max_db_connections(instance_class)}, where the alarm fires); allowed: apps.apiMaxReplicas at "
+                    f"most {fits} with apps.notifierReplicas = {apps.notifier_replicas}, or a larger instance class"
+                )
+            },
+        )
 
     @model_validator(mode="after")
     def _node_capacity(self) -> "PlatformSettings":
         """A burst to the HPA ceiling must find room on the nodes the autoscaler may add (limits/capacity.py)."""
         groups = [NodeGroupCapacity(g.instance_types, g.max_size) for g in self.cluster.node_groups]
-        problem = capacity_problem(self.apps.api_max_replicas, self.apps.notifier_replicas, groups,
-                                   monitoring=self.observability.monitoring)
+        problem = capacity_problem(
+            self.apps.api_max_replicas, self.apps.notifier_replicas, groups, monitoring=self.observability.monitoring
+        )
         if problem:
-            raise PydanticCustomError("settings_budget", "{problem}", {
-                "problem": f"apps.apiMaxReplicas = {self.apps.api_max_replicas} is invalid: {problem}"})
+            raise PydanticCustomError(
+                "settings_budget",
+                "{problem}",
+                {"problem": f"apps.apiMaxReplicas = {self.apps.api_max_replicas} is invalid: {problem}"},
+            )
         return self
 
 
@@ -635,57 +877,120 @@ class PlatformSettings(_Group):
 _GENERAL_NODES = dict(name="general", min_size=1, desired_size=2, max_size=3, max_unavailable=1)
 DEFAULTS: dict[str, dict[str, _Group]] = {
     "dev": {
-        "network": NetworkSettings(vpc_cidr="10.20.0.0/16", az_count=2, nat_mode="single", flow_logs=False,
-                                   flow_log_retention_days=7, kubernetes_service_cidr="172.20.0.0/16"),
-        "cluster": ClusterSettings(kubernetes_version="1.35", public_access_cidrs=(), admin_role_arns=(),
-                                   janitor_timeout_seconds=900, node_groups=(NodeGroupSettings(
-                                       **_GENERAL_NODES, instance_types=("t3.large",), capacity_type="SPOT",
-                                       disk_size_gb=30),)),
-        "database": DatabaseSettings(engine_version="16", instance_class="db.t4g.micro", allocated_storage_gb=20,
-                                     max_allocated_storage_gb=50, backup_retention_days=1, multi_az=False,
-                                     deletion_protection=False, performance_insights=False, name="clinic",
-                                     username="clinic_admin"),
+        "network": NetworkSettings(
+            vpc_cidr="10.20.0.0/16",
+            az_count=2,
+            nat_mode="single",
+            flow_logs=False,
+            flow_log_retention_days=7,
+            kubernetes_service_cidr="172.20.0.0/16",
+        ),
+        "cluster": ClusterSettings(
+            kubernetes_version="1.35",
+            public_access_cidrs=(),
+            admin_role_arns=(),
+            janitor_timeout_seconds=900,
+            node_groups=(
+                NodeGroupSettings(
+                    **_GENERAL_NODES, instance_types=("t3.large",), capacity_type="SPOT", disk_size_gb=30
+                ),
+            ),
+        ),
+        "database": DatabaseSettings(
+            engine_version="16",
+            instance_class="db.t4g.micro",
+            allocated_storage_gb=20,
+            max_allocated_storage_gb=50,
+            backup_retention_days=1,
+            multi_az=False,
+            deletion_protection=False,
+            performance_insights=False,
+            name="clinic",
+            username="clinic_admin",
+        ),
         "storage": StorageSettings(noncurrent_version_days=7, cors_allowed_origins=()),
         "apps": AppsSettings(api_replicas=1, api_max_replicas=3, notifier_replicas=1),
-        "observability": ObservabilitySettings(monitoring=False, prometheus_retention_days=3, prometheus_storage_gb=20,
-                                               log_retention_days=7, alarm_emails=()),
+        "observability": ObservabilitySettings(
+            monitoring=False,
+            prometheus_retention_days=3,
+            prometheus_storage_gb=20,
+            log_retention_days=7,
+            alarm_emails=(),
+        ),
         "backup": BackupSettings(enabled=False, retention_days=7),
     },
     "prod": {
-        "network": NetworkSettings(vpc_cidr="10.30.0.0/16", az_count=3, nat_mode="per-az", flow_logs=True,
-                                   flow_log_retention_days=365, kubernetes_service_cidr="172.20.0.0/16"),
-        "cluster": ClusterSettings(kubernetes_version="1.35", public_access_cidrs=(), admin_role_arns=(),
-                                   janitor_timeout_seconds=1800, node_groups=(NodeGroupSettings(
-                                       **{**_GENERAL_NODES, "min_size": 3, "desired_size": 3, "max_size": 9},
-                                       instance_types=("m6i.large",), capacity_type="ON_DEMAND", disk_size_gb=50),)),
-        "database": DatabaseSettings(engine_version="16", instance_class="db.m7g.large", allocated_storage_gb=100,
-                                     max_allocated_storage_gb=1000, backup_retention_days=35, multi_az=True,
-                                     deletion_protection=True, performance_insights=True, name="clinic",
-                                     username="clinic_admin"),
+        "network": NetworkSettings(
+            vpc_cidr="10.30.0.0/16",
+            az_count=3,
+            nat_mode="per-az",
+            flow_logs=True,
+            flow_log_retention_days=365,
+            kubernetes_service_cidr="172.20.0.0/16",
+        ),
+        "cluster": ClusterSettings(
+            kubernetes_version="1.35",
+            public_access_cidrs=(),
+            admin_role_arns=(),
+            janitor_timeout_seconds=1800,
+            node_groups=(
+                NodeGroupSettings(
+                    **{**_GENERAL_NODES, "min_size": 3, "desired_size": 3, "max_size": 9},
+                    instance_types=("m6i.large",),
+                    capacity_type="ON_DEMAND",
+                    disk_size_gb=50,
+                ),
+            ),
+        ),
+        "database": DatabaseSettings(
+            engine_version="16",
+            instance_class="db.m7g.large",
+            allocated_storage_gb=100,
+            max_allocated_storage_gb=1000,
+            backup_retention_days=35,
+            multi_az=True,
+            deletion_protection=True,
+            performance_insights=True,
+            name="clinic",
+            username="clinic_admin",
+        ),
         "storage": StorageSettings(noncurrent_version_days=365, cors_allowed_origins=()),
         "apps": AppsSettings(api_replicas=3, api_max_replicas=12, notifier_replicas=2),
-        "observability": ObservabilitySettings(monitoring=True, prometheus_retention_days=15, prometheus_storage_gb=100,
-                                               log_retention_days=365, alarm_emails=()),
+        "observability": ObservabilitySettings(
+            monitoring=True,
+            prometheus_retention_days=15,
+            prometheus_storage_gb=100,
+            log_retention_days=365,
+            alarm_emails=(),
+        ),
         "backup": BackupSettings(enabled=True, retention_days=35),
     },
 }
 
 # The keys a stack file may set at the top level (stack and region come from Pulumi itself).
 TOP_LEVEL_KEYS: tuple[str, ...] = tuple(
-    field.alias or name for name, field in PlatformSettings.model_fields.items() if name not in ("stack", "region"))
+    field.alias or name for name, field in PlatformSettings.model_fields.items() if name not in ("stack", "region")
+)
 GROUPS: dict[str, type[_Group]] = {
-    field.alias or name: field.annotation for name, field in PlatformSettings.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, _Group)}
+    field.alias or name: field.annotation
+    for name, field in PlatformSettings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Group)
+}
 
 
 # --- loading -------------------------------------------------------------------------------------------------------
 
-def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None,
-                  today: datetime.date | None = None) -> PlatformSettings:
+
+def load_settings(
+    raw: Mapping[str, Any], *, stack: str, region: str | None, today: datetime.date | None = None
+) -> PlatformSettings:
     """Validates the project's config (keys without the project prefix) into frozen settings. `today` decides which
     Kubernetes versions are still in EKS standard support (default: the day the program runs)."""
-    problems = [f"{key} is not a setting of this project; allowed: {_choices(TOP_LEVEL_KEYS, key)}"
-                for key in raw if key not in TOP_LEVEL_KEYS]
+    problems = [
+        f"{key} is not a setting of this project; allowed: {_choices(TOP_LEVEL_KEYS, key)}"
+        for key in raw
+        if key not in TOP_LEVEL_KEYS
+    ]
     environment = raw.get("environment")
     if environment not in ENVIRONMENTS:
         problems.append(f"environment = {environment!r} is invalid; allowed: one of {', '.join(ENVIRONMENTS)}")
@@ -697,11 +1002,16 @@ def load_settings(raw: Mapping[str, Any], *, stack: str, region: str | None,
         default = DEFAULTS[environment].get(group)
         # A key the stack file sets overrides the environment's default; a group that is not a map stays as it is,
         # for the model to refuse by name.
-        data[group] = {**(default.model_dump(by_alias=True) if default else {}), **value} \
-            if isinstance(value, Mapping) else value
+        data[group] = (
+            {**(default.model_dump(by_alias=True) if default else {}), **value} if isinstance(value, Mapping) else value
+        )
     data["tags"] = _decode(raw.get("tags", {}))
-    context = {"environment": environment, "region": region, "az_count": _az_count(data["network"]),
-               "today": today or datetime.date.today()}
+    context = {
+        "environment": environment,
+        "region": region,
+        "az_count": _az_count(data["network"]),
+        "today": today or datetime.date.today(),
+    }
     try:
         settings = PlatformSettings.model_validate(data, context=context, by_alias=True, by_name=False)
     except ValidationError as error:
@@ -724,20 +1034,24 @@ def _problems(error: ValidationError) -> list[str]:
     errors = error.errors(include_url=False)
     for e in errors:
         loc, ctx = e["loc"], e.get("ctx") or {}
-        if e["type"] == "too_short" and any(other["loc"][:len(loc)] == loc != other["loc"] for other in errors):
+        if e["type"] == "too_short" and any(other["loc"][: len(loc)] == loc != other["loc"] for other in errors):
             continue  # pydantic counts a list whose items were refused as empty: the items' own errors say more
         if e["type"] == "settings_budget":
             problems.append(ctx["problem"])
         elif e["type"] == "settings_rules":
-            problems += [f"{_key(loc + (key,))} = {value!r} is invalid; allowed: {allowed}"
-                         for key, value, allowed in ctx["problems"]]
+            problems += [
+                f"{_key(loc + (key,))} = {value!r} is invalid; allowed: {allowed}"
+                for key, value, allowed in ctx["problems"]
+            ]
         elif loc and loc[0] == "tags" and loc[-1] == "[key]":
             problems.append(f"tags key {loc[1]!r} is invalid; allowed: {_allowed(e)}")
         elif e["type"] == "extra_forbidden":
             model, _ = _walk(loc[:-1])
             known = [f.alias or n for n, f in model.model_fields.items()] if model else []
-            problems.append(f"{_key(loc)} = {e['input']!r} is invalid; allowed: a known key of "
-                            f"'{_key(loc[:-1])}': {_choices(known, str(loc[-1]))}")
+            problems.append(
+                f"{_key(loc)} = {e['input']!r} is invalid; allowed: a known key of "
+                f"'{_key(loc[:-1])}': {_choices(known, str(loc[-1]))}"
+            )
         else:
             value = None if e["type"] == "missing" else e["input"]
             problems.append(f"{_key(loc)} = {value!r} is invalid; allowed: {_allowed(e)}")
@@ -750,7 +1064,7 @@ def _key(loc: tuple[Any, ...]) -> str:
     key = ""
     for i, part in enumerate(loc):
         if isinstance(part, int):
-            key += f"[{part}]" if _walk(loc[:i + 1])[0] else ""
+            key += f"[{part}]" if _walk(loc[: i + 1])[0] else ""
         else:
             key += f".{part}" if key else str(part)
     return "aws:region" if key == "region" else key
@@ -778,8 +1092,9 @@ def _walk(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, Any]:
 
 def _allowed_in(described: Any) -> str | None:
     """The outermost `Allowed` in a field's metadata or inside its annotation (an optional field's type)."""
-    items = described if isinstance(described, list) else [*getattr(described, "__metadata__", ()),
-                                                             *get_args(described)]
+    items = (
+        described if isinstance(described, list) else [*getattr(described, "__metadata__", ()), *get_args(described)]
+    )
     items = [inner for item in items for inner in (item if isinstance(item, Checks) else (item,))]
     direct = [item.text for item in items if isinstance(item, Allowed)]
     if direct:
@@ -810,7 +1125,7 @@ def settings_from_pulumi() -> PlatformSettings:
     prefix = f"{pulumi.get_project()}:"
     # The engine passes config either set in-process (mocks, automation) or through PULUMI_CONFIG.
     everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    raw = {key[len(prefix):]: _decode(value) for key, value in everything.items() if key.startswith(prefix)}
+    raw = {key[len(prefix) :]: _decode(value) for key, value in everything.items() if key.startswith(prefix)}
     return load_settings(raw, stack=pulumi.get_stack(), region=everything.get("aws:region"))
 
 

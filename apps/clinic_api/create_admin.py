@@ -1,4 +1,5 @@
 """`python -m clinic_api.create_admin EMAIL "Full Name"` — bootstrap the first admin; password read from stdin."""
+
 from __future__ import annotations
 
 import sys

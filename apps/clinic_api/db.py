@@ -1,4 +1,5 @@
 """The engine, the connection pool of the hot paths and its compiled statements (routes get them through deps.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,14 +43,31 @@ def make_hot_pool(settings: Settings) -> HotPool:
         user, password = db.user, db.password.get_secret_value() or None
         if credentials:  # read afresh for each new connection (a few per hour), so a rotated password is picked up
             user, password = await asyncio.to_thread(credentials.get, True)
-        return {"host": db.host, "port": db.port, "dbname": db.name, "user": user, "password": password,
-                "sslmode": db.sslmode, "connect_timeout": db.connect_timeout, "application_name": APPLICATION_NAME,
-                "autocommit": True, "row_factory": dict_row}
+        return {
+            "host": db.host,
+            "port": db.port,
+            "dbname": db.name,
+            "user": user,
+            "password": password,
+            "sslmode": db.sslmode,
+            "connect_timeout": db.connect_timeout,
+            "application_name": APPLICATION_NAME,
+            "autocommit": True,
+            "row_factory": dict_row,
+        }
 
-    pool: HotPool = AsyncConnectionPool(kwargs=connect_kwargs, min_size=db.pool_size, max_size=db.pool_size,
-                                        open=False, timeout=db.connect_timeout, max_lifetime=1800,
-                                        name="clinic-api-hot", configure=idle.stamp, reset=idle.stamp,
-                                        check=idle.ping_if_idle)
+    pool: HotPool = AsyncConnectionPool(
+        kwargs=connect_kwargs,
+        min_size=db.pool_size,
+        max_size=db.pool_size,
+        open=False,
+        timeout=db.connect_timeout,
+        max_lifetime=1800,
+        name="clinic-api-hot",
+        configure=idle.stamp,
+        reset=idle.stamp,
+        check=idle.ping_if_idle,
+    )
     return pool
 
 
@@ -78,7 +96,7 @@ class Prepared:
     defaults: dict[str, Any]
 
     @classmethod
-    def of(cls, statement: ClauseElement) -> "Prepared":
+    def of(cls, statement: ClauseElement) -> Prepared:
         compiled = statement.compile(dialect=psycopg_dialect())
         return cls(str(compiled), dict(compiled.params))
 

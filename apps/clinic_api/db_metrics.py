@@ -4,6 +4,7 @@ The query runs on a one-connection engine of its own, not the request pool: the 
 these numbers matter, and a scrape must not wait behind requests. A failed read leaves the two gauges out of that
 scrape (never a stale value) and sets ``clinic_db_stats_up`` to 0.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,10 +76,13 @@ class DatabaseStats(Collector):
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        return (GaugeMetricFamily("clinic_db_connections",
-                                  "Client connections open on the PostgreSQL server, all applications."),
-                GaugeMetricFamily("clinic_db_max_connections", "The PostgreSQL server's max_connections."),
-                GaugeMetricFamily("clinic_db_stats_up", "1 if the last read of the two above succeeded."))
+        return (
+            GaugeMetricFamily(
+                "clinic_db_connections", "Client connections open on the PostgreSQL server, all applications."
+            ),
+            GaugeMetricFamily("clinic_db_max_connections", "The PostgreSQL server's max_connections."),
+            GaugeMetricFamily("clinic_db_stats_up", "1 if the last read of the two above succeeded."),
+        )
 
 
 DATABASE_STATS = DatabaseStats()

@@ -5,6 +5,7 @@
 Every dependency but the session is `async def` and does no I/O, so it runs on the event loop: a plain `def` costs
 each request a hop through the thread pool, which the async hot paths exist to avoid (bench/bench_api.py). FastAPI
 solves a dependency once per request, so `require_role` and a `CurrentUser` parameter share one token check."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
@@ -58,8 +59,9 @@ LoginThrottleDep = Annotated[LoginThrottle, Depends(_login_throttle)]
 SessionDep = Annotated[Session, Depends(_session)]
 
 
-async def current_user(request: Request,
-                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+async def current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
     """The caller, from a valid bearer token; 401 otherwise. Verifying a signature is microseconds of CPU. The secret
     is read here rather than through SettingsDep: one dependency less to solve on every authenticated request."""
     secret = request.app.state.settings.auth.jwt_secret.get_secret_value()

@@ -1,4 +1,5 @@
 """`uvicorn --factory clinic_api.main:create_app`."""
+
 from __future__ import annotations
 
 import gc
@@ -25,10 +26,19 @@ from clinic_common.logging import configure_logging, request_id
 
 log = logging.getLogger("clinic.api")
 REQUESTS = Counter("clinic_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("clinic_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
-                    "Strict-Transport-Security": "max-age=31536000; includeSubDomains", "Cache-Control": "no-store"}
+LATENCY = Histogram(
+    "clinic_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "Cache-Control": "no-store",
+}
 
 
 class Observe:
@@ -65,7 +75,8 @@ class Observe:
             if responded:  # too late for a 500: the client sees the connection end
                 raise
             await JSONResponse({"detail": "internal error", "request_id": rid}, status_code=500)(
-                scope, receive, send_with_headers)
+                scope, receive, send_with_headers
+            )
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
@@ -82,8 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.hot_pool.open(wait=False)  # connects in the background; a request waits at most the timeout
         relay = None
         if settings.outbox.relay_enabled:
-            relay = Relay(app.state.engine, client("sqs", settings.aws), settings.queues,
-                          settings.outbox.interval_seconds, settings.outbox.batch_size)
+            relay = Relay(
+                app.state.engine,
+                client("sqs", settings.aws),
+                settings.queues,
+                settings.outbox.interval_seconds,
+                settings.outbox.batch_size,
+            )
             relay.start()
         # Everything built so far lives as long as the process. Frozen, a full collection no longer walks it: that
         # walk paused every request in flight for ~70 ms (p99 of the exam list 7 -> 60 ms; bench/bench_api.py).
@@ -109,8 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        fields = [{"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]}
-                  for e in error.errors()]
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]} for e in error.errors()
+        ]
         return JSONResponse({"detail": "invalid request", "errors": fields}, status_code=422)
 
     return app

@@ -1,4 +1,5 @@
 """`python -m clinic_api.migrate`: bring the schema to the latest revision (a Kubernetes Job, once per release)."""
+
 from __future__ import annotations
 
 import logging

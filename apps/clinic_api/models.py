@@ -1,15 +1,16 @@
 """Tables. The outbox lives in the same database so an event is committed with the change that caused it."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -36,8 +37,9 @@ class Appointment(Base):
     status: Mapped[str] = mapped_column(String(16), default="confirmed")  # confirmed | cancelled
     room_url: Mapped[str | None] = mapped_column(String(300))
     # A doctor's slot is taken once, whatever races between requests: the database says no.
-    __table_args__ = (Index("uq_doctor_slot", "doctor_id", "starts_at", unique=True,
-                            postgresql_where=text("status <> 'cancelled'")),)
+    __table_args__ = (
+        Index("uq_doctor_slot", "doctor_id", "starts_at", unique=True, postgresql_where=text("status <> 'cancelled'")),
+    )
 
 
 class Exam(Base):

@@ -1,6 +1,7 @@
 """Transactional outbox: events are rows written in the transaction of the change; a relay sends them to SQS.
 
 `python -m clinic_api.outbox` runs the relay alone (the API also runs it in the background)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import logging
 import signal
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -50,25 +51,36 @@ def record(session: Session, event_type: str, payload: dict[str, Any]) -> Outbox
 
 
 def message(event: OutboxEvent) -> dict[str, Any]:
-    body = {"id": str(event.event_id), "type": event.event_type,
-            "occurred_at": event.occurred_at.isoformat(), "payload": event.payload}
-    return {"Id": str(event.id), "MessageBody": json.dumps(body),
-            "MessageAttributes": {"event_type": {"DataType": "String", "StringValue": event.event_type}}}
+    body = {
+        "id": str(event.event_id),
+        "type": event.event_type,
+        "occurred_at": event.occurred_at.isoformat(),
+        "payload": event.payload,
+    }
+    return {
+        "Id": str(event.id),
+        "MessageBody": json.dumps(body),
+        "MessageAttributes": {"event_type": {"DataType": "String", "StringValue": event.event_type}},
+    }
 
 
 def relay_once(session: Session, sqs: Any, queues: QueueSettings, batch_size: int = 50) -> int:
     """Sends one batch of due events; returns how many were sent. Rows stay pending on any failure."""
-    now = datetime.now(timezone.utc)
-    events = session.scalars(select(OutboxEvent).where(OutboxEvent.sent_at.is_(None),
-                                                       OutboxEvent.next_attempt_at <= now)
-                             .order_by(OutboxEvent.id).limit(batch_size).with_for_update(skip_locked=True)).all()
+    now = datetime.now(UTC)
+    events = session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.sent_at.is_(None), OutboxEvent.next_attempt_at <= now)
+        .order_by(OutboxEvent.id)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    ).all()
     by_queue: dict[str, list[OutboxEvent]] = {}
     for event in events:
         by_queue.setdefault(queue_for(event.event_type, queues), []).append(event)
     sent = 0
     for url, group in by_queue.items():
         for i in range(0, len(group), 10):  # SQS batches hold 10
-            chunk = {str(e.id): e for e in group[i:i + 10]}
+            chunk = {str(e.id): e for e in group[i : i + 10]}
             try:
                 response = sqs.send_message_batch(QueueUrl=url, Entries=[message(e) for e in chunk.values()])
                 failed = {f["Id"]: f.get("Message", f.get("Code", "")) for f in response.get("Failed", [])}
@@ -78,7 +90,7 @@ def relay_once(session: Session, sqs: Any, queues: QueueSettings, batch_size: in
                 if key in failed:
                     event.attempts += 1
                     event.last_error = failed[key][:2000]
-                    event.next_attempt_at = now + timedelta(seconds=min(2 ** event.attempts, MAX_BACKOFF_SECONDS))
+                    event.next_attempt_at = now + timedelta(seconds=min(2**event.attempts, MAX_BACKOFF_SECONDS))
                 else:
                     event.sent_at = now
                     sent += 1
@@ -87,10 +99,11 @@ def relay_once(session: Session, sqs: Any, queues: QueueSettings, batch_size: in
 
 
 def refresh_gauges(session: Session) -> None:
-    count, oldest = session.execute(select(func.count(), func.min(OutboxEvent.occurred_at))
-                                    .where(OutboxEvent.sent_at.is_(None))).one()
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxEvent.occurred_at)).where(OutboxEvent.sent_at.is_(None))
+    ).one()
     PENDING.set(count)
-    OLDEST.set((datetime.now(timezone.utc) - oldest).total_seconds() if oldest else 0)
+    OLDEST.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
 
 
 class Relay(threading.Thread):
@@ -106,8 +119,10 @@ class Relay(threading.Thread):
                 with Session(self.engine) as session:
                     # A backlog drains batch after batch, but a stop (the API shutting down) ends it after the batch
                     # in hand: what is left stays pending for the next relay, and shutdown is not held up.
-                    while (not self.stopping.is_set()
-                           and relay_once(session, self.sqs, self.queues, self.batch_size) == self.batch_size):
+                    while (
+                        not self.stopping.is_set()
+                        and relay_once(session, self.sqs, self.queues, self.batch_size) == self.batch_size
+                    ):
                         pass
                     refresh_gauges(session)
             except Exception:  # noqa: BLE001 - the relay must outlive a database restart
@@ -122,8 +137,13 @@ class Relay(threading.Thread):
 def main() -> int:
     settings = get_settings()
     configure_logging("clinic-outbox-relay", settings.log_level)
-    relay = Relay(make_engine(settings), client("sqs", settings.aws), settings.queues,
-                  settings.outbox.interval_seconds, settings.outbox.batch_size)
+    relay = Relay(
+        make_engine(settings),
+        client("sqs", settings.aws),
+        settings.queues,
+        settings.outbox.interval_seconds,
+        settings.outbox.batch_size,
+    )
     for stop_signal in (signal.SIGTERM, signal.SIGINT):  # finish the batch in hand, then exit
         signal.signal(stop_signal, lambda *_: relay.stopping.set())
     relay.start()

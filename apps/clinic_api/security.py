@@ -1,11 +1,12 @@
 """Passwords (argon2), tokens (JWT) and the principal they carry, login throttling (the dependencies routes declare
 are in deps.py)."""
+
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from argon2 import PasswordHasher
@@ -31,7 +32,7 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def issue_token(user: User, secret: str, minutes: int) -> str:
-    expires = datetime.now(timezone.utc) + timedelta(minutes=minutes)
+    expires = datetime.now(UTC) + timedelta(minutes=minutes)
     return jwt.encode({"sub": str(user.id), "role": user.role, "exp": expires}, secret, algorithm="HS256")
 
 

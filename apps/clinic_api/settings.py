@@ -1,4 +1,5 @@
 """API settings from the environment: prefix CLINIC_, nested groups joined by __ (see README)."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -56,11 +57,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @model_validator(mode="after")
-    def _real_secret_outside_development(self) -> "Settings":
+    def _real_secret_outside_development(self) -> Settings:
         secret = self.auth.jwt_secret.get_secret_value()
         if self.environment != "development" and (secret == DEVELOPMENT_JWT_SECRET or len(secret) < 32):
-            raise ValueError("auth.jwt_secret (CLINIC_AUTH__JWT_SECRET) is the development placeholder or shorter "
-                             "than 32 characters; allowed outside development: a generated secret of 32+ characters")
+            raise ValueError(
+                "auth.jwt_secret (CLINIC_AUTH__JWT_SECRET) is the development placeholder or shorter "
+                "than 32 characters; allowed outside development: a generated secret of 32+ characters"
+            )
         return self
 
 

@@ -1,4 +1,5 @@
 """AWS settings and clients (an emulator endpoint for local runs and tests)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,7 +16,13 @@ class AwsSettings(BaseModel):
 
 
 def client(service: str, aws: AwsSettings, **config: Any) -> Any:
-    options = {"retries": {"mode": "standard", "max_attempts": 3}, "connect_timeout": 5, "read_timeout": 60,
-               "max_pool_connections": 20, **config}
-    return boto3.session.Session().client(service, region_name=aws.region, endpoint_url=aws.endpoint_url,
-                                          config=Config(**options))
+    options = {
+        "retries": {"mode": "standard", "max_attempts": 3},
+        "connect_timeout": 5,
+        "read_timeout": 60,
+        "max_pool_connections": 20,
+        **config,
+    }
+    return boto3.session.Session().client(
+        service, region_name=aws.region, endpoint_url=aws.endpoint_url, config=Config(**options)
+    )

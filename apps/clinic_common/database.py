@@ -1,4 +1,5 @@
 """Database settings and engine: credentials from the RDS-managed secret in Secrets Manager, re-read on rotation."""
+
 from __future__ import annotations
 
 import json
@@ -55,10 +56,15 @@ class SecretCredentials:
 
 
 def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str) -> Engine:
-    url = URL.create("postgresql+psycopg", username=db.user, password=db.password.get_secret_value() or None,
-                     host=db.host, port=db.port, database=db.name,
-                     query={"sslmode": db.sslmode, "connect_timeout": str(db.connect_timeout),
-                            "application_name": application_name})
+    url = URL.create(
+        "postgresql+psycopg",
+        username=db.user,
+        password=db.password.get_secret_value() or None,
+        host=db.host,
+        port=db.port,
+        database=db.name,
+        query={"sslmode": db.sslmode, "connect_timeout": str(db.connect_timeout), "application_name": application_name},
+    )
     engine = sa_create_engine(url, pool_size=db.pool_size, max_overflow=db.pool_size, pool_recycle=1800)
     _ping_idle_connections(engine)
     if db.secret_arn:
@@ -74,6 +80,7 @@ def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str)
                     raise
                 cparams["user"], cparams["password"] = credentials.get(refresh=True)
                 return dialect.connect(*cargs, **cparams)
+
     return engine
 
 

@@ -1,4 +1,5 @@
 """JSON logs with the request id of the request being served."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 request_id: ContextVar[str] = ContextVar("request_id", default="")
@@ -20,9 +21,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(), "service": self.service, "logger": record.name,
-            "message": record.getMessage()}
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if rid := request_id.get():
             doc["request_id"] = rid
         doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})

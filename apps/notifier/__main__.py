@@ -1,5 +1,6 @@
 """``python -m notifier``: poll the queues until SIGTERM/SIGINT, then finish the batch in hand and exit 0 within
 ``shutdown_timeout_seconds`` (NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS)."""
+
 from __future__ import annotations
 
 import logging
@@ -49,9 +50,11 @@ def main() -> int:
     finished = notifier.join(settings.shutdown_timeout_seconds)
     server.shutdown()
     if not finished:
-        log.error("shutdown timeout passed with a batch unfinished; its messages return after the visibility "
-                  "timeout, and an email SES accepted without being recorded is sent once more",
-                  extra={"shutdown_timeout_seconds": settings.shutdown_timeout_seconds})
+        log.error(
+            "shutdown timeout passed with a batch unfinished; its messages return after the visibility "
+            "timeout, and an email SES accepted without being recorded is sent once more",
+            extra={"shutdown_timeout_seconds": settings.shutdown_timeout_seconds},
+        )
         sys.stdout.flush()
         # A send blocked in SES cannot be interrupted, and a normal exit would wait for its thread: exit now, as the
         # kubelet's SIGKILL would, but at the configured time and with the reason logged.

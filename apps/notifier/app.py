@@ -1,4 +1,5 @@
 """Wiring: settings -> engine, AWS clients, store, worker; JSON logs."""
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,14 @@ def build_notifier(settings: NotifierSettings) -> Notifier:
     engine = build_engine(settings)
     return Notifier(
         # SES calls are retried by the worker's own policy (1 s, 2 s): botocore must not multiply it.
-        sqs=client("sqs", settings.aws), ses=client("sesv2", settings.aws, retries={"max_attempts": 1}),
+        sqs=client("sqs", settings.aws),
+        ses=client("sesv2", settings.aws, retries={"max_attempts": 1}),
         store=SentEventStore(engine, claim_lease_seconds=settings.claim_lease_seconds),
-        queue_urls=settings.queue_urls, from_address=settings.ses.from_address,
-        configuration_set=settings.ses.configuration_set, batch_size=settings.batch_size,
-        wait_seconds=settings.wait_seconds, retry=RetryPolicy(), send_concurrency=settings.send_concurrency)
+        queue_urls=settings.queue_urls,
+        from_address=settings.ses.from_address,
+        configuration_set=settings.ses.configuration_set,
+        batch_size=settings.batch_size,
+        wait_seconds=settings.wait_seconds,
+        retry=RetryPolicy(),
+        send_concurrency=settings.send_concurrency,
+    )

@@ -4,6 +4,7 @@ Each queue's DLQ is found from its own RedrivePolicy, so the notifier needs no s
 queues: SQS requires a DLQ in the queue's account and region, so its URL is the queue's with the DLQ's name.
 Sampling runs in its own thread and never raises: an SQS error is logged and counted, the last value is kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def dead_letter_queue_url(queue_url: str, redrive_policy: str | None) -> str | N
 
 
 class DeadLetterSampler:
-    def __init__(self, sqs: Any, queue_urls: Sequence[str], metrics: Metrics,
-                 interval: float = SAMPLE_INTERVAL_SECONDS):
+    def __init__(
+        self, sqs: Any, queue_urls: Sequence[str], metrics: Metrics, interval: float = SAMPLE_INTERVAL_SECONDS
+    ):
         self.sqs = sqs
         self.queue_urls = list(queue_urls)
         self.metrics = metrics
@@ -51,13 +53,17 @@ class DeadLetterSampler:
                 dlq_url = dead_letter_queue_url(queue_url, attributes.get("Attributes", {}).get("RedrivePolicy"))
                 if dlq_url is None:
                     continue
-                depth = int(self.sqs.get_queue_attributes(
-                    QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"],
-                )["Attributes"]["ApproximateNumberOfMessages"])
+                depth = int(
+                    self.sqs.get_queue_attributes(
+                        QueueUrl=dlq_url,
+                        AttributeNames=["ApproximateNumberOfMessages"],
+                    )["Attributes"]["ApproximateNumberOfMessages"]
+                )
             except (BotoCoreError, ClientError, ValueError, KeyError) as exc:
                 self.metrics.dead_letter_sample_errors.inc()
-                log.warning("could not sample a dead-letter queue", extra={
-                    "queue_url": queue_url, "error": error_code(exc)})
+                log.warning(
+                    "could not sample a dead-letter queue", extra={"queue_url": queue_url, "error": error_code(exc)}
+                )
                 continue
             name = dlq_url.rsplit("/", 1)[-1]
             self.metrics.dead_letters.labels(queue=name).set(depth)

@@ -4,6 +4,7 @@ SQS body: ``{"id": "<uuid>", "type": "<event type>", "occurred_at": "<iso8601>",
 message attribute ``event_type``. Anything that does not fit is a poison message: it is never deleted, so SQS moves
 it to the queue's DLQ after ``maxReceiveCount`` receives.
 """
+
 from __future__ import annotations
 
 import json

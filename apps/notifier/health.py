@@ -1,4 +1,5 @@
 """/healthz (the pollers are running), /readyz (PostgreSQL answers), /metrics (Prometheus)."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,9 @@ from .worker import Notifier
 log = logging.getLogger("notifier.health")
 
 
-def make_server(notifier: Notifier, host: str, port: int,
-                stopping: Callable[[], bool] = lambda: False) -> ThreadingHTTPServer:
+def make_server(
+    notifier: Notifier, host: str, port: int, stopping: Callable[[], bool] = lambda: False
+) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path = self.path.split("?", 1)[0]

@@ -1,4 +1,5 @@
 """``python -m notifier.migrate``: create the notifier's table (idempotent; run once per release)."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Transient-error classification and retry with exponential backoff."""
+
 from __future__ import annotations
 
 import time
@@ -6,16 +7,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
-                                 ReadTimeoutError)
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 T = TypeVar("T")
 
-TRANSIENT_CODES = frozenset({
-    "Throttling", "ThrottlingException", "TooManyRequestsException", "RequestThrottled", "LimitExceededException",
-    "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure", "InternalServerError",
-    "InternalError", "RequestTimeout", "RequestTimeoutException",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "LimitExceededException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -42,11 +59,15 @@ class RetryPolicy:
     factor: float = 2.0
 
     def delays(self) -> list[float]:
-        return [self.first_delay * self.factor ** i for i in range(self.attempts - 1)]
+        return [self.first_delay * self.factor**i for i in range(self.attempts - 1)]
 
 
-def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
-                    on_retry: Callable[[BaseException, float], None] | None = None) -> T:
+def call_with_retry(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+) -> T:
     """Call ``fn``; transient errors are retried after 1 s, 2 s, ... up to ``policy.attempts`` calls in all."""
     delays = policy.delays()
     for attempt in range(policy.attempts):

@@ -1,12 +1,13 @@
 """Notifier settings from the environment: prefix ``NOTIFIER_``, nested groups joined by ``__``.
 
-    NOTIFIER_QUEUE_URLS='["https://sqs.../clinic-account", ...]'   (JSON list, or comma-separated)
-    NOTIFIER_SES__FROM_ADDRESS=no-reply@clinic.example
-    NOTIFIER_SES__CONFIGURATION_SET=clinic
-    NOTIFIER_DATABASE__...   the shared DatabaseSettings (clinic_common), incl. SECRET_ARN for the RDS secret
-    NOTIFIER_AWS__...        the shared AwsSettings (clinic_common): REGION, ENDPOINT_URL
-    NOTIFIER_HTTP_PORT=8080  NOTIFIER_BATCH_SIZE=10  NOTIFIER_WAIT_SECONDS=20  NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS=30
+NOTIFIER_QUEUE_URLS='["https://sqs.../clinic-account", ...]'   (JSON list, or comma-separated)
+NOTIFIER_SES__FROM_ADDRESS=no-reply@clinic.example
+NOTIFIER_SES__CONFIGURATION_SET=clinic
+NOTIFIER_DATABASE__...   the shared DatabaseSettings (clinic_common), incl. SECRET_ARN for the RDS secret
+NOTIFIER_AWS__...        the shared AwsSettings (clinic_common): REGION, ENDPOINT_URL
+NOTIFIER_HTTP_PORT=8080  NOTIFIER_BATCH_SIZE=10  NOTIFIER_WAIT_SECONDS=20  NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS=30
 """
+
 from __future__ import annotations
 
 import json
@@ -81,13 +82,14 @@ class NotifierSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _shutdown_outlasts_a_long_poll(self) -> "NotifierSettings":
+    def _shutdown_outlasts_a_long_poll(self) -> NotifierSettings:
         least = self.wait_seconds + SHUTDOWN_BATCH_SECONDS
         if self.shutdown_timeout_seconds < least:
             raise ValueError(
                 f"shutdown_timeout_seconds (NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS) = {self.shutdown_timeout_seconds:g} is "
                 f"invalid; allowed: at least wait_seconds + {SHUTDOWN_BATCH_SECONDS} = {least}: a long poll in flight "
-                "at SIGTERM returns within wait_seconds, and the batch it brings must still be sent and deleted")
+                "at SIGTERM returns within wait_seconds, and the batch it brings must still be sent and deleted"
+            )
         return self
 
 

@@ -8,6 +8,7 @@ States of a row in ``notifier_sent_events``:
 The remaining window, a crash between SES accepting an email and the row being marked sent, resends it once after
 the lease: SES has no idempotency key, so at-least-once is the best available there.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -84,8 +85,14 @@ class SentEventStore:
         if not events:
             return ClaimResult(frozenset(), frozenset(), frozenset())
         with self.engine.begin() as conn:
-            rows = conn.execute(_CLAIM, {"ids": [e[0] for e in events], "types": [e[1] for e in events],
-                                         "lease": float(self.claim_lease_seconds)}).all()
+            rows = conn.execute(
+                _CLAIM,
+                {
+                    "ids": [e[0] for e in events],
+                    "types": [e[1] for e in events],
+                    "lease": float(self.claim_lease_seconds),
+                },
+            ).all()
         claimed = {r.event_id for r in rows if r.claimed}
         sent = {r.event_id for r in rows if not r.claimed and r.existing == "sent"}
         busy = {r.event_id for r in rows if not r.claimed and r.existing != "sent"}

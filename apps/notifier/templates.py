@@ -1,9 +1,10 @@
 """One email (subject, text, HTML) per event type. Everything from the payload is escaped in the HTML part."""
+
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC
 from urllib.parse import urlsplit
 
 from .events import Event, parse_datetime
@@ -27,8 +28,8 @@ def _one_line(value: object, limit: int = 200) -> str:
 def _when(value: str) -> str:
     moment = parse_datetime(value, "starts_at")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%A %d %B %Y, %H:%M UTC")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%A %d %B %Y, %H:%M UTC")
 
 
 def _safe_link(value: object) -> str | None:
@@ -44,13 +45,17 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
     p = event.payload
     kind = event.type
     if kind == "account.created":
-        return (f"Welcome to {CLINIC_NAME}",
-                ["Your account has been created. You can now sign in to book appointments and see your exam results."],
-                None)
+        return (
+            f"Welcome to {CLINIC_NAME}",
+            ["Your account has been created. You can now sign in to book appointments and see your exam results."],
+            None,
+        )
     if kind == "patient.registered":
-        return (f"Your patient record at {CLINIC_NAME} is ready",
-                ["You are now registered as a patient. You can book appointments and follow your exams online."],
-                None)
+        return (
+            f"Your patient record at {CLINIC_NAME} is ready",
+            ["You are now registered as a patient. You can book appointments and follow your exams online."],
+            None,
+        )
     if kind == "doctor.registered":
         specialty = p.get("specialty")
         line = "Your doctor profile has been created"
@@ -72,21 +77,33 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
         return (f"Appointment cancelled: {when}", lines, None)
     exam = _one_line(p.get("exam_type", ""))
     if kind == "exam.created":
-        return (f"Your {exam} exam has been scheduled",
-                [f"An exam ({exam}) has been created in your record. We will let you know when its result is ready."],
-                None)
+        return (
+            f"Your {exam} exam has been scheduled",
+            [f"An exam ({exam}) has been created in your record. We will let you know when its result is ready."],
+            None,
+        )
     if kind == "exam.completed":
-        return (f"Your {exam} exam is complete",
-                [f"Your exam ({exam}) has been completed. Its result is being prepared."], None)
+        return (
+            f"Your {exam} exam is complete",
+            [f"Your exam ({exam}) has been completed. Its result is being prepared."],
+            None,
+        )
     if kind == "exam.result.ready":
-        return (f"Your {exam} result is ready",
-                [f"The result of your exam ({exam}) is ready.",
-                 "Sign in to your account to view and download it. For your privacy the result is not attached."],
-                None)
+        return (
+            f"Your {exam} result is ready",
+            [
+                f"The result of your exam ({exam}) is ready.",
+                "Sign in to your account to view and download it. For your privacy the result is not attached.",
+            ],
+            None,
+        )
     if kind == "file.uploaded":
         name = p.get("filename")
-        line = f"A new document ({_one_line(name)}) has been added to your record." if name else \
-            "A new document has been added to your record."
+        line = (
+            f"A new document ({_one_line(name)}) has been added to your record."
+            if name
+            else "A new document has been added to your record."
+        )
         return ("A new document is available", [line, "Sign in to your account to view it."], None)
     raise ValueError(f"no template for event type {kind!r}")
 
@@ -103,7 +120,7 @@ def render(event: Event) -> Email:
     footer = f"This message was sent by {CLINIC_NAME}. Please do not reply to it."
     text_parts.append(footer)
     html_parts.append(f'<p style="color:#666;font-size:12px">{html.escape(footer)}</p>')
-    body_html = ("<!DOCTYPE html><html><body style=\"font-family:sans-serif\">"
-                 + "".join(html_parts) + "</body></html>")
-    return Email(to=event.recipient_email, subject=_one_line(subject, 150), text="\n\n".join(text_parts),
-                 html=body_html)
+    body_html = '<!DOCTYPE html><html><body style="font-family:sans-serif">' + "".join(html_parts) + "</body></html>"
+    return Email(
+        to=event.recipient_email, subject=_one_line(subject, 150), text="\n\n".join(text_parts), html=body_html
+    )

@@ -1,4 +1,5 @@
 """The worker: long-poll each queue, validate, claim, render, send through SES v2, delete what is done."""
+
 from __future__ import annotations
 
 import logging
@@ -26,6 +27,7 @@ MAX_POLL_BACKOFF = 30.0
 @dataclass
 class BatchReport:
     """What happened to each message of a batch, by SQS message id."""
+
     sent: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     poison: list[str] = field(default_factory=list)
@@ -34,10 +36,22 @@ class BatchReport:
 
 
 class Notifier:
-    def __init__(self, *, sqs: Any, ses: Any, store: SentEventStore, queue_urls: Sequence[str], from_address: str,
-                 configuration_set: str | None = None, batch_size: int = 10, wait_seconds: int = 20,
-                 retry: RetryPolicy = RetryPolicy(), metrics: Metrics | None = None,
-                 send_concurrency: int = 10, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        *,
+        sqs: Any,
+        ses: Any,
+        store: SentEventStore,
+        queue_urls: Sequence[str],
+        from_address: str,
+        configuration_set: str | None = None,
+        batch_size: int = 10,
+        wait_seconds: int = 20,
+        retry: RetryPolicy = RetryPolicy(),
+        metrics: Metrics | None = None,
+        send_concurrency: int = 10,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if not queue_urls:
             raise ValueError("queue_urls is empty; allowed: at least one SQS queue URL")
         self.sqs = sqs
@@ -58,8 +72,12 @@ class Notifier:
 
     def receive(self, queue_url: str) -> list[dict]:
         response = self.sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=self.batch_size, WaitTimeSeconds=self.wait_seconds,
-            MessageAttributeNames=["All"], MessageSystemAttributeNames=["ApproximateReceiveCount"])
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=self.wait_seconds,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
         return response.get("Messages", [])
 
     def send(self, event: Event) -> str:
@@ -67,24 +85,30 @@ class Notifier:
         kwargs: dict[str, Any] = {
             "FromEmailAddress": self.from_address,
             "Destination": {"ToAddresses": [email.to]},
-            "Content": {"Simple": {
-                "Subject": {"Data": email.subject, "Charset": "UTF-8"},
-                "Body": {"Text": {"Data": email.text, "Charset": "UTF-8"},
-                         "Html": {"Data": email.html, "Charset": "UTF-8"}}}},
+            "Content": {
+                "Simple": {
+                    "Subject": {"Data": email.subject, "Charset": "UTF-8"},
+                    "Body": {
+                        "Text": {"Data": email.text, "Charset": "UTF-8"},
+                        "Html": {"Data": email.html, "Charset": "UTF-8"},
+                    },
+                }
+            },
             "EmailTags": [{"Name": "event_type", "Value": event.type.replace(".", "_")}],
         }
         if self.configuration_set:
             kwargs["ConfigurationSetName"] = self.configuration_set
 
         def retrying(exc: BaseException, delay: float) -> None:
-            log.warning("transient SES error, retrying", extra={"event_id": event.id, "event_type": event.type,
-                                                                  "error": error_code(exc), "retry_in_s": delay})
+            log.warning(
+                "transient SES error, retrying",
+                extra={"event_id": event.id, "event_type": event.type, "error": error_code(exc), "retry_in_s": delay},
+            )
 
         response = call_with_retry(lambda: self.ses.send_email(**kwargs), self.retry, self.sleep, retrying)
         return response["MessageId"]
 
-    def process_batch(self, queue_url: str, messages: Sequence[dict],
-                      received_at: float | None = None) -> BatchReport:
+    def process_batch(self, queue_url: str, messages: Sequence[dict], received_at: float | None = None) -> BatchReport:
         received_at = time.monotonic() if received_at is None else received_at
         report = BatchReport()
         by_event: dict[str, tuple[Event, list[dict]]] = {}
@@ -95,10 +119,16 @@ class Notifier:
                 # Not deleted: SQS moves it to the DLQ after maxReceiveCount receives.
                 self.metrics.poison.labels(reason=exc.reason).inc()
                 report.poison.append(message["MessageId"])
-                log.error("poison message left for the DLQ", extra={
-                    "message_id": message["MessageId"], "reason": exc.reason, "detail": exc.detail,
-                    "receive_count": message.get("Attributes", {}).get("ApproximateReceiveCount"),
-                    "queue_url": queue_url})
+                log.error(
+                    "poison message left for the DLQ",
+                    extra={
+                        "message_id": message["MessageId"],
+                        "reason": exc.reason,
+                        "detail": exc.detail,
+                        "receive_count": message.get("Attributes", {}).get("ApproximateReceiveCount"),
+                        "queue_url": queue_url,
+                    },
+                )
                 continue
             by_event.setdefault(event.id, (event, []))[1].append(message)
 
@@ -122,8 +152,9 @@ class Notifier:
         try:
             claim = self.store.claim([(eid, ev.type) for eid, (ev, _) in by_event.items()])
         except Exception:
-            log.exception("could not claim events; leaving the batch for redelivery",
-                          extra={"event_ids": list(by_event)})
+            log.exception(
+                "could not claim events; leaving the batch for redelivery", extra={"event_ids": list(by_event)}
+            )
             self._fail(report, [m for _, ms in by_event.values() for m in ms], "database")
             raise
 
@@ -148,12 +179,25 @@ class Notifier:
                 sent[eid] = future.result()
             except Exception as exc:
                 released.append(eid)
-                reason = ("ses_transient" if is_transient(exc) else
-                          "ses_rejected" if isinstance(exc, ClientError) else "error")
+                reason = (
+                    "ses_transient"
+                    if is_transient(exc)
+                    else "ses_rejected"
+                    if isinstance(exc, ClientError)
+                    else "error"
+                )
                 self._fail(report, msgs, reason)
-                log.error("email not sent; left for redelivery", exc_info=reason == "error", extra={
-                    "event_id": eid, "event_type": event.type, "reason": reason, "error": error_code(exc),
-                    "message_id": msgs[0]["MessageId"]})
+                log.error(
+                    "email not sent; left for redelivery",
+                    exc_info=reason == "error",
+                    extra={
+                        "event_id": eid,
+                        "event_type": event.type,
+                        "reason": reason,
+                        "error": error_code(exc),
+                        "message_id": msgs[0]["MessageId"],
+                    },
+                )
                 continue
             self.metrics.emails_sent.labels(event_type=event.type).inc()
             leader, *copies = msgs
@@ -162,8 +206,15 @@ class Notifier:
             if copies:
                 report.duplicates.extend(m["MessageId"] for m in copies)
                 self.metrics.duplicates.inc(len(copies))
-            log.info("email sent", extra={"event_id": eid, "event_type": event.type,
-                                          "message_id": leader["MessageId"], "ses_message_id": sent[eid]})
+            log.info(
+                "email sent",
+                extra={
+                    "event_id": eid,
+                    "event_type": event.type,
+                    "message_id": leader["MessageId"],
+                    "ses_message_id": sent[eid],
+                },
+            )
         try:
             self.store.finish(sent, released)
         except Exception:
@@ -178,7 +229,8 @@ class Notifier:
         by_entry = {str(i): m for i, m in enumerate(messages)}
         try:
             response = call_with_retry(
-                lambda: self.sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries), self.retry, self.sleep)
+                lambda: self.sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries), self.retry, self.sleep
+            )
         except Exception as exc:
             # Redelivered later and recognised as a duplicate: nothing is sent twice.
             log.error("could not delete messages", extra={"queue_url": queue_url, "error": error_code(exc)})
@@ -189,8 +241,7 @@ class Notifier:
         for failed in response.get("Failed", []):
             msg = by_entry[failed["Id"]]
             self._fail(report, [msg], "delete")
-            log.error("could not delete message", extra={"message_id": msg["MessageId"],
-                                                          "error": failed.get("Code")})
+            log.error("could not delete message", extra={"message_id": msg["MessageId"], "error": failed.get("Code")})
 
     # --- the loop --------------------------------------------------------------------------------------------
 
@@ -213,13 +264,18 @@ class Notifier:
             except Exception as exc:
                 db_down = db_down or _is_database_error(exc)
                 backoff = min(MAX_POLL_BACKOFF, backoff * 2 or 1.0)
-                log.error("poll failed; backing off", exc_info=not is_transient(exc), extra={
-                    "queue_url": queue_url, "error": error_code(exc), "retry_in_s": backoff})
+                log.error(
+                    "poll failed; backing off",
+                    exc_info=not is_transient(exc),
+                    extra={"queue_url": queue_url, "error": error_code(exc), "retry_in_s": backoff},
+                )
                 stop.wait(backoff)
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
-        self._threads = [threading.Thread(target=self.poll, args=(url, stop), name=f"poll-{url.rsplit('/', 1)[-1]}",
-                                          daemon=True) for url in self.queue_urls]
+        self._threads = [
+            threading.Thread(target=self.poll, args=(url, stop), name=f"poll-{url.rsplit('/', 1)[-1]}", daemon=True)
+            for url in self.queue_urls
+        ]
         for t in self._threads:
             t.start()
         return self._threads

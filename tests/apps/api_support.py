@@ -1,4 +1,5 @@
 """Builds an API on a fresh database of the test PostgreSQL and talks to it like a client."""
+
 from __future__ import annotations
 
 import uuid
@@ -22,8 +23,14 @@ PASSWORD = "correct horse battery"
 def settings_for(postgres, clinic_aws, database: str, **overrides) -> Settings:
     values = {
         "environment": "development",
-        "database": {"host": postgres.host, "port": postgres.port, "name": database, "user": "postgres",
-                     "sslmode": "disable", "connect_timeout": 2},
+        "database": {
+            "host": postgres.host,
+            "port": postgres.port,
+            "name": database,
+            "user": "postgres",
+            "sslmode": "disable",
+            "connect_timeout": 2,
+        },
         "aws": {"region": "us-east-1", "endpoint_url": clinic_aws.endpoint},
         "storage": {"bucket": clinic_aws.bucket},
         "queues": {d.replace("-", "_"): url for d, url in clinic_aws.queue_urls.items()},

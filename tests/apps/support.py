@@ -1,4 +1,5 @@
 """Plain helpers shared by the app tests (fixtures live in conftest.py; the API's client helpers in api_support.py)."""
+
 import json
 import socket
 import time
@@ -19,9 +20,13 @@ class Queue:
 def make_queue(sqs, name, visibility=30, max_receive=3):
     dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName=name, Attributes={
-        "VisibilityTimeout": str(visibility),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive})})["QueueUrl"]
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive}),
+        },
+    )["QueueUrl"]
     return Queue(url, dlq)
 
 

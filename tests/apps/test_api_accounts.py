@@ -1,14 +1,15 @@
 """Accounts, tokens, login throttling, appointments."""
+
 from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-
 from api_support import PASSWORD, running_clinic, status_and_detail
+
 from clinic_api.routes.accounts import BAD_LOGIN, TOO_MANY
 from clinic_api.security import FORBIDDEN, INVALID_TOKEN
 
@@ -20,20 +21,22 @@ def clinic(postgres, clinic_aws):
 
 
 def test_patient_registers_logs_in_and_reads_only_themself(clinic):
-    response = clinic.client.post("/auth/register", json={"email": "Ana@Example.org", "password": PASSWORD,
-                                                           "full_name": "Ana"})
+    response = clinic.client.post(
+        "/auth/register", json={"email": "Ana@Example.org", "password": PASSWORD, "full_name": "Ana"}
+    )
     assert response.status_code == 201 and response.json()["role"] == "patient"
     headers = clinic.login("ana@example.org")
     assert clinic.client.get("/me", headers=headers).json()["email"] == "ana@example.org"
-    again = clinic.client.post("/auth/register", json={"email": "ana@example.org", "password": PASSWORD,
-                                                       "full_name": "Ana 2"})
+    again = clinic.client.post(
+        "/auth/register", json={"email": "ana@example.org", "password": PASSWORD, "full_name": "Ana 2"}
+    )
     assert again.status_code == 409 and again.json()["detail"] == "an account with this email exists"
 
 
 def token(clinic, user, *, role="patient", expires_in=timedelta(minutes=5), secret=None):
     """A token as the API issues it (sub, role, exp; HS256); each argument changes one property of it."""
     key = secret or clinic.app.state.settings.auth.jwt_secret.get_secret_value()
-    claims = {"sub": str(user["id"]), "role": role, "exp": datetime.now(timezone.utc) + expires_in}
+    claims = {"sub": str(user["id"]), "role": role, "exp": datetime.now(UTC) + expires_in}
     return {"Authorization": f"Bearer {jwt.encode(claims, key, algorithm='HS256')}"}
 
 
@@ -89,8 +92,11 @@ def test_a_doctors_slot_cannot_be_double_booked_even_by_concurrent_requests(clin
     results = []
 
     def book(patient):
-        results.append(clinic.client.post("/appointments", headers=patient["headers"],
-                                          json={"doctor_id": doctor["id"], "starts_at": starts}).status_code)
+        results.append(
+            clinic.client.post(
+                "/appointments", headers=patient["headers"], json={"doctor_id": doctor["id"], "starts_at": starts}
+            ).status_code
+        )
 
     threads = [threading.Thread(target=book, args=(p,)) for p in patients]
     for t in threads:
@@ -98,8 +104,9 @@ def test_a_doctors_slot_cannot_be_double_booked_even_by_concurrent_requests(clin
     for t in threads:
         t.join()
     assert sorted(results) == [201, 409, 409, 409]
-    conflict = clinic.client.post("/appointments", headers=patients[0]["headers"],
-                                  json={"doctor_id": doctor["id"], "starts_at": starts})
+    conflict = clinic.client.post(
+        "/appointments", headers=patients[0]["headers"], json={"doctor_id": doctor["id"], "starts_at": starts}
+    )
     assert conflict.json()["detail"] == "the doctor already has an appointment at this time"
 
 
@@ -115,20 +122,27 @@ def test_video_appointments_get_unique_unguessable_room_links(clinic):
     doctor, patient = clinic.user("doctor"), clinic.user("patient")
     rooms = []
     for hour in (10, 11, 12):
-        response = clinic.client.post("/appointments", headers=patient["headers"], json={
-            "doctor_id": doctor["id"], "starts_at": f"2026-12-03T{hour}:00:00Z", "kind": "video"})
+        response = clinic.client.post(
+            "/appointments",
+            headers=patient["headers"],
+            json={"doctor_id": doctor["id"], "starts_at": f"2026-12-03T{hour}:00:00Z", "kind": "video"},
+        )
         rooms.append(response.json()["room_url"])
     assert len(set(rooms)) == 3
     assert all(len(room.rsplit("/", 1)[1]) >= 43 for room in rooms), "at least 256 bits of randomness"
-    in_person = clinic.client.post("/appointments", headers=patient["headers"], json={
-        "doctor_id": doctor["id"], "starts_at": "2026-12-03T13:00:00Z"}).json()
+    in_person = clinic.client.post(
+        "/appointments",
+        headers=patient["headers"],
+        json={"doctor_id": doctor["id"], "starts_at": "2026-12-03T13:00:00Z"},
+    ).json()
     assert in_person["room_url"] is None
 
 
 def test_patients_see_and_cancel_only_their_appointments(clinic):
     doctor, ana, bia = clinic.user("doctor"), clinic.user("patient"), clinic.user("patient")
-    booked = clinic.client.post("/appointments", headers=ana["headers"],
-                                json={"doctor_id": doctor["id"], "starts_at": "2026-12-04T10:00:00Z"}).json()
+    booked = clinic.client.post(
+        "/appointments", headers=ana["headers"], json={"doctor_id": doctor["id"], "starts_at": "2026-12-04T10:00:00Z"}
+    ).json()
     assert clinic.client.get("/appointments", headers=bia["headers"]).json() == []
     assert len(clinic.client.get("/appointments", headers=doctor["headers"]).json()) == 1
     refused = clinic.client.post(f"/appointments/{booked['id']}/cancel", headers=bia["headers"])
@@ -154,13 +168,17 @@ def test_bad_requests_get_clear_4xx_never_5xx(clinic):
         ("post", "/users", {"role": "root"}),
     ]
     for method, path, body in cases:
-        response = getattr(clinic.client, method)(path, headers=patient["headers"],
-                                                  **({"json": body} if body is not None else {}))
+        response = getattr(clinic.client, method)(
+            path, headers=patient["headers"], **({"json": body} if body is not None else {})
+        )
         assert 400 <= response.status_code < 500, (path, body, response.status_code, response.text)
         assert response.json()["detail"], path
-    naive = clinic.client.post("/appointments", headers=patient["headers"],
-                               json={"doctor_id": 1, "starts_at": "2026-12-01T10:00:00"})
+    naive = clinic.client.post(
+        "/appointments", headers=patient["headers"], json={"doctor_id": 1, "starts_at": "2026-12-01T10:00:00"}
+    )
     assert naive.status_code == 422 and "time zone" in naive.text
-    assert clinic.client.post("/auth/register", content=b"{", headers={"content-type": "application/json"}
-                              ).status_code == 422
+    assert (
+        clinic.client.post("/auth/register", content=b"{", headers={"content-type": "application/json"}).status_code
+        == 422
+    )
     time.sleep(0)

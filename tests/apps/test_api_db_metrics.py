@@ -1,12 +1,13 @@
 """The API's database connection gauges against the real PostgreSQL: the server's own numbers, read on a connection of
 their own (so a scrape still answers while the request pool is exhausted), and absent rather than stale on failure."""
+
 import time
 
 import pytest
+from api_support import running_clinic
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from api_support import running_clinic
 from clinic_api.db_metrics import APPLICATION_NAME, DatabaseStats
 from clinic_api.settings import Settings
 
@@ -14,8 +15,12 @@ from clinic_api.settings import Settings
 def scrape(client) -> dict[str, float]:
     response = client.get("/metrics")
     assert response.status_code == 200
-    return {s.name: s.value for f in text_string_to_metric_families(response.text) for s in f.samples
-            if s.name.startswith("clinic_db_")}
+    return {
+        s.name: s.value
+        for f in text_string_to_metric_families(response.text)
+        for s in f.samples
+        if s.name.startswith("clinic_db_")
+    }
 
 
 @pytest.fixture
@@ -36,9 +41,17 @@ def test_metrics_report_the_servers_connections_and_max_connections(clinic, serv
     try:
         values = scrape(clinic.client)
         max_connections = int(held[0].execute(text("SHOW max_connections")).scalar())
-        clients, ours = held[0].execute(text(
-            "SELECT count(*) FILTER (WHERE backend_type = 'client backend'),"
-            " count(*) FILTER (WHERE application_name = :name) FROM pg_stat_activity"), {"name": APPLICATION_NAME}).one()
+        clients, ours = (
+            held[0]
+            .execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE backend_type = 'client backend'),"
+                    " count(*) FILTER (WHERE application_name = :name) FROM pg_stat_activity"
+                ),
+                {"name": APPLICATION_NAME},
+            )
+            .one()
+        )
     finally:
         for connection in held:
             connection.close()
@@ -63,8 +76,11 @@ def test_a_scrape_answers_while_every_request_connection_is_taken(clinic):
 
 def test_an_unreachable_database_leaves_the_gauges_out_and_reports_down():
     stats = DatabaseStats()
-    stats.watch(Settings(database={"host": "127.0.0.1", "port": 9, "user": "postgres", "sslmode": "disable",
-                                   "connect_timeout": 1}))
+    stats.watch(
+        Settings(
+            database={"host": "127.0.0.1", "port": 9, "user": "postgres", "sslmode": "disable", "connect_timeout": 1}
+        )
+    )
     families = {f.name: f.samples for f in stats.collect()}
     assert families["clinic_db_connections"] == [] and families["clinic_db_max_connections"] == []
     assert [s.value for s in families["clinic_db_stats_up"]] == [0]
@@ -81,14 +97,20 @@ def test_concurrent_scrapes_share_the_one_connection_the_budget_counts(clinic, s
 
     import clinic_api.db_metrics as db_metrics
 
-    monkeypatch.setattr(db_metrics, "QUERY", text(
-        "SELECT pg_sleep(0.3), 1 AS connections, current_setting('max_connections')::int AS max_connections"))
+    monkeypatch.setattr(
+        db_metrics,
+        "QUERY",
+        text("SELECT pg_sleep(0.3), 1 AS connections, current_setting('max_connections')::int AS max_connections"),
+    )
     seen = []
 
     def count() -> None:
         with server.connect() as connection:
-            seen.append(connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
-                                           {"n": APPLICATION_NAME}).scalar())
+            seen.append(
+                connection.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"), {"n": APPLICATION_NAME}
+                ).scalar()
+            )
 
     scrapes = [threading.Thread(target=db_metrics.DATABASE_STATS.read) for _ in range(3)]
     for scrape_thread in scrapes:

@@ -1,4 +1,5 @@
 """Who may call each route is declared on the route (clinic_api/deps.py), so it can be read off the route table."""
+
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -12,14 +13,23 @@ from clinic_api.settings import Settings
 
 ANYONE, SIGNED_IN = "anyone", "signed in"
 EXPECTED = {
-    ("POST", "/auth/register"): ANYONE, ("POST", "/auth/login"): ANYONE,
-    ("POST", "/users"): {"admin"}, ("GET", "/me"): SIGNED_IN, ("GET", "/doctors"): SIGNED_IN,
-    ("POST", "/appointments"): {"patient", "staff", "admin"}, ("GET", "/appointments"): SIGNED_IN,
+    ("POST", "/auth/register"): ANYONE,
+    ("POST", "/auth/login"): ANYONE,
+    ("POST", "/users"): {"admin"},
+    ("GET", "/me"): SIGNED_IN,
+    ("GET", "/doctors"): SIGNED_IN,
+    ("POST", "/appointments"): {"patient", "staff", "admin"},
+    ("GET", "/appointments"): SIGNED_IN,
     ("POST", "/appointments/{appointment_id}/cancel"): SIGNED_IN,
-    ("POST", "/exams"): {"staff", "admin"}, ("GET", "/exams"): SIGNED_IN, ("GET", "/exams/{exam_id}"): SIGNED_IN,
-    ("PUT", "/exams/{exam_id}/result"): {"staff", "admin"}, ("POST", "/exams/{exam_id}/ready"): {"staff", "admin"},
+    ("POST", "/exams"): {"staff", "admin"},
+    ("GET", "/exams"): SIGNED_IN,
+    ("GET", "/exams/{exam_id}"): SIGNED_IN,
+    ("PUT", "/exams/{exam_id}/result"): {"staff", "admin"},
+    ("POST", "/exams/{exam_id}/ready"): {"staff", "admin"},
     ("GET", "/exams/{exam_id}/download"): SIGNED_IN,
-    ("GET", "/healthz"): ANYONE, ("GET", "/readyz"): ANYONE, ("GET", "/metrics"): ANYONE,
+    ("GET", "/healthz"): ANYONE,
+    ("GET", "/readyz"): ANYONE,
+    ("GET", "/metrics"): ANYONE,
 }
 
 
@@ -38,8 +48,12 @@ def who_may_call(route: APIRoute):
 
 def test_every_route_declares_who_may_call_it():
     routes = [route for module in (accounts, appointments, exams, health) for route in module.router.routes]
-    table = {(method, route.path): who_may_call(route)
-             for route in routes if isinstance(route, APIRoute) for method in route.methods}
+    table = {
+        (method, route.path): who_may_call(route)
+        for route in routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
     assert table == EXPECTED
 
 

@@ -1,12 +1,13 @@
 """Exam results: upload, readiness, presigned download, authorization and audit."""
+
 from __future__ import annotations
 
 import httpx
 import pytest
+from api_support import running_clinic, status_and_detail
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api_support import running_clinic, status_and_detail
 from clinic_api.models import AuditLog
 from clinic_api.routes.exams import NOT_FOUND, NOT_PDF, NOT_READY, NOT_UPLOADED
 from clinic_api.security import FORBIDDEN
@@ -22,21 +23,27 @@ def clinic(postgres, clinic_aws):
 
 
 def new_exam(clinic, staff, patient, doctor=None):
-    response = clinic.client.post("/exams", headers=staff["headers"], json={
-        "patient_id": patient["id"], "exam_type": "Blood count", "doctor_id": doctor and doctor["id"]})
+    response = clinic.client.post(
+        "/exams",
+        headers=staff["headers"],
+        json={"patient_id": patient["id"], "exam_type": "Blood count", "doctor_id": doctor and doctor["id"]},
+    )
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
 
 def upload(clinic, staff, exam_id, body=PDF, content_type="application/pdf"):
-    return clinic.client.put(f"/exams/{exam_id}/result", headers={**staff["headers"], "Content-Type": content_type},
-                             content=body)
+    return clinic.client.put(
+        f"/exams/{exam_id}/result", headers={**staff["headers"], "Content-Type": content_type}, content=body
+    )
 
 
 def audits(clinic, exam_id, *columns: str):
     with Session(clinic.app.state.engine) as session:
-        return [tuple(getattr(a, c) for c in ("user_id", "outcome", *columns))
-                for a in session.scalars(select(AuditLog).where(AuditLog.exam_id == exam_id).order_by(AuditLog.id))]
+        return [
+            tuple(getattr(a, c) for c in ("user_id", "outcome", *columns))
+            for a in session.scalars(select(AuditLog).where(AuditLog.exam_id == exam_id).order_by(AuditLog.id))
+        ]
 
 
 def test_the_patient_downloads_the_very_same_bytes_through_a_short_lived_link(clinic):
@@ -45,12 +52,14 @@ def test_the_patient_downloads_the_very_same_bytes_through_a_short_lived_link(cl
     assert upload(clinic, staff, exam_id).json()["status"] == "uploaded"
     assert clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"]).json()["status"] == "ready"
     assert [e["status"] for e in clinic.client.get("/exams", headers=patient["headers"]).json()] == ["ready"]
-    link = clinic.client.get(f"/exams/{exam_id}/download",
-                             headers={**patient["headers"], "X-Request-ID": "download-1"}).json()
+    link = clinic.client.get(
+        f"/exams/{exam_id}/download", headers={**patient["headers"], "X-Request-ID": "download-1"}
+    ).json()
     assert link["expires_in"] == 300 and "X-Amz-Expires=300" in link["url"]
     assert httpx.get(link["url"]).content == PDF
-    assert audits(clinic, exam_id, "request_id") == [(patient["id"], "granted", "download-1")], \
+    assert audits(clinic, exam_id, "request_id") == [(patient["id"], "granted", "download-1")], (
         "the audit row names the request, to find it in the logs"
+    )
 
 
 def test_a_patient_cannot_read_another_patients_exam_nor_its_pdf(clinic):
@@ -73,8 +82,11 @@ def test_a_doctor_sees_only_their_patients_exams(clinic):
     staff, doctor, other_doctor = clinic.user("staff"), clinic.user("doctor"), clinic.user("doctor")
     mine, theirs = clinic.user("patient"), clinic.user("patient")
     requested_by_me = new_exam(clinic, staff, mine, doctor)
-    clinic.client.post("/appointments", headers=theirs["headers"],
-                       json={"doctor_id": other_doctor["id"], "starts_at": "2026-12-05T10:00:00Z"})
+    clinic.client.post(
+        "/appointments",
+        headers=theirs["headers"],
+        json={"doctor_id": other_doctor["id"], "starts_at": "2026-12-05T10:00:00Z"},
+    )
     new_exam(clinic, staff, theirs)
     assert [e["id"] for e in clinic.client.get("/exams", headers=doctor["headers"]).json()] == [requested_by_me]
     assert clinic.client.get("/exams", headers=other_doctor["headers"]).json()[0]["patient_id"] == theirs["id"]
@@ -84,8 +96,9 @@ def test_only_staff_create_exams_and_upload_results(clinic):
     staff, patient, doctor = clinic.user("staff"), clinic.user("patient"), clinic.user("doctor")
     exam_id = new_exam(clinic, staff, patient, doctor)  # the same exam and body that staff may create and upload
     for user in (patient, doctor):
-        created = clinic.client.post("/exams", headers=user["headers"], json={
-            "patient_id": patient["id"], "exam_type": "Blood count"})
+        created = clinic.client.post(
+            "/exams", headers=user["headers"], json={"patient_id": patient["id"], "exam_type": "Blood count"}
+        )
         assert status_and_detail(created) == (403, FORBIDDEN)
         uploaded = upload(clinic, user, exam_id)
         assert status_and_detail(uploaded) == (403, FORBIDDEN)
@@ -121,18 +134,28 @@ def test_the_result_pdf_is_encrypted_under_the_buckets_own_kms_key(clinic, clini
     request itself is checked too: it must leave the choice to the bucket default (or name the bucket's key)."""
     key_arn = clinic_aws.client("kms").create_key(Description="exam results")["KeyMetadata"]["Arn"]
     s3 = clinic_aws.client("s3")
-    s3.put_bucket_encryption(Bucket=clinic_aws.bucket, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
-        "BucketKeyEnabled": True}]})
+    s3.put_bucket_encryption(
+        Bucket=clinic_aws.bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
     put_requests = []
-    clinic.app.state.s3.meta.events.register("provide-client-params.s3.PutObject",
-                                             lambda params, **_: put_requests.append(dict(params)))
+    clinic.app.state.s3.meta.events.register(
+        "provide-client-params.s3.PutObject", lambda params, **_: put_requests.append(dict(params))
+    )
     staff, patient = clinic.user("staff"), clinic.user("patient")
     exam_id = new_exam(clinic, staff, patient)
     assert upload(clinic, staff, exam_id).status_code == 200
 
     [request] = put_requests
-    assert request.get("SSEKMSKeyId") == key_arn or "ServerSideEncryption" not in request, \
+    assert request.get("SSEKMSKeyId") == key_arn or "ServerSideEncryption" not in request, (
         f"PutObject names {request.get('ServerSideEncryption')!r} without the bucket's key: S3 would use aws/s3"
+    )
     stored = s3.head_object(Bucket=clinic_aws.bucket, Key=request["Key"])
     assert (stored["ServerSideEncryption"], stored["SSEKMSKeyId"]) == ("aws:kms", key_arn)

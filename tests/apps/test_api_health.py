@@ -1,8 +1,8 @@
 """Liveness, readiness against the real database, metrics, request ids."""
+
 from __future__ import annotations
 
 import pytest
-
 from api_support import running_clinic
 
 
@@ -68,8 +68,10 @@ def test_liveness_answers_while_every_worker_thread_is_taken(clinic):
             await anyio.to_thread.run_sync(stuck.wait)  # the only worker thread, stuck
 
         transport = httpx.ASGITransport(app=clinic.app)
-        async with anyio.create_task_group() as tasks, httpx.AsyncClient(transport=transport,
-                                                                         base_url="http://clinic") as client:
+        async with (
+            anyio.create_task_group() as tasks,
+            httpx.AsyncClient(transport=transport, base_url="http://clinic") as client,
+        ):
             tasks.start_soon(block_the_worker_thread)
             while limiter.borrowed_tokens < 1:
                 await anyio.sleep(0.01)

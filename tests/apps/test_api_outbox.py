@@ -1,15 +1,16 @@
 """The transactional outbox: events exist exactly when their change does, and none is lost while SQS is down or
 fails some entries of a batch."""
+
 from __future__ import annotations
 
 import json
 
 import boto3
 import pytest
+from api_support import PASSWORD, running_clinic
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api_support import PASSWORD, running_clinic
 from clinic_api import outbox
 from clinic_api.models import OutboxEvent, User
 from clinic_api.settings import QueueSettings
@@ -62,12 +63,16 @@ def test_events_are_routed_to_their_domain_queue_with_the_contract_body(clinic, 
 
 def test_sqs_down_keeps_every_event_pending_and_delivers_each_once_when_it_returns(clinic, clinic_aws):
     for i in range(23):
-        clinic.client.post("/auth/register", json={"email": f"p{i}@example.org", "password": PASSWORD,
-                                                   "full_name": f"P{i}"})
+        clinic.client.post(
+            "/auth/register", json={"email": f"p{i}@example.org", "password": PASSWORD, "full_name": f"P{i}"}
+        )
     engine = clinic.app.state.engine
-    down = boto3.client("sqs", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
-                        config=__import__("botocore.config").config.Config(retries={"max_attempts": 1},
-                                                                          connect_timeout=1))
+    down = boto3.client(
+        "sqs",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        config=__import__("botocore.config").config.Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
     with Session(engine) as session:
         assert outbox.relay_once(session, down, queues(clinic_aws), batch_size=100) == 0
     with Session(engine) as session:
@@ -85,8 +90,9 @@ def test_sqs_down_keeps_every_event_pending_and_delivers_each_once_when_it_retur
 
 def test_a_relay_stopped_during_a_backlog_ends_after_the_batch_in_hand(clinic, clinic_aws):
     for i in range(3):
-        clinic.client.post("/auth/register", json={"email": f"b{i}@example.org", "password": PASSWORD,
-                                                   "full_name": f"B{i}"})
+        clinic.client.post(
+            "/auth/register", json={"email": f"b{i}@example.org", "password": PASSWORD, "full_name": f"B{i}"}
+        )
     relay = outbox.Relay(clinic.app.state.engine, None, queues(clinic_aws), interval=0.01, batch_size=1)
     sqs = clinic_aws.client("sqs")
 
@@ -124,12 +130,13 @@ class PartlyFailingSqs:
 def test_entries_sqs_fails_in_one_batch_stay_pending_with_the_error_and_go_out_on_a_later_pass(clinic, clinic_aws):
     engine = clinic.app.state.engine
     with Session(engine) as session:
-        events = [outbox.record(session, "account.created", {"recipient_email": f"p{i}@example.org"})
-                  for i in range(6)]
+        events = [outbox.record(session, "account.created", {"recipient_email": f"p{i}@example.org"}) for i in range(6)]
         session.commit()
         ids = [str(e.id) for e in events]  # six events of one queue: one SendMessageBatch
-    failing = {ids[1]: {"SenderFault": False, "Code": "InternalError", "Message": "We encountered an internal error"},
-               ids[4]: {"SenderFault": False, "Code": "ServiceUnavailable"}}
+    failing = {
+        ids[1]: {"SenderFault": False, "Code": "InternalError", "Message": "We encountered an internal error"},
+        ids[4]: {"SenderFault": False, "Code": "ServiceUnavailable"},
+    }
     sqs = clinic_aws.client("sqs")
     with Session(engine) as session:
         assert outbox.relay_once(session, PartlyFailingSqs(sqs, failing), queues(clinic_aws)) == 4
@@ -137,10 +144,13 @@ def test_entries_sqs_fails_in_one_batch_stay_pending_with_the_error_and_go_out_o
         pending = {str(e.id): e for e in session.scalars(select(OutboxEvent).where(OutboxEvent.sent_at.is_(None)))}
         assert sorted(pending) == sorted(failing), "only the failed entries stay pending"
         assert [(pending[i].attempts, pending[i].last_error) for i in sorted(failing)] == [
-            (1, "We encountered an internal error"), (1, "ServiceUnavailable")]
+            (1, "We encountered an internal error"),
+            (1, "ServiceUnavailable"),
+        ]
         assert all(e.next_attempt_at > e.occurred_at for e in pending.values()), "backed off before the next try"
-        sent_ids = {str(e) for e in session.scalars(select(OutboxEvent.event_id)
-                                                    .where(OutboxEvent.sent_at.is_not(None)))}
+        sent_ids = {
+            str(e) for e in session.scalars(select(OutboxEvent.event_id).where(OutboxEvent.sent_at.is_not(None)))
+        }
     first = drain(sqs, clinic_aws.queue_urls["account"])
     assert {b["id"] for b in first} == sent_ids and len(first) == 4
     with Session(engine) as session:
@@ -149,7 +159,8 @@ def test_entries_sqs_fails_in_one_batch_stay_pending_with_the_error_and_go_out_o
         session.commit()
         assert outbox.relay_once(session, sqs, queues(clinic_aws)) == 2
         assert outbox.relay_once(session, sqs, queues(clinic_aws)) == 0, "nothing is sent twice"
-        later = {str(e) for e in session.scalars(select(OutboxEvent.event_id)
-                                                 .where(OutboxEvent.id.in_(map(int, failing))))}
+        later = {
+            str(e) for e in session.scalars(select(OutboxEvent.event_id).where(OutboxEvent.id.in_(map(int, failing))))
+        }
     second = drain(sqs, clinic_aws.queue_urls["account"])
     assert {b["id"] for b in second} == later and len(second) == 2

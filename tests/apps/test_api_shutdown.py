@@ -1,5 +1,6 @@
 """The API under uvicorn, as the image runs it, on SIGTERM: stops accepting, finishes what is in flight, and cuts
 what outlives UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN instead of waiting for the kubelet's SIGKILL."""
+
 import os
 import signal
 import socket
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_support import PASSWORD, settings_for
 from sqlalchemy.orm import Session
 
-from api_support import PASSWORD, settings_for
 from clinic_api.db import make_engine
 from clinic_api.migrate import upgrade
 from clinic_api.models import User
@@ -44,18 +45,27 @@ def api_env(postgres, clinic_aws) -> dict[str, str]:
     engine = make_engine(settings_for(postgres, clinic_aws, database))
     upgrade(engine)
     with Session(engine) as session:
-        session.add(User(email="staff@example.org", full_name="Sam", role="staff",
-                         password_hash=hash_password(PASSWORD)))
+        session.add(
+            User(email="staff@example.org", full_name="Sam", role="staff", password_hash=hash_password(PASSWORD))
+        )
         session.commit()
     engine.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINIC_", "UVICORN_"))}
-    return {**env,
-            "PYTHONPATH": str(ROOT / "apps"), "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-            "CLINIC_DATABASE__HOST": postgres.host, "CLINIC_DATABASE__PORT": str(postgres.port),
-            "CLINIC_DATABASE__NAME": database, "CLINIC_DATABASE__USER": "postgres",
-            "CLINIC_DATABASE__SSLMODE": "disable", "CLINIC_AWS__REGION": "us-east-1",
-            "CLINIC_AWS__ENDPOINT_URL": clinic_aws.endpoint, "CLINIC_STORAGE__BUCKET": clinic_aws.bucket,
-            "CLINIC_QUEUES__ACCOUNT": clinic_aws.queue_urls["account"]}
+    return {
+        **env,
+        "PYTHONPATH": str(ROOT / "apps"),
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "CLINIC_DATABASE__HOST": postgres.host,
+        "CLINIC_DATABASE__PORT": str(postgres.port),
+        "CLINIC_DATABASE__NAME": database,
+        "CLINIC_DATABASE__USER": "postgres",
+        "CLINIC_DATABASE__SSLMODE": "disable",
+        "CLINIC_AWS__REGION": "us-east-1",
+        "CLINIC_AWS__ENDPOINT_URL": clinic_aws.endpoint,
+        "CLINIC_STORAGE__BUCKET": clinic_aws.bucket,
+        "CLINIC_QUEUES__ACCOUNT": clinic_aws.queue_urls["account"],
+    }
 
 
 @pytest.fixture
@@ -63,9 +73,26 @@ def api(api_env):
     """uvicorn with the image's flags and a short graceful-shutdown timeout."""
     port = free_port()
     env = {**api_env, "CLINIC_OUTBOX__RELAY_ENABLED": "false", "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": str(GRACE_SECONDS)}
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "clinic_api.main:create_app",
-                                "--host", "127.0.0.1", "--port", str(port), "--proxy-headers", "--no-access-log"],
-                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "clinic_api.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--proxy-headers",
+            "--no-access-log",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -84,7 +111,9 @@ def start_upload(port: int, exam_id: int, token: str) -> socket.socket:
     connection = socket.create_connection(("127.0.0.1", port), timeout=15)
     connection.sendall(
         f"PUT /exams/{exam_id}/result HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/pdf\r\nContent-Length: {len(PDF)}\r\n\r\n".encode() + PDF[:len(PDF) // 2])
+        f"Content-Type: application/pdf\r\nContent-Length: {len(PDF)}\r\n\r\n".encode()
+        + PDF[: len(PDF) // 2]
+    )
     return connection
 
 
@@ -97,13 +126,17 @@ def response_of(connection: socket.socket) -> bytes:
 
 def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_rest_at_the_timeout(api):
     process, port, base = api
-    token = httpx.post(f"{base}/auth/login", json={"email": "staff@example.org", "password": PASSWORD}
-                       ).json()["access_token"]
+    token = httpx.post(f"{base}/auth/login", json={"email": "staff@example.org", "password": PASSWORD}).json()[
+        "access_token"
+    ]
     headers = {"Authorization": f"Bearer {token}"}
-    patient = httpx.post(f"{base}/auth/register", json={"email": "pat@example.org", "password": PASSWORD,
-                                                        "full_name": "Pat"}).json()["id"]
-    finishing, stalled = (httpx.post(f"{base}/exams", headers=headers, json={"patient_id": patient, "exam_type": t}
-                                     ).json()["id"] for t in ("MRI", "CT"))
+    patient = httpx.post(
+        f"{base}/auth/register", json={"email": "pat@example.org", "password": PASSWORD, "full_name": "Pat"}
+    ).json()["id"]
+    finishing, stalled = (
+        httpx.post(f"{base}/exams", headers=headers, json={"patient_id": patient, "exam_type": t}).json()["id"]
+        for t in ("MRI", "CT")
+    )
     in_flight, never_finishes = start_upload(port, finishing, token), start_upload(port, stalled, token)
     time.sleep(0.5)  # both requests are in the handler, reading their bodies
 
@@ -112,7 +145,7 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_re
     while accepts(port):  # readiness probes and new clients are refused at once
         assert time.monotonic() - signalled < 2, "still accepting connections 2 s after SIGTERM"
         time.sleep(0.05)
-    in_flight.sendall(PDF[len(PDF) // 2:])
+    in_flight.sendall(PDF[len(PDF) // 2 :])
     reply = response_of(in_flight)
     assert reply.startswith(b"HTTP/1.1 200") and b'"status":"uploaded"' in reply, reply[:300]
     assert b"connection: close" in reply.lower(), "a draining server tells the client not to reuse the connection"
@@ -121,8 +154,9 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_re
     # SIGTERM (143 in a container), reached only once the drain is over.
     assert process.wait(timeout=GRACE_SECONDS + 10) == -signal.SIGTERM
     stopped_after = time.monotonic() - signalled
-    assert GRACE_SECONDS - 0.5 <= stopped_after < GRACE_SECONDS + 5, \
+    assert GRACE_SECONDS - 0.5 <= stopped_after < GRACE_SECONDS + 5, (
         f"stopped {stopped_after:.1f} s after SIGTERM; the stalled upload should hold it for ~{GRACE_SECONDS} s"
+    )
     # At the timeout uvicorn cancels the handler; whether its own 500 reaches the client before it closes the socket
     # is a race inside uvicorn. Either way the upload is not accepted and the client knows it failed.
     cut = response_of(never_finishes)
@@ -132,8 +166,14 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_re
 
 
 def test_the_standalone_outbox_relay_stops_cleanly_on_sigterm(api_env, clinic_aws):
-    process = subprocess.Popen([sys.executable, "-m", "clinic_api.outbox"], env=api_env, cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clinic_api.outbox"],
+        env=api_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         time.sleep(3)  # running: a pass or two over the empty outbox
         assert process.poll() is None, process.stdout.read()

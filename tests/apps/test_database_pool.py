@@ -1,5 +1,6 @@
 """The shared engine's pool: connections left idle across a PostgreSQL restart are replaced before use, without a
 ping round trip on connections in steady use."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,11 @@ from clinic_common.database import DatabaseSettings, create_engine
 
 @pytest.fixture
 def engine(postgres):
-    engine = create_engine(DatabaseSettings(host=postgres.host, port=postgres.port, name="postgres",
-                                            user="postgres", sslmode="disable"), AwsSettings(), "pool-test")
+    engine = create_engine(
+        DatabaseSettings(host=postgres.host, port=postgres.port, name="postgres", user="postgres", sslmode="disable"),
+        AwsSettings(),
+        "pool-test",
+    )
     yield engine
     engine.dispose()
 
@@ -35,8 +39,7 @@ def test_a_connection_idle_across_a_restart_is_replaced_before_the_request_uses_
     assert backend_pid(engine) != before, "the stale connection was pinged, discarded and replaced"
 
 
-def test_a_connection_in_steady_use_is_not_pinged_and_one_failure_renews_the_whole_pool(engine, postgres,
-                                                                                          monkeypatch):
+def test_a_connection_in_steady_use_is_not_pinged_and_one_failure_renews_the_whole_pool(engine, postgres, monkeypatch):
     monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 3600.0)
     backend_pid(engine)
     restart(postgres)

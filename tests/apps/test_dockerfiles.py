@@ -1,4 +1,5 @@
 """Static checks of the app images' Dockerfiles (no Docker engine here): build context is apps/."""
+
 import ast
 import fnmatch
 import importlib.metadata
@@ -79,8 +80,9 @@ def test_multi_stage_with_a_slim_base_pinned_by_digest(dockerfile):
     for args in froms:
         image = args.split()[0]
         # The tag says what it is (and what Renovate follows), the digest fixes the bytes.
-        assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-bookworm)?@sha256:[0-9a-f]{64}", image), \
+        assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-bookworm)?@sha256:[0-9a-f]{64}", image), (
             f"base {image} is not python:3.11-slim pinned by minor and by digest"
+        )
     assert froms[-1].split()[0] == froms[0].split()[0], "build and runtime stages on different bases"
 
 
@@ -111,7 +113,7 @@ def test_final_stage_runs_as_numeric_non_root_user(dockerfile):
     assert uid.isdigit() and int(uid) == APP_UID, f"USER {users[-1]} is not the numeric uid {APP_UID}"
     assert not gid or (gid.isdigit() and int(gid) != 0), f"USER {users[-1]} has root group"
     # Nothing after USER may need root, and the code copied before it stays root-owned (read-only to the app).
-    after = final[[k for k, _ in final].index("USER"):]
+    after = final[[k for k, _ in final].index("USER") :]
     assert not [a for k, a in after if k in ("RUN", "COPY")], "RUN or COPY after USER"
     assert not [a for k, a in final if k == "COPY" and "--chown" in a], "app code owned by the app user"
 
@@ -131,7 +133,7 @@ def test_no_remote_add(dockerfile):
 def test_healthcheck_calls_the_real_health_endpoint(app, dockerfile):
     checks = [args for keyword, args in stages(dockerfile)[-1] if keyword == "HEALTHCHECK"]
     assert len(checks) == 1, "final stage needs exactly one HEALTHCHECK"
-    cmd = exec_form(checks[0][checks[0].index("CMD") + 3:].strip())
+    cmd = exec_form(checks[0][checks[0].index("CMD") + 3 :].strip())
     assert cmd[:2] == ["python", "-c"], "health check must use the image's python (no curl in slim)"
     ast.parse(cmd[2])
     assert "urllib.request" in cmd[2] and "/healthz" in cmd[2]
@@ -216,8 +218,9 @@ def test_image_requirements_cover_every_third_party_import(app, dockerfile):
     copied = [shlex.split(a)[-2].rstrip("/") for k, a in dockerfile if k == "COPY" and "--from" not in a]
     packages = [APPS / c for c in copied if (APPS / c).is_dir()]
     lines = (APPS / app / "requirements.in").read_text().splitlines()
-    required = _installed_closure([re.split(r"[<>=!~\[ ;]", line.strip())[0]
-                                   for line in lines if line.strip() and not line.startswith("#")])
+    required = _installed_closure(
+        [re.split(r"[<>=!~\[ ;]", line.strip())[0] for line in lines if line.strip() and not line.startswith("#")]
+    )
     distributions = importlib.metadata.packages_distributions()
     for package in packages:
         for module in _third_party_imports(package):

@@ -1,19 +1,20 @@
 """The whole flow on real PostgreSQL and a moto server: patient registers -> staff creates an exam -> uploads the PDF
 -> marks it ready -> the outbox relay puts the event on SQS -> the notifier emails the patient (seen in moto) ->
 the patient downloads the very same bytes through the presigned URL."""
+
 import threading
 import urllib.request
 import uuid
 
 import boto3
 import pytest
-from sqlalchemy import create_engine
-
 from api_support import PASSWORD, running_clinic
+from sqlalchemy import create_engine
+from support import REGION, sent_emails, wait_for
+
 from notifier.metrics import Metrics
 from notifier.store import SentEventStore
 from notifier.worker import Notifier
-from support import REGION, sent_emails, wait_for
 
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
 PDF = b"%PDF-1.7\n" + uuid.uuid4().bytes * 64 + b"\n%%EOF\n"
@@ -25,9 +26,15 @@ def notifier(postgres, clinic_aws):
     engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
     store = SentEventStore(engine)
     store.create_table()
-    worker = Notifier(sqs=clinic_aws.client("sqs"), ses=clinic_aws.client("sesv2"), store=store,
-                      queue_urls=[clinic_aws.queue_urls[d] for d in NOTIFIER_DOMAINS],
-                      from_address=clinic_aws.from_address, wait_seconds=1, metrics=Metrics())
+    worker = Notifier(
+        sqs=clinic_aws.client("sqs"),
+        ses=clinic_aws.client("sesv2"),
+        store=store,
+        queue_urls=[clinic_aws.queue_urls[d] for d in NOTIFIER_DOMAINS],
+        from_address=clinic_aws.from_address,
+        wait_seconds=1,
+        metrics=Metrics(),
+    )
     stop = threading.Event()
     worker.start(stop)
     yield worker
@@ -40,18 +47,21 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
     with running_clinic(postgres, clinic_aws, outbox={"relay_enabled": True, "interval_seconds": 0.2}) as clinic:
         client = clinic.client  # the outbox relay thread is live
         email = f"pat-{uuid.uuid4().hex[:6]}@example.org"
-        registered = client.post("/auth/register", json={"email": email, "password": PASSWORD,
-                                                         "full_name": "Pat <Flow>"})
+        registered = client.post(
+            "/auth/register", json={"email": email, "password": PASSWORD, "full_name": "Pat <Flow>"}
+        )
         assert registered.status_code == 201, registered.text
         patient = clinic.login(email)
         staff = clinic.user("staff")["headers"]
 
-        exam = client.post("/exams", json={"patient_id": registered.json()["id"], "exam_type": "Lipid panel"},
-                           headers=staff)
+        exam = client.post(
+            "/exams", json={"patient_id": registered.json()["id"], "exam_type": "Lipid panel"}, headers=staff
+        )
         assert exam.status_code == 201, exam.text
         exam_id = exam.json()["id"]
-        upload = client.put(f"/exams/{exam_id}/result", content=PDF,
-                            headers={**staff, "Content-Type": "application/pdf"})
+        upload = client.put(
+            f"/exams/{exam_id}/result", content=PDF, headers={**staff, "Content-Type": "application/pdf"}
+        )
         assert upload.status_code == 200, upload.text
         assert client.post(f"/exams/{exam_id}/ready", headers=staff).json()["status"] == "ready"
 
@@ -60,10 +70,15 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
 
         wait_for(lambda: "Your Lipid panel result is ready" in subjects(), 30, "the result-ready email")
         wait_for(lambda: len(subjects()) == 5, 10, "every email of the flow")
-        assert subjects() == sorted([
-            "Welcome to Clinic", "Your patient record at Clinic is ready",
-            "Your Lipid panel exam has been scheduled", "Your Lipid panel exam is complete",
-            "Your Lipid panel result is ready"])
+        assert subjects() == sorted(
+            [
+                "Welcome to Clinic",
+                "Your patient record at Clinic is ready",
+                "Your Lipid panel exam has been scheduled",
+                "Your Lipid panel exam is complete",
+                "Your Lipid panel result is ready",
+            ]
+        )
         ready_mail = next(m for m in sent_emails(clinic_aws.endpoint, email) if "ready" in m["subject"])
         assert ready_mail["source"] == clinic_aws.from_address
         assert "Pat &lt;Flow&gt;" in ready_mail["body"] and "<Flow>" not in ready_mail["body"]
@@ -77,7 +92,8 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=clinic_aws.endpoint)
     for domain in NOTIFIER_DOMAINS:
         for url in (clinic_aws.queue_urls[domain], clinic_aws.dlq_urls[domain]):
-            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            )["Attributes"]
             assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, url
     assert notifier.metrics.duplicates._value.get() == 0

@@ -1,5 +1,6 @@
 """The API's hot-path pool (clinic_api.db.make_hot_pool): the engine's idle-ping rule, renewal after a server
 restart, and credentials from the RDS secret read afresh for each new connection."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,26 +12,34 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import func, literal_column, select, text
+from support import REGION
 
 import clinic_common.database as database
 from clinic_api.db import Prepared, make_hot_pool
 from clinic_api.settings import Settings
 from clinic_common.aws import AwsSettings
 from clinic_common.database import DatabaseSettings, create_engine
-from support import REGION
 
 BACKEND_PID = Prepared.of(select(func.pg_backend_pid().label("pid")))
 CURRENT_USER = Prepared.of(select(literal_column("current_user").label("user")))
 
 
 def settings(postgres, endpoint: str | None = None, **database_settings) -> Settings:
-    db = {"host": postgres.host, "port": postgres.port, "name": "postgres", "user": "postgres",
-          "sslmode": "disable", "pool_size": 1, **database_settings}
+    db = {
+        "host": postgres.host,
+        "port": postgres.port,
+        "name": "postgres",
+        "user": "postgres",
+        "sslmode": "disable",
+        "pool_size": 1,
+        **database_settings,
+    }
     return Settings(database=db, aws={"region": REGION, "endpoint_url": endpoint})
 
 
 def with_pool(settings: Settings, scenario):
     """Runs `scenario(pool)` on an open pool, on a loop of its own (see test_api_health for why)."""
+
     async def run():
         pool = make_hot_pool(settings)
         await pool.open(wait=True)
@@ -98,20 +107,25 @@ def test_a_hot_connection_is_used_without_a_ping_and_an_idle_one_is_pinged_once(
 
 def test_credentials_come_from_the_rds_secret_and_a_rotation_reaches_the_next_connection(postgres, moto_endpoint):
     roles = [f"api_{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    admin = create_engine(DatabaseSettings(host=postgres.host, port=postgres.port, name="postgres",
-                                           user="postgres", sslmode="disable"), AwsSettings(), "test")
+    admin = create_engine(
+        DatabaseSettings(host=postgres.host, port=postgres.port, name="postgres", user="postgres", sslmode="disable"),
+        AwsSettings(),
+        "test",
+    )
     with admin.begin() as connection:
         for role in roles:
             connection.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'from-the-secret'"))
     admin.dispose()
     secrets = boto3.client("secretsmanager", endpoint_url=moto_endpoint, region_name=REGION)
-    arn = secrets.create_secret(Name=f"rds!{roles[0]}", SecretString=json.dumps(
-        {"username": roles[0], "password": "from-the-secret"}))["ARN"]
+    arn = secrets.create_secret(
+        Name=f"rds!{roles[0]}", SecretString=json.dumps({"username": roles[0], "password": "from-the-secret"})
+    )["ARN"]
 
     async def scenario(pool):
         assert (await CURRENT_USER.fetch(pool))[0]["user"] == roles[0]
-        secrets.put_secret_value(SecretId=arn, SecretString=json.dumps(
-            {"username": roles[1], "password": "from-the-secret"}))
+        secrets.put_secret_value(
+            SecretId=arn, SecretString=json.dumps({"username": roles[1], "password": "from-the-secret"})
+        )
         assert (await CURRENT_USER.fetch(pool))[0]["user"] == roles[0], "open connections are kept"
         await pool.drain()  # as when max_lifetime ends them
         assert (await CURRENT_USER.fetch(pool))[0]["user"] == roles[1]

@@ -1,4 +1,5 @@
 """apps/run_local.py: one command brings up PostgreSQL, moto, the API and the notifier, and stops them all."""
+
 import json
 import os
 import signal
@@ -39,9 +40,24 @@ def test_run_local_starts_everything_and_stops_cleanly(tmp_path):
     data_dir = tmp_path / "pgdata"
     env = {**os.environ, "RUN_LOCAL_READY_FILE": str(ready)}
     process = subprocess.Popen(
-        [sys.executable, "apps/run_local.py", "--data-dir", str(data_dir), "--api-port", str(free_port()),
-         "--notifier-port", str(free_port()), "--moto-port", str(free_port())],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "apps/run_local.py",
+            "--data-dir",
+            str(data_dir),
+            "--api-port",
+            str(free_port()),
+            "--notifier-port",
+            str(free_port()),
+            "--moto-port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not ready.exists():
@@ -53,21 +69,36 @@ def test_run_local_starts_everything_and_stops_cleanly(tmp_path):
         assert status(f"{urls['api']}/docs") == 200
         assert status(f"{urls['notifier']}/readyz") == 200
         # The emulator has what the apps need: the bucket, queues with DLQs, the verified identity.
-        aws = {"endpoint_url": urls["moto"], "region_name": "eu-west-1", "aws_access_key_id": "local",
-               "aws_secret_access_key": "local"}
+        aws = {
+            "endpoint_url": urls["moto"],
+            "region_name": "eu-west-1",
+            "aws_access_key_id": "local",
+            "aws_secret_access_key": "local",
+        }
         s3 = boto3.client("s3", **aws)
         s3.head_bucket(Bucket=urls["bucket"])
         default = s3.get_bucket_encryption(Bucket=urls["bucket"])["ServerSideEncryptionConfiguration"]["Rules"][0]
         assert default["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms", "as the platform's bucket"
         sqs = boto3.client("sqs", **aws)
-        policy = json.loads(sqs.get_queue_attributes(QueueUrl=urls["queues"]["exam-result"], AttributeNames=[
-            "RedrivePolicy"])["Attributes"]["RedrivePolicy"])
+        policy = json.loads(
+            sqs.get_queue_attributes(QueueUrl=urls["queues"]["exam-result"], AttributeNames=["RedrivePolicy"])[
+                "Attributes"
+            ]["RedrivePolicy"]
+        )
         assert policy["maxReceiveCount"] == 3
         # The notifier started by it really sends.
         to = f"{uuid.uuid4().hex[:8]}@example.com"
-        sqs.send_message(QueueUrl=urls["queues"]["account"], MessageBody=json.dumps({
-            "id": str(uuid.uuid4()), "type": "account.created", "occurred_at": "2026-11-22T19:00:00Z",
-            "payload": {"recipient_email": to, "recipient_name": "Pat"}}))
+        sqs.send_message(
+            QueueUrl=urls["queues"]["account"],
+            MessageBody=json.dumps(
+                {
+                    "id": str(uuid.uuid4()),
+                    "type": "account.created",
+                    "occurred_at": "2026-11-22T19:00:00Z",
+                    "payload": {"recipient_email": to, "recipient_name": "Pat"},
+                }
+            ),
+        )
         deadline = time.monotonic() + 30
         while True:
             with urllib.request.urlopen(f"{urls['moto']}/moto-api/data.json", timeout=5) as r:

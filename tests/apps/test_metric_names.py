@@ -4,6 +4,7 @@ Prometheus registries after importing them) or by an exporter of the chart named
 The queries are parsed with promql-parser (a PromQL grammar, not a regex), so function names, keywords, label names
 and `by`/`without` lists are never mistaken for metrics.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,15 @@ from prometheus_client import REGISTRY
 from components.monitoring import DASHBOARD_FILE, EXTERNAL_METRICS, RULES_FILE, load_rules
 
 # Series suffixes prometheus_client exposes for each family type.
-SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum", "_created"),
-            "summary": ("", "_count", "_sum", "_created"), "info": ("_info",), "stateset": ("",), "unknown": ("",)}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+    "stateset": ("",),
+    "unknown": ("",),
+}
 # Labels Prometheus adds to every scraped series (ServiceMonitor target labels), and the histogram's bucket label.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "service", "endpoint", "le", "__name__"}
 # Grafana's built-in interval variables, which PromQL does not know; any duration parses the same.
@@ -48,8 +56,9 @@ def queries() -> list[tuple[str, str]]:
     found = [(f"rule {rule['alert']}", rule["expr"]) for group in load_rules()["groups"] for rule in group["rules"]]
     for panel in json.loads(DASHBOARD_FILE.read_text())["panels"]:
         for target in panel.get("targets", []):
-            found.append((f"panel {panel['title']!r} target {target['refId']}",
-                          GRAFANA_INTERVALS.sub("5m", target["expr"])))
+            found.append(
+                (f"panel {panel['title']!r} target {target['refId']}", GRAFANA_INTERVALS.sub("5m", target["expr"]))
+            )
     return found
 
 
@@ -60,8 +69,9 @@ def selectors(expr: str) -> list[tuple[str | None, set[str]]]:
     def visit(node):
         if isinstance(node, promql_parser.VectorSelector):
             matchers = node.matchers.matchers if node.matchers else []
-            name = node.name or next((m.value for m in matchers if m.name == "__name__"
-                                      and m.op == promql_parser.MatchOp.Equal), None)
+            name = node.name or next(
+                (m.value for m in matchers if m.name == "__name__" and m.op == promql_parser.MatchOp.Equal), None
+            )
             found.append((name, {m.name for m in matchers}))
 
     promql_parser.walk(promql_parser.parse(expr), visit)
@@ -89,9 +99,16 @@ def exported():
 
 
 def test_the_apps_registries_hold_what_the_rules_rely_on(exported):
-    for name in ("clinic_http_requests_total", "clinic_http_request_duration_seconds_bucket", "clinic_outbox_pending",
-                 "clinic_db_connections", "clinic_db_max_connections", "notifier_emails_sent_total",
-                 "notifier_dead_letter_messages", "notifier_poison_messages_total"):
+    for name in (
+        "clinic_http_requests_total",
+        "clinic_http_request_duration_seconds_bucket",
+        "clinic_outbox_pending",
+        "clinic_db_connections",
+        "clinic_db_max_connections",
+        "notifier_emails_sent_total",
+        "notifier_dead_letter_messages",
+        "notifier_poison_messages_total",
+    ):
         assert name in exported, name
     assert exported["clinic_http_requests_total"] == {"method", "route", "status"}
 
@@ -109,12 +126,14 @@ def test_the_allowlist_holds_only_metrics_that_are_used_and_not_the_apps_own(exp
 
 
 def test_a_rule_naming_a_metric_nobody_exports_is_reported(exported, tmp_path):
-    mutated = RULES_FILE.read_text().replace("max by (queue) (notifier_dead_letter_messages)",
-                                             "max by (queue) (notifier_dlq_messages)")
+    mutated = RULES_FILE.read_text().replace(
+        "max by (queue) (notifier_dead_letter_messages)", "max by (queue) (notifier_dlq_messages)"
+    )
     rules = yaml.safe_load(mutated)
     named = [(f"rule {r['alert']}", r["expr"]) for g in rules["groups"] for r in g["rules"]]
     assert problems(named, exported) == [
-        "rule NotifierDeadLetters: notifier_dlq_messages is exported by neither app nor listed in EXTERNAL_METRICS"]
+        "rule NotifierDeadLetters: notifier_dlq_messages is exported by neither app nor listed in EXTERNAL_METRICS"
+    ]
 
 
 def test_a_label_the_metric_does_not_have_is_reported(exported):
@@ -123,6 +142,7 @@ def test_a_label_the_metric_does_not_have_is_reported(exported):
 
 
 def test_functions_keywords_and_label_lists_are_not_taken_for_metrics():
-    assert selectors('histogram_quantile(0.95, sum by (le) (rate(foo_bucket{route!~"/x"}[5m]))) > 2 '
-                     'and on() absent(bar) or {__name__="baz", job="j"} unless vector(1)') == [
-        ("foo_bucket", {"route"}), ("bar", set()), ("baz", {"__name__", "job"})]
+    assert selectors(
+        'histogram_quantile(0.95, sum by (le) (rate(foo_bucket{route!~"/x"}[5m]))) > 2 '
+        'and on() absent(bar) or {__name__="baz", job="j"} unless vector(1)'
+    ) == [("foo_bucket", {"route"}), ("bar", set()), ("baz", {"__name__", "job"})]

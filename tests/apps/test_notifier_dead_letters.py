@@ -1,5 +1,6 @@
 """The notifier's dead-letter depth gauge against a moto server: DLQs found from the queues' redrive policies, a
 message SQS itself moved there, errors counted without stopping the sampler, and the gauge on the process's /metrics."""
+
 import json
 import subprocess
 import sys
@@ -9,10 +10,10 @@ import uuid
 import boto3
 import pytest
 from botocore.config import Config
+from support import REGION, ROOT, get, make_queue, wait_for
 
 from notifier.dead_letters import DeadLetterSampler, dead_letter_queue_url
 from notifier.metrics import Metrics
-from support import REGION, ROOT, get, make_queue, wait_for
 
 
 def gauge(metrics, name):
@@ -24,10 +25,13 @@ def errors(metrics):
 
 
 def test_dead_letter_url_is_the_queues_url_with_the_dlq_name():
-    policy = json.dumps({"deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:events-account-dlq-1a2b",
-                         "maxReceiveCount": 3})
-    assert (dead_letter_queue_url("https://sqs.eu-west-1.amazonaws.com/123456789012/events-account-9f8e", policy)
-            == "https://sqs.eu-west-1.amazonaws.com/123456789012/events-account-dlq-1a2b")
+    policy = json.dumps(
+        {"deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:events-account-dlq-1a2b", "maxReceiveCount": 3}
+    )
+    assert (
+        dead_letter_queue_url("https://sqs.eu-west-1.amazonaws.com/123456789012/events-account-9f8e", policy)
+        == "https://sqs.eu-west-1.amazonaws.com/123456789012/events-account-dlq-1a2b"
+    )
     assert dead_letter_queue_url("https://sqs.eu-west-1.amazonaws.com/123456789012/q", None) is None
     with pytest.raises(ValueError, match="deadLetterTargetArn = 'nope' is invalid"):
         dead_letter_queue_url("https://sqs/1/q", json.dumps({"deadLetterTargetArn": "nope"}))
@@ -62,9 +66,14 @@ def test_sqs_errors_are_counted_and_the_other_queues_still_sampled(sqs):
 
 
 def test_the_sampler_thread_survives_an_unreachable_sqs():
-    unreachable = boto3.client("sqs", region_name=REGION, endpoint_url="http://127.0.0.1:9",
-                               aws_access_key_id="x", aws_secret_access_key="x",
-                               config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+    unreachable = boto3.client(
+        "sqs",
+        region_name=REGION,
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
     metrics = Metrics()
     stop = threading.Event()
     thread = DeadLetterSampler(unreachable, ["http://127.0.0.1:9/123456789012/q"], metrics, interval=0.05).start(stop)
@@ -83,11 +92,13 @@ def test_the_running_notifier_exports_its_dlq_depth(notifier_env, sqs):
     sqs.send_message(QueueUrl=queue.dlq_url, MessageBody="{}")
     sqs.send_message(QueueUrl=queue.dlq_url, MessageBody="{}")
     env = {**env, "NOTIFIER_QUEUE_URLS": json.dumps([queue.url])}
-    migrate = subprocess.run([sys.executable, "-m", "notifier.migrate"], env=env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
+    migrate = subprocess.run(
+        [sys.executable, "-m", "notifier.migrate"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert migrate.returncode == 0, migrate.stderr
-    process = subprocess.Popen([sys.executable, "-m", "notifier"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notifier"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     line = f'notifier_dead_letter_messages{{queue="{queue.dlq_url.rsplit("/", 1)[1]}"}} 2.0'
     try:
         wait_for(lambda: line in get(f"{base}/metrics")[1], 30, line)

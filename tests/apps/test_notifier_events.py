@@ -1,4 +1,5 @@
 """The event contract and the emails rendered from it (no I/O)."""
+
 import json
 import uuid
 
@@ -13,8 +14,11 @@ PAYLOADS = {
     "account.created": {},
     "patient.registered": {},
     "doctor.registered": {"specialty": "Cardiology"},
-    "appointment.confirmed": {"starts_at": "2026-11-24T14:30:00Z", "doctor_name": "Dr. Ana Souza",
-                              "telemedicine_url": "https://meet.clinic.example/r/abc"},
+    "appointment.confirmed": {
+        "starts_at": "2026-11-24T14:30:00Z",
+        "doctor_name": "Dr. Ana Souza",
+        "telemedicine_url": "https://meet.clinic.example/r/abc",
+    },
     "appointment.cancelled": {"starts_at": "2026-11-24T14:30:00+00:00", "doctor_name": "Dr. Ana Souza"},
     "exam.created": {"exam_type": "Blood count"},
     "exam.completed": {"exam_type": "Blood count"},
@@ -25,8 +29,9 @@ PAYLOADS = {
 
 def body(event_type="exam.result.ready", **payload):
     p = {"recipient_email": "pat@example.com", "recipient_name": "Pat", **PAYLOADS[event_type], **payload}
-    return json.dumps({"id": str(uuid.uuid4()), "type": event_type, "occurred_at": "2026-11-22T19:00:00Z",
-                       "payload": p})
+    return json.dumps(
+        {"id": str(uuid.uuid4()), "type": event_type, "occurred_at": "2026-11-22T19:00:00Z", "payload": p}
+    )
 
 
 def test_every_event_type_has_a_payload_example_here():
@@ -51,9 +56,16 @@ def test_appointment_email_carries_time_doctor_and_video_link():
 
 
 def test_user_content_is_escaped_and_unsafe_links_dropped():
-    email = render(parse_event(body("appointment.confirmed", recipient_name="<script>x</script>",
-                                    doctor_name='Dr "><img src=x onerror=alert(1)>',
-                                    telemedicine_url="javascript:alert(1)")))
+    email = render(
+        parse_event(
+            body(
+                "appointment.confirmed",
+                recipient_name="<script>x</script>",
+                doctor_name='Dr "><img src=x onerror=alert(1)>',
+                telemedicine_url="javascript:alert(1)",
+            )
+        )
+    )
     assert "<script>" not in email.html and "&lt;script&gt;" in email.html
     assert "<img" not in email.html
     assert "javascript:" not in email.html and "javascript:" not in email.text
@@ -64,20 +76,23 @@ def test_subject_has_no_header_injection():
     assert "\r" not in email.subject and "\n" not in email.subject
 
 
-@pytest.mark.parametrize("raw, reason", [
-    ("not json", "invalid_json"),
-    ("[1, 2]", "invalid_envelope"),
-    (json.dumps({"type": "exam.created", "occurred_at": "2026-01-01T00:00:00Z", "payload": {}}), "missing_field"),
-    (body().replace("exam.result.ready", "exam.exploded"), "unknown_type"),
-    (body(recipient_email=None), "missing_field"),
-    (body(recipient_email="not-an-address"), "invalid_field"),
-    (body(recipient_email="a@b.com\r\nBcc: c@d.com"), "invalid_field"),
-    (body(exam_type=""), "missing_field"),
-    (body(exam_type=42), "invalid_field"),
-    (body("appointment.confirmed", starts_at="tomorrow"), "invalid_field"),
-    (json.dumps({**json.loads(body()), "id": "not-a-uuid"}), "invalid_field"),
-    (json.dumps({**json.loads(body()), "payload": "x"}), "invalid_envelope"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_envelope"),
+        (json.dumps({"type": "exam.created", "occurred_at": "2026-01-01T00:00:00Z", "payload": {}}), "missing_field"),
+        (body().replace("exam.result.ready", "exam.exploded"), "unknown_type"),
+        (body(recipient_email=None), "missing_field"),
+        (body(recipient_email="not-an-address"), "invalid_field"),
+        (body(recipient_email="a@b.com\r\nBcc: c@d.com"), "invalid_field"),
+        (body(exam_type=""), "missing_field"),
+        (body(exam_type=42), "invalid_field"),
+        (body("appointment.confirmed", starts_at="tomorrow"), "invalid_field"),
+        (json.dumps({**json.loads(body()), "id": "not-a-uuid"}), "invalid_field"),
+        (json.dumps({**json.loads(body()), "payload": "x"}), "invalid_envelope"),
+    ],
+)
 def test_poison_messages_are_refused_with_a_reason(raw, reason):
     with pytest.raises(PoisonMessage) as info:
         parse_event(raw)
@@ -90,8 +105,9 @@ def test_attribute_must_match_the_body_type():
 
 
 def _client_error(code, status=400):
-    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "SendEmail")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "SendEmail"
+    )
 
 
 def test_transient_classification():

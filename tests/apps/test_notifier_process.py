@@ -1,4 +1,5 @@
 """``python -m notifier`` as a process: settings from the environment, health, metrics, clean SIGTERM."""
+
 import http.client
 import json
 import signal
@@ -11,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from sqlalchemy import text
-
 from support import ROOT, get, wait_for
 
 
@@ -22,18 +22,33 @@ def sent_to(endpoint, to):
 
 def test_migrate_then_run_send_and_stop_on_sigterm(notifier_env, sqs, aws_endpoint):
     env, queue, base = notifier_env
-    migrate = subprocess.run([sys.executable, "-m", "notifier.migrate"], env=env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
+    migrate = subprocess.run(
+        [sys.executable, "-m", "notifier.migrate"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert migrate.returncode == 0, migrate.stderr
-    process = subprocess.Popen([sys.executable, "-m", "notifier"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notifier"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for(lambda: get(f"{base}/readyz")[0] == 200, 30, "/readyz")
         assert get(f"{base}/healthz")[0] == 200
         to = f"{uuid.uuid4().hex[:10]}@example.com"
-        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({
-            "id": str(uuid.uuid4()), "type": "exam.created", "occurred_at": "2026-11-22T19:00:00Z",
-            "payload": {"recipient_email": to, "recipient_name": "Pat", "exam_type": "MRI"}}))
+        sqs.send_message(
+            QueueUrl=queue,
+            MessageBody=json.dumps(
+                {
+                    "id": str(uuid.uuid4()),
+                    "type": "exam.created",
+                    "occurred_at": "2026-11-22T19:00:00Z",
+                    "payload": {"recipient_email": to, "recipient_name": "Pat", "exam_type": "MRI"},
+                }
+            ),
+        )
         wait_for(lambda: len(sent_to(aws_endpoint, to)) == 1, 20, "the email in moto")
         status, metrics = get(f"{base}/metrics")
         assert status == 200
@@ -52,8 +67,9 @@ def test_migrate_then_run_send_and_stop_on_sigterm(notifier_env, sqs, aws_endpoi
 def test_settings_refuse_bad_values(notifier_env):
     env, _, _ = notifier_env
     env = {**env, "NOTIFIER_QUEUE_URLS": "[]"}
-    result = subprocess.run([sys.executable, "-m", "notifier"], env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "notifier"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode != 0 and "queue_urls is empty; allowed: one or more SQS queue URLs" in result.stderr
 
 
@@ -88,25 +104,41 @@ class SlowSes:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
         self.server.daemon_threads = True
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def test_sigterm_in_the_middle_of_a_batch_sends_and_deletes_it_all_once_and_leaves_the_rest_queued(
-        notifier_env, sqs, aws_endpoint, notifier_engine):
+    notifier_env, sqs, aws_endpoint, notifier_engine
+):
     env, queue, base = notifier_env
-    subprocess.run([sys.executable, "-m", "notifier.migrate"], env=env, cwd=ROOT, check=True, capture_output=True,
-                   timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "notifier.migrate"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=60
+    )
     ses = SlowSes(aws_endpoint, delay=2.0)
     env = {**env, "NOTIFIER_AWS__ENDPOINT_URL": ses.url, "NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS": "12"}
     recipients = [f"{uuid.uuid4().hex[:10]}@example.com" for _ in range(15)]
     events = [str(uuid.uuid4()) for _ in recipients]
     for event_id, to in zip(events, recipients):
-        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({
-            "id": event_id, "type": "exam.created", "occurred_at": "2026-11-22T19:00:00Z",
-            "payload": {"recipient_email": to, "recipient_name": "Pat", "exam_type": "MRI"}}))
-    process = subprocess.Popen([sys.executable, "-m", "notifier"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+        sqs.send_message(
+            QueueUrl=queue,
+            MessageBody=json.dumps(
+                {
+                    "id": event_id,
+                    "type": "exam.created",
+                    "occurred_at": "2026-11-22T19:00:00Z",
+                    "payload": {"recipient_email": to, "recipient_name": "Pat", "exam_type": "MRI"},
+                }
+            ),
+        )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notifier"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert ses.sending.wait(30), "the notifier never reached SES"
         process.send_signal(signal.SIGTERM)  # a batch is in hand: its emails are being sent
@@ -123,32 +155,64 @@ def test_sigterm_in_the_middle_of_a_batch_sends_and_deletes_it_all_once_and_leav
     emails = {to: len(sent_to(aws_endpoint, to)) for to in recipients}
     sent = [to for to, count in emails.items() if count]
     assert sent and set(emails.values()) <= {0, 1}, f"an email sent twice: {emails}"
-    attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    assert int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 0, "a received message was neither deleted " \
-        "nor given back: it would wait out the visibility timeout"
-    assert int(attrs["ApproximateNumberOfMessages"]) == len(recipients) - len(sent), \
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 0, (
+        "a received message was neither deleted nor given back: it would wait out the visibility timeout"
+    )
+    assert int(attrs["ApproximateNumberOfMessages"]) == len(recipients) - len(sent), (
         "every message not sent is still queued, none deleted unsent"
+    )
     with notifier_engine.connect() as connection:
-        rows = dict(connection.execute(text("SELECT CAST(event_id AS text), status FROM notifier_sent_events "
-                                            "WHERE event_id = ANY(CAST(:ids AS uuid[]))"), {"ids": events}).all())
+        rows = dict(
+            connection.execute(
+                text(
+                    "SELECT CAST(event_id AS text), status FROM notifier_sent_events "
+                    "WHERE event_id = ANY(CAST(:ids AS uuid[]))"
+                ),
+                {"ids": events},
+            ).all()
+        )
     assert sorted(rows.values()) == ["sent"] * len(sent), "each email sent is recorded, so a copy is never resent"
     assert "stopping: finishing the batch in hand" in output and "notifier stopped" in output
 
 
 def test_a_batch_stuck_in_ses_does_not_hold_the_process_past_the_shutdown_timeout(notifier_env, sqs, aws_endpoint):
     env, queue, _ = notifier_env
-    subprocess.run([sys.executable, "-m", "notifier.migrate"], env=env, cwd=ROOT, check=True, capture_output=True,
-                   timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "notifier.migrate"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=60
+    )
     ses = SlowSes(aws_endpoint, delay=60.0)
-    env = {**env, "NOTIFIER_AWS__ENDPOINT_URL": ses.url, "NOTIFIER_WAIT_SECONDS": "0",
-           "NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS": "10"}
-    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({
-        "id": str(uuid.uuid4()), "type": "exam.created", "occurred_at": "2026-11-22T19:00:00Z",
-        "payload": {"recipient_email": f"{uuid.uuid4().hex[:10]}@example.com", "recipient_name": "Pat",
-                    "exam_type": "MRI"}}))
-    process = subprocess.Popen([sys.executable, "-m", "notifier"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    env = {
+        **env,
+        "NOTIFIER_AWS__ENDPOINT_URL": ses.url,
+        "NOTIFIER_WAIT_SECONDS": "0",
+        "NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS": "10",
+    }
+    sqs.send_message(
+        QueueUrl=queue,
+        MessageBody=json.dumps(
+            {
+                "id": str(uuid.uuid4()),
+                "type": "exam.created",
+                "occurred_at": "2026-11-22T19:00:00Z",
+                "payload": {
+                    "recipient_email": f"{uuid.uuid4().hex[:10]}@example.com",
+                    "recipient_name": "Pat",
+                    "exam_type": "MRI",
+                },
+            }
+        ),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notifier"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert ses.sending.wait(30), "the notifier never reached SES"
         process.send_signal(signal.SIGTERM)

@@ -1,4 +1,5 @@
 """The notifier against a real PostgreSQL and a moto server: sending, idempotency, poison messages, retries."""
+
 import json
 import threading
 import time
@@ -9,34 +10,43 @@ import uuid
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from support import FROM_ADDRESS, REGION, make_queue, sent_emails, wait_for
 
 from notifier.metrics import Metrics
-from notifier.retry import RetryPolicy
 from notifier.store import SentEventStore
 from notifier.worker import Notifier
-from support import FROM_ADDRESS, REGION, make_queue, sent_emails, wait_for
 
 
 def queue_depth(sqs, url):
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
 PAYLOADS = {
-    "account.created": {}, "appointment.confirmed": {
-        "starts_at": "2026-11-24T14:30:00Z", "doctor_name": "Dr. Ana Souza",
-        "telemedicine_url": "https://meet.clinic.example/r/abc"},
+    "account.created": {},
+    "appointment.confirmed": {
+        "starts_at": "2026-11-24T14:30:00Z",
+        "doctor_name": "Dr. Ana Souza",
+        "telemedicine_url": "https://meet.clinic.example/r/abc",
+    },
     "appointment.cancelled": {"starts_at": "2026-11-24T14:30:00Z", "doctor_name": "Dr. Ana Souza"},
-    "exam.created": {"exam_type": "Blood count"}, "exam.completed": {"exam_type": "Blood count"},
+    "exam.created": {"exam_type": "Blood count"},
+    "exam.completed": {"exam_type": "Blood count"},
     "exam.result.ready": {"exam_type": "Blood count"},
 }
 
 
 def event_body(event_type, to="patient@example.com", event_id=None):
-    return json.dumps({"id": event_id or str(uuid.uuid4()), "type": event_type,
-                       "occurred_at": "2026-11-22T19:00:00Z",
-                       "payload": {"recipient_email": to, "recipient_name": "Pat", **PAYLOADS[event_type]}})
+    return json.dumps(
+        {
+            "id": event_id or str(uuid.uuid4()),
+            "type": event_type,
+            "occurred_at": "2026-11-22T19:00:00Z",
+            "payload": {"recipient_email": to, "recipient_name": "Pat", **PAYLOADS[event_type]},
+        }
+    )
 
 
 @pytest.fixture
@@ -58,8 +68,16 @@ def queue(sqs):
 
 def make_notifier(sqs, ses, store, queues, **kw):
     kw.setdefault("wait_seconds", 1)
-    return Notifier(sqs=sqs, ses=ses, store=store, queue_urls=queues, from_address=FROM_ADDRESS,
-                    configuration_set="clinic-test", metrics=Metrics(), **kw)
+    return Notifier(
+        sqs=sqs,
+        ses=ses,
+        store=store,
+        queue_urls=queues,
+        from_address=FROM_ADDRESS,
+        configuration_set="clinic-test",
+        metrics=Metrics(),
+        **kw,
+    )
 
 
 def drain(notifier, queue_url, rounds=3):
@@ -74,11 +92,16 @@ def drain(notifier, queue_url, rounds=3):
 
 
 def test_one_email_per_event_through_ses_v2(sqs, ses, store, queue, aws_endpoint):
-    recipients = {t: f"{uuid.uuid4().hex[:10]}@example.com"
-                  for t in ("account.created", "appointment.confirmed", "exam.created", "exam.result.ready")}
+    recipients = {
+        t: f"{uuid.uuid4().hex[:10]}@example.com"
+        for t in ("account.created", "appointment.confirmed", "exam.created", "exam.result.ready")
+    }
     for event_type, to in recipients.items():
-        sqs.send_message(QueueUrl=queue.url, MessageBody=event_body(event_type, to=to),
-                         MessageAttributes={"event_type": {"DataType": "String", "StringValue": event_type}})
+        sqs.send_message(
+            QueueUrl=queue.url,
+            MessageBody=event_body(event_type, to=to),
+            MessageAttributes={"event_type": {"DataType": "String", "StringValue": event_type}},
+        )
     notifier = make_notifier(sqs, ses, store, [queue.url])
     drain(notifier, queue.url)
     for event_type, to in recipients.items():
@@ -111,9 +134,12 @@ def test_poison_message_reaches_the_dlq_after_3_receives_and_the_loop_keeps_runn
     notifier.start(stop)
     try:
         sqs.send_message(QueueUrl=queue.url, MessageBody="{not json")
-        sqs.send_message(QueueUrl=queue.url, MessageBody=json.dumps({"id": str(uuid.uuid4()), "type": "exam.exploded",
-                                                                     "occurred_at": "2026-01-01T00:00:00Z",
-                                                                     "payload": {}}))
+        sqs.send_message(
+            QueueUrl=queue.url,
+            MessageBody=json.dumps(
+                {"id": str(uuid.uuid4()), "type": "exam.exploded", "occurred_at": "2026-01-01T00:00:00Z", "payload": {}}
+            ),
+        )
         wait_for(lambda: queue_depth(sqs, queue.dlq_url) == 2, 20, "poison messages in the DLQ")
         assert notifier.alive(), "a poison message stopped the loop"
         to = f"{uuid.uuid4().hex[:10]}@example.com"
@@ -133,8 +159,10 @@ class FlakySes:
 
     def __init__(self, ses, failures, code="TooManyRequestsException", status=429):
         self.ses, self.failures, self.calls = ses, failures, 0
-        self.error = ClientError({"Error": {"Code": code, "Message": "injected"},
-                                  "ResponseMetadata": {"HTTPStatusCode": status}}, "SendEmail")
+        self.error = ClientError(
+            {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+            "SendEmail",
+        )
 
     def send_email(self, **kwargs):
         self.calls += 1
@@ -205,11 +233,13 @@ def test_a_crashed_workers_claim_is_taken_over_after_the_lease(sqs, ses, notifie
 
 def test_database_down_leaves_messages_and_nothing_is_sent(sqs, ses, queue, aws_endpoint):
     from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
     dead = SentEventStore(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"))
     to = f"{uuid.uuid4().hex[:10]}@example.com"
     sqs.send_message(QueueUrl=queue.url, MessageBody=event_body("exam.created", to=to))
     notifier = make_notifier(sqs, ses, dead, [queue.url])
-    with pytest.raises(Exception):
+    with pytest.raises(OperationalError):
         drain(notifier, queue.url, rounds=1)
     assert sent_emails(aws_endpoint, to) == []
     assert notifier.metrics.messages_failed.labels(reason="database")._value.get() == 1
@@ -272,7 +302,8 @@ def test_stop_finishes_the_batch_in_hand(sqs, ses, store, queue, aws_endpoint):
 
 
 def test_without_its_table_the_notifier_is_not_ready_and_stops_receiving_until_migrated(
-        postgres, sqs, ses, aws_endpoint):
+    postgres, sqs, ses, aws_endpoint
+):
     from sqlalchemy import create_engine
 
     from notifier.health import make_server, serve_in_background

@@ -5,7 +5,12 @@ import pulumi
 import pytest
 
 from components.alarms import (
-    Alarms, AlarmsArgs, connections_threshold, free_storage_threshold_bytes, validate_alarms_args, validate_arn_suffix,
+    Alarms,
+    AlarmsArgs,
+    connections_threshold,
+    free_storage_threshold_bytes,
+    validate_alarms_args,
+    validate_arn_suffix,
 )
 from components.clinic_apps import load_balancer_name
 from limits import DB_INSTANCE_CLASSES, max_db_connections
@@ -61,8 +66,13 @@ def test_every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears(wired):
 
 def test_missing_data_is_treated_deliberately_per_alarm(wired):
     _, graph = wired
-    expected = {"db-cpu": "missing", "db-connections": "missing", "db-free-storage": "breaching",
-                "alb-elb-5xx": "notBreaching", "alb-target-5xx-ratio": "notBreaching"}
+    expected = {
+        "db-cpu": "missing",
+        "db-connections": "missing",
+        "db-free-storage": "breaching",
+        "alb-elb-5xx": "notBreaching",
+        "alb-target-5xx-ratio": "notBreaching",
+    }
     for role, alarm in alarms_by_role(graph).items():
         want = "notBreaching" if role.startswith("dlq-") else expected[role]
         assert alarm.inputs["treatMissingData"] == want, f"{alarm.name}: {alarm.inputs['treatMissingData']}"
@@ -99,7 +109,9 @@ def test_alb_alarms_watch_the_alb_found_by_the_name_the_ingress_gives_it(wired):
     ratio = alarms["alb-target-5xx-ratio"]
     queries = {q["id"]: q for q in ratio.inputs["metricQueries"]}
     assert {queries[q]["metric"]["metricName"] for q in ("requests", "errors")} == {
-        "RequestCount", "HTTPCode_Target_5XX_Count"}, ratio.name
+        "RequestCount",
+        "HTTPCode_Target_5XX_Count",
+    }, ratio.name
     for q in ("requests", "errors"):
         assert queries[q]["metric"]["dimensions"] == {"LoadBalancer": looked_up}, ratio.name
     assert [q["id"] for q in ratio.inputs["metricQueries"] if q.get("returnData")] == ["ratio"], ratio.name
@@ -142,9 +154,14 @@ def test_each_alarm_email_gets_an_email_subscription(wired):
 
 
 def _alone(suffix, **overrides):
-    args = dict(alarm_emails=("oncall@clinic.example.org",), database_instance_id="db-1",
-                database_instance_class="db.t4g.micro", database_allocated_storage_gb=20,
-                dlq_names={"exam": "exam-dlq"}, load_balancer_arn_suffix=suffix)
+    args = dict(
+        alarm_emails=("oncall@clinic.example.org",),
+        database_instance_id="db-1",
+        database_instance_class="db.t4g.micro",
+        database_allocated_storage_gb=20,
+        dlq_names={"exam": "exam-dlq"},
+        load_balancer_arn_suffix=suffix,
+    )
     return AlarmsArgs(**{**args, **overrides})
 
 
@@ -183,12 +200,15 @@ def test_the_database_enforces_the_limit_its_connection_alarm_is_computed_from(s
     assert alarm.inputs["threshold"] == pytest.approx(0.8 * limit) == pytest.approx(EXPECTED_CONNECTIONS[stack_name])
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"alarm_emails": ("not-an-address",)}, "alarm_emails entry 'not-an-address' is invalid"),
-    ({"alarm_emails": ("a@clinic.example.org", "A@clinic.example.org")}, "addresses without repeats"),
-    ({"dlq_names": ["exam-dlq"]}, r"dlq_names = \['exam-dlq'\] is invalid; allowed: a mapping"),
-    ({"load_balancer_arn_suffix": "my-alb"}, "load_balancer_arn_suffix = 'my-alb' is invalid"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"alarm_emails": ("not-an-address",)}, "alarm_emails entry 'not-an-address' is invalid"),
+        ({"alarm_emails": ("a@clinic.example.org", "A@clinic.example.org")}, "addresses without repeats"),
+        ({"dlq_names": ["exam-dlq"]}, r"dlq_names = \['exam-dlq'\] is invalid; allowed: a mapping"),
+        ({"load_balancer_arn_suffix": "my-alb"}, "load_balancer_arn_suffix = 'my-alb' is invalid"),
+    ],
+)
 def test_bad_arguments_are_refused_naming_the_value(overrides, message):
     with pytest.raises(ValueError, match=message):
         validate_alarms_args(_alone("", **overrides))
@@ -204,10 +224,13 @@ def test_a_well_formed_arn_suffix_passes():
     assert validate_arn_suffix("app/clinic-dev-apps-alb/50dc6c495c0c9188") == "app/clinic-dev-apps-alb/50dc6c495c0c9188"
 
 
-@pytest.mark.parametrize("component, expected", [
-    ("clinic-dev-apps", "clinic-dev-apps-alb"),
-    ("clinic-prod-apps", "clinic-prod-apps-alb"),
-])
+@pytest.mark.parametrize(
+    "component, expected",
+    [
+        ("clinic-dev-apps", "clinic-dev-apps-alb"),
+        ("clinic-prod-apps", "clinic-prod-apps-alb"),
+    ],
+)
 def test_alb_name_is_the_components_name_when_it_fits(component, expected):
     assert load_balancer_name(component) == expected
 

@@ -17,12 +17,28 @@ def _build(stack: str):
     made = {}
 
     def build():
-        database = Database(f"clinic-{stack}-db", database_args(
-            s.database, vpc_id="vpc-1", subnet_ids=["subnet-1", "subnet-2"], client_security_group_ids=[],
-            protect=s.protect_data, tags={"stack": stack}))
-        made["backup"] = DatabaseBackup(f"clinic-{stack}-backup", backup_args(
-            s.backup, instance_arns=[database.instance_arn], region=s.region, protect=s.protect_data,
-            tags={"stack": stack}))
+        database = Database(
+            f"clinic-{stack}-db",
+            database_args(
+                s.database,
+                vpc_id="vpc-1",
+                subnet_ids=["subnet-1", "subnet-2"],
+                client_security_group_ids=[],
+                protect=s.protect_data,
+                tags={"stack": stack},
+            ),
+        )
+        made["backup"] = DatabaseBackup(
+            f"clinic-{stack}-backup",
+            backup_args(
+                s.backup,
+                instance_arns=[database.instance_arn],
+                region=s.region,
+                protect=s.protect_data,
+                tags={"stack": stack},
+            ),
+        )
+
     return evaluate(build, stack=stack, region=s.region), made["backup"]
 
 
@@ -64,8 +80,11 @@ def test_prod_copies_every_recovery_point_to_a_vault_in_eu_central_1_through_a_p
     assert copy["lifecycle"]["deleteAfter"] == 35
     copy_key = prod.one("aws:kms/key:Key", "clinic-prod-backup-copy-vault-key")
     assert copy_vault.inputs["kmsKeyArn"] == copy_key.state["arn"], f"{copy_vault.name} has not its own key"
-    for resource in (copy_vault, copy_key, prod.one("aws:backup/vaultLockConfiguration:VaultLockConfiguration",
-                                                    "clinic-prod-backup-copy-vault-lock")):
+    for resource in (
+        copy_vault,
+        copy_key,
+        prod.one("aws:backup/vaultLockConfiguration:VaultLockConfiguration", "clinic-prod-backup-copy-vault-lock"),
+    ):
         provider = prod.by_urn[resource.provider]
         assert provider.type == "pulumi:providers:aws" and provider.inputs["region"] == "eu-central-1", resource.name
     assert ":eu-central-1:" in copy_vault.state["arn"] and ":eu-central-1:" in copy_key.state["arn"]
@@ -88,10 +107,15 @@ def test_backup_role_is_assumed_by_aws_backup_with_its_managed_policies_attached
     role = prod.one("aws:iam/role:Role", "clinic-prod-backup-role")
     statement = role.input("assumeRolePolicy", "Statement")[0]
     assert statement["Principal"] == {"Service": "backup.amazonaws.com"}, role.name
-    attachments = [a for a in prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-                   if a.inputs["role"] == role.state["name"]]
+    attachments = [
+        a
+        for a in prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if a.inputs["role"] == role.state["name"]
+    ]
     assert sorted(a.inputs["policyArn"].rsplit("/", 1)[1] for a in attachments) == [
-        "AWSBackupServiceRolePolicyForBackup", "AWSBackupServiceRolePolicyForRestores"]
+        "AWSBackupServiceRolePolicyForBackup",
+        "AWSBackupServiceRolePolicyForRestores",
+    ]
     selection = prod.one("aws:backup/selection:Selection")
     assert selection.inputs["iamRoleArn"] == role.state["arn"], selection.name
     for attachment in attachments:
@@ -107,22 +131,34 @@ def test_the_daily_job_starts_after_rds_own_backup_and_maintenance_windows(prod)
     def ends(window: str) -> int:  # "02:00-03:00" or "sun:03:30-sun:04:30" -> minutes after midnight
         h, m = window.split("-")[1].split(":")[-2:]
         return int(h) * 60 + int(m)
+
     for window in (db.inputs["backupWindow"], db.inputs["maintenanceWindow"]):
         assert starts >= ends(window), f"the backup job starts at {hour}:{minute} UTC, inside {window}"
 
 
 def _args(**overrides):
-    values = dict(instance_arns=["arn:aws:rds:eu-west-1:123456789012:db:x"], retention_days=35,
-                  copy_region="eu-central-1", region="eu-west-1", protect=True)
+    values = dict(
+        instance_arns=["arn:aws:rds:eu-west-1:123456789012:db:x"],
+        retention_days=35,
+        copy_region="eu-central-1",
+        region="eu-west-1",
+        protect=True,
+    )
     return DatabaseBackupArgs(**{**values, **overrides})
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"copy_region": "eu-west-1"}, "copy_region = 'eu-west-1' is invalid; allowed: an AWS region other than eu-west-1"),
-    ({"enabled": False}, "enabled = False is invalid for a protected stack"),
-    ({"instance_arns": []}, r"instance_arns = \[\] is invalid"),
-    ({"region": "europe"}, "region = 'europe' is invalid"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"copy_region": "eu-west-1"},
+            "copy_region = 'eu-west-1' is invalid; allowed: an AWS region other than eu-west-1",
+        ),
+        ({"enabled": False}, "enabled = False is invalid for a protected stack"),
+        ({"instance_arns": []}, r"instance_arns = \[\] is invalid"),
+        ({"region": "europe"}, "region = 'europe' is invalid"),
+    ],
+)
 def test_bad_arguments_are_refused_naming_the_value(overrides, message):
     with pytest.raises(ValueError, match=message):
         validate_backup_args(_args(**overrides))
@@ -133,6 +169,7 @@ def test_backups_without_a_copy_region_have_no_copy_vault_and_no_second_provider
 
     def build():
         made["b"] = DatabaseBackup("b", _args(copy_region=None, protect=False))
+
     graph = evaluate(build, stack="dev")
     assert [v.name for v in graph.of_type(VAULT)] == ["b-vault"]
     assert graph.of_type("pulumi:providers:aws") == []

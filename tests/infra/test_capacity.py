@@ -2,8 +2,15 @@
 
 import pytest
 
-from limits.capacity import (API_POD, INSTANCE_TYPES, NOTIFIER_POD, NodeGroupCapacity, capacity_problem,
-                             requested, usable_capacity)
+from limits.capacity import (
+    API_POD,
+    INSTANCE_TYPES,
+    NOTIFIER_POD,
+    NodeGroupCapacity,
+    capacity_problem,
+    requested,
+    usable_capacity,
+)
 
 DEV = [NodeGroupCapacity(("t3.large", "t3a.large"), 3)]
 PROD = [NodeGroupCapacity(("m6i.large",), 9)]

@@ -17,9 +17,15 @@ CONNECTION = "arn:aws:codeconnections:eu-west-1:123456789012:connection/0f1e2d3c
 
 
 def args(**overrides) -> CiRunnerArgs:
-    values = dict(project_name="clinic-dev-ci-runner", repository="clinic-org/clinic-platform",
-                  connection_arn=CONNECTION, vpc_id="vpc-1", vpc_cidr="10.20.0.0/16",
-                  subnet_ids=["subnet-a", "subnet-b"], build_timeout_minutes=150)
+    values = dict(
+        project_name="clinic-dev-ci-runner",
+        repository="clinic-org/clinic-platform",
+        connection_arn=CONNECTION,
+        vpc_id="vpc-1",
+        vpc_cidr="10.20.0.0/16",
+        subnet_ids=["subnet-a", "subnet-b"],
+        build_timeout_minutes=150,
+    )
     return CiRunnerArgs(**{**values, **overrides})
 
 
@@ -49,8 +55,11 @@ def test_the_security_group_admits_nothing_and_lets_out_https_and_dns_only(stack
     name = stack.one(PROJECT).inputs["name"]
     sg = stack.one("aws:ec2/securityGroup:SecurityGroup", f"{name}-sg")
     assert sg.inputs["ingress"] == [] and sg.inputs["egress"] == []
-    rules = {(r.inputs["ipProtocol"], r.inputs["fromPort"], r.inputs["toPort"], r.inputs["cidrIpv4"])
-             for r in stack.of_type(EGRESS) if r.inputs["securityGroupId"] == f"{sg.name}-id"}
+    rules = {
+        (r.inputs["ipProtocol"], r.inputs["fromPort"], r.inputs["toPort"], r.inputs["cidrIpv4"])
+        for r in stack.of_type(EGRESS)
+        if r.inputs["securityGroupId"] == f"{sg.name}-id"
+    }
     vpc = stack.one("aws:ec2/vpc:Vpc").inputs["cidrBlock"]
     assert rules == {("tcp", 443, 443, "0.0.0.0/0"), ("udp", 53, 53, vpc), ("tcp", 53, 53, vpc)}
     assert not [r for r in stack.of_type(INGRESS) if r.inputs["securityGroupId"] == f"{sg.name}-id"]
@@ -70,15 +79,21 @@ def test_the_runner_role_may_write_its_logs_attach_to_its_subnets_and_use_the_co
     role = stack.one("aws:iam/role:Role", f"{name}-role")
     assert role.input("assumeRolePolicy")["Statement"][0]["Principal"] == {"Service": "codebuild.amazonaws.com"}
     assert project.inputs["serviceRole"] == role.state["arn"]
-    assert not [a for a in stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-                if a.inputs["role"] == role.state["name"]], "no managed policy on the runner role"
+    assert not [
+        a
+        for a in stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if a.inputs["role"] == role.state["name"]
+    ], "no managed policy on the runner role"
     policy = stack.one("aws:iam/rolePolicy:RolePolicy", f"{name}-policy").input("policy")
     actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert not [a for a in actions if a.startswith(("iam:", "eks:", "sts:", "s3:", "kms:", "ecr:"))], actions
     assert all("*" not in a for a in actions), actions
     [eni] = [s for s in policy["Statement"] if s["Action"] == "ec2:CreateNetworkInterfacePermission"]
-    private = sorted(f"arn:aws:ec2:eu-west-1:{ACCOUNT_ID}:subnet/{s.name}-id"
-                     for s in stack.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name)
+    private = sorted(
+        f"arn:aws:ec2:eu-west-1:{ACCOUNT_ID}:subnet/{s.name}-id"
+        for s in stack.of_type("aws:ec2/subnet:Subnet")
+        if "-private-" in s.name
+    )
     assert sorted(eni["Condition"]["ArnEquals"]["ec2:Subnet"]) == private
     assert eni["Condition"]["StringEquals"] == {"ec2:AuthorizedService": "codebuild.amazonaws.com"}
     [logs] = [s for s in policy["Statement"] if s["Sid"] == "BuildLogs"]
@@ -111,8 +126,11 @@ def test_the_build_outlasts_the_longest_job_the_workflows_give_it(stack):
 
     timeout = stack.one(PROJECT).inputs["buildTimeout"]
     name = stack.one(PROJECT).inputs["name"]
-    jobs = [(where, job) for where, job in runner_jobs() if f"codebuild-{name}-" in where[2]
-            or "${{ matrix.stack }}" in where[2]]
+    jobs = [
+        (where, job)
+        for where, job in runner_jobs()
+        if f"codebuild-{name}-" in where[2] or "${{ matrix.stack }}" in where[2]
+    ]
     assert jobs, f"no workflow job runs on {name}"
     for where, job in jobs:
         assert job["timeout-minutes"] <= timeout, f"{where[:2]}: {job['timeout-minutes']} min > build {timeout} min"
@@ -126,21 +144,30 @@ def test_the_stack_exports_the_runs_on_label_the_workflows_use(stack):
 
 
 def test_the_connection_policy_uses_the_connections_own_action_prefix():
-    for arn, prefix in ((CONNECTION, "codeconnections"),
-                        (CONNECTION.replace("codeconnections", "codestar-connections"), "codestar-connections")):
+    for arn, prefix in (
+        (CONNECTION, "codeconnections"),
+        (CONNECTION.replace("codeconnections", "codestar-connections"), "codestar-connections"),
+    ):
         policy = json.loads(runner_policy("arn:aws:logs:eu-west-1:1:log-group:g", arn, ["arn:subnet"]))
         [statement] = [s for s in policy["Statement"] if s["Sid"] == "GitHubConnection"]
-        assert statement == {"Sid": "GitHubConnection", "Effect": "Allow", "Resource": arn,
-                             "Action": [f"{prefix}:GetConnectionToken", f"{prefix}:GetConnection"]}
+        assert statement == {
+            "Sid": "GitHubConnection",
+            "Effect": "Allow",
+            "Resource": arn,
+            "Action": [f"{prefix}:GetConnectionToken", f"{prefix}:GetConnection"],
+        }
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("repository", "clinic-platform", "repository = 'clinic-platform' is invalid; allowed: a GitHub repository"),
-    ("connection_arn", "arn:aws:iam::123456789012:role/x", "connection_arn = 'arn:aws:iam::123456789012:role/x'"),
-    ("compute_type", "BUILD_GENERAL1_2XLARGE", "compute_type = 'BUILD_GENERAL1_2XLARGE' is invalid"),
-    ("build_timeout_minutes", 3000, "build_timeout_minutes = 3000 is invalid; allowed: 5-2160"),
-    ("project_name", "x", "project_name = 'x' is invalid"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("repository", "clinic-platform", "repository = 'clinic-platform' is invalid; allowed: a GitHub repository"),
+        ("connection_arn", "arn:aws:iam::123456789012:role/x", "connection_arn = 'arn:aws:iam::123456789012:role/x'"),
+        ("compute_type", "BUILD_GENERAL1_2XLARGE", "compute_type = 'BUILD_GENERAL1_2XLARGE' is invalid"),
+        ("build_timeout_minutes", 3000, "build_timeout_minutes = 3000 is invalid; allowed: 5-2160"),
+        ("project_name", "x", "project_name = 'x' is invalid"),
+    ],
+)
 def test_bad_arguments_are_refused_naming_the_field(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         validate_ci_runner_args(args(**{field: value}))
@@ -163,8 +190,16 @@ def test_the_first_up_from_outside_the_vpc_creates_the_aws_side_and_no_kubernete
     created = [r for r in stack.records if r.urn != provider.urn and not stack.depends_on(r, provider)]
     assert not [r.name for r in created if r.type.startswith("kubernetes:")]
     types = {r.type for r in created}
-    assert {"aws:codebuild/project:Project", "aws:codebuild/webhook:Webhook", "eks:index:Cluster",
-            "aws:eks/nodeGroup:NodeGroup", "aws:rds/instance:Instance", "aws:ecr/repository:Repository"} <= types
+    assert {
+        "aws:codebuild/project:Project",
+        "aws:codebuild/webhook:Webhook",
+        "eks:index:Cluster",
+        "aws:eks/nodeGroup:NodeGroup",
+        "aws:rds/instance:Instance",
+        "aws:ecr/repository:Repository",
+    } <= types
     # The runner is admitted to the endpoint before CI's first job needs it.
-    assert any(r.type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-               and r.inputs.get("fromPort") == 443 for r in created)
+    assert any(
+        r.type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule" and r.inputs.get("fromPort") == 443
+        for r in created
+    )

@@ -17,8 +17,11 @@ DATA_ACTION_PREFIXES = ("s3:", "sqs:", "ses:", "secretsmanager:", "kms:")
 
 
 def pod_specs(graph):
-    specs = [(d.name, d.inputs["spec"]["template"]["spec"]) for d in graph.of_type(DEPLOYMENT)
-             if d.inputs["metadata"].get("namespace") == "clinic"]
+    specs = [
+        (d.name, d.inputs["spec"]["template"]["spec"])
+        for d in graph.of_type(DEPLOYMENT)
+        if d.inputs["metadata"].get("namespace") == "clinic"
+    ]
     specs += [(j.name, j.inputs["spec"]["template"]["spec"]) for j in graph.of_type(JOB)]
     assert len(specs) == 4, [n for n, _ in specs]
     return specs
@@ -63,7 +66,9 @@ def test_deployments_probe_the_apps_real_endpoints_spread_over_zones_and_roll_wi
 
 
 def test_namespace_enforces_the_restricted_pod_security_standard(stack):
-    namespace = next(n for n in stack.of_type("kubernetes:core/v1:Namespace") if n.inputs["metadata"]["name"] == "clinic")
+    namespace = next(
+        n for n in stack.of_type("kubernetes:core/v1:Namespace") if n.inputs["metadata"]["name"] == "clinic"
+    )
     assert namespace.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -95,7 +100,9 @@ def test_notifier_role_consumes_its_queues_and_sends_only_as_the_clinic_identity
     assert "sqs:SendMessage" not in statements["Consume"]["Action"]
     depth = statements["DeadLetterDepth"]
     assert depth["Action"] == "sqs:GetQueueAttributes", "the DLQs' depth, never their messages"
-    assert len(depth["Resource"]) == 4 and all(arn.endswith("-dlq") and "-file-" not in arn for arn in depth["Resource"])
+    assert len(depth["Resource"]) == 4 and all(
+        arn.endswith("-dlq") and "-file-" not in arn for arn in depth["Resource"]
+    )
 
 
 @pytest.mark.parametrize("suffix", ["apps-api-role-policy", "apps-notifier-role-policy"])
@@ -109,8 +116,11 @@ def test_no_data_action_is_granted_on_every_resource(stack, suffix):
 
 
 def test_each_app_runs_under_its_own_service_account_and_role(stack):
-    accounts = {a.inputs["metadata"]["name"]: a for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
-                if a.inputs["metadata"]["namespace"] == "clinic"}
+    accounts = {
+        a.inputs["metadata"]["name"]: a
+        for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
+        if a.inputs["metadata"]["namespace"] == "clinic"
+    }
     assert sorted(accounts) == ["clinic-api", "clinic-notifier"]
     for name, spec in pod_specs(stack):
         assert spec["serviceAccountName"] in accounts, name
@@ -120,10 +130,14 @@ def test_every_irsa_role_is_assumable_only_by_the_service_account_annotated_with
     """Follows each annotation to its role and reads that role's trust: `sub` names this very service account."""
     roles = {r.state["arn"]: r for r in stack.of_type("aws:iam/role:Role")}
     oidc_arn = stack.one("eks:index:Cluster").state["oidcProviderArn"]
-    annotated = [a for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
-                 if "eks.amazonaws.com/role-arn" in a.inputs["metadata"].get("annotations", {})]
+    annotated = [
+        a
+        for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
+        if "eks.amazonaws.com/role-arn" in a.inputs["metadata"].get("annotations", {})
+    ]
     assert {"clinic-api", "clinic-notifier", "aws-load-balancer-controller"} <= {
-        a.inputs["metadata"]["name"] for a in annotated}
+        a.inputs["metadata"]["name"] for a in annotated
+    }
     for account in annotated:
         metadata = account.inputs["metadata"]
         role = roles[metadata["annotations"]["eks.amazonaws.com/role-arn"]]
@@ -131,8 +145,8 @@ def test_every_irsa_role_is_assumable_only_by_the_service_account_annotated_with
         assert statement["Principal"] == {"Federated": oidc_arn}, role.name
         condition = statement["Condition"]["StringEquals"]
         assert [v for k, v in condition.items() if k.endswith(":sub")] == [
-            f"system:serviceaccount:{metadata['namespace']}:{metadata['name']}"], \
-            f"{metadata['name']} is annotated with {role.name}, which trusts {condition}"
+            f"system:serviceaccount:{metadata['namespace']}:{metadata['name']}"
+        ], f"{metadata['name']} is annotated with {role.name}, which trusts {condition}"
         assert [v for k, v in condition.items() if k.endswith(":aud")] == ["sts.amazonaws.com"], role.name
 
 
@@ -146,10 +160,15 @@ def test_each_deployment_rolls_out_only_after_its_own_apps_migrations(stack):
     jobs = migration_jobs(stack)
     assert sorted(jobs) == ["clinic_api.migrate", "notifier.migrate"]
     assert jobs["notifier.migrate"].input("spec", "template", "spec", "serviceAccountName") == "clinic-notifier"
-    deployments = {d.inputs["metadata"]["name"]: d for d in stack.of_type(DEPLOYMENT)
-                   if d.inputs["metadata"].get("namespace") == "clinic"}
-    for app, own, other in (("clinic-api", "clinic_api.migrate", "notifier.migrate"),
-                            ("clinic-notifier", "notifier.migrate", "clinic_api.migrate")):
+    deployments = {
+        d.inputs["metadata"]["name"]: d
+        for d in stack.of_type(DEPLOYMENT)
+        if d.inputs["metadata"].get("namespace") == "clinic"
+    }
+    for app, own, other in (
+        ("clinic-api", "clinic_api.migrate", "notifier.migrate"),
+        ("clinic-notifier", "notifier.migrate", "clinic_api.migrate"),
+    ):
         assert stack.depends_on(deployments[app], jobs[own]), f"{app} must wait for {jobs[own].name}"
         assert not stack.depends_on(deployments[app], jobs[other]), f"{app} need not wait for {jobs[other].name}"
         command = deployments[app].inputs["spec"]["template"]["spec"]["containers"][0].get("command", [])
@@ -161,6 +180,7 @@ def test_each_deployment_rolls_out_only_after_its_own_apps_migrations(stack):
 
 def test_a_new_image_gets_a_new_migrations_job_for_that_app_only(dev):
     from tests.infra.pulumi_mocks import evaluate_program
+
     other = evaluate_program("dev", {"clinic-platform:images": {"api": "0.2.0", "notifier": "0.1.0"}})
     before, after = migration_jobs(dev), migration_jobs(other)
     api_before, api_after = before["clinic_api.migrate"], after["clinic_api.migrate"]
@@ -168,14 +188,16 @@ def test_a_new_image_gets_a_new_migrations_job_for_that_app_only(dev):
     # The Job runs the digest ECR holds for the new tag, not the tag.
     image = api_after.input("spec", "template", "spec")["containers"][0]["image"]
     assert image.endswith(f"/clinic-dev/api@{pushed_digest('clinic-dev/api', '0.2.0')}"), image
-    assert (before["notifier.migrate"].inputs["metadata"]["name"]
-            == after["notifier.migrate"].inputs["metadata"]["name"]), "an unchanged image does not migrate again"
+    assert (
+        before["notifier.migrate"].inputs["metadata"]["name"] == after["notifier.migrate"].inputs["metadata"]["name"]
+    ), "an unchanged image does not migrate again"
 
 
 def test_clinic_ingress_is_deleted_before_the_controller_the_cluster_and_the_vpc(stack):
     ingress = stack.one(INGRESS)
-    controller = next(r for r in stack.of_type("kubernetes:helm.sh/v3:Release")
-                      if r.name.endswith("lb-controller-release"))
+    controller = next(
+        r for r in stack.of_type("kubernetes:helm.sh/v3:Release") if r.name.endswith("lb-controller-release")
+    )
     janitors = [r for r in stack.of_type("pulumi-python:dynamic:Resource") if "lb-janitor" in r.name]
     for resource in (controller, *janitors, *(stack.one(typ) for typ in ("eks:index:Cluster", "aws:ec2/vpc:Vpc"))):
         assert stack.deleted_before(ingress, resource), f"the Ingress must go before {resource.name}"
@@ -187,6 +209,7 @@ def test_clinic_ingress_is_deleted_before_the_controller_the_cluster_and_the_vpc
 
 def test_https_with_redirect_when_a_certificate_is_configured():
     from tests.infra.pulumi_mocks import evaluate_program
+
     arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
     graph = evaluate_program("prod", {"clinic-platform:apps": {"apiReplicas": 3, "certificateArn": arn}})
     annotations = graph.one(INGRESS).inputs["metadata"]["annotations"]
@@ -257,8 +280,10 @@ def test_no_secret_value_in_any_env_literal_config_map_or_output(stack):
 
 
 def test_network_policies_deny_by_default_and_open_only_what_each_app_needs(stack):
-    policies = {p.inputs["metadata"]["name"]: p.inputs["spec"]
-                for p in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+    policies = {
+        p.inputs["metadata"]["name"]: p.inputs["spec"]
+        for p in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    }
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     for app in ("clinic-api", "clinic-notifier", "clinic-migrate"):
         ports = sorted({p["port"] for rule in policies[app]["egress"] for p in rule["ports"]})
@@ -279,7 +304,9 @@ def test_the_metrics_endpoint_is_not_published_through_the_alb(stack):
     assert paths[0]["path"] == "/metrics", "the more specific rule comes first"
     backend = paths[0]["backend"]["service"]
     assert backend["port"] == {"name": "use-annotation"}
-    action = json.loads(ingress.inputs["metadata"]["annotations"][f"alb.ingress.kubernetes.io/actions.{backend['name']}"])
+    action = json.loads(
+        ingress.inputs["metadata"]["annotations"][f"alb.ingress.kubernetes.io/actions.{backend['name']}"]
+    )
     assert action["type"] == "fixed-response" and action["fixedResponseConfig"]["statusCode"] == "404"
     assert paths[-1]["path"] == "/" and paths[-1]["backend"]["service"]["name"] == "clinic-api"
 
@@ -312,14 +339,20 @@ def test_rollout_numbers_line_up_so_no_request_is_dropped_behind_the_alb():
 
 def test_pods_ingress_and_namespace_carry_the_rollout_numbers(stack):
     c = clinic_apps
-    namespace = next(n for n in stack.of_type("kubernetes:core/v1:Namespace")
-                     if n.inputs["metadata"]["name"] == "clinic")
+    namespace = next(
+        n for n in stack.of_type("kubernetes:core/v1:Namespace") if n.inputs["metadata"]["name"] == "clinic"
+    )
     assert namespace.inputs["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
     annotations = stack.one(INGRESS).inputs["metadata"]["annotations"]
-    assert annotations["alb.ingress.kubernetes.io/target-group-attributes"] == \
-        f"deregistration_delay.timeout_seconds={c.DEREGISTRATION_DELAY_SECONDS}"
-    pods = {d.inputs["metadata"]["name"]: d.inputs["spec"]["template"]["spec"] for d in stack.of_type(DEPLOYMENT)
-            if d.inputs["metadata"].get("namespace") == "clinic"}
+    assert (
+        annotations["alb.ingress.kubernetes.io/target-group-attributes"]
+        == f"deregistration_delay.timeout_seconds={c.DEREGISTRATION_DELAY_SECONDS}"
+    )
+    pods = {
+        d.inputs["metadata"]["name"]: d.inputs["spec"]["template"]["spec"]
+        for d in stack.of_type(DEPLOYMENT)
+        if d.inputs["metadata"].get("namespace") == "clinic"
+    }
     api, notifier = pods["clinic-api"], pods["clinic-notifier"]
     assert api["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": c.API_PRESTOP_SECONDS}}}
     assert api["terminationGracePeriodSeconds"] == c.API_GRACE_SECONDS
@@ -343,8 +376,11 @@ def test_the_hpa_owns_the_api_replicas_once_the_deployment_exists(stack):
     """With server-side apply, re-sending `replicas` after the HPA has scaled conflicts with it (or resets it):
     the API's Deployment sets the HPA's minimum at creation only; the notifier's count stays Pulumi's."""
     hpa = stack.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
-    deployments = {d.inputs["metadata"]["name"]: d for d in stack.of_type(DEPLOYMENT)
-                   if d.inputs["metadata"].get("namespace") == "clinic"}
+    deployments = {
+        d.inputs["metadata"]["name"]: d
+        for d in stack.of_type(DEPLOYMENT)
+        if d.inputs["metadata"].get("namespace") == "clinic"
+    }
     assert hpa.inputs["spec"]["scaleTargetRef"]["name"] == "clinic-api"
     assert deployments["clinic-api"].ignore_changes == ["spec.replicas"]
     assert deployments["clinic-api"].inputs["spec"]["replicas"] == hpa.inputs["spec"]["minReplicas"]
@@ -362,7 +398,9 @@ def test_the_notifier_accepts_the_shutdown_numbers_its_deployment_sets(prod, mon
             monkeypatch.setenv(env["name"], env["value"])
     settings = NotifierSettings()
     assert (settings.wait_seconds, settings.shutdown_timeout_seconds) == (
-        clinic_apps.NOTIFIER_WAIT_SECONDS, clinic_apps.NOTIFIER_SHUTDOWN_SECONDS)
+        clinic_apps.NOTIFIER_WAIT_SECONDS,
+        clinic_apps.NOTIFIER_SHUTDOWN_SECONDS,
+    )
     monkeypatch.setenv("NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS", str(clinic_apps.NOTIFIER_WAIT_SECONDS))
     with pytest.raises(ValueError, match="NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS"):
         NotifierSettings()
@@ -378,8 +416,9 @@ def test_the_api_image_lets_the_pod_set_its_drain_time():
 
 
 def test_a_hosted_zone_without_a_host_name_is_refused_naming_it():
-    with pytest.raises(ValueError, match="hosted_zone_id = 'Z0123' is invalid without a hostname; "
-                                         "allowed: set hostname"):
+    with pytest.raises(
+        ValueError, match="hosted_zone_id = 'Z0123' is invalid without a hostname; allowed: set hostname"
+    ):
         clinic_apps.validate_dns(None, "Z0123")
     clinic_apps.validate_dns("clinic.example.org", "Z0123")
     clinic_apps.validate_dns(None, None)

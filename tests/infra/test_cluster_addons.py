@@ -24,8 +24,9 @@ def addon(graph, name):
 def test_vpc_cni_and_kube_proxy_are_pulumi_eks_add_ons_at_versions_for_the_cluster(stack):
     cluster = stack.one(EKS)
     version = cluster.inputs["version"]
-    assert cluster.inputs["kubeProxyAddonOptions"]["version"] == f"v{version}.0-eksbuild.1", \
+    assert cluster.inputs["kubeProxyAddonOptions"]["version"] == f"v{version}.0-eksbuild.1", (
         "kube-proxy must be resolved for the cluster's own version"
+    )
     cni = cluster.inputs["vpcCniOptions"]
     assert cni["addonVersion"] == "v1.20.4-eksbuild.2" and cni["enableNetworkPolicy"] is True
     assert "useDefaultVpcCni" not in cluster.inputs, "pulumi-eks stays the VPC CNI add-on's only owner"
@@ -41,8 +42,16 @@ def test_coredns_is_one_add_on_owned_here_and_created_after_the_node_groups(stac
 
 
 def test_the_add_ons_follow_another_cluster_version():
-    graph = evaluate_program("dev", {"clinic-platform:cluster": {
-        "kubernetesVersion": "1.34", "publicAccessCidrs": ["203.0.113.0/24"], "deployRoleArn": DEPLOY_ROLE}})
+    graph = evaluate_program(
+        "dev",
+        {
+            "clinic-platform:cluster": {
+                "kubernetesVersion": "1.34",
+                "publicAccessCidrs": ["203.0.113.0/24"],
+                "deployRoleArn": DEPLOY_ROLE,
+            }
+        },
+    )
     assert graph.one(EKS).inputs["version"] == "1.34"
     assert graph.one(EKS).inputs["kubeProxyAddonOptions"]["version"] == "v1.34.0-eksbuild.1"
     assert all(g.inputs["version"] == "1.34" for g in graph.of_type(NODE_GROUP))
@@ -68,16 +77,33 @@ def test_an_extended_version_is_named_with_its_dates_and_the_version_to_move_to(
 def test_dev_on_an_extended_version_is_warned(monkeypatch):
     warnings = []
     monkeypatch.setattr(pulumi.log, "warn", lambda message, resource=None, *a, **k: warnings.append(message))
-    monkeypatch.setattr("components.cluster.datetime", type("D", (), {"date": type("d", (), {
-        "today": staticmethod(lambda: datetime.date(2026, 11, 29))})}))
-    evaluate_program("dev", {"clinic-platform:cluster": {
-        "kubernetesVersion": "1.33", "publicAccessCidrs": ["203.0.113.0/24"], "deployRoleArn": DEPLOY_ROLE}})
+    monkeypatch.setattr(
+        "components.cluster.datetime",
+        type("D", (), {"date": type("d", (), {"today": staticmethod(lambda: datetime.date(2026, 11, 29))})}),
+    )
+    evaluate_program(
+        "dev",
+        {
+            "clinic-platform:cluster": {
+                "kubernetesVersion": "1.33",
+                "publicAccessCidrs": ["203.0.113.0/24"],
+                "deployRoleArn": DEPLOY_ROLE,
+            }
+        },
+    )
     assert [w for w in warnings if "1.33 is in EKS extended support" in w], warnings
 
 
 def test_an_unknown_version_is_refused_with_the_known_ones():
-    args = ClusterArgs(cluster_name="c", kubernetes_version="1.29", vpc_id="v", private_subnet_ids=[],
-                       service_ipv4_cidr="172.20.0.0/16", node_groups=(), deploy_role_arn=DEPLOY_ROLE)
+    args = ClusterArgs(
+        cluster_name="c",
+        kubernetes_version="1.29",
+        vpc_id="v",
+        private_subnet_ids=[],
+        service_ipv4_cidr="172.20.0.0/16",
+        node_groups=(),
+        deploy_role_arn=DEPLOY_ROLE,
+    )
     with pytest.raises(ValueError, match=r"kubernetes_version = '1.29' is invalid; allowed: 1.33, 1.34, 1.35"):
         validate_cluster_args(args)
 
@@ -106,7 +132,8 @@ def test_the_autoscaler_matches_the_cluster_minor_and_finds_the_node_groups_by_t
     assert values["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == role.state["arn"]
     condition = role.input("assumeRolePolicy", "Statement")[0]["Condition"]["StringEquals"]
     assert [v for k, v in condition.items() if k.endswith(":sub")] == [
-        "system:serviceaccount:kube-system:cluster-autoscaler"]
+        "system:serviceaccount:kube-system:cluster-autoscaler"
+    ]
     for group in stack.of_type(NODE_GROUP):
         assert stack.depends_on(release, group)
 
@@ -119,9 +146,14 @@ def test_the_autoscaler_may_resize_only_this_clusters_groups(stack):
     assert len(writes) == 1
     assert writes[0]["Condition"]["StringEquals"] == {
         f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster}": "owned",
-        "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true"}
-    unconditioned = [a for s in policy["Statement"] if "Condition" not in s
-                     for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+        "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true",
+    }
+    unconditioned = [
+        a
+        for s in policy["Statement"]
+        if "Condition" not in s
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    ]
     assert not [a for a in unconditioned if a.startswith("autoscaling:") and not a.startswith("autoscaling:Describe")]
     describe_groups = next(s for s in policy["Statement"] if s["Action"] == "eks:DescribeNodegroup")
     assert describe_groups["Resource"] == f"arn:aws:eks:eu-west-1:123456789012:nodegroup/{cluster}/*/*"
@@ -129,12 +161,17 @@ def test_the_autoscaler_may_resize_only_this_clusters_groups(stack):
 
 def test_an_autoscaler_for_an_unknown_version_is_refused():
     from components.scaling import ClusterScalingArgs, validate_cluster_scaling_args
-    with pytest.raises(ValueError, match=r"kubernetes_version = '1.36' is invalid for the cluster autoscaler; "
-                                         r"allowed: 1.33, 1.34, 1.35"):
+
+    with pytest.raises(
+        ValueError,
+        match=r"kubernetes_version = '1.36' is invalid for the cluster autoscaler; "
+        r"allowed: 1.33, 1.34, 1.35",
+    ):
         validate_cluster_scaling_args(ClusterScalingArgs(cluster=None, kubernetes_version="1.36", region="r"))
 
 
 def test_every_kubernetes_version_eks_supports_has_an_autoscaler():
     from components.scaling import AUTOSCALER_IMAGES
+
     assert set(AUTOSCALER_IMAGES) == set(EKS_SUPPORT)
     assert all(tag.startswith(f"v{minor}.") for minor, tag in AUTOSCALER_IMAGES.items())

@@ -19,15 +19,32 @@ def _build(stack: str):
     s = stack_settings(stack)
 
     def build():
-        cluster = Cluster(f"clinic-{stack}-cluster", ClusterArgs(
-            cluster_name=s.cluster_name, kubernetes_version=s.cluster.kubernetes_version, vpc_id="vpc-1",
-            private_subnet_ids=["subnet-1", "subnet-2"], service_ipv4_cidr=s.network.kubernetes_service_cidr,
-            node_groups=node_group_args(s.cluster), deploy_role_arn=s.cluster.deploy_role_arn,
-            api_client_security_group_ids=["sg-ci-runner"], protect=s.is_prod,
-            log_retention_days=s.observability.log_retention_days, tags={"stack": stack}))
-        ContainerLogs(f"clinic-{stack}-logs", ContainerLogsArgs(
-            cluster=cluster, retention_days=s.observability.log_retention_days, retain=s.protect_data,
-            tags={"stack": stack}))
+        cluster = Cluster(
+            f"clinic-{stack}-cluster",
+            ClusterArgs(
+                cluster_name=s.cluster_name,
+                kubernetes_version=s.cluster.kubernetes_version,
+                vpc_id="vpc-1",
+                private_subnet_ids=["subnet-1", "subnet-2"],
+                service_ipv4_cidr=s.network.kubernetes_service_cidr,
+                node_groups=node_group_args(s.cluster),
+                deploy_role_arn=s.cluster.deploy_role_arn,
+                api_client_security_group_ids=["sg-ci-runner"],
+                protect=s.is_prod,
+                log_retention_days=s.observability.log_retention_days,
+                tags={"stack": stack},
+            ),
+        )
+        ContainerLogs(
+            f"clinic-{stack}-logs",
+            ContainerLogsArgs(
+                cluster=cluster,
+                retention_days=s.observability.log_retention_days,
+                retain=s.protect_data,
+                tags={"stack": stack},
+            ),
+        )
+
     return evaluate(build, stack=stack, region=s.region)
 
 
@@ -37,8 +54,11 @@ def built(request):
 
 
 def container_groups(graph):
-    return {g.inputs["name"].rsplit("/", 1)[1]: g for g in graph.of_type(LOG_GROUP)
-            if g.inputs["name"].startswith("/aws/containerinsights/")}
+    return {
+        g.inputs["name"].rsplit("/", 1)[1]: g
+        for g in graph.of_type(LOG_GROUP)
+        if g.inputs["name"].startswith("/aws/containerinsights/")
+    }
 
 
 def test_the_four_groups_the_addon_writes_to_exist_with_the_stacks_retention(built):
@@ -99,8 +119,9 @@ def test_the_shippers_write_only_to_this_clusters_groups_and_cannot_change_reten
     assert "PutRetentionPolicy" not in json.dumps(statements), policy.name
     for statement in statements:
         if any(a.startswith("logs:") and a != "logs:DescribeLogGroups" for a in statement["Action"]):
-            assert statement["Resource"] == (f"arn:aws:logs:eu-west-1:{ACCOUNT_ID}:log-group:"
-                                             f"/aws/containerinsights/clinic-{stack}/*"), policy.name
+            assert statement["Resource"] == (
+                f"arn:aws:logs:eu-west-1:{ACCOUNT_ID}:log-group:/aws/containerinsights/clinic-{stack}/*"
+            ), policy.name
 
 
 def test_control_plane_logs_exist_encrypted_with_retention_before_the_cluster(built):
@@ -132,8 +153,11 @@ def test_a_retention_cloudwatch_does_not_accept_is_refused_naming_it(retention):
 def test_the_programs_log_groups_follow_the_stacks_retention_and_prod_keeps_them(stack):
     """As __main__.py wires ContainerLogs and the cluster's control-plane group (plus the VPC flow logs in prod)."""
     environment = "prod" if stack.records[0].name.startswith("clinic-prod-") else "dev"
-    groups = [g for g in stack.of_type(LOG_GROUP)
-              if g.inputs.get("name", "").startswith(("/aws/containerinsights/", "/aws/eks/"))]
+    groups = [
+        g
+        for g in stack.of_type(LOG_GROUP)
+        if g.inputs.get("name", "").startswith(("/aws/containerinsights/", "/aws/eks/"))
+    ]
     assert len(groups) == 5, [g.inputs["name"] for g in groups]
     for group in groups:
         assert group.inputs["retentionInDays"] == EXPECTED_RETENTION[environment], group.name

@@ -33,7 +33,8 @@ def test_rds_lives_in_the_isolated_database_subnets(stack):
 def test_parameter_group_forces_tls(stack):
     params = stack.one("aws:rds/parameterGroup:ParameterGroup")
     assert {"name": "rds.force_ssl", "value": "1"} in [
-        {"name": p["name"], "value": p["value"]} for p in params.inputs["parameters"]]
+        {"name": p["name"], "value": p["value"]} for p in params.inputs["parameters"]
+    ]
     assert params.inputs["family"] == "postgres16"
     assert stack.one(RDS).inputs["parameterGroupName"] == params.state["name"]
 
@@ -63,13 +64,19 @@ def test_storage_autoscaling_is_on(stack):
     assert db.inputs["maxAllocatedStorage"] > db.inputs["allocatedStorage"]
 
 
-DEV_DATABASE = dict(engine_version="16", instance_class="db.t4g.micro", allocated_storage_gb=20,
-                    max_allocated_storage_gb=40, backup_retention_days=1)
+DEV_DATABASE = dict(
+    engine_version="16",
+    instance_class="db.t4g.micro",
+    allocated_storage_gb=20,
+    max_allocated_storage_gb=40,
+    backup_retention_days=1,
+)
 
 
 def test_security_group_admits_5432_only_from_the_given_groups_and_has_no_egress():
-    args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], **DEV_DATABASE,
-                        client_security_group_ids=["sg-nodes", "sg-jobs"])
+    args = DatabaseArgs(
+        vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], **DEV_DATABASE, client_security_group_ids=["sg-nodes", "sg-jobs"]
+    )
     graph = evaluate(lambda: Database("db", args), stack="dev")
     sg = graph.one("aws:ec2/securityGroup:SecurityGroup")
     assert sg.inputs.get("egress", []) == [] and not sg.inputs.get("ingress")

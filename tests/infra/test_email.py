@@ -16,8 +16,11 @@ def test_prod_sends_from_a_dkim_domain_and_exports_its_dns_records(prod):
     records, _ = prod.exports["emailDnsRecords"]
     cnames = [r for r in records if r["type"] == "CNAME"]
     assert len(cnames) == 3 and all(r["name"].endswith("._domainkey.clinic.example.org") for r in cnames)
-    assert {"type": "TXT", "name": "_dmarc.clinic.example.org",
-            "value": "v=DMARC1; p=quarantine; adkim=s; aspf=s"} in records
+    assert {
+        "type": "TXT",
+        "name": "_dmarc.clinic.example.org",
+        "value": "v=DMARC1; p=quarantine; adkim=s; aspf=s",
+    } in records
 
 
 def test_dev_verifies_a_single_address(dev):

@@ -43,10 +43,21 @@ def fake_clis(tmp_path):
 
 
 def run_deploy(fake_clis, *args, pushed=""):
-    env = {**os.environ, "PATH": f"{fake_clis / 'bin'}:{os.environ['PATH']}", "FAKE_LOG": str(fake_clis / "log"),
-           "FAKE_PUSHED": pushed, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "ops.first_deploy", *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PATH": f"{fake_clis / 'bin'}:{os.environ['PATH']}",
+        "FAKE_LOG": str(fake_clis / "log"),
+        "FAKE_PUSHED": pushed,
+        "PYTHONPATH": str(ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.first_deploy", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     calls = [json.loads(line) for line in (fake_clis / "log").read_text().splitlines()]
     return result, calls
 
@@ -76,8 +87,7 @@ def test_repositories_first_then_images_pushed_then_config_then_the_whole_stack(
 
 
 def test_an_image_already_pushed_is_left_alone_and_no_up_stops_after_the_config(fake_clis):
-    result, calls = run_deploy(fake_clis, "--stack", "prod", "--tag", "1a2b3c", "--no-up",
-                               pushed="clinic-prod/api")
+    result, calls = run_deploy(fake_clis, "--stack", "prod", "--tag", "1a2b3c", "--no-up", pushed="clinic-prod/api")
     assert result.returncode == 0, result.stderr
     pushes = [c[2] for c in calls if c[:2] == ["docker", "push"]]
     assert pushes == ["210987654321.dkr.ecr.eu-west-1.amazonaws.com/clinic-prod/notifier:1a2b3c"]

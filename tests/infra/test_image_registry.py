@@ -3,7 +3,12 @@
 import pytest
 
 from components.image_registry import (
-    APPS, BOOTSTRAP_ENV, ImageRegistryArgs, repository_name, resolve_image, validate_image_registry_args,
+    APPS,
+    BOOTSTRAP_ENV,
+    ImageRegistryArgs,
+    repository_name,
+    resolve_image,
+    validate_image_registry_args,
 )
 from tests.infra.pulumi_mocks import ACCOUNT_ID, evaluate_program, pushed_digest
 
@@ -60,8 +65,9 @@ def test_every_workload_runs_the_digest_the_repository_holds_for_the_configured_
     stack_name = stack.exports["clusterName"][0]
     for name, app, image in workload_images(stack):
         repository = f"{stack_name}/{app}"
-        assert image == (f"{ACCOUNT_ID}.dkr.ecr.eu-west-1.amazonaws.com/{repository}"
-                         f"@{pushed_digest(repository, '0.1.0')}"), name
+        assert image == (
+            f"{ACCOUNT_ID}.dkr.ecr.eu-west-1.amazonaws.com/{repository}@{pushed_digest(repository, '0.1.0')}"
+        ), name
 
 
 def test_the_exports_name_each_repository_to_push_to(stack):
@@ -103,8 +109,7 @@ def test_resolve_image_finds_tags_and_digests_among_the_listing():
 @pytest.mark.parametrize("prefix", ["clinic--dev", "Clinic", "clinic-", "-clinic", "x" * 250])
 def test_a_prefix_ecr_would_refuse_is_refused_before_any_resource(prefix):
     with pytest.raises(ValueError, match=r"repository_prefix = .* which ECR refuses; allowed: lowercase"):
-        validate_image_registry_args(ImageRegistryArgs(repository_prefix=prefix,
-                                                       images={app: "0.1.0" for app in APPS}))
+        validate_image_registry_args(ImageRegistryArgs(repository_prefix=prefix, images={app: "0.1.0" for app in APPS}))
     assert repository_name("clinic-dev", "api") == "clinic-dev/api"
 
 

@@ -22,6 +22,9 @@ def test_components_never_import_the_stack_settings():
 def test_the_shared_limits_import_only_the_standard_library_and_each_other():
     """limits/ is imported by the policy pack's own venv too (no pulumi_aws, no pydantic there)."""
     for path in sorted((ROOT / "limits").glob("*.py")):
-        outside = {m for m in imported_modules(path) - {"__future__"}
-                   if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "limits"}
+        outside = {
+            m
+            for m in imported_modules(path) - {"__future__"}
+            if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "limits"
+        }
         assert not outside, f"limits/{path.name} imports {sorted(outside)}"

@@ -4,8 +4,12 @@ import json
 
 import pytest
 
-from components.lb_controller import (CHART_VERSION, IAM_POLICY_FILE, LoadBalancerControllerArgs,
-                                      validate_lb_controller_args)
+from components.lb_controller import (
+    CHART_VERSION,
+    IAM_POLICY_FILE,
+    LoadBalancerControllerArgs,
+    validate_lb_controller_args,
+)
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
@@ -47,15 +51,19 @@ def test_service_account_is_annotated_with_a_role_only_it_can_assume(stack):
     assert account.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role.state["arn"]
     condition = role.input("assumeRolePolicy", "Statement")[0]["Condition"]["StringEquals"]
     assert [v for k, v in condition.items() if k.endswith(":sub")] == [
-        "system:serviceaccount:kube-system:aws-load-balancer-controller"]
+        "system:serviceaccount:kube-system:aws-load-balancer-controller"
+    ]
 
 
 def test_controller_policy_is_the_pinned_file(stack):
     role = next(r for r in stack.of_type("aws:iam/role:Role") if r.name.endswith("lb-controller-role"))
     policy = stack.one("aws:iam/rolePolicy:RolePolicy", role.name + "-policy")
     assert json.loads(policy.inputs["policy"]) == json.loads(IAM_POLICY_FILE.read_text())
-    actions = {a for s in json.loads(IAM_POLICY_FILE.read_text())["Statement"]
-               for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    actions = {
+        a
+        for s in json.loads(IAM_POLICY_FILE.read_text())["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
     assert "elasticloadbalancing:DeleteLoadBalancer" in actions and "iam:*" not in actions
 
 

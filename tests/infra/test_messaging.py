@@ -47,8 +47,10 @@ def test_only_its_source_queue_may_redrive_into_a_dlq(stack):
     for allow in allows:
         dlq = by_url[allow.inputs["queueUrl"]]
         source = main[dlq.name.removesuffix("-dlq")]
-        assert allow.input("redriveAllowPolicy") == {"redrivePermission": "byQueue",
-                                                     "sourceQueueArns": [source.state["arn"]]}
+        assert allow.input("redriveAllowPolicy") == {
+            "redrivePermission": "byQueue",
+            "sourceQueueArns": [source.state["arn"]],
+        }
 
 
 def test_every_queue_refuses_plain_http(stack):

@@ -9,8 +9,17 @@ import yaml
 from pulumi.runtime import rpc
 
 from components.cluster import Cluster, ClusterArgs
-from components.monitoring import (CHART_VERSION, DASHBOARD_FILE, EXTERNAL_METRICS, RULES_FILE, Monitoring,
-                                   MonitoringArgs, load_dashboard, validate_monitoring_args, validate_rules)
+from components.monitoring import (
+    CHART_VERSION,
+    DASHBOARD_FILE,
+    EXTERNAL_METRICS,
+    RULES_FILE,
+    Monitoring,
+    MonitoringArgs,
+    load_dashboard,
+    validate_monitoring_args,
+    validate_rules,
+)
 from stacks.component_args import node_group_args
 from stacks.settings import settings_from_pulumi
 from tests.infra.pulumi_mocks import ACCOUNT_ID, GENERATED_SECRET, evaluate, stack_config
@@ -20,8 +29,13 @@ SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
 TOPIC_ARN = f"arn:aws:sns:eu-west-1:{ACCOUNT_ID}:clinic-alarms"
 KEY_ARN = f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/0f1e2d3c-alarms"
-DEV_MONITORING = {"monitoring": True, "prometheusRetentionDays": 3, "prometheusStorageGb": 20,
-                  "logRetentionDays": 7, "alarmEmails": []}
+DEV_MONITORING = {
+    "monitoring": True,
+    "prometheusRetentionDays": 3,
+    "prometheusStorageGb": 20,
+    "logRetentionDays": 7,
+    "alarmEmails": [],
+}
 
 
 def build(stack: str, overrides: dict | None = None):
@@ -33,17 +47,33 @@ def build(stack: str, overrides: dict | None = None):
     def program():
         settings = settings_from_pulumi()
         tags = {**settings.tags, "project": "clinic-platform", "stack": stack, "environment": settings.environment}
-        cluster = Cluster(f"clinic-{stack}-cluster", ClusterArgs(
-            cluster_name=settings.cluster_name, kubernetes_version=settings.cluster.kubernetes_version,
-            vpc_id="vpc-1", private_subnet_ids=["subnet-a", "subnet-b"],
-            service_ipv4_cidr=settings.network.kubernetes_service_cidr, node_groups=node_group_args(settings.cluster),
-            deploy_role_arn=settings.cluster.deploy_role_arn, api_client_security_group_ids=["sg-ci-runner"],
-            tags=tags))
-        monitoring = Monitoring(f"clinic-{stack}-monitoring", MonitoringArgs(
-            cluster=cluster, prometheus_retention_days=settings.observability.prometheus_retention_days,
-            prometheus_storage_gb=settings.observability.prometheus_storage_gb, region=settings.region, tags=tags,
-            alarm_topic_arn=pulumi.Output.from_input(TOPIC_ARN), alarm_topic_key_arn=KEY_ARN),
-            opts=pulumi.ResourceOptions(depends_on=cluster.node_groups))
+        cluster = Cluster(
+            f"clinic-{stack}-cluster",
+            ClusterArgs(
+                cluster_name=settings.cluster_name,
+                kubernetes_version=settings.cluster.kubernetes_version,
+                vpc_id="vpc-1",
+                private_subnet_ids=["subnet-a", "subnet-b"],
+                service_ipv4_cidr=settings.network.kubernetes_service_cidr,
+                node_groups=node_group_args(settings.cluster),
+                deploy_role_arn=settings.cluster.deploy_role_arn,
+                api_client_security_group_ids=["sg-ci-runner"],
+                tags=tags,
+            ),
+        )
+        monitoring = Monitoring(
+            f"clinic-{stack}-monitoring",
+            MonitoringArgs(
+                cluster=cluster,
+                prometheus_retention_days=settings.observability.prometheus_retention_days,
+                prometheus_storage_gb=settings.observability.prometheus_storage_gb,
+                region=settings.region,
+                tags=tags,
+                alarm_topic_arn=pulumi.Output.from_input(TOPIC_ARN),
+                alarm_topic_key_arn=KEY_ARN,
+            ),
+            opts=pulumi.ResourceOptions(depends_on=cluster.node_groups),
+        )
         pulumi.export("alertmanagerRoleArn", monitoring.alertmanager_role_arn)
         pulumi.export("grafanaAdminSecret", monitoring.grafana_admin_secret)
 
@@ -80,7 +110,9 @@ def test_release_is_the_pinned_chart_with_retention_and_volume_per_settings(dev,
         claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
         assert claim["resources"]["requests"]["storage"] == f"{gb}Gi", r.name
         assert claim["storageClassName"] == "monitoring-gp3"
-        assert spec["serviceMonitorSelectorNilUsesHelmValues"] is False and spec["ruleSelectorNilUsesHelmValues"] is False
+        assert (
+            spec["serviceMonitorSelectorNilUsesHelmValues"] is False and spec["ruleSelectorNilUsesHelmValues"] is False
+        )
 
 
 def test_the_storage_class_is_encrypted_gp3_from_the_csi_driver_and_tags_its_volumes(graph):
@@ -108,14 +140,22 @@ def test_chart_pods_that_never_call_the_kubernetes_api_mount_no_token(graph):
 
 def test_every_pod_of_the_chart_runs_non_root_with_requests_and_limits(graph):
     values = release(graph).inputs["values"]
-    resources = [values["prometheusOperator"]["resources"], values["kube-state-metrics"]["resources"],
-                 values["prometheus-node-exporter"]["resources"], values["prometheus"]["prometheusSpec"]["resources"],
-                 values["alertmanager"]["alertmanagerSpec"]["resources"], values["grafana"]["resources"],
-                 values["grafana"]["sidecar"]["resources"]]
+    resources = [
+        values["prometheusOperator"]["resources"],
+        values["kube-state-metrics"]["resources"],
+        values["prometheus-node-exporter"]["resources"],
+        values["prometheus"]["prometheusSpec"]["resources"],
+        values["alertmanager"]["alertmanagerSpec"]["resources"],
+        values["grafana"]["resources"],
+        values["grafana"]["sidecar"]["resources"],
+    ]
     for r in resources:
         assert r["requests"]["cpu"] and r["requests"]["memory"] and r["limits"]["cpu"] and r["limits"]["memory"], r
-    for context in (values["prometheus"]["prometheusSpec"]["securityContext"],
-                    values["alertmanager"]["alertmanagerSpec"]["securityContext"], values["grafana"]["securityContext"]):
+    for context in (
+        values["prometheus"]["prometheusSpec"]["securityContext"],
+        values["alertmanager"]["alertmanagerSpec"]["securityContext"],
+        values["grafana"]["securityContext"],
+    ):
         assert context["runAsNonRoot"] is True and context["runAsUser"] > 0, context
     assert values["grafana"]["containerSecurityContext"]["allowPrivilegeEscalation"] is False
 
@@ -128,8 +168,11 @@ def test_grafana_password_exists_only_in_its_secret(graph):
     assert data[rpc._special_sig_key] == rpc._special_secret_sig, "the password stays a Pulumi secret in state"
     assert data["value"]["admin-password"] == GENERATED_SECRET
     grafana = release(graph).inputs["values"]["grafana"]
-    assert grafana["admin"] == {"existingSecret": secret.inputs["metadata"]["name"], "userKey": "admin-user",
-                                "passwordKey": "admin-password"}
+    assert grafana["admin"] == {
+        "existingSecret": secret.inputs["metadata"]["name"],
+        "userKey": "admin-user",
+        "passwordKey": "admin-password",
+    }
     assert "adminPassword" not in grafana
     for resource in graph.records:
         if resource.type in (RELEASE, "kubernetes:core/v1:ConfigMap", SERVICE_MONITOR, PROMETHEUS_RULE):
@@ -174,7 +217,9 @@ def test_rules_and_dashboard_are_the_repo_files(graph):
     dashboard = graph.one("kubernetes:core/v1:ConfigMap")
     values = release(graph).inputs["values"]["grafana"]["sidecar"]["dashboards"]
     assert values["enabled"] is True
-    assert dashboard.inputs["metadata"]["labels"] == {values["label"]: values["labelValue"]} == {"grafana_dashboard": "1"}
+    assert (
+        dashboard.inputs["metadata"]["labels"] == {values["label"]: values["labelValue"]} == {"grafana_dashboard": "1"}
+    )
     assert json.loads(dashboard.inputs["data"]["clinic.json"]) == json.loads(DASHBOARD_FILE.read_text())
 
 
@@ -182,14 +227,18 @@ def test_alertmanager_role_may_only_publish_to_the_alarm_topic(graph):
     role = next(x for x in graph.of_type("aws:iam/role:Role") if x.name.endswith("monitoring-alertmanager-role"))
     statements = graph.one("aws:iam/rolePolicy:RolePolicy", role.name + "-policy").input("policy")["Statement"]
     assert [(s["Action"], s["Resource"]) for s in statements] == [
-        ("sns:Publish", TOPIC_ARN), (["kms:GenerateDataKey*", "kms:Decrypt"], KEY_ARN)]
+        ("sns:Publish", TOPIC_ARN),
+        (["kms:GenerateDataKey*", "kms:Decrypt"], KEY_ARN),
+    ]
     assert statements[1]["Condition"] == {"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}}
     condition = role.input("assumeRolePolicy", "Statement")[0]["Condition"]["StringEquals"]
     assert [v for k, v in condition.items() if k.endswith(":sub")] == ["system:serviceaccount:monitoring:alertmanager"]
     account = graph.one("kubernetes:core/v1:ServiceAccount")
     assert account.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role.state["arn"]
-    assert release(graph).inputs["values"]["alertmanager"]["serviceAccount"] == {"create": False,
-                                                                                 "name": "alertmanager"}
+    assert release(graph).inputs["values"]["alertmanager"]["serviceAccount"] == {
+        "create": False,
+        "name": "alertmanager",
+    }
 
 
 def test_every_alert_goes_to_the_alarm_topic_signed_for_the_region(graph):
@@ -198,15 +247,26 @@ def test_every_alert_goes_to_the_alarm_topic_signed_for_the_region(graph):
     assert [r["receiver"] for r in config["route"]["routes"]] == ["null"], "only the chart's heartbeats are dropped"
     assert config["route"]["routes"][0]["matchers"] == ['alertname =~ "Watchdog|InfoInhibitor"']
     receivers = {r["name"]: r for r in config["receivers"]}
-    assert receivers["alarm-topic"]["sns_configs"] == [{"topic_arn": TOPIC_ARN, "sigv4": {"region": "eu-west-1"},
-                                                        "send_resolved": True}]
+    assert receivers["alarm-topic"]["sns_configs"] == [
+        {"topic_arn": TOPIC_ARN, "sigv4": {"region": "eu-west-1"}, "send_resolved": True}
+    ]
 
 
 def test_bad_arguments_are_refused_naming_the_value():
     def args(**overrides):
-        return MonitoringArgs(**{**dict(cluster=None, prometheus_retention_days=3, prometheus_storage_gb=20,
-                                        alarm_topic_arn=TOPIC_ARN, alarm_topic_key_arn=KEY_ARN, region="eu-west-1"),
-                                 **overrides})
+        return MonitoringArgs(
+            **{
+                **dict(
+                    cluster=None,
+                    prometheus_retention_days=3,
+                    prometheus_storage_gb=20,
+                    alarm_topic_arn=TOPIC_ARN,
+                    alarm_topic_key_arn=KEY_ARN,
+                    region="eu-west-1",
+                ),
+                **overrides,
+            }
+        )
 
     validate_monitoring_args(args())
     with pytest.raises(ValueError, match="alarm_topic_arn = 'arn:aws:sqs:x' is invalid"):

@@ -18,10 +18,11 @@ def test_subnet_plan_tiers_never_overlap_and_stay_inside_the_vpc(vpc_cidr, azs):
     nets = [ipaddress.ip_network(c) for p in plan for c in (p.public, p.private, p.database)]
     assert len(nets) == 3 * azs
     assert all(n.subnet_of(vpc) for n in nets)
-    assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
+    assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
     # The VPC CNI gives every pod a VPC address: the private tier must be the large one.
-    assert all(ipaddress.ip_network(p.private).num_addresses >= 4 * ipaddress.ip_network(p.public).num_addresses
-               for p in plan)
+    assert all(
+        ipaddress.ip_network(p.private).num_addresses >= 4 * ipaddress.ip_network(p.public).num_addresses for p in plan
+    )
 
 
 def test_subnet_plan_refuses_more_than_four_zones():
@@ -30,8 +31,13 @@ def test_subnet_plan_refuses_more_than_four_zones():
 
 
 def test_unknown_nat_mode_is_refused_before_any_resource():
-    args = NetworkArgs(vpc_cidr="10.0.0.0/16", availability_zones=["eu-west-1a", "eu-west-1b"], nat_mode="none",
-                       cluster_name="c", region="eu-west-1")
+    args = NetworkArgs(
+        vpc_cidr="10.0.0.0/16",
+        availability_zones=["eu-west-1a", "eu-west-1b"],
+        nat_mode="none",
+        cluster_name="c",
+        region="eu-west-1",
+    )
     with pytest.raises(ValueError, match="nat_mode = 'none' is invalid; allowed: single, per-az"):
         evaluate(lambda: Network("n", args), stack="dev")
 
@@ -50,8 +56,9 @@ def test_every_private_route_table_defaults_to_a_nat_gateway_and_database_subnet
     private = [r for r in routes if "private-default" in r.name]
     assert private and all(r.inputs.get("natGatewayId") for r in private), "private egress goes through NAT"
     database_rt = next(r for r in stack.of_type("aws:ec2/routeTable:RouteTable") if r.name.endswith("database-rt"))
-    assert not [r for r in routes if r.inputs.get("routeTableId") == f"{database_rt.name}-id"], \
+    assert not [r for r in routes if r.inputs.get("routeTableId") == f"{database_rt.name}-id"], (
         "database subnets must have no route out of the VPC"
+    )
 
 
 def test_subnets_carry_elb_discovery_tags_for_the_configured_cluster(stack):
@@ -70,8 +77,13 @@ def test_subnets_carry_elb_discovery_tags_for_the_configured_cluster(stack):
 
 
 def test_elb_tags_follow_a_renamed_cluster():
-    args = NetworkArgs(vpc_cidr="10.0.0.0/16", availability_zones=["eu-west-1a", "eu-west-1b"], nat_mode="single",
-                       cluster_name="other-name", region="eu-west-1")
+    args = NetworkArgs(
+        vpc_cidr="10.0.0.0/16",
+        availability_zones=["eu-west-1a", "eu-west-1b"],
+        nat_mode="single",
+        cluster_name="other-name",
+        region="eu-west-1",
+    )
     graph = evaluate(lambda: Network("n", args), stack="dev")
     tagged = [s for s in graph.of_type(SUBNET) if "kubernetes.io/cluster/other-name" in s.inputs["tags"]]
     assert len(tagged) == 4
@@ -84,13 +96,15 @@ def test_flow_logs_only_in_prod_and_scoped_to_their_log_group(dev, prod):
     group = next(g for g in prod.of_type("aws:cloudwatch/logGroup:LogGroup") if g.name.endswith("network-flow-logs"))
     assert group.inputs["retentionInDays"] == 365
     statement = prod.one("aws:iam/rolePolicy:RolePolicy", "clinic-prod-network-flow-logs-policy").input(
-        "policy", "Statement")[0]
+        "policy", "Statement"
+    )[0]
     assert "*" not in statement["Resource"] and statement["Resource"][0] == group.state["arn"]
     key = prod.one("aws:kms/key:Key", "clinic-prod-network-flow-logs-key")
     assert group.inputs["kmsKeyId"] == key.state["arn"], "flow logs (who talked to the database) are encrypted"
     logs = next(st for st in json.loads(key.inputs["policy"])["Statement"] if st["Sid"].startswith("CloudWatchLogs"))
     assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"].endswith(
-        ":log-group:clinic-prod-network-flow-logs-*"), "the key serves this auto-named group only"
+        ":log-group:clinic-prod-network-flow-logs-*"
+    ), "the key serves this auto-named group only"
 
 
 def test_s3_gateway_endpoint_serves_every_private_route_table(stack):

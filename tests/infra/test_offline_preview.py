@@ -14,8 +14,14 @@ from preview import costs, timing
 from preview.__main__ import main
 from preview.graph import ROOT, Graph, Registration
 
-SECTIONS = ("## Resource tree", "## Counts by type", "## Create critical path", "## Delete order",
-            "## Estimated monthly cost", "## Policy pack")
+SECTIONS = (
+    "## Resource tree",
+    "## Counts by type",
+    "## Create critical path",
+    "## Delete order",
+    "## Estimated monthly cost",
+    "## Policy pack",
+)
 
 
 def run(capsys, *argv) -> str:
@@ -37,10 +43,12 @@ def views():
 
 def test_the_command_runs_from_a_fresh_process_without_credentials(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PULUMI_"))}
-    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"),
-               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
-    done = subprocess.run([sys.executable, "-m", "preview", "prod"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    env.update(
+        HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "preview", "prod"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     positions = [done.stdout.find(s) for s in SECTIONS]
     assert -1 not in positions and positions == sorted(positions), positions
@@ -83,8 +91,9 @@ def test_the_critical_path_is_a_chain_of_direct_dependencies(views, stack, reque
     assert len(steps) >= 3
     for previous, step in zip(steps, steps[1:]):
         record = by_name[step["name"]]
-        assert by_name[previous["name"]].urn in timing.create_dependencies(graph, record), \
+        assert by_name[previous["name"]].urn in timing.create_dependencies(graph, record), (
             f"{step['name']} does not depend on {previous['name']}"
+        )
         assert step["finishSeconds"] == previous["finishSeconds"] + step["seconds"]
     assert steps[0]["finishSeconds"] == steps[0]["seconds"]
     # Nothing takes longer alone than the whole path, and the EKS control plane is on it.
@@ -94,9 +103,22 @@ def test_the_critical_path_is_a_chain_of_direct_dependencies(views, stack, reque
 
 
 def registration(name, typ, deps=(), **inputs):
-    return Registration(urn=f"urn:{name}", type=typ, name=name, custom=True, remote=False, parent="", provider="",
-                        dependencies=set(deps), property_dependencies={}, deleted_with="", protect=False,
-                        retain_on_delete=False, delete_timeout="", inputs=inputs)
+    return Registration(
+        urn=f"urn:{name}",
+        type=typ,
+        name=name,
+        custom=True,
+        remote=False,
+        parent="",
+        provider="",
+        dependencies=set(deps),
+        property_dependencies={},
+        deleted_with="",
+        protect=False,
+        retain_on_delete=False,
+        delete_timeout="",
+        inputs=inputs,
+    )
 
 
 def test_the_critical_path_takes_the_longest_branch_not_the_last_registered():
@@ -151,10 +173,20 @@ def test_cost_lines_follow_the_graph(views, stack, request):
 def test_spot_nodes_are_discounted_and_ingress_groups_share_one_alb():
     group = {"alb.ingress.kubernetes.io/group.name": "clinic"}
     records = [
-        registration("od", "aws:eks/nodeGroup:NodeGroup", instanceTypes=["t3.large"], capacityType="ON_DEMAND",
-                     scalingConfig={"desiredSize": 2}),
-        registration("spot", "aws:eks/nodeGroup:NodeGroup", instanceTypes=["t3.large"], capacityType="SPOT",
-                     scalingConfig={"desiredSize": 2}),
+        registration(
+            "od",
+            "aws:eks/nodeGroup:NodeGroup",
+            instanceTypes=["t3.large"],
+            capacityType="ON_DEMAND",
+            scalingConfig={"desiredSize": 2},
+        ),
+        registration(
+            "spot",
+            "aws:eks/nodeGroup:NodeGroup",
+            instanceTypes=["t3.large"],
+            capacityType="SPOT",
+            scalingConfig={"desiredSize": 2},
+        ),
         registration("api", "kubernetes:networking.k8s.io/v1:Ingress", metadata={"annotations": group}),
         registration("admin", "kubernetes:networking.k8s.io/v1:Ingress", metadata={"annotations": group}),
         registration("other", "kubernetes:networking.k8s.io/v1:Ingress", metadata={}),
@@ -165,8 +197,9 @@ def test_spot_nodes_are_discounted_and_ingress_groups_share_one_alb():
 
 
 def test_a_missing_price_is_reported_not_guessed():
-    records = [registration("ng", "aws:eks/nodeGroup:NodeGroup", instanceTypes=["x9.huge"],
-                            scalingConfig={"desiredSize": 1})]
+    records = [
+        registration("ng", "aws:eks/nodeGroup:NodeGroup", instanceTypes=["x9.huge"], scalingConfig={"desiredSize": 1})
+    ]
     [line] = costs.cost_lines(Graph(records, {}))
     assert line.monthly_usd == 0 and "'x9.huge'" in line.unpriced and "preview/costs.py" in line.unpriced
 
@@ -178,6 +211,7 @@ def test_both_stacks_are_fully_priced(views):
 
 def test_every_database_class_the_settings_allow_has_a_price():
     from limits import DB_INSTANCE_CLASSES
+
     assert set(DB_INSTANCE_CLASSES) <= set(costs.RDS_POSTGRES_HOUR)
 
 

@@ -12,9 +12,20 @@ LT = "aws:ec2/launchTemplate:LaunchTemplate"
 RDS = "aws:rds/instance:Instance"
 EKS = "eks:index:Cluster"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-TLS_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
-    {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
-     "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
+TLS_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+)
 
 
 def rules(resource_type, props, environment="prod"):
@@ -22,8 +33,11 @@ def rules(resource_type, props, environment="prod"):
 
 
 def pod(container_context=None, pod_context=None, limits=None):
-    container = {"name": "api", "image": "api:1",
-                 "resources": {"limits": {"cpu": "500m", "memory": "512Mi"} if limits is None else limits}}
+    container = {
+        "name": "api",
+        "image": "api:1",
+        "resources": {"limits": {"cpu": "500m", "memory": "512Mi"} if limits is None else limits},
+    }
     if container_context is not None:
         container["securityContext"] = container_context
     spec = {"containers": [container]}
@@ -33,83 +47,166 @@ def pod(container_context=None, pod_context=None, limits=None):
 
 
 ALB = "alb.ingress.kubernetes.io/"
-HTTPS_ALB = {ALB + "scheme": "internet-facing", ALB + "certificate-arn": "arn:aws:acm:eu-west-1:1:certificate/x",
-             ALB + "listen-ports": '[{"HTTP": 80}, {"HTTPS": 443}]', ALB + "ssl-redirect": "443",
-             ALB + "ssl-policy": "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"}
-PROD_RDS = {"storageEncrypted": True, "publiclyAccessible": False, "deletionProtection": True, "multiAz": True,
-            "backupRetentionPeriod": 14}
+HTTPS_ALB = {
+    ALB + "scheme": "internet-facing",
+    ALB + "certificate-arn": "arn:aws:acm:eu-west-1:1:certificate/x",
+    ALB + "listen-ports": '[{"HTTP": 80}, {"HTTPS": 443}]',
+    ALB + "ssl-redirect": "443",
+    ALB + "ssl-policy": "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+}
+PROD_RDS = {
+    "storageEncrypted": True,
+    "publiclyAccessible": False,
+    "deletionProtection": True,
+    "multiAz": True,
+    "backupRetentionPeriod": 14,
+}
 
 # (resource type, compliant props, {change: rule it must break})
 CASES = [
-    (RDS, PROD_RDS, [
-        ({"storageEncrypted": False}, "encryption-at-rest"),
-        ({"publiclyAccessible": True}, "no-public-data"),
-        ({"deletionProtection": False}, "prod-database-resilience"),
-        ({"multiAz": False}, "prod-database-resilience"),
-        ({"backupRetentionPeriod": 13}, "prod-database-resilience"),
-    ]),
+    (
+        RDS,
+        PROD_RDS,
+        [
+            ({"storageEncrypted": False}, "encryption-at-rest"),
+            ({"publiclyAccessible": True}, "no-public-data"),
+            ({"deletionProtection": False}, "prod-database-resilience"),
+            ({"multiAz": False}, "prod-database-resilience"),
+            ({"backupRetentionPeriod": 13}, "prod-database-resilience"),
+        ],
+    ),
     ("aws:sqs/queue:Queue", {"sqsManagedSseEnabled": True}, [({"sqsManagedSseEnabled": False}, "encryption-at-rest")]),
     ("aws:sqs/queue:Queue", {"kmsMasterKeyId": "alias/q"}, [({"kmsMasterKeyId": None}, "encryption-at-rest")]),
-    ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-     dict.fromkeys(g.PUBLIC_ACCESS_FLAGS, True) | {"bucket": "b"},
-     [({flag: False}, "no-public-data") for flag in g.PUBLIC_ACCESS_FLAGS]),
-    ("aws:s3/bucketPolicy:BucketPolicy", {"bucket": "b", "policy": TLS_POLICY}, [
-        ({"policy": TLS_POLICY.replace('"Deny"', '"Allow"')}, "s3-tls-only"),
-        ({"policy": TLS_POLICY.replace('"s3:*"', '"s3:GetObject"')}, "s3-tls-only"),
-        ({"policy": json.dumps({"Statement": []})}, "s3-tls-only"),
-    ]),
-    (g.SSE_CONFIG_TYPES[0], {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]},
-     [({"rules": []}, "encryption-at-rest")]),
-    (EKS, {"encryptionConfigKeyArn": "arn:aws:kms:k", "enabledClusterLogTypes": ["api", "audit", "authenticator"]}, [
-        ({"encryptionConfigKeyArn": None}, "encryption-at-rest"),
-        ({"enabledClusterLogTypes": ["api", "authenticator"]}, "eks-control-plane-logging"),
-        ({"enabledClusterLogTypes": None}, "eks-control-plane-logging"),
-    ]),
-    ("aws:eks/cluster:Cluster", {"encryptionConfig": {"resources": ["secrets"], "provider": {"keyArn": "k"}},
-                                 "enabledClusterLogTypes": ["api", "audit", "authenticator", "scheduler"]},
-     [({"encryptionConfig": {"resources": [], "provider": {"keyArn": "k"}}}, "encryption-at-rest")]),
-    (LT, {"metadataOptions": {"httpTokens": "required"},
-          "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "true"}}]}, [
-        ({"metadataOptions": {"httpTokens": "optional"}}, "imdsv2-required"),
-        ({"metadataOptions": None}, "imdsv2-required"),
-        ({"blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "false"}}]}, "encryption-at-rest"),
-    ]),
-    ("aws:eks/nodeGroup:NodeGroup", {"launchTemplate": {"id": "lt-1", "version": "1"}},
-     [({"launchTemplate": None}, "imdsv2-required")]),
+    (
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        dict.fromkeys(g.PUBLIC_ACCESS_FLAGS, True) | {"bucket": "b"},
+        [({flag: False}, "no-public-data") for flag in g.PUBLIC_ACCESS_FLAGS],
+    ),
+    (
+        "aws:s3/bucketPolicy:BucketPolicy",
+        {"bucket": "b", "policy": TLS_POLICY},
+        [
+            ({"policy": TLS_POLICY.replace('"Deny"', '"Allow"')}, "s3-tls-only"),
+            ({"policy": TLS_POLICY.replace('"s3:*"', '"s3:GetObject"')}, "s3-tls-only"),
+            ({"policy": json.dumps({"Statement": []})}, "s3-tls-only"),
+        ],
+    ),
+    (
+        g.SSE_CONFIG_TYPES[0],
+        {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]},
+        [({"rules": []}, "encryption-at-rest")],
+    ),
+    (
+        EKS,
+        {"encryptionConfigKeyArn": "arn:aws:kms:k", "enabledClusterLogTypes": ["api", "audit", "authenticator"]},
+        [
+            ({"encryptionConfigKeyArn": None}, "encryption-at-rest"),
+            ({"enabledClusterLogTypes": ["api", "authenticator"]}, "eks-control-plane-logging"),
+            ({"enabledClusterLogTypes": None}, "eks-control-plane-logging"),
+        ],
+    ),
+    (
+        "aws:eks/cluster:Cluster",
+        {
+            "encryptionConfig": {"resources": ["secrets"], "provider": {"keyArn": "k"}},
+            "enabledClusterLogTypes": ["api", "audit", "authenticator", "scheduler"],
+        },
+        [({"encryptionConfig": {"resources": [], "provider": {"keyArn": "k"}}}, "encryption-at-rest")],
+    ),
+    (
+        LT,
+        {
+            "metadataOptions": {"httpTokens": "required"},
+            "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "true"}}],
+        },
+        [
+            ({"metadataOptions": {"httpTokens": "optional"}}, "imdsv2-required"),
+            ({"metadataOptions": None}, "imdsv2-required"),
+            (
+                {"blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "false"}}]},
+                "encryption-at-rest",
+            ),
+        ],
+    ),
+    (
+        "aws:eks/nodeGroup:NodeGroup",
+        {"launchTemplate": {"id": "lt-1", "version": "1"}},
+        [({"launchTemplate": None}, "imdsv2-required")],
+    ),
     ("eks:index:ManagedNodeGroup", {"enableIMDSv2": True}, [({"enableIMDSv2": False}, "imdsv2-required")]),
-    (g.LOG_GROUP_TYPE, {"kmsKeyId": "arn:aws:kms:k", "retentionInDays": 7.0}, [
-        ({"kmsKeyId": None}, "encryption-at-rest"),
-        ({"retentionInDays": None}, "logs-expire"),
-        ({"retentionInDays": 0}, "logs-expire"),
-        ({"retentionInDays": 10}, "logs-expire"),  # CloudWatch accepts only limits.LOG_RETENTION_DAYS
-    ]),
+    (
+        g.LOG_GROUP_TYPE,
+        {"kmsKeyId": "arn:aws:kms:k", "retentionInDays": 7.0},
+        [
+            ({"kmsKeyId": None}, "encryption-at-rest"),
+            ({"retentionInDays": None}, "logs-expire"),
+            ({"retentionInDays": 0}, "logs-expire"),
+            ({"retentionInDays": 10}, "logs-expire"),  # CloudWatch accepts only limits.LOG_RETENTION_DAYS
+        ],
+    ),
     ("aws:backup/vault:Vault", {"kmsKeyArn": "arn:aws:kms:k"}, [({"kmsKeyArn": None}, "encryption-at-rest")]),
-    (DEPLOYMENT, {"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True})}}}, [
-        ({"spec": {"template": {"spec": pod()}}}, "pods-non-root-with-limits"),
-        ({"spec": {"template": {"spec": pod({"runAsUser": 0}, {"runAsNonRoot": True})}}}, "pods-non-root-with-limits"),
-        ({"spec": {"template": {"spec": pod({"runAsNonRoot": False}, {"runAsNonRoot": True})}}},
-         "pods-non-root-with-limits"),
-        ({"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True}, limits={"memory": "1Gi"})}}},
-         "pods-non-root-with-limits"),
-        ({"spec": {"template": {"spec": {"containers": []}}}}, "pods-non-root-with-limits"),
-    ]),
-    ("kubernetes:batch/v1:Job", {"spec": {"template": {"spec": pod({"runAsUser": 10001})}}},
-     [({"spec": {"template": {"spec": pod({"runAsUser": 10001}, limits={})}}}, "pods-non-root-with-limits"),
-      ({"spec": {"template": {"spec": pod({"runAsUser": 0.0, "runAsNonRoot": True})}}}, "pods-non-root-with-limits")]),
+    (
+        DEPLOYMENT,
+        {"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True})}}},
+        [
+            ({"spec": {"template": {"spec": pod()}}}, "pods-non-root-with-limits"),
+            (
+                {"spec": {"template": {"spec": pod({"runAsUser": 0}, {"runAsNonRoot": True})}}},
+                "pods-non-root-with-limits",
+            ),
+            (
+                {"spec": {"template": {"spec": pod({"runAsNonRoot": False}, {"runAsNonRoot": True})}}},
+                "pods-non-root-with-limits",
+            ),
+            (
+                {"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True}, limits={"memory": "1Gi"})}}},
+                "pods-non-root-with-limits",
+            ),
+            ({"spec": {"template": {"spec": {"containers": []}}}}, "pods-non-root-with-limits"),
+        ],
+    ),
+    (
+        "kubernetes:batch/v1:Job",
+        {"spec": {"template": {"spec": pod({"runAsUser": 10001})}}},
+        [
+            ({"spec": {"template": {"spec": pod({"runAsUser": 10001}, limits={})}}}, "pods-non-root-with-limits"),
+            (
+                {"spec": {"template": {"spec": pod({"runAsUser": 0.0, "runAsNonRoot": True})}}},
+                "pods-non-root-with-limits",
+            ),
+        ],
+    ),
     # As recorded and as pulumi-policy passes them, numbers are floats.
-    ("kubernetes:apps/v1:StatefulSet", {"spec": {"template": {"spec": pod(pod_context={"runAsUser": 10001.0})}}},
-     [({"spec": {"template": {"spec": pod(pod_context={"runAsUser": True})}}}, "pods-non-root-with-limits")]),
-    ("kubernetes:batch/v1:CronJob",
-     {"spec": {"jobTemplate": {"spec": {"template": {"spec": pod({"runAsNonRoot": True})}}}}},
-     [({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod()}}}}}, "pods-non-root-with-limits")]),
-    ("kubernetes:networking.k8s.io/v1:Ingress", {"metadata": {"annotations": HTTPS_ALB}}, [
-        ({"metadata": {"annotations": {k: v for k, v in HTTPS_ALB.items() if not k.endswith("certificate-arn")}}},
-         "prod-https-only"),
-        ({"metadata": {"annotations": {**HTTPS_ALB, ALB + "listen-ports": '[{"HTTP": 80}]'}}}, "prod-https-only"),
-        ({"metadata": {"annotations": {**HTTPS_ALB, ALB + "ssl-redirect": None}}}, "prod-https-only"),
-        ({"metadata": {"annotations": {**HTTPS_ALB, ALB + "ssl-policy": "ELBSecurityPolicy-2016-08"}}},
-         "prod-https-only"),
-    ]),
+    (
+        "kubernetes:apps/v1:StatefulSet",
+        {"spec": {"template": {"spec": pod(pod_context={"runAsUser": 10001.0})}}},
+        [({"spec": {"template": {"spec": pod(pod_context={"runAsUser": True})}}}, "pods-non-root-with-limits")],
+    ),
+    (
+        "kubernetes:batch/v1:CronJob",
+        {"spec": {"jobTemplate": {"spec": {"template": {"spec": pod({"runAsNonRoot": True})}}}}},
+        [({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod()}}}}}, "pods-non-root-with-limits")],
+    ),
+    (
+        "kubernetes:networking.k8s.io/v1:Ingress",
+        {"metadata": {"annotations": HTTPS_ALB}},
+        [
+            (
+                {
+                    "metadata": {
+                        "annotations": {k: v for k, v in HTTPS_ALB.items() if not k.endswith("certificate-arn")}
+                    }
+                },
+                "prod-https-only",
+            ),
+            ({"metadata": {"annotations": {**HTTPS_ALB, ALB + "listen-ports": '[{"HTTP": 80}]'}}}, "prod-https-only"),
+            ({"metadata": {"annotations": {**HTTPS_ALB, ALB + "ssl-redirect": None}}}, "prod-https-only"),
+            (
+                {"metadata": {"annotations": {**HTTPS_ALB, ALB + "ssl-policy": "ELBSecurityPolicy-2016-08"}}},
+                "prod-https-only",
+            ),
+        ],
+    ),
 ]
 
 
@@ -145,17 +242,23 @@ def test_messages_name_the_setting_to_fix():
 
 # --- stack rules ---
 
+
 def bucket_stack(*companions):
     bucket = Resource("urn:b", "aws:s3/bucket:Bucket", "exams", {"bucket": "exams-1"})
-    return [bucket, *[Resource(f"urn:{t}", t, t, {"bucket": "?"}, {"bucket": frozenset({"urn:b"})})
-                      for t in companions]]
+    return [
+        bucket,
+        *[Resource(f"urn:{t}", t, t, {"bucket": "?"}, {"bucket": frozenset({"urn:b"})}) for t in companions],
+    ]
 
 
-@pytest.mark.parametrize("rule,companion", [
-    (g.buckets_encrypted, g.SSE_CONFIG_TYPES[0]),
-    (g.buckets_public_access_blocked, g.PUBLIC_ACCESS_BLOCK_TYPE),
-    (g.buckets_tls_only, g.BUCKET_POLICY_TYPE),
-])
+@pytest.mark.parametrize(
+    "rule,companion",
+    [
+        (g.buckets_encrypted, g.SSE_CONFIG_TYPES[0]),
+        (g.buckets_public_access_blocked, g.PUBLIC_ACCESS_BLOCK_TYPE),
+        (g.buckets_tls_only, g.BUCKET_POLICY_TYPE),
+    ],
+)
 def test_every_bucket_needs_its_companion_resource(rule, companion):
     assert rule(bucket_stack(companion), "prod") == []
     assert rule(bucket_stack(), "prod") == [(rule(bucket_stack(), "prod")[0][0], "urn:b")]
@@ -168,43 +271,75 @@ def test_every_bucket_needs_its_companion_resource(rule, companion):
 
 
 def test_inline_bucket_encryption_and_policy_count():
-    bucket = Resource("urn:b", "aws:s3/bucket:Bucket", "b", {
-        "serverSideEncryptionConfiguration": {"rule": {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}},
-        "policy": TLS_POLICY})
+    bucket = Resource(
+        "urn:b",
+        "aws:s3/bucket:Bucket",
+        "b",
+        {
+            "serverSideEncryptionConfiguration": {
+                "rule": {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}
+            },
+            "policy": TLS_POLICY,
+        },
+    )
     assert g.buckets_encrypted([bucket], "prod") == [] and g.buckets_tls_only([bucket], "prod") == []
 
 
 def test_queues_without_redrive_are_allowed_only_as_dead_letter_queues():
     dlq = Resource("urn:dlq", g.QUEUE_TYPE, "dlq", {"arn": "arn:dlq"})
-    main = Resource("urn:q", g.QUEUE_TYPE, "q", {"redrivePolicy": '{"deadLetterTargetArn": "?"}'},
-                    {"redrivePolicy": frozenset({"urn:dlq"})})
+    main = Resource(
+        "urn:q",
+        g.QUEUE_TYPE,
+        "q",
+        {"redrivePolicy": '{"deadLetterTargetArn": "?"}'},
+        {"redrivePolicy": frozenset({"urn:dlq"})},
+    )
     assert g.queues_have_dead_letter_queues([dlq, main], "prod") == []
     lonely = Resource("urn:l", g.QUEUE_TYPE, "lonely", {"arn": "arn:lonely"})
     assert g.queues_have_dead_letter_queues([dlq, main, lonely], "prod") == [
-        ("queue lonely has no redrive policy to a dead-letter queue", "urn:l")]
+        ("queue lonely has no redrive policy to a dead-letter queue", "urn:l")
+    ]
     # Once ARNs are known the target can be read from the JSON itself.
-    by_arn = Resource("urn:q2", g.QUEUE_TYPE, "q2", {"redrivePolicy": json.dumps({"deadLetterTargetArn": "arn:lonely"})})
+    by_arn = Resource(
+        "urn:q2", g.QUEUE_TYPE, "q2", {"redrivePolicy": json.dumps({"deadLetterTargetArn": "arn:lonely"})}
+    )
     assert g.queues_have_dead_letter_queues([lonely, by_arn], "prod") == []
     # A standalone RedrivePolicy resource gives its queue a redrive policy and marks its target as a DLQ.
-    standalone = Resource("urn:rp", g.REDRIVE_POLICY_TYPE, "rp", {"queueUrl": "?"},
-                          {"queueUrl": frozenset({"urn:l"}), "redrivePolicy": frozenset({"urn:dlq"})})
+    standalone = Resource(
+        "urn:rp",
+        g.REDRIVE_POLICY_TYPE,
+        "rp",
+        {"queueUrl": "?"},
+        {"queueUrl": frozenset({"urn:l"}), "redrivePolicy": frozenset({"urn:dlq"})},
+    )
     assert g.queues_have_dead_letter_queues([dlq, lonely, standalone], "prod") == []
 
 
 # --- enforcement ---
 
-@pytest.mark.parametrize("env,expected", [
-    ({"PULUMI_STACK": "dev", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "dev"})}, ("dev", "advisory")),
-    ({"PULUMI_STACK": "prod", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "prod"})},
-     ("prod", "mandatory")),
-    # The config wins over the name: a stack called "dev" configured as prod is held to prod.
-    ({"PULUMI_STACK": "dev", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "prod"})},
-     ("prod", "mandatory")),
-    ({"PULUMI_STACK": "acme/clinic-platform/dev"}, ("dev", "advisory")),
-    ({"PULUMI_STACK": "staging"}, ("prod", "mandatory")),
-    ({}, ("prod", "mandatory")),
-    ({"PULUMI_STACK": "dev", "PULUMI_CONFIG": "not json"}, ("dev", "advisory")),
-])
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        (
+            {"PULUMI_STACK": "dev", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "dev"})},
+            ("dev", "advisory"),
+        ),
+        (
+            {"PULUMI_STACK": "prod", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "prod"})},
+            ("prod", "mandatory"),
+        ),
+        # The config wins over the name: a stack called "dev" configured as prod is held to prod.
+        (
+            {"PULUMI_STACK": "dev", "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "prod"})},
+            ("prod", "mandatory"),
+        ),
+        ({"PULUMI_STACK": "acme/clinic-platform/dev"}, ("dev", "advisory")),
+        ({"PULUMI_STACK": "staging"}, ("prod", "mandatory")),
+        ({}, ("prod", "mandatory")),
+        ({"PULUMI_STACK": "dev", "PULUMI_CONFIG": "not json"}, ("dev", "advisory")),
+    ],
+)
 def test_enforcement_is_advisory_only_on_dev_and_fails_closed(env, expected):
     _, environment = g.stack_environment(env)
     assert (g.effective_environment(environment), g.enforcement_level(environment)) == expected
@@ -212,10 +347,13 @@ def test_enforcement_is_advisory_only_on_dev_and_fails_closed(env, expected):
 
 # --- the whole pack over both committed stacks ---
 
+
 def stack_resources(graph):
     """The recorded graph as the pack sees it: inputs for resource rules, provider outputs for stack rules."""
+
     def resource(r, props):
         return Resource(r.urn, r.type, r.name, props, {k: frozenset(v) for k, v in r.property_dependencies.items()})
+
     custom = [r for r in graph.records if r.custom or r.remote]
     return [resource(r, r.inputs) for r in custom], [resource(r, r.state) for r in custom]
 
@@ -231,26 +369,45 @@ def test_dev_breaks_only_the_prod_only_rules_when_held_to_prod(dev):
     assert g.check_stack(inputs, outputs, "dev") == []
     held_to_prod = g.check_stack(inputs, outputs, "prod")
     assert {(v.rule, v.urn.rsplit("::", 1)[1]) for v in held_to_prod} == {
-        ("prod-database-resilience", "clinic-dev-db-postgres"), ("prod-https-only", "clinic-dev-apps-ingress")}
+        ("prod-database-resilience", "clinic-dev-db-postgres"),
+        ("prod-https-only", "clinic-dev-apps-ingress"),
+    }
 
 
 def test_the_pack_sees_every_kind_of_resource_it_guards_in_prod(prod):
     """Guards against a rule silently matching nothing because a type token changed."""
     present = {r.type for r in prod.records}
-    for typ in (RDS, EKS, LT, "aws:eks/nodeGroup:NodeGroup", "aws:sqs/queue:Queue", g.PUBLIC_ACCESS_BLOCK_TYPE,
-                g.BUCKET_POLICY_TYPE, g.SSE_CONFIG_TYPES[0], "aws:s3/bucket:Bucket", g.LOG_GROUP_TYPE,
-                "aws:backup/vault:Vault", "aws:sns/topic:Topic"):
+    for typ in (
+        RDS,
+        EKS,
+        LT,
+        "aws:eks/nodeGroup:NodeGroup",
+        "aws:sqs/queue:Queue",
+        g.PUBLIC_ACCESS_BLOCK_TYPE,
+        g.BUCKET_POLICY_TYPE,
+        g.SSE_CONFIG_TYPES[0],
+        "aws:s3/bucket:Bucket",
+        g.LOG_GROUP_TYPE,
+        "aws:backup/vault:Vault",
+        "aws:sns/topic:Topic",
+    ):
         assert typ in present, typ
 
 
 def test_a_violation_in_the_program_is_caught(prod):
     """The same run, with one bucket's public access block removed and the cluster's audit log dropped."""
     inputs, outputs = stack_resources(prod)
-    inputs = [r if r.type != EKS else Resource(r.urn, r.type, r.name, {**r.props, "enabledClusterLogTypes": ["api"]},
-                                               r.property_dependencies) for r in inputs]
+    inputs = [
+        r
+        if r.type != EKS
+        else Resource(r.urn, r.type, r.name, {**r.props, "enabledClusterLogTypes": ["api"]}, r.property_dependencies)
+        for r in inputs
+    ]
     outputs = [r for r in outputs if r.type != g.PUBLIC_ACCESS_BLOCK_TYPE]
     assert sorted(v.rule for v in g.check_stack(inputs, outputs, "prod")) == [
-        "eks-control-plane-logging", "s3-bucket-public-access-blocked"]
+        "eks-control-plane-logging",
+        "s3-bucket-public-access-blocked",
+    ]
 
 
 def test_pod_rules_read_workloads_as_the_kubernetes_sdk_registers_them():
@@ -260,11 +417,19 @@ def test_pod_rules_read_workloads_as_the_kubernetes_sdk_registers_them():
     from preview.graph import evaluate
 
     def deployment(name, security_context, limits):
-        k8s.apps.v1.Deployment(name, spec={
-            "selector": {"match_labels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {
-                "security_context": security_context,
-                "containers": [{"name": name, "image": f"{name}:1", "resources": {"limits": limits}}]}}})
+        k8s.apps.v1.Deployment(
+            name,
+            spec={
+                "selector": {"match_labels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "security_context": security_context,
+                        "containers": [{"name": name, "image": f"{name}:1", "resources": {"limits": limits}}],
+                    },
+                },
+            },
+        )
 
     def build():
         deployment("ok", {"run_as_non_root": True, "run_as_user": 10001}, {"cpu": "500m", "memory": "256Mi"})
@@ -292,7 +457,9 @@ def test_the_pack_project_file_uses_only_keys_the_cli_knows_and_its_own_venv():
     requirements = (ROOT / "policy" / "requirements.txt").read_text()
     assert "pulumi-policy" in requirements
     main = (ROOT / "policy" / "__main__.py").read_text()
-    assert 'name="clinic-guardrails"' in main and "guardrails.RESOURCE_RULES" in main and "guardrails.STACK_RULES" in main
+    assert (
+        'name="clinic-guardrails"' in main and "guardrails.RESOURCE_RULES" in main and "guardrails.STACK_RULES" in main
+    )
 
 
 def test_the_pack_imports_the_shared_limits_when_started_from_its_own_directory(tmp_path):
@@ -312,17 +479,27 @@ def test_the_pack_imports_the_shared_limits_when_started_from_its_own_directory(
         "    def __init__(self, name, description, validate, **kw): self.name = name\n"
         "ResourceValidationPolicy = StackValidationPolicy = _Policy\n"
         "def PolicyPack(name, enforcement_level, policies):\n"
-        "    print(json.dumps({'name': name, 'level': enforcement_level, 'policies': len(policies)}))\n")
-    script = ("import runpy, sys; sys.path[:] = [p for p in sys.path if p not in ('', " + repr(str(ROOT)) + ")]; "
-              "sys.path.insert(0, " + repr(str(stub)) + "); runpy.run_path('__main__.py', run_name='__main__'); "
-              "import guardrails, limits; print(guardrails.MIN_PROD_BACKUP_DAYS is limits.MIN_PROD_BACKUP_DAYS, "
-              "limits.__file__)")
-    env = {"PATH": "/usr/bin:/bin", "PULUMI_STACK": "prod", "PULUMI_CONFIG": json.dumps(
-        {"clinic-platform:environment": "prod"})}
-    done = subprocess.run([sys.executable, "-I", "-c", script], cwd=ROOT / "policy", env=env, capture_output=True,
-                          text=True, timeout=60)
+        "    print(json.dumps({'name': name, 'level': enforcement_level, 'policies': len(policies)}))\n"
+    )
+    script = (
+        "import runpy, sys; sys.path[:] = [p for p in sys.path if p not in ('', " + repr(str(ROOT)) + ")]; "
+        "sys.path.insert(0, " + repr(str(stub)) + "); runpy.run_path('__main__.py', run_name='__main__'); "
+        "import guardrails, limits; print(guardrails.MIN_PROD_BACKUP_DAYS is limits.MIN_PROD_BACKUP_DAYS, "
+        "limits.__file__)"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PULUMI_STACK": "prod",
+        "PULUMI_CONFIG": json.dumps({"clinic-platform:environment": "prod"}),
+    }
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", script], cwd=ROOT / "policy", env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     pack, shared = done.stdout.splitlines()
-    assert json.loads(pack) == {"name": "clinic-guardrails", "level": "mandatory",
-                                "policies": len(g.RESOURCE_RULES) + len(g.STACK_RULES)}
+    assert json.loads(pack) == {
+        "name": "clinic-guardrails",
+        "level": "mandatory",
+        "policies": len(g.RESOURCE_RULES) + len(g.STACK_RULES),
+    }
     assert shared == f"True {ROOT / 'limits' / '__init__.py'}"

@@ -24,7 +24,8 @@ def test_both_stacks_evaluate_with_their_shape(dev, prod):
     assert len(dev.of_type("aws:ec2/subnet:Subnet")) == 6 and len(prod.of_type("aws:ec2/subnet:Subnet")) == 9
     for graph in (dev, prod):
         assert {r.type for r in graph.records if r.type.startswith("clinic:index:")} >= set(DATA_SERVICES.values()) | {
-            "clinic:index:Network"}
+            "clinic:index:Network"
+        }
 
 
 def test_data_services_depend_on_nothing_but_their_component_and_the_network(stack):
@@ -33,8 +34,9 @@ def test_data_services_depend_on_nothing_but_their_component_and_the_network(sta
     for typ, component in DATA_SERVICES.items():
         allowed = {component} | ({"clinic:index:Network"} if typ.startswith("aws:rds") else set())
         for resource in stack.of_type(typ):
-            outside = {stack.by_urn[u].type for u in stack.dependencies_of(resource)
-                       if component_of(stack, u) not in allowed}
+            outside = {
+                stack.by_urn[u].type for u in stack.dependencies_of(resource) if component_of(stack, u) not in allowed
+            }
             assert not outside, f"{resource.name} depends on {sorted(outside)}"
 
 
@@ -49,8 +51,15 @@ def test_every_tagged_resource_carries_the_platform_tags(stack):
 
 
 def test_taggable_aws_resources_are_not_left_untagged(stack):
-    taggable = ("aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:rds/instance:Instance", "aws:s3/bucket:Bucket",
-                "aws:sqs/queue:Queue", "aws:kms/key:Key", "aws:ec2/natGateway:NatGateway")
+    taggable = (
+        "aws:ec2/vpc:Vpc",
+        "aws:ec2/subnet:Subnet",
+        "aws:rds/instance:Instance",
+        "aws:s3/bucket:Bucket",
+        "aws:sqs/queue:Queue",
+        "aws:kms/key:Key",
+        "aws:ec2/natGateway:NatGateway",
+    )
     for typ in taggable:
         for resource in stack.of_type(typ):
             assert "tags" in resource.inputs, f"{resource.name} ({typ}) has no tags"
@@ -58,15 +67,24 @@ def test_taggable_aws_resources_are_not_left_untagged(stack):
 
 def test_no_export_carries_a_password_and_the_kubeconfig_is_a_secret(stack):
     text = json.dumps({k: v for k, (v, _) in stack.exports.items()}).lower()
-    for word in ("password", "secretstring", "privatekey", "token\":"):
+    for word in ("password", "secretstring", "privatekey", 'token":'):
         assert word not in text
     secret = sorted(k for k, (_, is_secret) in stack.exports.items() if is_secret)
     assert secret == ["kubeconfig"], f"only the kubeconfig is a secret output, got {secret}"
 
 
 def test_stack_exports_name_what_the_apps_need(stack):
-    for key in ("vpcId", "databaseAddress", "databaseSecretArn", "examBucketName", "queueUrls",
-                "deadLetterQueueUrls", "emailIdentityArn", "emailFromAddress", "emailConfigurationSet"):
+    for key in (
+        "vpcId",
+        "databaseAddress",
+        "databaseSecretArn",
+        "examBucketName",
+        "queueUrls",
+        "deadLetterQueueUrls",
+        "emailIdentityArn",
+        "emailFromAddress",
+        "emailConfigurationSet",
+    ):
         assert key in stack.exports, key
     assert sorted(stack.exports["queueUrls"][0]) == ["account", "appointment", "exam", "exam-result", "file"]
 
@@ -75,21 +93,34 @@ def test_a_restored_instance_serves_the_apps_and_alarms_while_the_stacks_own_sta
     from tests.infra.pulumi_mocks import evaluate_program
 
     restored = "clinic-prod-db-pitr-202611241000"
-    graph = evaluate_program("prod", {"clinic-platform:database": {
-        **json.loads(stack_config("prod")["clinic-platform:database"]), "restoredInstanceId": restored}})
+    graph = evaluate_program(
+        "prod",
+        {
+            "clinic-platform:database": {
+                **json.loads(stack_config("prod")["clinic-platform:database"]),
+                "restoredInstanceId": restored,
+            }
+        },
+    )
     original = graph.one("aws:rds/instance:Instance")
     assert original.protect, "the stack's own instance is kept, protected, for comparison and forensics"
 
-    api = next(d for d in graph.of_type("kubernetes:apps/v1:Deployment")
-               if d.inputs["metadata"]["name"] == "clinic-api")
+    api = next(
+        d for d in graph.of_type("kubernetes:apps/v1:Deployment") if d.inputs["metadata"]["name"] == "clinic-api"
+    )
     env = {e["name"]: e.get("value") for e in api.input("spec", "template", "spec", "containers")[0]["env"]}
     assert env["CLINIC_DATABASE__HOST"].startswith(restored + ".")
     assert env["CLINIC_DATABASE__SECRET_ARN"].endswith(f"secret:rds!db-{restored}")
-    api_policy = next(p for p in graph.of_type("aws:iam/rolePolicy:RolePolicy") if "DatabaseSecret" in p.inputs["policy"])
+    api_policy = next(
+        p for p in graph.of_type("aws:iam/rolePolicy:RolePolicy") if "DatabaseSecret" in p.inputs["policy"]
+    )
     assert f"rds!db-{restored}" in api_policy.inputs["policy"], "the app may read the restored instance's secret"
 
-    watched = {a.inputs["dimensions"]["DBInstanceIdentifier"] for a in graph.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
-               if "DBInstanceIdentifier" in (a.inputs.get("dimensions") or {})}
+    watched = {
+        a.inputs["dimensions"]["DBInstanceIdentifier"]
+        for a in graph.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if "DBInstanceIdentifier" in (a.inputs.get("dimensions") or {})
+    }
     assert watched == {restored}, f"RDS alarms watch {watched}"
     selection = graph.one("aws:backup/selection:Selection")
     assert len(selection.inputs["resources"]) == 2 and any(restored in arn for arn in selection.inputs["resources"])
@@ -99,8 +130,11 @@ def test_a_restored_instance_serves_the_apps_and_alarms_while_the_stacks_own_sta
 
 def test_without_a_restore_the_apps_and_alarms_use_the_stacks_own_instance(prod):
     original = prod.one("aws:rds/instance:Instance")
-    watched = {a.inputs["dimensions"]["DBInstanceIdentifier"] for a in prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
-               if "DBInstanceIdentifier" in (a.inputs.get("dimensions") or {})}
+    watched = {
+        a.inputs["dimensions"]["DBInstanceIdentifier"]
+        for a in prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if "DBInstanceIdentifier" in (a.inputs.get("dimensions") or {})
+    }
     assert watched == {original.name}, watched
     assert prod.exports["databaseInstanceId"][0] == prod.exports["stackDatabaseInstanceId"][0]
     assert prod.exports["databaseAddress"][0].startswith(original.name)

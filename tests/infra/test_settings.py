@@ -4,13 +4,21 @@ import copy
 
 import pytest
 
-from stacks.settings import DEFAULTS, GROUPS, NodeGroupSettings, PlatformSettings, StackSettingsError, _decode, load_settings
+from stacks.settings import (
+    DEFAULTS,
+    GROUPS,
+    NodeGroupSettings,
+    PlatformSettings,
+    StackSettingsError,
+    _decode,
+    load_settings,
+)
 from tests.infra.pulumi_mocks import ROOT, stack_config
 
 
 def committed(stack: str) -> dict:
     prefix = "clinic-platform:"
-    return {k[len(prefix):]: _decode(v) for k, v in stack_config(stack).items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: _decode(v) for k, v in stack_config(stack).items() if k.startswith(prefix)}
 
 
 def load(stack: str, raw: dict, region: str = "eu-west-1"):
@@ -53,8 +61,12 @@ BAD_INPUTS = [
     ("dev", "network.vpcCidr", "10.0.0.1/16", ["network.vpcCidr = '10.0.0.1/16'", "no host bits"]),
     ("dev", "network.vpcCidr", "54.0.0.0/16", ["network.vpcCidr = '54.0.0.0/16'", "private"]),
     ("dev", "network.vpcCidr", "10.0.0.0/24", ["network.vpcCidr = '10.0.0.0/24'", "/16 to /20"]),
-    ("dev", "network.kubernetesServiceCidr", "10.20.0.0/16",
-     ["network.kubernetesServiceCidr = '10.20.0.0/16'", "does not overlap network.vpcCidr 10.20.0.0/16"]),
+    (
+        "dev",
+        "network.kubernetesServiceCidr",
+        "10.20.0.0/16",
+        ["network.kubernetesServiceCidr = '10.20.0.0/16'", "does not overlap network.vpcCidr 10.20.0.0/16"],
+    ),
     ("dev", "network.azCount", 1, ["network.azCount = 1", "2 to 4"]),
     ("dev", "network.azCount", 7, ["network.azCount = 7", "2 to 4"]),
     ("dev", "network.natMode", "gateway", ["network.natMode = 'gateway'", "single, per-az"]),
@@ -74,23 +86,40 @@ BAD_INPUTS = [
     ("dev", "database.name", "Clinic-DB", ["database.name = 'Clinic-DB'", "lowercase"]),
     ("dev", "database.multiAz", "yes", ["database.multiAz = 'yes'", "true or false"]),
     ("dev", "storage.corsAllowedOrigins", ["*"], ["storage.corsAllowedOrigins = '*'", "no wildcard"]),
-    ("prod", "storage.corsAllowedOrigins", ["http://clinic.example.org"],
-     ["storage.corsAllowedOrigins = 'http://clinic.example.org'", "https"]),
+    (
+        "prod",
+        "storage.corsAllowedOrigins",
+        ["http://clinic.example.org"],
+        ["storage.corsAllowedOrigins = 'http://clinic.example.org'", "https"],
+    ),
     ("dev", "storage.noncurrentVersionDays", 0, ["storage.noncurrentVersionDays = 0", "1 to 3650"]),
     ("prod", "email.domain", None, ["email.domain = None", "a domain in prod"]),
     ("dev", "email.fromAddress", "not-an-email", ["email.fromAddress = 'not-an-email'", "email address"]),
-    ("prod", "email.fromAddress", "no-reply@elsewhere.org",
-     ["email.fromAddress = 'no-reply@elsewhere.org'", "at email.domain (clinic.example.org)"]),
+    (
+        "prod",
+        "email.fromAddress",
+        "no-reply@elsewhere.org",
+        ["email.fromAddress = 'no-reply@elsewhere.org'", "at email.domain (clinic.example.org)"],
+    ),
     ("dev", "clusterName", "Clinic_Dev", ["clusterName = 'Clinic_Dev'", "lowercase"]),
     ("dev", "tags", {"aws:owner": "x"}, ["tags key 'aws:owner'", "not starting with 'aws:'"]),
     ("dev", "network.vpcCidrr", "10.0.0.0/16", ["network.vpcCidrr", "did you mean 'vpcCidr'"]),
     ("dev", "databse", {}, ["databse is not a setting", "did you mean 'database'"]),
     ("dev", "network", "10.0.0.0/16", ["network = '10.0.0.0/16'", "a map of settings"]),
     ("dev", "cluster.kubernetesVersion", "1.20", ["cluster.kubernetesVersion = '1.20'", "1.33, 1.34, 1.35"]),
-    ("prod", "cluster.publicAccessCidrs", ["0.0.0.0/0"], ["cluster.publicAccessCidrs = '0.0.0.0/0'", "never the whole"]),
+    (
+        "prod",
+        "cluster.publicAccessCidrs",
+        ["0.0.0.0/0"],
+        ["cluster.publicAccessCidrs = '0.0.0.0/0'", "never the whole"],
+    ),
     ("dev", "cluster.publicAccessCidrs", ["office"], ["cluster.publicAccessCidrs = 'office'", "CIDRs"]),
-    ("dev", "cluster.adminRoleArns", ["arn:aws:iam::123456789012:user/bob"],
-     ["cluster.adminRoleArns = 'arn:aws:iam::123456789012:user/bob'", "IAM role ARNs"]),
+    (
+        "dev",
+        "cluster.adminRoleArns",
+        ["arn:aws:iam::123456789012:user/bob"],
+        ["cluster.adminRoleArns = 'arn:aws:iam::123456789012:user/bob'", "IAM role ARNs"],
+    ),
     ("dev", "cluster.janitorTimeoutSeconds", 5, ["cluster.janitorTimeoutSeconds = 5", "60 to 3600"]),
     ("dev", "cluster.nodeGroups", [], ["cluster.nodeGroups = []", "a non-empty list"]),
 ]
@@ -135,7 +164,9 @@ def test_bad_setting_is_refused_with_key_value_and_allowed(stack, path, value, e
 def test_storage_ceiling_below_allocated_storage_is_refused():
     raw = with_change("dev", "database.allocatedStorageGb", 50)
     raw["database"]["maxAllocatedStorageGb"] = 30
-    with pytest.raises(StackSettingsError, match=r"database.maxAllocatedStorageGb = 30 .*at least database.allocatedStorageGb \(50\)"):
+    with pytest.raises(
+        StackSettingsError, match=r"database.maxAllocatedStorageGb = 30 .*at least database.allocatedStorageGb \(50\)"
+    ):
         load("dev", raw)
 
 
@@ -203,13 +234,18 @@ def test_apps_at_full_scale_must_fit_under_the_database_connections_alarm():
 
     dev = load("dev", committed("dev"))
     assert peak_app_db_connections(dev.apps.api_max_replicas, dev.apps.notifier_replicas) <= 0.8 * max_db_connections(
-        dev.database.instance_class), "the committed dev stack fits its db.t4g.micro"
+        dev.database.instance_class
+    ), "the committed dev stack fits its db.t4g.micro"
     raw = with_change("dev", "apps.apiMaxReplicas", 4)  # one more API pod: 16 more connections than 89 allow
     with pytest.raises(StackSettingsError) as error:
         load("dev", raw)
     message = str(error.value)
-    assert "apps.apiMaxReplicas = 4" in message and "'db.t4g.micro'" in message and "allowed: apps.apiMaxReplicas " \
-        "at most 3" in message and f"{API_POD_DB_CONNECTIONS} per API pod" in message
+    assert (
+        "apps.apiMaxReplicas = 4" in message
+        and "'db.t4g.micro'" in message
+        and "allowed: apps.apiMaxReplicas at most 3" in message
+        and f"{API_POD_DB_CONNECTIONS} per API pod" in message
+    )
     raw["database"]["instanceClass"] = "db.t4g.small"  # the remedy the message names
     assert load("dev", raw).apps.api_max_replicas == 4
 
@@ -222,6 +258,7 @@ def test_prod_may_scale_the_api_to_its_committed_ceiling_and_not_past_what_its_c
 
 
 # --- the models themselves ------------------------------------------------------------------------------------------
+
 
 def _fields(model=PlatformSettings, prefix=""):
     """(key as written in a stack file, field) for every setting, groups expanded."""
@@ -253,20 +290,27 @@ def test_each_environments_defaults_keep_that_environments_rules(environment):
     """The defaults are model instances built without a stack; validated as that environment's they must pass (prod's
     email and alarm addresses, and its host name with a zone or certificate, have no default: a prod stack file must
     name them)."""
-    context = {"environment": environment, "region": "eu-west-1",
-               "az_count": DEFAULTS[environment]["network"].az_count}
+    context = {"environment": environment, "region": "eu-west-1", "az_count": DEFAULTS[environment]["network"].az_count}
     named_by_the_stack = ("observability", "apps") if environment == "prod" else ("observability",)
     for group, default in DEFAULTS[environment].items():
         if group not in named_by_the_stack:
-            type(default).model_validate(default.model_dump(by_alias=True), context=context, by_alias=True,
-                                         by_name=False)
+            type(default).model_validate(
+                default.model_dump(by_alias=True), context=context, by_alias=True, by_name=False
+            )
     # Nor have CI's deploy role and the runner's connection: every stack file names its own.
     deploy_role = "arn:aws:iam::123456789012:role/clinic-deploy"
-    raw = {"environment": environment, "email": {"fromAddress": "a@clinic.example.org", "domain": "clinic.example.org"},
-           "images": {"api": "0.1.0", "notifier": "0.1.0"}, "observability": {"alarmEmails": ["a@clinic.example.org"]},
-           "cluster": {"deployRoleArn": deploy_role},
-           "ci": {"githubConnectionArn": "arn:aws:codeconnections:eu-west-1:123456789012:connection/"
-                                         "00000000-0000-4000-8000-000000000000", "repository": "org/repo"}}
+    raw = {
+        "environment": environment,
+        "email": {"fromAddress": "a@clinic.example.org", "domain": "clinic.example.org"},
+        "images": {"api": "0.1.0", "notifier": "0.1.0"},
+        "observability": {"alarmEmails": ["a@clinic.example.org"]},
+        "cluster": {"deployRoleArn": deploy_role},
+        "ci": {
+            "githubConnectionArn": "arn:aws:codeconnections:eu-west-1:123456789012:connection/"
+            "00000000-0000-4000-8000-000000000000",
+            "repository": "org/repo",
+        },
+    }
     if environment == "prod":
         raw["apps"] = {"hostname": "clinic.example.org", "hostedZoneId": "Z0123456789EXAMPLE"}
     settings = load(environment, raw)
@@ -286,20 +330,27 @@ def test_snake_case_keys_are_refused_with_the_camel_case_one_suggested():
 def test_a_refused_list_item_is_reported_once_by_its_index():
     with pytest.raises(StackSettingsError) as error:
         load("dev", with_change("dev", "cluster.nodeGroups", ["general"]))
-    assert error.value.problems == ["cluster.nodeGroups[0] = 'general' is invalid; allowed: a map of settings (see README)"]
+    assert error.value.problems == [
+        "cluster.nodeGroups[0] = 'general' is invalid; allowed: a map of settings (see README)"
+    ]
 
 
 def _readme_rows() -> dict[str, tuple[str, str]]:
     """README "Stack settings": key -> (dev default, prod default) as written, combined rows split."""
     text = (ROOT / "README.md").read_text()
-    table = text[text.index("| key | dev default | prod default | allowed |"):].split("\n\n")[0].splitlines()[2:]
+    table = text[text.index("| key | dev default | prod default | allowed |") :].split("\n\n")[0].splitlines()[2:]
     rows: dict[str, tuple[str, str]] = {}
     for line in table:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         keys = [k.strip().strip("`").removesuffix("[]") for k in cells[0].split(" / ")]
         dev = cells[1].split(" / ") if len(keys) > 1 and " / " in cells[1] else [cells[1]] * len(keys)
-        prod = dev if cells[2] == "same" else cells[2].split(" / ") if len(keys) > 1 and " / " in cells[2] \
+        prod = (
+            dev
+            if cells[2] == "same"
+            else cells[2].split(" / ")
+            if len(keys) > 1 and " / " in cells[2]
             else [cells[2]] * len(keys)
+        )
         rows.update({key: (d, p) for key, d, p in zip(keys, dev, prod)})
     return rows
 
@@ -312,7 +363,7 @@ def _as_written(value) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (tuple, list)):
-        return f"`{list(value)}`".replace("'", "\"")
+        return f"`{list(value)}`".replace("'", '"')
     if isinstance(value, dict):
         return f"`{value}`"
     return f"`{value}`"
@@ -322,16 +373,20 @@ def test_readme_settings_table_lists_every_key_with_both_defaults():
     """The table is written by hand (its last column explains); this keeps its keys and defaults the models'."""
     rows = _readme_rows()
     keys = [key for key, _ in _fields()]
-    assert sorted(rows) == sorted(keys), f"README rows without a setting: {sorted(set(rows) - set(keys))}; " \
+    assert sorted(rows) == sorted(keys), (
+        f"README rows without a setting: {sorted(set(rows) - set(keys))}; "
         f"settings without a row: {sorted(set(keys) - set(rows))}"
+    )
     for key, field in _fields():
         group, _, name = key.partition(".")
         for environment, written in zip(("dev", "prod"), rows[key]):
             default = DEFAULTS[environment].get(group)
             if key == "cluster.nodeGroups":
                 nodes = default.node_groups[0]
-                assert nodes.instance_types[0] in written and \
-                    f"{nodes.min_size}/{nodes.desired_size}/{nodes.max_size}" in written, (key, environment, written)
+                assert (
+                    nodes.instance_types[0] in written
+                    and f"{nodes.min_size}/{nodes.desired_size}/{nodes.max_size}" in written
+                ), (key, environment, written)
             elif key == "clusterName":
                 assert written == "`clinic-<stack>`"
             elif default is not None:
@@ -342,20 +397,27 @@ def test_readme_settings_table_lists_every_key_with_both_defaults():
             else:
                 assert written == _as_written(field.default), f"README {key} {environment}: {written}"
     node_keys = (ROOT / "README.md").read_text().split("Node group entries:")[1].split("\n\n")[0]
-    for name, field in NodeGroupSettings.model_fields.items():
+    for field in NodeGroupSettings.model_fields.values():
         assert f"`{field.alias}`" in node_keys, f"README node group entries do not name {field.alias}"
 
 
 def test_prod_refuses_a_kubernetes_version_in_extended_support_dev_runs_it():
     import datetime
+
     today = datetime.date(2026, 11, 29)
     raw = with_change("prod", "cluster.kubernetesVersion", "1.33")
     with pytest.raises(StackSettingsError) as error:
         load_settings(raw, stack="prod", region="eu-west-1", today=today)
-    assert ("cluster.kubernetesVersion = '1.33' is invalid; allowed: a version in EKS standard support in prod: "
-            "Kubernetes 1.33 is in EKS extended support since 2026-07-29") in str(error.value)
-    assert load_settings(with_change("dev", "cluster.kubernetesVersion", "1.33"), stack="dev", region="eu-west-1",
-                         today=today).cluster.kubernetes_version == "1.33"
+    assert (
+        "cluster.kubernetesVersion = '1.33' is invalid; allowed: a version in EKS standard support in prod: "
+        "Kubernetes 1.33 is in EKS extended support since 2026-07-29"
+    ) in str(error.value)
+    assert (
+        load_settings(
+            with_change("dev", "cluster.kubernetesVersion", "1.33"), stack="dev", region="eu-west-1", today=today
+        ).cluster.kubernetes_version
+        == "1.33"
+    )
     # 1.34 is standard today and extended from the morning of 2 December.
     prod_134 = with_change("prod", "cluster.kubernetesVersion", "1.34")
     assert load_settings(prod_134, stack="prod", region="eu-west-1", today=today)
@@ -365,7 +427,9 @@ def test_prod_refuses_a_kubernetes_version_in_extended_support_dev_runs_it():
 
 def test_the_default_kubernetes_version_is_in_standard_support_today():
     import datetime
+
     from limits.eks_support import support_status
+
     for environment in ("dev", "prod"):
         version = DEFAULTS[environment]["cluster"].kubernetes_version
         assert support_status(version, datetime.date(2026, 11, 29)) == "standard", environment
@@ -386,38 +450,54 @@ def test_an_api_ceiling_the_node_groups_cannot_hold_is_refused():
 def test_a_node_instance_type_without_known_capacity_is_refused():
     raw = copy.deepcopy(committed("dev"))
     raw["cluster"]["nodeGroups"][0]["instanceTypes"] = ["c5.large"]
-    with pytest.raises(StackSettingsError, match=r"cluster.nodeGroups\[0\].instanceTypes = \['c5.large'\] is "
-                                                 r"invalid; allowed: types whose capacity the stack knows: t3.large"):
+    with pytest.raises(
+        StackSettingsError,
+        match=r"cluster.nodeGroups\[0\].instanceTypes = \['c5.large'\] is "
+        r"invalid; allowed: types whose capacity the stack knows: t3.large",
+    ):
         load("dev", raw)
 
 
 def test_prod_refuses_a_stack_without_tls():
-    raw = with_change("prod", "apps", {"apiReplicas": 3, "apiMaxReplicas": 12, "notifierReplicas": 2,
-                                       "hostname": "clinic.example.org"})
+    raw = with_change(
+        "prod",
+        "apps",
+        {"apiReplicas": 3, "apiMaxReplicas": 12, "notifierReplicas": 2, "hostname": "clinic.example.org"},
+    )
     with pytest.raises(StackSettingsError) as error:
         load("prod", raw)
     assert error.value.problems == [
         "apps.certificateArn = None is invalid; allowed: in prod, an ACM certificate ARN, or apps.hostname with "
-        "apps.hostedZoneId so the program issues one (patients' data never crosses the internet unencrypted)"]
+        "apps.hostedZoneId so the program issues one (patients' data never crosses the internet unencrypted)"
+    ]
     certificate = "arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
     assert load("prod", {**raw, "apps": {**raw["apps"], "certificateArn": certificate}}).apps.certificate_arn
     assert load("dev", committed("dev")).apps.hosted_zone_id is None, "dev may stay on HTTP"
 
 
 def test_a_hosted_zone_needs_the_host_name_and_a_certificate_the_albs_region():
-    raw = with_change("dev", "apps", {"hostedZoneId": "Z0123456789EXAMPLE",
-                                      "certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/"
-                                                        "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"})
+    raw = with_change(
+        "dev",
+        "apps",
+        {
+            "hostedZoneId": "Z0123456789EXAMPLE",
+            "certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
+        },
+    )
     with pytest.raises(StackSettingsError) as error:
         load("dev", raw)
     assert error.value.problems == [
         "apps.certificateArn = 'arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b' "
         "is invalid; allowed: a certificate in aws:region (eu-west-1), where the ALB is",
         "apps.hostedZoneId = 'Z0123456789EXAMPLE' is invalid; allowed: unset unless apps.hostname is set (the record "
-        "and the certificate are for that name)"]
+        "and the certificate are for that name)",
+    ]
 
 
 def test_a_malformed_hosted_zone_id_is_refused():
-    with pytest.raises(StackSettingsError, match=r"apps.hostedZoneId = 'z123' is invalid; allowed: a Route 53 hosted "
-                                                 r"zone id such as Z0123456789ABCDEFGHIJ"):
+    with pytest.raises(
+        StackSettingsError,
+        match=r"apps.hostedZoneId = 'z123' is invalid; allowed: a Route 53 hosted "
+        r"zone id such as Z0123456789ABCDEFGHIJ",
+    ):
         load("dev", with_change("dev", "apps", {"hostname": "clinic.example.org", "hostedZoneId": "z123"}))

@@ -28,10 +28,17 @@ def test_the_program_deploys_what_the_committed_snapshot_records(stack, dev, pro
     recorded = (SNAPSHOTS / f"{stack}.json").read_text()
     current = json.dumps(snapshot({"dev": dev, "prod": prod}[stack]), indent=1, sort_keys=True) + "\n"
     if current != recorded:
-        diff = "".join(list(difflib.unified_diff(recorded.splitlines(True), current.splitlines(True),
-                                                 f"snapshots/{stack}.json", "program"))[:80])
-        pytest.fail(f"the {stack} graph differs from tests/infra/snapshots/{stack}.json; if the change is meant to "
-                    f"deploy this, run `python -m tests.infra.test_snapshot` and commit the diff:\n{diff}")
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    recorded.splitlines(True), current.splitlines(True), f"snapshots/{stack}.json", "program"
+                )
+            )[:80]
+        )
+        pytest.fail(
+            f"the {stack} graph differs from tests/infra/snapshots/{stack}.json; if the change is meant to "
+            f"deploy this, run `python -m tests.infra.test_snapshot` and commit the diff:\n{diff}"
+        )
 
 
 @pytest.mark.parametrize("stack", STACKS)

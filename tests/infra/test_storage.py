@@ -41,7 +41,8 @@ def test_bucket_policy_denies_plain_http_old_tls_and_other_encryption(stack):
     assert sorted(insecure["Resource"]) == sorted([bucket_arn, f"{bucket_arn}/*"])
     assert statements["DenyOutdatedTls"]["Condition"] == {"NumericLessThan": {"s3:TlsVersion": "1.2"}}
     assert statements["DenyOtherEncryption"]["Condition"]["StringNotEqualsIfExists"] == {
-        "s3:x-amz-server-side-encryption": "aws:kms"}
+        "s3:x-amz-server-side-encryption": "aws:kms"
+    }
     assert not [s for s in statements.values() if s["Effect"] == "Allow"], "the policy must grant nothing"
 
 
@@ -49,7 +50,9 @@ def test_versioning_is_on_and_noncurrent_versions_expire(dev, prod):
     for graph, days in ((dev, 7), (prod, 365)):
         versioning = bucket_child(graph, "aws:s3/bucketVersioning:BucketVersioning")
         assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
-        rule = bucket_child(graph, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"][0]
+        rule = bucket_child(graph, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"][
+            0
+        ]
         assert rule["status"] == "Enabled"
         assert rule["noncurrentVersionExpiration"]["noncurrentDays"] == days
         assert rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7

@@ -5,7 +5,6 @@ import ast
 import json
 import re
 from fnmatch import fnmatch
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -61,7 +60,7 @@ def js_regex(pattern: str) -> re.Pattern:
 def test_every_lock_entry_is_pinned_and_hashed(lock):
     found = entries(lock)
     assert len(found) > 5, lock
-    for name, version, hashes in found:
+    for name, _version, hashes in found:
         assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h.strip()) for h in hashes), f"{lock}: {name}"
 
 
@@ -73,8 +72,9 @@ def test_every_lock_covers_its_input_and_records_how_to_regenerate_it(lock):
         pinned.setdefault(name, []).append(version)
     for requirement in requirements(source):
         versions = pinned.get(canonicalize_name(requirement.name), [])
-        assert any(requirement.specifier.contains(v, prereleases=True) for v in versions), \
+        assert any(requirement.specifier.contains(v, prereleases=True) for v in versions), (
             f"{lock} does not pin {requirement} (has {versions}): re-run the command in its header"
+        )
     # Renovate and people re-run the header's command: it must name this lock and its input, with hashes.
     command = (ROOT / lock).read_text().splitlines()[1].lstrip("# ").split()
     assert command[:3] == ["uv", "pip", "compile"] and "--generate-hashes" in command, command
@@ -96,7 +96,9 @@ def test_renovate_updates_every_lock_and_leaves_them_to_the_pip_compile_manager(
     [off] = [r for r in RENOVATE["packageRules"] if r.get("matchManagers") == ["pip_requirements"]]
     assert off["enabled"] is False
     for lock in LOCKS:
-        assert any(fnmatch(lock, glob) for glob in off["matchFileNames"]), f"Renovate's plain pip manager may edit {lock}"
+        assert any(fnmatch(lock, glob) for glob in off["matchFileNames"]), (
+            f"Renovate's plain pip manager may edit {lock}"
+        )
     assert RENOVATE["lockFileMaintenance"]["enabled"] is True, "transitive pins need refreshing too"
 
 
@@ -112,9 +114,13 @@ def chart_pins() -> dict[str, tuple[str, str, str]]:
     pins = {}
     for module in sorted((ROOT / "components").glob("*.py")):
         tree = ast.parse(module.read_text())
-        constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-                     for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)
-                     and isinstance(n.value.value, str)}
+        constants = {
+            t.id: n.value.value
+            for n in tree.body
+            if isinstance(n, ast.Assign)
+            for t in n.targets
+            if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+        }
 
         def value(node: ast.AST) -> str:
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -127,8 +133,9 @@ def chart_pins() -> dict[str, tuple[str, str, str]]:
                 keywords = {k.arg: k.value for k in node.keywords}
                 repository_opts = keywords["repository_opts"]
                 assert isinstance(repository_opts, ast.Dict), f"{module.name}: repository_opts is not a dict literal"
-                repo = dict(zip([value(k) for k in repository_opts.keys if k is not None],
-                                repository_opts.values))["repo"]
+                repo = dict(zip([value(k) for k in repository_opts.keys if k is not None], repository_opts.values))[
+                    "repo"
+                ]
                 pins[module.name] = (value(keywords["chart"]), value(repo), value(keywords["version"]))
     return pins
 
@@ -142,6 +149,6 @@ def test_renovate_finds_every_helm_chart_the_components_install():
     for module, (chart, repository, version) in pins.items():
         assert files.search(f"components/{module}"), module
         matches = [m.groupdict() for m in pattern.finditer((ROOT / "components" / module).read_text())]
-        assert matches == [{"datasource": "helm", "depName": chart, "registryUrl": repository,
-                            "currentValue": version}], f"{module}: add `# renovate: datasource=helm ...` above " \
-                                                       "the chart's version constant"
+        assert matches == [
+            {"datasource": "helm", "depName": chart, "registryUrl": repository, "currentValue": version}
+        ], f"{module}: add `# renovate: datasource=helm ...` above the chart's version constant"

@@ -19,22 +19,43 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 EKS = "eks:index:Cluster"
 JANITOR = "pulumi-python:dynamic:Resource"
-NETWORK_TYPES = ("aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable", "aws:ec2/route:Route",
-                 "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/natGateway:NatGateway",
-                 "aws:ec2/internetGateway:InternetGateway", "aws:ec2/eip:Eip")
+NETWORK_TYPES = (
+    "aws:ec2/subnet:Subnet",
+    "aws:ec2/routeTable:RouteTable",
+    "aws:ec2/route:Route",
+    "aws:ec2/routeTableAssociation:RouteTableAssociation",
+    "aws:ec2/natGateway:NatGateway",
+    "aws:ec2/internetGateway:InternetGateway",
+    "aws:ec2/eip:Eip",
+)
 
 
 def with_load_balancers(stack: str, *, through_controller: bool = True) -> Graph:
     def build():
         platform = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")["platform"]
-        opts = (platform.controller.load_balancer_opts() if through_controller
-                else pulumi.ResourceOptions(provider=platform.cluster.provider))
-        k8s.networking.v1.Ingress("sample-ingress", opts=opts, metadata={"name": "web", "namespace": "default"},
-                                  spec={"ingressClassName": "alb", "defaultBackend": {
-                                      "service": {"name": "web", "port": {"number": 80}}}})
-        k8s.core.v1.Service("sample-nlb", opts=opts, metadata={"name": "tcp", "namespace": "default"},
-                            spec={"type": "LoadBalancer", "loadBalancerClass": "service.k8s.aws/nlb",
-                                  "ports": [{"port": 443}], "selector": {"app": "tcp"}})
+        opts = (
+            platform.controller.load_balancer_opts()
+            if through_controller
+            else pulumi.ResourceOptions(provider=platform.cluster.provider)
+        )
+        k8s.networking.v1.Ingress(
+            "sample-ingress",
+            opts=opts,
+            metadata={"name": "web", "namespace": "default"},
+            spec={"ingressClassName": "alb", "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}},
+        )
+        k8s.core.v1.Service(
+            "sample-nlb",
+            opts=opts,
+            metadata={"name": "tcp", "namespace": "default"},
+            spec={
+                "type": "LoadBalancer",
+                "loadBalancerClass": "service.k8s.aws/nlb",
+                "ports": [{"port": 443}],
+                "selector": {"app": "tcp"},
+            },
+        )
+
     return evaluate(build, stack=stack, config=stack_config(stack))
 
 
@@ -46,8 +67,9 @@ def graph(request) -> Graph:
 def load_balancer_owners(graph: Graph):
     owners = graph.of_type(INGRESS) + [s for s in graph.of_type(SERVICE) if s.input("spec", "type") == "LoadBalancer"]
     names = sorted(o.name for o in owners)
-    assert "sample-ingress" in names and "sample-nlb" in names and any(n.endswith("apps-ingress") for n in names), \
+    assert "sample-ingress" in names and "sample-nlb" in names and any(n.endswith("apps-ingress") for n in names), (
         f"expected the clinic's Ingress and both samples, got {names}"
+    )
     return owners
 
 
@@ -84,7 +106,8 @@ def janitors(graph: Graph):
 
 def is_egress(resource) -> bool:
     return resource.type == "aws:ec2/natGateway:NatGateway" or (
-        resource.type == "aws:ec2/route:Route" and bool(resource.inputs.get("natGatewayId")))
+        resource.type == "aws:ec2/route:Route" and bool(resource.inputs.get("natGatewayId"))
+    )
 
 
 def test_cluster_is_deleted_before_the_janitor_and_the_janitor_before_the_network(graph):
@@ -118,8 +141,14 @@ def test_the_control_plane_waits_for_its_subnets_not_for_nat_and_the_nodes_wait_
 
 
 def test_whole_chain_from_every_load_balancer_to_the_vpc(graph):
-    chain = [controller_release(graph), graph.of_type(NODE_GROUP)[0], graph.one(EKS), janitors(graph)[0],
-             graph.of_type("aws:ec2/subnet:Subnet")[0], graph.one("aws:ec2/vpc:Vpc")]
+    chain = [
+        controller_release(graph),
+        graph.of_type(NODE_GROUP)[0],
+        graph.one(EKS),
+        janitors(graph)[0],
+        graph.of_type("aws:ec2/subnet:Subnet")[0],
+        graph.one("aws:ec2/vpc:Vpc"),
+    ]
     order = [r.urn for r in graph.delete_order()]
     for owner in load_balancer_owners(graph):
         positions = [order.index(r.urn) for r in [owner, *chain]]
@@ -140,8 +169,12 @@ def test_janitor_targets_this_cluster_and_this_vpc(graph):
 
 def test_data_services_stay_off_the_cluster_chain(graph):
     cluster_side = [graph.one(EKS), controller_release(graph), *janitors(graph), *load_balancer_owners(graph)]
-    data = [*graph.of_type("aws:rds/instance:Instance"), *graph.of_type("aws:s3/bucket:Bucket"),
-            *graph.of_type("aws:sqs/queue:Queue"), *graph.of_type("aws:sesv2/emailIdentity:EmailIdentity")]
+    data = [
+        *graph.of_type("aws:rds/instance:Instance"),
+        *graph.of_type("aws:s3/bucket:Bucket"),
+        *graph.of_type("aws:sqs/queue:Queue"),
+        *graph.of_type("aws:sesv2/emailIdentity:EmailIdentity"),
+    ]
     assert len(data) >= 8
     for service in data:
         for resource in cluster_side:
@@ -172,9 +205,16 @@ def test_prods_create_path_is_within_5_percent_of_the_chain_that_cannot_be_short
     the estimated `pulumi up` (preview/timing.py) may add only seconds to it, never the NAT gateways' two minutes."""
     from preview import timing
 
-    chain = [prod.one("aws:ec2/vpc:Vpc"), prod.of_type("aws:ec2/subnet:Subnet")[0], prod.one(EKS),
-             prod.of_type(NODE_GROUP)[0], controller_release(prod), prod.one(INGRESS)]
+    chain = [
+        prod.one("aws:ec2/vpc:Vpc"),
+        prod.of_type("aws:ec2/subnet:Subnet")[0],
+        prod.one(EKS),
+        prod.of_type(NODE_GROUP)[0],
+        controller_release(prod),
+        prod.one(INGRESS),
+    ]
     floor = sum(timing.create_seconds(r) for r in chain)
     path = timing.critical_path(prod)
-    assert path[-1].finish <= 1.05 * floor, (
-        f"critical path {path[-1].finish} s > 105 % of {floor} s: " + " → ".join(s.record.name for s in path))
+    assert path[-1].finish <= 1.05 * floor, f"critical path {path[-1].finish} s > 105 % of {floor} s: " + " → ".join(
+        s.record.name for s in path
+    )

@@ -19,8 +19,9 @@ def ebs_csi_addon(graph):
 
 
 def reaper_of(graph, namespace, claim):
-    found = [r for r in graph.of_type(REAPER) if r.inputs.get("claim") == claim
-             and r.inputs.get("namespace") == namespace]
+    found = [
+        r for r in graph.of_type(REAPER) if r.inputs.get("claim") == claim and r.inputs.get("namespace") == namespace
+    ]
     assert len(found) == 1, f"{namespace}/{claim} needs exactly one VolumeReaper, found {[r.name for r in found]}"
     return found[0]
 
@@ -30,7 +31,7 @@ def claims_and_their_deleters(graph):
     (Prometheus') owns it."""
     found = [((c.inputs["metadata"]["namespace"], c.inputs["metadata"]["name"]), c) for c in graph.of_type(CLAIM)]
     for release in graph.of_type("kubernetes:helm.sh/v3:Release"):
-        storage = (release.inputs["values"].get("prometheus", {}).get("prometheusSpec", {}).get("storageSpec"))
+        storage = release.inputs["values"].get("prometheus", {}).get("prometheusSpec", {}).get("storageSpec")
         if storage:
             found.append(((release.inputs["namespace"], PROMETHEUS_CLAIM), release))
     return found
@@ -63,8 +64,11 @@ def test_prometheus_claim_is_deleted_with_its_statefulset_on_a_storage_class_tha
     assert prod.depends_on(release, storage_class)
     # The reaper finds the volume by the StorageClass's tags, so the two must carry the same ones.
     reaper = reaper_of(prod, "monitoring", PROMETHEUS_CLAIM)
-    tagged = {v.split("=", 1)[0]: v.split("=", 1)[1] for k, v in storage_class.inputs["parameters"].items()
-              if k.startswith("tagSpecification_")}
+    tagged = {
+        v.split("=", 1)[0]: v.split("=", 1)[1]
+        for k, v in storage_class.inputs["parameters"].items()
+        if k.startswith("tagSpecification_")
+    }
     assert tagged == reaper.inputs["tags"]
 
 
@@ -79,10 +83,18 @@ def ec2(endpoint):
 
 
 def volume(ec2, claim, stack="prod", namespace="monitoring"):
-    tags = [{"Key": PVC_NAME_TAG, "Value": claim}, {"Key": PVC_NAMESPACE_TAG, "Value": namespace},
-            {"Key": "stack", "Value": stack}, {"Key": "project", "Value": "clinic-platform"}]
-    return ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=10, VolumeType="gp3",
-                             TagSpecifications=[{"ResourceType": "volume", "Tags": tags}])["VolumeId"]
+    tags = [
+        {"Key": PVC_NAME_TAG, "Value": claim},
+        {"Key": PVC_NAMESPACE_TAG, "Value": namespace},
+        {"Key": "stack", "Value": stack},
+        {"Key": "project", "Value": "clinic-platform"},
+    ]
+    return ec2.create_volume(
+        AvailabilityZone=f"{REGION}a",
+        Size=10,
+        VolumeType="gp3",
+        TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
+    )["VolumeId"]
 
 
 def exists(ec2, volume_id):
@@ -107,8 +119,9 @@ def test_nothing_to_wait_for_returns_at_once(ec2):
 
 def test_a_volume_still_attached_at_the_deadline_fails_the_destroy_naming_it(ec2):
     image = ec2.describe_images()["Images"][0]["ImageId"]
-    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.large",
-                                 Placement={"AvailabilityZone": f"{REGION}a"})["Instances"][0]["InstanceId"]
+    instance = ec2.run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.large", Placement={"AvailabilityZone": f"{REGION}a"}
+    )["Instances"][0]["InstanceId"]
     stuck = volume(ec2, "data-c")
     ec2.attach_volume(VolumeId=stuck, InstanceId=instance, Device="/dev/xvdf")
     with pytest.raises(VolumesRemain, match=rf"monitoring/data-c to be deleted: {stuck} \(in-use\)"):

@@ -53,11 +53,16 @@ def test_prod_has_the_monitoring_release_among_them(prod):
 
 def test_a_service_declared_without_the_edge_is_found():
     """The check above fails when an edge is missing: a Service declared with only the cluster's provider."""
+
     def build():
         platform = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")["platform"]
-        k8s.core.v1.Service("unordered-svc", opts=pulumi.ResourceOptions(provider=platform.cluster.provider),
-                            metadata={"name": "web", "namespace": "default"},
-                            spec={"selector": {"app": "web"}, "ports": [{"port": 80}]})
+        k8s.core.v1.Service(
+            "unordered-svc",
+            opts=pulumi.ResourceOptions(provider=platform.cluster.provider),
+            metadata={"name": "web", "namespace": "default"},
+            spec={"selector": {"app": "web"}, "ports": [{"port": 80}]},
+        )
+
     graph = evaluate(build, stack="dev", config=stack_config("dev"))
     assert created_before_controller(graph) == ["unordered-svc"]
 

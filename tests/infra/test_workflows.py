@@ -44,8 +44,12 @@ def all_jobs():
 
 
 def pulumi_steps(job: dict, command: str | None = None) -> list[dict]:
-    return [s for s in steps(job) if s.get("uses", "").startswith("pulumi/actions@")
-            and (command is None or s.get("with", {}).get("command") == command)]
+    return [
+        s
+        for s in steps(job)
+        if s.get("uses", "").startswith("pulumi/actions@")
+        and (command is None or s.get("with", {}).get("command") == command)
+    ]
 
 
 def test_the_workflows_are_exactly_the_expected_ones():
@@ -182,7 +186,7 @@ def test_deploy_builds_both_images_once_then_dev_then_gated_prod():
         assert order == sorted(order), f"{stack}: {names}"
         # The README's command, as its parser reads it: this stack, this commit, CI's saved images, no up of its own.
         words = shlex.split(push["run"])
-        args = first_deploy_parser().parse_args(words[words.index("ops.first_deploy") + 1:])
+        args = first_deploy_parser().parse_args(words[words.index("ops.first_deploy") + 1 :])
         assert (args.stack, args.tag, str(args.images_tar), args.up) == (stack, "$TAG", "images.tar", False)
         assert words[0] == "venv/bin/python", "the program's venv has what ops.first_deploy imports"
         assert push["env"]["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
@@ -247,8 +251,12 @@ def test_updates_of_one_stack_never_overlap_or_get_cancelled():
             concurrency = job["concurrency"]
             assert concurrency["cancel-in-progress"] is False, f"{name}:{job_name}"
             groups[f"{name}:{job_name}"] = concurrency["group"]
-    assert groups == {"deploy.yml:dev": "pulumi-stack-dev", "deploy.yml:prod": "pulumi-stack-prod",
-                      "destroy-dev.yml:kubernetes": "pulumi-stack-dev", "destroy-dev.yml:aws": "pulumi-stack-dev"}
+    assert groups == {
+        "deploy.yml:dev": "pulumi-stack-dev",
+        "deploy.yml:prod": "pulumi-stack-prod",
+        "destroy-dev.yml:kubernetes": "pulumi-stack-dev",
+        "destroy-dev.yml:aws": "pulumi-stack-dev",
+    }
     assert load("pr.yml")["concurrency"]["cancel-in-progress"] is True
 
 
@@ -262,8 +270,13 @@ def test_destroy_dev_demands_a_typed_confirmation_and_touches_only_dev():
     assert document["env"]["CONFIRMATION"] in confirm["description"]
     # The guard itself, run as the runner runs it (bash -e): only the exact phrase gets past it.
     for typed, code in (("destroy clinic-dev", 0), ("destroy clinic-dev ", 1), ("destroy clinic-prod", 1), ("", 1)):
-        result = subprocess.run(["bash", "-e", "-c", first["run"]], capture_output=True, text=True, timeout=10,
-                                env={"TYPED": typed, "CONFIRMATION": document["env"]["CONFIRMATION"]})
+        result = subprocess.run(
+            ["bash", "-e", "-c", first["run"]],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={"TYPED": typed, "CONFIRMATION": document["env"]["CONFIRMATION"]},
+        )
         assert result.returncode == code, (typed, result.stdout)
         assert (f"confirmation was '{typed}'" in result.stdout) == bool(code), (typed, result.stdout)
     assert document["jobs"]["aws"]["needs"] == "kubernetes", "nothing is deleted before the confirmation is checked"
@@ -276,9 +289,9 @@ def test_destroy_dev_demands_a_typed_confirmation_and_touches_only_dev():
 def drill_command(job: dict) -> list[str]:
     """The `python -m ops.db_restore ...` arguments of the drill step, shell continuations joined."""
     script = next(s["run"] for s in steps(job) if "ops.db_restore" in s.get("run", ""))
-    line = next(l for l in script.replace("\\\n", " ").splitlines() if "ops.db_restore" in l)
+    line = next(text for text in script.replace("\\\n", " ").splitlines() if "ops.db_restore" in text)
     words = shlex.split(line.split(">")[0])
-    return words[words.index("ops.db_restore") + 1:]
+    return words[words.index("ops.db_restore") + 1 :]
 
 
 def test_restore_drill_runs_monthly_and_on_demand_one_at_a_time():
@@ -297,12 +310,18 @@ def test_restore_drill_calls_the_command_as_its_parser_expects_and_outlives_both
     document = load("restore-drill.yml")
     job = document["jobs"]["drill"]
     argv = drill_command(job)
-    values = {"$AWS_REGION": "eu-west-1", "$SOURCE": "clinic-prod-db-postgres1", "$RTO_TARGET_SECONDS": "1800",
-              "$WAIT_SECONDS": document["env"]["WAIT_SECONDS"],
-              "$DELETE_WAIT_SECONDS": document["env"]["DELETE_WAIT_SECONDS"]}
+    values = {
+        "$AWS_REGION": "eu-west-1",
+        "$SOURCE": "clinic-prod-db-postgres1",
+        "$RTO_TARGET_SECONDS": "1800",
+        "$WAIT_SECONDS": document["env"]["WAIT_SECONDS"],
+        "$DELETE_WAIT_SECONDS": document["env"]["DELETE_WAIT_SECONDS"],
+    }
     args = build_parser().parse_args([values.get(a, a) for a in argv])
     assert (args.command, args.source, args.json) == ("drill", "clinic-prod-db-postgres1", True)
-    assert job["timeout-minutes"] * 60 >= args.timeout + args.delete_timeout + 15 * 60, "the job must outlive both waits"
+    assert job["timeout-minutes"] * 60 >= args.timeout + args.delete_timeout + 15 * 60, (
+        "the job must outlive both waits"
+    )
     assert document["env"]["RTO_TARGET_SECONDS"] == "${{ inputs.rto-target-seconds || '1800' }}"
 
 
@@ -323,8 +342,10 @@ def test_restore_drill_targets_prod_and_keeps_its_figures_even_when_it_fails():
 
 # --- Where the jobs run: the cluster's API endpoint is private (components/ci_runner.py) ---------------------------
 
-RUNNER_LABEL = re.compile(r"^codebuild-(?P<project>clinic-(?P<stack>dev|prod|\$\{\{ matrix\.stack \}\})-ci-runner)"
-                          r"-\$\{\{ github\.run_id \}\}-\$\{\{ github\.run_attempt \}\}$")
+RUNNER_LABEL = re.compile(
+    r"^codebuild-(?P<project>clinic-(?P<stack>dev|prod|\$\{\{ matrix\.stack \}\})-ci-runner)"
+    r"-\$\{\{ github\.run_id \}\}-\$\{\{ github\.run_attempt \}\}$"
+)
 # A `pulumi` command in a shell step that works on a stack's resources (config and stack output do not).
 PULUMI_STACK_COMMAND = re.compile(r"^\s*pulumi\s+(up|preview|destroy|refresh|import|state\s+delete)\b", re.M)
 
@@ -360,8 +381,9 @@ def test_every_job_that_drives_a_stack_runs_on_that_stacks_runner_in_the_vpc():
             label = RUNNER_LABEL.match(str(job["runs-on"]))
             assert label, f"{name}:{job_name} runs `pulumi {command}` on {job['runs-on']!r}, outside the VPC"
             stack = step.get("with", {}).get("stack-name", "")
-            assert label["stack"] == stack or (label["stack"].startswith("${{") and stack == "${{ matrix.stack }}"), \
+            assert label["stack"] == stack or (label["stack"].startswith("${{") and stack == "${{ matrix.stack }}"), (
                 f"{name}:{job_name}: the {stack} stack on {label['project']}'s runner"
+            )
     assert checked == 4  # pr preview (one step, dev and prod), deploy dev, deploy prod, destroy-dev kubernetes
 
 
@@ -390,8 +412,9 @@ def test_the_kubernetes_teardown_targets_the_provider_every_kubernetes_resource_
     assert kubernetes and all(dev.depends_on(r, provider) for r in kubernetes)
     # What the second job deletes from outside the VPC must not need the cluster's API.
     runner = dev.one("clinic:index:CiRunner")
-    assert not dev.depends_on(runner, provider) and not [r for r in dev.descendants(runner)
-                                                          if dev.depends_on(r, provider)]
+    assert not dev.depends_on(runner, provider) and not [
+        r for r in dev.descendants(runner) if dev.depends_on(r, provider)
+    ]
 
 
 def test_the_runner_labels_name_the_projects_the_stacks_create(dev, prod):
@@ -427,10 +450,18 @@ class _CloudFormationLoader(yaml.SafeLoader):
     """Reads CloudFormation's short-form functions (!Sub, !Ref, ...) as {"Fn": value}."""
 
 
-_CloudFormationLoader.add_multi_constructor("!", lambda loader, tag, node: {f"!{tag}": (
-    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
-    else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-    else loader.construct_mapping(node))})
+_CloudFormationLoader.add_multi_constructor(
+    "!",
+    lambda loader, tag, node: {
+        f"!{tag}": (
+            loader.construct_scalar(node)
+            if isinstance(node, yaml.ScalarNode)
+            else loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+        )
+    },
+)
 
 
 def bootstrap() -> dict:
@@ -456,8 +487,9 @@ def test_every_aws_session_lasts_the_whole_job_and_its_role_allows_that_long():
     for where, job, step, role in sessions:
         duration = step["with"].get("role-duration-seconds")
         assert isinstance(duration, int), f"{where}: role-duration-seconds unset (the default is one hour)"
-        assert duration >= job["timeout-minutes"] * 60, \
+        assert duration >= job["timeout-minutes"] * 60, (
             f"{where}: a {duration} s session ends before the job's {job['timeout-minutes']} min timeout"
+        )
         maximum = resources[role]["Properties"]["MaxSessionDuration"]
         assert 3600 <= maximum <= 43200, f"{role}: MaxSessionDuration {maximum} outside what IAM accepts"
         assert duration <= maximum, f"{where}: asks {duration} s of {role}, which allows {maximum} s"
@@ -475,9 +507,11 @@ def test_each_role_trusts_exactly_the_jobs_that_assume_it():
         assert trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
         return trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"]["!Sub"]
 
-    expected = {"DeployRole": "repo:${GitHubRepository}:environment:${DeployEnvironment}",
-                "PreviewRole": "repo:${GitHubRepository}:pull_request",
-                "RestoreDrillRole": "repo:${GitHubRepository}:environment:restore-drill"}
+    expected = {
+        "DeployRole": "repo:${GitHubRepository}:environment:${DeployEnvironment}",
+        "PreviewRole": "repo:${GitHubRepository}:pull_request",
+        "RestoreDrillRole": "repo:${GitHubRepository}:environment:restore-drill",
+    }
     assert {role: subject(role) for role in expected} == expected
     for where, job, _, role in aws_sessions():
         workflow = load(where.split(":")[0])
@@ -494,8 +528,10 @@ def test_the_stack_files_name_the_roles_the_bootstrap_creates():
     resources = bootstrap()["Resources"]
     for stack in ("dev", "prod"):
         settings = stack_settings(stack)
-        for role, arn in (("DeployRole", settings.cluster.deploy_role_arn),
-                          ("PreviewRole", settings.cluster.preview_role_arn)):
+        for role, arn in (
+            ("DeployRole", settings.cluster.deploy_role_arn),
+            ("PreviewRole", settings.cluster.preview_role_arn),
+        ):
             name = resources[role]["Properties"]["RoleName"]["!Sub"].replace("${Stack}", stack)
             assert arn.endswith(f":role/{name}"), f"{stack}: {arn} is not the bootstrap's {name}"
 
@@ -503,16 +539,25 @@ def test_the_stack_files_name_the_roles_the_bootstrap_creates():
 def test_the_deploy_role_is_the_only_broad_one_and_previews_cannot_read_patient_data():
     resources = bootstrap()["Resources"]
     [deny] = resources["PreviewRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    assert deny["Effect"] == "Deny" and {"s3:GetObject*", "secretsmanager:GetSecretValue", "kms:Decrypt",
-                                         "sqs:ReceiveMessage", "logs:GetLogEvents"} <= set(deny["Action"])
-    broad = [name for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"
-             and any("AdministratorAccess" in str(arn) for arn in r["Properties"].get("ManagedPolicyArns", []))]
+    assert deny["Effect"] == "Deny" and {
+        "s3:GetObject*",
+        "secretsmanager:GetSecretValue",
+        "kms:Decrypt",
+        "sqs:ReceiveMessage",
+        "logs:GetLogEvents",
+    } <= set(deny["Action"])
+    broad = [
+        name
+        for name, r in resources.items()
+        if r["Type"] == "AWS::IAM::Role"
+        and any("AdministratorAccess" in str(arn) for arn in r["Properties"].get("ManagedPolicyArns", []))
+    ]
     assert broad == ["DeployRole"]
 
 
 def test_the_readme_first_deployment_names_every_secret_and_variable_the_workflows_read():
     text = README.read_text()
-    section = text[text.index("## First deployment"):text.index("## Who reaches the cluster")]
+    section = text[text.index("## First deployment") : text.index("## Who reaches the cluster")]
     used = set()
     for name in EXPECTED:
         used |= set(re.findall(r"\b(?:vars|secrets)\.(\w+)", (WORKFLOWS / name).read_text()))

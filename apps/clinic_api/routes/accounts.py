@@ -18,8 +18,9 @@ TOO_MANY = "too many failed logins; try again later"
 
 
 def create_user(session: Session, body: Registration, role: str) -> User:
-    user = User(email=body.email.lower(), full_name=body.full_name, role=role,
-                password_hash=hash_password(body.password))
+    user = User(
+        email=body.email.lower(), full_name=body.full_name, role=role, password_hash=hash_password(body.password)
+    )
     add_unique(session, user, EMAIL_TAKEN)
     recipient = {"recipient_email": user.email, "recipient_name": user.full_name, "user_id": user.id}
     outbox.record(session, "account.created", {**recipient, "role": role})
@@ -42,8 +43,9 @@ def create_account(body: NewUser, session: SessionDep) -> User:
 
 
 @router.post("/auth/login", response_model=Token)
-def login(body: Login, request: Request, session: SessionDep, settings: SettingsDep,
-          throttle: LoginThrottleDep) -> Token:
+def login(
+    body: Login, request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
+) -> Token:
     key = (body.email.lower(), request.client.host if request.client else "")
     if wait := throttle.retry_after(key):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY, headers={"Retry-After": str(wait)})
@@ -53,8 +55,10 @@ def login(body: Login, request: Request, session: SessionDep, settings: Settings
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_LOGIN)
     throttle.succeeded(key)
     auth = settings.auth
-    return Token(access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),
-                 expires_in=auth.token_minutes * 60)
+    return Token(
+        access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),
+        expires_in=auth.token_minutes * 60,
+    )
 
 
 @router.get("/me", response_model=UserOut)

@@ -27,8 +27,12 @@ def visible(user: Principal):
     return True
 
 
-@router.post("/appointments", response_model=AppointmentOut, status_code=201,
-             dependencies=[Depends(require_role("patient", "staff", "admin"))])
+@router.post(
+    "/appointments",
+    response_model=AppointmentOut,
+    status_code=201,
+    dependencies=[Depends(require_role("patient", "staff", "admin"))],
+)
 def book(body: NewAppointment, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> Appointment:
     patient_id = user.id if user.role == "patient" else body.patient_id
     patient = session.get(User, patient_id) if patient_id else None
@@ -40,13 +44,28 @@ def book(body: NewAppointment, session: SessionDep, settings: SettingsDep, user:
     room = None
     if body.kind == "video":  # 256 bits: a room link nobody can guess
         room = f"{settings.telemedicine_base_url.rstrip('/')}/{secrets.token_urlsafe(32)}"
-    appointment = Appointment(patient_id=patient.id, doctor_id=doctor.id, starts_at=body.starts_at, kind=body.kind,
-                              status="confirmed", room_url=room)
+    appointment = Appointment(
+        patient_id=patient.id,
+        doctor_id=doctor.id,
+        starts_at=body.starts_at,
+        kind=body.kind,
+        status="confirmed",
+        room_url=room,
+    )
     add_unique(session, appointment, SLOT_TAKEN)
-    outbox.record(session, "appointment.confirmed", {
-        "recipient_email": patient.email, "recipient_name": patient.full_name, "appointment_id": appointment.id,
-        "starts_at": appointment.starts_at.isoformat(), "doctor_name": doctor.full_name, "kind": body.kind,
-        "telemedicine_url": room})
+    outbox.record(
+        session,
+        "appointment.confirmed",
+        {
+            "recipient_email": patient.email,
+            "recipient_name": patient.full_name,
+            "appointment_id": appointment.id,
+            "starts_at": appointment.starts_at.isoformat(),
+            "doctor_name": doctor.full_name,
+            "kind": body.kind,
+            "telemedicine_url": room,
+        },
+    )
     session.commit()
     return appointment
 
@@ -64,10 +83,16 @@ def cancel(appointment_id: int, session: SessionDep, user: CurrentUser) -> Appoi
     if appointment.status != "cancelled":
         appointment.status = "cancelled"
         patient, doctor = session.get_one(User, appointment.patient_id), session.get_one(User, appointment.doctor_id)
-        outbox.record(session, "appointment.cancelled", {
-            "recipient_email": patient.email, "recipient_name": patient.full_name,
-            "appointment_id": appointment.id, "starts_at": appointment.starts_at.isoformat(),
-            "doctor_name": doctor.full_name})
+        outbox.record(
+            session,
+            "appointment.cancelled",
+            {
+                "recipient_email": patient.email,
+                "recipient_name": patient.full_name,
+                "appointment_id": appointment.id,
+                "starts_at": appointment.starts_at.isoformat(),
+                "doctor_name": doctor.full_name,
+            },
+        )
         session.commit()
     return appointment
-

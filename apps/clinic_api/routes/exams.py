@@ -38,8 +38,11 @@ def visible(role: str):
     if role == "patient":
         return Exam.patient_id == USER_ID
     if role == "doctor":  # the doctor's patients: an appointment or an exam with them
-        return Exam.patient_id.in_(select(Appointment.patient_id).where(Appointment.doctor_id == USER_ID)
-                                   .union(select(Exam.patient_id).where(Exam.doctor_id == USER_ID)))
+        return Exam.patient_id.in_(
+            select(Appointment.patient_id)
+            .where(Appointment.doctor_id == USER_ID)
+            .union(select(Exam.patient_id).where(Exam.doctor_id == USER_ID))
+        )
     return true()
 
 
@@ -52,8 +55,12 @@ def find(session: Session, exam_id: int, user: Principal) -> Exam:
 
 def notice(session: Session, exam: Exam) -> dict:
     patient = session.get_one(User, exam.patient_id)
-    return {"recipient_email": patient.email, "recipient_name": patient.full_name, "exam_id": exam.id,
-            "exam_type": exam.exam_type}
+    return {
+        "recipient_email": patient.email,
+        "recipient_name": patient.full_name,
+        "exam_id": exam.id,
+        "exam_type": exam.exam_type,
+    }
 
 
 @router.post("/exams", response_model=ExamOut, status_code=201, dependencies=[Depends(STAFF_OR_ADMIN)])
@@ -72,18 +79,24 @@ def create_exam(body: NewExam, session: SessionDep) -> Exam:
 
 
 EXAM_COLUMNS = [Exam.__table__.c[name] for name in ExamOut.model_fields]
-LIST_EXAMS = {role: Prepared.of(select(*EXAM_COLUMNS).where(visible(role)).order_by(Exam.id.desc()))
-              for role in ROLES}
+LIST_EXAMS = {role: Prepared.of(select(*EXAM_COLUMNS).where(visible(role)).order_by(Exam.id.desc())) for role in ROLES}
 
 
 def _download_audited(role: str) -> Prepared:
     """The exam's status and key, and the audit row of this attempt (granted only if ready), in one statement."""
     exam = select(Exam.status, Exam.result_key).where(Exam.id == EXAM_ID, visible(role)).cte("exam")
-    audit = insert(AuditLog).values(
-        at=func.now(), user_id=USER_ID, action="result.download", exam_id=EXAM_ID,
-        request_id=bindparam("request_id"),
-        outcome=case((select(exam.c.status).scalar_subquery() == "ready", "granted"), else_="denied"),
-    ).cte("audit")
+    audit = (
+        insert(AuditLog)
+        .values(
+            at=func.now(),
+            user_id=USER_ID,
+            action="result.download",
+            exam_id=EXAM_ID,
+            request_id=bindparam("request_id"),
+            outcome=case((select(exam.c.status).scalar_subquery() == "ready", "granted"), else_="denied"),
+        )
+        .cte("audit")
+    )
     return Prepared.of(select(exam.c.status, exam.c.result_key).add_cte(audit))
 
 
@@ -102,8 +115,9 @@ def get_exam(exam_id: int, session: SessionDep, user: CurrentUser) -> Exam:
 
 
 @router.put("/exams/{exam_id}/result", response_model=ExamOut, dependencies=[Depends(STAFF_OR_ADMIN)])
-async def upload_result(exam_id: int, request: Request, session: SessionDep, settings: SettingsDep, s3: S3Dep,
-                        user: CurrentUser) -> Exam:
+async def upload_result(
+    exam_id: int, request: Request, session: SessionDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser
+) -> Exam:
     """Streams the PDF to S3 (staff). Body: the PDF bytes, Content-Type application/pdf."""
     exam = find(session, exam_id, user)
     storage = settings.storage
@@ -113,8 +127,9 @@ async def upload_result(exam_id: int, request: Request, session: SessionDep, set
     async for chunk in request.stream():
         body += chunk
         if len(body) > storage.max_upload_bytes:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                                TOO_LARGE.format(limit=storage.max_upload_bytes))
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, TOO_LARGE.format(limit=storage.max_upload_bytes)
+            )
     if not body.startswith(b"%PDF-"):
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, NOT_PDF)
     key = f"{storage.prefix}{exam.id}/{uuid.uuid4()}.pdf"
@@ -148,8 +163,9 @@ def mark_ready(exam_id: int, session: SessionDep, settings: SettingsDep, s3: S3D
 
 
 @router.get("/exams/{exam_id}/download", response_model=DownloadLink)
-async def download_link(exam_id: int, pool: HotPoolDep, settings: SettingsDep, s3: S3Dep,
-                        user: CurrentUser) -> DownloadLink:
+async def download_link(
+    exam_id: int, pool: HotPoolDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser
+) -> DownloadLink:
     """A short-lived link to the result PDF; every attempt, granted or not, is audited. The lookup and the audit
     row are one statement (a data-modifying CTE), so a link is never issued without its audit row, in one round
     trip."""
@@ -162,7 +178,9 @@ async def download_link(exam_id: int, pool: HotPoolDep, settings: SettingsDep, s
     # Signing is CPU only, so it stays on the event loop. The one exception is botocore renewing expiring
     # credentials (IRSA web identity): a call to STS, about once an hour.
     url = s3.generate_presigned_url(
-        "get_object", Params={"Bucket": storage.bucket, "Key": found[0]["result_key"]},
-        ExpiresIn=storage.download_url_seconds)
+        "get_object",
+        Params={"Bucket": storage.bucket, "Key": found[0]["result_key"]},
+        ExpiresIn=storage.download_url_seconds,
+    )
     DOWNLOADS.inc()
     return DownloadLink(url=url, expires_in=storage.download_url_seconds)
