@@ -7,6 +7,7 @@ import re
 from fnmatch import fnmatch
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -152,3 +153,12 @@ def test_renovate_finds_every_helm_chart_the_components_install():
         assert matches == [
             {"datasource": "helm", "depName": chart, "registryUrl": repository, "currentValue": version}
         ], f"{module}: add `# renovate: datasource=helm ...` above the chart's version constant"
+
+
+def test_pre_commit_runs_the_ruff_the_dev_lock_pins():
+    """The hook repository's rev and the lock's pin move together, or commits and CI format differently."""
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    [ruff_hooks] = [repo for repo in config["repos"] if repo["repo"].endswith("/ruff-pre-commit")]
+    pinned = {name: version for name, version, _ in entries("requirements-dev.txt")}
+    assert ruff_hooks["rev"] == f"v{pinned['ruff']}", f"pre-commit ruff {ruff_hooks['rev']}, lock {pinned['ruff']}"
+    assert {hook["id"] for hook in ruff_hooks["hooks"]} == {"ruff-check", "ruff-format"}

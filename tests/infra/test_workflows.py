@@ -114,11 +114,12 @@ def test_no_long_lived_aws_keys_anywhere():
 
 
 def readme_commands() -> list[str]:
-    """The set-up and test commands of the README's quick start."""
+    """The set-up, check and test commands of the README's quick start."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
     setup = next(b.strip() for b in blocks if "pip install -r requirements-dev.txt" in b)
+    checks = next(b.strip() for b in blocks if "ruff check" in b)
     tests = next(b.strip() for b in blocks if b.strip().endswith("-m pytest"))
-    return [setup, tests]
+    return [setup, checks, tests]
 
 
 def test_the_pr_workflow_runs_the_readme_test_commands_exactly():
@@ -571,3 +572,12 @@ def kubernetes_provider_urn_in_readme(section: str) -> bool:
     """The AWS-only first `up` excludes the provider the Kubernetes teardown targets (same URN)."""
     urn = load("destroy-dev.yml")["env"]["KUBERNETES_PROVIDER"]
     return f"--exclude '{urn}'" in section
+
+
+def test_ci_runs_the_readme_set_up_checks_and_tests_in_that_order():
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    setup, checks, tests = readme_commands()
+    commands = [setup.replace("pip install", "pip install -q"), *checks.split(" && "), tests]
+    positions = [lines.index(command) for command in commands]
+    assert positions == sorted(positions), f".ci/run runs {commands} out of order"
+    assert lines[-1] == tests, "pytest's summary must be the last thing .ci/run prints"
