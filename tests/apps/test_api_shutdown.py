@@ -13,6 +13,7 @@ import httpx
 import pytest
 from api_support import PASSWORD, settings_for
 from sqlalchemy.orm import Session
+from support import free_port
 
 from clinic_api.db import make_engine
 from clinic_api.migrate import upgrade
@@ -22,12 +23,6 @@ from clinic_api.security import hash_password
 ROOT = Path(__file__).resolve().parents[2]
 GRACE_SECONDS = 3
 PDF = b"%PDF-1.7\n" + b"0" * 4000 + b"\n%%EOF\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def accepts(port: int) -> bool:

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,10 @@ from pathlib import Path
 
 import boto3
 import pytest
+from support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("clinic_api.main", reason="the API package is not in the tree yet")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def status(url):
