@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.iam import service_trust_policy
 from components.log_encryption import log_group_key
 from limits import CI_COMPUTE_TYPES, CONNECTION_ARN_PATTERN, GITHUB_REPOSITORY_PATTERN
 
@@ -209,18 +210,7 @@ class CiRunner(pulumi.ComponentResource):
             f"{name}-role",
             tags=tags,
             opts=child,
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": "sts:AssumeRole",
-                            "Principal": {"Service": "codebuild.amazonaws.com"},
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=service_trust_policy("codebuild.amazonaws.com"),
         )
         # The builds' network interfaces may be attached to these subnets only.
         invoke = pulumi.InvokeOutputOptions(parent=self)

@@ -13,6 +13,7 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
+from components.iam import service_trust_policy
 from components.log_encryption import log_group_key
 from limits import LOG_RETENTION_DAYS, ROLE_ARN_PATTERN, is_graviton
 from limits.eks_support import EKS_SUPPORT, extended_support_problem
@@ -347,14 +348,7 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-node-role",
             tags=tags,
             opts=child,
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}
-                    ],
-                }
-            ),
+            assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
         )
         attachments = [
             aws.iam.RolePolicyAttachment(

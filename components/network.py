@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.iam import service_trust_policy
 from components.log_encryption import log_group_key
 from limits import NAT_MODES
 
@@ -262,18 +263,7 @@ class Network(pulumi.ComponentResource):
             f"{name}-flow-logs-role",
             tags=tags,
             opts=child,
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": "sts:AssumeRole",
-                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=service_trust_policy("vpc-flow-logs.amazonaws.com"),
         )
         # Only the one log group, not logs:* on *.
         aws.iam.RolePolicy(
