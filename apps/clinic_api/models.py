@@ -25,6 +25,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))  # patient | doctor | staff | admin
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # Checked on every authenticated request (clinic_api.deps.current_user): a disabled account's tokens stop working
+    # at once, and raising token_version (security.revoke_tokens) ends every token issued before.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Appointment(Base):

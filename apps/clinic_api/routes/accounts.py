@@ -15,6 +15,7 @@ router = APIRouter(tags=["accounts"])
 EMAIL_TAKEN = "an account with this email exists"
 BAD_LOGIN = "wrong email or password"
 TOO_MANY = "too many failed logins; try again later"
+DISABLED = "this account is disabled"
 
 
 def create_user(session: Session, body: Registration, role: str) -> User:
@@ -54,6 +55,8 @@ def login(
         throttle.failed(key)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_LOGIN)
     throttle.succeeded(key)
+    if user.disabled_at is not None:  # said only to whoever knows the password
+        raise HTTPException(status.HTTP_403_FORBIDDEN, DISABLED)
     auth = settings.auth
     return Token(
         access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),
