@@ -1,16 +1,27 @@
-"""Storage: the bucket holding patients' exam-result PDFs."""
+"""Storage: the bucket holding patients' exam-result PDFs and, in prod, its replica in a second region."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
+from components.audit_trail import key_admin_statement
+from limits import REGION_PATTERN
+
 ABORT_MULTIPART_DAYS = 7
 CORS_MAX_AGE_SECONDS = 3000
+# S3 Replication Time Control: 99.99 % of new objects replicated within 15 minutes (AWS's SLA), with replication
+# metrics and an event for every object that misses it. This is the PDFs' recovery point objective.
+REPLICATION_MINUTES = 15
+# The replica is read only to recover: infrequent-access storage costs ~45 % less than standard (30-day minimum,
+# 128 KB minimum object size, a per-GB retrieval charge on a restore).
+REPLICA_STORAGE_CLASS = "STANDARD_IA"
+_REGION = re.compile(REGION_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,10 @@ class StorageArgs:
     retain: bool = False
     """Prod: protect the bucket and keep it (with every version) when the stack is destroyed. Dev: the bucket is
     emptied, versions and delete markers included, and deleted with the stack."""
+    region: str | None = None
+    """Region of the stack (the bucket's); required with `replica_region`."""
+    replica_region: str | None = None
+    """A second region where every new PDF is replicated, under that region's own key; None: no replica."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
@@ -32,6 +47,16 @@ def validate_storage_args(args: StorageArgs) -> None:
     for origin in args.cors_allowed_origins:
         if "*" in origin:
             raise ValueError(f"cors_allowed_origins entry {origin!r} is invalid; allowed: exact origins, no wildcard")
+    if args.replica_region is not None:
+        if args.region is None or not _REGION.fullmatch(args.region):
+            raise ValueError(
+                f"region = {args.region!r} is invalid with a replica_region; allowed: the stack's AWS region"
+            )
+        if args.replica_region == args.region or not _REGION.fullmatch(args.replica_region):
+            raise ValueError(
+                f"replica_region = {args.replica_region!r} is invalid; allowed: an AWS region other than "
+                f"{args.region}, or None"
+            )
 
 
 def bucket_policy(bucket_arn: str, kms_key_arn: str) -> str:
@@ -80,6 +105,111 @@ def bucket_policy(bucket_arn: str, kms_key_arn: str) -> str:
     )
 
 
+def replication_trust_policy() -> str:
+    """S3 assumes the role only for a bucket whose replication configuration names it, which only someone allowed to
+    pass the role (iam:PassRole, this account) can write."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+
+
+def _s3_context(bucket_arn: str) -> list[str]:
+    # With an S3 Bucket Key the encryption context is the bucket's ARN, without one the object's.
+    return [bucket_arn, f"{bucket_arn}/*"]
+
+
+def replication_role_policy(
+    source_arn: str, source_key_arn: str, region: str, replica_arn: str, replica_key_arn: str, replica_region: str
+) -> str:
+    """Read the source's versions and replication configuration, write replicas and their tags (not deletes: delete
+    markers are not replicated), decrypt with the source key and encrypt with the replica's, each only through S3
+    in its own region and for its own bucket."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ReadSourceConfiguration",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
+                    "Resource": source_arn,
+                },
+                {
+                    "Sid": "ReadSourceVersions",
+                    "Effect": "Allow",
+                    "Action": [
+                        "s3:GetObjectVersionForReplication",
+                        "s3:GetObjectVersionAcl",
+                        "s3:GetObjectVersionTagging",
+                    ],
+                    "Resource": f"{source_arn}/*",
+                },
+                {
+                    "Sid": "WriteReplicas",
+                    "Effect": "Allow",
+                    "Action": ["s3:ReplicateObject", "s3:ReplicateTags"],
+                    "Resource": f"{replica_arn}/*",
+                },
+                {
+                    "Sid": "DecryptSource",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": source_key_arn,
+                    "Condition": {
+                        "StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"},
+                        "StringLike": {"kms:EncryptionContext:aws:s3:arn": _s3_context(source_arn)},
+                    },
+                },
+                {
+                    "Sid": "EncryptReplicas",
+                    "Effect": "Allow",
+                    "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+                    "Resource": replica_key_arn,
+                    "Condition": {
+                        "StringEquals": {"kms:ViaService": f"s3.{replica_region}.amazonaws.com"},
+                        "StringLike": {"kms:EncryptionContext:aws:s3:arn": _s3_context(replica_arn)},
+                    },
+                },
+            ],
+        }
+    )
+
+
+def replica_key_policy(partition: str, account_id: str, replica_region: str, role_arn: str) -> str:
+    """Administered without use; the replication role encrypts replicas, principals of the account whom IAM allows
+    decrypt them to recover — both only through S3 in the replica's region."""
+    via_s3 = {"kms:ViaService": f"s3.{replica_region}.amazonaws.com"}
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                key_admin_statement(partition, account_id),
+                {
+                    "Sid": "ReplicationEncryptsReplicas",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": role_arn},
+                    "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": via_s3},
+                },
+                {
+                    "Sid": "AccountReadsReplicasThroughS3",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "*"},
+                    "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"kms:CallerAccount": account_id, **via_s3}},
+                },
+            ],
+        }
+    )
+
+
 class Storage(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     """Name of the exam-results bucket."""
@@ -87,6 +217,8 @@ class Storage(pulumi.ComponentResource):
     """ARN of the exam-results bucket."""
     kms_key_arn: pulumi.Output[str]
     """Key encrypting every object (workloads need kms:GenerateDataKey/Decrypt on it)."""
+    replica_bucket_arn: pulumi.Output[str] | None
+    """ARN of the replica in the second region (None without one)."""
 
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Storage", name, None, opts)
@@ -125,7 +257,7 @@ class Storage(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=on_bucket,
         )
-        aws.s3.BucketVersioning(
+        versioning = aws.s3.BucketVersioning(
             f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=on_bucket
         )
         aws.s3.BucketServerSideEncryptionConfiguration(
@@ -181,9 +313,160 @@ class Storage(pulumi.ComponentResource):
                 ],
             )
 
+        self.replica_bucket_arn = None
+        if args.replica_region is not None:
+            assert args.region is not None  # validate_storage_args
+            self.replica_bucket_arn = self._replicate(name, args, bucket, versioning, key, args.region, tags)
+
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.kms_key_arn = key.arn
         self.register_outputs(
-            {"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn, "kms_key_arn": self.kms_key_arn}
+            {
+                "bucket_name": self.bucket_name,
+                "bucket_arn": self.bucket_arn,
+                "kms_key_arn": self.kms_key_arn,
+                "replica_bucket_arn": self.replica_bucket_arn,
+            }
         )
+
+    def _replicate(
+        self,
+        name: str,
+        args: StorageArgs,
+        source: aws.s3.Bucket,
+        source_versioning: aws.s3.BucketVersioning,
+        source_key: aws.kms.Key,
+        region: str,
+        tags: dict[str, str],
+    ) -> pulumi.Output[str]:
+        """A replica bucket in `args.replica_region` under that region's own key, and the rule that copies every new
+        PDF version there. Returns the replica's ARN."""
+        replica_region = args.replica_region
+        assert replica_region is not None
+        retain = args.retain
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        partition = aws.get_partition_output(opts=invoke).partition
+        account_id = aws.get_caller_identity_output(opts=invoke).account_id
+        # A provider of its own for the replica's region, with the default provider's credentials (as the backup's
+        # copy vault has).
+        provider = aws.Provider(f"{name}-replica-region", region=replica_region, opts=pulumi.ResourceOptions(parent=self))
+        there = pulumi.ResourceOptions(parent=self, provider=provider)
+        keep_there = pulumi.ResourceOptions(parent=self, provider=provider, protect=retain, retain_on_delete=retain)
+
+        role = aws.iam.Role(
+            f"{name}-replication-role",
+            description=f"{name}: S3 replicates exam PDFs to {replica_region}",
+            assume_role_policy=replication_trust_policy(),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        key = aws.kms.Key(
+            f"{name}-replica-key",
+            description=f"{name}: exam results replica",
+            enable_key_rotation=True,
+            deletion_window_in_days=30 if retain else 7,
+            # KMS checks that the principals a key policy names exist: the role comes first.
+            policy=pulumi.Output.all(partition, account_id, role.arn).apply(
+                lambda a: replica_key_policy(a[0], a[1], replica_region, a[2])
+            ),
+            tags=tags,
+            opts=keep_there,
+        )
+        aws.kms.Alias(f"{name}-replica-key-alias", name=f"alias/{name}-replica", target_key_id=key.key_id, opts=there)
+
+        replica = aws.s3.Bucket(f"{name}-replica", force_destroy=not retain, tags=tags, opts=keep_there)
+        on_replica = pulumi.ResourceOptions(parent=replica, provider=provider)
+        aws.s3.BucketOwnershipControls(
+            f"{name}-replica-ownership",
+            bucket=replica.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=on_replica,
+        )
+        public_block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-replica-public-access-block",
+            bucket=replica.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=on_replica,
+        )
+        replica_versioning = aws.s3.BucketVersioning(
+            f"{name}-replica-versioning",
+            bucket=replica.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=on_replica,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-replica-encryption",
+            bucket=replica.id,
+            opts=on_replica,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
+                    "bucket_key_enabled": True,
+                }
+            ],
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-replica-policy",
+            bucket=replica.id,
+            policy=pulumi.Output.all(replica.arn, key.arn).apply(lambda a: bucket_policy(a[0], a[1])),
+            opts=pulumi.ResourceOptions(parent=replica, provider=provider, depends_on=[public_block]),
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-replica-lifecycle",
+            bucket=replica.id,
+            opts=on_replica,
+            rules=[
+                {
+                    # An overwritten PDF's older replica is kept as long as the source keeps its own.
+                    "id": "expire-noncurrent-versions",
+                    "status": "Enabled",
+                    "filter": {"prefix": ""},
+                    "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_version_days},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": ABORT_MULTIPART_DAYS},
+                }
+            ],
+        )
+
+        role_policy = aws.iam.RolePolicy(
+            f"{name}-replication-policy",
+            role=role.id,
+            policy=pulumi.Output.all(source.arn, source_key.arn, replica.arn, key.arn).apply(
+                lambda a: replication_role_policy(a[0], a[1], region, a[2], a[3], replica_region)
+            ),
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        aws.s3.BucketReplicationConfig(
+            f"{name}-replication",
+            bucket=source.id,
+            role=role.arn,
+            rules=[
+                {
+                    "id": f"exams-to-{replica_region}",
+                    "status": "Enabled",
+                    "filter": {"prefix": ""},
+                    # Delete markers stay in the source: a PDF deleted there (by mistake, or by whoever took the
+                    # API's credentials) is still current in the replica. Permanent deletions of versions are never
+                    # replicated by S3. A deliberate erasure is made in both buckets (README).
+                    "delete_marker_replication": {"status": "Disabled"},
+                    # Every PDF is SSE-KMS: without this S3 skips them all.
+                    "source_selection_criteria": {"sse_kms_encrypted_objects": {"status": "Enabled"}},
+                    "destination": {
+                        "bucket": replica.arn,
+                        "storage_class": REPLICA_STORAGE_CLASS,
+                        "encryption_configuration": {"replica_kms_key_id": key.arn},
+                        "replication_time": {"status": "Enabled", "time": {"minutes": REPLICATION_MINUTES}},
+                        "metrics": {"status": "Enabled", "event_threshold": {"minutes": REPLICATION_MINUTES}},
+                    },
+                }
+            ],
+            # S3 refuses a replication configuration unless both buckets are versioned; the role must be able to
+            # act on the first object written after it.
+            opts=pulumi.ResourceOptions(
+                parent=source, depends_on=[source_versioning, replica_versioning, role_policy]
+            ),
+        )
+        return replica.arn
