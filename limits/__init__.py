@@ -65,6 +65,11 @@ def is_graviton(instance_type: str) -> bool:
 MIN_PROD_BACKUP_DAYS = 14
 # ...and daily AWS Backup recovery points at least as long as RDS's longest PITR window.
 MIN_PROD_VAULT_RETENTION_DAYS = 35
+# ...and its audit trail (who read or changed patients' data, by any path) at least six years: HIPAA keeps security
+# documentation six years (45 CFR 164.316(b)(2)(i)), the longest fixed term among the rules a clinic's audit meets.
+# Brazil's CFM keeps the medical record itself 20 years (Resolução 1.821/2007, Lei 13.787/2018): the ceiling below.
+MIN_PROD_AUDIT_RETENTION_DAYS = 2190
+MAX_AUDIT_RETENTION_DAYS = 7300
 
 # The database classes a stack may use, with their memory: max_connections and the alarm on it derive from it.
 DB_INSTANCE_CLASS_MEMORY_GIB: dict[str, int] = {

@@ -46,6 +46,8 @@ from limits import (
     EMAIL_PATTERN,
     GITHUB_REPOSITORY_PATTERN,
     LOG_RETENTION_DAYS,
+    MAX_AUDIT_RETENTION_DAYS,
+    MIN_PROD_AUDIT_RETENTION_DAYS,
     MIN_PROD_BACKUP_DAYS,
     MIN_PROD_VAULT_RETENTION_DAYS,
     NAT_MODES,
@@ -576,6 +578,38 @@ class StorageSettings(_Group):
         Allowed("`https://host[:port]` (dev also `http://localhost`)"),
     ]
     """Browser origins allowed to PUT/GET with presigned URLs."""
+    replicate_exams: Flag = False
+    """Replicate every new exam PDF to a bucket in backup.copyRegion under that region's key (required in prod)."""
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> "StorageSettings":
+        rules = _Rules()
+        rules.check(
+            not _is_prod(info) or self.replicate_exams,
+            "replicateExams",
+            self.replicate_exams,
+            "true in prod (exam PDFs must survive the loss of the stack's region)",
+        )
+        rules.raise_any()
+        return self
+
+
+class AuditSettings(_Group):
+    retention_days: Annotated[int, Between(1, MAX_AUDIT_RETENTION_DAYS)]
+    """Days the audit trail's log files are kept (and, in prod, locked against deletion); prod >= 6 years."""
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> "AuditSettings":
+        rules = _Rules()
+        rules.check(
+            not _is_prod(info) or self.retention_days >= MIN_PROD_AUDIT_RETENTION_DAYS,
+            "retentionDays",
+            self.retention_days,
+            f"{MIN_PROD_AUDIT_RETENTION_DAYS} to {MAX_AUDIT_RETENTION_DAYS} in prod (six years of who read patients' "
+            "data)",
+        )
+        rules.raise_any()
+        return self
 
 
 class EmailSettings(_Group):
@@ -786,6 +820,7 @@ class PlatformSettings(_Group):
     apps: AppsSettings
     observability: ObservabilitySettings
     backup: BackupSettings
+    audit: AuditSettings
     tags: Annotated[dict[TagKey, TagValue], Allowed("a map of tag names to string values")] = {}
     """Tags added to every taggable resource, on top of the project's own."""
 
@@ -824,6 +859,19 @@ class PlatformSettings(_Group):
                 )
             },
         )
+
+    @model_validator(mode="after")
+    def _second_region(self) -> "PlatformSettings":
+        """The exam replica goes where the database's copies go: one second region per stack."""
+        rules = _Rules()
+        rules.check(
+            not self.storage.replicate_exams or self.backup.copy_region is not None,
+            "storage.replicateExams",
+            self.storage.replicate_exams,
+            "false unless backup.copyRegion names the second region the replica lives in",
+        )
+        rules.raise_any()
+        return self
 
     @model_validator(mode="after")
     def _connection_budget(self) -> "PlatformSettings":
@@ -908,7 +956,7 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
             name="clinic",
             username="clinic_admin",
         ),
-        "storage": StorageSettings(noncurrent_version_days=7, cors_allowed_origins=()),
+        "storage": StorageSettings(noncurrent_version_days=7, cors_allowed_origins=(), replicate_exams=False),
         "apps": AppsSettings(api_replicas=1, api_max_replicas=3, notifier_replicas=1),
         "observability": ObservabilitySettings(
             monitoring=False,
@@ -918,6 +966,8 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
             alarm_emails=(),
         ),
         "backup": BackupSettings(enabled=False, retention_days=7),
+        # Two weeks: enough to look back over a working sprint, cheap to store.
+        "audit": AuditSettings(retention_days=14),
     },
     "prod": {
         "network": NetworkSettings(
@@ -954,7 +1004,7 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
             name="clinic",
             username="clinic_admin",
         ),
-        "storage": StorageSettings(noncurrent_version_days=365, cors_allowed_origins=()),
+        "storage": StorageSettings(noncurrent_version_days=365, cors_allowed_origins=(), replicate_exams=True),
         "apps": AppsSettings(api_replicas=3, api_max_replicas=12, notifier_replicas=2),
         "observability": ObservabilitySettings(
             monitoring=True,
@@ -964,6 +1014,8 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
             alarm_emails=(),
         ),
         "backup": BackupSettings(enabled=True, retention_days=35),
+        # Seven years: the six-year minimum with a year's margin for an audit that starts late.
+        "audit": AuditSettings(retention_days=2557),
     },
 }
 

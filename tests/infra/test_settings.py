@@ -215,6 +215,35 @@ def test_bad_observability_and_backup_setting_is_refused_by_name(stack, path, va
         assert words in str(raised.value), f"{path}={value!r}: {words!r} not in {raised.value}"
 
 
+AUDIT_AND_REPLICA_BAD_INPUTS = [
+    ("prod", "audit.retentionDays", 365, ["audit.retentionDays = 365", "2190 to 7300 in prod"]),
+    ("dev", "audit.retentionDays", 0, ["audit.retentionDays = 0", "an integer from 1 to 7300"]),
+    ("dev", "audit.retentionDays", 7301, ["audit.retentionDays = 7301", "an integer from 1 to 7300"]),
+    ("dev", "audit.retentionDays", "forever", ["audit.retentionDays = 'forever'", "an integer from 1 to 7300"]),
+    ("dev", "audit.retention", 30, ["audit.retention = 30", "did you mean 'retentionDays'"]),
+    ("prod", "storage.replicateExams", False, ["storage.replicateExams = False", "true in prod"]),
+    ("dev", "storage.replicateExams", "yes", ["storage.replicateExams = 'yes'", "true or false"]),
+    # Dev has no backup.copyRegion: the replica would have nowhere to go.
+    ("dev", "storage.replicateExams", True, ["storage.replicateExams = True", "unless backup.copyRegion"]),
+    ("prod", "backup.copyRegion", None, ["storage.replicateExams = True", "unless backup.copyRegion"]),
+]
+
+
+@pytest.mark.parametrize("stack,path,value,expected", AUDIT_AND_REPLICA_BAD_INPUTS)
+def test_bad_audit_or_replica_setting_is_refused_by_name(stack, path, value, expected):
+    with pytest.raises(StackSettingsError) as raised:
+        load(stack, with_change(stack, path, value))
+    for words in expected:
+        assert words in str(raised.value), f"{path}={value!r}: {words!r} not in {raised.value}"
+
+
+def test_prod_keeps_six_years_of_audit_and_a_replica_and_dev_stays_cheap():
+    dev, prod = load("dev", committed("dev")), load("prod", committed("prod"))
+    assert (dev.audit.retention_days, prod.audit.retention_days) == (14, 2557)
+    assert prod.storage.replicate_exams and not dev.storage.replicate_exams
+    assert load("prod", with_change("prod", "audit.retentionDays", "2190")).audit.retention_days == 2190
+
+
 def test_prod_is_watched_and_backed_up_and_dev_stays_cheap():
     dev, prod = load("dev", committed("dev")), load("prod", committed("prod"))
     assert prod.observability.monitoring and prod.observability.alarm_emails == ("oncall@clinic.example.org",)
@@ -291,7 +320,7 @@ def test_each_environments_defaults_keep_that_environments_rules(environment):
     email and alarm addresses, and its host name with a zone or certificate, have no default: a prod stack file must
     name them)."""
     context = {"environment": environment, "region": "eu-west-1", "az_count": DEFAULTS[environment]["network"].az_count}
-    named_by_the_stack = ("observability", "apps") if environment == "prod" else ("observability",)
+    named_by_the_stack = ("observability", "apps", "backup") if environment == "prod" else ("observability",)
     for group, default in DEFAULTS[environment].items():
         if group not in named_by_the_stack:
             type(default).model_validate(
@@ -313,6 +342,8 @@ def test_each_environments_defaults_keep_that_environments_rules(environment):
     }
     if environment == "prod":
         raw["apps"] = {"hostname": "clinic.example.org", "hostedZoneId": "Z0123456789EXAMPLE"}
+        # Nor has the second region prod's exam replica (and the database's copies) live in.
+        raw["backup"] = {"copyRegion": "eu-central-1"}
     settings = load(environment, raw)
     assert settings.cluster.deploy_role_arn == deploy_role
     for group, default in DEFAULTS[environment].items():
