@@ -7,6 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.alarms import Alarms, AlarmsArgs
+from components.audit_trail import AuditTrail, AuditTrailArgs
 from components.backup import DatabaseBackup
 from components.ci_runner import CiRunner, CiRunnerArgs
 from components.clinic_apps import ClinicApps, ClinicAppsArgs, PlatformEndpoints
@@ -55,6 +56,7 @@ class Platform:
     alarms: Alarms
     monitoring: Monitoring | None
     backup: DatabaseBackup | None
+    audit_trail: AuditTrail
 
 
 def platform_tags(settings: PlatformSettings) -> dict[str, str]:
@@ -212,6 +214,21 @@ def build_platform(settings: PlatformSettings) -> Platform:
             noncurrent_version_days=settings.storage.noncurrent_version_days,
             cors_allowed_origins=settings.storage.cors_allowed_origins,
             retain=settings.protect_data,
+            region=settings.region,
+            # The exam PDFs' second region is the database copies' (settings refuse replication without one).
+            replica_region=settings.backup.copy_region if settings.storage.replicate_exams else None,
+            tags=tags,
+        ),
+    )
+    # Who read or changed an exam PDF (or its replica), by any path, and every management call in the account.
+    audit_trail = AuditTrail(
+        f"{base}-audit",
+        AuditTrailArgs(
+            trail_name=f"{base}-audit",
+            data_event_bucket_arns=[storage.bucket_arn]
+            + ([storage.replica_bucket_arn] if storage.replica_bucket_arn is not None else []),
+            retention_days=settings.audit.retention_days,
+            retain=settings.protect_data,
             tags=tags,
         ),
     )
@@ -337,6 +354,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         alarms,
         monitoring,
         backup,
+        audit_trail,
     )
 
 
@@ -357,6 +375,10 @@ def export(p: Platform) -> None:
     pulumi.export("databaseSecretArn", p.active_database.secret_arn)
     pulumi.export("stackDatabaseInstanceId", p.database.instance_id)
     pulumi.export("examBucketName", p.storage.bucket_name)
+    if p.storage.replica_bucket_arn is not None:
+        pulumi.export("examReplicaBucketArn", p.storage.replica_bucket_arn)
+    pulumi.export("auditTrailArn", p.audit_trail.trail_arn)
+    pulumi.export("auditLogBucketName", p.audit_trail.log_bucket_name)
     pulumi.export("queueUrls", p.messaging.queue_urls)
     pulumi.export("deadLetterQueueUrls", p.messaging.dlq_urls)
     pulumi.export("emailIdentityArn", p.email.identity_arn)

@@ -265,7 +265,10 @@ class AuditTrail(pulumi.ComponentResource):
             opts=on_bucket,
             rules=[
                 {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
+                    "apply_server_side_encryption_by_default": {
+                        "sse_algorithm": "aws:kms",
+                        "kms_master_key_id": key.arn,
+                    },
                     # CloudTrail encrypts each file under its own context (the trail's ARN), which the key policy
                     # checks; an S3 Bucket Key would replace that context with the bucket's.
                     "bucket_key_enabled": False,

@@ -350,7 +350,9 @@ class Storage(pulumi.ComponentResource):
         account_id = aws.get_caller_identity_output(opts=invoke).account_id
         # A provider of its own for the replica's region, with the default provider's credentials (as the backup's
         # copy vault has).
-        provider = aws.Provider(f"{name}-replica-region", region=replica_region, opts=pulumi.ResourceOptions(parent=self))
+        provider = aws.Provider(
+            f"{name}-replica-region", region=replica_region, opts=pulumi.ResourceOptions(parent=self)
+        )
         there = pulumi.ResourceOptions(parent=self, provider=provider)
         keep_there = pulumi.ResourceOptions(parent=self, provider=provider, protect=retain, retain_on_delete=retain)
 
@@ -404,7 +406,10 @@ class Storage(pulumi.ComponentResource):
             opts=on_replica,
             rules=[
                 {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
+                    "apply_server_side_encryption_by_default": {
+                        "sse_algorithm": "aws:kms",
+                        "kms_master_key_id": key.arn,
+                    },
                     "bucket_key_enabled": True,
                 }
             ],
@@ -465,8 +470,6 @@ class Storage(pulumi.ComponentResource):
             ],
             # S3 refuses a replication configuration unless both buckets are versioned; the role must be able to
             # act on the first object written after it.
-            opts=pulumi.ResourceOptions(
-                parent=source, depends_on=[source_versioning, replica_versioning, role_policy]
-            ),
+            opts=pulumi.ResourceOptions(parent=source, depends_on=[source_versioning, replica_versioning, role_policy]),
         )
         return replica.arn

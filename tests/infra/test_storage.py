@@ -8,10 +8,15 @@ from tests.infra.pulumi_mocks import evaluate
 BUCKET = "aws:s3/bucket:Bucket"
 
 
+def exam_bucket(graph):
+    (bucket,) = [b for b in graph.of_type(BUCKET) if b.name.endswith("-exams-bucket")]
+    return bucket
+
+
 def bucket_child(graph, typ):
-    found = graph.of_type(typ)
-    assert len(found) == 1, f"expected one {typ}"
-    assert found[0].inputs["bucket"] == graph.one(BUCKET).state["bucket"], f"{typ} must target the exam bucket"
+    found = [r for r in graph.of_type(typ) if r.parent == exam_bucket(graph).urn]
+    assert len(found) == 1, f"expected one {typ} on the exam bucket"
+    assert found[0].inputs["bucket"] == exam_bucket(graph).state["bucket"], f"{typ} must target the exam bucket"
     return found[0]
 
 
@@ -37,7 +42,7 @@ def test_bucket_policy_denies_plain_http_old_tls_and_other_encryption(stack):
     insecure = statements["DenyInsecureTransport"]
     assert insecure["Effect"] == "Deny" and insecure["Principal"] == "*" and insecure["Action"] == "s3:*"
     assert insecure["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    bucket_arn = stack.one(BUCKET).state["arn"]
+    bucket_arn = exam_bucket(stack).state["arn"]
     assert sorted(insecure["Resource"]) == sorted([bucket_arn, f"{bucket_arn}/*"])
     assert statements["DenyOutdatedTls"]["Condition"] == {"NumericLessThan": {"s3:TlsVersion": "1.2"}}
     assert statements["DenyOtherEncryption"]["Condition"]["StringNotEqualsIfExists"] == {
@@ -71,13 +76,13 @@ def test_no_cors_rule_without_origins():
 
 
 def test_dev_bucket_is_emptied_on_destroy_versions_included(dev):
-    bucket = dev.one(BUCKET)
+    bucket = exam_bucket(dev)
     assert bucket.inputs["forceDestroy"] is True
     assert not bucket.protect and not bucket.retain_on_delete
 
 
 def test_prod_bucket_is_protected_and_retained(prod):
-    bucket = prod.one(BUCKET)
+    bucket = exam_bucket(prod)
     assert bucket.inputs["forceDestroy"] is False
     assert bucket.protect and bucket.retain_on_delete
     key = prod.one("aws:kms/key:Key", "clinic-prod-exams-key")
@@ -87,3 +92,138 @@ def test_prod_bucket_is_protected_and_retained(prod):
 def test_wildcard_origin_is_refused():
     with pytest.raises(ValueError, match=r"cors_allowed_origins entry '\*' is invalid"):
         evaluate(lambda: Storage("s", StorageArgs(noncurrent_version_days=7, cors_allowed_origins=["*"])), stack="dev")
+
+
+# --- prod's replica in the second region ---
+
+REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+
+
+def test_dev_has_no_replica(dev):
+    assert not dev.of_type(REPLICATION)
+    assert [b.name for b in dev.of_type(BUCKET) if "exams" in b.name] == ["clinic-dev-exams-bucket"]
+
+
+def test_prod_replicates_every_new_pdf_to_eu_central_1_under_that_regions_key_within_15_minutes(prod):
+    source, replica = prod.one(BUCKET, "clinic-prod-exams-bucket"), prod.one(BUCKET, "clinic-prod-exams-replica")
+    provider = prod.by_urn[replica.provider]
+    assert provider.inputs["region"] == "eu-central-1", "the replica must live in backup.copyRegion"
+    key = prod.one("aws:kms/key:Key", "clinic-prod-exams-replica-key")
+    assert key.provider == replica.provider and ":eu-central-1:" in key.state["arn"], "a key of the replica's region"
+    config = prod.one(REPLICATION)
+    assert config.inputs["bucket"] == source.state["bucket"]
+    (rule,) = config.inputs["rules"]
+    assert rule["status"] == "Enabled" and rule["filter"] == {"prefix": ""}
+    assert rule["sourceSelectionCriteria"] == {"sseKmsEncryptedObjects": {"status": "Enabled"}}, (
+        "S3 skips SSE-KMS objects unless told: no PDF would be replicated"
+    )
+    assert rule["deleteMarkerReplication"] == {"status": "Disabled"}, "a deletion in the source must not hide the copy"
+    destination = rule["destination"]
+    assert destination["bucket"] == replica.state["arn"]
+    assert destination["encryptionConfiguration"] == {"replicaKmsKeyId": key.state["arn"]}
+    assert destination["replicationTime"] == {"status": "Enabled", "time": {"minutes": 15}}
+    assert destination["metrics"] == {"status": "Enabled", "eventThreshold": {"minutes": 15}}
+    role = prod.one("aws:iam/role:Role", "clinic-prod-exams-replication-role")
+    assert config.inputs["role"] == role.state["arn"]
+    assert role.input("assumeRolePolicy", "Statement")[0]["Principal"] == {"Service": "s3.amazonaws.com"}
+
+
+def test_replication_waits_for_versioning_on_both_buckets_and_the_roles_permissions(prod):
+    config = prod.one(REPLICATION)
+    for name in ("clinic-prod-exams-versioning", "clinic-prod-exams-replica-versioning"):
+        versioning = prod.one("aws:s3/bucketVersioning:BucketVersioning", name)
+        assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
+        assert versioning.urn in config.dependencies, f"S3 refuses replication before {name}"
+    policy = prod.one("aws:iam/rolePolicy:RolePolicy", "clinic-prod-exams-replication-policy")
+    assert policy.urn in config.dependencies
+
+
+def test_the_replication_role_may_do_exactly_what_replication_needs(prod):
+    source, replica = prod.one(BUCKET, "clinic-prod-exams-bucket"), prod.one(BUCKET, "clinic-prod-exams-replica")
+    source_key = prod.one("aws:kms/key:Key", "clinic-prod-exams-key")
+    replica_key = prod.one("aws:kms/key:Key", "clinic-prod-exams-replica-key")
+    statements = {
+        s["Sid"]: s
+        for s in prod.one("aws:iam/rolePolicy:RolePolicy", "clinic-prod-exams-replication-policy").input(
+            "policy", "Statement"
+        )
+    }
+    granted = {
+        (action, s["Resource"])
+        for s in statements.values()
+        for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    src, dst = source.state["arn"], replica.state["arn"]
+    assert granted == {
+        ("s3:GetReplicationConfiguration", src),
+        ("s3:ListBucket", src),
+        ("s3:GetObjectVersionForReplication", f"{src}/*"),
+        ("s3:GetObjectVersionAcl", f"{src}/*"),
+        ("s3:GetObjectVersionTagging", f"{src}/*"),
+        ("s3:ReplicateObject", f"{dst}/*"),
+        ("s3:ReplicateTags", f"{dst}/*"),
+        ("kms:Decrypt", source_key.state["arn"]),
+        ("kms:Encrypt", replica_key.state["arn"]),
+        ("kms:GenerateDataKey", replica_key.state["arn"]),
+    }, "no ReplicateDelete: delete markers are not replicated"
+    decrypt, encrypt = statements["DecryptSource"]["Condition"], statements["EncryptReplicas"]["Condition"]
+    assert decrypt["StringEquals"] == {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}
+    assert decrypt["StringLike"] == {"kms:EncryptionContext:aws:s3:arn": [src, f"{src}/*"]}
+    assert encrypt["StringEquals"] == {"kms:ViaService": "s3.eu-central-1.amazonaws.com"}
+    assert encrypt["StringLike"] == {"kms:EncryptionContext:aws:s3:arn": [dst, f"{dst}/*"]}
+
+
+def test_the_replica_key_is_used_only_through_s3_in_its_region(prod):
+    key = prod.one("aws:kms/key:Key", "clinic-prod-exams-replica-key")
+    role = prod.one("aws:iam/role:Role", "clinic-prod-exams-replication-role")
+    statements = {s["Sid"]: s for s in key.input("policy", "Statement")}
+    encrypt = statements["ReplicationEncryptsReplicas"]
+    assert encrypt["Principal"] == {"AWS": role.state["arn"]}
+    assert encrypt["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-central-1.amazonaws.com"}}
+    read = statements["AccountReadsReplicasThroughS3"]
+    assert read["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-central-1.amazonaws.com"
+    assert not {"kms:*", "kms:Decrypt", "kms:CreateGrant"} & set(statements["AccountAdministersWithoutUse"]["Action"])
+    assert role.urn in key.property_dependencies["policy"], "KMS refuses a policy naming a role that does not exist"
+
+
+def test_the_replica_is_private_tls_only_encrypted_and_kept_like_the_source(prod):
+    replica = prod.one(BUCKET, "clinic-prod-exams-replica")
+    assert replica.protect and replica.retain_on_delete and replica.inputs["forceDestroy"] is False
+    key = prod.one("aws:kms/key:Key", "clinic-prod-exams-replica-key")
+    assert key.protect and key.retain_on_delete and key.inputs["enableKeyRotation"] is True
+
+    def child(typ):
+        (found,) = [r for r in prod.of_type(typ) if r.parent == replica.urn]
+        assert found.inputs["bucket"] == replica.state["bucket"] and found.provider == replica.provider, found.name
+        return found
+
+    block = child("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert all(
+        block.inputs[f] is True
+        for f in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
+    assert child("aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs["rule"]["objectOwnership"] == (
+        "BucketOwnerEnforced"
+    )
+    (rule,) = child("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs[
+        "rules"
+    ]
+    assert rule["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"] == key.state["arn"]
+    statements = {s["Sid"]: s for s in child("aws:s3/bucketPolicy:BucketPolicy").input("policy", "Statement")}
+    assert statements["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    (lifecycle,) = child("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
+    assert lifecycle["noncurrentVersionExpiration"]["noncurrentDays"] == 365
+
+
+@pytest.mark.parametrize(
+    "region,replica_region,expected",
+    [
+        (None, "eu-central-1", r"region = None is invalid with a replica_region"),
+        ("eu-west-1", "eu-west-1", r"replica_region = 'eu-west-1' is invalid; allowed: an AWS region other than"),
+        ("eu-west-1", "Frankfurt", r"replica_region = 'Frankfurt' is invalid"),
+    ],
+)
+def test_a_replica_region_that_cannot_hold_a_copy_is_refused(region, replica_region, expected):
+    args = StorageArgs(noncurrent_version_days=7, region=region, replica_region=replica_region)
+    with pytest.raises(ValueError, match=expected):
+        evaluate(lambda: Storage("s", args), stack="dev")
