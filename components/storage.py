@@ -182,8 +182,10 @@ def replication_role_policy(
 
 def replica_key_policy(partition: str, account_id: str, replica_region: str, role_arn: str) -> str:
     """Administered without use; the replication role encrypts replicas, principals of the account whom IAM allows
-    decrypt them to recover — both only through S3 in the replica's region."""
-    via_s3 = {"kms:ViaService": f"s3.{replica_region}.amazonaws.com"}
+    decrypt them to recover — both only through S3 in the replica's region. The role is named by a condition, not
+    as the principal: KMS would refuse a principal that does not exist yet, and the role's own policy names this
+    key, so neither could be created first."""
+    via_s3 = {"kms:CallerAccount": account_id, "kms:ViaService": f"s3.{replica_region}.amazonaws.com"}
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -192,10 +194,10 @@ def replica_key_policy(partition: str, account_id: str, replica_region: str, rol
                 {
                     "Sid": "ReplicationEncryptsReplicas",
                     "Effect": "Allow",
-                    "Principal": {"AWS": role_arn},
+                    "Principal": {"AWS": "*"},
                     "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
                     "Resource": "*",
-                    "Condition": {"StringEquals": via_s3},
+                    "Condition": {"StringEquals": {**via_s3, "aws:PrincipalArn": role_arn}},
                 },
                 {
                     "Sid": "AccountReadsReplicasThroughS3",
@@ -203,7 +205,7 @@ def replica_key_policy(partition: str, account_id: str, replica_region: str, rol
                     "Principal": {"AWS": "*"},
                     "Action": ["kms:Decrypt", "kms:DescribeKey"],
                     "Resource": "*",
-                    "Condition": {"StringEquals": {"kms:CallerAccount": account_id, **via_s3}},
+                    "Condition": {"StringEquals": via_s3},
                 },
             ],
         }
@@ -356,8 +358,11 @@ class Storage(pulumi.ComponentResource):
         there = pulumi.ResourceOptions(parent=self, provider=provider)
         keep_there = pulumi.ResourceOptions(parent=self, provider=provider, protect=retain, retain_on_delete=retain)
 
+        # Named, not auto-named: the replica key's policy names the role's ARN before the role exists.
+        role_name = f"{name}-replication"
         role = aws.iam.Role(
             f"{name}-replication-role",
+            name=role_name,
             description=f"{name}: S3 replicates exam PDFs to {replica_region}",
             assume_role_policy=replication_trust_policy(),
             tags=tags,
@@ -368,9 +373,8 @@ class Storage(pulumi.ComponentResource):
             description=f"{name}: exam results replica",
             enable_key_rotation=True,
             deletion_window_in_days=30 if retain else 7,
-            # KMS checks that the principals a key policy names exist: the role comes first.
-            policy=pulumi.Output.all(partition, account_id, role.arn).apply(
-                lambda a: replica_key_policy(a[0], a[1], replica_region, a[2])
+            policy=pulumi.Output.all(partition, account_id).apply(
+                lambda a: replica_key_policy(a[0], a[1], replica_region, f"arn:{a[0]}:iam::{a[1]}:role/{role_name}")
             ),
             tags=tags,
             opts=keep_there,

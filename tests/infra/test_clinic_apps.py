@@ -79,7 +79,7 @@ def role_policy(graph, suffix):
 
 def test_api_role_reaches_only_the_exam_prefix_its_queues_and_the_database_secret(stack):
     statements = {s["Sid"]: s for s in role_policy(stack, "apps-api-role-policy")}
-    bucket_arn = stack.one("aws:s3/bucket:Bucket").state["arn"]
+    bucket_arn = next(b for b in stack.of_type("aws:s3/bucket:Bucket") if b.name.endswith("-exams-bucket")).state["arn"]
     assert statements["ExamObjects"]["Action"] == ["s3:GetObject", "s3:PutObject"]
     assert statements["ExamObjects"]["Resource"] == f"{bucket_arn}/exams/*"
     assert statements["ExamListing"]["Condition"] == {"StringLike": {"s3:prefix": "exams/*"}}

@@ -5,10 +5,11 @@ import json
 from tests.infra.pulumi_mocks import Graph, stack_config
 
 DATA_SERVICES = {
-    "aws:rds/instance:Instance": "clinic:index:Database",
-    "aws:s3/bucket:Bucket": "clinic:index:Storage",
-    "aws:sqs/queue:Queue": "clinic:index:Messaging",
-    "aws:sesv2/emailIdentity:EmailIdentity": "clinic:index:Email",
+    "aws:rds/instance:Instance": ("clinic:index:Database",),
+    # Exam PDFs (and prod's replica), and the audit trail's log files.
+    "aws:s3/bucket:Bucket": ("clinic:index:Storage", "clinic:index:AuditTrail"),
+    "aws:sqs/queue:Queue": ("clinic:index:Messaging",),
+    "aws:sesv2/emailIdentity:EmailIdentity": ("clinic:index:Email",),
 }
 
 
@@ -23,17 +24,18 @@ def component_of(graph: Graph, urn: str) -> str:
 def test_both_stacks_evaluate_with_their_shape(dev, prod):
     assert len(dev.of_type("aws:ec2/subnet:Subnet")) == 6 and len(prod.of_type("aws:ec2/subnet:Subnet")) == 9
     for graph in (dev, prod):
-        assert {r.type for r in graph.records if r.type.startswith("clinic:index:")} >= set(DATA_SERVICES.values()) | {
-            "clinic:index:Network"
-        }
+        components = {r.type for r in graph.records if r.type.startswith("clinic:index:")}
+        assert components >= {c for owners in DATA_SERVICES.values() for c in owners} | {"clinic:index:Network"}
 
 
 def test_data_services_depend_on_nothing_but_their_component_and_the_network(stack):
     """RDS, S3, SQS and SES never wait on the cluster (so `pulumi up` creates them in parallel with it) and the
     cluster's teardown never waits on them."""
-    for typ, component in DATA_SERVICES.items():
-        allowed = {component} | ({"clinic:index:Network"} if typ.startswith("aws:rds") else set())
+    for typ, owners in DATA_SERVICES.items():
         for resource in stack.of_type(typ):
+            component = component_of(stack, resource.urn)
+            assert component in owners, f"{resource.name} belongs to {component}"
+            allowed = {component} | ({"clinic:index:Network"} if typ.startswith("aws:rds") else set())
             outside = {
                 stack.by_urn[u].type for u in stack.dependencies_of(resource) if component_of(stack, u) not in allowed
             }

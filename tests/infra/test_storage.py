@@ -3,7 +3,7 @@
 import pytest
 
 from components.storage import Storage, StorageArgs
-from tests.infra.pulumi_mocks import evaluate
+from tests.infra.pulumi_mocks import ACCOUNT_ID, evaluate
 
 BUCKET = "aws:s3/bucket:Bucket"
 
@@ -178,12 +178,14 @@ def test_the_replica_key_is_used_only_through_s3_in_its_region(prod):
     role = prod.one("aws:iam/role:Role", "clinic-prod-exams-replication-role")
     statements = {s["Sid"]: s for s in key.input("policy", "Statement")}
     encrypt = statements["ReplicationEncryptsReplicas"]
-    assert encrypt["Principal"] == {"AWS": role.state["arn"]}
-    assert encrypt["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-central-1.amazonaws.com"}}
+    via_s3 = {"kms:CallerAccount": ACCOUNT_ID, "kms:ViaService": "s3.eu-central-1.amazonaws.com"}
+    assert encrypt["Condition"] == {"StringEquals": {**via_s3, "aws:PrincipalArn": role.state["arn"]}}
+    assert encrypt["Action"] == ["kms:Encrypt", "kms:GenerateDataKey"]
     read = statements["AccountReadsReplicasThroughS3"]
-    assert read["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-central-1.amazonaws.com"
+    assert read["Condition"] == {"StringEquals": via_s3} and read["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
     assert not {"kms:*", "kms:Decrypt", "kms:CreateGrant"} & set(statements["AccountAdministersWithoutUse"]["Action"])
-    assert role.urn in key.property_dependencies["policy"], "KMS refuses a policy naming a role that does not exist"
+    # Named by a condition, not as the principal: the role's policy names the key, so the key cannot wait for it.
+    assert not prod.depends_on(key, role), "the key and the role's policy would wait for each other"
 
 
 def test_the_replica_is_private_tls_only_encrypted_and_kept_like_the_source(prod):
