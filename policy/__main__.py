@@ -55,7 +55,7 @@ def stack_policy(rule: guardrails.StackRule) -> StackValidationPolicy:
             for r in args.resources
         ]
         for message, urn in rule.check(resources, RULE_ENVIRONMENT):
-            report_violation(message, urn)
+            report_violation(message, urn or None)  # "" = the stack as a whole (a resource that is missing)
 
     return StackValidationPolicy(name=rule.name, description=rule.description, validate=validate)
 

@@ -282,6 +282,22 @@ def prod_alb_https_only(resource_type: str, props: Mapping[str, Any], environmen
     return problems
 
 
+# --- audit trail ---------------------------------------------------------------------------------------------
+
+
+def trail_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    return [] if props.get("kmsKeyId") else ["kmsKeyId must be set: log files name patients' data and who read it"]
+
+
+def trail_integrity(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    problems = []
+    if not _true(props.get("enableLogFileValidation")):
+        problems.append("enableLogFileValidation must be true: an altered or deleted log file must be detectable")
+    if not _true(props.get("isMultiRegionTrail")):
+        problems.append("isMultiRegionTrail must be true: a call in another region is as much the clinic's")
+    return problems
+
+
 # --- the tables ------------------------------------------------------------------------------------------------
 
 
@@ -309,6 +325,9 @@ BUCKET_POLICY_TYPE = "aws:s3/bucketPolicy:BucketPolicy"
 QUEUE_TYPE = "aws:sqs/queue:Queue"
 REDRIVE_POLICY_TYPE = "aws:sqs/redrivePolicy:RedrivePolicy"
 LOG_GROUP_TYPE = "aws:cloudwatch/logGroup:LogGroup"
+TRAIL_TYPE = "aws:cloudtrail/trail:Trail"
+REPLICATION_TYPE = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+ACCESS_LOGGING_TYPES = ("aws:s3/bucketLogging:BucketLogging", "aws:s3/bucketLoggingV2:BucketLoggingV2")
 
 RESOURCE_RULES: tuple[ResourceRule, ...] = (
     ResourceRule(
@@ -324,6 +343,7 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
             "aws:ec2/launchTemplate:LaunchTemplate": launch_template_volumes_encrypted,
             **_for(SSE_CONFIG_TYPES, s3_encryption_configuration),
             **_for(EKS_CLUSTER_TYPES, eks_secrets_encrypted),
+            TRAIL_TYPE: trail_encrypted,
         },
     ),
     ResourceRule(
@@ -369,6 +389,11 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
         "pods-non-root-with-limits",
         "Every pod's containers run as non-root with cpu and memory limits.",
         _for(POD_SPEC_PATHS, pods_non_root_with_limits),
+    ),
+    ResourceRule(
+        "audit-trail-integrity",
+        "CloudTrail trails cover every region and validate their log files (signed digests).",
+        {TRAIL_TYPE: trail_integrity},
     ),
     ResourceRule(
         "prod-https-only",
@@ -466,6 +491,120 @@ def queues_have_dead_letter_queues(resources: Sequence[Resource], environment: s
     ]
 
 
+def _trail_targets(trail: Resource, bucket: Resource) -> bool:
+    return _refers_to(trail, "s3BucketName", bucket, "bucket", "id")
+
+
+def _log_buckets(resources: Sequence[Resource]) -> set[str]:
+    """Buckets that receive logs (a trail's or S3 access logs): they hold no patient data of their own, and logging
+    or replicating them would only log the logging."""
+    buckets = [r for r in resources if r.type in BUCKET_TYPES]
+    trails = [r for r in resources if r.type == TRAIL_TYPE]
+    access_logs = [r for r in resources if r.type in ACCESS_LOGGING_TYPES]
+    return {
+        b.urn
+        for b in buckets
+        if any(_trail_targets(t, b) for t in trails)
+        or any(_refers_to(a, "targetBucket", b, "bucket", "id") for a in access_logs)
+    }
+
+
+def _object_selector_prefixes(trail: Resource) -> list[str] | None:
+    """The object ARN prefixes whose S3 data events the trail records; [] when none, None when every bucket's."""
+    prefixes: list[str] = []
+    for selector in _as_list(trail.props.get("advancedEventSelectors")):
+        fields = {f.get("field"): f for f in _as_list(_path(selector, "fieldSelectors")) if isinstance(f, Mapping)}
+        if "Data" not in _as_list(_path(fields, "eventCategory", "equals")):
+            continue
+        if "AWS::S3::Object" not in _as_list(_path(fields, "resources.type", "equals")):
+            continue
+        arns = fields.get("resources.ARN")
+        if arns is None:
+            return None
+        prefixes += [str(v) for key in ("startsWiths", "equals") for v in _as_list(arns.get(key))]
+    for selector in _as_list(trail.props.get("eventSelectors")):
+        for data in _as_list(_path(selector, "dataResources")):
+            if isinstance(data, Mapping) and data.get("type") == "AWS::S3::Object":
+                values = [str(v) for v in _as_list(data.get("values"))]
+                if any(v.rstrip("/") in ("arn:aws:s3", "arn:aws:s3:::") for v in values):
+                    return None
+                prefixes += values
+    return prefixes
+
+
+def _object_events_logged(bucket: Resource, trails: Sequence[Resource], access_logs: Sequence[Resource]) -> bool:
+    if any(_refers_to(a, "bucket", bucket, "bucket", "id") for a in access_logs):
+        return True
+    arn = bucket.props.get("arn")
+    for trail in trails:
+        prefixes = _object_selector_prefixes(trail)
+        if prefixes is None:
+            return True
+        if arn and any(p.startswith(f"{arn}/") for p in prefixes):
+            return True
+        # During a preview the bucket's ARN is unknown: a data selector built from it depends on it.
+        if prefixes and bucket.urn in trail.property_dependencies.get("advancedEventSelectors", ()):
+            return True
+    return False
+
+
+def prod_patient_buckets_replicated_and_logged(
+    resources: Sequence[Resource], environment: str
+) -> list[tuple[str, str]]:
+    """In prod every bucket but a log bucket holds patients' data (exam PDFs, their replica): each has its object
+    reads and writes recorded (CloudTrail data events or S3 access logs), and each that is not itself a replica is
+    replicated to a second region."""
+    if environment == "dev":
+        return []
+    trails = [r for r in resources if r.type == TRAIL_TYPE]
+    access_logs = [r for r in resources if r.type in ACCESS_LOGGING_TYPES]
+    configs = [r for r in resources if r.type == REPLICATION_TYPE]
+    logs = _log_buckets(resources)
+
+    def is_replica(bucket: Resource) -> bool:
+        arn = bucket.props.get("arn")
+        for config in configs:
+            if bucket.urn in config.property_dependencies.get("rules", ()):
+                return True
+            if arn and any(_path(rule, "destination", "bucket") == arn for rule in _as_list(config.props.get("rules"))):
+                return True
+        return False
+
+    found = []
+    for bucket in resources:
+        if bucket.type not in BUCKET_TYPES or bucket.urn in logs:
+            continue
+        if not _object_events_logged(bucket, trails, access_logs):
+            found.append(
+                (
+                    f"bucket {bucket.name} holds patients' data and no trail records its object reads and writes "
+                    "(CloudTrail data events) nor does S3 log access to it",
+                    bucket.urn,
+                )
+            )
+        if not is_replica(bucket) and not any(_refers_to(c, "bucket", bucket, "bucket", "id") for c in configs):
+            found.append(
+                (f"bucket {bucket.name} holds patients' data and is not replicated to a second region", bucket.urn)
+            )
+    return found
+
+
+def audit_trail_present(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
+    """The stack records who did what: a trail with validated log files; in prod its log bucket has Object Lock."""
+    trails = [t for t in resources if t.type == TRAIL_TYPE and _true(t.props.get("enableLogFileValidation"))]
+    if not trails:
+        return [("the stack has no CloudTrail trail with log file validation: nothing records who did what", "")]
+    if environment == "dev":
+        return []
+    buckets = [r for r in resources if r.type in BUCKET_TYPES]
+    return [
+        (f"bucket {b.name} receives the audit trail and has no Object Lock (objectLockEnabled) in prod", b.urn)
+        for t in trails
+        for b in buckets
+        if _trail_targets(t, b) and not _true(b.props.get("objectLockEnabled"))
+    ]
+
+
 @dataclass(frozen=True)
 class StackRule:
     name: str
@@ -483,6 +622,16 @@ STACK_RULES: tuple[StackRule, ...] = (
         "sqs-dead-letter-queue",
         "Every queue that is not a dead-letter queue has a redrive policy.",
         queues_have_dead_letter_queues,
+    ),
+    StackRule(
+        "audit-trail",
+        "A CloudTrail trail with validated log files records the account's activity; in prod into a locked bucket.",
+        audit_trail_present,
+    ),
+    StackRule(
+        "prod-patient-data-replicated-and-logged",
+        "Prod buckets holding patients' data have their object access logged and are replicated to a second region.",
+        prod_patient_buckets_replicated_and_logged,
     ),
 )
 

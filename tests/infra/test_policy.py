@@ -146,6 +146,16 @@ CASES = [
     ),
     ("aws:backup/vault:Vault", {"kmsKeyArn": "arn:aws:kms:k"}, [({"kmsKeyArn": None}, "encryption-at-rest")]),
     (
+        g.TRAIL_TYPE,
+        {"kmsKeyId": "arn:aws:kms:k", "enableLogFileValidation": True, "isMultiRegionTrail": True},
+        [
+            ({"kmsKeyId": None}, "encryption-at-rest"),
+            ({"enableLogFileValidation": False}, "audit-trail-integrity"),
+            ({"enableLogFileValidation": None}, "audit-trail-integrity"),
+            ({"isMultiRegionTrail": False}, "audit-trail-integrity"),
+        ],
+    ),
+    (
         DEPLOYMENT,
         {"spec": {"template": {"spec": pod(pod_context={"runAsNonRoot": True})}}},
         [
@@ -315,6 +325,142 @@ def test_queues_without_redrive_are_allowed_only_as_dead_letter_queues():
     assert g.queues_have_dead_letter_queues([dlq, lonely, standalone], "prod") == []
 
 
+# --- audit trail, replication, object-level logging ---
+
+EXAMS = "arn:aws:s3:::exams-1"
+
+
+def trail(*, bucket="urn:logs", arns=(EXAMS,), validation=True, data_selector=True):
+    selectors = [{"name": "management", "fieldSelectors": [{"field": "eventCategory", "equals": ["Management"]}]}]
+    if data_selector:
+        selectors.append(
+            {
+                "fieldSelectors": [
+                    {"field": "eventCategory", "equals": ["Data"]},
+                    {"field": "resources.type", "equals": ["AWS::S3::Object"]},
+                    {"field": "resources.ARN", "startsWiths": [f"{a}/" for a in arns]},
+                ]
+            }
+        )
+    return Resource(
+        "urn:trail",
+        g.TRAIL_TYPE,
+        "trail",
+        {"s3BucketName": "?", "enableLogFileValidation": validation, "advancedEventSelectors": selectors},
+        {"s3BucketName": frozenset({bucket})},
+    )
+
+
+def patient_stack(*, replicated=True, logged=True, locked=True):
+    """Exam bucket, its replica and the trail's log bucket, as the program builds prod."""
+    exams = Resource("urn:exams", "aws:s3/bucket:Bucket", "exams", {"bucket": "exams-1", "arn": EXAMS})
+    replica = Resource(
+        "urn:replica", "aws:s3/bucket:Bucket", "replica", {"bucket": "replica-1", "arn": "arn:aws:s3:::replica-1"}
+    )
+    logs = Resource(
+        "urn:logs",
+        "aws:s3/bucket:Bucket",
+        "logs",
+        {"bucket": "logs-1", "arn": "arn:aws:s3:::logs-1", "objectLockEnabled": locked},
+    )
+    resources = [
+        exams,
+        replica,
+        logs,
+        trail(arns=(EXAMS, "arn:aws:s3:::replica-1") if logged else ("arn:aws:s3:::replica-1",)),
+    ]
+    if replicated:
+        resources.append(
+            Resource(
+                "urn:replication",
+                g.REPLICATION_TYPE,
+                "replication",
+                {"bucket": "exams-1", "rules": [{"destination": {"bucket": "arn:aws:s3:::replica-1"}}]},
+            )
+        )
+    return resources
+
+
+AUDIT_RULES = ("audit-trail", "prod-patient-data-replicated-and-logged")
+
+
+def stack_findings(resources, environment="prod"):
+    """What the audit and replication rules say (the sketch leaves out the encryption and access blocks)."""
+    return sorted(
+        (rule.name, urn)
+        for rule in g.STACK_RULES
+        if rule.name in AUDIT_RULES
+        for _, urn in rule.check(resources, environment)
+    )
+
+
+def test_prod_patient_buckets_must_be_logged_and_replicated_and_log_buckets_are_exempt():
+    assert stack_findings(patient_stack()) == []
+    assert stack_findings(patient_stack(replicated=False)) == [
+        ("prod-patient-data-replicated-and-logged", "urn:exams"),
+        # Without the configuration nothing marks the replica as one: it would need its own copy.
+        ("prod-patient-data-replicated-and-logged", "urn:replica"),
+    ]
+    assert stack_findings(patient_stack(logged=False)) == [("prod-patient-data-replicated-and-logged", "urn:exams")]
+    assert stack_findings(patient_stack(replicated=False), "dev") == []
+
+
+def test_object_logging_counts_from_s3_access_logs_a_bucket_wide_selector_or_a_preview_dependency():
+    resources = patient_stack(logged=False)
+    access_logging = Resource(
+        "urn:al", g.ACCESS_LOGGING_TYPES[0], "al", {"bucket": "exams-1", "targetBucket": "logs-1"}
+    )
+    assert stack_findings([*resources, access_logging]) == []
+    every_bucket = trail(data_selector=True)
+    every_bucket.props["advancedEventSelectors"][1]["fieldSelectors"].pop()  # no resources.ARN: every object
+    assert stack_findings([r for r in resources if r.type != g.TRAIL_TYPE] + [every_bucket]) == []
+    # A preview: the bucket's ARN is unknown, but the trail's selectors are built from it.
+    unknown = [
+        Resource(r.urn, r.type, r.name, {k: v for k, v in r.props.items() if k != "arn"}) if r.urn == "urn:exams" else r
+        for r in patient_stack()
+    ]
+    previewed = trail(arns=("<unknown>",))
+    previewed = Resource(
+        previewed.urn,
+        previewed.type,
+        previewed.name,
+        previewed.props,
+        {**previewed.property_dependencies, "advancedEventSelectors": frozenset({"urn:exams"})},
+    )
+    assert stack_findings([r for r in unknown if r.type != g.TRAIL_TYPE] + [previewed]) == [
+        ("prod-patient-data-replicated-and-logged", "urn:replica")  # its ARN is no longer in the selectors
+    ]
+
+
+def test_a_stack_needs_a_validated_trail_and_prod_locks_its_bucket():
+    no_trail = [r for r in patient_stack() if r.type != g.TRAIL_TYPE]
+    assert ("audit-trail", "") in stack_findings(no_trail)
+    assert ("audit-trail", "") in stack_findings(no_trail, "dev")
+    unvalidated = [r for r in patient_stack() if r.type != g.TRAIL_TYPE] + [
+        trail(arns=(EXAMS, "arn:aws:s3:::replica-1"), validation=False)
+    ]
+    assert ("audit-trail", "") in stack_findings(unvalidated)
+    assert stack_findings(patient_stack(locked=False)) == [("audit-trail", "urn:logs")]
+    assert stack_findings(patient_stack(locked=False), "dev") == []
+
+
+def test_prods_recorded_graph_breaks_the_rules_without_its_replication_or_its_trail(prod):
+    _, outputs = stack_resources(prod)
+    without_replication = [r for r in outputs if r.type != g.REPLICATION_TYPE]
+    assert {(v.rule, v.urn.rsplit("::", 1)[1]) for v in g.check_stack(without_replication, environment="prod")} == {
+        ("prod-patient-data-replicated-and-logged", "clinic-prod-exams-bucket"),
+        ("prod-patient-data-replicated-and-logged", "clinic-prod-exams-replica"),
+    }
+    without_trail = [r for r in outputs if r.type != g.TRAIL_TYPE]
+    assert {(v.rule, v.urn.rsplit("::", 1)[-1]) for v in g.check_stack(without_trail, environment="prod")} == {
+        ("audit-trail", ""),
+        ("prod-patient-data-replicated-and-logged", "clinic-prod-exams-bucket"),
+        ("prod-patient-data-replicated-and-logged", "clinic-prod-exams-replica"),
+        # Without the trail nothing marks the log bucket as one.
+        ("prod-patient-data-replicated-and-logged", "clinic-prod-audit-logs"),
+    }
+
+
 # --- enforcement ---
 
 
@@ -371,6 +517,9 @@ def test_dev_breaks_only_the_prod_only_rules_when_held_to_prod(dev):
     assert {(v.rule, v.urn.rsplit("::", 1)[1]) for v in held_to_prod} == {
         ("prod-database-resilience", "clinic-dev-db-postgres"),
         ("prod-https-only", "clinic-dev-apps-ingress"),
+        # Dev keeps no replica (cost, teardown) and its audit log bucket is not locked (it is emptied on destroy).
+        ("prod-patient-data-replicated-and-logged", "clinic-dev-exams-bucket"),
+        ("audit-trail", "clinic-dev-audit-logs"),
     }
 
 
@@ -390,12 +539,14 @@ def test_the_pack_sees_every_kind_of_resource_it_guards_in_prod(prod):
         g.LOG_GROUP_TYPE,
         "aws:backup/vault:Vault",
         "aws:sns/topic:Topic",
+        g.TRAIL_TYPE,
+        g.REPLICATION_TYPE,
     ):
         assert typ in present, typ
 
 
 def test_a_violation_in_the_program_is_caught(prod):
-    """The same run, with one bucket's public access block removed and the cluster's audit log dropped."""
+    """The same run, with the exam bucket's public access block removed and the cluster's audit log dropped."""
     inputs, outputs = stack_resources(prod)
     inputs = [
         r
@@ -403,7 +554,7 @@ def test_a_violation_in_the_program_is_caught(prod):
         else Resource(r.urn, r.type, r.name, {**r.props, "enabledClusterLogTypes": ["api"]}, r.property_dependencies)
         for r in inputs
     ]
-    outputs = [r for r in outputs if r.type != g.PUBLIC_ACCESS_BLOCK_TYPE]
+    outputs = [r for r in outputs if r.name != "clinic-prod-exams-public-access-block"]
     assert sorted(v.rule for v in g.check_stack(inputs, outputs, "prod")) == [
         "eks-control-plane-logging",
         "s3-bucket-public-access-blocked",
