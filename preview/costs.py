@@ -72,6 +72,10 @@ EXCLUDED = (
     "Container Insights observations (amazon-cloudwatch-observability add-on)",
     "AWS Backup recovery-point storage and the cross-region copy's transfer",
     "S3 storage and requests, ECR image storage, SQS requests, SES messages, KMS requests",
+    "CloudTrail data events ($0.10 per 100,000: every read and write of an exam PDF or its replica) and, when the "
+    "account already has a trail, the second copy of management events ($2.00 per 100,000)",
+    "S3 replication of exam PDFs: transfer to the copy region ($0.02/GB), Replication Time Control ($0.015/GB), "
+    "replication metrics (CloudWatch), the replica's STANDARD_IA storage",
     "RDS backup storage beyond the database's size, Performance Insights beyond 7 days",
     "storage autoscaling above the allocated size",
 )

@@ -218,3 +218,25 @@ def test_prods_create_path_is_within_5_percent_of_the_chain_that_cannot_be_short
     assert path[-1].finish <= 1.05 * floor, f"critical path {path[-1].finish} s > 105 % of {floor} s: " + " → ".join(
         s.record.name for s in path
     )
+
+
+def test_dev_destroy_stops_the_trail_before_emptying_and_deleting_its_log_bucket(dev):
+    """The trail writes until it is deleted; its bucket is emptied (force_destroy, every version) only after. Were it
+    the other way round, CloudTrail could deliver a file into a bucket being deleted."""
+    trail = dev.one("aws:cloudtrail/trail:Trail")
+    logs = dev.one("aws:s3/bucket:Bucket", "clinic-dev-audit-logs")
+    assert logs.inputs["forceDestroy"] is True and not logs.protect and not logs.retain_on_delete
+    for then in (logs, dev.one("aws:s3/bucketPolicy:BucketPolicy", "clinic-dev-audit-logs-policy")):
+        assert_deleted_before(dev, trail, then)
+    # It also records reads of the exam bucket until the end: the exam bucket goes after it.
+    assert_deleted_before(dev, trail, dev.one("aws:s3/bucket:Bucket", "clinic-dev-exams-bucket"))
+    assert not dev.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig"), "dev keeps no replica"
+
+
+def test_prod_destroy_keeps_the_audit_logs_and_the_exam_replica(prod):
+    for name in ("clinic-prod-audit-logs", "clinic-prod-exams-replica"):
+        bucket = prod.one("aws:s3/bucket:Bucket", name)
+        assert bucket.protect and bucket.retain_on_delete and bucket.inputs["forceDestroy"] is False, name
+    for name in ("clinic-prod-audit-key", "clinic-prod-exams-replica-key"):
+        key = prod.one("aws:kms/key:Key", name)
+        assert key.protect and key.retain_on_delete, f"{name}: kept files need their key"
