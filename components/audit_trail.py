@@ -185,7 +185,7 @@ def log_bucket_policy(bucket_arn: str, partition: str, region: str, account_id: 
     )
 
 
-def event_selectors(bucket_arns: Sequence[str]) -> list[dict[str, object]]:
+def event_selectors(bucket_arns: Sequence[str]) -> list[aws.cloudtrail.TrailAdvancedEventSelectorArgsDict]:
     """Every management event (read and write, every service), and every S3 object-level event (GetObject,
     PutObject, DeleteObject, ...) on the named buckets' objects."""
     return [

@@ -225,6 +225,11 @@ class Storage(pulumi.ComponentResource):
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Storage", name, None, opts)
         validate_storage_args(args)
+        if args.replica_region is not None and len(f"{name}-replication") > 64:
+            raise ValueError(
+                f"name = {name!r} is invalid with a replica_region: the replication role {name}-replication would "
+                "exceed IAM's 64 characters; allowed: a name of at most 52 characters"
+            )
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
 

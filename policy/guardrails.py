@@ -513,7 +513,9 @@ def _object_selector_prefixes(trail: Resource) -> list[str] | None:
     """The object ARN prefixes whose S3 data events the trail records; [] when none, None when every bucket's."""
     prefixes: list[str] = []
     for selector in _as_list(trail.props.get("advancedEventSelectors")):
-        fields = {f.get("field"): f for f in _as_list(_path(selector, "fieldSelectors")) if isinstance(f, Mapping)}
+        fields: dict[str, Any] = {
+            str(f.get("field")): f for f in _as_list(_path(selector, "fieldSelectors")) if isinstance(f, Mapping)
+        }
         if "Data" not in _as_list(_path(fields, "eventCategory", "equals")):
             continue
         if "AWS::S3::Object" not in _as_list(_path(fields, "resources.type", "equals")):

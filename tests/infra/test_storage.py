@@ -229,3 +229,15 @@ def test_a_replica_region_that_cannot_hold_a_copy_is_refused(region, replica_reg
     args = StorageArgs(noncurrent_version_days=7, region=region, replica_region=replica_region)
     with pytest.raises(ValueError, match=expected):
         evaluate(lambda: Storage("s", args), stack="dev")
+
+
+def test_a_name_too_long_for_the_replication_role_is_refused_before_anything_is_registered():
+    args = StorageArgs(noncurrent_version_days=7, region="eu-west-1", replica_region="eu-central-1")
+    with pytest.raises(ValueError, match=r"exceed IAM's 64 characters; allowed: a name of at most 52"):
+        evaluate(lambda: Storage("s" * 53, args), stack="prod")
+    assert (
+        evaluate(lambda: Storage("s" * 52, args), stack="prod")
+        .one("aws:iam/role:Role", f"{'s' * 52}-replication-role")
+        .inputs["name"]
+        == f"{'s' * 52}-replication"
+    )
