@@ -597,6 +597,10 @@ class StorageSettings(_Group):
 class AuditSettings(_Group):
     retention_days: Annotated[int, Between(1, MAX_AUDIT_RETENTION_DAYS)]
     """Days the audit trail's log files are kept (and, in prod, locked against deletion); prod >= 6 years."""
+    reader_role_arns: Annotated[
+        tuple[RoleArn, ...], Allowed("IAM role ARNs such as arn:aws:iam::123456789012:role/clinic-auditor")
+    ] = ()
+    """Roles that may decrypt the audit log files (auditors); nobody else may use the trail's key."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "AuditSettings":

@@ -221,6 +221,7 @@ AUDIT_AND_REPLICA_BAD_INPUTS = [
     ("dev", "audit.retentionDays", 7301, ["audit.retentionDays = 7301", "an integer from 1 to 7300"]),
     ("dev", "audit.retentionDays", "forever", ["audit.retentionDays = 'forever'", "an integer from 1 to 7300"]),
     ("dev", "audit.retention", 30, ["audit.retention = 30", "did you mean 'retentionDays'"]),
+    ("dev", "audit.readerRoleArns", ["auditor"], ["audit.readerRoleArns = 'auditor'", "IAM role ARNs"]),
     ("prod", "storage.replicateExams", False, ["storage.replicateExams = False", "true in prod"]),
     ("dev", "storage.replicateExams", "yes", ["storage.replicateExams = 'yes'", "true or false"]),
     # Dev has no backup.copyRegion: the replica would have nowhere to go.
