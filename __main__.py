@@ -217,6 +217,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
             region=settings.region,
             # The exam PDFs' second region is the database copies' (settings refuse replication without one).
             replica_region=settings.backup.copy_region if settings.storage.replicate_exams else None,
+            # Operators restore PDFs from the replica, as they restore the database.
+            replica_reader_role_arns=settings.cluster.admin_role_arns,
             tags=tags,
         ),
     )
@@ -228,6 +230,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             data_event_bucket_arns=[storage.bucket_arn]
             + ([storage.replica_bucket_arn] if storage.replica_bucket_arn is not None else []),
             retention_days=settings.audit.retention_days,
+            reader_role_arns=settings.audit.reader_role_arns,
             retain=settings.protect_data,
             tags=tags,
         ),

@@ -52,6 +52,8 @@ class AuditTrailArgs:
     """Buckets whose every object read and write is logged (exam results and their replica)."""
     retention_days: int
     """Days a log file is kept before it expires (and, in prod, how long Object Lock keeps it from deletion)."""
+    reader_role_arns: Sequence[str] = ()
+    """IAM roles of this account that may decrypt the log files (with IAM permissions of their own); none: nobody."""
     retain: bool = False
     """Prod: the log bucket and key are protected and kept when the stack is destroyed, and every log file is locked
     (S3 Object Lock, governance mode) for `retention_days`. Dev: the bucket is emptied and deleted with the stack."""
@@ -92,49 +94,50 @@ def trail_arn(partition: str, region: str, account_id: str, trail_name: str) -> 
     return f"arn:{partition}:cloudtrail:{region}:{account_id}:trail/{trail_name}"
 
 
-def trail_key_policy(partition: str, region: str, account_id: str, trail_name: str) -> str:
-    """CloudTrail may encrypt this trail's log and digest files only; principals of the account whom IAM allows may
-    decrypt CloudTrail files (and nothing else) to read them."""
+def trail_key_policy(
+    partition: str, region: str, account_id: str, trail_name: str, reader_role_arns: Sequence[str] = ()
+) -> str:
+    """CloudTrail may encrypt this trail's log and digest files only; the named readers may decrypt CloudTrail files
+    (and nothing else) through S3 when they read them, if their IAM allows it too. Nobody else may use the key."""
     trail = trail_arn(partition, region, account_id, trail_name)
-    cloudtrail_files = f"arn:{partition}:cloudtrail:*:{account_id}:trail/*"
-    return json.dumps(
+    cloudtrail_files = {
+        "kms:EncryptionContext:aws:cloudtrail:arn": f"arn:{partition}:cloudtrail:*:{account_id}:trail/*"
+    }
+    statements: list[dict[str, object]] = [
+        key_admin_statement(partition, account_id),
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                key_admin_statement(partition, account_id),
-                {
-                    "Sid": "CloudTrailEncryptsThisTrail",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "cloudtrail.amazonaws.com"},
-                    "Action": "kms:GenerateDataKey*",
-                    "Resource": "*",
-                    "Condition": {
-                        "StringEquals": {"aws:SourceArn": trail},
-                        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": cloudtrail_files},
-                    },
+            "Sid": "CloudTrailEncryptsThisTrail",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "kms:GenerateDataKey*",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceArn": trail}, "StringLike": cloudtrail_files},
+        },
+        {
+            "Sid": "CloudTrailDescribesKey",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "kms:DescribeKey",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceArn": trail}},
+        },
+    ]
+    if reader_role_arns:
+        statements.append(
+            {
+                "Sid": "AuditorsReadLogFiles",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                "Resource": "*",
+                "Condition": {
+                    "ArnLike": {"aws:PrincipalArn": sorted(reader_role_arns)},
+                    "StringEquals": {"kms:CallerAccount": account_id, "kms:ViaService": f"s3.{region}.amazonaws.com"},
+                    "StringLike": cloudtrail_files,
                 },
-                {
-                    "Sid": "CloudTrailDescribesKey",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "cloudtrail.amazonaws.com"},
-                    "Action": "kms:DescribeKey",
-                    "Resource": "*",
-                    "Condition": {"StringEquals": {"aws:SourceArn": trail}},
-                },
-                {
-                    "Sid": "AccountReadsLogFiles",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": "*"},
-                    "Action": ["kms:Decrypt", "kms:ReEncryptFrom"],
-                    "Resource": "*",
-                    "Condition": {
-                        "StringEquals": {"kms:CallerAccount": account_id},
-                        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": cloudtrail_files},
-                    },
-                },
-            ],
-        }
-    )
+            }
+        )
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 def log_bucket_policy(bucket_arn: str, partition: str, region: str, account_id: str, trail_name: str) -> str:
@@ -226,7 +229,7 @@ class AuditTrail(pulumi.ComponentResource):
             description=f"{name}: CloudTrail log files",
             enable_key_rotation=True,
             policy=pulumi.Output.all(partition, region, account_id).apply(
-                lambda a: trail_key_policy(a[0], a[1], a[2], args.trail_name)
+                lambda a: trail_key_policy(a[0], a[1], a[2], args.trail_name, args.reader_role_arns)
             ),
             deletion_window_in_days=30 if retain else 7,
             tags=tags,

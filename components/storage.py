@@ -37,6 +37,8 @@ class StorageArgs:
     """Region of the stack (the bucket's); required with `replica_region`."""
     replica_region: str | None = None
     """A second region where every new PDF is replicated, under that region's own key; None: no replica."""
+    replica_reader_role_arns: Sequence[str] = ()
+    """IAM roles of this account that may decrypt the replica to restore PDFs from it (operators)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
@@ -180,36 +182,38 @@ def replication_role_policy(
     )
 
 
-def replica_key_policy(partition: str, account_id: str, replica_region: str, role_arn: str) -> str:
-    """Administered without use; the replication role encrypts replicas, principals of the account whom IAM allows
-    decrypt them to recover — both only through S3 in the replica's region. The role is named by a condition, not
-    as the principal: KMS would refuse a principal that does not exist yet, and the role's own policy names this
-    key, so neither could be created first."""
+def replica_key_policy(
+    partition: str, account_id: str, replica_region: str, role_arn: str, reader_role_arns: Sequence[str] = ()
+) -> str:
+    """Administered without use; the replication role encrypts replicas and the named readers (operators restoring
+    PDFs) decrypt them, each only through S3 in the replica's region and with an IAM policy of their own. Roles are
+    named by aws:PrincipalArn, not as principals: KMS would refuse a principal that does not exist yet, and the
+    replication role's own policy names this key, so neither could be created first."""
+    account = {"AWS": f"arn:{partition}:iam::{account_id}:root"}
     via_s3 = {"kms:CallerAccount": account_id, "kms:ViaService": f"s3.{replica_region}.amazonaws.com"}
-    return json.dumps(
+    statements: list[dict[str, object]] = [
+        key_admin_statement(partition, account_id),
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                key_admin_statement(partition, account_id),
-                {
-                    "Sid": "ReplicationEncryptsReplicas",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": "*"},
-                    "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
-                    "Resource": "*",
-                    "Condition": {"StringEquals": {**via_s3, "aws:PrincipalArn": role_arn}},
-                },
-                {
-                    "Sid": "AccountReadsReplicasThroughS3",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": "*"},
-                    "Action": ["kms:Decrypt", "kms:DescribeKey"],
-                    "Resource": "*",
-                    "Condition": {"StringEquals": via_s3},
-                },
-            ],
-        }
-    )
+            "Sid": "ReplicationEncryptsReplicas",
+            "Effect": "Allow",
+            "Principal": account,
+            "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+            "Resource": "*",
+            "Condition": {"ArnLike": {"aws:PrincipalArn": [role_arn]}, "StringEquals": via_s3},
+        },
+    ]
+    if reader_role_arns:
+        statements.append(
+            {
+                "Sid": "OperatorsReadReplicas",
+                "Effect": "Allow",
+                "Principal": account,
+                "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                "Resource": "*",
+                "Condition": {"ArnLike": {"aws:PrincipalArn": sorted(reader_role_arns)}, "StringEquals": via_s3},
+            }
+        )
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 class Storage(pulumi.ComponentResource):
@@ -379,7 +383,13 @@ class Storage(pulumi.ComponentResource):
             enable_key_rotation=True,
             deletion_window_in_days=30 if retain else 7,
             policy=pulumi.Output.all(partition, account_id).apply(
-                lambda a: replica_key_policy(a[0], a[1], replica_region, f"arn:{a[0]}:iam::{a[1]}:role/{role_name}")
+                lambda a: replica_key_policy(
+                    a[0],
+                    a[1],
+                    replica_region,
+                    f"arn:{a[0]}:iam::{a[1]}:role/{role_name}",
+                    args.replica_reader_role_arns,
+                )
             ),
             tags=tags,
             opts=keep_there,

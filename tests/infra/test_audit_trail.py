@@ -92,26 +92,48 @@ def test_only_this_trail_may_write_and_only_over_tls(stack):
     assert {s["Principal"]["Service"] for s in allowed} == {"cloudtrail.amazonaws.com"}, "the policy grants no reader"
 
 
-def test_the_trail_key_lets_cloudtrail_encrypt_this_trail_and_account_readers_decrypt_but_admins_not_use_it(stack):
+def test_the_trail_key_lets_only_cloudtrail_encrypt_this_trail_and_admins_not_use_it(stack):
     statements = {s["Sid"]: s for s in trail_key(stack).input("policy", "Statement")}
     trail_arn = f"arn:aws:cloudtrail:eu-west-1:{ACCOUNT_ID}:trail/{stack.one(TRAIL).inputs['name']}"
     encrypt = statements["CloudTrailEncryptsThisTrail"]
-    assert (
-        encrypt["Principal"] == {"Service": "cloudtrail.amazonaws.com"} and encrypt["Action"] == "kms:GenerateDataKey*"
-    )
+    assert encrypt["Principal"] == {"Service": "cloudtrail.amazonaws.com"}
+    assert encrypt["Action"] == "kms:GenerateDataKey*"
     assert encrypt["Condition"]["StringEquals"] == {"aws:SourceArn": trail_arn}
     assert encrypt["Condition"]["StringLike"] == {
         "kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws:cloudtrail:*:{ACCOUNT_ID}:trail/*"
     }
-    read = statements["AccountReadsLogFiles"]
-    assert read["Action"] == ["kms:Decrypt", "kms:ReEncryptFrom"]
-    assert read["Condition"]["StringEquals"] == {"kms:CallerAccount": ACCOUNT_ID}
-    assert "kms:EncryptionContext:aws:cloudtrail:arn" in read["Condition"]["StringLike"]
     admin = statements["AccountAdministersWithoutUse"]
     assert admin["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}
     using = {"kms:*", "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*", "kms:CreateGrant"}
     assert not using & set(admin["Action"]), "administrators must not be able to use or grant the key"
+    # The committed stacks name no auditor: nobody may read the files until audit.readerRoleArns names one.
+    assert set(statements) == {"AccountAdministersWithoutUse", "CloudTrailEncryptsThisTrail", "CloudTrailDescribesKey"}
     assert trail_key(stack).inputs["enableKeyRotation"] is True
+
+
+def test_named_auditors_may_decrypt_cloudtrail_files_through_s3_only():
+    auditor = f"arn:aws:iam::{ACCOUNT_ID}:role/clinic-auditor"
+    graph = evaluate(
+        lambda: AuditTrail(
+            "a",
+            AuditTrailArgs(
+                trail_name="clinic-dev-audit",
+                data_event_bucket_arns=["arn:aws:s3:::b"],
+                retention_days=14,
+                reader_role_arns=[auditor],
+            ),
+        ),
+        stack="dev",
+    )
+    statements = {s["Sid"]: s for s in graph.one(KEY).input("policy", "Statement")}
+    read = statements["AuditorsReadLogFiles"]
+    assert read["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
+    assert read["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}, "IAM must allow it too"
+    assert read["Condition"] == {
+        "ArnLike": {"aws:PrincipalArn": [auditor]},
+        "StringEquals": {"kms:CallerAccount": ACCOUNT_ID, "kms:ViaService": "s3.eu-west-1.amazonaws.com"},
+        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws:cloudtrail:*:{ACCOUNT_ID}:trail/*"},
+    }
 
 
 def test_the_trail_is_created_after_the_bucket_policy_and_deleted_before_its_bucket(stack):

@@ -173,19 +173,36 @@ def test_the_replication_role_may_do_exactly_what_replication_needs(prod):
     assert encrypt["StringLike"] == {"kms:EncryptionContext:aws:s3:arn": [dst, f"{dst}/*"]}
 
 
-def test_the_replica_key_is_used_only_through_s3_in_its_region(prod):
+def test_the_replica_key_is_used_only_by_the_replication_role_and_operators_through_s3_in_its_region(prod):
     key = prod.one("aws:kms/key:Key", "clinic-prod-exams-replica-key")
     role = prod.one("aws:iam/role:Role", "clinic-prod-exams-replication-role")
     statements = {s["Sid"]: s for s in key.input("policy", "Statement")}
-    encrypt = statements["ReplicationEncryptsReplicas"]
     via_s3 = {"kms:CallerAccount": ACCOUNT_ID, "kms:ViaService": "s3.eu-central-1.amazonaws.com"}
-    assert encrypt["Condition"] == {"StringEquals": {**via_s3, "aws:PrincipalArn": role.state["arn"]}}
+    encrypt = statements["ReplicationEncryptsReplicas"]
+    assert encrypt["Condition"] == {"ArnLike": {"aws:PrincipalArn": [role.state["arn"]]}, "StringEquals": via_s3}
     assert encrypt["Action"] == ["kms:Encrypt", "kms:GenerateDataKey"]
-    read = statements["AccountReadsReplicasThroughS3"]
-    assert read["Condition"] == {"StringEquals": via_s3} and read["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
     assert not {"kms:*", "kms:Decrypt", "kms:CreateGrant"} & set(statements["AccountAdministersWithoutUse"]["Action"])
+    # The committed prod stack names no operator role (cluster.adminRoleArns): nobody else may use the key.
+    assert set(statements) == {"AccountAdministersWithoutUse", "ReplicationEncryptsReplicas"}
     # Named by a condition, not as the principal: the role's policy names the key, so the key cannot wait for it.
     assert not prod.depends_on(key, role), "the key and the role's policy would wait for each other"
+
+
+def test_operators_may_decrypt_the_replica_to_restore_pdfs():
+    operator = f"arn:aws:iam::{ACCOUNT_ID}:role/platform-admin"
+    args = StorageArgs(
+        noncurrent_version_days=7,
+        region="eu-west-1",
+        replica_region="eu-central-1",
+        replica_reader_role_arns=[operator],
+    )
+    graph = evaluate(lambda: Storage("s", args), stack="prod")
+    statements = {s["Sid"]: s for s in graph.one("aws:kms/key:Key", "s-replica-key").input("policy", "Statement")}
+    assert statements["OperatorsReadReplicas"]["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
+    assert statements["OperatorsReadReplicas"]["Condition"] == {
+        "ArnLike": {"aws:PrincipalArn": [operator]},
+        "StringEquals": {"kms:CallerAccount": ACCOUNT_ID, "kms:ViaService": "s3.eu-central-1.amazonaws.com"},
+    }
 
 
 def test_the_replica_is_private_tls_only_encrypted_and_kept_like_the_source(prod):
