@@ -258,3 +258,33 @@ def test_a_name_too_long_for_the_replication_role_is_refused_before_anything_is_
         .inputs["name"]
         == f"{'s' * 52}-replication"
     )
+
+
+def test_the_exam_key_lets_the_replication_role_decrypt_through_s3(prod):
+    """S3 decrypts each source PDF as the replication role: the exam key's policy must allow that role, through S3 in
+    the source region, or every object fails to replicate (FAILED replication status, no error at `pulumi up`). Without
+    a policy of its own the key's default policy defers to IAM, which grants it (test above)."""
+    import fnmatch
+
+    key = prod.one("aws:kms/key:Key", "clinic-prod-exams-key")
+    role_arn = prod.one("aws:iam/role:Role", "clinic-prod-exams-replication-role").state["arn"]
+    policy = key.input("policy")
+    if policy is None:
+        return
+
+    def allows(statement):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        condition = statement.get("Condition", {})
+        principals = [
+            *condition.get("ArnLike", {}).get("aws:PrincipalArn", []),
+            *condition.get("ArnEquals", {}).get("aws:PrincipalArn", []),
+        ] or [statement["Principal"].get("AWS", "")]
+        via = condition.get("StringEquals", {}).get("kms:ViaService", "s3.eu-west-1.amazonaws.com")
+        return (
+            statement["Effect"] == "Allow"
+            and any(fnmatch.fnmatch("kms:Decrypt", a) for a in actions)
+            and any(fnmatch.fnmatch(role_arn, p) or p == role_arn for p in principals)
+            and "s3.eu-west-1.amazonaws.com" in (via if isinstance(via, list) else [via])
+        )
+
+    assert any(allows(s) for s in policy["Statement"]), f"{key.name}'s policy does not let {role_arn} decrypt via S3"
