@@ -10,7 +10,7 @@ from components.alarms import Alarms, AlarmsArgs
 from components.audit_trail import AuditTrail, AuditTrailArgs
 from components.backup import DatabaseBackup
 from components.ci_runner import CiRunner, CiRunnerArgs
-from components.clinic_apps import ClinicApps, ClinicAppsArgs, PlatformEndpoints
+from components.clinic_apps import ClinicApps, ClinicAppsArgs, PlatformEndpoints, TelemedicineAccess
 from components.cluster import Cluster, ClusterArgs
 from components.container_logs import ContainerLogs, ContainerLogsArgs
 from components.database import Database
@@ -23,6 +23,7 @@ from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.scaling import ClusterScaling, ClusterScalingArgs
 from components.storage import Storage, StorageArgs
+from components.telemedicine import JWT_APP_ID, JWT_AUDIENCE, XMPP_DOMAIN, Telemedicine, TelemedicineArgs
 from stacks.component_args import backup_args, database_args, node_group_args
 from stacks.settings import PlatformSettings, settings_from_pulumi
 
@@ -57,6 +58,7 @@ class Platform:
     monitoring: Monitoring | None
     backup: DatabaseBackup | None
     audit_trail: AuditTrail
+    telemedicine: Telemedicine | None
 
 
 def platform_tags(settings: PlatformSettings) -> dict[str, str]:
@@ -114,6 +116,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             region=settings.region,
             flow_logs=settings.network.flow_logs,
             flow_log_retention_days=settings.network.flow_log_retention_days,
+            media_addresses=settings.telemedicine.enabled,
             tags=tags,
         ),
     )
@@ -257,6 +260,39 @@ def build_platform(settings: PlatformSettings) -> Platform:
             tags=tags,
         ),
     )
+    # Video visits: Jitsi on the cluster, its web on the clinic's ALB (one IngressGroup), its media on an NLB with
+    # the Network's Elastic IPs. Created before the apps: the API's pods read its token secret.
+    telemedicine, access, alb_group = None, None, None
+    video_host = settings.telemedicine_hostname
+    if video_host:
+        alb_group = base
+        telemedicine = Telemedicine(
+            f"{base}-telemedicine",
+            TelemedicineArgs(
+                cluster=cluster,
+                controller=controller,
+                hostname=video_host,
+                alb_group=alb_group,
+                public_subnet_ids=network.public_subnet_ids,
+                media_allocation_ids=network.media_allocation_ids,
+                media_public_ips=network.media_public_ips,
+                vpc_cidr=settings.network.vpc_cidr,
+                certificate_arn=settings.telemedicine.certificate_arn,
+                hosted_zone_id=settings.apps.hosted_zone_id,
+                jvb_replicas=settings.telemedicine.jvb_replicas,
+                jvb_cpu_millis=settings.telemedicine.jvb_cpu_millis,
+                jvb_memory_mib=settings.telemedicine.jvb_memory_mib,
+                tags=tags,
+            ),
+        )
+        access = TelemedicineAccess(
+            base_url=telemedicine.base_url,
+            jwt_secret=telemedicine.jwt_secret,
+            app_id=JWT_APP_ID,
+            audience=JWT_AUDIENCE,
+            domain=XMPP_DOMAIN,
+            visit_minutes=settings.telemedicine.visit_minutes,
+        )
     apps = ClinicApps(
         f"{base}-apps",
         ClinicAppsArgs(
@@ -270,6 +306,8 @@ def build_platform(settings: PlatformSettings) -> Platform:
             hostname=settings.apps.hostname,
             certificate_arn=settings.apps.certificate_arn,
             hosted_zone_id=settings.apps.hosted_zone_id,
+            alb_group=alb_group,
+            telemedicine=access,
             tags=tags,
             platform=PlatformEndpoints(
                 region=settings.region,
@@ -358,6 +396,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
         monitoring,
         backup,
         audit_trail,
+        telemedicine,
     )
 
 
@@ -395,6 +434,9 @@ def export(p: Platform) -> None:
     pulumi.export("notifierImage", p.registry.images["notifier"])
     pulumi.export("clinicUrl", p.apps.load_balancer_hostname)
     pulumi.export("alarmTopicArn", p.alarms.topic_arn)
+    if p.telemedicine:
+        pulumi.export("telemedicineUrl", p.telemedicine.base_url)
+        pulumi.export("telemedicineMediaAddresses", p.telemedicine.media_addresses)
     if p.backup:
         pulumi.export("backupVaultName", p.backup.vault_name)
         pulumi.export("backupCopyVaultArn", p.backup.copy_vault_arn)

@@ -112,6 +112,24 @@ class PlatformEndpoints:
 
 
 @dataclass(frozen=True)
+class TelemedicineAccess:
+    """What the API needs to let people into video rooms (components/telemedicine.py)."""
+
+    base_url: pulumi.Input[str]
+    """https://<video host>: rooms are `<base_url>/<room>`."""
+    jwt_secret: pulumi.Input[str]
+    """The secret prosody verifies room tokens with (a secret Output)."""
+    app_id: str
+    """Token issuer prosody accepts."""
+    audience: str
+    """Token audience prosody accepts."""
+    domain: str
+    """XMPP domain, the token's subject."""
+    visit_minutes: int
+    """How long a visit lasts: tokens are minted until its end."""
+
+
+@dataclass(frozen=True)
 class ClinicAppsArgs:
     cluster: Cluster
     """The cluster (provider, IRSA)."""
@@ -136,6 +154,10 @@ class ClinicAppsArgs:
     hosted_zone_id: str | None = None
     """Route 53 hosted zone of the host name: the clinic's record (an alias to the ALB) goes there, and, without a
     certificate ARN, the DNS validation of the certificate the program issues."""
+    alb_group: str | None = None
+    """IngressGroup of the clinic's ALB, when other Ingresses (the video service) share it."""
+    telemedicine: TelemedicineAccess | None = None
+    """Video visits: the API mints room tokens with this."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for AWS resources."""
 
@@ -313,6 +335,32 @@ class ClinicApps(pulumi.ComponentResource):
             string_data={"jwt-secret": jwt_key.result},
         )
 
+        pods_read: list[pulumi.Resource] = [jwt_secret]
+        telemedicine_env: list[dict[str, Any]] = []
+        if args.telemedicine:
+            video = args.telemedicine
+            # The video service's token secret, for the API only: a Secret here, read by the API's env.
+            pods_read.append(
+                k8s.core.v1.Secret(
+                    f"{name}-api-telemedicine",
+                    opts=in_ns,
+                    type="Opaque",
+                    metadata={"name": "clinic-api-telemedicine", "namespace": NAMESPACE},
+                    string_data={"jwt-secret": video.jwt_secret},
+                )
+            )
+            telemedicine_env = [
+                {"name": "CLINIC_TELEMEDICINE_BASE_URL", "value": video.base_url},
+                {
+                    "name": "CLINIC_TELEMEDICINE__JWT_SECRET",
+                    "valueFrom": {"secretKeyRef": {"name": "clinic-api-telemedicine", "key": "jwt-secret"}},
+                },
+                {"name": "CLINIC_TELEMEDICINE__APP_ID", "value": video.app_id},
+                {"name": "CLINIC_TELEMEDICINE__AUDIENCE", "value": video.audience},
+                {"name": "CLINIC_TELEMEDICINE__DOMAIN", "value": video.domain},
+                {"name": "CLINIC_TELEMEDICINE__VISIT_MINUTES", "value": str(video.visit_minutes)},
+            ]
+
         queue_urls = pulumi.Output.from_input(p.queue_urls)
 
         def queue_url(domain: str) -> pulumi.Output[str]:
@@ -332,6 +380,7 @@ class ClinicApps(pulumi.ComponentResource):
                 "valueFrom": {"secretKeyRef": {"name": "clinic-api-jwt", "key": "jwt-secret"}},
             },
             {"name": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "value": str(API_DRAIN_SECONDS)},
+            *telemedicine_env,
         ]
         notifier_env = [
             *database_env("NOTIFIER", p),
@@ -372,7 +421,7 @@ class ClinicApps(pulumi.ComponentResource):
                 max_replicas=args.api_max_replicas,
                 shutdown=Shutdown(prestop_seconds=API_PRESTOP_SECONDS, grace_seconds=API_GRACE_SECONDS),
                 after=[namespace],
-                pods_read=[jwt_secret],
+                pods_read=pods_read,
                 service_after=args.controller.ready,
                 previous_parent=self,
                 previous_names={"deployment": f"{name}-api", "pdb": f"{name}-clinic-api-pdb"},
@@ -419,7 +468,7 @@ class ClinicApps(pulumi.ComponentResource):
 
         certificate_arn: pulumi.Input[str] | None = args.certificate_arn
         if args.hosted_zone_id and args.hostname and not certificate_arn:
-            certificate_arn = self._certificate(name, args.hostname, args.hosted_zone_id, tags)
+            certificate_arn = issued_certificate(name, args.hostname, args.hosted_zone_id, tags, parent=self)
 
         # A fixed name (not one the controller derives) makes the ALB findable; changing it replaces the ALB.
         alb_name = load_balancer_name(name)
@@ -435,6 +484,9 @@ class ClinicApps(pulumi.ComponentResource):
                 "annotations": {
                     **_alb_annotations(certificate_arn, tags),
                     "alb.ingress.kubernetes.io/load-balancer-name": alb_name,
+                    # Joining a group moves the Ingress to a new controller stack: on a running stack the controller
+                    # replaces the ALB once (README "Telemedicine").
+                    **({"alb.ingress.kubernetes.io/group.name": args.alb_group} if args.alb_group else {}),
                 },
             },
             spec={
@@ -505,36 +557,6 @@ class ClinicApps(pulumi.ComponentResource):
             }
         )
 
-    def _certificate(self, name: str, hostname: str, zone_id: str, tags: Mapping[str, str]) -> pulumi.Output[str]:
-        """An ACM certificate for the host name, validated through a record in its zone; the ARN resolves only once
-        ACM has issued it, so the Ingress (and the ALB's HTTPS listener) waits for a usable certificate."""
-        child = pulumi.ResourceOptions(parent=self)
-        certificate = aws.acm.Certificate(
-            f"{name}-cert", domain_name=hostname, validation_method="DNS", tags=dict(tags), opts=child
-        )
-        # One name, no alternatives: exactly one validation record.
-        option = certificate.domain_validation_options.apply(lambda options: options[0])
-        record = aws.route53.Record(
-            f"{name}-cert-validation",
-            zone_id=zone_id,
-            name=option.resource_record_name,
-            type=option.resource_record_type,
-            records=[option.resource_record_value],
-            ttl=300,
-            # ACM gives the same record for the same name in every certificate: a renewal or replacement reuses it.
-            allow_overwrite=True,
-            opts=child,
-        )
-        validation = aws.acm.CertificateValidation(
-            f"{name}-cert-issued",
-            certificate_arn=certificate.arn,
-            validation_record_fqdns=[record.fqdn],
-            opts=pulumi.ResourceOptions(
-                parent=self, custom_timeouts=pulumi.CustomTimeouts(create=CERTIFICATE_VALIDATION_TIMEOUT)
-            ),
-        )
-        return validation.certificate_arn
-
     def _network_policies(self, name: str, opts: pulumi.ResourceOptions, p: PlatformEndpoints) -> None:
         def policy(suffix: str, spec: dict[str, Any]) -> None:
             k8s.networking.v1.NetworkPolicy(
@@ -591,6 +613,39 @@ class ClinicApps(pulumi.ComponentResource):
                 "egress": [dns, database, aws_apis],
             },
         )
+
+
+def issued_certificate(
+    name: str, hostname: str, zone_id: str, tags: Mapping[str, str], parent: pulumi.Resource
+) -> pulumi.Output[str]:
+    """An ACM certificate for the host name, validated through a record in its zone; the ARN resolves only once
+    ACM has issued it, so the Ingress (and the ALB's HTTPS listener) waits for a usable certificate."""
+    child = pulumi.ResourceOptions(parent=parent)
+    certificate = aws.acm.Certificate(
+        f"{name}-cert", domain_name=hostname, validation_method="DNS", tags=dict(tags), opts=child
+    )
+    # One name, no alternatives: exactly one validation record.
+    option = certificate.domain_validation_options.apply(lambda options: options[0])
+    record = aws.route53.Record(
+        f"{name}-cert-validation",
+        zone_id=zone_id,
+        name=option.resource_record_name,
+        type=option.resource_record_type,
+        records=[option.resource_record_value],
+        ttl=300,
+        # ACM gives the same record for the same name in every certificate: a renewal or replacement reuses it.
+        allow_overwrite=True,
+        opts=child,
+    )
+    validation = aws.acm.CertificateValidation(
+        f"{name}-cert-issued",
+        certificate_arn=certificate.arn,
+        validation_record_fqdns=[record.fqdn],
+        opts=pulumi.ResourceOptions(
+            parent=parent, custom_timeouts=pulumi.CustomTimeouts(create=CERTIFICATE_VALIDATION_TIMEOUT)
+        ),
+    )
+    return validation.certificate_arn
 
 
 def _alb_annotations(certificate_arn: pulumi.Input[str] | None, tags: Mapping[str, str]) -> dict[str, Any]:

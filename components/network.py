@@ -61,6 +61,8 @@ class NetworkArgs:
     """Capture all VPC traffic to CloudWatch Logs."""
     flow_log_retention_days: int = 7
     """Retention of the flow-log group."""
+    media_addresses: bool = False
+    """Allocate one Elastic IP per public subnet for the telemedicine videobridge's NLB."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
@@ -85,6 +87,11 @@ class Network(pulumi.ComponentResource):
     foundation: list[pulumi.Resource]
     """VPC, subnets, internet gateway, route tables, their associations and the public route: each created in
     seconds, and all the EKS control plane needs."""
+    media_allocation_ids: pulumi.Output[list[str]]
+    """Elastic IP allocations for the videobridge's NLB, one per public subnet in the same order (empty unless
+    media_addresses)."""
+    media_public_ips: pulumi.Output[list[str]]
+    """Their public addresses, in the same order: what the videobridge advertises to browsers."""
     egress: list[pulumi.Resource]
     """NAT gateways and the private subnets' default routes through them (~2 min to create): what nodes need to join
     the cluster, pull images and reach AWS APIs."""
@@ -131,6 +138,7 @@ class Network(pulumi.ComponentResource):
         )
 
         public_subnets, private_subnets, database_subnets, nat_gateways = [], [], [], []
+        media_eips: list[aws.ec2.Eip] = []
         private_route_tables, private_routes, fast = [], [], [vpc, igw, public_rt, public_default, database_rt]
         for i, az_plan in enumerate(plan):
             az = az_plan.availability_zone
@@ -208,6 +216,18 @@ class Network(pulumi.ComponentResource):
                     f"{name}-private-{i}-rta", subnet_id=private.id, route_table_id=private_rt.id, opts=child
                 ),
             ]
+            if args.media_addresses:
+                # Kept out of the Telemedicine component on purpose: the janitor depends on `foundation`, so on
+                # destroy these are released only after it has swept the NLB that holds them (an address still
+                # associated with an NLB's network interface cannot be released).
+                media = aws.ec2.Eip(
+                    f"{name}-media-eip-{i}",
+                    domain="vpc",
+                    tags={**tags, "Name": f"{name}-media-{az}"},
+                    opts=child,
+                )
+                fast.append(media)
+                media_eips.append(media)
             public_subnets.append(public)
             private_subnets.append(private)
             database_subnets.append(database)
@@ -232,8 +252,12 @@ class Network(pulumi.ComponentResource):
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public_subnets])
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private_subnets])
         self.database_subnet_ids = pulumi.Output.all(*[s.id for s in database_subnets])
+        self.media_allocation_ids = pulumi.Output.all(*[e.allocation_id for e in media_eips])
+        self.media_public_ips = pulumi.Output.all(*[e.public_ip for e in media_eips])
         self.register_outputs(
             {
+                "media_allocation_ids": self.media_allocation_ids,
+                "media_public_ips": self.media_public_ips,
                 "vpc_id": self.vpc_id,
                 "public_subnet_ids": self.public_subnet_ids,
                 "private_subnet_ids": self.private_subnet_ids,

@@ -40,6 +40,8 @@ class PodSize:
 API_POD = PodSize(250, 512)
 NOTIFIER_POD = PodSize(100, 256)
 MIGRATION_POD = PodSize(100, 256)
+# The TURN relay beside the telemedicine videobridge, in the bridge's pod (components/telemedicine.py).
+TURN_SIDECAR = PodSize(250, 256)
 # DaemonSets on every node, their requests rounded up: aws-node and its network-policy agent (25m + 25m), kube-proxy
 # (100m), ebs-csi-node (3 x 10m / 40Mi), the CloudWatch agent (250m / 128Mi) and Fluent Bit (50m / 25Mi).
 DAEMONSETS_PER_NODE = PodSize(500, 400)

@@ -84,6 +84,9 @@ class SweepReport:
     """Rules in other security groups that referenced a deleted group."""
     waited_for_interfaces: list[str] = field(default_factory=list)
     """ELB network interface ids seen in the VPC for this sweep, all gone when it returns."""
+    freed_addresses: list[str] = field(default_factory=list)
+    """Elastic IP allocations those interfaces held (an NLB's static addresses): free once they are gone, so the
+    stack can release them after the janitor."""
 
 
 def _is_ours(tags: dict[str, str], cluster_name: str) -> bool:
@@ -264,7 +267,7 @@ class LoadBalancerSweeper:
         existing_groups = {g["GroupId"] for g in self._vpc_security_groups()}
         left += [f"security group {sg} ({name})" for sg, name in plan.security_groups.items() if sg in existing_groups]
         left += [
-            f"network interface {e['NetworkInterfaceId']} ({e.get('Description', '')})"
+            f"network interface {e['NetworkInterfaceId']} ({e.get('Description', '')}{_held_address(e)})"
             for e in self.elb_interfaces(plan)
         ]
         return left
@@ -279,7 +282,17 @@ class LoadBalancerSweeper:
         deadline = time.monotonic() + self.timeout_seconds
         plan = self.plan()
         report = SweepReport(plan=plan)
-        seen = {eni["NetworkInterfaceId"] for eni in self.elb_interfaces(plan)}
+        interfaces = self.elb_interfaces(plan)
+        seen = {eni["NetworkInterfaceId"] for eni in interfaces}
+        # An NLB's Elastic IPs stay associated with its interfaces until AWS releases them; the stack releases the
+        # addresses only after the janitor, so they must be free when it returns (the wait below sees to that).
+        report.freed_addresses = sorted(
+            {
+                eni["Association"]["AllocationId"]
+                for eni in interfaces
+                if (eni.get("Association") or {}).get("AllocationId")
+            }
+        )
         if plan.is_empty() and not seen:
             log.info("nothing of cluster %s left in %s", self.cluster_name, self.vpc_id)
             return report
@@ -316,7 +329,16 @@ class LoadBalancerSweeper:
 
         # ELB keeps its ENIs for minutes after the load balancer is gone; they hold the SGs (DependencyViolation) and
         # the subnets, so wait for them before the SGs instead of burning retries.
-        held = [eni["NetworkInterfaceId"] for eni in self.elb_interfaces(plan)]
+        still = self.elb_interfaces(plan)
+        held = [eni["NetworkInterfaceId"] for eni in still]
+        report.freed_addresses = sorted(
+            set(report.freed_addresses)
+            | {
+                eni["Association"]["AllocationId"]
+                for eni in still
+                if (eni.get("Association") or {}).get("AllocationId")
+            }
+        )
         if held:
             log.info("waiting for ELB network interfaces to be released: %s", ", ".join(held))
         report.waited_for_interfaces = sorted(seen | set(held))
@@ -419,6 +441,11 @@ class LoadBalancerSweeper:
             if time.monotonic() + self.poll_seconds > deadline:
                 raise self._timeout(plan, f"waiting {what}")
             self.sleep(self.poll_seconds)
+
+
+def _held_address(eni: dict[str, Any]) -> str:
+    public_ip = (eni.get("Association") or {}).get("PublicIp")
+    return f", holding Elastic IP {public_ip}" if public_ip else ""
 
 
 def _lb_name_from_description(description: str) -> str:

@@ -201,6 +201,10 @@ class ClinicMocks(pulumi.runtime.Mocks):
             state.update(result=GENERATED_SECRET)
         elif typ == "aws:ecr/repository:Repository":
             state.update(repositoryUrl=f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{state.get('name', name)}")
+        elif typ == "aws:ec2/eip:Eip":
+            # An address from TEST-NET-3, stable per name.
+            state.update(allocationId=f"eipalloc-{name}", publicIp=f"203.0.113.{sum(map(ord, name)) % 254 + 1}")
+            rid = state["allocationId"]
         elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
             state.update(latestVersion=1, defaultVersion=1)
         elif typ == "aws:kms/key:Key":

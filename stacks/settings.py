@@ -58,7 +58,14 @@ from limits import (
     max_db_connections,
     peak_app_db_connections,
 )
-from limits.capacity import INSTANCE_TYPES, NodeGroupCapacity, capacity_problem
+from limits.capacity import (
+    DAEMONSETS_PER_NODE,
+    INSTANCE_TYPES,
+    MONITORING_PER_NODE,
+    TURN_SIDECAR,
+    NodeGroupCapacity,
+    capacity_problem,
+)
 from limits.eks_support import EKS_SUPPORT, extended_support_problem
 
 ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
@@ -797,6 +804,52 @@ class BackupSettings(_Group):
         return self
 
 
+class TelemedicineSettings(_Group):
+    enabled: Flag
+    """Jitsi Meet for video visits (web, prosody, jicofo, videobridge + TURN behind an NLB with Elastic IPs)."""
+    hostname: (
+        Annotated[str, Matching(DOMAIN_PATTERN, "a lowercase DNS name such as meet.clinic.example.org")] | None
+    ) = None
+    """Public host name of the video service (its own rule on the clinic's ALB); default meet.<apps.hostname>."""
+    certificate_arn: (
+        Annotated[
+            str, Matching(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}", "an ACM certificate ARN")
+        ]
+        | None
+    ) = None
+    """ACM certificate for the host name; without it the program issues one in apps.hostedZoneId."""
+    jvb_replicas: Annotated[int, Between(1, 10)] = 1
+    """Videobridges: 1 (the bridge advertises the NLB's addresses as its own; a second would need its own NLB)."""
+    jvb_cpu_millis: Annotated[int, Between(500, 8000)] = 1000
+    """CPU the videobridge requests (and its limit), in millicores."""
+    jvb_memory_mib: Annotated[int, Between(1024, 16384)] = 2048
+    """Memory the videobridge requests (and its limit), in MiB; its JVM heap is sized from it."""
+    visit_minutes: Annotated[int, Between(10, 240)] = 30
+    """How long a video visit lasts (appointments have no end of their own): the API mints tokens until then."""
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> "TelemedicineSettings":
+        rules = _Rules()
+        rules.check(
+            self.jvb_replicas == 1,
+            "jvbReplicas",
+            self.jvb_replicas,
+            "1: a videobridge advertises the NLB's Elastic IPs as its own address, so a second bridge behind the "
+            "same NLB would receive media meant for the first; more bridges need one NLB and address set each, and "
+            "Octo between them (not built)",
+        )
+        if self.certificate_arn is not None:
+            region = (info.context or {}).get("region")
+            rules.check(
+                self.certificate_arn.split(":")[3] == region,
+                "certificateArn",
+                self.certificate_arn,
+                f"a certificate in aws:region ({region}), where the ALB is",
+            )
+        rules.raise_any()
+        return self
+
+
 TagKey = Annotated[str, AfterValidator(_tag_key), Allowed("1-128 characters, not starting with 'aws:'")]
 TagValue = Annotated[str, Field(strict=True, max_length=256), Allowed("a string of at most 256 characters")]
 
@@ -825,6 +878,7 @@ class PlatformSettings(_Group):
     observability: ObservabilitySettings
     backup: BackupSettings
     audit: AuditSettings
+    telemedicine: TelemedicineSettings
     tags: Annotated[dict[TagKey, TagValue], Allowed("a map of tag names to string values")] = {}
     """Tags added to every taggable resource, on top of the project's own."""
 
@@ -863,6 +917,71 @@ class PlatformSettings(_Group):
                 )
             },
         )
+
+    @property
+    def telemedicine_hostname(self) -> str | None:
+        """The video service's host name: telemedicine.hostname, else meet.<apps.hostname>; None when disabled."""
+        if not self.telemedicine.enabled:
+            return None
+        if self.telemedicine.hostname:
+            return self.telemedicine.hostname
+        return f"meet.{self.apps.hostname}" if self.apps.hostname else None
+
+    @model_validator(mode="after")
+    def _telemedicine(self) -> "PlatformSettings":
+        """Video visits need a host name of their own on the ALB, and HTTPS: browsers give a page the camera and the
+        microphone only in a secure context."""
+        video, apps, rules, host = self.telemedicine, self.apps, _Rules(), self.telemedicine_hostname
+        if not video.enabled:
+            return self
+        rules.check(
+            host is not None,
+            "telemedicine.hostname",
+            None,
+            "a DNS name such as meet.clinic.example.org when telemedicine.enabled is true (or set apps.hostname: "
+            "the default is meet.<apps.hostname>)",
+        )
+        rules.check(
+            host is None or host != apps.hostname,
+            "telemedicine.hostname",
+            video.hostname,
+            f"a host name other than apps.hostname ({apps.hostname}): Jitsi answers on every path of its own host",
+        )
+        clinic_tls = apps.certificate_arn is not None or apps.hosted_zone_id is not None
+        rules.check(
+            clinic_tls,
+            "apps.certificateArn",
+            None,
+            "set (or apps.hostedZoneId) when telemedicine.enabled is true: the video host shares the clinic's ALB, "
+            "whose HTTP listener must redirect to HTTPS, or room tokens would cross the internet in clear",
+        )
+        # The videobridge and its TURN sidecar are one pod: it must fit on one node of some group.
+        turn = TURN_SIDECAR
+        overhead = DAEMONSETS_PER_NODE + MONITORING_PER_NODE if self.observability.monitoring else DAEMONSETS_PER_NODE
+        room = max(
+            (
+                min(INSTANCE_TYPES[t].allocatable.cpu_millicores for t in g.instance_types) - overhead.cpu_millicores,
+                min(INSTANCE_TYPES[t].allocatable.memory_mib for t in g.instance_types) - overhead.memory_mib,
+            )
+            for g in self.cluster.node_groups
+        )
+        rules.check(
+            video.jvb_cpu_millis + turn.cpu_millicores <= room[0] and video.jvb_memory_mib + turn.memory_mib <= room[1],
+            "telemedicine.jvbCpuMillis",
+            f"{video.jvb_cpu_millis} (jvbMemoryMib {video.jvb_memory_mib})",
+            f"at most {room[0] - turn.cpu_millicores} millicores and {room[1] - turn.memory_mib} MiB: the videobridge "
+            f"pod (with its TURN sidecar, {turn.cpu} / {turn.memory}) must fit on one node of the node groups after "
+            "their DaemonSets, or larger instance types",
+        )
+        rules.check(
+            host is None or not clinic_tls or video.certificate_arn is not None or apps.hosted_zone_id is not None,
+            "telemedicine.certificateArn",
+            None,
+            f"an ACM certificate for {host}, or apps.hostedZoneId (the zone that holds it) so the program issues "
+            "one: browsers give the camera and microphone only to HTTPS pages",
+        )
+        rules.raise_any()
+        return self
 
     @model_validator(mode="after")
     def _second_region(self) -> "PlatformSettings":
@@ -972,6 +1091,9 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
         "backup": BackupSettings(enabled=False, retention_days=7),
         # Two weeks: enough to look back over a working sprint, cheap to store.
         "audit": AuditSettings(retention_days=14),
+        # Off in dev: the NLB and its Elastic IPs cost ~$26 a month idle, and browsers give a camera only to an
+        # HTTPS page, which dev has only with apps.hostedZoneId or a certificate.
+        "telemedicine": TelemedicineSettings(enabled=False),
     },
     "prod": {
         "network": NetworkSettings(
@@ -1020,6 +1142,7 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
         "backup": BackupSettings(enabled=True, retention_days=35),
         # Seven years: the six-year minimum with a year's margin for an audit that starts late.
         "audit": AuditSettings(retention_days=2557),
+        "telemedicine": TelemedicineSettings(enabled=True, jvb_memory_mib=3072),
     },
 }
 

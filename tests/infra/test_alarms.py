@@ -98,7 +98,9 @@ def test_database_thresholds_follow_the_stacks_class_and_storage(wired):
 
 def test_alb_alarms_watch_the_alb_found_by_the_name_the_ingress_gives_it(wired):
     stack, graph = wired
-    ingress = graph.one("kubernetes:networking.k8s.io/v1:Ingress")
+    ingress = next(
+        i for i in graph.of_type("kubernetes:networking.k8s.io/v1:Ingress") if i.name.endswith("apps-ingress")
+    )
     name = ingress.inputs["metadata"]["annotations"]["alb.ingress.kubernetes.io/load-balancer-name"]
     assert name == load_balancer_name(f"clinic-{stack}-apps") and len(name) <= 32
     looked_up = f"app/{name}/50dc6c495c0c9188"  # what the mocks answer for aws:lb/getLoadBalancer with that name

@@ -16,6 +16,11 @@ RECORD = "aws:route53/record:Record"
 DATA_ACTION_PREFIXES = ("s3:", "sqs:", "ses:", "secretsmanager:", "kms:")
 
 
+def clinic_ingress(graph):
+    """The clinic's own Ingress (prod's video service has one too, in the same IngressGroup)."""
+    return next(i for i in graph.of_type(INGRESS) if i.name.endswith("-apps-ingress"))
+
+
 def pod_specs(graph):
     specs = [
         (d.name, d.inputs["spec"]["template"]["spec"])
@@ -194,7 +199,7 @@ def test_a_new_image_gets_a_new_migrations_job_for_that_app_only(dev):
 
 
 def test_clinic_ingress_is_deleted_before_the_controller_the_cluster_and_the_vpc(stack):
-    ingress = stack.one(INGRESS)
+    ingress = clinic_ingress(stack)
     controller = next(
         r for r in stack.of_type("kubernetes:helm.sh/v3:Release") if r.name.endswith("lb-controller-release")
     )
@@ -211,8 +216,14 @@ def test_https_with_redirect_when_a_certificate_is_configured():
     from tests.infra.pulumi_mocks import evaluate_program
 
     arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
-    graph = evaluate_program("prod", {"clinic-platform:apps": {"apiReplicas": 3, "certificateArn": arn}})
-    annotations = graph.one(INGRESS).inputs["metadata"]["annotations"]
+    graph = evaluate_program(
+        "prod",
+        {
+            "clinic-platform:apps": {"apiReplicas": 3, "certificateArn": arn},
+            "clinic-platform:telemedicine": {"hostname": "meet.clinic.example.org", "certificateArn": arn},
+        },
+    )
+    annotations = clinic_ingress(graph).inputs["metadata"]["annotations"]
     assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == arn
     assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
     assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}, {"HTTPS": 443}]
@@ -221,14 +232,14 @@ def test_https_with_redirect_when_a_certificate_is_configured():
 
 
 def test_prod_issues_its_certificate_in_its_zone_and_the_alb_listens_only_once_it_is_valid(prod):
-    certificate, issued = prod.one(CERTIFICATE), prod.one("aws:acm/certificateValidation:CertificateValidation")
+    certificate = prod.one(CERTIFICATE, "clinic-prod-apps-cert")
+    issued = prod.one("aws:acm/certificateValidation:CertificateValidation", "clinic-prod-apps-cert-issued")
     assert (certificate.inputs["domainName"], certificate.inputs["validationMethod"]) == ("clinic.example.org", "DNS")
-    records = {r.inputs["type"]: r for r in prod.of_type(RECORD)}
-    validation = records["CNAME"]
+    validation = prod.one(RECORD, "clinic-prod-apps-cert-validation")
     assert validation.inputs["zoneId"] == "Z0123456789EXAMPLE"
     assert validation.inputs["name"] == certificate.state["domainValidationOptions"][0]["resourceRecordName"]
     assert issued.inputs["validationRecordFqdns"] == [validation.state["fqdn"]]
-    ingress = prod.one(INGRESS)
+    ingress = clinic_ingress(prod)
     annotations = ingress.inputs["metadata"]["annotations"]
     assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == certificate.state["arn"]
     assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
@@ -239,8 +250,8 @@ def test_prod_issues_its_certificate_in_its_zone_and_the_alb_listens_only_once_i
 
 
 def test_prod_points_its_host_name_at_the_alb_and_removes_the_record_before_the_alb(prod):
-    record = {r.inputs["type"]: r for r in prod.of_type(RECORD)}["A"]
-    ingress = prod.one(INGRESS)
+    record = prod.one(RECORD, "clinic-prod-apps-dns")
+    ingress = clinic_ingress(prod)
     assert (record.inputs["name"], record.inputs["zoneId"]) == ("clinic.example.org", "Z0123456789EXAMPLE")
     alias = record.inputs["aliases"][0]
     assert alias["name"] == ingress.state["status"]["loadBalancer"]["ingress"][0]["hostname"]
@@ -249,7 +260,7 @@ def test_prod_points_its_host_name_at_the_alb_and_removes_the_record_before_the_
 
 
 def test_dev_may_stay_on_http(dev):
-    annotations = dev.one(INGRESS).inputs["metadata"]["annotations"]
+    annotations = clinic_ingress(dev).inputs["metadata"]["annotations"]
     assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}]
     assert not dev.of_type(CERTIFICATE) and not dev.of_type(RECORD)
 
@@ -299,7 +310,7 @@ def test_autoscaler_and_disruption_budgets(dev, prod):
 
 
 def test_the_metrics_endpoint_is_not_published_through_the_alb(stack):
-    ingress = stack.one(INGRESS)
+    ingress = clinic_ingress(stack)
     paths = ingress.inputs["spec"]["rules"][0]["http"]["paths"]
     assert paths[0]["path"] == "/metrics", "the more specific rule comes first"
     backend = paths[0]["backend"]["service"]
@@ -343,7 +354,7 @@ def test_pods_ingress_and_namespace_carry_the_rollout_numbers(stack):
         n for n in stack.of_type("kubernetes:core/v1:Namespace") if n.inputs["metadata"]["name"] == "clinic"
     )
     assert namespace.inputs["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
-    annotations = stack.one(INGRESS).inputs["metadata"]["annotations"]
+    annotations = clinic_ingress(stack).inputs["metadata"]["annotations"]
     assert (
         annotations["alb.ingress.kubernetes.io/target-group-attributes"]
         == f"deregistration_delay.timeout_seconds={c.DEREGISTRATION_DELAY_SECONDS}"

@@ -525,3 +525,90 @@ def test_a_load_balancer_deleted_between_describe_and_describe_tags_is_skipped_n
         clients={"elbv2": VanishingTags(), "elb": None, "ec2": None},
     )
     assert sweeper._elbv2_ours(["arn:a", "arn:gone", "arn:b"]) == {"arn:a", "arn:b"}
+
+
+def test_the_video_nlb_its_target_groups_and_group_are_swept_and_its_elastic_ips_freed(aws):
+    """The telemedicine NLB (components/telemedicine.py) as a destroy could leave it: UDP 10000 and TCP 443 target
+    groups, the controller's frontend security group, and the stack's Elastic IPs associated with its interfaces.
+    The sweep deletes the NLB and what it owned, and returns only once the interfaces are gone: then the addresses
+    are free, and the Network can release them (the graph releases them after the janitor)."""
+    vpc, subnets, node_sg = build_vpc(aws, "video")
+    frontend_sg = aws.ec2.create_security_group(
+        GroupName="k8s-telemedi-jvbmedia",
+        Description="[k8s] frontend for telemedicine/jvb-media",
+        VpcId=vpc,
+        TagSpecifications=[
+            {
+                "ResourceType": "security-group",
+                "Tags": tags(**{"elbv2.k8s.aws/cluster": CLUSTER, "service.k8s.aws/stack": "telemedicine/jvb-media"}),
+            }
+        ],
+    )["GroupId"]
+    ours = {"elbv2.k8s.aws/cluster": CLUSTER, "service.k8s.aws/stack": "telemedicine/jvb-media"}
+    nlb = alb(aws, "k8s-clinic-jvbmedia", subnets, frontend_sg, kind="network", **ours)
+    groups = [
+        aws.elbv2.create_target_group(
+            Name=f"k8s-telemedi-jvbmedia-{port}",
+            Protocol=protocol,
+            Port=port,
+            VpcId=vpc,
+            TargetType="ip",
+            HealthCheckProtocol="HTTP",
+            HealthCheckPort="8080",
+            HealthCheckPath="/about/health",
+            Tags=tags(**ours),
+        )["TargetGroups"][0]["TargetGroupArn"]
+        for protocol, port in (("UDP", 10000), ("TCP", 3478))
+    ]
+    for (protocol, port), group in zip((("UDP", 10000), ("TCP", 443)), groups, strict=True):
+        aws.elbv2.create_listener(
+            LoadBalancerArn=nlb,
+            Protocol=protocol,
+            Port=port,
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": group}],
+        )
+    addresses = [aws.ec2.allocate_address(Domain="vpc") for _ in subnets]
+    interfaces = [eni(aws, subnet, "ELB net/k8s-clinic-jvbmedia/73e2d6bc24d8a067") for subnet in subnets]
+    for address, interface in zip(addresses, interfaces, strict=True):
+        aws.ec2.associate_address(AllocationId=address["AllocationId"], NetworkInterfaceId=interface)
+
+    # Before AWS has let go of the interfaces, a release fails (moto does not refuse, AWS does: the address is
+    # associated): the timeout names each interface with the address it holds.
+    with pytest.raises(SweepTimeout) as stuck:
+        aws.sweeper(vpc, timeout_seconds=0.5).sweep()
+    for address in addresses:
+        assert f"holding Elastic IP {address['PublicIp']}" in str(stuck.value)
+
+    def release_with_addresses():
+        # What AWS does minutes after the NLB is gone: the association goes with the interface.
+        time.sleep(1.0)
+        for address in aws.ec2.describe_addresses(AllocationIds=[a["AllocationId"] for a in addresses])["Addresses"]:
+            if address.get("AssociationId"):
+                aws.ec2.disassociate_address(AssociationId=address["AssociationId"])
+        for interface in interfaces:
+            aws.ec2.delete_network_interface(NetworkInterfaceId=interface)
+
+    sweeper = aws.sweeper(vpc)
+    releaser = threading.Thread(target=release_with_addresses, daemon=True)
+    releaser.start()
+    report = sweeper.sweep()
+    releaser.join()
+
+    assert report.waited_for_interfaces == sorted(interfaces)
+    assert report.freed_addresses == sorted(a["AllocationId"] for a in addresses)
+    assert load_balancer_names(aws, vpc) == []
+    remaining_tgs = {t["TargetGroupArn"] for t in aws.elbv2.describe_target_groups()["TargetGroups"]}
+    assert not remaining_tgs & set(groups), "both the UDP and the TCP target group are deleted"
+    remaining_sgs = {
+        g["GroupId"]
+        for g in aws.ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
+    }
+    assert frontend_sg not in remaining_sgs and node_sg in remaining_sgs
+    found = aws.ec2.describe_addresses(AllocationIds=[a["AllocationId"] for a in addresses])["Addresses"]
+    assert not [a for a in found if a.get("AssociationId")], "the addresses are free for the stack to release"
+    for address in addresses:
+        aws.ec2.release_address(AllocationId=address["AllocationId"])
+    for subnet in subnets:
+        aws.ec2.delete_subnet(SubnetId=subnet)
+    aws.ec2.delete_security_group(GroupId=node_sg)
+    aws.ec2.delete_vpc(VpcId=vpc)

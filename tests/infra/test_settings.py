@@ -503,7 +503,12 @@ def test_prod_refuses_a_stack_without_tls():
         "apps.hostedZoneId so the program issues one (patients' data never crosses the internet unencrypted)"
     ]
     certificate = "arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
-    assert load("prod", {**raw, "apps": {**raw["apps"], "certificateArn": certificate}}).apps.certificate_arn
+    with_certificates = {
+        **raw,
+        "apps": {**raw["apps"], "certificateArn": certificate},
+        "telemedicine": {"certificateArn": certificate},
+    }
+    assert load("prod", with_certificates).apps.certificate_arn
     assert load("dev", committed("dev")).apps.hosted_zone_id is None, "dev may stay on HTTP"
 
 
