@@ -19,12 +19,12 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 log = logging.getLogger("clinic.migrate")
 
 
-def upgrade(engine: Engine) -> None:
+def upgrade(engine: Engine, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 def main(attempts: int = 30) -> int:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID_MAX = 2**31 - 1
+"""Ids are PostgreSQL `integer` columns: a number outside 1..ID_MAX names no row and cannot even be compared or
+stored as one."""
 
 
 def now() -> datetime:
@@ -37,12 +42,24 @@ class Appointment(Base):
     patient_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     doctor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The end, not a duration: an index expression must be immutable, and timestamptz + interval is not.
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     kind: Mapped[str] = mapped_column(String(16))  # in_person | video
     status: Mapped[str] = mapped_column(String(16), default="confirmed")  # confirmed | cancelled
     room_url: Mapped[str | None] = mapped_column(String(300))
-    # A doctor's slot is taken once, whatever races between requests: the database says no.
     __table_args__ = (
-        Index("uq_doctor_slot", "doctor_id", "starts_at", unique=True, postgresql_where=text("status <> 'cancelled'")),
+        # A doctor is in one appointment at a time, whatever races between requests: the database says no.
+        ExcludeConstraint(
+            ("doctor_id", "="),
+            (func.tstzrange(text("starts_at"), text("ends_at")), "&&"),
+            name="no_overlapping_appointments",
+            using="gist",
+            where=text("status <> 'cancelled'"),
+        ),
+        CheckConstraint(
+            "ends_at > starts_at AND ends_at - starts_at <= interval '8 hours'", name="ck_appointments_duration"
+        ),
+        Index("ix_appointments_patient_starts", "patient_id", "starts_at"),
     )
 
 

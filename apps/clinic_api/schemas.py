@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, computed_field, field_validator
+
+UtcDatetime = Annotated[datetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
+"""An instant in a response: always UTC, written with a `Z` (whatever the database session's time zone)."""
 
 
 class Registration(BaseModel):
@@ -37,9 +40,14 @@ class UserOut(BaseModel):
     role: str
 
 
+DEFAULT_MINUTES = 30
+MIN_MINUTES, MAX_MINUTES = 5, 8 * 60  # the database's check allows up to 8 hours too
+
+
 class NewAppointment(BaseModel):
     doctor_id: int
     starts_at: datetime
+    duration_minutes: int = Field(DEFAULT_MINUTES, ge=MIN_MINUTES, le=MAX_MINUTES)
     kind: Literal["in_person", "video"] = "in_person"
     patient_id: int | None = None
     """Staff book for a patient; a patient books for themself."""
@@ -49,7 +57,10 @@ class NewAppointment(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("starts_at needs a time zone, e.g. 2026-12-01T14:30:00Z")
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is in year 10000 in UTC
+            raise ValueError("starts_at is outside the instants that can be stored (years 1 to 9999 in UTC)") from None
 
 
 class AppointmentOut(BaseModel):
@@ -57,10 +68,16 @@ class AppointmentOut(BaseModel):
     id: int
     patient_id: int
     doctor_id: int
-    starts_at: datetime
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime
     kind: str
     status: str
     room_url: str | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_minutes(self) -> int:
+        return int((self.ends_at - self.starts_at).total_seconds() // 60)
 
 
 class NewExam(BaseModel):
@@ -76,7 +93,7 @@ class ExamOut(BaseModel):
     doctor_id: int | None
     exam_type: str
     status: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class DownloadLink(BaseModel):

@@ -42,6 +42,13 @@ class OutboxSettings(BaseModel):
     batch_size: int = Field(50, ge=1, le=500)
 
 
+class AppointmentSettings(BaseModel):
+    booking_horizon_days: int = Field(365, ge=1, le=5 * 365)
+    """How far ahead an appointment may start."""
+    max_future_per_patient: int = Field(20, ge=1, le=1000)
+    """Upcoming (not cancelled) appointments a patient may hold at once."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLINIC_", env_nested_delimiter="__", extra="ignore")
 
@@ -52,6 +59,7 @@ class Settings(BaseSettings):
     queues: QueueSettings = Field(default_factory=QueueSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    appointments: AppointmentSettings = Field(default_factory=AppointmentSettings)
     public_url: str = "http://127.0.0.1:8000"
     telemedicine_base_url: str = "https://meet.clinic.example/r"
     log_level: str = "INFO"

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
+import httpx
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
+from support import free_port
 
 from clinic_api.main import create_app
 from clinic_api.migrate import upgrade
@@ -18,6 +26,7 @@ from clinic_api.security import hash_password
 from clinic_api.settings import Settings
 
 PASSWORD = "correct horse battery"
+T = TypeVar("T")
 
 
 def settings_for(postgres, clinic_aws, database: str, **overrides) -> Settings:
@@ -40,7 +49,7 @@ def settings_for(postgres, clinic_aws, database: str, **overrides) -> Settings:
 
 @dataclass
 class Clinic:
-    client: TestClient
+    client: TestClient | httpx.Client
     app: FastAPI
 
     def user(self, role: str, name: str | None = None) -> dict:
@@ -59,19 +68,63 @@ class Clinic:
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-@contextmanager
-def running_clinic(postgres, clinic_aws, **overrides) -> Iterator[Clinic]:
-    """The API on a fresh database with its lifespan running, as under uvicorn: the hot-path pool is open, and the
-    outbox relay runs only when `outbox` asks for it."""
+def new_app(postgres, clinic_aws, **overrides) -> FastAPI:
+    """The API on a fresh, migrated database; the outbox relay runs only when `outbox` asks for it."""
     database = postgres.create_database()
     settings = settings_for(postgres, clinic_aws, database, **{"outbox": {"relay_enabled": False}, **overrides})
     app = create_app(settings)
     upgrade(app.state.engine)
-    with TestClient(app) as client:
-        yield Clinic(client, app)
+    return app
+
+
+@contextmanager
+def running_clinic(postgres, clinic_aws, **overrides) -> Iterator[Clinic]:
+    """The API with its lifespan running, as under uvicorn (the hot-path pool is open), through a TestClient."""
+    with TestClient(new_app(postgres, clinic_aws, **overrides)) as client:
+        yield Clinic(client, client.app)
+
+
+@contextmanager
+def served_clinic(postgres, clinic_aws, **overrides) -> Iterator[Clinic]:
+    """The API under a real uvicorn in a thread, its lifespan included, and an HTTP client to it (its `base_url` is
+    the server's): for what only real HTTP shows, such as concurrent requests on one event loop and its pools."""
+    app = new_app(postgres, clinic_aws, **overrides)
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{config.port}", timeout=30) as client:
+            yield Clinic(client, app)
+    finally:
+        server.should_exit = True
+        thread.join(20)
 
 
 def status_and_detail(response) -> tuple[int, object]:
     """A response's status and error detail (None when it has none, as a success), to assert both at once."""
     body = response.json()
     return response.status_code, body.get("detail") if isinstance(body, dict) else None
+
+
+def future(days: int = 1, hour: int = 10, minute: int = 0) -> str:
+    """An appointment instant `days` ahead at hour:minute UTC, as the API takes it."""
+    day = datetime.now(UTC) + timedelta(days=days)
+    return day.replace(hour=hour, minute=minute, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def at_once(calls: Iterable[Callable[[], T]]) -> list[T]:
+    """Runs `calls` concurrently, each in a thread of its own, released together; their results in order."""
+    calls = list(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], T]) -> T:
+        start.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from api_support import running_clinic, status_and_detail
+from api_support import future, running_clinic, status_and_detail
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -85,7 +85,7 @@ def test_a_doctor_sees_only_their_patients_exams(clinic):
     clinic.client.post(
         "/appointments",
         headers=theirs["headers"],
-        json={"doctor_id": other_doctor["id"], "starts_at": "2026-12-05T10:00:00Z"},
+        json={"doctor_id": other_doctor["id"], "starts_at": future(5)},
     )
     new_exam(clinic, staff, theirs)
     assert [e["id"] for e in clinic.client.get("/exams", headers=doctor["headers"]).json()] == [requested_by_me]

@@ -1,0 +1,74 @@
+"""Migrations upgrade a database that holds data without losing a row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
+
+from clinic_api.migrate import upgrade
+
+T = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)
+
+
+def minutes(n: int) -> timedelta:
+    return timedelta(minutes=n)
+
+
+@pytest.fixture
+def engine(postgres):
+    database = postgres.create_database()
+    engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
+    yield engine
+    engine.dispose()
+
+
+def test_appointment_durations_keep_every_row_and_cut_short_those_the_old_schema_let_overlap(engine):
+    upgrade(engine, "0002")  # the revision before appointment durations
+    with engine.begin() as db:
+        for user_id, role in ((1, "doctor"), (2, "doctor"), (3, "patient")):
+            db.execute(
+                text(
+                    "INSERT INTO users (id, email, full_name, role, password_hash, created_at)"
+                    " VALUES (:id, :email, 'X', :role, 'h', now())"
+                ),
+                {"id": user_id, "email": f"u{user_id}@example.org", "role": role},
+            )
+        # What revision 0002 accepted: one doctor at 14:00 and 14:10 (distinct starts), a cancelled 14:00 beside them.
+        rows = [
+            (1, 1, T, "confirmed"),
+            (2, 1, T + minutes(10), "confirmed"),
+            (3, 1, T, "cancelled"),
+            (4, 1, T + minutes(120), "confirmed"),
+            (5, 2, T, "confirmed"),
+        ]
+        for row_id, doctor_id, starts_at, status in rows:
+            db.execute(
+                text(
+                    "INSERT INTO appointments (id, patient_id, doctor_id, starts_at, kind, status)"
+                    " VALUES (:id, 3, :doctor, :starts, 'in_person', :status)"
+                ),
+                {"id": row_id, "doctor": doctor_id, "starts": starts_at, "status": status},
+            )
+
+    upgrade(engine)
+
+    with engine.connect() as db:
+        kept = db.execute(text("SELECT id, starts_at, ends_at, status FROM appointments ORDER BY id")).all()
+    assert [(r.id, r.starts_at, r.ends_at - r.starts_at, r.status) for r in kept] == [
+        (1, T, minutes(10), "confirmed"),  # cut short where the doctor's next appointment starts
+        (2, T + minutes(10), minutes(30), "confirmed"),
+        (3, T, minutes(30), "cancelled"),  # cancelled ones overlap nothing
+        (4, T + minutes(120), minutes(30), "confirmed"),
+        (5, T, minutes(30), "confirmed"),  # another doctor
+    ]
+    with pytest.raises(IntegrityError, match="no_overlapping_appointments"), engine.begin() as db:
+        db.execute(
+            text(
+                "INSERT INTO appointments (id, patient_id, doctor_id, starts_at, ends_at, kind, status)"
+                " VALUES (6, 3, 1, :starts, :ends, 'in_person', 'confirmed')"
+            ),
+            {"starts": T + minutes(130), "ends": T + minutes(140)},
+        )
