@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from fastapi import HTTPException, status
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import ClauseElement, Engine
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy import ClauseElement, Engine, event
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -22,15 +27,92 @@ from clinic_common import database
 from clinic_common.database import SecretCredentials, create_engine
 
 APPLICATION_NAME = "clinic-api"
-# The hot pool's connections return rows as dicts (`row_factory` in its connection kwargs).
-HotPool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+# While the database is down, how long requests fail fast before one tries it again (and Retry-After).
+BREAKER_PAUSE_SECONDS = 1.0
 
 
-def make_engine(settings: Settings) -> Engine:
-    return create_engine(settings.database, settings.aws, APPLICATION_NAME)
+class DatabaseUnavailable(Exception):
+    """No connection to the database could be had: the API answers 503 with Retry-After (main.create_app)."""
 
 
-def make_hot_pool(settings: Settings) -> HotPool:
+class Breaker:
+    """Fails fast while the database is down. Once a connection attempt has failed, requests that need a new
+    connection get DatabaseUnavailable at once for `pause` seconds, rather than each waiting out the connect timeout
+    (an unreachable host drops packets) or the hot pool's wait for a connection, holding a worker thread or a client
+    for 5 s apiece. Then one request tries again while the others keep failing fast; a connection made closes it."""
+
+    def __init__(self, pause: float = BREAKER_PAUSE_SECONDS):
+        self.pause = pause
+        self._retry_at = 0.0  # 0: closed
+        self._lock = threading.Lock()
+        self._bypassed = ContextVar("breaker_bypassed", default=False)
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.pause))
+
+    def check(self) -> None:
+        if not self._retry_at or self._bypassed.get():
+            return
+        with self._lock:
+            now = time.monotonic()
+            if self._retry_at and now < self._retry_at:
+                raise DatabaseUnavailable("the database did not answer a moment ago")
+            if self._retry_at:
+                self._retry_at = now + self.pause  # this caller tries; the others keep failing fast meanwhile
+
+    @contextmanager
+    def bypassed(self) -> Iterator[None]:
+        """Connects even while open: for the readiness check, which must see the database itself (and whose success
+        then closes the breaker before the next request)."""
+        token = self._bypassed.set(True)
+        try:
+            yield
+        finally:
+            self._bypassed.reset(token)
+
+    def trip(self) -> None:
+        with self._lock:
+            self._retry_at = time.monotonic() + self.pause
+
+    def reset(self) -> None:
+        if self._retry_at:
+            with self._lock:
+                self._retry_at = 0.0
+
+
+def make_engine(settings: Settings, breaker: Breaker | None = None) -> Engine:
+    """The SQLAlchemy engine. With a breaker (the API's), a new connection is not attempted while it is open, a
+    failed attempt opens it and a successful one closes it; every checkout is pinged (`pool_pre_ping`), so after a
+    database restart the first request gets a fresh connection instead of failing on a stale one."""
+    engine = create_engine(settings.database, settings.aws, APPLICATION_NAME, pre_ping=breaker is not None)
+    if breaker is not None:
+
+        @event.listens_for(engine, "do_connect", insert=True)  # before the secret's listener, which connects
+        def _gate(*_args: Any) -> None:
+            breaker.check()
+
+        @event.listens_for(engine, "handle_error")
+        def _failed(context: Any) -> None:
+            if context.connection is None and not context.is_pre_ping:  # connecting failed, not a statement
+                breaker.trip()
+
+        @event.listens_for(engine, "connect")
+        def _connected(*_args: Any) -> None:
+            breaker.reset()
+
+    return engine
+
+
+class HotPool(AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]):
+    """The hot paths' pool (rows as dicts, `row_factory` in its connection kwargs) with the API's breaker."""
+
+    def __init__(self, breaker: Breaker, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.breaker = breaker
+
+
+def make_hot_pool(settings: Settings, breaker: Breaker | None = None) -> HotPool:
     """Connections for the patient's hot paths (exam list, download link), used on the event loop. A sync endpoint
     pays a thread-pool hop and contends with the loop for the GIL: that was 40 % of the exam list's CPU
     (bench/bench_api.py). In autocommit, as each hot path is one statement. The app's lifespan opens and closes it;
@@ -56,19 +138,23 @@ def make_hot_pool(settings: Settings) -> HotPool:
             "row_factory": dict_row,
         }
 
-    pool: HotPool = AsyncConnectionPool(
+    return HotPool(
+        breaker or Breaker(),
         kwargs=connect_kwargs,
         min_size=db.pool_size,
         max_size=db.pool_size,
         open=False,
         timeout=db.connect_timeout,
+        # After an outage the pool retries a lost connection with a growing backoff (1, 2, 4 ... s) for this long,
+        # then gives the slot up; a request then makes it connect at once. Kept short, so a database that is back
+        # is not left waiting for the next attempt of a long backoff (up to minutes with the default of 300 s).
+        reconnect_timeout=2.0 * db.connect_timeout,
         max_lifetime=1800,
         name="clinic-api-hot",
         configure=idle.stamp,
         reset=idle.stamp,
         check=idle.ping_if_idle,
     )
-    return pool
 
 
 class _IdleSince:
@@ -101,15 +187,40 @@ class Prepared:
         return cls(str(compiled), dict(compiled.params))
 
     async def fetch(self, pool: HotPool, **params: Any) -> list[dict[str, Any]]:
-        try:
-            async with pool.connection() as connection:
-                cursor = await connection.execute(self.sql, {**self.defaults, **params})
-                return await cursor.fetchall()
-        except psycopg.OperationalError:
-            # The server went away (restart, failover): this connection is discarded on its return. Testing the
-            # others now spares the next requests one failure each.
+        """The statement's rows. A connection found lost (a restart, a failover) is dropped and the statement runs
+        once more on another, so the caller does not see it; with no connection to be had, DatabaseUnavailable."""
+        rows = await self._once(pool, params, None)
+        if rows is None:
+            # Testing the other idle connections now spares the next requests one lost connection each.
             await pool.check()
-            raise
+            rows = await self._once(pool, params, RETRY_WAIT_SECONDS)
+        if rows is None:
+            pool.breaker.trip()
+            raise DatabaseUnavailable("the database connection was lost twice in a row")
+        return rows
+
+    async def _once(self, pool: HotPool, params: dict[str, Any], timeout: float | None) -> list[dict[str, Any]] | None:
+        """The rows, or None when the connection turned out lost (the pool discards it on its return)."""
+        pool.breaker.check()
+        try:
+            async with pool.connection(timeout) as connection:
+                try:
+                    cursor = await connection.execute(self.sql, {**self.defaults, **params})
+                    rows = await cursor.fetchall()
+                except psycopg.OperationalError:
+                    if connection.broken:
+                        return None
+                    raise  # the statement's own error (e.g. a statement timeout): not retried
+        except PoolTimeout:
+            pool.breaker.trip()
+            raise DatabaseUnavailable("no database connection within the pool's timeout") from None
+        pool.breaker.reset()
+        return rows
+
+
+# A retry after a lost connection waits this long for another: enough for a fresh connection to a database that is
+# back, short enough not to hold the request when it is not.
+RETRY_WAIT_SECONDS = 1.0
 
 
 def add_unique(session: Session, row: object, conflict: str) -> None:

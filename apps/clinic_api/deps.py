@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, Integer, bindparam, select
 from sqlalchemy.orm import Session
 
-from clinic_api.db import HotPool, Prepared
+from clinic_api.db import Breaker, HotPool, Prepared
 from clinic_api.models import User
 from clinic_api.security import FORBIDDEN, INVALID_TOKEN, ROLES, LoginThrottle, Principal, decode_token
 from clinic_api.settings import Settings
@@ -36,6 +36,10 @@ async def _engine(request: Request) -> Engine:
 
 async def _hot_pool(request: Request) -> HotPool:
     return request.app.state.hot_pool
+
+
+async def _breaker(request: Request) -> Breaker:
+    return request.app.state.hot_pool.breaker
 
 
 async def _s3(request: Request) -> BaseClient:
@@ -56,6 +60,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 HotPoolDep = Annotated[HotPool, Depends(_hot_pool)]
 """The psycopg pool of the hot paths (clinic_api.db.make_hot_pool), for `Prepared.fetch` on the event loop."""
+BreakerDep = Annotated[Breaker, Depends(_breaker)]
 S3Dep = Annotated[BaseClient, Depends(_s3)]
 LoginThrottleDep = Annotated[LoginThrottle, Depends(_login_throttle)]
 SessionDep = Annotated[Session, Depends(_session)]

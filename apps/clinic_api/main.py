@@ -12,10 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
+from psycopg import OperationalError as PsycopgOperationalError
+from sqlalchemy import exc as sa_exc
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clinic_api.db import make_engine, make_hot_pool
+from clinic_api.db import Breaker, DatabaseUnavailable, make_engine, make_hot_pool
 from clinic_api.db_metrics import DATABASE_STATS
 from clinic_api.outbox import Relay
 from clinic_api.routes import accounts, appointments, exams, health
@@ -39,6 +41,9 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
     "Cache-Control": "no-store",
 }
+
+
+DATABASE_UNAVAILABLE = "the database is unavailable; try again shortly"
 
 
 class Observe:
@@ -113,8 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="clinic-api", version="1.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.engine = make_engine(settings)
-    app.state.hot_pool = make_hot_pool(settings)
+    breaker = Breaker()  # shared: whichever pool finds the database down spares the other's requests the wait
+    app.state.engine = make_engine(settings, breaker)
+    app.state.hot_pool = make_hot_pool(settings, breaker)
     DATABASE_STATS.watch(settings)
     app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
     app.state.login_throttle = LoginThrottle(settings.auth.max_login_failures, settings.auth.lockout_seconds)
@@ -129,5 +135,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]} for e in error.errors()
         ]
         return JSONResponse({"detail": "invalid request", "errors": fields}, status_code=422)
+
+    # The database down, restarting or saturated: a 503 the client may retry, not a 500. OperationalError covers
+    # connections refused or lost and statements cancelled (a timeout); TimeoutError, no pooled connection in time.
+    @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    @app.exception_handler(PsycopgOperationalError)
+    async def database_unavailable(_request: Request, error: Exception) -> JSONResponse:
+        log.warning("database unavailable", extra={"error": type(error).__name__})  # its text may quote SQL
+        return JSONResponse(
+            {"detail": DATABASE_UNAVAILABLE},
+            status_code=503,
+            headers={"Retry-After": str(breaker.retry_after)},
+        )
 
     return app

@@ -55,7 +55,10 @@ class SecretCredentials:
             return self._value
 
 
-def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str) -> Engine:
+def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str, pre_ping: bool = False) -> Engine:
+    """The engine, its pool bounded by `db.pool_size` and its waits by `db.connect_timeout` (a new connection, or a
+    pooled one when all are in use). `pre_ping` pings every checkout (one round trip each, so no request ever fails
+    on a connection that died while pooled); without it only connections idle for PING_AFTER_IDLE_SECONDS are."""
     url = URL.create(
         "postgresql+psycopg",
         username=db.user,
@@ -65,8 +68,18 @@ def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str)
         database=db.name,
         query={"sslmode": db.sslmode, "connect_timeout": str(db.connect_timeout), "application_name": application_name},
     )
-    engine = sa_create_engine(url, pool_size=db.pool_size, max_overflow=db.pool_size, pool_recycle=1800)
-    _ping_idle_connections(engine)
+    engine = sa_create_engine(
+        url,
+        pool_size=db.pool_size,
+        max_overflow=db.pool_size,
+        pool_recycle=1800,
+        pool_timeout=db.connect_timeout,
+        pool_pre_ping=pre_ping,
+        # A failed statement's parameters (emails, names, password hashes) never reach an exception's text, so no log.
+        hide_parameters=True,
+    )
+    if not pre_ping:
+        _ping_idle_connections(engine)
     if db.secret_arn:
         credentials = SecretCredentials(db.secret_arn, aws)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -12,6 +13,10 @@ from typing import Any
 
 request_id: ContextVar[str] = ContextVar("request_id", default="")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# PostgreSQL explains a failed constraint with the row's values ("DETAIL:  Key (email)=(ana@example.org) already
+# exists", "Failing row contains (..., $argon2id$...)") and psycopg puts that line in the error's text, so in every
+# traceback of it. SQLAlchemy's `hide_parameters` covers the statement's parameters, not this.
+_SERVER_DETAIL = re.compile(r"^DETAIL: .*$", re.MULTILINE)
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,6 +38,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging.Formatter's name
+        return _SERVER_DETAIL.sub("DETAIL:  (hidden: it may quote patients' data)", super().formatException(ei))
 
 
 class _StdoutHandler(logging.StreamHandler):

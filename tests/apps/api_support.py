@@ -29,13 +29,15 @@ PASSWORD = "correct horse battery"
 T = TypeVar("T")
 
 
-def settings_for(postgres, clinic_aws, database: str, **overrides) -> Settings:
-    values = {
+def settings_for(postgres, clinic_aws, database_name: str, **overrides) -> Settings:
+    """Settings for the test server and moto; an override of a group (`database={"connect_timeout": 5}`) changes only
+    the keys it names."""
+    values: dict = {
         "environment": "development",
         "database": {
             "host": postgres.host,
             "port": postgres.port,
-            "name": database,
+            "name": database_name,
             "user": "postgres",
             "sslmode": "disable",
             "connect_timeout": 2,
@@ -44,7 +46,9 @@ def settings_for(postgres, clinic_aws, database: str, **overrides) -> Settings:
         "storage": {"bucket": clinic_aws.bucket},
         "queues": {d.replace("-", "_"): url for d, url in clinic_aws.queue_urls.items()},
     }
-    return Settings(**{**values, **overrides})
+    for group, value in overrides.items():
+        values[group] = {**values[group], **value} if isinstance(values.get(group), dict) else value
+    return Settings(**values)
 
 
 @dataclass

@@ -56,6 +56,14 @@ def postgres(tmp_path_factory) -> Iterator[Postgres]:
     server.server.cleanup()
 
 
+@pytest.fixture
+def own_postgres(tmp_path_factory) -> Iterator[Postgres]:
+    """A server of the test's own, for a test that stops it while the session's serves the others."""
+    server = Postgres(tmp_path_factory.mktemp("own-pg"))
+    yield server
+    server.server.cleanup()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     with moto_server(REGION) as url:

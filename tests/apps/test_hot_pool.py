@@ -74,17 +74,28 @@ def test_a_connection_idle_across_a_restart_is_replaced_before_the_request_uses_
     with_pool(settings(postgres), scenario)
 
 
-def test_after_a_restart_one_request_fails_and_the_pool_renews_its_other_connections(postgres, monkeypatch):
+def test_after_a_restart_no_request_fails_and_the_pool_renews_its_other_connections(postgres, monkeypatch):
     monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 3600.0)  # a hot pool: no ping saves the request
 
     async def scenario(pool):
         assert len({await pid(pool) for _ in range(6)}) == 3, "all three connections in use"
         restart(postgres)
-        with pytest.raises(psycopg.OperationalError):
-            await pid(pool)
-        assert [await pid(pool) > 0 for _ in range(6)] == [True] * 6, "no second failed request"
+        after = [await pid(pool) for _ in range(6)]
+        assert all(after) and pool.get_stats()["connections_num"] == 6, "the three stale ones were replaced"
 
     with_pool(settings(postgres, pool_size=3), scenario)
+
+
+def test_a_statement_error_on_a_live_connection_is_not_retried(postgres):
+    cancel_itself = Prepared.of(select(func.pg_cancel_backend(func.pg_backend_pid()), func.pg_sleep(1)))
+
+    async def scenario(pool):
+        before = pool.get_stats().get("requests_num", 0)
+        with pytest.raises(psycopg.errors.QueryCanceled):  # an OperationalError, on a connection that stays usable
+            await cancel_itself.fetch(pool)
+        assert pool.get_stats()["requests_num"] - before == 1, "run once"
+
+    with_pool(settings(postgres), scenario)
 
 
 def test_a_hot_connection_is_used_without_a_ping_and_an_idle_one_is_pinged_once(postgres, monkeypatch):

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import uuid
 
+from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter
 from sqlalchemy import Integer, bindparam, case, func, insert, select, true
 from sqlalchemy.orm import Session
@@ -14,6 +16,7 @@ from clinic_api.deps import CurrentUser, HotPoolDep, S3Dep, SessionDep, Settings
 from clinic_api.models import Appointment, AuditLog, Exam, User
 from clinic_api.schemas import DownloadLink, ExamOut, NewExam
 from clinic_api.security import ROLES, Principal
+from clinic_api.settings import StorageSettings
 from clinic_common.logging import request_id
 
 router = APIRouter(tags=["exams"])
@@ -118,8 +121,10 @@ def get_exam(exam_id: int, session: SessionDep, user: CurrentUser) -> Exam:
 async def upload_result(
     exam_id: int, request: Request, session: SessionDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser
 ) -> Exam:
-    """Streams the PDF to S3 (staff). Body: the PDF bytes, Content-Type application/pdf."""
-    exam = find(session, exam_id, user)
+    """Streams the PDF to S3 (staff). Body: the PDF bytes, Content-Type application/pdf. The body is read on the event
+    loop; the database and S3 calls block, so they run in the thread pool: on the loop they stalled every request on
+    this worker, liveness included, for as long as the upload took."""
+    exam = await run_in_threadpool(find, session, exam_id, user)
     storage = settings.storage
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/pdf":
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, NOT_PDF)
@@ -132,10 +137,14 @@ async def upload_result(
             )
     if not body.startswith(b"%PDF-"):
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, NOT_PDF)
+    return await run_in_threadpool(store_result, session, s3, storage, exam, bytes(body))
+
+
+def store_result(session: Session, s3: BaseClient, storage: StorageSettings, exam: Exam, body: bytes) -> Exam:
     key = f"{storage.prefix}{exam.id}/{uuid.uuid4()}.pdf"
     # No ServerSideEncryption: the bucket's default (SSE-KMS under the clinic's own key) applies. Naming "aws:kms"
     # without a key id would make S3 use the AWS-managed aws/s3 key instead.
-    s3.put_object(Bucket=storage.bucket, Key=key, Body=bytes(body), ContentType="application/pdf")
+    s3.put_object(Bucket=storage.bucket, Key=key, Body=body, ContentType="application/pdf")
     exam.result_key, exam.status = key, "uploaded"
     outbox.record(session, "file.uploaded", {**notice(session, exam), "size_bytes": len(body)})
     session.commit()

@@ -1,0 +1,111 @@
+"""Nothing blocks the event loop, a database outage answers 503 at once and ends with the first request after it, and
+a failed statement's data never reaches a log."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+from api_support import PASSWORD, running_clinic
+from sqlalchemy import text
+
+from clinic_api.db import BREAKER_PAUSE_SECONDS
+from clinic_api.main import DATABASE_UNAVAILABLE
+
+PDF = b"%PDF-1.7\n" + b"x" * 4096 + b"\n%%EOF\n"
+
+
+def test_liveness_answers_at_once_while_a_result_upload_waits_on_s3(postgres, clinic_aws, monkeypatch):
+    with running_clinic(postgres, clinic_aws) as clinic:
+        staff, patient = clinic.user("staff"), clinic.user("patient")
+        exam = clinic.client.post(
+            "/exams", json={"patient_id": patient["id"], "exam_type": "X-ray"}, headers=staff["headers"]
+        ).json()
+        s3 = clinic.app.state.s3
+        real_put, in_put, release = s3.put_object, threading.Event(), threading.Event()
+
+        def slow_put(**kwargs):  # S3 taking its time: the put blocks until the test has measured
+            in_put.set()
+            release.wait(5)
+            return real_put(**kwargs)
+
+        monkeypatch.setattr(s3, "put_object", slow_put)
+        uploaded = []
+        upload = threading.Thread(
+            target=lambda: uploaded.append(
+                clinic.client.put(
+                    f"/exams/{exam['id']}/result",
+                    content=PDF,
+                    headers={**staff["headers"], "Content-Type": "application/pdf"},
+                )
+            )
+        )
+        upload.start()
+        try:
+            assert in_put.wait(10), "the upload reached S3"
+            latencies = []
+            for _ in range(5):
+                started = time.monotonic()
+                assert clinic.client.get("/healthz").status_code == 200
+                latencies.append(time.monotonic() - started)
+            started = time.monotonic()
+            assert clinic.client.get("/me", headers=patient["headers"]).status_code == 200, (
+                "a database route answers too"
+            )
+            latencies.append(time.monotonic() - started)
+        finally:
+            release.set()
+            upload.join(10)
+        assert uploaded[0].status_code == 200 and uploaded[0].json()["status"] == "uploaded", uploaded[0].text
+        # Blocked, the loop would answer only once the put returned: 5 s later.
+        assert max(latencies) < 1.0, f"requests waited on the upload: {latencies}"
+
+
+def test_while_postgres_is_down_requests_get_503_at_once_and_the_first_after_it_succeeds(own_postgres, clinic_aws):
+    # connect_timeout 5 s: a request that waited for a connection (the hot pool's wait, or connecting) would take 5 s.
+    with running_clinic(own_postgres, clinic_aws, database={"connect_timeout": 5}) as clinic:
+        patient = clinic.user("patient")
+        login = {"email": patient["email"], "password": PASSWORD}
+        requests = {
+            "GET /me (sync, engine)": lambda: clinic.client.get("/me", headers=patient["headers"]),
+            "GET /exams (async, hot pool)": lambda: clinic.client.get("/exams", headers=patient["headers"]),
+            "POST /auth/login (no token)": lambda: clinic.client.post("/auth/login", json=login),
+        }
+        assert {name: call().status_code for name, call in requests.items()} == dict.fromkeys(requests, 200)
+        own_postgres.stop()
+        try:
+            started = time.monotonic()
+            answers = [(name, call()) for _ in range(4) for name, call in requests.items()]
+            elapsed = time.monotonic() - started
+        finally:
+            own_postgres.start()
+        for name, response in answers:
+            assert (response.status_code, response.json()["detail"]) == (503, DATABASE_UNAVAILABLE), name
+            assert int(response.headers["Retry-After"]) >= 1, name
+        assert elapsed < 5, f"{len(answers)} requests took {elapsed:.1f} s: they waited for the database"
+        assert clinic.client.get("/readyz").status_code in (200, 503)
+        time.sleep(BREAKER_PAUSE_SECONDS + 0.1)  # the breaker lets the next request try
+        after = {name: call() for name, call in requests.items()}
+        assert {name: r.status_code for name, r in after.items()} == dict.fromkeys(requests, 200), {
+            name: r.text for name, r in after.items()
+        }
+
+
+def test_a_failed_statements_data_never_reaches_the_log(postgres, clinic_aws, capsys):
+    """A registration whose transaction fails (here: a constraint that refuses every event row) is logged with its
+    traceback: neither the statement's parameters nor PostgreSQL's DETAIL line (the failing row) may be in it."""
+    with running_clinic(postgres, clinic_aws) as clinic:
+        with clinic.app.state.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE outbox ADD CONSTRAINT refuse_every_event CHECK (event_type = '')"))
+        email, name = f"leak-{uuid.uuid4().hex[:8]}@example.org", f"Maria {uuid.uuid4().hex[:8]}"
+        capsys.readouterr()
+        response = clinic.client.post("/auth/register", json={"email": email, "password": PASSWORD, "full_name": name})
+        logged = capsys.readouterr().out
+    assert response.status_code == 500
+    records = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+    failure = next(r for r in records if r["message"] == "unhandled error")
+    assert "refuse_every_event" in failure["exception"], "the failure itself is logged, with its cause"
+    for secret in (email, name, "$argon2", PASSWORD):
+        assert secret not in logged, f"{secret!r} reached the log"
