@@ -238,7 +238,7 @@ def seed(base: str, env: dict) -> tuple[dict, int]:
     from sqlalchemy.orm import Session
 
     from clinic_api.db import make_engine
-    from clinic_api.models import Exam, User
+    from clinic_api.models import Exam, User, now
     from clinic_api.security import hash_password
     from clinic_api.settings import Settings
 
@@ -251,7 +251,11 @@ def seed(base: str, env: dict) -> tuple[dict, int]:
         os.environ.update(saved)
     with Session(engine) as session:
         patient = User(
-            email="bench@example.org", full_name="Bench", role="patient", password_hash=hash_password(PASSWORD)
+            email="bench@example.org",
+            full_name="Bench",
+            role="patient",
+            password_hash=hash_password(PASSWORD),
+            email_verified_at=now(),
         )
         session.add(patient)
         session.flush()

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from clinic_api.db import Breaker, HotPool, Prepared
 from clinic_api.models import User
-from clinic_api.security import FORBIDDEN, INVALID_TOKEN, ROLES, LoginThrottle, Principal, decode_token
+from clinic_api.security import FORBIDDEN, INVALID_TOKEN, ROLES, Principal, decode_token
 from clinic_api.settings import Settings
+from clinic_api.throttle import LoginThrottle
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -21,8 +21,8 @@ from clinic_api.db import Breaker, DatabaseUnavailable, make_engine, make_hot_po
 from clinic_api.db_metrics import DATABASE_STATS
 from clinic_api.outbox import Relay
 from clinic_api.routes import accounts, appointments, exams, health
-from clinic_api.security import LoginThrottle
 from clinic_api.settings import Settings, get_settings
+from clinic_api.throttle import LoginThrottle
 from clinic_common.aws import client
 from clinic_common.logging import configure_logging, request_id
 
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hot_pool = make_hot_pool(settings, breaker)
     DATABASE_STATS.watch(settings)
     app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
-    app.state.login_throttle = LoginThrottle(settings.auth.max_login_failures, settings.auth.lockout_seconds)
+    app.state.login_throttle = LoginThrottle(settings.auth)
     for module in (health, accounts, appointments, exams):
         app.include_router(module.router)
 

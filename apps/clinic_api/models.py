@@ -28,12 +28,25 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     full_name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))  # patient | doctor | staff | admin
-    password_hash: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200))  # None until a self-registered owner chooses one
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # Accounts an admin creates are verified at creation; a self-registered one when its owner follows the emailed
+    # link, and until then (None) it cannot log in.
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Checked on every authenticated request (clinic_api.deps.current_user): a disabled account's tokens stop working
     # at once, and raising token_version (security.revoke_tokens) ends every token issued before.
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class LoginFailure(Base):
+    """Failed logins per key (a digest of the email, the client address or both) in a fixed window: in the database,
+    so every replica counts the same failures (clinic_api.throttle)."""
+
+    __tablename__ = "login_failures"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class Appointment(Base):

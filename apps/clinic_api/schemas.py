@@ -12,13 +12,25 @@ UtcDatetime = Annotated[datetime, AfterValidator(lambda moment: moment.astimezon
 
 
 class Registration(BaseModel):
+    """A patient registers with an email and a name; the password is chosen through the link emailed to them."""
+
     email: EmailStr
-    password: str = Field(min_length=10, max_length=128)
     full_name: str = Field(min_length=1, max_length=200)
 
 
 class NewUser(Registration):
+    password: str = Field(min_length=12, max_length=128)
     role: Literal["doctor", "staff", "admin", "patient"]
+
+
+class Accepted(BaseModel):
+    detail: str
+
+
+class VerifyEmail(BaseModel):
+    token: str = Field(min_length=1, max_length=2048)
+    """From the link in the verification email (after `#token=`)."""
+    password: str = Field(min_length=12, max_length=128)
 
 
 class Login(BaseModel):

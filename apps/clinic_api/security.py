@@ -1,10 +1,10 @@
-"""Passwords (argon2), tokens (JWT) and the principal they carry, login throttling (the dependencies routes declare
-are in deps.py)."""
+"""Passwords (argon2), tokens (JWT) and the principal they carry (the dependencies routes declare are in deps.py; the
+password policy in passwords.py, login throttling in throttle.py)."""
 
 from __future__ import annotations
 
-import threading
-import time
+import functools
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +17,7 @@ from clinic_api.models import User
 ROLES = ("patient", "doctor", "staff", "admin")
 INVALID_TOKEN = "missing, invalid or expired token"
 FORBIDDEN = "your role may not do this"
+VERIFY_EMAIL = "clinic:verify-email"  # the audience of email verification tokens
 _hasher = PasswordHasher()
 
 
@@ -24,9 +25,17 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(16))  # same parameters as every real hash, so the same cost to verify
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether `password` matches. Without a hash (no such account, or one whose owner has not chosen a password yet)
+    a dummy hash is verified all the same, and fails: every login costs one argon2 verification, so how long the
+    answer takes does not tell which emails have accounts."""
     try:
-        return _hasher.verify(password_hash, password)
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -35,6 +44,24 @@ def issue_token(user: User, secret: str, minutes: int) -> str:
     expires = datetime.now(UTC) + timedelta(minutes=minutes)
     claims = {"sub": str(user.id), "role": user.role, "ver": user.token_version or 0, "exp": expires}
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def issue_verification_token(user: User, secret: str, hours: int) -> str:
+    """The emailed link's token: it lets whoever reads that mailbox choose the account's password, once. Its audience
+    makes it useless as an access token (decode_token refuses any token with one)."""
+    expires = datetime.now(UTC) + timedelta(hours=hours)
+    return jwt.encode({"sub": str(user.id), "aud": VERIFY_EMAIL, "exp": expires}, secret, algorithm="HS256")
+
+
+def decode_verification_token(token: str, secret: str) -> int | None:
+    """The account id of a valid, unexpired verification token; None for anything else (an access token too)."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], audience=VERIFY_EMAIL, options={"require": ["exp", "sub", "aud"]}
+        )
+        return int(claims["sub"])
+    except (jwt.PyJWTError, ValueError):
+        return None
 
 
 def revoke_tokens(user: User) -> None:
@@ -64,29 +91,3 @@ def decode_token(token: str, secret: str) -> Principal | None:
     except (jwt.PyJWTError, ValueError, KeyError):
         return None
     return principal if principal.role in ROLES else None
-
-
-class LoginThrottle:
-    """In-process: N failures per (email, client) within the window lock that pair out until the window passes.
-    Per replica — an attacker spread over replicas gets N per replica, still far below what brute force needs."""
-
-    def __init__(self, max_failures: int, window_seconds: int):
-        self.max_failures, self.window = max_failures, window_seconds
-        self._failures: dict[tuple[str, str], list[float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, key: tuple[str, str]) -> int:
-        with self._lock:
-            recent = [t for t in self._failures.get(key, []) if t > time.monotonic() - self.window]
-            self._failures[key] = recent
-            if len(recent) < self.max_failures:
-                return 0
-            return int(recent[0] + self.window - time.monotonic()) + 1
-
-    def failed(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._failures.setdefault(key, []).append(time.monotonic())
-
-    def succeeded(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._failures.pop(key, None)

@@ -33,7 +33,14 @@ class AuthSettings(BaseModel):
     jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
     token_minutes: int = Field(30, ge=1, le=24 * 60)
     max_login_failures: int = Field(5, ge=1)
+    """Failed logins for one email from one client address within `lockout_seconds` (clinic_api.throttle)."""
+    max_client_login_failures: int = Field(30, ge=1)
+    """... from one client address whatever the email (password spraying; a clinic's office shares one address)."""
+    max_account_login_failures: int = Field(100, ge=1)
+    """... for one email whatever the address (reaching it locks the owner out too, hence higher)."""
     lockout_seconds: int = Field(15 * 60, ge=1)
+    verification_hours: int = Field(24, ge=1, le=7 * 24)
+    """Life of the emailed link with which a self-registered patient chooses a password and activates the account."""
 
 
 class OutboxSettings(BaseModel):

@@ -20,6 +20,8 @@ RECIPIENT_FIELDS = ("recipient_email", "recipient_name")
 # Payload fields each event type must carry besides the recipient; optional ones are read by the templates.
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "account.created": (),
+    "account.verification_requested": ("verify_url",),
+    "account.registration_attempted": (),
     "patient.registered": (),
     "doctor.registered": (),
     "appointment.confirmed": ("starts_at", "doctor_name"),

@@ -50,6 +50,29 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
             ["Your account has been created. You can now sign in to book appointments and see your exam results."],
             None,
         )
+    if kind == "account.verification_requested":
+        link = _safe_link(p["verify_url"])
+        hours = p.get("expires_hours")
+        within = f" within {hours} hours" if isinstance(hours, int) else ""
+        return (
+            f"Confirm your email address for {CLINIC_NAME}",
+            [
+                f"Someone, hopefully you, asked to create a {CLINIC_NAME} account with this email address.",
+                f"To confirm it is yours, follow the link below{within} and choose your password.",
+                "If it was not you, ignore this message: no account is activated without that link.",
+            ],
+            ("Confirm and choose your password", link) if link else None,
+        )
+    if kind == "account.registration_attempted":
+        return (
+            f"Someone tried to register with your email address at {CLINIC_NAME}",
+            [
+                f"Someone tried to create a new {CLINIC_NAME} account with this email address, which already has one.",
+                "If it was you, sign in with your existing password instead.",
+                "If it was not, you can ignore this message: your account has not changed.",
+            ],
+            None,
+        )
     if kind == "patient.registered":
         return (
             f"Your patient record at {CLINIC_NAME} is ready",

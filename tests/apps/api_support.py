@@ -16,12 +16,13 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from support import free_port
 
 from clinic_api.main import create_app
 from clinic_api.migrate import upgrade
-from clinic_api.models import User
+from clinic_api.models import OutboxEvent, User, now
 from clinic_api.security import hash_password
 from clinic_api.settings import Settings
 
@@ -60,11 +61,39 @@ class Clinic:
         """Creates a user of any role directly (admins create them through the API; tested separately)."""
         email = f"{name or role}-{uuid.uuid4().hex[:6]}@example.org"
         with Session(self.app.state.engine) as session:
-            user = User(email=email, full_name=(name or role).title(), role=role, password_hash=hash_password(PASSWORD))
+            user = User(
+                email=email,
+                full_name=(name or role).title(),
+                role=role,
+                password_hash=hash_password(PASSWORD),
+                email_verified_at=now(),
+            )
             session.add(user)
             session.commit()
             user_id = user.id
         return {"id": user_id, "email": email, "headers": self.login(email)}
+
+    def register(self, email: str, full_name: str = "Pat Doe", password: str = PASSWORD) -> dict:
+        """A patient registers, and chooses the password with the token of the email the API queued (read from the
+        outbox here; tests/apps/test_flow.py follows the real email)."""
+        response = self.client.post("/auth/register", json={"email": email, "full_name": full_name})
+        assert response.status_code == 202, response.text
+        verified = self.client.post(
+            "/auth/verify", json={"token": self.verification_token(email), "password": password}
+        )
+        assert verified.status_code == 200, verified.text
+        return verified.json()
+
+    def verification_token(self, email: str) -> str:
+        """The token of the newest verification link queued for `email`."""
+        with Session(self.app.state.engine) as session:
+            event = session.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.event_type == "account.verification_requested")
+                .order_by(OutboxEvent.id.desc())
+            ).all()
+        url = next(e.payload["verify_url"] for e in event if e.payload["recipient_email"] == email.lower())
+        return url.split("#token=", 1)[1]
 
     def login(self, email: str, password: str = PASSWORD) -> dict:
         response = self.client.post("/auth/login", json={"email": email, "password": password})

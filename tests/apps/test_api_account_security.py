@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
 from api_support import PASSWORD, running_clinic, status_and_detail
-from sqlalchemy import delete, update
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from clinic_api.models import User
-from clinic_api.routes.accounts import BAD_LOGIN, DISABLED
+from clinic_api import security
+from clinic_api.main import create_app
+from clinic_api.models import OutboxEvent, User
+from clinic_api.routes.accounts import BAD_LOGIN, CHECK_EMAIL, DISABLED, INVALID_LINK, TOO_MANY
 from clinic_api.security import INVALID_TOKEN, revoke_tokens
+from clinic_api.throttle import client_key
 
 
 @pytest.fixture
@@ -127,3 +132,160 @@ def test_the_account_state_migration_keeps_every_existing_account_usable(postgre
     finally:
         engine.dispose()
     assert [tuple(row) for row in rows] == [("old@example.org", None, 0)]
+
+
+def events_for(clinic, email: str) -> list[tuple[str, str]]:
+    """(event type, recipient name) of the events queued for `email`, oldest first."""
+    with Session(clinic.app.state.engine) as session:
+        events = session.scalars(select(OutboxEvent).order_by(OutboxEvent.id)).all()
+    return [(e.event_type, e.payload["recipient_name"]) for e in events if e.payload["recipient_email"] == email]
+
+
+def register(clinic, email: str, name: str = "Someone"):
+    return clinic.client.post("/auth/register", json={"email": email, "full_name": name})
+
+
+def test_registration_answers_the_same_whether_or_not_the_email_has_an_account(clinic):
+    owner = clinic.user("patient")
+    fresh = f"new-{uuid.uuid4().hex[:6]}@example.org"
+    answers = {"taken": register(clinic, owner["email"], "Mallory"), "new": register(clinic, fresh, "Nadia")}
+    assert {k: (r.status_code, r.json()) for k, r in answers.items()} == dict.fromkeys(
+        answers, (202, {"detail": CHECK_EMAIL})
+    )
+    assert set(answers["taken"].headers) == set(answers["new"].headers) - {"x-request-id"} | {"x-request-id"}
+    # The owner is told someone tried (by the owner's own name, not the one the caller typed); the new address gets
+    # the link to choose a password.
+    assert events_for(clinic, owner["email"]) == [("account.registration_attempted", "Patient")]
+    assert events_for(clinic, fresh) == [("account.verification_requested", "Nadia")]
+    # Until its link is followed, the new account cannot log in with any password: as an unknown email.
+    refused = clinic.client.post("/auth/login", json={"email": fresh, "password": PASSWORD})
+    assert status_and_detail(refused) == (401, BAD_LOGIN)
+
+
+def test_registering_again_before_confirming_sends_a_new_link_and_either_link_sets_the_password_once(clinic):
+    email = f"twice-{uuid.uuid4().hex[:6]}@example.org"
+    register(clinic, email, "First")
+    first = clinic.verification_token(email)
+    register(clinic, email, "Second")
+    second = clinic.verification_token(email)
+    assert [t for t, _ in events_for(clinic, email)] == ["account.verification_requested"] * 2
+    used = clinic.client.post("/auth/verify", json={"token": second, "password": PASSWORD})
+    assert used.status_code == 200 and used.json()["full_name"] == "Second"
+    again = clinic.client.post("/auth/verify", json={"token": first, "password": "another good passphrase"})
+    assert status_and_detail(again) == (400, INVALID_LINK), "an account's password is chosen once through a link"
+    assert clinic.client.get("/me", headers=clinic.login(email)).json()["email"] == email
+    assert [t for t, _ in events_for(clinic, email)][2:] == ["account.created", "patient.registered"], "welcome now"
+
+
+def test_a_verification_token_and_an_access_token_are_not_interchangeable(clinic):
+    email = f"swap-{uuid.uuid4().hex[:6]}@example.org"
+    register(clinic, email)
+    link_token = clinic.verification_token(email)
+    as_access = clinic.client.get("/me", headers={"Authorization": f"Bearer {link_token}"})
+    assert status_and_detail(as_access) == UNAUTHORIZED
+    access = clinic.user("patient")["headers"]["Authorization"].removeprefix("Bearer ")
+    secret = clinic.app.state.settings.auth.jwt_secret.get_secret_value()
+    expired = jwt.encode(
+        {"sub": "1", "aud": security.VERIFY_EMAIL, "exp": datetime.now(UTC) - timedelta(seconds=1)}, secret
+    )
+    for token in (access, expired, "garbage"):
+        refused = clinic.client.post("/auth/verify", json={"token": token, "password": PASSWORD})
+        assert status_and_detail(refused) == (400, INVALID_LINK), token
+
+
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("short pass", "at least 12 characters"),
+        ("password1234", "is one of the 30,000 most common passwords"),
+        ("iloveyou2024!", "is too easy to guess"),
+        ("Password1234!", "is too easy to guess"),
+        ("my {local} is great", "must not contain the email address or its part before the @"),
+        ("{email}", "must not contain the email address or its part before the @"),
+    ],
+)
+def test_weak_passwords_are_refused_with_a_422_naming_the_field_and_the_rule(clinic, password, rule):
+    email = f"policy{uuid.uuid4().hex[:6]}@example.org"
+    password = password.format(email=email, local=email.split("@")[0])
+    register(clinic, email)
+    choose = clinic.client.post("/auth/verify", json={"token": clinic.verification_token(email), "password": password})
+    admin, doctor_email = clinic.user("admin"), email.replace("@example.org", "@staff.example.org")
+    body = {
+        "email": doctor_email,
+        "full_name": "Dr X",
+        "role": "doctor",
+        "password": password.replace(email, doctor_email),
+    }
+    create = clinic.client.post("/users", json=body, headers=admin["headers"])
+    for response in (choose, create):
+        assert response.status_code == 422, response.text
+        [error] = response.json()["errors"]
+        assert error["field"] == "password" and rule in error["problem"], error
+
+
+def test_every_login_verifies_one_argon2_hash_whether_or_not_the_account_exists(clinic, monkeypatch):
+    """The two answers take the same time because both are one argon2 verification of a hash with the same
+    parameters (bench/bench_login.py prints the times)."""
+    import argon2
+
+    verified: list[str] = []
+    real = security._hasher
+
+    class Counting:
+        def hash(self, password: str) -> str:
+            return real.hash(password)
+
+        def verify(self, password_hash: str, password: str) -> bool:
+            verified.append(password_hash)
+            return real.verify(password_hash, password)
+
+    monkeypatch.setattr(security, "_hasher", Counting())
+    patient = clinic.user("patient")
+    unconfirmed = f"unconfirmed-{uuid.uuid4().hex[:6]}@example.org"
+    register(clinic, unconfirmed)
+    for email in (patient["email"], f"nobody-{uuid.uuid4().hex[:6]}@example.org", unconfirmed):
+        verified.clear()
+        answer = clinic.client.post("/auth/login", json={"email": email, "password": "wrong but long enough"})
+        assert status_and_detail(answer) == (401, BAD_LOGIN), email
+        assert len(verified) == 1, f"{email}: {len(verified)} verifications"
+    dummy, real = security._dummy_hash(), security.hash_password(PASSWORD)
+    assert argon2.extract_parameters(dummy) == argon2.extract_parameters(real)
+
+
+def test_failed_logins_from_one_address_across_many_emails_are_throttled(postgres, clinic_aws):
+    """Password spraying: one password tried against many accounts, each failing once."""
+    with running_clinic(postgres, clinic_aws, auth={"max_client_login_failures": 4}) as clinic:
+        patient = clinic.user("patient")
+        for i in range(4):
+            sprayed = clinic.client.post("/auth/login", json={"email": f"u{i}@example.org", "password": PASSWORD[::-1]})
+            assert status_and_detail(sprayed) == (401, BAD_LOGIN)
+        locked = clinic.client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
+        assert status_and_detail(locked) == (429, TOO_MANY) and int(locked.headers["Retry-After"]) > 0
+        # Another client address is not locked out by it.
+        elsewhere = TestClient(clinic.app, client=("203.0.113.7", 50000))
+        assert elsewhere.post("/auth/login", json={"email": patient["email"], "password": PASSWORD}).status_code == 200
+
+
+def test_failures_count_on_every_replica_and_for_an_account_across_addresses(postgres, clinic_aws):
+    """Two API processes on one database (two replicas), each client on an address of its own: the account's
+    failures add up wherever they happen."""
+    with running_clinic(postgres, clinic_aws, auth={"max_account_login_failures": 4}) as clinic:
+        patient = clinic.user("patient")
+        other_replica = create_app(clinic.app.state.settings)
+        with TestClient(other_replica) as other:
+            replicas = [clinic.app, other_replica]
+            for i in range(4):
+                client = TestClient(replicas[i % 2], client=(f"198.51.100.{i}", 50000))
+                failed = client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD[::-1]})
+                assert status_and_detail(failed) == (401, BAD_LOGIN)
+            fresh_address = TestClient(other_replica, client=("192.0.2.99", 50000))
+            locked = fresh_address.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
+            assert status_and_detail(locked) == (429, TOO_MANY)
+            assert other.get("/healthz").status_code == 200
+
+
+def test_the_client_address_that_counts():
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7", "IPv4 on a dual-stack socket"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_key("testclient") == "testclient"

@@ -15,6 +15,7 @@ ANYONE, SIGNED_IN = "anyone", "signed in"
 EXPECTED = {
     ("POST", "/auth/register"): ANYONE,
     ("POST", "/auth/login"): ANYONE,
+    ("POST", "/auth/verify"): ANYONE,
     ("POST", "/users"): {"admin"},
     ("GET", "/me"): SIGNED_IN,
     ("GET", "/doctors"): SIGNED_IN,

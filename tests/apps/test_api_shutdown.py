@@ -17,7 +17,7 @@ from support import free_port
 
 from clinic_api.db import make_engine
 from clinic_api.migrate import upgrade
-from clinic_api.models import User
+from clinic_api.models import User, now
 from clinic_api.security import hash_password
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,13 @@ def api_env(postgres, clinic_aws) -> dict[str, str]:
     upgrade(engine)
     with Session(engine) as session:
         session.add(
-            User(email="staff@example.org", full_name="Sam", role="staff", password_hash=hash_password(PASSWORD))
+            User(
+                email="staff@example.org",
+                full_name="Sam",
+                role="staff",
+                password_hash=hash_password(PASSWORD),
+                email_verified_at=now(),
+            )
         )
         session.commit()
     engine.dispose()

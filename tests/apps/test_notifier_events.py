@@ -12,6 +12,11 @@ from notifier.templates import render
 
 PAYLOADS = {
     "account.created": {},
+    "account.verification_requested": {
+        "verify_url": "https://clinic.example.org/verify-email#token=abc.def.ghi",
+        "expires_hours": 24,
+    },
+    "account.registration_attempted": {},
     "patient.registered": {},
     "doctor.registered": {"specialty": "Cardiology"},
     "appointment.confirmed": {
@@ -46,6 +51,22 @@ def test_each_type_renders_subject_text_and_html(event_type):
     assert email.subject and "\n" not in email.subject
     assert email.text.startswith("Hello Pat,")
     assert email.html.startswith("<!DOCTYPE html>") and "Hello Pat," in email.html
+
+
+def test_the_verification_email_carries_its_link_and_says_what_to_do_if_it_was_not_you():
+    email = render(parse_event(body("account.verification_requested")))
+    assert email.subject == "Confirm your email address for Clinic"
+    assert "https://clinic.example.org/verify-email#token=abc.def.ghi" in email.text
+    assert 'href="https://clinic.example.org/verify-email#token=abc.def.ghi"' in email.html
+    assert "within 24 hours" in email.text and "If it was not you, ignore this message" in email.text
+    with pytest.raises(PoisonMessage, match="payload.verify_url"):
+        parse_event(body("account.verification_requested", verify_url=""))
+
+
+def test_the_owner_hears_that_someone_tried_to_register_with_their_address():
+    email = render(parse_event(body("account.registration_attempted")))
+    assert email.subject == "Someone tried to register with your email address at Clinic"
+    assert "your account has not changed" in email.text
 
 
 def test_appointment_email_carries_time_doctor_and_video_link():
