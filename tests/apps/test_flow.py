@@ -1,7 +1,9 @@
-"""The whole flow on real PostgreSQL and a moto server: patient registers -> staff creates an exam -> uploads the PDF
+"""The whole flow on real PostgreSQL and a moto server: patient registers -> follows the emailed link to choose a
+password -> staff creates an exam -> uploads the PDF
 -> marks it ready -> the outbox relay puts the event on SQS -> the notifier emails the patient (seen in moto) ->
 the patient downloads the very same bytes through the presigned URL."""
 
+import re
 import threading
 import urllib.request
 import uuid
@@ -47,15 +49,19 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
     with running_clinic(postgres, clinic_aws, outbox={"relay_enabled": True, "interval_seconds": 0.2}) as clinic:
         client = clinic.client  # the outbox relay thread is live
         email = f"pat-{uuid.uuid4().hex[:6]}@example.org"
-        registered = client.post(
-            "/auth/register", json={"email": email, "password": PASSWORD, "full_name": "Pat <Flow>"}
-        )
-        assert registered.status_code == 201, registered.text
+        registered = client.post("/auth/register", json={"email": email, "full_name": "Pat <Flow>"})
+        assert registered.status_code == 202, registered.text
+        wait_for(lambda: sent_emails(clinic_aws.endpoint, email), 30, "the verification email")
+        [confirm] = sent_emails(clinic_aws.endpoint, email)
+        assert confirm["subject"] == "Confirm your email address for Clinic"
+        token = re.search(r"/verify-email#token=([\w.-]+)", confirm["body"]).group(1)
+        verified = client.post("/auth/verify", json={"token": token, "password": PASSWORD})
+        assert verified.status_code == 200, verified.text
         patient = clinic.login(email)
         staff = clinic.user("staff")["headers"]
 
         exam = client.post(
-            "/exams", json={"patient_id": registered.json()["id"], "exam_type": "Lipid panel"}, headers=staff
+            "/exams", json={"patient_id": verified.json()["id"], "exam_type": "Lipid panel"}, headers=staff
         )
         assert exam.status_code == 201, exam.text
         exam_id = exam.json()["id"]
@@ -69,9 +75,10 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
             return sorted(m["subject"] for m in sent_emails(clinic_aws.endpoint, email))
 
         wait_for(lambda: "Your Lipid panel result is ready" in subjects(), 30, "the result-ready email")
-        wait_for(lambda: len(subjects()) == 5, 10, "every email of the flow")
+        wait_for(lambda: len(subjects()) == 6, 10, "every email of the flow")
         assert subjects() == sorted(
             [
+                "Confirm your email address for Clinic",
                 "Welcome to Clinic",
                 "Your patient record at Clinic is ready",
                 "Your Lipid panel exam has been scheduled",

@@ -1,4 +1,5 @@
-"""apps/run_local.py: one command brings up PostgreSQL, moto, the API and the notifier, and stops them all."""
+"""apps/run_local.py: one command brings up PostgreSQL, moto, the API and the notifier, and stops them all; the
+walk-through of apps/README.md runs against it, twice in a row."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import psutil
 import pytest
 from support import free_port
 
@@ -29,14 +31,30 @@ def status(url):
         return None
 
 
-def test_run_local_starts_everything_and_stops_cleanly(tmp_path):
-    ready = tmp_path / "ready.json"
+def walk_through() -> str:
+    """The bash block of apps/README.md's "The whole flow by hand"."""
+    readme = (ROOT / "apps" / "README.md").read_text()
+    section = readme[readme.index("### The whole flow by hand") :]
+    return section[section.index("```bash\n") + len("```bash\n") : section.index("\n```\n")]
+
+
+def processes_of(pid: int) -> list[psutil.Process]:
+    """`pid` and every process below it."""
+    parent = psutil.Process(pid)
+    return [parent, *parent.children(recursive=True)]
+
+
+def test_run_local_starts_everything_runs_the_walk_through_twice_and_stops_everything(tmp_path):
+    ready, env_file = tmp_path / "ready.json", tmp_path / "run_local.env"
     data_dir = tmp_path / "pgdata"
     env = {**os.environ, "RUN_LOCAL_READY_FILE": str(ready)}
     process = subprocess.Popen(
         [
             sys.executable,
             "apps/run_local.py",
+            "--demo-data",
+            "--env-file",
+            str(env_file),
             "--data-dir",
             str(data_dir),
             "--api-port",
@@ -53,12 +71,32 @@ def test_run_local_starts_everything_and_stops_cleanly(tmp_path):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while not ready.exists():
             assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "run_local did not come up in 90 s"
+            assert time.monotonic() < deadline, "run_local did not come up in 120 s"
             time.sleep(0.3)
         urls = json.loads(ready.read_text())
+        # Everything it started: its children (API, notifier, their helpers) and the PostgreSQL server, which
+        # pg_ctl detaches from it.
+        started = processes_of(process.pid)[1:] + processes_of(
+            int((data_dir / "postmaster.pid").read_text().split()[0])
+        )
+        assert {p.name() for p in started} >= {"postgres"} and len(started) >= 4, [p.cmdline() for p in started]
+        assert env_file.stat().st_mode & 0o077 == 0, "the demo passwords are readable by the user only"
+        script = tmp_path / "walk.sh"
+        script.write_text(walk_through())
+        for run in (1, 2):
+            walked = subprocess.run(
+                ["bash", str(script)],
+                cwd=ROOT,
+                env={**os.environ, "CLINIC_ENV": str(env_file)},
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert walked.returncode == 0, f"walk-through run {run}:\n{walked.stdout}\n{walked.stderr}"
+            assert "same bytes" in walked.stdout and walked.stdout.rstrip().endswith("walk-through complete"), run
         assert status(f"{urls['api']}/readyz") == 200
         assert status(f"{urls['api']}/docs") == 200
         assert status(f"{urls['notifier']}/readyz") == 200
@@ -110,3 +148,6 @@ def test_run_local_starts_everything_and_stops_cleanly(tmp_path):
     assert "/docs" in output and "stopped" in output
     assert status(f"{urls['api']}/healthz") is None, "the API is still running"
     assert not (data_dir / "postmaster.pid").exists(), "PostgreSQL is still running"
+    left = [p.cmdline() for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], "processes run_local started are still running"
+    assert not env_file.exists(), "the env file of a stopped clinic is removed"
