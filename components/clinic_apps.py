@@ -381,6 +381,9 @@ class ClinicApps(pulumi.ComponentResource):
             },
             {"name": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "value": str(API_DRAIN_SECONDS)},
             *telemedicine_env,
+            # The address in emailed links (email verification). Without a host name the ALB's generated one is
+            # known only once the Ingress exists, after this Deployment: such a stack keeps the default.
+            *([{"name": "CLINIC_PUBLIC_URL", "value": f"https://{args.hostname}"}] if args.hostname else []),
         ]
         notifier_env = [
             *database_env("NOTIFIER", p),

@@ -376,6 +376,12 @@ def test_pods_ingress_and_namespace_carry_the_rollout_numbers(stack):
     assert env["NOTIFIER_WAIT_SECONDS"] == str(c.NOTIFIER_WAIT_SECONDS)
 
 
+def test_the_api_puts_the_clinics_host_name_in_emailed_links(prod):
+    api = next(d for d in prod.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] == "clinic-api")
+    env = {e["name"]: e.get("value") for e in api.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CLINIC_PUBLIC_URL"] == "https://clinic.example.org", "prod's apps.hostname"
+
+
 def test_the_prestop_sleep_action_is_on_in_every_kubernetes_version_the_stacks_allow():
     """The kubelet's sleep action is beta and on by default from 1.30 (GA in 1.34)."""
     from stacks.settings import KUBERNETES_VERSIONS
