@@ -4,8 +4,8 @@ every replica). Existing accounts count as verified (from their creation) and ke
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 
 
 def upgrade() -> None:
