@@ -35,7 +35,8 @@ def accepts(port: int) -> bool:
 
 @pytest.fixture
 def api_env(postgres, clinic_aws) -> dict[str, str]:
-    """The API's environment on a fresh, migrated database with a staff user."""
+    """The API's environment on a fresh, migrated database with a staff user and a patient (its id in
+    TEST_PATIENT_ID)."""
     database = postgres.create_database()
     engine = make_engine(settings_for(postgres, clinic_aws, database))
     upgrade(engine)
@@ -49,7 +50,10 @@ def api_env(postgres, clinic_aws) -> dict[str, str]:
                 email_verified_at=now(),
             )
         )
+        patient = User(email="pat@example.org", full_name="Pat", role="patient", email_verified_at=now())
+        session.add(patient)
         session.commit()
+        patient_id = patient.id
     engine.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINIC_", "UVICORN_"))}
     return {
@@ -66,6 +70,7 @@ def api_env(postgres, clinic_aws) -> dict[str, str]:
         "CLINIC_AWS__ENDPOINT_URL": clinic_aws.endpoint,
         "CLINIC_STORAGE__BUCKET": clinic_aws.bucket,
         "CLINIC_QUEUES__ACCOUNT": clinic_aws.queue_urls["account"],
+        "TEST_PATIENT_ID": str(patient_id),
     }
 
 
@@ -125,15 +130,13 @@ def response_of(connection: socket.socket) -> bytes:
     return received
 
 
-def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_rest_at_the_timeout(api):
+def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_cuts_the_rest_at_the_timeout(api, api_env):
     process, port, base = api
     token = httpx.post(f"{base}/auth/login", json={"email": "staff@example.org", "password": PASSWORD}).json()[
         "access_token"
     ]
     headers = {"Authorization": f"Bearer {token}"}
-    patient = httpx.post(
-        f"{base}/auth/register", json={"email": "pat@example.org", "password": PASSWORD, "full_name": "Pat"}
-    ).json()["id"]
+    patient = int(api_env["TEST_PATIENT_ID"])
     finishing, stalled = (
         httpx.post(f"{base}/exams", headers=headers, json={"patient_id": patient, "exam_type": t}).json()["id"]
         for t in ("MRI", "CT")
