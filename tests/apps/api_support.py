@@ -113,8 +113,9 @@ def new_app(postgres, clinic_aws, **overrides) -> FastAPI:
 @contextmanager
 def running_clinic(postgres, clinic_aws, **overrides) -> Iterator[Clinic]:
     """The API with its lifespan running, as under uvicorn (the hot-path pool is open), through a TestClient."""
-    with TestClient(new_app(postgres, clinic_aws, **overrides)) as client:
-        yield Clinic(client, client.app)
+    app = new_app(postgres, clinic_aws, **overrides)
+    with TestClient(app) as client:
+        yield Clinic(client, app)
 
 
 @contextmanager
