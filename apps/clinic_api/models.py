@@ -82,8 +82,12 @@ class Exam(Base):
     patient_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     doctor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     exam_type: Mapped[str] = mapped_column(String(120))
-    status: Mapped[str] = mapped_column(String(16), default="requested")  # requested | uploaded | ready
+    # requested | uploaded (waiting for the file processor) | verified or quarantined (its verdict) | ready
+    status: Mapped[str] = mapped_column(String(16), default="requested")
     result_key: Mapped[str | None] = mapped_column(String(300))
+    # Set by the file processor (apps/file_processor) once it has checked the uploaded result.
+    result_sha256: Mapped[str | None] = mapped_column(String(64))
+    result_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

@@ -38,8 +38,10 @@ def queue_for(event_type: str, queues: QueueSettings) -> str:
         return queues.exam_result
     if event_type.startswith("exam."):
         return queues.exam
-    if event_type.startswith("file."):
+    if event_type == "file.uploaded":  # the file processor's input, and its only one
         return queues.file
+    if event_type.startswith("file."):  # the file processor's verdicts, emailed by the notifier
+        return queues.exam
     raise ValueError(f"event type {event_type!r} has no queue")
 
 

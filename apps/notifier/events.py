@@ -30,6 +30,9 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "exam.completed": ("exam_type",),
     "exam.result.ready": ("exam_type",),
     "file.uploaded": (),
+    # The file processor's verdicts on an uploaded result, for the exam's doctor (or the uploader, without one).
+    "file.processed": ("exam_type",),
+    "file.quarantined": ("exam_type",),
 }
 EVENT_TYPES = frozenset(REQUIRED_FIELDS)
 DATETIME_FIELDS = ("starts_at",)

@@ -1,4 +1,4 @@
-"""Transient-error classification and retry with exponential backoff."""
+"""Retry with exponential backoff (transient-error classification: clinic_common.retry)."""
 
 from __future__ import annotations
 
@@ -7,49 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from clinic_common.retry import TRANSIENT_CODES, error_code, is_transient
+
+__all__ = ["TRANSIENT_CODES", "RetryPolicy", "call_with_retry", "error_code", "is_transient"]
 
 T = TypeVar("T")
-
-TRANSIENT_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequestsException",
-        "RequestThrottled",
-        "LimitExceededException",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "InternalFailure",
-        "InternalServerError",
-        "InternalError",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)):
-        return True
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        return error.get("Code") in TRANSIENT_CODES or status >= 500
-    return False
-
-
-def error_code(exc: BaseException) -> str:
-    """What a log line names: AWS's error code, or the exception's type."""
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code", "ClientError")
-    return type(exc).__name__
 
 
 @dataclass(frozen=True)

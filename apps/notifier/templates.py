@@ -128,6 +128,27 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
             else "A new document has been added to your record."
         )
         return ("A new document is available", [line, "Sign in to your account to view it."], None)
+    if kind in ("file.processed", "file.quarantined"):
+        number = p.get("exam_id")
+        which = f"exam #{number} ({exam})" if isinstance(number, int) else f"an exam ({exam})"
+        if kind == "file.processed":
+            return (
+                f"Result of {which} verified",
+                [
+                    f"The result uploaded for {which} was checked: it is a readable PDF and its checksum is recorded.",
+                    "The clinic staff can now release it to the patient.",
+                ],
+                None,
+            )
+        return (
+            f"Result of {which} refused",
+            [
+                f"The file uploaded as the result of {which} is not a readable PDF. It was set aside and the "
+                "patient cannot see it.",
+                "Please ask the clinic staff to upload the result again.",
+            ],
+            None,
+        )
     raise ValueError(f"no template for event type {kind!r}")
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import httpx
 import pytest
 from api_support import future, running_clinic, status_and_detail
+from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinic_api.models import AuditLog
-from clinic_api.routes.exams import NOT_FOUND, NOT_PDF, NOT_READY, NOT_UPLOADED
+from clinic_api.routes.exams import NOT_FOUND, NOT_PDF, NOT_READY, NOT_UPLOADED, NOT_VERIFIED
 from clinic_api.security import FORBIDDEN
 
-PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n" + bytes(range(256)) * 40
+PDF = pdf_bytes(pages=3)
 
 
 @pytest.fixture
@@ -46,10 +47,11 @@ def audits(clinic, exam_id, *columns: str):
         ]
 
 
-def test_the_patient_downloads_the_very_same_bytes_through_a_short_lived_link(clinic):
+def test_the_patient_downloads_the_very_same_bytes_through_a_short_lived_link(clinic, clinic_aws):
     staff, patient = clinic.user("staff"), clinic.user("patient")
     exam_id = new_exam(clinic, staff, patient)
     assert upload(clinic, staff, exam_id).json()["status"] == "uploaded"
+    assert check_uploads(clinic.app.state.engine, clinic_aws) == ["verified"]
     assert clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"]).json()["status"] == "ready"
     assert [e["status"] for e in clinic.client.get("/exams", headers=patient["headers"]).json()] == ["ready"]
     link = clinic.client.get(
@@ -62,10 +64,11 @@ def test_the_patient_downloads_the_very_same_bytes_through_a_short_lived_link(cl
     )
 
 
-def test_a_patient_cannot_read_another_patients_exam_nor_its_pdf(clinic):
+def test_a_patient_cannot_read_another_patients_exam_nor_its_pdf(clinic, clinic_aws):
     staff, ana, bia = clinic.user("staff"), clinic.user("patient"), clinic.user("patient")
     exam_id = new_exam(clinic, staff, ana)
     upload(clinic, staff, exam_id)
+    check_uploads(clinic.app.state.engine, clinic_aws)
     clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"])
     read = clinic.client.get(f"/exams/{exam_id}", headers=bia["headers"])
     assert status_and_detail(read) == (404, NOT_FOUND)
@@ -126,6 +129,9 @@ def test_mark_ready_refuses_when_no_result_was_uploaded_and_download_waits_for_r
     upload(clinic, staff, exam_id)
     waiting = clinic.client.get(f"/exams/{exam_id}/download", headers=patient["headers"])
     assert status_and_detail(waiting) == (409, NOT_READY)
+    # Uploaded is not enough: the file processor must have checked the PDF first.
+    unchecked = clinic.client.post(f"/exams/{exam_id}/ready", headers=staff["headers"])
+    assert status_and_detail(unchecked) == (409, NOT_VERIFIED)
 
 
 def test_the_result_pdf_is_encrypted_under_the_buckets_own_kms_key(clinic, clinic_aws):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
-IMAGES = {"clinic_api": 8000, "notifier": 8080}
+IMAGES = {"clinic_api": 8000, "notifier": 8080, "file_processor": 8080}
 APP_UID = 10001  # components/clinic_apps.py runs the pods as this uid
 
 
@@ -158,7 +158,7 @@ def test_cmd_never_runs_migrations(app, dockerfile):
         env = " ".join(a for k, a in final if k == "ENV")
         assert re.search(r"\bUVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=\d+\b", env), "no graceful-shutdown timeout by default"
     else:
-        assert cmd == ["python", "-m", "notifier"]
+        assert cmd == ["python", "-m", app]
 
 
 def test_read_only_root_friendly(dockerfile):

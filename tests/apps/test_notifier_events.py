@@ -29,6 +29,8 @@ PAYLOADS = {
     "exam.completed": {"exam_type": "Blood count"},
     "exam.result.ready": {"exam_type": "Blood count", "exam_id": "e1"},
     "file.uploaded": {"filename": "result.pdf"},
+    "file.processed": {"exam_type": "Blood count", "exam_id": 7, "sha256": "ab" * 32, "reason": "ok"},
+    "file.quarantined": {"exam_type": "Blood count", "exam_id": 7, "sha256": "ab" * 32, "reason": "unreadable"},
 }
 
 
@@ -67,6 +69,16 @@ def test_the_owner_hears_that_someone_tried_to_register_with_their_address():
     email = render(parse_event(body("account.registration_attempted")))
     assert email.subject == "Someone tried to register with your email address at Clinic"
     assert "your account has not changed" in email.text
+
+
+def test_the_file_verdicts_name_the_exam_and_what_to_do():
+    verified = render(parse_event(body("file.processed")))
+    refused = render(parse_event(body("file.quarantined", exam_type="<b>Lipids</b>")))
+    assert verified.subject == "Result of exam #7 (Blood count) verified"
+    assert "can now release it" in verified.text
+    assert refused.subject == "Result of exam #7 (<b>Lipids</b>) refused"  # plain text: a header, not HTML
+    assert "not a readable PDF" in refused.text and "upload the result again" in refused.text
+    assert "<b>" not in refused.html and "&lt;b&gt;Lipids" in refused.html
 
 
 def test_appointment_email_carries_time_doctor_and_video_link():

@@ -18,6 +18,7 @@ LOCKS = {
     "requirements.txt": "requirements.in",
     "apps/clinic_api/requirements.txt": "apps/clinic_api/requirements.in",
     "apps/notifier/requirements.txt": "apps/notifier/requirements.in",
+    "apps/file_processor/requirements.txt": "apps/file_processor/requirements.in",
     "requirements-dev.txt": "requirements-dev.in",
     "policy/requirements.txt": "policy/requirements.in",
 }
@@ -85,7 +86,12 @@ def test_every_lock_covers_its_input_and_records_how_to_regenerate_it(lock):
 
 def test_the_dev_lock_pins_exactly_what_the_program_and_the_images_run():
     dev = {name: version for name, version, _ in entries("requirements-dev.txt")}
-    for lock in ("requirements.txt", "apps/clinic_api/requirements.txt", "apps/notifier/requirements.txt"):
+    for lock in (
+        "requirements.txt",
+        "apps/clinic_api/requirements.txt",
+        "apps/notifier/requirements.txt",
+        "apps/file_processor/requirements.txt",
+    ):
         for name, version, _ in entries(lock):
             assert dev.get(name) == version, f"{lock} pins {name}=={version}, requirements-dev.txt {dev.get(name)}"
 

@@ -27,6 +27,8 @@ NOT_PDF = "the result must be a PDF (Content-Type application/pdf, starting with
 TOO_LARGE = "the result is larger than {limit} bytes"
 NOT_UPLOADED = "no result has been uploaded for this exam"
 NOT_READY = "the result is not ready"
+NOT_VERIFIED = "the result has not been checked yet (the file processor verifies each upload within seconds)"
+QUARANTINED = "the uploaded result is not a readable PDF and was set aside; upload it again"
 EXAMS_READY = Counter("clinic_exams_ready_total", "Exam results made available to patients")
 DOWNLOADS = Counter("clinic_result_downloads_total", "Download links issued for exam results")
 STAFF_OR_ADMIN = require_role("staff", "admin")
@@ -146,7 +148,14 @@ def store_result(session: Session, s3: BaseClient, storage: StorageSettings, exa
     # without a key id would make S3 use the AWS-managed aws/s3 key instead.
     s3.put_object(Bucket=storage.bucket, Key=key, Body=body, ContentType="application/pdf")
     exam.result_key, exam.status = key, "uploaded"
-    outbox.record(session, "file.uploaded", {**notice(session, exam), "size_bytes": len(body)})
+    exam.result_sha256 = exam.result_checked_at = None
+    # The file processor checks the PDF and records its SHA-256 (apps/file_processor); it tells the uploader when the
+    # exam has no doctor.
+    outbox.record(
+        session,
+        "file.uploaded",
+        {**notice(session, exam), "size_bytes": len(body), "result_key": key, "uploaded_by": user.id},
+    )
     session.commit()
     return exam
 
@@ -156,6 +165,10 @@ def mark_ready(exam_id: int, session: SessionDep, settings: SettingsDep, s3: S3D
     exam = find(session, exam_id, user)
     if exam.status == "ready":
         return exam
+    if exam.status == "quarantined":
+        raise HTTPException(status.HTTP_409_CONFLICT, QUARANTINED)
+    if exam.status == "uploaded":
+        raise HTTPException(status.HTTP_409_CONFLICT, NOT_VERIFIED)
     storage = settings.storage
     try:
         if not exam.result_key:
