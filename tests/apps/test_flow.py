@@ -1,7 +1,7 @@
 """The whole flow on real PostgreSQL and a moto server: patient registers -> follows the emailed link to choose a
-password -> staff creates an exam -> uploads the PDF
--> marks it ready -> the outbox relay puts the event on SQS -> the notifier emails the patient (seen in moto) ->
-the patient downloads the very same bytes through the presigned URL."""
+password -> staff creates an exam -> uploads the PDF -> the file processor verifies it -> staff marks it ready -> the
+outbox relay puts the event on SQS -> the notifier emails the patient (seen in moto) -> the patient downloads the very
+same bytes through the presigned URL."""
 
 import re
 import threading
@@ -11,6 +11,7 @@ import uuid
 import boto3
 import pytest
 from api_support import PASSWORD, running_clinic
+from file_support import make_processor, pdf_bytes
 from sqlalchemy import create_engine
 from support import REGION, sent_emails, wait_for
 
@@ -19,7 +20,7 @@ from notifier.store import SentEventStore
 from notifier.worker import Notifier
 
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
-PDF = b"%PDF-1.7\n" + uuid.uuid4().bytes * 64 + b"\n%%EOF\n"
+PDF = pdf_bytes(pages=2)
 
 
 @pytest.fixture
@@ -48,6 +49,9 @@ def notifier(postgres, clinic_aws):
 def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
     with running_clinic(postgres, clinic_aws, outbox={"relay_enabled": True, "interval_seconds": 0.2}) as clinic:
         client = clinic.client  # the outbox relay thread is live
+        processor = make_processor(clinic.app.state.engine, clinic_aws, wait_seconds=1)
+        stop = threading.Event()
+        processor.start(stop)
         email = f"pat-{uuid.uuid4().hex[:6]}@example.org"
         registered = client.post("/auth/register", json={"email": email, "full_name": "Pat <Flow>"})
         assert registered.status_code == 202, registered.text
@@ -69,6 +73,9 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
             f"/exams/{exam_id}/result", content=PDF, headers={**staff, "Content-Type": "application/pdf"}
         )
         assert upload.status_code == 200, upload.text
+        wait_for(lambda: client.get(f"/exams/{exam_id}", headers=staff).json()["status"] == "verified", 30, "verified")
+        stop.set()
+        assert processor.join(15)
         assert client.post(f"/exams/{exam_id}/ready", headers=staff).json()["status"] == "ready"
 
         def subjects():
@@ -97,7 +104,7 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
 
     # Each event was sent once: nothing left on the queues, nothing in the DLQs.
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=clinic_aws.endpoint)
-    for domain in NOTIFIER_DOMAINS:
+    for domain in (*NOTIFIER_DOMAINS, "file"):
         for url in (clinic_aws.queue_urls[domain], clinic_aws.dlq_urls[domain]):
             attrs = sqs.get_queue_attributes(
                 QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]

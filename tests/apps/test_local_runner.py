@@ -1,5 +1,5 @@
-"""apps/run_local.py: one command brings up PostgreSQL, moto, the API and the notifier, and stops them all; the
-walk-through of apps/README.md runs against it, twice in a row."""
+"""apps/run_local.py: one command brings up PostgreSQL, moto, the API, the notifier and the file processor, and stops
+them all; the walk-through of apps/README.md runs against it, twice in a row."""
 
 import json
 import os
@@ -61,6 +61,8 @@ def test_run_local_starts_everything_runs_the_walk_through_twice_and_stops_every
             str(free_port()),
             "--notifier-port",
             str(free_port()),
+            "--file-processor-port",
+            str(free_port()),
             "--moto-port",
             str(free_port()),
         ],
@@ -90,7 +92,8 @@ def test_run_local_starts_everything_runs_the_walk_through_twice_and_stops_every
             walked = subprocess.run(
                 ["bash", str(script)],
                 cwd=ROOT,
-                env={**os.environ, "CLINIC_ENV": str(env_file)},
+                # PYTHON: the walk-through writes its PDF with pypdf from the dev requirements.
+                env={**os.environ, "CLINIC_ENV": str(env_file), "PYTHON": sys.executable},
                 capture_output=True,
                 text=True,
                 timeout=180,
@@ -100,6 +103,7 @@ def test_run_local_starts_everything_runs_the_walk_through_twice_and_stops_every
         assert status(f"{urls['api']}/readyz") == 200
         assert status(f"{urls['api']}/docs") == 200
         assert status(f"{urls['notifier']}/readyz") == 200
+        assert status(f"{urls['file_processor']}/readyz") == 200
         # The emulator has what the apps need: the bucket, queues with DLQs, the verified identity.
         aws = {
             "endpoint_url": urls["moto"],
