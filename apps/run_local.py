@@ -159,9 +159,7 @@ def file_processor_env(db: tuple[str, int], endpoint: str, urls: dict[str, str],
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLINIC_", "NOTIFIER_", "FILE_PROCESSOR_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLINIC_", "NOTIFIER_", "FILE_PROCESSOR_"))}
     env.update(EMULATOR_CREDENTIALS)
     env["PYTHONPATH"] = os.pathsep.join([str(APPS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)

@@ -40,9 +40,7 @@ class Upload:
     migration to this release wrote for results uploaded before it."""
 
 
-def _id(value: Any, field: str, required: bool) -> int | None:
-    if value is None and not required:
-        return None
+def _id(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
         raise PoisonMessage("invalid_field", f"payload.{field} must be an integer from 1 to {MAX_ID}")
     return value
@@ -58,9 +56,9 @@ def parse_upload(body: str, attributes: Mapping[str, Any] | None, upload_prefix:
         raise PoisonMessage("invalid_json", "body is not JSON") from None
     if not isinstance(doc, dict):
         raise PoisonMessage("invalid_envelope", "body is not a JSON object")
-    for key in ("id", "type", "payload"):
-        if key not in doc:
-            raise PoisonMessage("missing_field", key)
+    for field in ("id", "type", "payload"):
+        if field not in doc:
+            raise PoisonMessage("missing_field", field)
     if doc["type"] != EVENT_TYPE:
         raise PoisonMessage("unknown_type", f"{doc['type']!r:.80}; allowed: {EVENT_TYPE}")
     attr = (attributes or {}).get("event_type")
@@ -74,11 +72,11 @@ def parse_upload(body: str, attributes: Mapping[str, Any] | None, upload_prefix:
     payload = doc["payload"]
     if not isinstance(payload, dict):
         raise PoisonMessage("invalid_envelope", "payload is not a JSON object")
-    exam_id = _id(payload.get("exam_id"), "exam_id", required=True)
-    assert exam_id is not None
+    exam_id = _id(payload.get("exam_id"), "exam_id")
     key = payload.get("result_key")
     if not isinstance(key, str) or not key:
         raise PoisonMessage("missing_field", "payload.result_key")
+    uploaded_by = None if payload.get("uploaded_by") is None else _id(payload["uploaded_by"], "uploaded_by")
     # The worker reads, copies and deletes this key: only keys where the API stores results, nothing it could be
     # pointed elsewhere with (another prefix, a path climbing out of it, control characters).
     if (
@@ -90,4 +88,4 @@ def parse_upload(body: str, attributes: Mapping[str, Any] | None, upload_prefix:
         raise PoisonMessage(
             "invalid_field", f"payload.result_key is not a key under {upload_prefix!r} of at most {MAX_KEY_LENGTH}"
         )
-    return Upload(event_id, exam_id, key, _id(payload.get("uploaded_by"), "uploaded_by", required=False))
+    return Upload(event_id, exam_id, key, uploaded_by)

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -113,7 +113,7 @@ class FileProcessor:
             check = self.checker(data)
             self.metrics.check_seconds.observe(time.monotonic() - started)
             sha256 = hashlib.sha256(data).hexdigest()
-        status = "verified" if check.ok else "quarantined"
+        status: Literal["verified", "quarantined"] = "verified" if check.ok else "quarantined"
         verdict = Verdict(
             exam_id=upload.exam_id,
             checked_key=upload.result_key,

@@ -74,7 +74,9 @@ def upload(clinic, people, exam_id, body) -> str:
     )
     assert response.status_code == 200, response.text
     with Session(clinic.app.state.engine) as session:
-        return session.get_one(Exam, exam_id).result_key
+        key = session.get_one(Exam, exam_id).result_key
+    assert key is not None
+    return key
 
 
 def exam_row(engine, exam_id) -> Exam:
@@ -200,7 +202,7 @@ def test_a_copy_checked_differently_by_a_racing_worker_moves_nothing(clinic, eng
     slow = make_processor(engine, clinic_aws, checker=make_checker(max_pages=10, timeout=0.01, memory_mb=256))
     stale = slow.store.exam(exam_id)  # what the slow worker read before the other one finished
     assert make_processor(engine, clinic_aws).process(message) == "verified"
-    slow.store.exam = lambda _id: stale  # type: ignore[method-assign]
+    slow.store.exam = lambda _id: stale
 
     assert slow.process(message) == "duplicate"
     assert keys(clinic_aws) == [key]
@@ -226,7 +228,9 @@ def test_a_move_interrupted_before_its_verdict_is_completed_on_redelivery(clinic
     relay(engine, clinic_aws)
     # A worker copied the file aside and deleted the original, then died before its transaction committed.
     s3 = clinic_aws.client("s3")
-    s3.copy_object(Bucket=clinic_aws.bucket, Key=f"quarantine/{key}", CopySource={"Bucket": clinic_aws.bucket, "Key": key})
+    s3.copy_object(
+        Bucket=clinic_aws.bucket, Key=f"quarantine/{key}", CopySource={"Bucket": clinic_aws.bucket, "Key": key}
+    )
     s3.delete_object(Bucket=clinic_aws.bucket, Key=key)
 
     assert drain(make_processor(engine, clinic_aws)) == ["quarantined"]
@@ -379,4 +383,3 @@ def test_the_check_is_bounded_in_pages_memory_and_time():
     # The wall clock: a check that outlives its timeout is killed and the file refused.
     assert check_pdf(pdf_bytes(), **{**limits, "timeout": 0.01}).reason == "timeout"
     assert check_pdf(b"<html>", **limits).reason == "not_pdf"
-
