@@ -254,7 +254,11 @@ def build_platform(settings: PlatformSettings) -> Platform:
         f"{base}-images",
         ImageRegistryArgs(
             repository_prefix=settings.cluster_name,
-            images={"api": settings.images.api, "notifier": settings.images.notifier},
+            images={
+                "api": settings.images.api,
+                "notifier": settings.images.notifier,
+                "fileProcessor": settings.images.file_processor,
+            },
             verify_images=os.environ.get(BOOTSTRAP_ENV) != "1",
             keep_images=settings.is_prod,
             tags=tags,
@@ -300,6 +304,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             controller=controller,
             api_image=registry.images["api"],
             notifier_image=registry.images["notifier"],
+            file_processor_image=registry.images["fileProcessor"],
             api_replicas=settings.apps.api_replicas,
             api_max_replicas=settings.apps.api_max_replicas,
             notifier_replicas=settings.apps.notifier_replicas,
@@ -429,9 +434,11 @@ def export(p: Platform) -> None:
     pulumi.export("emailDnsRecords", p.email.dns_records)
     pulumi.export("apiRepositoryUrl", p.registry.repository_urls["api"])
     pulumi.export("notifierRepositoryUrl", p.registry.repository_urls["notifier"])
+    pulumi.export("fileProcessorRepositoryUrl", p.registry.repository_urls["fileProcessor"])
     # What the workloads run (repository@sha256:...): pull-request previews set images.* to these.
     pulumi.export("apiImage", p.registry.images["api"])
     pulumi.export("notifierImage", p.registry.images["notifier"])
+    pulumi.export("fileProcessorImage", p.registry.images["fileProcessor"])
     pulumi.export("clinicUrl", p.apps.load_balancer_hostname)
     pulumi.export("alarmTopicArn", p.alarms.topic_arn)
     if p.telemedicine:

@@ -71,6 +71,9 @@ class AppWorkloadArgs:
     """What every Kubernetes object of the app waits for (its namespace)."""
     pods_read: Sequence[pulumi.Resource] = ()
     """Secrets the pods read: created before the migrations Job and the Deployment."""
+    pods_after: Sequence[pulumi.Resource] = ()
+    """What the Deployment waits for besides its own migrations: another app's migrations Job whose schema its pods
+    use."""
     service_after: Sequence[pulumi.Resource] = ()
     """The Service also waits for these: the load balancer controller, whose webhooks intercept Services."""
     previous_parent: pulumi.Resource | None = None
@@ -204,6 +207,7 @@ class AppWorkload(pulumi.ComponentResource):
             automount_service_account_token=False,
         )
         before_pods: list[pulumi.Resource] = [*args.after, *args.pods_read, account]
+        self.migrations: k8s.batch.v1.Job | None = None
 
         if args.migrate_module:
             migrations = k8s.batch.v1.Job(
@@ -242,6 +246,7 @@ class AppWorkload(pulumi.ComponentResource):
                 },
             )
             before_pods.append(migrations)
+            self.migrations = migrations
 
         container = {
             "name": app.removeprefix("clinic-"),
@@ -257,7 +262,9 @@ class AppWorkload(pulumi.ComponentResource):
             # The autoscaler owns `replicas` once it has scaled; with server-side apply, ignoring the field makes
             # pulumi-kubernetes leave it out of the apply (no field conflict) or re-send the live value (no reset
             # to 1), where dropping it from the spec would reset a Deployment only Pulumi ever scaled.
-            opts=child("deployment", before_pods, ignore_changes=["spec.replicas"] if autoscaled else None),
+            opts=child(
+                "deployment", [*before_pods, *args.pods_after], ignore_changes=["spec.replicas"] if autoscaled else None
+            ),
             metadata={"name": app, "namespace": ns, "labels": {"app": app}},
             spec={
                 "replicas": args.replicas,

@@ -1,6 +1,7 @@
-"""ClinicApps: what the clinic's API and notifier share on the cluster — the restricted namespace, the API's signing
-key, the public ALB and the network policies — and one AppWorkload per app (its IRSA role, migrations, hardened
-Deployment, Service, autoscaler and disruption budget). The images come resolved from ImageRegistry."""
+"""ClinicApps: what the clinic's API, notifier and file processor share on the cluster — the restricted namespace,
+the API's signing key, the public ALB and the network policies — and one AppWorkload per app (its IRSA role,
+migrations, hardened Deployment, Service, autoscaler and disruption budget). The images come resolved from
+ImageRegistry."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import pulumi_random as random
 from components.app_workload import AppWorkload, AppWorkloadArgs, Shutdown
 from components.cluster import Cluster
 from components.lb_controller import LoadBalancerController
-from limits import APP_DB_POOL_SIZE
-from limits.capacity import API_POD, NOTIFIER_POD
+from limits import APP_DB_POOL_SIZE, FILE_PROCESSOR_DB_POOL_SIZE, FILE_PROCESSOR_REPLICAS
+from limits.capacity import API_POD, FILE_PROCESSOR_POD, NOTIFIER_POD
 
 # Kubernetes specs are written here as dicts in the API's own camelCase (components/app_workload.py says why:
 # pulumi/pulumi#16646).
@@ -28,9 +29,14 @@ from limits.capacity import API_POD, NOTIFIER_POD
 NAMESPACE = "clinic"
 API_PORT = 8000
 NOTIFIER_PORT = 8080
+FILE_PROCESSOR_PORT = 8080
 EXAM_PREFIX = "exams/"
-# Notifier consumes these event domains (the file queue feeds no bundled consumer yet).
+# Where the file processor moves a result that is not a readable PDF (`quarantine/exams/...`): outside the API's
+# reach, whose role reads EXAM_PREFIX only.
+QUARANTINE_PREFIX = "quarantine/"
+# Notifier consumes these event domains; the file queue is the file processor's.
 NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
+FILE_DOMAIN = "file"
 # The ALB's TLS policy: TLS 1.3, and TLS 1.2 with forward-secret AEAD ciphers only ("Res": restricted).
 SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
 # ACM validates a DNS record within minutes once it resolves; the wait stops well before a CI job's limit.
@@ -67,6 +73,15 @@ NOTIFIER_SHUTDOWN_SECONDS = 30
 notifier refuses less than its wait + 10 s)."""
 NOTIFIER_GRACE_SECONDS = 40
 """terminationGracePeriodSeconds of notifier pods (no load balancer sends to them: no preStop wait)."""
+FILE_PROCESSOR_WAIT_SECONDS = 20
+"""FILE_PROCESSOR_WAIT_SECONDS: the SQS long poll a SIGTERM may find in flight."""
+FILE_PROCESSOR_CHECK_SECONDS = 15
+"""FILE_PROCESSOR_CHECK_TIMEOUT_SECONDS: the PDF check's wall-clock limit, well within the queue's 30 s visibility."""
+FILE_PROCESSOR_SHUTDOWN_SECONDS = 45
+"""FILE_PROCESSOR_SHUTDOWN_TIMEOUT_SECONDS: the long poll in flight and its message, checked and recorded (the
+processor refuses less than its wait + check timeout + 10 s)."""
+FILE_PROCESSOR_GRACE_SECONDS = 55
+"""terminationGracePeriodSeconds of file processor pods (no load balancer sends to them: no preStop wait)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,8 @@ class ClinicAppsArgs:
     """What the API runs: ImageRegistry.images["api"], `<repository>@sha256:...` (or a full reference)."""
     notifier_image: pulumi.Input[str]
     """What the notifier runs, likewise."""
+    file_processor_image: pulumi.Input[str]
+    """What the file processor runs, likewise."""
     api_replicas: int = 1
     """API replicas at rest (the HPA's minimum)."""
     api_max_replicas: int = 3
@@ -279,14 +296,66 @@ def notifier_policy(
     )
 
 
-def database_env(prefix: str, p: PlatformEndpoints) -> list[dict[str, Any]]:
+def file_processor_policy(
+    region: str, queue_arn: str, bucket_arn: str, bucket_key: str, secret_arn: str, db_key: str
+) -> str:
+    """Consume the file queue; read uploaded results; move a refused one to the quarantine prefix (copy there, delete
+    the original) and read it back there (a move interrupted before its verdict was recorded); the bucket's key only
+    through S3."""
+    uploads, quarantine = f"{bucket_arn}/{EXAM_PREFIX}*", f"{bucket_arn}/{QUARANTINE_PREFIX}{EXAM_PREFIX}*"
+    prefixes = [f"{EXAM_PREFIX}*", f"{QUARANTINE_PREFIX}{EXAM_PREFIX}*"]
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "Consume",
+                    "Effect": "Allow",
+                    "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                    "Resource": queue_arn,
+                },
+                {"Sid": "ReadResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": [uploads, quarantine]},
+                {"Sid": "SetAside", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": uploads},
+                {"Sid": "Quarantine", "Effect": "Allow", "Action": "s3:PutObject", "Resource": quarantine},
+                # Without ListBucket a missing object answers 403, not 404: the processor tells a finished move
+                # (original gone, copy in quarantine) from a failure by it.
+                {
+                    "Sid": "ResultListing",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": bucket_arn,
+                    "Condition": {
+                        "StringLike": {"s3:prefix": [f"{EXAM_PREFIX}*", f"{QUARANTINE_PREFIX}{EXAM_PREFIX}*"]}
+                    },
+                },
+                # Reading an SSE-KMS object decrypts with the bucket's key; the quarantine copy encrypts with it.
+                {
+                    "Sid": "ExamKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                    "Resource": bucket_key,
+                    "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+                },
+                {
+                    "Sid": "DatabaseSecret",
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": secret_arn,
+                },
+                {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
+            ],
+        }
+    )
+
+
+def database_env(prefix: str, p: PlatformEndpoints, pool_size: int = APP_DB_POOL_SIZE) -> list[dict[str, Any]]:
     return [
         {"name": f"{prefix}_DATABASE__HOST", "value": p.database_address},
         {"name": f"{prefix}_DATABASE__PORT", "value": pulumi.Output.from_input(p.database_port).apply(str)},
         {"name": f"{prefix}_DATABASE__NAME", "value": p.database_name},
         {"name": f"{prefix}_DATABASE__SSLMODE", "value": "require"},
         # The size the stack's connection budget is checked against (limits/, stacks/settings.py).
-        {"name": f"{prefix}_DATABASE__POOL_SIZE", "value": str(APP_DB_POOL_SIZE)},
+        {"name": f"{prefix}_DATABASE__POOL_SIZE", "value": str(pool_size)},
         {"name": f"{prefix}_DATABASE__SECRET_ARN", "value": p.database_secret_arn},
         {"name": f"{prefix}_AWS__REGION", "value": p.region},
     ]
@@ -397,6 +466,17 @@ class ClinicApps(pulumi.ComponentResource):
             {"name": "NOTIFIER_WAIT_SECONDS", "value": str(NOTIFIER_WAIT_SECONDS)},
             {"name": "NOTIFIER_SHUTDOWN_TIMEOUT_SECONDS", "value": str(NOTIFIER_SHUTDOWN_SECONDS)},
         ]
+        file_processor_env = [
+            *database_env("FILE_PROCESSOR", p, pool_size=FILE_PROCESSOR_DB_POOL_SIZE),
+            {"name": "FILE_PROCESSOR_QUEUE_URL", "value": queue_url(FILE_DOMAIN)},
+            {"name": "FILE_PROCESSOR_BUCKET", "value": p.bucket_name},
+            {"name": "FILE_PROCESSOR_UPLOAD_PREFIX", "value": EXAM_PREFIX},
+            {"name": "FILE_PROCESSOR_QUARANTINE_PREFIX", "value": QUARANTINE_PREFIX},
+            {"name": "FILE_PROCESSOR_HTTP_PORT", "value": str(FILE_PROCESSOR_PORT)},
+            {"name": "FILE_PROCESSOR_WAIT_SECONDS", "value": str(FILE_PROCESSOR_WAIT_SECONDS)},
+            {"name": "FILE_PROCESSOR_CHECK_TIMEOUT_SECONDS", "value": str(FILE_PROCESSOR_CHECK_SECONDS)},
+            {"name": "FILE_PROCESSOR_SHUTDOWN_TIMEOUT_SECONDS", "value": str(FILE_PROCESSOR_SHUTDOWN_SECONDS)},
+        ]
 
         queue_arns = pulumi.Output.from_input(p.queue_arns)
         # Each app is a workload of its own; its resources were this component's children until the split, and
@@ -465,6 +545,34 @@ class ClinicApps(pulumi.ComponentResource):
                 shutdown=Shutdown(prestop_seconds=0, grace_seconds=NOTIFIER_GRACE_SECONDS),
                 previous_parent=self,
                 previous_names={"deployment": f"{name}-notifier", "pdb": f"{name}-clinic-notifier-pdb"},
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        # The API's migrations create the exam columns it writes (and a new release's, before its pods): it runs none.
+        AppWorkload(
+            f"{name}-file-processor",
+            AppWorkloadArgs(
+                app="clinic-file-processor",
+                namespace=NAMESPACE,
+                cluster=args.cluster,
+                tags=tags,
+                policy=pulumi.Output.all(
+                    queue_arns, p.bucket_arn, p.bucket_kms_key_arn, p.database_secret_arn, p.database_kms_key_arn
+                ).apply(lambda a: file_processor_policy(p.region, a[0][FILE_DOMAIN], *a[1:])),
+                image=args.file_processor_image,
+                release=args.file_processor_image,
+                env=file_processor_env,
+                port=FILE_PROCESSOR_PORT,
+                service_port=FILE_PROCESSOR_PORT,
+                service_port_name="metrics",
+                cpu=FILE_PROCESSOR_POD.cpu,
+                memory=FILE_PROCESSOR_POD.memory,
+                replicas=FILE_PROCESSOR_REPLICAS,
+                after=[namespace],
+                pods_after=[api.migrations] if api.migrations else [],
+                service_after=args.controller.ready,
+                shutdown=Shutdown(prestop_seconds=0, grace_seconds=FILE_PROCESSOR_GRACE_SECONDS),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -613,6 +721,15 @@ class ClinicApps(pulumi.ComponentResource):
                 "podSelector": {"matchLabels": {"app": "clinic-notifier"}},
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [{"from": [monitoring], "ports": [{"protocol": "TCP", "port": NOTIFIER_PORT}]}],
+                "egress": [dns, database, aws_apis],
+            },
+        )
+        policy(
+            "clinic-file-processor",
+            {
+                "podSelector": {"matchLabels": {"app": "clinic-file-processor"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [monitoring], "ports": [{"protocol": "TCP", "port": FILE_PROCESSOR_PORT}]}],
                 "egress": [dns, database, aws_apis],
             },
         )

@@ -20,8 +20,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-# The bundled apps: the component's key for each, and the directory of its Dockerfile under apps/.
-APPS = {"api": "clinic_api", "notifier": "notifier"}
+# The bundled apps: the component's key for each (the `images.<key>` setting), and the directory of its Dockerfile
+# under apps/. The repository and the resources are named after the key in kebab case (`file-processor`).
+APPS = {"api": "clinic_api", "notifier": "notifier", "fileProcessor": "file_processor"}
 # ECR's repository-name grammar (CreateRepository API reference), 2 to 256 characters.
 REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -36,8 +37,8 @@ class ImageRegistryArgs:
     """First segment of every repository name (`<prefix>/api`): the cluster's name, unique per stack in an
     account, so dev and prod can share one."""
     images: Mapping[str, str]
-    """Per app (`api`, `notifier`), the `images.<app>` setting: a tag or `sha256:` digest in its repository, or a
-    full reference to an image elsewhere (used as given)."""
+    """Per app (`api`, `notifier`, `fileProcessor`), the `images.<app>` setting: a tag or `sha256:` digest in its
+    repository, or a full reference to an image elsewhere (used as given)."""
     verify_images: bool = True
     """Look each tag or digest up in its repository; False only while the bootstrap creates the repositories."""
     keep_images: bool = False
@@ -46,9 +47,14 @@ class ImageRegistryArgs:
     """Tags for every resource."""
 
 
+def kebab(app: str) -> str:
+    """`fileProcessor` -> `file-processor`: the app's name in repository, image and resource names."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", app).lower()
+
+
 def repository_name(prefix: str, app: str) -> str:
-    """`<prefix>/<app>`, refused up front when ECR would refuse it."""
-    name = f"{prefix}/{app}"
+    """`<prefix>/<app in kebab case>`, refused up front when ECR would refuse it."""
+    name = f"{prefix}/{kebab(app)}"
     if not (2 <= len(name) <= 256 and REPOSITORY_NAME.fullmatch(name)):
         raise ValueError(
             f"repository_prefix = {prefix!r} gives the ECR repository name {name!r}, which ECR refuses; "
@@ -108,7 +114,9 @@ class ImageRegistry(pulumi.ComponentResource):
         tags = dict(args.tags)
 
         repositories = {
-            app: self._repository(f"{name}-{app}", repository_name(args.repository_prefix, app), args.keep_images, tags)
+            app: self._repository(
+                f"{name}-{kebab(app)}", repository_name(args.repository_prefix, app), args.keep_images, tags
+            )
             for app in APPS
         }
         self.images = {app: self._image(app, args.images[app], repositories[app], args.verify_images) for app in APPS}

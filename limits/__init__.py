@@ -105,9 +105,19 @@ DB_CONNECTIONS_ALARM_FRACTION = 0.8
 APP_DB_POOL_SIZE = 5
 API_POD_DB_CONNECTIONS = 3 * APP_DB_POOL_SIZE + 1
 NOTIFIER_POD_DB_CONNECTIONS = 2 * APP_DB_POOL_SIZE
+# The file processor handles one message at a time: one connection, no overflow (its /readyz waits its turn).
+FILE_PROCESSOR_DB_POOL_SIZE = 1
+FILE_PROCESSOR_POD_DB_CONNECTIONS = FILE_PROCESSOR_DB_POOL_SIZE
+# One pod checks a PDF in well under a second: uploads come by the minute, and the queue holds them through a restart.
+FILE_PROCESSOR_REPLICAS = 1
 
 
 def peak_app_db_connections(api_max_replicas: int, notifier_replicas: int) -> int:
     """Every pod at its ceiling: the HPA's maximum of API pods, plus one surge pod per Deployment during a rollout
-    (maxSurge 1), plus one migrations Job per app (Alembic holds one connection)."""
-    return (api_max_replicas + 1) * API_POD_DB_CONNECTIONS + (notifier_replicas + 1) * NOTIFIER_POD_DB_CONNECTIONS + 2
+    (maxSurge 1), plus one migrations Job per app that has one (API, notifier; Alembic holds one connection)."""
+    return (
+        (api_max_replicas + 1) * API_POD_DB_CONNECTIONS
+        + (notifier_replicas + 1) * NOTIFIER_POD_DB_CONNECTIONS
+        + (FILE_PROCESSOR_REPLICAS + 1) * FILE_PROCESSOR_POD_DB_CONNECTIONS
+        + 2
+    )

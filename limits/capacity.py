@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from limits import FILE_PROCESSOR_REPLICAS
+
 
 @dataclass(frozen=True)
 class PodSize:
@@ -39,6 +41,8 @@ class PodSize:
 # The clinic's pods (ClinicApps requests exactly these).
 API_POD = PodSize(250, 512)
 NOTIFIER_POD = PodSize(100, 256)
+# The PDF check is CPU-bound and runs in a child process limited to 256 MiB of address space, beside the worker.
+FILE_PROCESSOR_POD = PodSize(250, 512)
 MIGRATION_POD = PodSize(100, 256)
 # The TURN relay beside the telemedicine videobridge, in the bridge's pod (components/telemedicine.py).
 TURN_SIDECAR = PodSize(250, 256)
@@ -117,6 +121,7 @@ def requested(api_max_replicas: int, notifier_replicas: int, *, monitoring: bool
     return (
         API_POD * (api_max_replicas + 1)
         + NOTIFIER_POD * (notifier_replicas + 1)
+        + FILE_PROCESSOR_POD * (FILE_PROCESSOR_REPLICAS + 1)
         + MIGRATION_POD * 2
         + SYSTEM_PODS
         + (MONITORING_PODS if monitoring else PodSize(0, 0))

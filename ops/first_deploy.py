@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.cluster import ami_type
-from components.image_registry import APPS, BOOTSTRAP_ENV, repository_name
+from components.image_registry import APPS, BOOTSTRAP_ENV, kebab, repository_name
 from preview.graph import PROJECT, ROOT, stack_settings
 
 REGISTRY_TYPE = "clinic:index:ImageRegistry"
@@ -34,7 +34,7 @@ LIFECYCLE_TYPE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 
 def local_image(app: str, tag: str) -> str:
     """The name an image is built under on the machine (and saved under by CI's images job)."""
-    return f"clinic-{app}:{tag}"
+    return f"clinic-{kebab(app)}:{tag}"
 
 
 def registry_targets(stack: str) -> list[str]:
@@ -44,8 +44,8 @@ def registry_targets(stack: str) -> list[str]:
     component = f"clinic-{stack}-images"
     urns = [f"{prefix}{REGISTRY_TYPE}::{component}"]
     for app in APPS:
-        urns.append(f"{prefix}{REGISTRY_TYPE}${REPOSITORY_TYPE}::{component}-{app}")
-        urns.append(f"{prefix}{REGISTRY_TYPE}${REPOSITORY_TYPE}${LIFECYCLE_TYPE}::{component}-{app}-lifecycle")
+        urns.append(f"{prefix}{REGISTRY_TYPE}${REPOSITORY_TYPE}::{component}-{kebab(app)}")
+        urns.append(f"{prefix}{REGISTRY_TYPE}${REPOSITORY_TYPE}${LIFECYCLE_TYPE}::{component}-{kebab(app)}-lifecycle")
     return urns
 
 
@@ -54,13 +54,13 @@ class Plan:
     stack: str
     """The stack as Pulumi names it (`dev` or `org/dev`)."""
     tag: str
-    """The tag both images are pushed under and images.* are set to."""
+    """The tag the images are pushed under and images.* are set to."""
     region: str
     """The stack's aws:region."""
     repositories: dict[str, str]
     """ECR repository name per app."""
     images_tar: Path | None
-    """`docker save` output holding both local images (CI); None builds them from apps/."""
+    """`docker save` output holding the local images (CI); None builds them from apps/."""
     platform: str
     """What the nodes run (`linux/amd64` or `linux/arm64`): a laptop may be of another architecture."""
     up: bool
@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--images-tar",
         type=Path,
-        help="load clinic-api:<tag> and clinic-notifier:<tag> from this `docker save` file instead of building them",
+        help="load clinic-api:<tag>, clinic-notifier:<tag> and clinic-file-processor:<tag> from this `docker save` "
+        "file instead of building them",
     )
     parser.add_argument("--no-up", dest="up", action="store_false", help="stop after setting images.*")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run none")

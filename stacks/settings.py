@@ -653,11 +653,13 @@ class ImageSettings(_Group):
     """Image of the API: a tag or digest in the stack's ECR repository, or a full image reference."""
     notifier: Image
     """Image of the notifier, likewise."""
+    file_processor: Image
+    """Image of the file processor, likewise."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "ImageSettings":
         rules = _Rules()
-        for key, image in (("api", self.api), ("notifier", self.notifier)):
+        for key, image in (("api", self.api), ("notifier", self.notifier), ("fileProcessor", self.file_processor)):
             rules.check(
                 not _is_prod(info) or image.rsplit(":", 1)[-1] not in MOVING_TAGS,
                 key,

@@ -55,10 +55,17 @@ class SecretCredentials:
             return self._value
 
 
-def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str, pre_ping: bool = False) -> Engine:
+def create_engine(
+    db: DatabaseSettings,
+    aws: AwsSettings,
+    application_name: str,
+    pre_ping: bool = False,
+    max_overflow: int | None = None,
+) -> Engine:
     """The engine, its pool bounded by `db.pool_size` and its waits by `db.connect_timeout` (a new connection, or a
-    pooled one when all are in use). `pre_ping` pings every checkout (one round trip each, so no request ever fails
-    on a connection that died while pooled); without it only connections idle for PING_AFTER_IDLE_SECONDS are."""
+    pooled one when all are in use), plus `max_overflow` more connections under load (`db.pool_size` when None).
+    `pre_ping` pings every checkout (one round trip each, so no request ever fails on a connection that died while
+    pooled); without it only connections idle for PING_AFTER_IDLE_SECONDS are."""
     url = URL.create(
         "postgresql+psycopg",
         username=db.user,
@@ -71,7 +78,7 @@ def create_engine(db: DatabaseSettings, aws: AwsSettings, application_name: str,
     engine = sa_create_engine(
         url,
         pool_size=db.pool_size,
-        max_overflow=db.pool_size,
+        max_overflow=db.pool_size if max_overflow is None else max_overflow,
         pool_recycle=1800,
         pool_timeout=db.connect_timeout,
         pool_pre_ping=pre_ping,

@@ -19,7 +19,9 @@ def configure_logging(settings: FileProcessorSettings) -> None:
 
 
 def build_processor(settings: FileProcessorSettings) -> FileProcessor:
-    engine = create_engine(settings.database, settings.aws, application_name="clinic-file-processor")
+    # No overflow: the platform counts DATABASE__POOL_SIZE connections per pod against the instance's budget
+    # (limits.FILE_PROCESSOR_POD_DB_CONNECTIONS), and one message at a time needs no more.
+    engine = create_engine(settings.database, settings.aws, application_name="clinic-file-processor", max_overflow=0)
     return FileProcessor(
         sqs=client("sqs", settings.aws),
         s3=client("s3", settings.aws),

@@ -4,6 +4,7 @@ import pytest
 
 from limits.capacity import (
     API_POD,
+    FILE_PROCESSOR_POD,
     INSTANCE_TYPES,
     NOTIFIER_POD,
     NodeGroupCapacity,
@@ -33,9 +34,9 @@ def test_a_ceiling_beyond_the_node_groups_is_refused_with_the_largest_that_fits(
     problem = capacity_problem(20, 1, DEV, monitoring=False)
     assert problem.startswith("20 API pods at the HPA ceiling (250m CPU / 512Mi each)")
     assert "cluster.nodeGroups[].maxSize = [3]" in problem
-    assert problem.endswith("allowed: apps.apiMaxReplicas of at most 8, or larger node groups")
-    assert capacity_problem(8, 1, DEV, monitoring=False) is None, "the ceiling the message names must fit"
-    assert capacity_problem(9, 1, DEV, monitoring=False) is not None
+    assert problem.endswith("allowed: apps.apiMaxReplicas of at most 6, or larger node groups")
+    assert capacity_problem(6, 1, DEV, monitoring=False) is None, "the ceiling the message names must fit"
+    assert capacity_problem(7, 1, DEV, monitoring=False) is not None
 
 
 def test_a_mixed_group_is_counted_at_its_smallest_type_and_monitoring_costs_room():
@@ -47,7 +48,11 @@ def test_a_mixed_group_is_counted_at_its_smallest_type_and_monitoring_costs_room
 
 def test_clinic_apps_request_what_the_check_counts(dev):
     deployments = {d.inputs["metadata"]["name"]: d for d in dev.of_type("kubernetes:apps/v1:Deployment")}
-    for name, size in (("clinic-api", API_POD), ("clinic-notifier", NOTIFIER_POD)):
+    for name, size in (
+        ("clinic-api", API_POD),
+        ("clinic-notifier", NOTIFIER_POD),
+        ("clinic-file-processor", FILE_PROCESSOR_POD),
+    ):
         requests = deployments[name].inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
         assert requests == {"cpu": size.cpu, "memory": size.memory}, name
 

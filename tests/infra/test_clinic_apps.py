@@ -28,7 +28,7 @@ def pod_specs(graph):
         if d.inputs["metadata"].get("namespace") == "clinic"
     ]
     specs += [(j.name, j.inputs["spec"]["template"]["spec"]) for j in graph.of_type(JOB)]
-    assert len(specs) == 4, [n for n, _ in specs]
+    assert len(specs) == 5, [n for n, _ in specs]  # three Deployments, the API's and the notifier's migrations
     return specs
 
 
@@ -110,7 +110,38 @@ def test_notifier_role_consumes_its_queues_and_sends_only_as_the_clinic_identity
     )
 
 
-@pytest.mark.parametrize("suffix", ["apps-api-role-policy", "apps-notifier-role-policy"])
+def test_file_processor_role_consumes_only_the_file_queue_and_moves_only_into_quarantine(stack):
+    statements = {s["Sid"]: s for s in role_policy(stack, "apps-file-processor-role-policy")}
+    bucket_arn = stack.one("aws:s3/bucket:Bucket").state["arn"]
+    [file_queue] = [q.state["arn"] for q in stack.of_type("aws:sqs/queue:Queue") if q.name.endswith("events-file")]
+    assert statements["Consume"]["Resource"] == file_queue
+    assert sorted(statements["Consume"]["Action"]) == [
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
+    uploads, quarantine = f"{bucket_arn}/exams/*", f"{bucket_arn}/quarantine/exams/*"
+    assert statements["ReadResults"] == {
+        "Sid": "ReadResults",
+        "Effect": "Allow",
+        "Action": "s3:GetObject",
+        "Resource": [uploads, quarantine],
+    }
+    assert (statements["SetAside"]["Action"], statements["SetAside"]["Resource"]) == ("s3:DeleteObject", uploads)
+    assert (statements["Quarantine"]["Action"], statements["Quarantine"]["Resource"]) == ("s3:PutObject", quarantine)
+    assert statements["ResultListing"]["Condition"] == {"StringLike": {"s3:prefix": ["exams/*", "quarantine/exams/*"]}}
+    key = statements["ExamKey"]
+    exam_key = next(k for k in stack.of_type("aws:kms/key:Key") if "exams" in k.name).state["arn"]
+    region = file_queue.split(":")[3]
+    assert (key["Action"], key["Resource"]) == (["kms:Decrypt", "kms:GenerateDataKey"], exam_key)
+    assert key["Condition"] == {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}, "only through S3"
+    granted = json.dumps(statements)
+    assert "ses:" not in granted and "sqs:SendMessage" not in granted, "its verdicts go through the API's outbox"
+
+
+@pytest.mark.parametrize(
+    "suffix", ["apps-api-role-policy", "apps-notifier-role-policy", "apps-file-processor-role-policy"]
+)
 def test_no_data_action_is_granted_on_every_resource(stack, suffix):
     for statement in role_policy(stack, suffix):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -126,7 +157,7 @@ def test_each_app_runs_under_its_own_service_account_and_role(stack):
         for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
         if a.inputs["metadata"]["namespace"] == "clinic"
     }
-    assert sorted(accounts) == ["clinic-api", "clinic-notifier"]
+    assert sorted(accounts) == ["clinic-api", "clinic-file-processor", "clinic-notifier"]
     for name, spec in pod_specs(stack):
         assert spec["serviceAccountName"] in accounts, name
 
@@ -140,7 +171,7 @@ def test_every_irsa_role_is_assumable_only_by_the_service_account_annotated_with
         for a in stack.of_type("kubernetes:core/v1:ServiceAccount")
         if "eks.amazonaws.com/role-arn" in a.inputs["metadata"].get("annotations", {})
     ]
-    assert {"clinic-api", "clinic-notifier", "aws-load-balancer-controller"} <= {
+    assert {"clinic-api", "clinic-notifier", "clinic-file-processor", "aws-load-balancer-controller"} <= {
         a.inputs["metadata"]["name"] for a in annotated
     }
     for account in annotated:
@@ -178,6 +209,9 @@ def test_each_deployment_rolls_out_only_after_its_own_apps_migrations(stack):
         assert not stack.depends_on(deployments[app], jobs[other]), f"{app} need not wait for {jobs[other].name}"
         command = deployments[app].inputs["spec"]["template"]["spec"]["containers"][0].get("command", [])
         assert "migrate" not in " ".join(command), "pods never migrate on start"
+    # The file processor runs no migrations: it writes the API's exam columns, so it waits for the API's.
+    assert stack.depends_on(deployments["clinic-file-processor"], jobs["clinic_api.migrate"])
+    assert not stack.depends_on(deployments["clinic-file-processor"], jobs["notifier.migrate"])
     jwt = next(s for s in stack.of_type("kubernetes:core/v1:Secret") if s.name.endswith("api-jwt"))
     for waiting in (deployments["clinic-api"], jobs["clinic_api.migrate"]):
         assert stack.depends_on(waiting, jwt), f"{waiting.name} reads the signing key Secret"
@@ -186,7 +220,9 @@ def test_each_deployment_rolls_out_only_after_its_own_apps_migrations(stack):
 def test_a_new_image_gets_a_new_migrations_job_for_that_app_only(dev):
     from tests.infra.pulumi_mocks import evaluate_program
 
-    other = evaluate_program("dev", {"clinic-platform:images": {"api": "0.2.0", "notifier": "0.1.0"}})
+    other = evaluate_program(
+        "dev", {"clinic-platform:images": {"api": "0.2.0", "notifier": "0.1.0", "fileProcessor": "0.1.0"}}
+    )
     before, after = migration_jobs(dev), migration_jobs(other)
     api_before, api_after = before["clinic_api.migrate"], after["clinic_api.migrate"]
     assert api_before.inputs["metadata"]["name"] != api_after.inputs["metadata"]["name"]
@@ -296,17 +332,20 @@ def test_network_policies_deny_by_default_and_open_only_what_each_app_needs(stac
         for p in stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
     }
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    for app in ("clinic-api", "clinic-notifier", "clinic-migrate"):
+    for app in ("clinic-api", "clinic-notifier", "clinic-file-processor", "clinic-migrate"):
         ports = sorted({p["port"] for rule in policies[app]["egress"] for p in rule["ports"]})
         assert ports == [53, 443, 5432], app
-    assert [p["port"] for p in policies["clinic-notifier"]["ingress"][0]["ports"]] == [8080]
+    for worker in ("clinic-notifier", "clinic-file-processor"):
+        [rule] = policies[worker]["ingress"]
+        assert [p["port"] for p in rule["ports"]] == [8080], "Prometheus scrapes it; nothing else reaches it"
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
 
 
 def test_autoscaler_and_disruption_budgets(dev, prod):
     for graph, low, high in ((dev, 1, 3), (prod, 3, 12)):
         hpa = graph.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
         assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (low, high)
-        assert len(graph.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == 2
+        assert len(graph.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == 3
 
 
 def test_the_metrics_endpoint_is_not_published_through_the_alb(stack):
@@ -325,12 +364,13 @@ def test_the_metrics_endpoint_is_not_published_through_the_alb(stack):
 def test_every_pod_uses_the_pool_size_and_surge_the_stack_connection_budget_counts(stack):
     """stacks/settings.py refuses replicas whose connections would pass the alarm; that holds only if the pods use
     the pool size it assumes and a rollout adds one pod at a time."""
-    from limits import APP_DB_POOL_SIZE
+    from limits import APP_DB_POOL_SIZE, FILE_PROCESSOR_DB_POOL_SIZE
 
     for name, spec in pod_specs(stack):
         env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
         sizes = [value for key, value in env.items() if key.endswith("_DATABASE__POOL_SIZE")]
-        assert sizes == [str(APP_DB_POOL_SIZE)], name
+        expected = FILE_PROCESSOR_DB_POOL_SIZE if "file-processor" in name else APP_DB_POOL_SIZE
+        assert sizes == [str(expected)], name
     for deployment in stack.of_type(DEPLOYMENT):
         if deployment.inputs["metadata"].get("namespace") == "clinic":
             assert deployment.inputs["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1, deployment.name

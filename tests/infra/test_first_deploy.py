@@ -69,14 +69,14 @@ def test_repositories_first_then_images_pushed_then_config_then_the_whole_stack(
     registry = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
     first = commands[0]
     assert first[:5] == ["pulumi", "up", "--stack", "dev", "--yes"]
-    assert first[5::2] == ["--target"] * 5 and first[6::2] == registry_targets("dev"), first
+    assert first[5::2] == ["--target"] * 7 and first[6::2] == registry_targets("dev"), first
     assert calls[0][-1]["bootstrap"] == "1", "the targeted up must not look up images that are not pushed yet"
     login = next(c for c in calls if c[:2] == ["docker", "login"])
     assert login[-2] == registry and login[-1]["stdin"].strip() == "ecr-password", "the password only on stdin"
     assert ["docker", "load", "--input", "images.tar"] in commands
-    for app in ("api", "notifier"):
-        remote = f"{registry}/clinic-dev/{app}:1a2b3c"
-        tag, push = ["docker", "tag", f"clinic-{app}:1a2b3c", remote], ["docker", "push", remote]
+    for app, name in (("api", "api"), ("notifier", "notifier"), ("fileProcessor", "file-processor")):
+        remote = f"{registry}/clinic-dev/{name}:1a2b3c"
+        tag, push = ["docker", "tag", f"clinic-{name}:1a2b3c", remote], ["docker", "push", remote]
         assert commands.index(tag) < commands.index(push), app
         config = ["pulumi", "config", "set", "--stack", "dev", "--path", f"clinic-platform:images.{app}", "1a2b3c"]
         assert commands.index(push) < commands.index(config), f"{app}: config set before the image is there"
@@ -90,9 +90,12 @@ def test_an_image_already_pushed_is_left_alone_and_no_up_stops_after_the_config(
     result, calls = run_deploy(fake_clis, "--stack", "prod", "--tag", "1a2b3c", "--no-up", pushed="clinic-prod/api")
     assert result.returncode == 0, result.stderr
     pushes = [c[2] for c in calls if c[:2] == ["docker", "push"]]
-    assert pushes == ["210987654321.dkr.ecr.eu-west-1.amazonaws.com/clinic-prod/notifier:1a2b3c"]
+    assert pushes == [
+        f"210987654321.dkr.ecr.eu-west-1.amazonaws.com/clinic-prod/{app}:1a2b3c"
+        for app in ("notifier", "file-processor")
+    ]
     builds = [c for c in calls if c[:2] == ["docker", "build"]]
-    assert [b[b.index("--platform") + 1] for b in builds] == ["linux/amd64"] * 2, "prod's m6i nodes are x86"
+    assert [b[b.index("--platform") + 1] for b in builds] == ["linux/amd64"] * 3, "prod's m6i nodes are x86"
     assert all(b[-2] == "apps/" for b in builds), "the build context is apps/ (clinic_common is shared)"
     ups = [c for c in calls if c[:2] == ["pulumi", "up"]]
     assert len(ups) == 1 and "--target" in ups[0], "--no-up runs only the targeted registry update"

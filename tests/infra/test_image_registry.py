@@ -27,14 +27,14 @@ def workload_images(graph) -> list[tuple[str, str, str]]:
                 app = metadata["labels"]["app"].removeprefix("clinic-")
                 container = resource.input("spec", "template", "spec")["containers"][0]
                 images.append((resource.name, app, container["image"]))
-    assert sorted(app for _, app, _ in images) == ["api", "api", "notifier", "notifier"], images
+    assert sorted(app for _, app, _ in images) == ["api", "api", "file-processor", "notifier", "notifier"], images
     return images
 
 
 def test_repositories_are_named_after_the_cluster_so_two_stacks_share_an_account(dev, prod):
     names = {graph: sorted(r.inputs["name"] for r in graph.of_type(REPOSITORY)) for graph in (dev, prod)}
-    assert names[dev] == ["clinic-dev/api", "clinic-dev/notifier"]
-    assert names[prod] == ["clinic-prod/api", "clinic-prod/notifier"]
+    assert names[dev] == ["clinic-dev/api", "clinic-dev/file-processor", "clinic-dev/notifier"]
+    assert names[prod] == ["clinic-prod/api", "clinic-prod/file-processor", "clinic-prod/notifier"]
     assert not set(names[dev]) & set(names[prod])
 
 
@@ -47,7 +47,7 @@ def test_repositories_are_immutable_scanned_encrypted_pruned_and_kept_in_prod(st
         assert repo.inputs["encryptionConfigurations"] == [{"encryptionType": "KMS"}], repo.name
         assert repo.inputs["forceDelete"] is (not prod), repo.name
         assert stack.named(repo.parent.rsplit("::", 1)[1]).type == "clinic:index:ImageRegistry", repo.name
-    assert len(stack.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 2
+    assert len(stack.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 3
 
 
 def test_the_registry_depends_on_nothing_so_the_bootstrap_can_create_it_alone(stack):
@@ -72,7 +72,11 @@ def test_every_workload_runs_the_digest_the_repository_holds_for_the_configured_
 
 def test_the_exports_name_each_repository_to_push_to(stack):
     stack_name = stack.exports["clusterName"][0]
-    for key, app in (("apiRepositoryUrl", "api"), ("notifierRepositoryUrl", "notifier")):
+    for key, app in (
+        ("apiRepositoryUrl", "api"),
+        ("notifierRepositoryUrl", "notifier"),
+        ("fileProcessorRepositoryUrl", "file-processor"),
+    ):
         assert stack.exports[key][0] == f"{ACCOUNT_ID}.dkr.ecr.eu-west-1.amazonaws.com/{stack_name}/{app}"
 
 
@@ -87,15 +91,22 @@ def test_a_tag_not_pushed_fails_the_program_naming_the_setting_the_repository_an
 def test_a_digest_setting_runs_that_digest_and_a_full_reference_runs_as_given():
     held = {"clinic-dev/api": [DIGEST]}
     prebuilt = "ghcr.io/clinic/notifier@sha256:" + "b" * 64
-    graph = evaluate_program("dev", {"clinic-platform:images": {"api": DIGEST, "notifier": prebuilt}}, pushed=held)
+    images = {"api": DIGEST, "notifier": prebuilt, "fileProcessor": prebuilt}
+    graph = evaluate_program("dev", {"clinic-platform:images": images}, pushed=held)
     for name, app, image in workload_images(graph):
         assert image == (f"{URL}@{DIGEST}" if app == "api" else prebuilt), name
 
 
 def test_while_bootstrapping_the_registry_nothing_is_looked_up(monkeypatch):
     monkeypatch.setenv(BOOTSTRAP_ENV, "1")
-    graph = evaluate_program("dev", pushed={"clinic-dev/api": [], "clinic-dev/notifier": []})
-    assert sorted(r.inputs["name"] for r in graph.of_type(REPOSITORY)) == ["clinic-dev/api", "clinic-dev/notifier"]
+    graph = evaluate_program(
+        "dev", pushed={"clinic-dev/api": [], "clinic-dev/notifier": [], "clinic-dev/file-processor": []}
+    )
+    assert sorted(r.inputs["name"] for r in graph.of_type(REPOSITORY)) == [
+        "clinic-dev/api",
+        "clinic-dev/file-processor",
+        "clinic-dev/notifier",
+    ]
 
 
 def test_resolve_image_finds_tags_and_digests_among_the_listing():
@@ -114,5 +125,6 @@ def test_a_prefix_ecr_would_refuse_is_refused_before_any_resource(prefix):
 
 
 def test_images_must_name_exactly_the_bundled_apps():
-    with pytest.raises(ValueError, match=r"images = \['api'\] is invalid; allowed: exactly \['api', 'notifier'\]"):
+    allowed = r"allowed: exactly \['api', 'fileProcessor', 'notifier'\]"
+    with pytest.raises(ValueError, match=r"images = \['api'\] is invalid; " + allowed):
         validate_image_registry_args(ImageRegistryArgs(repository_prefix="clinic-dev", images={"api": "0.1.0"}))

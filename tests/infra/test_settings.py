@@ -283,7 +283,7 @@ def test_apps_at_full_scale_must_fit_under_the_database_connections_alarm():
 def test_prod_may_scale_the_api_to_its_committed_ceiling_and_not_past_what_its_class_allows():
     prod = load("prod", committed("prod"))
     assert prod.apps.api_max_replicas == 12
-    with pytest.raises(StackSettingsError, match=r"apps.apiMaxReplicas = 100 .* at most 42 "):
+    with pytest.raises(StackSettingsError, match=r"apps.apiMaxReplicas = 100 .* at most 41 "):
         load("prod", with_change("prod", "apps.apiMaxReplicas", 100))
 
 
@@ -332,7 +332,7 @@ def test_each_environments_defaults_keep_that_environments_rules(environment):
     raw = {
         "environment": environment,
         "email": {"fromAddress": "a@clinic.example.org", "domain": "clinic.example.org"},
-        "images": {"api": "0.1.0", "notifier": "0.1.0"},
+        "images": {"api": "0.1.0", "notifier": "0.1.0", "fileProcessor": "0.1.0"},
         "observability": {"alarmEmails": ["a@clinic.example.org"]},
         "cluster": {"deployRoleArn": deploy_role},
         "ci": {
@@ -474,7 +474,7 @@ def test_an_api_ceiling_the_node_groups_cannot_hold_is_refused():
         load("dev", raw)
     message = str(error.value)
     assert "apps.apiMaxReplicas = 20 is invalid: 20 API pods at the HPA ceiling (250m CPU / 512Mi each)" in message
-    assert "cluster.nodeGroups[].maxSize = [3]" in message and "apps.apiMaxReplicas of at most 8" in message
+    assert "cluster.nodeGroups[].maxSize = [3]" in message and "apps.apiMaxReplicas of at most 6" in message
     raw["cluster"]["nodeGroups"][0]["maxSize"] = 8
     assert load("dev", raw).apps.api_max_replicas == 20, "larger node groups make room for it"
 

@@ -161,7 +161,7 @@ def test_every_preview_and_up_runs_the_policy_pack_with_its_venv():
     assert (ROOT / "policy" / "PulumiPolicy.yaml").is_file()
 
 
-def test_deploy_builds_both_images_once_then_dev_then_gated_prod():
+def test_deploy_builds_every_image_once_then_dev_then_gated_prod():
     document = load("deploy.yml")
     jobs = document["jobs"]
     assert document["on"]["push"]["branches"] == ["main"]
@@ -169,10 +169,11 @@ def test_deploy_builds_both_images_once_then_dev_then_gated_prod():
     build = "\n".join(s.get("run", "") for s in steps(jobs["images"]))
     # Each Dockerfile built with apps/ as the context, tagged with the commit SHA, saved for both stacks under the
     # local names ops.first_deploy loads and pushes.
-    assert "clinic_api:clinic-api" in build and "notifier:clinic-notifier" in build
+    assert "clinic_api:clinic-api notifier:clinic-notifier file_processor:clinic-file-processor" in build
     assert re.search(r'docker build .*-f "apps/\$dir/Dockerfile" -t "\$repository:\$TAG" apps/$', build, re.M), build
-    assert 'docker save -o images.tar "clinic-api:$TAG" "clinic-notifier:$TAG"' in build
-    assert {local_image(app, "$TAG") for app in APPS} == {"clinic-api:$TAG", "clinic-notifier:$TAG"}
+    local = {local_image(app, "$TAG") for app in APPS}
+    assert local == {"clinic-api:$TAG", "clinic-notifier:$TAG", "clinic-file-processor:$TAG"}
+    assert 'docker save -o images.tar "clinic-api:$TAG" "clinic-notifier:$TAG" "clinic-file-processor:$TAG"' in build
     assert "permissions" not in jobs["images"], "building needs no cloud access"
     [upload] = [s for s in steps(jobs["images"]) if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["with"]["path"] == "images.tar"
@@ -207,7 +208,7 @@ def image_steps(action: str) -> dict[str, dict]:
 
 def test_each_image_is_scanned_and_fails_the_build_on_fixable_high_or_critical_findings():
     scans = image_steps("aquasecurity/trivy-action")
-    assert set(scans) == {"clinic-api:${{ env.TAG }}", "clinic-notifier:${{ env.TAG }}"}
+    assert set(scans) == {f"{local_image(app, '')}${{{{ env.TAG }}}}" for app in APPS}
     for image, step in scans.items():
         options = step["with"]
         assert options["severity"] == "HIGH,CRITICAL" and options["ignore-unfixed"] is True, image
@@ -217,7 +218,7 @@ def test_each_image_is_scanned_and_fails_the_build_on_fixable_high_or_critical_f
 
 def test_each_image_gets_an_sbom_kept_as_an_artifact_before_anything_is_saved_for_the_stacks():
     sboms = image_steps("anchore/sbom-action")
-    assert set(sboms) == {"clinic-api:${{ env.TAG }}", "clinic-notifier:${{ env.TAG }}"}
+    assert set(sboms) == {f"{local_image(app, '')}${{{{ env.TAG }}}}" for app in APPS}
     for image, step in sboms.items():
         options = step["with"]
         assert options["format"] == "spdx-json" and image.split(":")[0] in options["artifact-name"], image
@@ -233,16 +234,17 @@ def test_pull_request_previews_run_against_the_images_each_stack_exports(dev):
     step = next(s for s in steps(job) if s.get("name") == "The stack's deployed images into its config")
     [preview] = pulumi_steps(job, "preview")
     assert steps(job).index(step) < steps(job).index(preview)
-    assert 'pulumi stack output "${app}Image"' in step["run"] and "for app in api notifier" in step["run"]
+    assert 'pulumi stack output "${app}Image"' in step["run"] and f"for app in {' '.join(APPS)};" in step["run"]
     assert 'pulumi config set --stack "$STACK" --path "clinic-platform:images.$app" "$image"' in step["run"]
-    assert {"apiImage", "notifierImage"} <= set(dev.exports), "the outputs the previews read"
+    assert {f"{app}Image" for app in APPS} <= set(dev.exports), "the outputs the previews read"
 
 
 def test_the_image_config_keys_exist_in_the_stack_settings():
-    """deploy.yml writes images.api / images.notifier: the settings must know them (unknown keys are refused)."""
+    """ops.first_deploy writes images.<app> for every bundled app: the settings must know them (unknown keys are
+    refused)."""
     from stacks.settings import ImageSettings
 
-    assert {field.alias for field in ImageSettings.model_fields.values()} == {"api", "notifier"}
+    assert {field.alias for field in ImageSettings.model_fields.values()} == set(APPS)
 
 
 def test_updates_of_one_stack_never_overlap_or_get_cancelled():
