@@ -324,9 +324,7 @@ def file_processor_policy(
                     "Effect": "Allow",
                     "Action": "s3:ListBucket",
                     "Resource": bucket_arn,
-                    "Condition": {
-                        "StringLike": {"s3:prefix": [f"{EXAM_PREFIX}*", f"{QUARANTINE_PREFIX}{EXAM_PREFIX}*"]}
-                    },
+                    "Condition": {"StringLike": {"s3:prefix": prefixes}},
                 },
                 # Reading an SSE-KMS object decrypts with the bucket's key; the quarantine copy encrypts with it.
                 {
