@@ -75,7 +75,11 @@ class ScrapeTarget:
 
 
 # The Services ClinicApps creates in the clinic namespace (its NetworkPolicies admit scrapes from `monitoring`).
-SCRAPE_TARGETS = (ScrapeTarget("clinic-api", "http"), ScrapeTarget("clinic-notifier", "metrics"))
+SCRAPE_TARGETS = (
+    ScrapeTarget("clinic-api", "http"),
+    ScrapeTarget("clinic-notifier", "metrics"),
+    ScrapeTarget("clinic-file-processor", "metrics"),
+)
 
 
 @dataclass(frozen=True)

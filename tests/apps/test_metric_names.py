@@ -34,12 +34,13 @@ GRAFANA_INTERVALS = re.compile(r"\$__(rate_interval|interval|range)\b")
 
 
 def app_series() -> dict[str, set[str] | None]:
-    """{series name: label names (None when the collector does not say)} from both apps' real registries."""
+    """{series name: label names (None when the collector does not say)} from the apps' real registries."""
     import clinic_api.main  # noqa: F401 - registers the API's metrics (main, outbox, exams routes, db_metrics)
+    from file_processor.metrics import Metrics as FileProcessorMetrics
     from notifier.metrics import Metrics
 
     series: dict[str, set[str] | None] = {}
-    for registry in (REGISTRY, Metrics().registry):
+    for registry in (REGISTRY, Metrics().registry, FileProcessorMetrics().registry):
         # prometheus_client keeps which collector registered which names; a metric object knows its label names.
         for collector, names in registry._collector_to_names.items():
             labels = getattr(collector, "_labelnames", None)
@@ -108,6 +109,8 @@ def test_the_apps_registries_hold_what_the_rules_rely_on(exported):
         "notifier_emails_sent_total",
         "notifier_dead_letter_messages",
         "notifier_poison_messages_total",
+        "file_processor_messages_failed_total",
+        "file_processor_poison_messages_total",
     ):
         assert name in exported, name
     assert exported["clinic_http_requests_total"] == {"method", "route", "status"}

@@ -195,7 +195,7 @@ def test_release_waits_for_node_groups_alertmanager_iam_and_the_grafana_secret(g
 def test_service_monitors_and_rules_are_created_after_the_release_and_deleted_before_it(graph):
     r = release(graph)
     monitors = {m.inputs["metadata"]["name"]: m for m in graph.of_type(SERVICE_MONITOR)}
-    assert sorted(monitors) == ["clinic-api", "clinic-notifier"]
+    assert sorted(monitors) == ["clinic-api", "clinic-file-processor", "clinic-notifier"]
     for resource in [*monitors.values(), graph.one(PROMETHEUS_RULE)]:
         assert graph.deleted_before(resource, r), f"{resource.name} must depend on the release (its CRDs)"
         assert resource.provider == graph.one("pulumi:providers:kubernetes").urn, resource.name
@@ -203,7 +203,11 @@ def test_service_monitors_and_rules_are_created_after_the_release_and_deleted_be
 
 def test_service_monitors_select_the_clinic_services_by_port_name(graph):
     monitors = {m.inputs["metadata"]["name"]: m.inputs["spec"] for m in graph.of_type(SERVICE_MONITOR)}
-    for service, port in (("clinic-api", "http"), ("clinic-notifier", "metrics")):
+    for service, port in (
+        ("clinic-api", "http"),
+        ("clinic-notifier", "metrics"),
+        ("clinic-file-processor", "metrics"),
+    ):
         spec = monitors[service]
         assert spec["namespaceSelector"] == {"matchNames": ["clinic"]}, service
         assert spec["selector"] == {"matchLabels": {"app": service}}, service
