@@ -103,8 +103,8 @@ class FileProcessor:
 
         try:
             data, stored_at = self._download(upload.result_key)
-        except ObjectMissing:
-            raise PoisonMessage("object_missing", f"{upload.result_key} is in neither place") from None
+        except ObjectMissing as exc:
+            raise PoisonMessage("object_missing", f"in neither place ({exc})") from None
         if data is None:
             check = CheckVerdict(False, "too_large")
             sha256 = None
@@ -139,11 +139,15 @@ class FileProcessor:
     def _download(self, key: str) -> tuple[bytes | None, str]:
         """The object's bytes (None when larger than allowed) and where they were found: the upload place, or the
         quarantine place when a move was interrupted before its verdict was recorded."""
+        missing: list[str] = []
         for where in (key, self.quarantine_key(key)):
             try:
                 response = self.s3.get_object(Bucket=self.bucket, Key=where)
             except ClientError as exc:
-                if error_code(exc) in ("NoSuchKey", "404"):
+                # S3 answers 403 rather than 404 for a missing key to a caller without s3:ListBucket there: the
+                # platform grants it on both prefixes, and either answer sends the search on to the next place.
+                if error_code(exc) in ("NoSuchKey", "404", "AccessDenied", "403"):
+                    missing.append(f"{where}: {error_code(exc)}")
                     continue
                 raise
             body = response["Body"]
@@ -154,7 +158,7 @@ class FileProcessor:
             finally:
                 body.close()
             return (None if len(data) > self.max_file_bytes else data), where
-        raise ObjectMissing(key)
+        raise ObjectMissing("; ".join(missing))
 
     def _move_aside(self, key: str, quarantined: str, found_at: str) -> None:
         """Copy to the quarantine place, then delete the original: both idempotent, so a retry completes a move

@@ -383,3 +383,19 @@ def test_the_check_is_bounded_in_pages_memory_and_time():
     # The wall clock: a check that outlives its timeout is killed and the file refused.
     assert check_pdf(pdf_bytes(), **{**limits, "timeout": 0.01}).reason == "timeout"
     assert check_pdf(b"<html>", **limits).reason == "not_pdf"
+
+
+def test_a_result_deleted_by_hand_is_poison_naming_both_places(clinic, engine, people, clinic_aws, caplog):
+    exam_id = new_exam(clinic, people)
+    key = upload(clinic, people, exam_id, pdf_bytes())
+    relay(engine, clinic_aws)
+    clinic_aws.client("s3").delete_object(Bucket=clinic_aws.bucket, Key=key)
+    caplog.set_level(logging.ERROR, logger="file_processor")
+
+    processor = make_processor(engine, clinic_aws)
+    [message] = processor.receive()
+    assert processor.process(message) == "poison"
+    [record] = [r for r in caplog.records if r.name == "file_processor"]
+    assert record.reason == "object_missing"
+    assert f"{key}: NoSuchKey" in record.detail and f"quarantine/{key}: NoSuchKey" in record.detail
+    assert exam_row(engine, exam_id).status == "uploaded", "nothing recorded: the exam cannot be released"
