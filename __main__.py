@@ -346,6 +346,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             database_instance_class=settings.database.instance_class,
             database_allocated_storage_gb=settings.database.allocated_storage_gb,
             dlq_names=messaging.dlq_names,
+            queue_names=messaging.queue_names,
             load_balancer_arn_suffix=apps.load_balancer_arn_suffix,
             tags=tags,
         ),

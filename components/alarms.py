@@ -1,5 +1,5 @@
-"""Alarms: CloudWatch alarms on the database, the dead-letter queues and the clinic's ALB, sent by email through an
-encrypted SNS topic that Alertmanager may publish to as well."""
+"""Alarms: CloudWatch alarms on the database, the event queues and their dead-letter queues, and the clinic's ALB,
+sent by email through an encrypted SNS topic that Alertmanager may publish to as well."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ ELB_5XX_PER_5_MIN = 10
 TARGET_5XX_PERCENT = 5
 TARGET_5XX_MIN_REQUESTS = 20
 FIVE_MINUTES = 300
+# Every event queue has a consumer that takes a message within seconds (the notifier, the file processor): one still
+# there after 15 minutes means its consumer is down or failing, long before the queue's retention drops it.
+QUEUE_AGE_SECONDS = 15 * 60
 
 _EMAIL = re.compile(EMAIL_PATTERN)
 _ARN_SUFFIX = re.compile(r"app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}")
@@ -43,6 +46,8 @@ class AlarmsArgs:
     """Dead-letter queue name per event domain; a mapping known when the program runs (values may be outputs)."""
     load_balancer_arn_suffix: pulumi.Input[str]
     """`app/<name>/<id>` of the clinic ALB; a plain "" means no ALB yet, and no ALB alarms."""
+    queue_names: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Event queue name per domain, known when the program runs like dlq_names: each gets an age alarm."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
@@ -82,6 +87,11 @@ def validate_alarms_args(args: AlarmsArgs) -> None:
         raise ValueError(
             f"database_allocated_storage_gb = {args.database_allocated_storage_gb} is invalid; "
             "allowed: a positive number of GiB"
+        )
+    if not isinstance(args.queue_names, Mapping):
+        raise ValueError(
+            f"queue_names = {args.queue_names!r} is invalid; allowed: a mapping of domain to queue name "
+            "whose keys are known when the program runs (Messaging.queue_names)"
         )
     if not isinstance(args.dlq_names, Mapping):
         # An Output of a mapping would leave the alarms to be created inside an apply: invisible in preview.
@@ -280,6 +290,23 @@ class Alarms(pulumi.ComponentResource):
                 evaluation_periods=1,
                 comparison_operator="GreaterThanOrEqualToThreshold",
                 threshold=1,
+            )
+
+        for domain, queue_name in sorted(args.queue_names.items()):
+            # An idle queue publishes no age (or 0): silence is no stalled consumer.
+            alarm(
+                f"queue-age-{domain}",
+                f"A {domain} event has waited over {QUEUE_AGE_SECONDS // 60} minutes: its consumer is down or "
+                "failing (kubectl -n clinic get pods; its logs say why). Messages expire after the queue's retention.",
+                "notBreaching",
+                namespace="AWS/SQS",
+                metric_name="ApproximateAgeOfOldestMessage",
+                dimensions={"QueueName": queue_name},
+                statistic="Maximum",
+                period=FIVE_MINUTES,
+                evaluation_periods=1,
+                comparison_operator="GreaterThanThreshold",
+                threshold=QUEUE_AGE_SECONDS,
             )
 
         suffix = args.load_balancer_arn_suffix

@@ -84,6 +84,8 @@ class Messaging(pulumi.ComponentResource):
     """Dead-letter queue URL per event domain."""
     dlq_arns: pulumi.Output[dict[str, str]]
     """Dead-letter queue ARN per event domain."""
+    queue_names: dict[str, pulumi.Output[str]]
+    """Queue name per event domain (the CloudWatch `QueueName` dimension), a plain dict as dlq_names is."""
     dlq_names: dict[str, pulumi.Output[str]]
     """Dead-letter queue name per event domain (the CloudWatch `QueueName` dimension). A plain dict, unlike its
     siblings: its keys are known when the program runs, so a consumer creates one resource per DLQ (an alarm) that
@@ -140,6 +142,7 @@ class Messaging(pulumi.ComponentResource):
         self.queue_arns = by_domain(queues, "arn")
         self.dlq_urls = by_domain(dlqs, "url")
         self.dlq_arns = by_domain(dlqs, "arn")
+        self.queue_names = {domain: queue.name for domain, queue in queues.items()}
         self.dlq_names = {domain: dlq.name for domain, dlq in dlqs.items()}
         self.register_outputs(
             {
@@ -147,6 +150,7 @@ class Messaging(pulumi.ComponentResource):
                 "queue_arns": self.queue_arns,
                 "dlq_urls": self.dlq_urls,
                 "dlq_arns": self.dlq_arns,
+                "queue_names": self.queue_names,
                 "dlq_names": self.dlq_names,
             }
         )

@@ -53,11 +53,26 @@ def test_every_dlq_of_the_program_has_its_own_alarm_at_one_message(wired):
     assert set(watched) == dlq_names, f"DLQs without an alarm: {sorted(dlq_names - set(watched))}"
 
 
+def test_every_event_queue_alarms_when_its_oldest_message_waits_15_minutes(wired):
+    """The file queue had no consumer and its messages expired unseen: a stalled consumer of any queue now pages."""
+    _, graph = wired
+    queue_names = {q.state["name"] for q in graph.of_type("aws:sqs/queue:Queue") if not q.name.endswith("-dlq")}
+    assert len(queue_names) == 5
+    watched = {}
+    for role, alarm in alarms_by_role(graph).items():
+        if role.startswith("queue-age-"):
+            assert alarm.inputs["metricName"] == "ApproximateAgeOfOldestMessage", alarm.name
+            assert alarm.inputs["comparisonOperator"] == "GreaterThanThreshold", alarm.name
+            assert alarm.inputs["threshold"] == 900 and alarm.inputs["statistic"] == "Maximum", alarm.name
+            watched[alarm.inputs["dimensions"]["QueueName"]] = alarm.name
+    assert set(watched) == queue_names, f"queues without an age alarm: {sorted(queue_names - set(watched))}"
+
+
 def test_every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears(wired):
     _, graph = wired
     topic = ours(graph, "aws:sns/topic:Topic")[0]
     alarms = ours(graph, ALARM)
-    assert len(alarms) == 3 + 5 + 2, [a.name for a in alarms]
+    assert len(alarms) == 3 + 5 + 5 + 2, [a.name for a in alarms]
     for alarm in alarms:
         assert alarm.inputs["alarmActions"] == [topic.state["arn"]], f"{alarm.name} does not notify the topic"
         assert alarm.inputs["okActions"] == [topic.state["arn"]], f"{alarm.name} does not say when it is over"
@@ -74,7 +89,7 @@ def test_missing_data_is_treated_deliberately_per_alarm(wired):
         "alb-target-5xx-ratio": "notBreaching",
     }
     for role, alarm in alarms_by_role(graph).items():
-        want = "notBreaching" if role.startswith("dlq-") else expected[role]
+        want = "notBreaching" if role.startswith(("dlq-", "queue-age-")) else expected[role]
         assert alarm.inputs["treatMissingData"] == want, f"{alarm.name}: {alarm.inputs['treatMissingData']}"
 
 
