@@ -162,7 +162,8 @@ class FileProcessor:
 
     def _move_aside(self, key: str, quarantined: str, found_at: str) -> None:
         """Copy to the quarantine place, then delete the original: both idempotent, so a retry completes a move
-        interrupted at any point. The copy keeps the bucket's default encryption (its KMS key)."""
+        interrupted at any point. The copy names no encryption: the bucket's default (its KMS key) applies, which its
+        policy requires. Content-Type octet-stream: nothing that fetches it treats it as a PDF."""
         if found_at == key:
             self.s3.copy_object(
                 Bucket=self.bucket,
@@ -171,6 +172,8 @@ class FileProcessor:
                 MetadataDirective="REPLACE",
                 ContentType="application/octet-stream",
                 Metadata={"quarantined-from": key},
+                # No tag-set to copy (the API sets none): the role then needs no s3:GetObjectTagging.
+                TaggingDirective="REPLACE",
             )
         self.s3.delete_object(Bucket=self.bucket, Key=key)
 
