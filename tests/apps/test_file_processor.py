@@ -399,3 +399,49 @@ def test_a_result_deleted_by_hand_is_poison_naming_both_places(clinic, engine, p
     assert record.reason == "object_missing"
     assert f"{key}: NoSuchKey" in record.detail and f"quarantine/{key}: NoSuchKey" in record.detail
     assert exam_row(engine, exam_id).status == "uploaded", "nothing recorded: the exam cannot be released"
+
+
+def test_the_result_check_migration_keeps_every_exam_and_queues_the_unchecked_ones(postgres):
+    """Upgrading a database of the previous revision: every exam stays as it was, and a result uploaded but never
+    checked (its message long expired) gets a file.uploaded event for the processor. Downgrading goes back."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from clinic_api.migrate import MIGRATIONS
+
+    database = postgres.create_database()
+    engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, full_name, role, password_hash, created_at)"
+                    " VALUES (1, 'pat@example.org', 'Pat', 'patient', 'x', now());"
+                    "INSERT INTO exams (id, patient_id, exam_type, status, result_key, created_at) VALUES"
+                    " (1, 1, 'MRI', 'requested', NULL, now()),"
+                    " (2, 1, 'MRI', 'uploaded', 'exams/2/a.pdf', now()),"
+                    " (3, 1, 'MRI', 'ready', 'exams/3/b.pdf', now())"
+                )
+            )
+            command.upgrade(config, "head")
+            exams = connection.execute(
+                text("SELECT id, status, result_key, result_sha256, result_checked_at FROM exams ORDER BY id")
+            ).all()
+            queued = connection.execute(text("SELECT event_type, payload FROM outbox")).all()
+            connection.execute(text("UPDATE exams SET status = 'verified' WHERE id = 2"))
+            command.downgrade(config, "0002")
+            after_downgrade = connection.execute(text("SELECT id, status FROM exams ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in exams] == [
+        (1, "requested", None, None, None),
+        (2, "uploaded", "exams/2/a.pdf", None, None),
+        (3, "ready", "exams/3/b.pdf", None, None),
+    ]
+    assert [(t, dict(p)) for t, p in queued] == [("file.uploaded", {"exam_id": 2, "result_key": "exams/2/a.pdf"})]
+    assert [tuple(row) for row in after_downgrade] == [(1, "requested"), (2, "uploaded"), (3, "ready")]
