@@ -112,7 +112,7 @@ def test_notifier_role_consumes_its_queues_and_sends_only_as_the_clinic_identity
 
 def test_file_processor_role_consumes_only_the_file_queue_and_moves_only_into_quarantine(stack):
     statements = {s["Sid"]: s for s in role_policy(stack, "apps-file-processor-role-policy")}
-    bucket_arn = stack.one("aws:s3/bucket:Bucket").state["arn"]
+    bucket_arn = next(b for b in stack.of_type("aws:s3/bucket:Bucket") if b.name.endswith("-exams-bucket")).state["arn"]
     [file_queue] = [q.state["arn"] for q in stack.of_type("aws:sqs/queue:Queue") if q.name.endswith("events-file")]
     assert statements["Consume"]["Resource"] == file_queue
     assert sorted(statements["Consume"]["Action"]) == [
