@@ -70,7 +70,7 @@ class ExamStore:
         self.engine = engine
 
     def ping(self) -> None:
-        """Raises unless PostgreSQL answers and the exams table has the result-check columns (migration 0003)."""
+        """Raises unless PostgreSQL answers and the exams table has the result-check columns (migration 0005)."""
         with self.engine.connect() as conn:
             conn.execute(text("SELECT result_sha256, result_checked_at FROM exams LIMIT 1"))
 

@@ -417,7 +417,7 @@ def test_the_result_check_migration_keeps_every_exam_and_queues_the_unchecked_on
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "0002")
+            command.upgrade(config, "0004")
             connection.execute(
                 text(
                     "INSERT INTO users (id, email, full_name, role, password_hash, created_at)"
@@ -434,7 +434,7 @@ def test_the_result_check_migration_keeps_every_exam_and_queues_the_unchecked_on
             ).all()
             queued = connection.execute(text("SELECT event_type, payload FROM outbox")).all()
             connection.execute(text("UPDATE exams SET status = 'verified' WHERE id = 2"))
-            command.downgrade(config, "0002")
+            command.downgrade(config, "0004")
             after_downgrade = connection.execute(text("SELECT id, status FROM exams ORDER BY id")).all()
     finally:
         engine.dispose()

@@ -139,10 +139,12 @@ async def upload_result(
             )
     if not body.startswith(b"%PDF-"):
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, NOT_PDF)
-    return await run_in_threadpool(store_result, session, s3, storage, exam, bytes(body))
+    return await run_in_threadpool(store_result, session, s3, storage, exam, bytes(body), user.id)
 
 
-def store_result(session: Session, s3: BaseClient, storage: StorageSettings, exam: Exam, body: bytes) -> Exam:
+def store_result(
+    session: Session, s3: BaseClient, storage: StorageSettings, exam: Exam, body: bytes, uploaded_by: int
+) -> Exam:
     key = f"{storage.prefix}{exam.id}/{uuid.uuid4()}.pdf"
     # No ServerSideEncryption: the bucket's default (SSE-KMS under the clinic's own key) applies. Naming "aws:kms"
     # without a key id would make S3 use the AWS-managed aws/s3 key instead.
@@ -154,7 +156,7 @@ def store_result(session: Session, s3: BaseClient, storage: StorageSettings, exa
     outbox.record(
         session,
         "file.uploaded",
-        {**notice(session, exam), "size_bytes": len(body), "result_key": key, "uploaded_by": user.id},
+        {**notice(session, exam), "size_bytes": len(body), "result_key": key, "uploaded_by": uploaded_by},
     )
     session.commit()
     return exam

@@ -8,8 +8,8 @@ them after this release; staff can mark a result ready only once it has been che
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 
 
 def upgrade() -> None:
