@@ -38,6 +38,10 @@ class AuthSettings(BaseModel):
     """... from one client address whatever the email (password spraying; a clinic's office shares one address)."""
     max_account_login_failures: int = Field(100, ge=1)
     """... for one email whatever the address (reaching it locks the owner out too, hence higher)."""
+    max_client_registrations: int = Field(30, ge=1)
+    """Registrations from one client address within `lockout_seconds` (then 429)."""
+    max_registration_emails: int = Field(3, ge=1)
+    """Registration emails (link or "someone tried") one address gets within `lockout_seconds`."""
     lockout_seconds: int = Field(15 * 60, ge=1)
     verification_hours: int = Field(24, ge=1, le=7 * 24)
     """Life of the emailed link with which a self-registered patient chooses a password and activates the account."""

@@ -6,8 +6,12 @@
 - the email, whatever the address (`auth.max_account_login_failures`): one account guessed from many addresses. Higher,
   since reaching it locks the owner out too.
 
-Keys are SHA-256 digests, so the table holds no email or address. Each key counts failures in a fixed window of
-`auth.lockout_seconds` from its first failure; a key at its limit answers 429 until its window ends."""
+Registrations are counted the same way, so that nobody can make the clinic send a stranger's mailbox an email per
+request: from one client address (`auth.max_client_registrations`, then 429), and for one email
+(`auth.max_registration_emails`; beyond it the answer stays the same and no email goes out).
+
+Keys are SHA-256 digests, so the table holds no email or address. Each key counts in a fixed window of
+`auth.lockout_seconds` from its first count; a key at its limit stays there until its window ends."""
 
 from __future__ import annotations
 
@@ -48,6 +52,8 @@ class LoginThrottle:
             "pair": auth.max_login_failures,
             "client": auth.max_client_login_failures,
             "account": auth.max_account_login_failures,
+            "register-client": auth.max_client_registrations,
+            "register-email": auth.max_registration_emails,
         }
 
     def keys(self, email: str, client: str) -> dict[str, str]:
@@ -56,6 +62,12 @@ class LoginThrottle:
             "pair": _digest("pair", email, client),
             "client": _digest("client", client),
             "account": _digest("account", email),
+        }
+
+    def registration_keys(self, email: str, client: str) -> dict[str, str]:
+        return {
+            "register-client": _digest("register-client", client_key(client)),
+            "register-email": _digest("register-email", email.lower()),
         }
 
     def retry_after(self, session: Session, keys: dict[str, str]) -> int:
@@ -70,8 +82,8 @@ class LoginThrottle:
         waits = [(started + self.window - now).total_seconds() for key, n, started in rows if n >= limit_of[key]]
         return int(max(waits)) + 1 if waits else 0
 
-    def failed(self, session: Session, keys: dict[str, str]) -> None:
-        """Counts one failure under each key (one statement, atomic across replicas) and commits."""
+    def count(self, session: Session, keys: dict[str, str]) -> None:
+        """Counts one (failure, registration) under each key (one statement, atomic across replicas) and commits."""
         now = datetime.now(UTC)
         expired = LoginFailure.window_started_at <= now - self.window
         statement = insert(LoginFailure).values(

@@ -15,7 +15,14 @@ from sqlalchemy.orm import Session
 from clinic_api import security
 from clinic_api.main import create_app
 from clinic_api.models import OutboxEvent, User
-from clinic_api.routes.accounts import BAD_LOGIN, CHECK_EMAIL, DISABLED, INVALID_LINK, TOO_MANY
+from clinic_api.routes.accounts import (
+    BAD_LOGIN,
+    CHECK_EMAIL,
+    DISABLED,
+    INVALID_LINK,
+    TOO_MANY,
+    TOO_MANY_REGISTRATIONS,
+)
 from clinic_api.security import INVALID_TOKEN, revoke_tokens
 from clinic_api.throttle import client_key
 
@@ -160,6 +167,23 @@ def test_registration_answers_the_same_whether_or_not_the_email_has_an_account(c
     # Until its link is followed, the new account cannot log in with any password: as an unknown email.
     refused = clinic.client.post("/auth/login", json={"email": fresh, "password": PASSWORD})
     assert status_and_detail(refused) == (401, BAD_LOGIN)
+
+
+def test_one_address_gets_a_few_registration_emails_per_window_and_one_client_a_few_registrations(postgres, clinic_aws):
+    """Nobody can make the clinic send a mailbox an email per request; the answers do not change for it."""
+    with running_clinic(postgres, clinic_aws, auth={"max_client_registrations": 8}) as clinic:
+        owner, fresh = clinic.user("patient")["email"], f"flood-{uuid.uuid4().hex[:6]}@example.org"
+        answers = [register(clinic, email).json() for _ in range(4) for email in (owner, fresh)]
+        assert answers == [{"detail": CHECK_EMAIL}] * 8
+        assert (
+            len(events_for(clinic, owner))
+            == len(events_for(clinic, fresh))
+            == 3
+            == clinic.app.state.settings.auth.max_registration_emails
+        )
+        refused = register(clinic, f"ninth-{uuid.uuid4().hex[:6]}@example.org")
+        assert status_and_detail(refused) == (429, TOO_MANY_REGISTRATIONS) and int(refused.headers["Retry-After"]) > 0
+        assert clinic.client.post("/auth/login", json={"email": owner, "password": PASSWORD}).status_code == 200
 
 
 def test_registering_again_before_confirming_sends_a_new_link_and_either_link_sets_the_password_once(clinic):

@@ -18,7 +18,8 @@ from clinic_api.settings import QueueSettings
 
 @pytest.fixture
 def clinic(postgres, clinic_aws):
-    with running_clinic(postgres, clinic_aws) as clinic:
+    # One test client registers 46 patients: more than one address may in a window.
+    with running_clinic(postgres, clinic_aws, auth={"max_client_registrations": 100}) as clinic:
         yield clinic
 
 

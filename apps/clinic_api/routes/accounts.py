@@ -24,6 +24,7 @@ router = APIRouter(tags=["accounts"])
 EMAIL_TAKEN = "an account with this email exists"
 BAD_LOGIN = "wrong email or password"
 TOO_MANY = "too many failed logins; try again later"
+TOO_MANY_REGISTRATIONS = "too many registrations from this address; try again later"
 DISABLED = "this account is disabled"
 CHECK_EMAIL = "check your email: the message sent to this address says how to go on"
 INVALID_LINK = "this link is invalid, has expired or was already used; register again for a new one"
@@ -57,11 +58,23 @@ def create_account(body: NewUser, session: SessionDep) -> User:
 
 
 @router.post("/auth/register", response_model=Accepted, status_code=202)
-def register(body: Registration, session: SessionDep, settings: SettingsDep) -> Accepted:
+def register(
+    body: Registration, request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
+) -> Accepted:
     """Patients register themselves. The answer is the same whether or not the email has an account (apps/README.md:
     why): the address gets a link to choose a password, or, if it has an account already, a note that someone tried.
     """
     email = body.email.lower()
+    keys = throttle.registration_keys(email, request.client.host if request.client else "")
+    if wait := throttle.retry_after(session, {"register-client": keys["register-client"]}):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_REGISTRATIONS, headers={"Retry-After": str(wait)}
+        )
+    # Past its limit an address gets no more email for a while; the answer does not change.
+    mailbox_full = throttle.retry_after(session, {"register-email": keys["register-email"]}) > 0
+    throttle.count(session, keys)
+    if mailbox_full:
+        return Accepted(detail=CHECK_EMAIL)
     existing = session.scalar(select(User).where(User.email == email).with_for_update())
     if existing is None:
         existing = User(email=email, full_name=body.full_name, role="patient")
@@ -117,7 +130,7 @@ def login(
     user = session.scalar(select(User).where(User.email == body.email.lower()))
     # One argon2 verification whether or not the account exists (verify_password): the time taken tells nothing.
     if not verify_password(user.password_hash if user else None, body.password) or user is None:
-        throttle.failed(session, keys)
+        throttle.count(session, keys)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_LOGIN)
     throttle.succeeded(session, keys)
     if user.disabled_at is not None:  # said only to whoever knows the password
