@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 import pytest
@@ -313,3 +315,26 @@ def test_the_client_address_that_counts():
     assert client_key("::ffff:203.0.113.7") == "203.0.113.7", "IPv4 on a dual-stack socket"
     assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
     assert client_key("testclient") == "testclient"
+
+
+def test_behind_the_alb_a_client_cannot_dodge_its_counts_by_writing_x_forwarded_for(clinic):
+    """uvicorn as the image runs it (--proxy-headers, FORWARDED_ALLOW_IPS of the Dockerfile), reached from an ALB
+    node's private address: the ALB appends the address it saw to whatever X-Forwarded-For the client sent."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "apps" / "clinic_api" / "Dockerfile").read_text()
+    trusted = re.search(r"FORWARDED_ALLOW_IPS=(\S+)", dockerfile).group(1)
+    alb = TestClient(ProxyHeadersMiddleware(clinic.app, trusted_hosts=trusted), client=("10.0.3.7", 40000))
+    patient = clinic.user("patient")
+
+    def login(password: str, forwarded_for: str):
+        return alb.post(
+            "/auth/login",
+            json={"email": patient["email"], "password": password},
+            headers={"X-Forwarded-For": forwarded_for},
+        )
+
+    for i in range(5):  # each with another made-up address on the left, as a client may write
+        assert login("wrong password!!", f"192.0.2.{i}, 203.0.113.50").status_code == 401
+    assert status_and_detail(login(PASSWORD, "192.0.2.99, 203.0.113.50")) == (429, TOO_MANY)
+    assert login(PASSWORD, "203.0.113.51").status_code == 200, "another client is not locked out"
