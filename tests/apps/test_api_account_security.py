@@ -338,3 +338,13 @@ def test_behind_the_alb_a_client_cannot_dodge_its_counts_by_writing_x_forwarded_
         assert login("wrong password!!", f"192.0.2.{i}, 203.0.113.50").status_code == 401
     assert status_and_detail(login(PASSWORD, "192.0.2.99, 203.0.113.50")) == (429, TOO_MANY)
     assert login(PASSWORD, "203.0.113.51").status_code == 200, "another client is not locked out"
+
+
+def test_the_first_admins_password_is_held_to_the_policy_before_anything_is_stored(monkeypatch, capsys):
+    import io
+
+    from clinic_api import create_admin
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("password1234\n"))
+    assert create_admin.main(["ada@clinic.example", "Ada"]) == 2
+    assert "the admin password is one of the 30,000 most common passwords" in capsys.readouterr().err
