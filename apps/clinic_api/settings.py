@@ -47,6 +47,24 @@ class AuthSettings(BaseModel):
     """Life of the emailed link with which a self-registered patient chooses a password and activates the account."""
 
 
+class TelemedicineSettings(BaseModel):
+    """Room tokens for Jitsi's secure domain: what prosody's token_verification checks (the platform sets these to
+    match its Jitsi; components/telemedicine.py)."""
+
+    jwt_secret: SecretStr | None = None
+    """HS256 key shared with prosody; unset, no room token is minted (503)."""
+    app_id: str = "clinic"
+    """`iss`: the application prosody accepts tokens from."""
+    audience: str = "jitsi"
+    """`aud`."""
+    domain: str = "meet.jitsi"
+    """`sub`: Jitsi's XMPP domain."""
+    visit_minutes: int = Field(30, ge=10, le=240)
+    """A video visit's length: tokens are minted, and last, until start + this."""
+    opens_minutes_before: int = Field(15, ge=0, le=60)
+    """How early before the start the room lets its two people in."""
+
+
 class OutboxSettings(BaseModel):
     relay_enabled: bool = True
     interval_seconds: float = Field(1.0, gt=0)
@@ -71,6 +89,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     appointments: AppointmentSettings = Field(default_factory=AppointmentSettings)
+    telemedicine: TelemedicineSettings = Field(default_factory=TelemedicineSettings)
     public_url: str = "http://127.0.0.1:8000"
     telemedicine_base_url: str = "https://meet.clinic.example/r"
     log_level: str = "INFO"
@@ -82,6 +101,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "auth.jwt_secret (CLINIC_AUTH__JWT_SECRET) is the development placeholder or shorter "
                 "than 32 characters; allowed outside development: a generated secret of 32+ characters"
+            )
+        video = self.telemedicine.jwt_secret
+        if self.environment != "development" and video is not None and len(video.get_secret_value()) < 32:
+            raise ValueError(
+                "telemedicine.jwt_secret (CLINIC_TELEMEDICINE__JWT_SECRET) is shorter than 32 characters; allowed "
+                "outside development: the platform's generated secret, or unset (no video rooms)"
             )
         return self
 

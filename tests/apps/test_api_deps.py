@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from clinic_api.deps import current_user, require_role
 from clinic_api.main import create_app
 from clinic_api.models import User
-from clinic_api.routes import accounts, appointments, exams, health
+from clinic_api.routes import accounts, appointments, exams, health, telemedicine
 from clinic_api.security import FORBIDDEN, issue_token
 from clinic_api.settings import Settings
 
@@ -22,6 +22,7 @@ EXPECTED = {
     ("POST", "/appointments"): {"patient", "staff", "admin"},
     ("GET", "/appointments"): SIGNED_IN,
     ("POST", "/appointments/{appointment_id}/cancel"): SIGNED_IN,
+    ("POST", "/appointments/{appointment_id}/video-token"): {"patient", "doctor"},
     ("POST", "/exams"): {"staff", "admin"},
     ("GET", "/exams"): SIGNED_IN,
     ("GET", "/exams/{exam_id}"): SIGNED_IN,
@@ -48,7 +49,9 @@ def who_may_call(route: APIRoute):
 
 
 def test_every_route_declares_who_may_call_it():
-    routes = [route for module in (accounts, appointments, exams, health) for route in module.router.routes]
+    routes = [
+        route for module in (accounts, appointments, exams, health, telemedicine) for route in module.router.routes
+    ]
     table = {
         (method, route.path): who_may_call(route)
         for route in routes

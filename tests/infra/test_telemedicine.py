@@ -258,3 +258,24 @@ def test_a_videobridge_pod_that_fits_on_no_node_is_refused():
         "telemedicine.jvbCpuMillis = '2000 (jvbMemoryMib 3072)' is invalid; allowed: at most 1130"
     )
     assert load_settings(raw("prod", telemedicine={"jvbCpuMillis": 1100}), stack="prod", region="eu-west-1")
+
+
+def test_the_api_reads_the_room_settings_the_platform_gives_it(prod, monkeypatch):
+    """The names the platform sets are the API's own settings, with the values Jitsi checks."""
+    from clinic_api.settings import Settings
+
+    api = next(d for d in prod.of_type(DEPLOYMENT) if d.input("metadata", "name") == "clinic-api")
+    for name, value in env_of(api).items():
+        if name.startswith("CLINIC_TELEMEDICINE"):
+            monkeypatch.setenv(
+                name, value if isinstance(value, str) else "a-generated-secret-of-48-characters-0123456789ab"
+            )
+    settings = Settings()
+    assert settings.telemedicine_base_url == "https://meet.clinic.example.org"
+    video = settings.telemedicine
+    assert (video.app_id, video.audience, video.domain) == (
+        telemedicine.JWT_APP_ID,
+        telemedicine.JWT_AUDIENCE,
+        telemedicine.XMPP_DOMAIN,
+    )
+    assert video.visit_minutes == 30 and video.jwt_secret is not None
