@@ -279,3 +279,13 @@ def test_the_api_reads_the_room_settings_the_platform_gives_it(prod, monkeypatch
         telemedicine.XMPP_DOMAIN,
     )
     assert video.visit_minutes == 30 and video.jwt_secret is not None
+
+
+def test_prod_may_turn_it_off_and_then_keeps_its_alb_as_it_was():
+    graph = evaluate_program("prod", {"clinic-platform:telemedicine": {"enabled": False}})
+    assert not [r for r in graph.records if "telemedicine" in r.name]
+    assert not media_eips(graph) and "telemedicineUrl" not in graph.exports
+    (ingress,) = graph.of_type(INGRESS)
+    assert "alb.ingress.kubernetes.io/group.name" not in ingress.input("metadata", "annotations"), (
+        "without a video host the clinic's Ingress stays outside any IngressGroup (no ALB replacement)"
+    )
