@@ -295,7 +295,6 @@ def build_platform(settings: PlatformSettings) -> Platform:
             app_id=JWT_APP_ID,
             audience=JWT_AUDIENCE,
             domain=XMPP_DOMAIN,
-            visit_minutes=settings.telemedicine.visit_minutes,
         )
     apps = ClinicApps(
         f"{base}-apps",

@@ -140,8 +140,6 @@ class TelemedicineAccess:
     """Token audience prosody accepts."""
     domain: str
     """XMPP domain, the token's subject."""
-    visit_minutes: int
-    """How long a visit lasts: tokens are minted until its end."""
 
 
 @dataclass(frozen=True)
@@ -425,7 +423,6 @@ class ClinicApps(pulumi.ComponentResource):
                 {"name": "CLINIC_TELEMEDICINE__APP_ID", "value": video.app_id},
                 {"name": "CLINIC_TELEMEDICINE__AUDIENCE", "value": video.audience},
                 {"name": "CLINIC_TELEMEDICINE__DOMAIN", "value": video.domain},
-                {"name": "CLINIC_TELEMEDICINE__VISIT_MINUTES", "value": str(video.visit_minutes)},
             ]
 
         queue_urls = pulumi.Output.from_input(p.queue_urls)

@@ -826,8 +826,6 @@ class TelemedicineSettings(_Group):
     """CPU the videobridge requests (and its limit), in millicores."""
     jvb_memory_mib: Annotated[int, Between(1024, 16384)] = 2048
     """Memory the videobridge requests (and its limit), in MiB; its JVM heap is sized from it."""
-    visit_minutes: Annotated[int, Between(10, 240)] = 30
-    """How long a video visit lasts (appointments have no end of their own): the API mints tokens until then."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> "TelemedicineSettings":

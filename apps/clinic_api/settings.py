@@ -59,8 +59,6 @@ class TelemedicineSettings(BaseModel):
     """`aud`."""
     domain: str = "meet.jitsi"
     """`sub`: Jitsi's XMPP domain."""
-    visit_minutes: int = Field(30, ge=10, le=240)
-    """A video visit's length: tokens are minted, and last, until start + this."""
     opens_minutes_before: int = Field(15, ge=0, le=60)
     """How early before the start the room lets its two people in."""
 

@@ -28,24 +28,30 @@ def clinic(postgres, clinic_aws):
         yield clinic
 
 
-def book(clinic, patient, doctor, *, starts_in: timedelta, kind: str = "video") -> dict:
+def book(clinic, patient, doctor, *, starts_in: timedelta, kind: str = "video", minutes: int = 30) -> dict:
     starts_at = (datetime.now(UTC) + starts_in).replace(microsecond=0)
     response = clinic.client.post(
         "/appointments",
-        json={"doctor_id": doctor["id"], "starts_at": starts_at.isoformat(), "kind": kind},
+        json={
+            "doctor_id": doctor["id"],
+            "starts_at": starts_at.isoformat(),
+            "kind": kind,
+            "duration_minutes": minutes,
+        },
         headers=patient["headers"],
     )
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def move(clinic, appointment: dict, starts_in: timedelta) -> None:
-    """Put an appointment's start elsewhere in time (booking may refuse the past)."""
+def move(clinic, appointment: dict, starts_in: timedelta, minutes: int = 30) -> None:
+    """Put an appointment elsewhere in time, keeping its length (booking refuses the past)."""
+    starts_at = datetime.now(UTC) + starts_in
     with Session(clinic.app.state.engine) as session:
         session.execute(
             update(Appointment)
             .where(Appointment.id == appointment["id"])
-            .values(starts_at=datetime.now(UTC) + starts_in)
+            .values(starts_at=starts_at, ends_at=starts_at + timedelta(minutes=minutes))
         )
         session.commit()
 
@@ -60,10 +66,11 @@ def claims(token: str) -> dict:
 
 def test_patient_and_doctor_get_a_token_jitsi_accepts_for_that_room_only_the_doctor_moderates(clinic):
     patient, doctor = clinic.user("patient", "ana"), clinic.user("doctor", "bruno")
-    appointment = book(clinic, patient, doctor, starts_in=timedelta(minutes=10))
+    appointment = book(clinic, patient, doctor, starts_in=timedelta(minutes=10), minutes=45)
     assert appointment["room_url"].startswith(f"{BASE}/"), "the room is on the platform's real host"
     room = appointment["room_url"].rsplit("/", 1)[1].lower()
-    starts_at = datetime.fromisoformat(appointment["starts_at"])
+    starts_at, ends_at = (datetime.fromisoformat(appointment[k]) for k in ("starts_at", "ends_at"))
+    assert ends_at - starts_at == timedelta(minutes=45)
 
     for user, name, moderator in ((patient, "Ana", False), (doctor, "Bruno", True)):
         response = mint(clinic, appointment, user)
@@ -74,8 +81,8 @@ def test_patient_and_doctor_get_a_token_jitsi_accepts_for_that_room_only_the_doc
         token = claims(body["token"])
         assert (token["iss"], token["aud"], token["sub"], token["room"]) == ("clinic", "jitsi", "meet.jitsi", room)
         assert token["nbf"] == int((starts_at - timedelta(minutes=15)).timestamp())
-        assert token["exp"] == int((starts_at + timedelta(minutes=30)).timestamp())
-        assert datetime.fromisoformat(body["expires_at"]) == starts_at + timedelta(minutes=30)
+        assert token["exp"] == int(ends_at.timestamp()), "the token lasts until the appointment's own end"
+        assert datetime.fromisoformat(body["expires_at"]) == ends_at
         person = token["context"]["user"]
         assert (person["id"], person["name"]) == (str(user["id"]), name)
         assert person["moderator"] is moderator
@@ -103,7 +110,7 @@ def test_only_from_15_minutes_before_the_start_until_the_end(clinic):
     cases = {
         timedelta(minutes=16): 403,  # a minute before the room opens
         timedelta(minutes=14): 200,
-        timedelta(minutes=-29): 200,  # a minute before the end of a 30-minute visit
+        timedelta(minutes=-29): 200,  # a minute before the end of a 30-minute appointment
         timedelta(minutes=-31): 403,
     }
     for starts_in, expected in cases.items():
@@ -116,7 +123,7 @@ def test_only_from_15_minutes_before_the_start_until_the_end(clinic):
 
 def test_cancelled_and_in_person_appointments_get_no_token(clinic):
     patient, doctor = clinic.user("patient"), clinic.user("doctor")
-    in_person = book(clinic, patient, doctor, starts_in=timedelta(minutes=5), kind="in_person")
+    in_person = book(clinic, patient, clinic.user("doctor"), starts_in=timedelta(minutes=5), kind="in_person")
     assert status_and_detail(mint(clinic, in_person, patient)) == (409, NOT_VIDEO)
     video = book(clinic, patient, doctor, starts_in=timedelta(minutes=6))
     assert mint(clinic, video, doctor).status_code == 200

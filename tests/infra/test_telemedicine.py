@@ -278,7 +278,7 @@ def test_the_api_reads_the_room_settings_the_platform_gives_it(prod, monkeypatch
         telemedicine.JWT_AUDIENCE,
         telemedicine.XMPP_DOMAIN,
     )
-    assert video.visit_minutes == 30 and video.jwt_secret is not None
+    assert video.jwt_secret is not None
 
 
 def test_prod_may_turn_it_off_and_then_keeps_its_alb_as_it_was():

@@ -33,7 +33,7 @@ class RoomToken(BaseModel):
     room: str
     token: str
     expires_at: datetime
-    """The visit's end: Jitsi refuses the token after it."""
+    """The appointment's end: Jitsi refuses the token after it."""
 
 
 def room_name(room_url: str) -> str:
@@ -62,7 +62,7 @@ def video_token(appointment_id: int, session: SessionDep, settings: SettingsDep,
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NOT_CONFIGURED)
     now = datetime.now(UTC)
     opens = appointment.starts_at - timedelta(minutes=video.opens_minutes_before)
-    ends = appointment.starts_at + timedelta(minutes=video.visit_minutes)
+    ends = appointment.ends_at
     if now < opens:
         raise HTTPException(status.HTTP_403_FORBIDDEN, TOO_EARLY.format(opens=opens.isoformat()))
     if now >= ends:
