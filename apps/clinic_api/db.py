@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from fastapi import HTTPException, status
+from psycopg.adapt import AdaptersMap
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import ClauseElement, Engine, event
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
@@ -101,7 +104,45 @@ def make_engine(settings: Settings, breaker: Breaker | None = None) -> Engine:
         def _connected(*_args: Any) -> None:
             breaker.reset()
 
+    @event.listens_for(engine, "connect")
+    def _instants_always_load(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.adapters.register_loader("timestamptz", StoredInstantLoader)
+        dbapi_connection.adapters.register_loader("timestamptz", StoredInstantBinaryLoader)
+
     return engine
+
+
+def _edge(negative: bool) -> datetime:
+    return (datetime.min if negative else datetime.max).replace(tzinfo=UTC)
+
+
+class StoredInstantLoader(TimestamptzLoader):
+    """Reads an instant Python cannot hold (PostgreSQL's go from 4713 BC to 294276 AD, and infinity) as the nearest
+    one it can, rather than failing every read of the row: whatever is stored, a list still answers. The API refuses
+    such instants, but rows written before it did, or by hand, may hold them."""
+
+    def load(self, data: Any) -> datetime:
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            text = bytes(data)
+            return _edge(text.startswith(b"-") or text.endswith(b" BC"))
+
+
+class StoredInstantBinaryLoader(TimestamptzBinaryLoader):
+    """StoredInstantLoader's binary twin (microseconds since 2000 as a signed 64-bit integer)."""
+
+    def load(self, data: Any) -> datetime:
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            return _edge(int.from_bytes(bytes(data), "big", signed=True) < 0)
+
+
+INSTANTS = AdaptersMap(psycopg.adapters)
+"""The hot pool's adapters: psycopg's, with instants that always load."""
+INSTANTS.register_loader("timestamptz", StoredInstantLoader)
+INSTANTS.register_loader("timestamptz", StoredInstantBinaryLoader)
 
 
 class HotPool(AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]):
@@ -136,6 +177,7 @@ def make_hot_pool(settings: Settings, breaker: Breaker | None = None) -> HotPool
             "application_name": APPLICATION_NAME,
             "autocommit": True,
             "row_factory": dict_row,
+            "context": INSTANTS,
         }
 
     return HotPool(

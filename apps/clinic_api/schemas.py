@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, computed_field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    computed_field,
+    field_validator,
+)
+
+from clinic_api.models import ID_MAX
+
+
+def _printable(value: str) -> str:
+    """Refuses control characters (NUL, which PostgreSQL cannot store in text; line breaks, escapes) and lone
+    surrogates (no UTF-8 encoding exists for them): a name or exam type needs none, and an email built from one would
+    be refused later by the notifier, where nobody sees why."""
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(f"control character U+{ord(char):04X} at position {position} is not allowed")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+"""Free text in a request: no control characters."""
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_printable)
+]
+"""A person's name: trimmed, not empty once trimmed, no control characters."""
+Id = Annotated[int, Field(ge=1, le=ID_MAX)]
+"""A row id in a request body: the database's ids are `integer`s from 1."""
 
 UtcDatetime = Annotated[datetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
 """An instant in a response: always UTC, written with a `Z` (whatever the database session's time zone)."""
@@ -15,11 +47,11 @@ class Registration(BaseModel):
     """A patient registers with an email and a name; the password is chosen through the link emailed to them."""
 
     email: EmailStr
-    full_name: str = Field(min_length=1, max_length=200)
+    full_name: Name
 
 
 class NewUser(Registration):
-    password: str = Field(min_length=12, max_length=128)
+    password: Text = Field(min_length=12, max_length=128)
     role: Literal["doctor", "staff", "admin", "patient"]
 
 
@@ -28,14 +60,14 @@ class Accepted(BaseModel):
 
 
 class VerifyEmail(BaseModel):
-    token: str = Field(min_length=1, max_length=2048)
+    token: Text = Field(min_length=1, max_length=2048)
     """From the link in the verification email (after `#token=`)."""
-    password: str = Field(min_length=12, max_length=128)
+    password: Text = Field(min_length=12, max_length=128)
 
 
 class Login(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=1, max_length=128)
+    password: Text = Field(min_length=1, max_length=128)
 
 
 class Token(BaseModel):
@@ -57,11 +89,11 @@ MIN_MINUTES, MAX_MINUTES = 5, 8 * 60  # the database's check allows up to 8 hour
 
 
 class NewAppointment(BaseModel):
-    doctor_id: int
+    doctor_id: Id
     starts_at: datetime
     duration_minutes: int = Field(DEFAULT_MINUTES, ge=MIN_MINUTES, le=MAX_MINUTES)
     kind: Literal["in_person", "video"] = "in_person"
-    patient_id: int | None = None
+    patient_id: Id | None = None
     """Staff book for a patient; a patient books for themself."""
 
     @field_validator("starts_at")
@@ -93,9 +125,9 @@ class AppointmentOut(BaseModel):
 
 
 class NewExam(BaseModel):
-    patient_id: int
-    exam_type: str = Field(min_length=1, max_length=120)
-    doctor_id: int | None = None
+    patient_id: Id
+    exam_type: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+    doctor_id: Id | None = None
 
 
 class ExamOut(BaseModel):

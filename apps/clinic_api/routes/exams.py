@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 
 from botocore.client import BaseClient
@@ -13,12 +14,13 @@ from sqlalchemy.orm import Session
 from clinic_api import outbox
 from clinic_api.db import Prepared
 from clinic_api.deps import CurrentUser, HotPoolDep, S3Dep, SessionDep, SettingsDep, require_role
-from clinic_api.models import Appointment, AuditLog, Exam, User
+from clinic_api.models import ID_MAX, Appointment, AuditLog, Exam, User
 from clinic_api.schemas import DownloadLink, ExamOut, NewExam
 from clinic_api.security import ROLES, Principal
 from clinic_api.settings import StorageSettings
 from clinic_common.logging import request_id
 
+log = logging.getLogger("clinic.exams")
 router = APIRouter(tags=["exams"])
 NOT_FOUND = "exam not found"
 NO_PATIENT = "patient_id does not name a patient"
@@ -51,8 +53,13 @@ def visible(role: str):
     return true()
 
 
-def find(session: Session, exam_id: int, user: Principal) -> Exam:
-    exam = session.scalar(select(Exam).where(Exam.id == exam_id, visible(user.role)), {"user_id": user.id})
+def find(session: Session, exam_id: int, user: Principal, lock: bool = False) -> Exam:
+    """The exam if `user` may see it, else 404; `lock` holds its row until commit, so that concurrent changes of its
+    state happen one after the other."""
+    if not 1 <= exam_id <= ID_MAX:  # no such row, and PostgreSQL would refuse to compare an integer column with it
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    query = select(Exam).where(Exam.id == exam_id, visible(user.role))
+    exam = session.scalar(query.with_for_update(of=Exam) if lock else query, {"user_id": user.id})
     if exam is None:  # 404, not 403: another patient's exam ids are not confirmed to exist
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return exam
@@ -164,7 +171,7 @@ def store_result(
 
 @router.post("/exams/{exam_id}/ready", response_model=ExamOut, dependencies=[Depends(STAFF_OR_ADMIN)])
 def mark_ready(exam_id: int, session: SessionDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser) -> Exam:
-    exam = find(session, exam_id, user)
+    exam = find(session, exam_id, user, lock=True)  # a second request waits, then sees "ready": one event
     if exam.status == "ready":
         return exam
     if exam.status == "quarantined":
@@ -194,7 +201,12 @@ async def download_link(
     row are one statement (a data-modifying CTE), so a link is never issued without its audit row, in one round
     trip."""
     storage = settings.storage
-    found = await DOWNLOAD_AUDITED[user.role].fetch(pool, user_id=user.id, exam_id=exam_id, request_id=request_id.get())
+    storable = 1 <= exam_id <= ID_MAX
+    if not storable:  # audited all the same, with no exam id (the column cannot hold it); the id goes to the log
+        log.warning("download of an exam id out of range", extra={"exam_id": str(exam_id)[:40]})
+    found = await DOWNLOAD_AUDITED[user.role].fetch(
+        pool, user_id=user.id, exam_id=exam_id if storable else None, request_id=request_id.get()
+    )
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     if found[0]["status"] != "ready":
