@@ -174,6 +174,7 @@ def make_hot_pool(settings: Settings, breaker: Breaker | None = None) -> HotPool
             "password": password,
             "sslmode": db.sslmode,
             "connect_timeout": db.connect_timeout,
+            "tcp_user_timeout": database.tcp_user_timeout_ms(db),
             "application_name": APPLICATION_NAME,
             "autocommit": True,
             "row_factory": dict_row,

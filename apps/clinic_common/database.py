@@ -55,6 +55,14 @@ class SecretCredentials:
             return self._value
 
 
+def tcp_user_timeout_ms(db: DatabaseSettings) -> int:
+    """How long sent data may stay unacknowledged before the connection is given up (libpq `tcp_user_timeout`). A
+    server that vanished without closing its connections (a failover, a host gone) otherwise leaves a ping or a
+    statement on them waiting for TCP's retransmissions, about 15 minutes on Linux: no breaker or pool timeout covers
+    a connection already made. A server busy with a long statement still acknowledges what was sent to it."""
+    return db.connect_timeout * 1000
+
+
 def create_engine(
     db: DatabaseSettings,
     aws: AwsSettings,
@@ -73,7 +81,12 @@ def create_engine(
         host=db.host,
         port=db.port,
         database=db.name,
-        query={"sslmode": db.sslmode, "connect_timeout": str(db.connect_timeout), "application_name": application_name},
+        query={
+            "sslmode": db.sslmode,
+            "connect_timeout": str(db.connect_timeout),
+            "tcp_user_timeout": str(tcp_user_timeout_ms(db)),
+            "application_name": application_name,
+        },
     )
     engine = sa_create_engine(
         url,

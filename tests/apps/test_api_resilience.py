@@ -121,3 +121,20 @@ def test_a_failed_statements_data_never_reaches_the_log(postgres, clinic_aws, ca
     # Values may be shortened in an exception's text: look for their beginnings too.
     for secret in (email, f"leak-{tag}", tag, "$argon2", PASSWORD):
         assert secret not in logged, f"{secret!r} reached the log"
+
+
+def test_both_pools_give_up_on_unacknowledged_data_after_the_connect_timeout(postgres, clinic_aws):
+    """libpq's tcp_user_timeout on every connection of both pools: a server gone without closing its connections
+    fails a request in seconds rather than after TCP's ~15 minutes of retransmissions. (Dropping packets needs a
+    firewall this machine does not offer, so this shows the setting on the live connections.)"""
+    settings: dict[str, str] = {}
+    with running_clinic(postgres, clinic_aws, database={"connect_timeout": 3}) as clinic:
+        with clinic.app.state.engine.connect() as connection:
+            settings["engine"] = connection.connection.dbapi_connection.info.get_parameters()["tcp_user_timeout"]
+
+        async def hot() -> str:
+            async with clinic.app.state.hot_pool.connection() as connection:
+                return connection.info.get_parameters()["tcp_user_timeout"]
+
+        settings["hot pool"] = clinic.client.portal.call(hot)  # on the app's own event loop
+    assert settings == {"engine": "3000", "hot pool": "3000"}
