@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,6 +50,46 @@ class User(Base):
     # at once, and raising token_version (security.revoke_tokens) ends every token issued before.
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    language: Mapped[str] = mapped_column(String(5), default="pt-BR")  # pt-BR | en: the emails' language
+    # An erased patient (LGPD): contact data and login gone, the medical record kept until retained_until.
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retained_until: Mapped[date | None] = mapped_column(Date)
+
+
+class PatientProfile(Base):
+    __tablename__ = "patient_profiles"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    date_of_birth: Mapped[date | None] = mapped_column(Date)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    emergency_contact_name: Mapped[str | None] = mapped_column(String(200))
+    emergency_contact_phone: Mapped[str | None] = mapped_column(String(32))
+    # The CPF: a keyed hash to find a patient by it (unique: one person, one record), and the value encrypted.
+    cpf_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    cpf_encrypted: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
+
+
+class DoctorProfile(Base):
+    __tablename__ = "doctor_profiles"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    specialty: Mapped[str] = mapped_column(String(120))
+    crm_number: Mapped[str] = mapped_column(String(10))
+    crm_state: Mapped[str] = mapped_column(String(2))
+    bio: Mapped[str] = mapped_column(Text, default="")
+    # A CRM registration belongs to one doctor: the number is unique within its state's council.
+    __table_args__ = (UniqueConstraint("crm_state", "crm_number", name="uq_doctor_crm"),)
+
+
+class Consent(Base):
+    """Append-only: each change is a new row, so the history of what was agreed, and when, is kept."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    notice_version: Mapped[str] = mapped_column(String(20))
+    purposes: Mapped[list] = mapped_column(JSON)
+    client_ip: Mapped[str | None] = mapped_column(String(45))
 
 
 class LoginFailure(Base):
@@ -100,6 +153,9 @@ class AuditLog(Base):
     exam_id: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))  # granted | denied
     request_id: Mapped[str] = mapped_column(String(64), default="")
+    # Whose data or account the action was about (a patient's access log: their rows by someone else), from where.
+    subject_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    client_ip: Mapped[str | None] = mapped_column(String(45))
 
 
 class OutboxEvent(Base):

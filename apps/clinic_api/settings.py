@@ -12,6 +12,7 @@ from clinic_common.aws import AwsSettings
 from clinic_common.database import DatabaseSettings
 
 DEVELOPMENT_JWT_SECRET = "development-only-not-a-secret-0123456789abcdef"
+DEVELOPMENT_DATA_KEY = "development-only-data-key-not-a-secret-0123456789"
 
 
 class StorageSettings(BaseModel):
@@ -63,6 +64,15 @@ class TelemedicineSettings(BaseModel):
     """How early before the start the room lets its two people in."""
 
 
+class PrivacySettings(BaseModel):
+    data_key: SecretStr = SecretStr(DEVELOPMENT_DATA_KEY)
+    """The CPF's encryption key and its lookup (HMAC) key are derived from it: losing it loses every stored CPF."""
+    notice_version: str = Field("2026-11", min_length=1, max_length=20, pattern=r"^[A-Za-z0-9._-]+$")
+    """The privacy notice in force; sign-up and consent changes must name it."""
+    record_retention_years: int = Field(20, ge=20, le=100)
+    """How long medical records are kept after their last entry (Lei 13.787/2018 art. 6: 20 years at least)."""
+
+
 class OutboxSettings(BaseModel):
     relay_enabled: bool = True
     interval_seconds: float = Field(1.0, gt=0)
@@ -88,6 +98,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     appointments: AppointmentSettings = Field(default_factory=AppointmentSettings)
     telemedicine: TelemedicineSettings = Field(default_factory=TelemedicineSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     public_url: str = "http://127.0.0.1:8000"
     telemedicine_base_url: str = "https://meet.clinic.example/r"
     log_level: str = "INFO"
@@ -105,6 +116,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "telemedicine.jwt_secret (CLINIC_TELEMEDICINE__JWT_SECRET) is shorter than 32 characters; allowed "
                 "outside development: the platform's generated secret, or unset (no video rooms)"
+            )
+        key = self.privacy.data_key.get_secret_value()
+        if self.environment != "development" and (key == DEVELOPMENT_DATA_KEY or len(key) < 32):
+            raise ValueError(
+                "privacy.data_key (CLINIC_PRIVACY__DATA_KEY) is the development placeholder or shorter "
+                "than 32 characters; allowed outside development: a generated secret of 32+ characters"
             )
         return self
 

@@ -72,3 +72,37 @@ def test_appointment_durations_keep_every_row_and_cut_short_those_the_old_schema
             ),
             {"starts": T + minutes(130), "ends": T + minutes(140)},
         )
+
+
+def test_profiles_and_privacy_keep_every_row_and_give_old_downloads_their_patient(engine):
+    upgrade(engine, "0005")  # the revision before profiles and privacy
+    with engine.begin() as db:
+        db.execute(
+            text(
+                "INSERT INTO users (id, email, full_name, role, password_hash, created_at) VALUES "
+                "(1, 'pat@example.org', 'Pat', 'patient', 'h', now()), "
+                "(2, 'doc@example.org', 'Doc', 'doctor', 'h', now())"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO exams (id, patient_id, doctor_id, exam_type, status, created_at) "
+                "VALUES (7, 1, 2, 'MRI', 'ready', now())"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO audit_log (at, user_id, action, exam_id, outcome, request_id) VALUES "
+                "(now(), 2, 'result.download', 7, 'granted', 'r1'), (now(), 2, 'result.download', 99, 'denied', 'r2')"
+            )
+        )
+
+    upgrade(engine)
+
+    with engine.connect() as db:
+        users = db.execute(text("SELECT id, email, language, erased_at FROM users ORDER BY id")).all()
+        audits = db.execute(text("SELECT request_id, exam_id, subject_id FROM audit_log ORDER BY id")).all()
+        exams = db.execute(text("SELECT id, patient_id, exam_type FROM exams")).all()
+    assert users == [(1, "pat@example.org", "pt-BR", None), (2, "doc@example.org", "pt-BR", None)]
+    assert audits == [("r1", 7, 1), ("r2", 99, None)], "a download's patient is its exam's; an unknown exam has none"
+    assert exams == [(7, 1, "MRI")]
