@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from botocore.client import BaseClient
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, Integer, bindparam, select
 from sqlalchemy.orm import Session
@@ -65,6 +65,7 @@ BreakerDep = Annotated[Breaker, Depends(_breaker)]
 S3Dep = Annotated[BaseClient, Depends(_s3)]
 LoginThrottleDep = Annotated[LoginThrottle, Depends(_login_throttle)]
 SessionDep = Annotated[Session, Depends(_session)]
+PathId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a row id (PostgreSQL integer)")]
 
 
 async def _token(

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clinic_api.db import Breaker, DatabaseUnavailable, make_engine, make_hot_pool
 from clinic_api.db_metrics import DATABASE_STATS
 from clinic_api.outbox import Relay
-from clinic_api.routes import accounts, appointments, exams, health, telemedicine
+from clinic_api.routes import accounts, appointments, exams, health, privacy, profiles, telemedicine
 from clinic_api.settings import Settings, get_settings
 from clinic_api.throttle import LoginThrottle
 from clinic_common.aws import client
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     DATABASE_STATS.watch(settings)
     app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
     app.state.login_throttle = LoginThrottle(settings.auth)
-    for module in (health, accounts, appointments, exams, telemedicine):
+    for module in (health, accounts, profiles, privacy, appointments, exams, telemedicine):
         app.include_router(module.router)
 
     app.add_middleware(Observe)

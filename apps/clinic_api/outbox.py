@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clinic_api.db import make_engine
-from clinic_api.models import OutboxEvent
+from clinic_api.models import OutboxEvent, User
 from clinic_api.settings import QueueSettings, get_settings
 from clinic_common.aws import client
 from clinic_common.logging import configure_logging
@@ -43,6 +43,16 @@ def queue_for(event_type: str, queues: QueueSettings) -> str:
     if event_type.startswith("file."):  # the file processor's verdicts, emailed by the notifier
         return queues.exam
     raise ValueError(f"event type {event_type!r} has no queue")
+
+
+def recipient(user: User) -> dict[str, Any]:
+    """Who an email goes to, in their language (the notifier picks the template's text by it)."""
+    return {
+        "recipient_email": user.email,
+        "recipient_name": user.full_name,
+        "recipient_language": user.language or "pt-BR",
+        "user_id": user.id,
+    }
 
 
 def record(session: Session, event_type: str, payload: dict[str, Any]) -> OutboxEvent:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from clinic_api import cpf
 from clinic_api.models import ID_MAX
 
 
@@ -41,13 +42,38 @@ Id = Annotated[int, Field(ge=1, le=ID_MAX)]
 
 UtcDatetime = Annotated[datetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
 """An instant in a response: always UTC, written with a `Z` (whatever the database session's time zone)."""
+Language = Literal["pt-BR", "en"]
+Purpose = Literal["care", "research", "communications"]
+"""care: health data processed to treat the patient and keep their record (required to be a patient); research:
+their records used, de-identified, in research; communications: news and campaigns by email."""
+UF = Literal[
+    "AC", "AL", "AP", "AM", "BA", "CE", "DF", "ES", "GO", "MA", "MT", "MS", "MG", "PA",
+    "PB", "PR", "PE", "PI", "RJ", "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO",
+]  # fmt: skip
+PHONE = r"^\+?[0-9][0-9 ()-]{7,19}$"
+
+
+class ConsentIn(BaseModel):
+    notice_version: Text = Field(min_length=1, max_length=20)
+    """The version of the privacy notice the patient read (GET /privacy/notice)."""
+    purposes: list[Purpose] = Field(max_length=3)
+    """What the patient agrees to; `care` is required (without it the clinic cannot keep their record)."""
+
+    @field_validator("purposes")
+    @classmethod
+    def _care_and_unique(cls, value: list[str]) -> list[str]:
+        if "care" not in value:
+            raise ValueError("must include 'care'; to withdraw it, ask for erasure (POST /me/erasure)")
+        return sorted(set(value))
 
 
 class Registration(BaseModel):
-    """A patient registers with an email and a name; the password is chosen through the link emailed to them."""
+    """A patient registers with an email, a name and the language of their emails; the password is chosen through
+    the link emailed to them."""
 
     email: EmailStr
     full_name: Name
+    language: Language = "pt-BR"
 
 
 class NewUser(Registration):
@@ -63,6 +89,8 @@ class VerifyEmail(BaseModel):
     token: Text = Field(min_length=1, max_length=2048)
     """From the link in the verification email (after `#token=`)."""
     password: Text = Field(min_length=12, max_length=128)
+    consent: ConsentIn
+    """The owner of the address, choosing the password, accepts the privacy notice: recorded with the account."""
 
 
 class Login(BaseModel):
@@ -82,6 +110,8 @@ class UserOut(BaseModel):
     email: str
     full_name: str
     role: str
+    language: str
+    disabled_at: UtcDatetime | None
 
 
 DEFAULT_MINUTES = 30
@@ -147,3 +177,136 @@ class DownloadLink(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class PatientProfileIn(BaseModel):
+    """Only the fields sent change; `null` clears an optional one (not the CPF: a CPF is corrected, never removed)."""
+
+    full_name: Name | None = None
+    language: Language | None = None
+    date_of_birth: date | None = None
+    phone: str | None = Field(None, pattern=PHONE)
+    emergency_contact_name: Name | None = None
+    emergency_contact_phone: str | None = Field(None, pattern=PHONE)
+    cpf: Text | None = Field(None, max_length=14, description="11 digits, with or without dots and dash")
+
+    @field_validator("cpf")
+    @classmethod
+    def _cpf(cls, value: str | None) -> str | None:
+        if value is not None and not cpf.is_valid(value):
+            raise ValueError("is not a valid CPF (11 digits whose two check digits match)")
+        return cpf.digits(value) if value is not None else None
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _born(cls, value: date | None) -> date | None:
+        if value is not None and not date(1900, 1, 1) <= value <= date.today():
+            raise ValueError("must be between 1900-01-01 and today")
+        return value
+
+
+class PatientProfileOut(BaseModel):
+    date_of_birth: date | None
+    phone: str | None
+    emergency_contact_name: str | None
+    emergency_contact_phone: str | None
+    cpf: str | None
+    """Masked: ***.***.***-25."""
+
+
+class DoctorProfileIn(BaseModel):
+    specialty: Text = Field(min_length=1, max_length=120)
+    crm_number: str = Field(pattern=r"^[0-9]{4,10}$")
+    crm_state: UF
+    bio: Text = Field("", max_length=2000)
+
+
+class DoctorProfileOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    specialty: str
+    crm_number: str
+    crm_state: str
+    bio: str
+
+
+class DoctorOut(BaseModel):
+    id: int
+    full_name: str
+    profile: DoctorProfileOut | None
+
+
+class ProfileOut(BaseModel):
+    id: int
+    email: str
+    full_name: str
+    role: str
+    language: str
+    disabled: bool
+    patient: PatientProfileOut | None = None
+    doctor: DoctorProfileOut | None = None
+
+
+class PasswordChange(BaseModel):
+    current_password: Text = Field(min_length=1, max_length=128)
+    new_password: Text = Field(min_length=12, max_length=128)
+
+
+class AccountPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: int | None
+    """Pass it as `cursor` for the next page; null on the last one."""
+
+
+class ConsentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    at: UtcDatetime
+    notice_version: str
+    purposes: list[str]
+
+
+class PrivacyNotice(BaseModel):
+    version: str
+    purposes: list[str]
+
+
+class AccessEntry(BaseModel):
+    at: UtcDatetime
+    who_id: int | None
+    who_name: str | None
+    who_role: str | None
+    action: str
+    exam_id: int | None
+    outcome: str
+    client_ip: str | None
+
+
+class AccessLogPage(BaseModel):
+    items: list[AccessEntry]
+    next_cursor: int | None
+
+
+class ErasureRequest(BaseModel):
+    password: Text = Field(min_length=1, max_length=128)
+    """The account's current password: erasure cannot be undone."""
+
+
+class ErasureOut(BaseModel):
+    erased_at: UtcDatetime
+    retained_until: date
+    erased: list[str]
+    kept: list[str]
+
+
+class ExportedExam(ExamOut):
+    download_url: str | None
+    """Presigned, valid for `download_expires_in` seconds; null until the result is ready."""
+
+
+class PatientExport(BaseModel):
+    exported_at: UtcDatetime
+    account: ProfileOut
+    consents: list[ConsentOut]
+    appointments: list[AppointmentOut]
+    exams: list[ExportedExam]
+    download_expires_in: int
+    access_log: list[AccessEntry]

@@ -28,6 +28,8 @@ from clinic_api.settings import Settings
 
 PASSWORD = "correct horse battery"
 T = TypeVar("T")
+CONSENT = {"notice_version": "2026-11", "purposes": ["care"]}
+"""Sign-up's consent to the privacy notice in force (settings.privacy.notice_version's default)."""
 
 
 def settings_for(postgres, clinic_aws, database_name: str, **overrides) -> Settings:
@@ -59,7 +61,7 @@ class Clinic:
 
     def user(self, role: str, name: str | None = None) -> dict:
         """Creates a user of any role directly (admins create them through the API; tested separately)."""
-        email = f"{name or role}-{uuid.uuid4().hex[:6]}@example.org"
+        email = f"{(name or role).replace(' ', '-')}-{uuid.uuid4().hex[:6]}@example.org"
         with Session(self.app.state.engine) as session:
             user = User(
                 email=email,
@@ -79,7 +81,7 @@ class Clinic:
         response = self.client.post("/auth/register", json={"email": email, "full_name": full_name})
         assert response.status_code == 202, response.text
         verified = self.client.post(
-            "/auth/verify", json={"token": self.verification_token(email), "password": password}
+            "/auth/verify", json={"token": self.verification_token(email), "password": password, "consent": CONSENT}
         )
         assert verified.status_code == 200, verified.text
         return verified.json()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jwt
 import pytest
-from api_support import PASSWORD, running_clinic, status_and_detail
+from api_support import CONSENT, PASSWORD, running_clinic, status_and_detail
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -195,9 +195,11 @@ def test_registering_again_before_confirming_sends_a_new_link_and_either_link_se
     register(clinic, email, "Second")
     second = clinic.verification_token(email)
     assert [t for t, _ in events_for(clinic, email)] == ["account.verification_requested"] * 2
-    used = clinic.client.post("/auth/verify", json={"token": second, "password": PASSWORD})
+    used = clinic.client.post("/auth/verify", json={"token": second, "password": PASSWORD, "consent": CONSENT})
     assert used.status_code == 200 and used.json()["full_name"] == "Second"
-    again = clinic.client.post("/auth/verify", json={"token": first, "password": "another good passphrase"})
+    again = clinic.client.post(
+        "/auth/verify", json={"token": first, "password": "another good passphrase", "consent": CONSENT}
+    )
     assert status_and_detail(again) == (400, INVALID_LINK), "an account's password is chosen once through a link"
     assert clinic.client.get("/me", headers=clinic.login(email)).json()["email"] == email
     assert [t for t, _ in events_for(clinic, email)][2:] == ["account.created", "patient.registered"], "welcome now"
@@ -215,7 +217,7 @@ def test_a_verification_token_and_an_access_token_are_not_interchangeable(clinic
         {"sub": "1", "aud": security.VERIFY_EMAIL, "exp": datetime.now(UTC) - timedelta(seconds=1)}, secret
     )
     for token in (access, expired, "garbage"):
-        refused = clinic.client.post("/auth/verify", json={"token": token, "password": PASSWORD})
+        refused = clinic.client.post("/auth/verify", json={"token": token, "password": PASSWORD, "consent": CONSENT})
         assert status_and_detail(refused) == (400, INVALID_LINK), token
 
 
@@ -234,7 +236,9 @@ def test_weak_passwords_are_refused_with_a_422_naming_the_field_and_the_rule(cli
     email = f"policy{uuid.uuid4().hex[:6]}@example.org"
     password = password.format(email=email, local=email.split("@")[0])
     register(clinic, email)
-    choose = clinic.client.post("/auth/verify", json={"token": clinic.verification_token(email), "password": password})
+    choose = clinic.client.post(
+        "/auth/verify", json={"token": clinic.verification_token(email), "password": password, "consent": CONSENT}
+    )
     admin, doctor_email = clinic.user("admin"), email.replace("@example.org", "@staff.example.org")
     body = {
         "email": doctor_email,

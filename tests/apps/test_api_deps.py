@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from clinic_api.deps import current_user, require_role
 from clinic_api.main import create_app
 from clinic_api.models import User
-from clinic_api.routes import accounts, appointments, exams, health, telemedicine
+from clinic_api.routes import accounts, appointments, exams, health, privacy, profiles, telemedicine
 from clinic_api.security import FORBIDDEN, issue_token
 from clinic_api.settings import Settings
 
@@ -19,6 +19,23 @@ EXPECTED = {
     ("POST", "/users"): {"admin"},
     ("GET", "/me"): SIGNED_IN,
     ("GET", "/doctors"): SIGNED_IN,
+    ("GET", "/users"): {"staff", "admin"},
+    ("POST", "/users/{account_id}/disable"): {"staff", "admin"},
+    ("POST", "/users/{account_id}/enable"): {"staff", "admin"},
+    ("GET", "/me/profile"): SIGNED_IN,
+    ("PATCH", "/me/profile"): SIGNED_IN,
+    ("POST", "/me/password"): SIGNED_IN,
+    ("GET", "/patients/{patient_id}/profile"): {"doctor", "staff", "admin"},
+    ("PATCH", "/patients/{patient_id}/profile"): {"staff", "admin"},
+    ("POST", "/patients/lookup"): {"staff", "admin"},
+    ("GET", "/doctors/{doctor_id}"): SIGNED_IN,
+    ("PUT", "/doctors/{doctor_id}/profile"): {"staff", "admin"},
+    ("GET", "/privacy/notice"): ANYONE,
+    ("GET", "/me/consents"): {"patient"},
+    ("POST", "/me/consents"): {"patient"},
+    ("GET", "/me/access-log"): {"patient"},
+    ("GET", "/me/export"): {"patient"},
+    ("POST", "/me/erasure"): {"patient"},
     ("POST", "/appointments"): {"patient", "staff", "admin"},
     ("GET", "/appointments"): SIGNED_IN,
     ("POST", "/appointments/{appointment_id}/cancel"): SIGNED_IN,
@@ -50,7 +67,9 @@ def who_may_call(route: APIRoute):
 
 def test_every_route_declares_who_may_call_it():
     routes = [
-        route for module in (accounts, appointments, exams, health, telemedicine) for route in module.router.routes
+        route
+        for module in (accounts, appointments, exams, health, privacy, profiles, telemedicine)
+        for route in module.router.routes
     ]
     table = {
         (method, route.path): who_may_call(route)

@@ -10,7 +10,7 @@ import uuid
 
 import boto3
 import pytest
-from api_support import PASSWORD, running_clinic
+from api_support import CONSENT, PASSWORD, running_clinic
 from file_support import make_processor, pdf_bytes
 from sqlalchemy import create_engine
 from support import REGION, sent_emails, wait_for
@@ -53,13 +53,13 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
         stop = threading.Event()
         processor.start(stop)
         email = f"pat-{uuid.uuid4().hex[:6]}@example.org"
-        registered = client.post("/auth/register", json={"email": email, "full_name": "Pat <Flow>"})
+        registered = client.post("/auth/register", json={"email": email, "full_name": "Pat <Flow>", "language": "en"})
         assert registered.status_code == 202, registered.text
         wait_for(lambda: sent_emails(clinic_aws.endpoint, email), 30, "the verification email")
         [confirm] = sent_emails(clinic_aws.endpoint, email)
         assert confirm["subject"] == "Confirm your email address for Clinic"
         token = re.search(r"/verify-email#token=([\w.-]+)", confirm["body"]).group(1)
-        verified = client.post("/auth/verify", json={"token": token, "password": PASSWORD})
+        verified = client.post("/auth/verify", json={"token": token, "password": PASSWORD, "consent": CONSENT})
         assert verified.status_code == 200, verified.text
         patient = clinic.login(email)
         staff = clinic.user("staff")["headers"]

@@ -3,12 +3,12 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clinic_api import outbox
+from clinic_api import access_log, outbox
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from clinic_api.errors import invalid
 from clinic_api.models import ID_MAX, Appointment, User
@@ -86,8 +86,7 @@ def book(body: NewAppointment, session: SessionDep, settings: SettingsDep, user:
         session,
         "appointment.confirmed",
         {
-            "recipient_email": patient.email,
-            "recipient_name": patient.full_name,
+            **outbox.recipient(patient),
             "appointment_id": appointment.id,
             "starts_at": appointment.starts_at.isoformat(),
             "doctor_name": doctor.full_name,
@@ -123,8 +122,12 @@ def zulu(moment: datetime) -> str:
 
 
 @router.get("/appointments", response_model=list[AppointmentOut])
-def list_appointments(session: SessionDep, user: CurrentUser) -> list[Appointment]:
-    return list(session.scalars(select(Appointment).where(visible(user)).order_by(Appointment.starts_at)))
+def list_appointments(request: Request, session: SessionDep, user: CurrentUser) -> list[Appointment]:
+    """A doctor's or staff's read is in each listed patient's access log."""
+    appointments = list(session.scalars(select(Appointment).where(visible(user)).order_by(Appointment.starts_at)))
+    access_log.record(session, request, user.id, "appointments.list", [a.patient_id for a in appointments])
+    session.commit()
+    return appointments
 
 
 @router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentOut)
@@ -145,8 +148,7 @@ def cancel(appointment_id: int, session: SessionDep, user: CurrentUser) -> Appoi
             session,
             "appointment.cancelled",
             {
-                "recipient_email": patient.email,
-                "recipient_name": patient.full_name,
+                **outbox.recipient(patient),
                 "appointment_id": appointment.id,
                 "starts_at": appointment.starts_at.isoformat(),
                 "doctor_name": doctor.full_name,

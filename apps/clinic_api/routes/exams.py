@@ -11,7 +11,7 @@ from prometheus_client import Counter
 from sqlalchemy import Integer, bindparam, case, func, insert, select, true
 from sqlalchemy.orm import Session
 
-from clinic_api import outbox
+from clinic_api import access_log, outbox
 from clinic_api.db import Prepared
 from clinic_api.deps import CurrentUser, HotPoolDep, S3Dep, SessionDep, SettingsDep, require_role
 from clinic_api.models import ID_MAX, Appointment, AuditLog, Exam, User
@@ -68,8 +68,7 @@ def find(session: Session, exam_id: int, user: Principal, lock: bool = False) ->
 def notice(session: Session, exam: Exam) -> dict:
     patient = session.get_one(User, exam.patient_id)
     return {
-        "recipient_email": patient.email,
-        "recipient_name": patient.full_name,
+        **outbox.recipient(patient),
         "exam_id": exam.id,
         "exam_type": exam.exam_type,
     }
@@ -96,7 +95,7 @@ LIST_EXAMS = {role: Prepared.of(select(*EXAM_COLUMNS).where(visible(role)).order
 
 def _download_audited(role: str) -> Prepared:
     """The exam's status and key, and the audit row of this attempt (granted only if ready), in one statement."""
-    exam = select(Exam.status, Exam.result_key).where(Exam.id == EXAM_ID, visible(role)).cte("exam")
+    exam = select(Exam.status, Exam.result_key, Exam.patient_id).where(Exam.id == EXAM_ID, visible(role)).cte("exam")
     audit = (
         insert(AuditLog)
         .values(
@@ -106,6 +105,8 @@ def _download_audited(role: str) -> Prepared:
             exam_id=EXAM_ID,
             request_id=bindparam("request_id"),
             outcome=case((select(exam.c.status).scalar_subquery() == "ready", "granted"), else_="denied"),
+            subject_id=select(exam.c.patient_id).scalar_subquery(),  # the patient's access log
+            client_ip=bindparam("client_ip"),
         )
         .cte("audit")
     )
@@ -116,14 +117,20 @@ DOWNLOAD_AUDITED = {role: _download_audited(role) for role in ROLES}
 
 
 @router.get("/exams", response_model=list[ExamOut])
-async def list_exams(pool: HotPoolDep, user: CurrentUser) -> list[dict]:
+async def list_exams(request: Request, pool: HotPoolDep, user: CurrentUser) -> list[dict]:
     # The patient's hot path: on the event loop, one statement compiled once, one round trip (bench/bench_api.py).
-    return await LIST_EXAMS[user.role].fetch(pool, user_id=user.id)
+    exams = await LIST_EXAMS[user.role].fetch(pool, user_id=user.id)
+    if user.role != "patient":  # a second round trip for doctors and staff only: their read is in the access log
+        await access_log.record_async(pool, request, user.id, "exams.list", [e["patient_id"] for e in exams])
+    return exams
 
 
 @router.get("/exams/{exam_id}", response_model=ExamOut)
-def get_exam(exam_id: int, session: SessionDep, user: CurrentUser) -> Exam:
-    return find(session, exam_id, user)
+def get_exam(exam_id: int, request: Request, session: SessionDep, user: CurrentUser) -> Exam:
+    exam = find(session, exam_id, user)
+    access_log.record(session, request, user.id, "exam.read", [exam.patient_id], exam_id=exam.id)
+    session.commit()
+    return exam
 
 
 @router.put("/exams/{exam_id}/result", response_model=ExamOut, dependencies=[Depends(STAFF_OR_ADMIN)])
@@ -195,7 +202,7 @@ def mark_ready(exam_id: int, session: SessionDep, settings: SettingsDep, s3: S3D
 
 @router.get("/exams/{exam_id}/download", response_model=DownloadLink)
 async def download_link(
-    exam_id: int, pool: HotPoolDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser
+    exam_id: int, request: Request, pool: HotPoolDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser
 ) -> DownloadLink:
     """A short-lived link to the result PDF; every attempt, granted or not, is audited. The lookup and the audit
     row are one statement (a data-modifying CTE), so a link is never issued without its audit row, in one round
@@ -205,7 +212,11 @@ async def download_link(
     if not storable:  # audited all the same, with no exam id (the column cannot hold it); the id goes to the log
         log.warning("download of an exam id out of range", extra={"exam_id": str(exam_id)[:40]})
     found = await DOWNLOAD_AUDITED[user.role].fetch(
-        pool, user_id=user.id, exam_id=exam_id if storable else None, request_id=request_id.get()
+        pool,
+        user_id=user.id,
+        exam_id=exam_id if storable else None,
+        request_id=request_id.get(),
+        client_ip=access_log.client_ip(request),
     )
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
