@@ -212,6 +212,7 @@ def test_erasure_erases_what_the_law_lets_go_and_keeps_the_medical_record_marked
     assert trail == [("account.erasure", "denied"), ("account.erasure", "requested"), ("account.erasure", "completed")]
     assert future  # booked above, now cancelled
 
+    assert clinic.client.get("/me/export", headers=patient["headers"]).status_code == 401, "its token ends at once"
     login = clinic.client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
     assert login.status_code == 401, "the erased email no longer names an account"
     lookup = clinic.client.post("/patients/lookup", headers=staff["headers"], json={"cpf": "529.982.247-25"})

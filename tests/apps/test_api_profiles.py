@@ -172,7 +172,10 @@ def test_a_password_change_needs_the_current_password(clinic):
     changed = clinic.client.post(
         "/me/password", headers=patient["headers"], json={"current_password": PASSWORD, "new_password": new}
     )
-    assert changed.status_code == 204
+    assert changed.status_code == 200, changed.text
+    assert clinic.client.get("/me/profile", headers=patient["headers"]).status_code == 401, "older tokens end"
+    fresh = {"Authorization": f"Bearer {changed.json()['access_token']}"}
+    assert clinic.client.get("/me/profile", headers=fresh).status_code == 200, "the caller carries on with a new one"
     old = clinic.client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
     assert status_and_detail(old) == (401, BAD_LOGIN)
     clinic.login(patient["email"], new)
@@ -183,6 +186,7 @@ def test_staff_disable_and_enable_a_patient_and_an_admin_anyone_but_themself(cli
     staff, admin, patient = clinic.user("staff"), clinic.user("admin"), clinic.user("patient")
     disabled = clinic.client.post(f"/users/{patient['id']}/disable", headers=staff["headers"])
     assert disabled.status_code == 200 and disabled.json()["disabled_at"]
+    assert clinic.client.get("/me/profile", headers=patient["headers"]).status_code == 401, "its token ends at once"
     refused = clinic.client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
     assert status_and_detail(refused) == (403, DISABLED)
     assert status_and_detail(clinic.client.post(f"/users/{admin['id']}/disable", headers=staff["headers"])) == (

@@ -30,7 +30,7 @@ from clinic_api.schemas import (
     PrivacyNotice,
     Purpose,
 )
-from clinic_api.security import verify_password
+from clinic_api.security import revoke_tokens, verify_password
 from clinic_api.settings import Settings
 from clinic_common.logging import request_id
 
@@ -226,7 +226,8 @@ def erase(
     session.execute(delete(OutboxEvent).where(OutboxEvent.payload["recipient_email"].as_string() == patient.email))
     patient.email = f"erased-{patient.id}@erased.invalid"
     patient.password_hash = "!erased"  # no argon2 hash: no password ever matches
-    patient.disabled_at = patient.erased_at = now
+    patient.disabled_at = patient.erased_at = now  # disabled: its tokens are refused from the next request on
+    revoke_tokens(patient)
     patient.retained_until = retained_until
     session.add(
         Consent(user_id=patient.id, notice_version=settings.privacy.notice_version, purposes=[], client_ip=None)

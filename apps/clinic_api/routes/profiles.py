@@ -22,9 +22,10 @@ from clinic_api.schemas import (
     PatientProfileOut,
     ProfileOut,
     Text,
+    Token,
     UserOut,
 )
-from clinic_api.security import Principal, hash_password, verify_password
+from clinic_api.security import Principal, hash_password, issue_token, revoke_tokens, verify_password
 from clinic_api.settings import Settings
 
 router = APIRouter(tags=["profiles"])
@@ -118,19 +119,26 @@ def update_my_profile(
 
 @router.post(
     "/me/password",
-    status_code=204,
+    response_model=Token,
     responses={**AUTH_ERRORS, 400: {"description": f"{WRONG_PASSWORD}, or {SAME_PASSWORD}"}},
 )
-def change_password(body: PasswordChange, session: SessionDep, principal: CurrentUser) -> None:
-    """Needs the current password: a token left on a shared computer cannot take the account over."""
+def change_password(body: PasswordChange, session: SessionDep, settings: SettingsDep, principal: CurrentUser) -> Token:
+    """Needs the current password: a token left on a shared computer cannot take the account over. Every token
+    issued before stops working (signed in elsewhere, or stolen); the caller gets a new one."""
     user = session.get_one(User, principal.id)
     if not verify_password(user.password_hash, body.current_password):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, WRONG_PASSWORD)
     if body.new_password == body.current_password:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, SAME_PASSWORD)
     user.password_hash = hash_password(body.new_password)
+    revoke_tokens(user)
     outbox.record(session, "account.updated", {**outbox.recipient(user), "change": "password"})
     session.commit()
+    auth = settings.auth
+    return Token(
+        access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),
+        expires_in=auth.token_minutes * 60,
+    )
 
 
 def cares_for(session: Session, doctor_id: int, patient_id: int) -> bool:
