@@ -313,6 +313,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             alb_group=alb_group,
             telemedicine=access,
             tags=tags,
+            protect_data_key=settings.protect_data,
             platform=PlatformEndpoints(
                 region=settings.region,
                 vpc_cidr=settings.network.vpc_cidr,

@@ -175,6 +175,8 @@ class ClinicAppsArgs:
     """Video visits: the API mints room tokens with this."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for AWS resources."""
+    protect_data_key: bool = False
+    """Protect the API's data key (prod): every stored CPF is encrypted under it, so losing it loses them."""
 
 
 def load_balancer_name(component_name: str) -> str:
@@ -400,7 +402,23 @@ class ClinicApps(pulumi.ComponentResource):
             string_data={"jwt-secret": jwt_key.result},
         )
 
-        pods_read: list[pulumi.Resource] = [jwt_secret]
+        # The key the API derives the CPF's encryption and lookup keys from (clinic_api/cpf.py). Generated once and
+        # kept in state like the signing key, but unlike it, losing it loses data: protected where data is.
+        data_key = random.RandomPassword(
+            f"{name}-data-key",
+            length=64,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect_data_key),
+        )
+        data_key_secret = k8s.core.v1.Secret(
+            f"{name}-api-data-key",
+            opts=in_ns,
+            type="Opaque",
+            metadata={"name": "clinic-api-data-key", "namespace": NAMESPACE},
+            string_data={"data-key": data_key.result},
+        )
+
+        pods_read: list[pulumi.Resource] = [jwt_secret, data_key_secret]
         telemedicine_env: list[dict[str, Any]] = []
         if args.telemedicine:
             video = args.telemedicine
@@ -442,6 +460,10 @@ class ClinicApps(pulumi.ComponentResource):
             {
                 "name": "CLINIC_AUTH__JWT_SECRET",
                 "valueFrom": {"secretKeyRef": {"name": "clinic-api-jwt", "key": "jwt-secret"}},
+            },
+            {
+                "name": "CLINIC_PRIVACY__DATA_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "clinic-api-data-key", "key": "data-key"}},
             },
             {"name": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "value": str(API_DRAIN_SECONDS)},
             *telemedicine_env,

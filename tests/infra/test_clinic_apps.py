@@ -212,9 +212,11 @@ def test_each_deployment_rolls_out_only_after_its_own_apps_migrations(stack):
     # The file processor runs no migrations: it writes the API's exam columns, so it waits for the API's.
     assert stack.depends_on(deployments["clinic-file-processor"], jobs["clinic_api.migrate"])
     assert not stack.depends_on(deployments["clinic-file-processor"], jobs["notifier.migrate"])
-    jwt = next(s for s in stack.of_type("kubernetes:core/v1:Secret") if s.name.endswith("api-jwt"))
+    secrets = [s for s in stack.of_type("kubernetes:core/v1:Secret") if s.name.endswith(("api-jwt", "api-data-key"))]
+    assert len(secrets) == 2
     for waiting in (deployments["clinic-api"], jobs["clinic_api.migrate"]):
-        assert stack.depends_on(waiting, jwt), f"{waiting.name} reads the signing key Secret"
+        for secret in secrets:
+            assert stack.depends_on(waiting, secret), f"{waiting.name} reads the {secret.name} Secret"
 
 
 def test_a_new_image_gets_a_new_migrations_job_for_that_app_only(dev):
@@ -324,6 +326,20 @@ def test_no_secret_value_in_any_env_literal_config_map_or_output(stack):
     data = jwt.inputs["stringData"]
     assert data[rpc._special_sig_key] == rpc._special_secret_sig, "the key stays a Pulumi secret (encrypted in state)"
     assert data["value"]["jwt-secret"] == GENERATED_SECRET, "the key reaches the pods only as a Kubernetes Secret"
+    data_key = next(s for s in stack.of_type("kubernetes:core/v1:Secret") if s.name.endswith("api-data-key"))
+    data = data_key.inputs["stringData"]
+    assert data[rpc._special_sig_key] == rpc._special_secret_sig and data["value"]["data-key"] == GENERATED_SECRET
+    api = next(d for d in stack.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] == "clinic-api")
+    env = {e["name"]: e for e in api.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CLINIC_PRIVACY__DATA_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "clinic-api-data-key", "key": "data-key"}
+    }
+
+
+def test_the_data_key_every_stored_cpf_depends_on_is_protected_in_prod_only(dev, prod):
+    for graph, protected in ((dev, False), (prod, True)):
+        keys = [r for r in graph.of_type("random:index/randomPassword:RandomPassword") if r.name.endswith("data-key")]
+        assert [k.protect for k in keys] == [protected], [k.name for k in keys]
 
 
 def test_network_policies_deny_by_default_and_open_only_what_each_app_needs(stack):
