@@ -16,7 +16,7 @@ from clinic_common.logging import request_id
 
 
 def client_ip(request: Request) -> str | None:
-    # uvicorn runs with --proxy-headers: behind the ALB this is the X-Forwarded-For address it trusts.
+    # uvicorn runs with --proxy-headers and trusts private addresses (the ALB): this is the forwarded client.
     return request.client.host if request.client else None
 
 

@@ -224,3 +224,37 @@ def test_only_a_patient_asks_for_their_own_erasure(clinic):
     staff = clinic.user("staff")
     refused = clinic.client.post("/me/erasure", headers=staff["headers"], json={"password": PASSWORD})
     assert status_and_detail(refused) == (403, FORBIDDEN)
+
+
+NEW_ENDPOINTS = {  # (method, path): the error statuses the OpenAPI document must list
+    ("get", "/me/profile"): {"401"},
+    ("patch", "/me/profile"): {"401", "409", "422"},
+    ("post", "/me/password"): {"400", "401", "422"},
+    ("get", "/patients/{patient_id}/profile"): {"401", "403", "404", "422"},
+    ("patch", "/patients/{patient_id}/profile"): {"401", "403", "404", "409", "422"},
+    ("post", "/patients/lookup"): {"401", "403", "404", "422"},
+    ("get", "/doctors/{doctor_id}"): {"401", "404", "422"},
+    ("put", "/doctors/{doctor_id}/profile"): {"401", "403", "404", "409", "422"},
+    ("get", "/users"): {"401", "403", "422"},
+    ("post", "/users/{account_id}/disable"): {"401", "403", "404", "409", "422"},
+    ("post", "/users/{account_id}/enable"): {"401", "403", "404", "409", "422"},
+    ("get", "/privacy/notice"): set(),
+    ("get", "/me/consents"): {"401", "403"},
+    ("post", "/me/consents"): {"401", "403", "422"},
+    ("get", "/me/access-log"): {"401", "403", "422"},
+    ("get", "/me/export"): {"401", "403"},
+    ("post", "/me/erasure"): {"400", "401", "403", "422"},
+    ("post", "/auth/register"): {"409", "422"},
+}
+
+
+def test_every_new_endpoint_is_in_the_openapi_document_with_its_errors():
+    from clinic_api.main import create_app
+    from clinic_api.settings import Settings
+
+    paths = create_app(Settings(outbox={"relay_enabled": False})).openapi()["paths"]
+    for (method, path), statuses in NEW_ENDPOINTS.items():
+        assert method in paths.get(path, {}), f"{method.upper()} {path} is not in the OpenAPI document"
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), f"{method.upper()} {path} lists {sorted(responses)}, not {sorted(statuses)}"
+        assert all(responses[s]["description"] for s in statuses), path

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from clinic_api import access_log, cpf, outbox
 from clinic_api.deps import CurrentUser, PathId, SessionDep, SettingsDep, current_user, require_role
 from clinic_api.models import Appointment, DoctorProfile, Exam, PatientProfile, User
-from clinic_api.routes.accounts import AUTH_ERRORS
+from clinic_api.routes.accounts import AUTH_ERRORS, TOKEN_ERRORS
 from clinic_api.schemas import (
     DoctorOut,
     DoctorProfileIn,
@@ -98,7 +98,7 @@ def update_profile(session: Session, user: User, body: PatientProfileIn, setting
         raise HTTPException(status.HTTP_409_CONFLICT, CPF_TAKEN) from None
 
 
-@router.get("/me/profile", response_model=ProfileOut, responses=AUTH_ERRORS)
+@router.get("/me/profile", response_model=ProfileOut, responses=TOKEN_ERRORS)
 def my_profile(session: SessionDep, settings: SettingsDep, principal: CurrentUser) -> ProfileOut:
     return profile_out(session, session.get_one(User, principal.id), settings)
 
@@ -106,7 +106,7 @@ def my_profile(session: SessionDep, settings: SettingsDep, principal: CurrentUse
 @router.patch(
     "/me/profile",
     response_model=ProfileOut,
-    responses={**AUTH_ERRORS, 409: {"description": CPF_TAKEN}, 422: {"description": "a field's value is refused"}},
+    responses={**TOKEN_ERRORS, 409: {"description": CPF_TAKEN}, 422: {"description": "a field's value is refused"}},
 )
 def update_my_profile(
     body: PatientProfileIn, session: SessionDep, settings: SettingsDep, principal: CurrentUser
@@ -120,7 +120,7 @@ def update_my_profile(
 @router.post(
     "/me/password",
     response_model=Token,
-    responses={**AUTH_ERRORS, 400: {"description": f"{WRONG_PASSWORD}, or {SAME_PASSWORD}"}},
+    responses={**TOKEN_ERRORS, 400: {"description": f"{WRONG_PASSWORD}, or {SAME_PASSWORD}"}},
 )
 def change_password(body: PasswordChange, session: SessionDep, settings: SettingsDep, principal: CurrentUser) -> Token:
     """Needs the current password: a token left on a shared computer cannot take the account over. Every token
@@ -247,7 +247,7 @@ def doctor_out(session: Session, doctor: User) -> DoctorOut:
     "/doctors/{doctor_id}",
     response_model=DoctorOut,
     dependencies=[Depends(current_user)],
-    responses={**AUTH_ERRORS, 404: {"description": NO_DOCTOR}},
+    responses={**TOKEN_ERRORS, 404: {"description": NO_DOCTOR}},
 )
 def doctor(doctor_id: PathId, session: SessionDep) -> DoctorOut:
     return doctor_out(session, find_doctor(session, doctor_id))
