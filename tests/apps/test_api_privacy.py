@@ -18,6 +18,11 @@ from clinic_api.security import FORBIDDEN
 PDF = b"%PDF-1.7\n" + b"0" * 200 + b"\n%%EOF"
 
 
+def soon(days: int, hour: int) -> datetime:
+    """An instant `days` ahead at `hour`:00 UTC, inside the booking horizon."""
+    return (datetime.now(UTC) + timedelta(days=days)).replace(hour=hour, minute=0, second=0, microsecond=0)
+
+
 @pytest.fixture
 def clinic(postgres, clinic_aws):
     with running_clinic(postgres, clinic_aws) as clinic:
@@ -37,9 +42,11 @@ def ready_exam(clinic, staff, patient, doctor=None, exam_type="Hemograma") -> in
     return exam
 
 
-def book(clinic, patient, doctor, starts_at: str) -> int:
+def book(clinic, patient, doctor, starts_at: datetime) -> int:
     response = clinic.client.post(
-        "/appointments", headers=patient["headers"], json={"doctor_id": doctor["id"], "starts_at": starts_at}
+        "/appointments",
+        headers=patient["headers"],
+        json={"doctor_id": doctor["id"], "starts_at": starts_at.isoformat()},
     )
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -48,8 +55,8 @@ def book(clinic, patient, doctor, starts_at: str) -> int:
 def test_every_read_of_a_patients_data_by_someone_else_is_in_their_access_log(clinic):
     patient, other = clinic.user("patient"), clinic.user("patient")
     doctor, staff = clinic.user("doctor", "dr house"), clinic.user("staff", "sam staff")
-    book(clinic, patient, doctor, "2030-02-01T10:00:00Z")
-    book(clinic, other, doctor, "2030-02-01T11:00:00Z")
+    book(clinic, patient, doctor, soon(3, 10))
+    book(clinic, other, doctor, soon(3, 11))
     exam = ready_exam(clinic, staff, patient, doctor)
     # The patient's own reads are not in it.
     for path in ("/me/profile", "/appointments", "/exams", f"/exams/{exam}", f"/exams/{exam}/download"):
@@ -127,8 +134,8 @@ def test_the_export_holds_everything_of_the_patient_and_nothing_of_another(clini
         "/me/profile", headers=bia["headers"], json={"phone": "+55 31 98888-7777", "cpf": "123.456.789-09"}
     )
     clinic.client.post("/me/consents", headers=ana["headers"], json=CONSENT)
-    ana_visit = book(clinic, ana, doctor, "2030-03-01T10:00:00Z")
-    bia_visit = book(clinic, bia, doctor, "2030-03-01T11:00:00Z")
+    ana_visit = book(clinic, ana, doctor, soon(4, 10))
+    bia_visit = book(clinic, bia, doctor, soon(4, 11))
     ana_exam = ready_exam(clinic, staff, ana, exam_type="Glicemia")
     bia_exam = ready_exam(clinic, staff, bia, exam_type="Tomografia")
     pending = clinic.client.post("/exams", headers=staff["headers"], json={"patient_id": ana["id"], "exam_type": "RX"})
@@ -166,11 +173,17 @@ def test_erasure_erases_what_the_law_lets_go_and_keeps_the_medical_record_marked
         json={"cpf": "529.982.247-25", "phone": "+55 11 97777-0000", "date_of_birth": "1980-01-02",
               "emergency_contact_name": "Ivo", "emergency_contact_phone": "+55 11 96666-0000", "language": "en"},
     )  # fmt: skip
-    future = book(clinic, patient, doctor, "2030-04-01T10:00:00Z")
+    upcoming = soon(5, 10)
+    future = book(clinic, patient, doctor, upcoming)
     exam = ready_exam(clinic, staff, patient, doctor)
     past = datetime(2025, 6, 30, 9, 0, tzinfo=UTC)
     with Session(clinic.app.state.engine) as session:  # a visit that already happened: the record's last entry
-        session.add(Appointment(patient_id=patient["id"], doctor_id=doctor["id"], starts_at=past, kind="in_person"))
+        ends = past + timedelta(minutes=30)
+        session.add(
+            Appointment(
+                patient_id=patient["id"], doctor_id=doctor["id"], starts_at=past, ends_at=ends, kind="in_person"
+            )
+        )
         session.execute(Exam.__table__.update().values(created_at=datetime(2025, 1, 1, tzinfo=UTC)))
         session.commit()
 
@@ -191,7 +204,7 @@ def test_erasure_erases_what_the_law_lets_go_and_keeps_the_medical_record_marked
         assert session.get_one(Exam, exam).result_key
         mine = Appointment.patient_id == patient["id"]
         statuses = dict(session.execute(select(Appointment.starts_at, Appointment.status).where(mine)).all())
-        assert statuses == {past: "confirmed", datetime(2030, 4, 1, 10, tzinfo=UTC): "cancelled"}, "future freed"
+        assert statuses == {past: "confirmed", upcoming: "cancelled"}, "future freed"
         payloads = [(e.event_type, e.payload) for e in session.scalars(select(OutboxEvent).order_by(OutboxEvent.id))]
         trail = session.execute(
             select(AuditLog.action, AuditLog.outcome).where(AuditLog.action == "account.erasure").order_by(AuditLog.id)
@@ -244,7 +257,8 @@ NEW_ENDPOINTS = {  # (method, path): the error statuses the OpenAPI document mus
     ("get", "/me/access-log"): {"401", "403", "422"},
     ("get", "/me/export"): {"401", "403"},
     ("post", "/me/erasure"): {"400", "401", "403", "422"},
-    ("post", "/auth/register"): {"409", "422"},
+    ("post", "/auth/register"): {"422"},
+    ("post", "/auth/verify"): {"400", "422"},
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from api_support import CONSENT, PASSWORD, running_clinic, status_and_detail
 from sqlalchemy import select
@@ -14,6 +16,7 @@ from clinic_api.routes.profiles import CPF_TAKEN, CRM_TAKEN, NO_PATIENT, PATIENT
 from clinic_api.security import FORBIDDEN
 
 CPF = "529.982.247-25"
+SOON = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0).isoformat()
 OTHER_CPF = "123.456.789-09"
 
 
@@ -127,9 +130,7 @@ def test_staff_find_a_patient_by_cpf_written_either_way_and_a_cpf_belongs_to_one
 
 def test_a_doctor_reads_only_their_patients_profiles(clinic):
     doctor, ana, bia = clinic.user("doctor"), clinic.user("patient"), clinic.user("patient")
-    clinic.client.post(
-        "/appointments", headers=ana["headers"], json={"doctor_id": doctor["id"], "starts_at": "2030-01-10T10:00:00Z"}
-    )
+    clinic.client.post("/appointments", headers=ana["headers"], json={"doctor_id": doctor["id"], "starts_at": SOON})
     assert clinic.client.get(f"/patients/{ana['id']}/profile", headers=doctor["headers"]).status_code == 200
     refused = clinic.client.get(f"/patients/{bia['id']}/profile", headers=doctor["headers"])
     assert status_and_detail(refused) == (404, NO_PATIENT)
@@ -169,6 +170,10 @@ def test_a_password_change_needs_the_current_password(clinic):
         "/me/password", headers=patient["headers"], json={"current_password": "not it at all", "new_password": new}
     )
     assert status_and_detail(wrong) == (400, WRONG_PASSWORD)
+    weak = clinic.client.post(
+        "/me/password", headers=patient["headers"], json={"current_password": PASSWORD, "new_password": "password1234"}
+    )
+    assert weak.status_code == 422 and errors(weak) == ["new_password"], "the password policy applies here too"
     changed = clinic.client.post(
         "/me/password", headers=patient["headers"], json={"current_password": PASSWORD, "new_password": new}
     )

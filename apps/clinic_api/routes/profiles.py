@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from clinic_api import access_log, cpf, outbox
 from clinic_api.deps import CurrentUser, PathId, SessionDep, SettingsDep, current_user, require_role
 from clinic_api.models import Appointment, DoctorProfile, Exam, PatientProfile, User
+from clinic_api.passwords import check_password
 from clinic_api.routes.accounts import AUTH_ERRORS, TOKEN_ERRORS
 from clinic_api.schemas import (
     DoctorOut,
@@ -130,6 +131,7 @@ def change_password(body: PasswordChange, session: SessionDep, settings: Setting
         raise HTTPException(status.HTTP_400_BAD_REQUEST, WRONG_PASSWORD)
     if body.new_password == body.current_password:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, SAME_PASSWORD)
+    check_password(body.new_password, user.email, "new_password")
     user.password_hash = hash_password(body.new_password)
     revoke_tokens(user)
     outbox.record(session, "account.updated", {**outbox.recipient(user), "change": "password"})
