@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from api_support import CONSENT, PASSWORD, running_clinic, status_and_detail
+from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,7 +16,7 @@ from clinic_api.models import Appointment, AuditLog, Exam, OutboxEvent, PatientP
 from clinic_api.routes.privacy import WRONG_PASSWORD
 from clinic_api.security import FORBIDDEN
 
-PDF = b"%PDF-1.7\n" + b"0" * 200 + b"\n%%EOF"
+PDF = pdf_bytes()
 
 
 def soon(days: int, hour: int) -> datetime:
@@ -26,6 +27,7 @@ def soon(days: int, hour: int) -> datetime:
 @pytest.fixture
 def clinic(postgres, clinic_aws):
     with running_clinic(postgres, clinic_aws) as clinic:
+        clinic.aws = clinic_aws  # for ready_exam's file check
         yield clinic
 
 
@@ -38,6 +40,7 @@ def ready_exam(clinic, staff, patient, doctor=None, exam_type="Hemograma") -> in
     clinic.client.put(
         f"/exams/{exam}/result", headers={**staff["headers"], "Content-Type": "application/pdf"}, content=PDF
     )
+    assert check_uploads(clinic.app.state.engine, clinic.aws) == ["verified"], "the file processor checks it"
     assert clinic.client.post(f"/exams/{exam}/ready", headers=staff["headers"]).status_code == 200
     return exam
 
