@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clinic_api.body_limit import BodyLimit
 from clinic_api.db import Breaker, DatabaseUnavailable, make_engine, make_hot_pool
 from clinic_api.db_metrics import DATABASE_STATS
 from clinic_api.outbox import Relay
@@ -127,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, accounts, appointments, exams, telemedicine):
         app.include_router(module.router)
 
-    app.add_middleware(Observe)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observe)  # added last: outermost, so that it sees (and counts) the 413s too
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:

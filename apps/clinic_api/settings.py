@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     appointments: AppointmentSettings = Field(default_factory=AppointmentSettings)
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request body (JSON) taken; larger ones get 413. The result upload has storage.max_upload_bytes."""
     telemedicine: TelemedicineSettings = Field(default_factory=TelemedicineSettings)
     public_url: str = "http://127.0.0.1:8000"
     telemedicine_base_url: str = "https://meet.clinic.example/r"
