@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from clinic_api import outbox
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
-from clinic_api.errors import invalid
-from clinic_api.models import ID_MAX, Appointment, User
+from clinic_api.errors import existing_id, invalid
+from clinic_api.models import Appointment, User
 from clinic_api.schemas import AppointmentOut, NewAppointment
 from clinic_api.security import Principal
 
@@ -129,8 +129,7 @@ def list_appointments(session: SessionDep, user: CurrentUser) -> list[Appointmen
 
 @router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentOut)
 def cancel(appointment_id: int, session: SessionDep, user: CurrentUser) -> Appointment:
-    if not 1 <= appointment_id <= ID_MAX:  # no such row, and PostgreSQL would refuse to compare with it
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    existing_id(appointment_id, NOT_FOUND)
     # Locked until commit: of concurrent cancels, the first changes the status and records the event; the others
     # wait for it, then find the appointment cancelled.
     appointment = session.scalar(

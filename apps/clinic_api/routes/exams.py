@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from clinic_api import outbox
 from clinic_api.db import Prepared
 from clinic_api.deps import CurrentUser, HotPoolDep, S3Dep, SessionDep, SettingsDep, require_role
+from clinic_api.errors import existing_id
 from clinic_api.models import ID_MAX, Appointment, AuditLog, Exam, User
 from clinic_api.schemas import DownloadLink, ExamOut, NewExam
 from clinic_api.security import ROLES, Principal
@@ -56,9 +57,7 @@ def visible(role: str):
 def find(session: Session, exam_id: int, user: Principal, lock: bool = False) -> Exam:
     """The exam if `user` may see it, else 404; `lock` holds its row until commit, so that concurrent changes of its
     state happen one after the other."""
-    if not 1 <= exam_id <= ID_MAX:  # no such row, and PostgreSQL would refuse to compare an integer column with it
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-    query = select(Exam).where(Exam.id == exam_id, visible(user.role))
+    query = select(Exam).where(Exam.id == existing_id(exam_id, NOT_FOUND), visible(user.role))
     exam = session.scalar(query.with_for_update(of=Exam) if lock else query, {"user_id": user.id})
     if exam is None:  # 404, not 403: another patient's exam ids are not confirmed to exist
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
