@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clinic_api.body_limit import BodyLimit
 from clinic_api.db import Breaker, DatabaseUnavailable, make_engine, make_hot_pool
 from clinic_api.db_metrics import DATABASE_STATS
+from clinic_api.errors import document_errors
 from clinic_api.outbox import Relay
 from clinic_api.routes import accounts, appointments, exams, health, telemedicine
 from clinic_api.settings import Settings, get_settings
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
     app.state.login_throttle = LoginThrottle(settings.auth)
     for module in (health, accounts, appointments, exams, telemedicine):
+        document_errors(module.router)
         app.include_router(module.router)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from clinic_api import outbox
 from clinic_api.db import add_unique
 from clinic_api.deps import CurrentUser, LoginThrottleDep, SessionDep, SettingsDep, current_user, require_role
+from clinic_api.errors import responses
 from clinic_api.models import User, now
 from clinic_api.passwords import check_password
 from clinic_api.schemas import Accepted, Login, NewUser, Registration, Token, UserOut, VerifyEmail
@@ -40,7 +41,13 @@ def welcome(session: Session, user: User) -> None:
         outbox.record(session, f"{user.role}.registered", recipient(user))
 
 
-@router.post("/users", response_model=UserOut, status_code=201, dependencies=[Depends(require_role("admin"))])
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=201,
+    dependencies=[Depends(require_role("admin"))],
+    responses=responses(409),
+)
 def create_account(body: NewUser, session: SessionDep) -> User:
     """Admins create doctors, staff and other admins (usable at once: the admin vouches for the address)."""
     check_password(body.password, body.email)
@@ -57,7 +64,7 @@ def create_account(body: NewUser, session: SessionDep) -> User:
     return user
 
 
-@router.post("/auth/register", response_model=Accepted, status_code=202)
+@router.post("/auth/register", response_model=Accepted, status_code=202, responses=responses(429))
 def register(
     body: Registration, request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
 ) -> Accepted:
@@ -106,7 +113,7 @@ def send_verification(session: Session, user: User, settings: Settings) -> None:
     )
 
 
-@router.post("/auth/verify", response_model=UserOut)
+@router.post("/auth/verify", response_model=UserOut, responses=responses(400))
 def verify_email(body: VerifyEmail, session: SessionDep, settings: SettingsDep) -> User:
     """With the token from the emailed link, the owner of the address chooses the password: the account is usable."""
     user_id = decode_verification_token(body.token, settings.auth.jwt_secret.get_secret_value())
@@ -120,7 +127,7 @@ def verify_email(body: VerifyEmail, session: SessionDep, settings: SettingsDep) 
     return user
 
 
-@router.post("/auth/login", response_model=Token)
+@router.post("/auth/login", response_model=Token, responses=responses(401, 403, 429))
 def login(
     body: Login, request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
 ) -> Token:

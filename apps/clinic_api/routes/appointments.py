@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from clinic_api import outbox
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
-from clinic_api.errors import existing_id, invalid
+from clinic_api.errors import existing_id, invalid, responses
 from clinic_api.models import Appointment, User
 from clinic_api.schemas import AppointmentOut, NewAppointment
 from clinic_api.security import Principal
@@ -37,6 +37,7 @@ def visible(user: Principal):
     response_model=AppointmentOut,
     status_code=201,
     dependencies=[Depends(require_role("patient", "staff", "admin"))],
+    responses=responses(409),
 )
 def book(body: NewAppointment, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> Appointment:
     rules = settings.appointments
@@ -51,10 +52,10 @@ def book(body: NewAppointment, session: SessionDep, settings: SettingsDep, user:
     # other transactions' foreign-key checks on this row do not wait for it.
     patient = session.get(User, patient_id, with_for_update={"key_share": True}) if patient_id else None
     if patient is None or patient.role != "patient":
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, NO_PATIENT)
+        raise invalid("patient_id", NO_PATIENT)
     doctor = session.get(User, body.doctor_id)
     if doctor is None or doctor.role != "doctor":
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, NO_DOCTOR)
+        raise invalid("doctor_id", NO_DOCTOR)
     upcoming = session.scalar(
         select(func.count()).where(
             Appointment.patient_id == patient.id, Appointment.status != "cancelled", Appointment.starts_at > now
@@ -127,7 +128,7 @@ def list_appointments(session: SessionDep, user: CurrentUser) -> list[Appointmen
     return list(session.scalars(select(Appointment).where(visible(user)).order_by(Appointment.starts_at)))
 
 
-@router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentOut)
+@router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentOut, responses=responses(404))
 def cancel(appointment_id: int, session: SessionDep, user: CurrentUser) -> Appointment:
     existing_id(appointment_id, NOT_FOUND)
     # Locked until commit: of concurrent cancels, the first changes the status and records the event; the others

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from clinic_api import outbox
 from clinic_api.db import Prepared
 from clinic_api.deps import CurrentUser, HotPoolDep, S3Dep, SessionDep, SettingsDep, require_role
-from clinic_api.errors import existing_id
+from clinic_api.errors import existing_id, invalid, responses
 from clinic_api.models import ID_MAX, Appointment, AuditLog, Exam, User
 from clinic_api.schemas import DownloadLink, ExamOut, NewExam
 from clinic_api.security import ROLES, Principal
@@ -78,9 +78,9 @@ def notice(session: Session, exam: Exam) -> dict:
 def create_exam(body: NewExam, session: SessionDep) -> Exam:
     patient = session.get(User, body.patient_id)
     if patient is None or patient.role != "patient":
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, NO_PATIENT)
+        raise invalid("patient_id", NO_PATIENT)
     if body.doctor_id is not None and getattr(session.get(User, body.doctor_id), "role", None) != "doctor":
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, NO_DOCTOR)
+        raise invalid("doctor_id", NO_DOCTOR)
     exam = Exam(patient_id=patient.id, doctor_id=body.doctor_id, exam_type=body.exam_type, status="requested")
     session.add(exam)
     session.flush()
@@ -120,12 +120,17 @@ async def list_exams(pool: HotPoolDep, user: CurrentUser) -> list[dict]:
     return await LIST_EXAMS[user.role].fetch(pool, user_id=user.id)
 
 
-@router.get("/exams/{exam_id}", response_model=ExamOut)
+@router.get("/exams/{exam_id}", response_model=ExamOut, responses=responses(404))
 def get_exam(exam_id: int, session: SessionDep, user: CurrentUser) -> Exam:
     return find(session, exam_id, user)
 
 
-@router.put("/exams/{exam_id}/result", response_model=ExamOut, dependencies=[Depends(STAFF_OR_ADMIN)])
+@router.put(
+    "/exams/{exam_id}/result",
+    response_model=ExamOut,
+    dependencies=[Depends(STAFF_OR_ADMIN)],
+    responses=responses(404, 413, 415),
+)
 async def upload_result(
     exam_id: int, request: Request, session: SessionDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser
 ) -> Exam:
@@ -168,7 +173,12 @@ def store_result(
     return exam
 
 
-@router.post("/exams/{exam_id}/ready", response_model=ExamOut, dependencies=[Depends(STAFF_OR_ADMIN)])
+@router.post(
+    "/exams/{exam_id}/ready",
+    response_model=ExamOut,
+    dependencies=[Depends(STAFF_OR_ADMIN)],
+    responses=responses(404, 409),
+)
 def mark_ready(exam_id: int, session: SessionDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser) -> Exam:
     exam = find(session, exam_id, user, lock=True)  # a second request waits, then sees "ready": one event
     if exam.status == "ready":
@@ -192,7 +202,7 @@ def mark_ready(exam_id: int, session: SessionDep, settings: SettingsDep, s3: S3D
     return exam
 
 
-@router.get("/exams/{exam_id}/download", response_model=DownloadLink)
+@router.get("/exams/{exam_id}/download", response_model=DownloadLink, responses=responses(404, 409))
 async def download_link(
     exam_id: int, pool: HotPoolDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser
 ) -> DownloadLink:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
-from clinic_api.errors import existing_id
+from clinic_api.errors import existing_id, responses
 from clinic_api.models import Appointment, User
 
 router = APIRouter(tags=["telemedicine"])
@@ -48,6 +48,7 @@ def room_name(room_url: str) -> str:
     "/appointments/{appointment_id}/video-token",
     response_model=RoomToken,
     dependencies=[Depends(require_role("patient", "doctor"))],
+    responses=responses(404, 409),
 )
 def video_token(appointment_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> RoomToken:
     video = settings.telemedicine
