@@ -33,9 +33,16 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     # The file processor's verdicts on an uploaded result, for the exam's doctor (or the uploader, without one).
     "file.processed": ("exam_type",),
     "file.quarantined": ("exam_type",),
+    "account.updated": ("change",),
+    "account.deleted": ("retained_until",),
 }
+# The recipient's language picks the template's text. Events published before it existed carry none: those stay in
+# English, as they were written then; the API now always sends it.
+LANGUAGES = ("pt-BR", "en")
+LANGUAGE_WHEN_MISSING = "en"
+ACCOUNT_CHANGES = ("profile", "password", "disabled", "enabled", "consent")
 EVENT_TYPES = frozenset(REQUIRED_FIELDS)
-DATETIME_FIELDS = ("starts_at",)
+DATETIME_FIELDS = ("starts_at", "retained_until")
 
 # Deliberately loose (SES has the final word) but enough to refuse header injection and obvious garbage.
 _EMAIL_RE = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
@@ -65,6 +72,10 @@ class Event:
     @property
     def recipient_name(self) -> str:
         return self.payload["recipient_name"]
+
+    @property
+    def language(self) -> str:
+        return self.payload.get("recipient_language") or LANGUAGE_WHEN_MISSING
 
 
 def parse_datetime(value: Any, field: str) -> datetime:
@@ -117,6 +128,10 @@ def parse_event(body: str | bytes, attributes: Mapping[str, Any] | None = None) 
             raise PoisonMessage("invalid_field", f"payload.{field} must be a string")
     if not _EMAIL_RE.fullmatch(payload["recipient_email"]):
         raise PoisonMessage("invalid_field", "payload.recipient_email is not an email address")
+    if payload.get("recipient_language") not in (None, *LANGUAGES):
+        raise PoisonMessage("invalid_field", f"payload.recipient_language must be one of {LANGUAGES}")
+    if event_type == "account.updated" and payload["change"] not in ACCOUNT_CHANGES:
+        raise PoisonMessage("invalid_field", f"payload.change must be one of {ACCOUNT_CHANGES}")
     for field in DATETIME_FIELDS:
         if field in payload and payload[field] is not None:
             parse_datetime(payload[field], f"payload.{field}")

@@ -31,6 +31,8 @@ PAYLOADS = {
     "file.uploaded": {"filename": "result.pdf"},
     "file.processed": {"exam_type": "Blood count", "exam_id": 7, "sha256": "ab" * 32, "reason": "ok"},
     "file.quarantined": {"exam_type": "Blood count", "exam_id": 7, "sha256": "ab" * 32, "reason": "unreadable"},
+    "account.updated": {"change": "password"},
+    "account.deleted": {"retained_until": "2046-11-29"},
 }
 
 
@@ -81,6 +83,37 @@ def test_the_file_verdicts_name_the_exam_and_what_to_do():
     assert "<b>" not in refused.html and "&lt;b&gt;Lipids" in refused.html
 
 
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_each_type_renders_in_portuguese_for_a_pt_br_recipient(event_type):
+    english = render(parse_event(body(event_type, recipient_language="en")))
+    portuguese = render(parse_event(body(event_type, recipient_language="pt-BR")))
+    assert portuguese.text.startswith("Olá, Pat,") and '<html lang="pt-BR">' in portuguese.html
+    assert english.text.startswith("Hello Pat,") and '<html lang="en">' in english.html
+    assert portuguese.subject != english.subject, f"{event_type}: the pt-BR subject is the English one"
+    # Every paragraph is translated, the footer too: no English sentence is left in the Portuguese email.
+    assert not set(english.text.split("\n\n")) & set(portuguese.text.split("\n\n")), event_type
+
+
+def test_account_emails_say_what_changed_and_what_is_kept():
+    password = render(parse_event(body("account.updated", recipient_language="pt-BR")))
+    assert password.subject == "Sua conta foi atualizada" and "Sua senha foi alterada." in password.text
+    disabled = render(parse_event(body("account.updated", change="disabled", recipient_language="en")))
+    assert "Your account has been disabled by the clinic." in disabled.text
+    deleted = render(parse_event(body("account.deleted", recipient_language="pt-BR")))
+    assert deleted.subject == "Sua conta foi excluída"
+    assert "até 29/11/2046" in deleted.text and "Lei 13.787/2018" in deleted.text
+    assert "until 29 November 2046" in render(parse_event(body("account.deleted", recipient_language="en"))).text
+
+
+def test_a_portuguese_appointment_email_writes_the_date_in_portuguese():
+    email = render(parse_event(body("appointment.confirmed", recipient_language="pt-BR")))
+    assert email.subject == "Consulta confirmada: terça-feira, 24 de novembro de 2026, 14:30 UTC"
+
+
+def test_an_event_without_a_language_is_rendered_in_english_as_before():
+    assert render(parse_event(body("exam.created"))).subject == "Your Blood count exam has been scheduled"
+
+
 def test_appointment_email_carries_time_doctor_and_video_link():
     email = render(parse_event(body("appointment.confirmed")))
     assert "Tuesday 24 November 2026, 14:30 UTC" in email.subject
@@ -124,6 +157,9 @@ def test_subject_has_no_header_injection():
         (body("appointment.confirmed", starts_at="tomorrow"), "invalid_field"),
         (json.dumps({**json.loads(body()), "id": "not-a-uuid"}), "invalid_field"),
         (json.dumps({**json.loads(body()), "payload": "x"}), "invalid_envelope"),
+        (body(recipient_language="fr"), "invalid_field"),
+        (body("account.updated", change="email"), "invalid_field"),
+        (body("account.deleted", retained_until="forever"), "invalid_field"),
     ],
 )
 def test_poison_messages_are_refused_with_a_reason(raw, reason):
