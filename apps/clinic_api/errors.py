@@ -80,9 +80,24 @@ def document_errors(router: APIRouter) -> None:
         route.responses = {**responses(*sorted(codes)), **route.responses}
 
 
-def invalid(field: str, problem: str) -> RequestValidationError:
-    """A 422 naming a body field, shaped like the ones request validation gives (main.py's handler)."""
-    return RequestValidationError([{"loc": ("body", field), "msg": problem, "type": "value_error"}])
+def invalid(field: str, problem: str, *more: tuple[str, str], where: str = "body") -> RequestValidationError:
+    """A 422 naming a field of the body (or of `where`, e.g. "query"; dotted for nested fields, e.g. "blocks.1"), and
+    any `more` (field, problem) pairs, shaped like the ones request validation gives (main.py's handler)."""
+    return RequestValidationError(
+        [
+            {"loc": (where, *name.split(".")), "msg": text, "type": "value_error"}
+            for name, text in ((field, problem), *more)
+        ]
+    )
+
+
+def errors(**described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route's own errors with what they mean there, e.g. errors(r404="doctor not found");
+    document_errors adds the ones its dependencies give."""
+    return {
+        int(code[1:]): {"model": Invalid if code == "r422" else Problem, "description": text}
+        for code, text in described.items()
+    }
 
 
 def existing_id(value: int, not_found: str) -> int:

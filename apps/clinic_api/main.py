@@ -17,6 +17,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clinic_api.agendas import routes as agendas
+from clinic_api.agendas.reminders import Reminders
 from clinic_api.body_limit import BodyLimit
 from clinic_api.db import Breaker, DatabaseUnavailable, make_engine, make_hot_pool
 from clinic_api.db_metrics import DATABASE_STATS
@@ -108,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.outbox.batch_size,
             )
             relay.start()
+        reminders = Reminders(app.state.engine, settings.agenda) if settings.agenda.reminders_enabled else None
+        if reminders:
+            reminders.start()
         # Everything built so far lives as long as the process. Frozen, a full collection no longer walks it: that
         # walk paused every request in flight for ~70 ms (p99 of the exam list 7 -> 60 ms; bench/bench_api.py).
         gc.freeze()
@@ -115,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.unfreeze()
         if relay:
             relay.stop()
+        if reminders:
+            reminders.stop()
         await app.state.hot_pool.close()
         app.state.engine.dispose()
 
@@ -126,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     DATABASE_STATS.watch(settings)
     app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
     app.state.login_throttle = LoginThrottle(settings.auth)
-    for module in (health, accounts, appointments, exams, telemedicine):
+    for module in (health, accounts, agendas, appointments, exams, telemedicine):
         document_errors(module.router)
         app.include_router(module.router)
 
