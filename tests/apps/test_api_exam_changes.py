@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from api_support import running_clinic, status_and_detail
+from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,8 +14,7 @@ from clinic_api.models import OutboxEvent
 from clinic_api.routes.exams import ALREADY_READY, EXAM_CANCELLED, NO_DOCTOR
 from clinic_api.security import FORBIDDEN
 
-FIRST = b"%PDF-1.7\nfirst result\n%%EOF\n"
-SECOND = b"%PDF-1.7\ncorrected result\n%%EOF\n"
+FIRST, SECOND = pdf_bytes(pages=1), pdf_bytes(pages=2)  # real PDFs: the file processor verifies each upload
 
 
 @pytest.fixture
@@ -46,7 +46,9 @@ def audit(clinic, people, exam_id) -> list[dict]:
     return response.json()
 
 
-def test_staff_correct_the_type_and_doctor_until_the_result_is_ready_and_the_audit_keeps_both(clinic, people):
+def test_staff_correct_the_type_and_doctor_until_the_result_is_ready_and_the_audit_keeps_both(
+    clinic, clinic_aws, people
+):
     exam = new_exam(clinic, people)
     url, staff = f"/exams/{exam['id']}", people["staff"]["headers"]
     corrected = clinic.client.patch(
@@ -68,7 +70,8 @@ def test_staff_correct_the_type_and_doctor_until_the_result_is_ready_and_the_aud
 
     upload(clinic, people, exam["id"], FIRST)
     assert clinic.client.patch(url, headers=staff, json={"exam_type": "Glucose"}).status_code == 200, "uploaded: still"
-    clinic.client.post(f"/exams/{exam['id']}/ready", headers=staff)
+    assert check_uploads(clinic.app.state.engine, clinic_aws) == ["verified"]
+    assert clinic.client.post(f"/exams/{exam['id']}/ready", headers=staff).json()["status"] == "ready"
     too_late = clinic.client.patch(url, headers=staff, json={"exam_type": "Thyroid"})
     assert status_and_detail(too_late) == (409, ALREADY_READY)
     assert clinic.client.get(url, headers=staff).json()["exam_type"] == "Glucose"
@@ -97,10 +100,22 @@ def test_a_cancelled_exam_tells_the_patient_why_and_takes_no_result(clinic, peop
     assert [a["action"] for a in audit(clinic, people, exam["id"])] == ["exam.cancel"]
 
 
-def test_a_ready_exam_cannot_be_cancelled(clinic, people):
+def test_an_exam_cancelled_while_its_result_is_checked_stays_cancelled(clinic, clinic_aws, people):
     exam = new_exam(clinic, people)
     upload(clinic, people, exam["id"], FIRST)
-    clinic.client.post(f"/exams/{exam['id']}/ready", headers=people["staff"]["headers"])
+    cancelled = clinic.client.post(
+        f"/exams/{exam['id']}/cancel", headers=people["staff"]["headers"], json={"reason": "Wrong patient"}
+    )
+    assert cancelled.json()["status"] == "cancelled"
+    assert check_uploads(clinic.app.state.engine, clinic_aws) == ["superseded"], "the verdict changes nothing"
+    assert clinic.client.get(f"/exams/{exam['id']}", headers=people["staff"]["headers"]).json()["status"] == "cancelled"
+
+
+def test_a_ready_exam_cannot_be_cancelled(clinic, clinic_aws, people):
+    exam = new_exam(clinic, people)
+    upload(clinic, people, exam["id"], FIRST)
+    check_uploads(clinic.app.state.engine, clinic_aws)
+    assert clinic.client.post(f"/exams/{exam['id']}/ready", headers=people["staff"]["headers"]).status_code == 200
     refused = clinic.client.post(
         f"/exams/{exam['id']}/cancel", headers=people["staff"]["headers"], json={"reason": "late"}
     )
@@ -111,10 +126,12 @@ def test_a_replaced_result_keeps_the_earlier_file_and_the_audit_names_both_versi
     exam = new_exam(clinic, people)
     staff, patient = people["staff"]["headers"], people["patient"]["headers"]
     assert upload(clinic, people, exam["id"], FIRST).status_code == 200
-    clinic.client.post(f"/exams/{exam['id']}/ready", headers=staff)
+    check_uploads(clinic.app.state.engine, clinic_aws)
+    assert clinic.client.post(f"/exams/{exam['id']}/ready", headers=staff).status_code == 200
     replaced = upload(clinic, people, exam["id"], SECOND)
     assert replaced.json()["status"] == "uploaded", "a replaced result is checked again before patients see it"
-    clinic.client.post(f"/exams/{exam['id']}/ready", headers=staff)
+    assert check_uploads(clinic.app.state.engine, clinic_aws) == ["verified"]
+    assert clinic.client.post(f"/exams/{exam['id']}/ready", headers=staff).status_code == 200
 
     history = clinic.client.get(f"/exams/{exam['id']}/results", headers=staff).json()
     assert [h["size_bytes"] for h in history] == [len(FIRST), len(SECOND)]
