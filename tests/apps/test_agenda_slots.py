@@ -1,7 +1,7 @@
 """Slot computation, pure: wall-clock schedules in a zone without DST (São Paulo since 2019) and with it (New York),
 minus busy time (bookings, exceptions) and the past."""
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from clinic_api.agendas.slots import Block, Busy, Slot, free_slots, free_span, schedule_problems, schedule_slots
@@ -131,3 +131,17 @@ def test_a_longer_visit_takes_the_consecutive_free_slots_of_its_kind():
     assert free_span(slots, Busy([]), utc("2027-01-04 12:30"), 60, LONG_AGO) is None, "the next slot is video"
     assert free_span(slots, Busy([]), utc("2027-01-04 11:10"), None, LONG_AGO) is None, "not a slot's start"
     assert free_span(slots, Busy([]), start, None, not_before=utc("2027-01-04 11:01")) is None, "in the past"
+
+
+def test_a_block_may_end_at_midnight_and_a_visit_run_into_the_next_days_block():
+    evenings = [Block(d, time(22), time(0), 30, "video") for d in range(7)]  # 00:00: the end of the day
+    nights = [Block(d, time(0), time(2), 30, "video") for d in range(7)]
+    assert schedule_problems(evenings + nights) == []
+    day = date(2027, 1, 4)  # 22:00 São Paulo = 01:00Z the next day
+    slots = schedule_slots(evenings + nights, day, day + timedelta(days=1), SAO_PAULO)
+    local = [s.starts_at.astimezone(SAO_PAULO) for s in slots]
+    assert [f"{t:%H:%M}" for t in local if t.date() == day and t.hour >= 22] == ["22:00", "22:30", "23:00", "23:30"]
+    start = utc("2027-01-05 02:30")  # 23:30 on the 4th
+    assert free_span(slots, Busy([]), start, 60, LONG_AGO) == Slot(start, utc("2027-01-05 03:30"), "video")
+    overlapping = [Block(0, time(23), time(0), 30, "video"), Block(0, time(23, 30), time(23, 45), 15, "video")]
+    assert [f for f, _ in schedule_problems(overlapping)] == ["blocks.1"]

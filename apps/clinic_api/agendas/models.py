@@ -16,12 +16,12 @@ class ScheduleBlock(Base):
     doctor_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     weekday: Mapped[int] = mapped_column(SmallInteger)  # 0 = Monday (date.weekday())
     starts: Mapped[time] = mapped_column(Time)
-    ends: Mapped[time] = mapped_column(Time)
+    ends: Mapped[time] = mapped_column(Time)  # 00:00: midnight at the end of the day
     slot_minutes: Mapped[int] = mapped_column(SmallInteger)
     kind: Mapped[str] = mapped_column(String(16))  # in_person | video | any (the patient chooses)
     __table_args__ = (
         CheckConstraint("weekday BETWEEN 0 AND 6", name="ck_schedule_blocks_weekday"),
-        CheckConstraint("ends > starts", name="ck_schedule_blocks_order"),
+        CheckConstraint("ends > starts OR ends = '00:00'", name="ck_schedule_blocks_order"),
         CheckConstraint("slot_minutes BETWEEN 5 AND 240", name="ck_schedule_blocks_slot"),
         CheckConstraint("kind IN ('in_person', 'video', 'any')", name="ck_schedule_blocks_kind"),
     )

@@ -14,7 +14,10 @@ from clinic_api.schemas import Text, UtcDatetime
 class BlockIn(BaseModel):
     weekday: int = Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")
     starts: time = Field(description="wall-clock time in the clinic's zone, HH:MM")
-    ends: time = Field(description="wall-clock time in the clinic's zone, HH:MM, after `starts` on the same day")
+    ends: time = Field(
+        description="wall-clock time in the clinic's zone, HH:MM, after `starts` on the same day (00:00: midnight at "
+        "its end)"
+    )
     slot_minutes: int = Field(ge=5, le=240)
     kind: Literal["in_person", "video", "any"] = Field(
         "in_person", description="`any`: the patient chooses in person or video when booking"

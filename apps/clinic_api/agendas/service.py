@@ -95,10 +95,11 @@ def free_span_at(
     now: datetime,
     ignore_appointment: int | None = None,
 ) -> Slot | None:
-    """What booking `minutes` (default: one slot) from `starts_at` would take, if it is free (slots.free_span)."""
+    """What booking `minutes` (default: one slot) from `starts_at` would take, if it is free (slots.free_span). The
+    next day's slots are looked at too: a visit may run past midnight into a block that starts then."""
     day = starts_at.astimezone(agenda.zone).date()
     blocks = [Block(b.weekday, b.starts, b.ends, b.slot_minutes, b.kind) for b in blocks_of(session, doctor_id)]
-    slots = schedule_slots(blocks, day, day, agenda.zone)
+    slots = schedule_slots(blocks, day, day + timedelta(days=1), agenda.zone)
     if not slots:
         return None
     taken = Busy(busy(session, doctor_id, slots[0].starts_at, slots[-1].ends_at, ignore_appointment))

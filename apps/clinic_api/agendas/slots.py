@@ -23,7 +23,7 @@ class Block:
 
     weekday: int  # 0 = Monday ... 6 = Sunday (date.weekday())
     starts: time
-    ends: time
+    ends: time  # 00:00: midnight at the end of the day
     slot_minutes: int
     kind: str
 
@@ -58,7 +58,7 @@ def schedule_problems(blocks: Sequence[Block]) -> list[tuple[str, str]]:
                     f"{block.slot_minutes} is invalid; allowed: {MIN_SLOT_MINUTES} to {MAX_SLOT_MINUTES}",
                 )
             )
-        length = _minutes(block.ends) - _minutes(block.starts)
+        length = _end_minutes(block) - _minutes(block.starts)
         if length <= 0:
             problems.append((f"{where}.ends", f"{block.ends:%H:%M} is not after starts {block.starts:%H:%M}"))
         elif length < block.slot_minutes:
@@ -67,7 +67,11 @@ def schedule_problems(blocks: Sequence[Block]) -> list[tuple[str, str]]:
     for index, block in enumerate(blocks):
         for other_index in range(index):
             other = blocks[other_index]
-            if other.weekday == block.weekday and block.starts < other.ends and other.starts < block.ends:
+            if (
+                other.weekday == block.weekday
+                and _minutes(block.starts) < _end_minutes(other)
+                and _minutes(other.starts) < _end_minutes(block)
+            ):
                 problems.append(
                     (
                         f"blocks.{index}",
@@ -80,6 +84,10 @@ def schedule_problems(blocks: Sequence[Block]) -> list[tuple[str, str]]:
 
 def _minutes(at: time) -> int:
     return at.hour * 60 + at.minute
+
+
+def _end_minutes(block: Block) -> int:
+    return 24 * 60 if block.ends == time(0) else _minutes(block.ends)
 
 
 class Busy:
@@ -114,7 +122,12 @@ def schedule_slots(blocks: Sequence[Block], first_day: date, last_day: date, zon
     slots = []
     for day in days(first_day, last_day):
         for block in by_weekday.get(day.weekday(), ()):
-            start, end = instant(day, block.starts, zone), instant(day, block.ends, zone)
+            start = instant(day, block.starts, zone)
+            end = (
+                instant(day + timedelta(days=1), time(0), zone)
+                if block.ends == time(0)
+                else instant(day, block.ends, zone)
+            )
             step = timedelta(minutes=block.slot_minutes)
             while start + step <= end:
                 slots.append(Slot(start, start + step, block.kind))

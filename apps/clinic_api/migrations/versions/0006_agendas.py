@@ -20,7 +20,7 @@ def upgrade() -> None:
         sa.Column("slot_minutes", sa.SmallInteger, nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.CheckConstraint("weekday BETWEEN 0 AND 6", name="ck_schedule_blocks_weekday"),
-        sa.CheckConstraint("ends > starts", name="ck_schedule_blocks_order"),
+        sa.CheckConstraint("ends > starts OR ends = '00:00'", name="ck_schedule_blocks_order"),
         sa.CheckConstraint("slot_minutes BETWEEN 5 AND 240", name="ck_schedule_blocks_slot"),
         sa.CheckConstraint("kind IN ('in_person', 'video', 'any')", name="ck_schedule_blocks_kind"),
     )
