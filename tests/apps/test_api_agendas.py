@@ -385,3 +385,25 @@ def test_in_a_block_of_either_kind_the_patient_chooses_video_or_in_person(clinic
     assert video["kind"] == "video" and video["room_url"]
     plain = book(clinic, patient, doctor, slots[-2]["starts_at"]).json()
     assert (plain["kind"], plain["room_url"]) == ("in_person", None)
+
+
+def test_a_path_id_outside_the_id_column_is_not_found_on_the_agenda_routes(clinic):
+    staff = clinic.user("staff")
+    first = tomorrow(clinic).isoformat()
+    for big in (2**31, 10**30, 0, -1):
+        for method, path, body in (
+            ("get", f"/doctors/{big}/schedule", None),
+            ("put", f"/doctors/{big}/schedule", {"blocks": MORNINGS[:1]}),
+            ("get", f"/doctors/{big}/slots?from={first}&to={first}", None),
+            ("post", f"/doctors/{big}/exceptions", {"reason": "x", "first_day": first, "last_day": first}),
+            ("delete", f"/doctors/1/exceptions/{big}", None),
+            ("delete", f"/closures/{big}", None),
+            ("post", f"/appointments/{big}/reschedule", {"starts_at": f"{first}T12:00:00Z"}),
+            ("patch", f"/exams/{big}", {"exam_type": "MRI"}),
+            ("post", f"/exams/{big}/cancel", {"reason": "x"}),
+            ("get", f"/exams/{big}/results", None),
+            ("get", f"/exams/{big}/audit", None),
+        ):
+            kwargs = {"json": body} if body is not None else {}
+            response = clinic.client.request(method.upper(), path, headers=staff["headers"], **kwargs)
+            assert response.status_code == 404, (path, response.text)
