@@ -48,10 +48,11 @@ def test_upgrading_a_database_in_use_keeps_every_appointment_and_exam_and_record
                 "(7, 1, 'Blood count', 'ready', 'exams/7/a.pdf', now()), (8, 1, 'Glucose', 'requested', NULL, now())"
             )
         )
-    before = {
-        table: engine.connect().execute(text(f"SELECT * FROM {table} ORDER BY id")).mappings().all()
-        for table in ("users", "appointments", "exams")
-    }
+    with engine.connect() as db:  # closed before the upgrade, whose ALTER TABLEs would wait for its locks
+        before = {
+            table: db.execute(text(f"SELECT * FROM {table} ORDER BY id")).mappings().all()
+            for table in ("users", "appointments", "exams")
+        }
 
     migrate(engine, "head")
 
