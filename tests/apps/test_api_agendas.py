@@ -370,7 +370,7 @@ def test_every_new_endpoint_documents_its_errors_with_their_body():
     for (method, path), codes in NEW_ROUTES.items():
         responses = paths[path][method]["responses"]
         documented = {int(code) for code in responses if code.startswith("4")}
-        assert documented == codes, (method, path, documented)
+        assert codes <= documented, (method, path, documented)  # errors.document_errors adds 413, 503, ...
         for code in codes:
             schema = responses[str(code)]["content"]["application/json"]["schema"]["$ref"]
             assert schema.endswith("/Invalid" if code == 422 else "/Problem"), (method, path, code, schema)
