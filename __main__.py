@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.alarms import Alarms, AlarmsArgs
+from components.alarms import Alarms, AlarmsArgs, ReplicationWatch
 from components.audit_trail import AuditTrail, AuditTrailArgs
 from components.backup import DatabaseBackup
 from components.ci_runner import CiRunner, CiRunnerArgs
@@ -338,6 +338,11 @@ def build_platform(settings: PlatformSettings) -> Platform:
     )
 
     # Watching and recovery. CloudWatch alarms and the in-cluster Alertmanager notify the same topic.
+    exam_replication = None
+    if storage.replica_bucket_name is not None and storage.replication_rule_id is not None:
+        exam_replication = ReplicationWatch(
+            storage.bucket_name, storage.replica_bucket_name, storage.replication_rule_id
+        )
     alarms = Alarms(
         f"{base}-alarms",
         AlarmsArgs(
@@ -348,6 +353,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             dlq_names=messaging.dlq_names,
             queue_names=messaging.queue_names,
             load_balancer_arn_suffix=apps.load_balancer_arn_suffix,
+            exam_replication=exam_replication,
             tags=tags,
         ),
     )

@@ -202,9 +202,9 @@ def call(
 
 
 def create_demo_data(api: str, env: dict[str, str]) -> tuple[list[str], dict[str, tuple[str, str]]]:
-    """An admin, staff, a doctor and a patient (fresh passwords, printed once), a video appointment and an exam
-    whose result PDF is uploaded and ready, so the patient has emails waiting and a result to download. Returns the
-    lines to print and each role's (email, password)."""
+    """An admin, staff, a doctor with a weekly schedule and a patient (fresh passwords, printed once), a video
+    appointment in one of the doctor's free slots and an exam whose result PDF is uploaded and ready, so the patient
+    has emails waiting and a result to download. Returns the lines to print and each role's (email, password)."""
     suffix = secrets.token_hex(3)
     users = {
         role: (f"{role}-{suffix}@example.com", secrets.token_urlsafe(12))
@@ -237,7 +237,18 @@ def create_demo_data(api: str, env: dict[str, str]) -> tuple[list[str], dict[str
             admin,
         )["id"]
     patient, staff = login("patient"), login("staff")
-    starts = (datetime.now(UTC) + timedelta(days=2)).replace(hour=14, minute=30, second=0, microsecond=0)
+    # The doctor's week: mornings in person, afternoons by video, 30-minute slots, in the clinic's zone.
+    blocks = [
+        {"weekday": day, "starts": starts, "ends": ends, "slot_minutes": 30, "kind": kind}
+        for day in range(7)
+        for starts, ends, kind in (("08:00", "12:00", "in_person"), ("13:00", "17:00", "video"))
+    ]
+    call(api, "PUT", f"/doctors/{ids['doctor']}/schedule", {"blocks": blocks}, staff)
+    first = datetime.now(UTC).date() + timedelta(days=2)
+    slots = call(
+        api, "GET", f"/doctors/{ids['doctor']}/slots?from={first}&to={first + timedelta(days=6)}", None, patient
+    )
+    starts = datetime.fromisoformat(next(s["starts_at"] for s in slots["slots"] if s["kind"] == "video"))
     appointment = call(
         api,
         "POST",

@@ -33,6 +33,18 @@ _ARN_SUFFIX = re.compile(r"app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
+class ReplicationWatch:
+    """An S3 replication rule whose failures page someone (S3 publishes its metrics with Replication Time Control)."""
+
+    source_bucket: pulumi.Input[str]
+    """Name of the replicated bucket."""
+    destination_bucket: pulumi.Input[str]
+    """Name of the replica bucket."""
+    rule_id: str
+    """Id of the replication rule."""
+
+
+@dataclass(frozen=True)
 class AlarmsArgs:
     alarm_emails: Sequence[str]
     """Addresses subscribed to the alarm topic by email (each confirms once)."""
@@ -48,6 +60,8 @@ class AlarmsArgs:
     """`app/<name>/<id>` of the clinic ALB; a plain "" means no ALB yet, and no ALB alarms."""
     queue_names: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Event queue name per domain, known when the program runs like dlq_names: each gets an age alarm."""
+    exam_replication: ReplicationWatch | None = None
+    """The exam bucket's replication rule to watch (prod); None: no replica, no alarm."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
@@ -307,6 +321,29 @@ class Alarms(pulumi.ComponentResource):
                 evaluation_periods=1,
                 comparison_operator="GreaterThanThreshold",
                 threshold=QUEUE_AGE_SECONDS,
+            )
+
+        watch = args.exam_replication
+        if watch is not None:
+            # Published only while something replicates: no data is no failure. One failed operation is a PDF that
+            # exists in one region only (a key policy or a bucket policy refusing the replication role, usually).
+            alarm(
+                "exam-replication-failed",
+                "An exam PDF failed to replicate to the second region: check the replica key's and the exam key's "
+                "policies for the replication role, then re-replicate the object (S3 Batch Replication).",
+                "notBreaching",
+                namespace="AWS/S3",
+                metric_name="OperationsFailedReplication",
+                dimensions={
+                    "SourceBucket": watch.source_bucket,
+                    "DestinationBucket": watch.destination_bucket,
+                    "RuleId": watch.rule_id,
+                },
+                statistic="Sum",
+                period=FIVE_MINUTES,
+                evaluation_periods=1,
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                threshold=1,
             )
 
         suffix = args.load_balancer_arn_suffix

@@ -107,6 +107,10 @@ def bucket_policy(bucket_arn: str, kms_key_arn: str) -> str:
     )
 
 
+def replication_rule_id(replica_region: str) -> str:
+    return f"exams-to-{replica_region}"
+
+
 def replication_trust_policy() -> str:
     """S3 assumes the role only for a bucket whose replication configuration names it, which only someone allowed to
     pass the role (iam:PassRole, this account) can write."""
@@ -225,6 +229,10 @@ class Storage(pulumi.ComponentResource):
     """Key encrypting every object (workloads need kms:GenerateDataKey/Decrypt on it)."""
     replica_bucket_arn: pulumi.Output[str] | None
     """ARN of the replica in the second region (None without one)."""
+    replica_bucket_name: pulumi.Output[str] | None
+    """Name of the replica (None without one)."""
+    replication_rule_id: str | None
+    """Id of the replication rule (its CloudWatch metrics carry it); None without a replica."""
 
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:Storage", name, None, opts)
@@ -324,10 +332,12 @@ class Storage(pulumi.ComponentResource):
                 ],
             )
 
-        self.replica_bucket_arn = None
+        self.replica_bucket_arn = self.replica_bucket_name = self.replication_rule_id = None
         if args.replica_region is not None:
             assert args.region is not None  # validate_storage_args
-            self.replica_bucket_arn = self._replicate(name, args, bucket, versioning, key, args.region, tags)
+            replica = self._replicate(name, args, bucket, versioning, key, args.region, tags)
+            self.replica_bucket_arn, self.replica_bucket_name = replica.arn, replica.bucket
+            self.replication_rule_id = replication_rule_id(args.replica_region)
 
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
@@ -338,6 +348,7 @@ class Storage(pulumi.ComponentResource):
                 "bucket_arn": self.bucket_arn,
                 "kms_key_arn": self.kms_key_arn,
                 "replica_bucket_arn": self.replica_bucket_arn,
+                "replica_bucket_name": self.replica_bucket_name,
             }
         )
 
@@ -350,9 +361,9 @@ class Storage(pulumi.ComponentResource):
         source_key: aws.kms.Key,
         region: str,
         tags: dict[str, str],
-    ) -> pulumi.Output[str]:
+    ) -> aws.s3.Bucket:
         """A replica bucket in `args.replica_region` under that region's own key, and the rule that copies every new
-        PDF version there. Returns the replica's ARN."""
+        PDF version there. Returns the replica."""
         replica_region = args.replica_region
         assert replica_region is not None
         retain = args.retain
@@ -469,7 +480,7 @@ class Storage(pulumi.ComponentResource):
             role=role.arn,
             rules=[
                 {
-                    "id": f"exams-to-{replica_region}",
+                    "id": replication_rule_id(replica_region),
                     "status": "Enabled",
                     "filter": {"prefix": ""},
                     # Delete markers stay in the source: a PDF deleted there (by mistake, or by whoever took the
@@ -491,4 +502,4 @@ class Storage(pulumi.ComponentResource):
             # act on the first object written after it.
             opts=pulumi.ResourceOptions(parent=source, depends_on=[source_versioning, replica_versioning, role_policy]),
         )
-        return replica.arn
+        return replica

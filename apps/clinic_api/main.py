@@ -17,8 +17,12 @@ from sqlalchemy import exc as sa_exc
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clinic_api.agendas import routes as agendas
+from clinic_api.agendas.reminders import Reminders
+from clinic_api.body_limit import BodyLimit
 from clinic_api.db import Breaker, DatabaseUnavailable, make_engine, make_hot_pool
 from clinic_api.db_metrics import DATABASE_STATS
+from clinic_api.errors import document_errors
 from clinic_api.outbox import Relay
 from clinic_api.routes import accounts, appointments, exams, health, privacy, profiles, telemedicine
 from clinic_api.settings import Settings, get_settings
@@ -106,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.outbox.batch_size,
             )
             relay.start()
+        reminders = Reminders(app.state.engine, settings.agenda) if settings.agenda.reminders_enabled else None
+        if reminders:
+            reminders.start()
         # Everything built so far lives as long as the process. Frozen, a full collection no longer walks it: that
         # walk paused every request in flight for ~70 ms (p99 of the exam list 7 -> 60 ms; bench/bench_api.py).
         gc.freeze()
@@ -113,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.unfreeze()
         if relay:
             relay.stop()
+        if reminders:
+            reminders.stop()
         await app.state.hot_pool.close()
         app.state.engine.dispose()
 
@@ -124,10 +133,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     DATABASE_STATS.watch(settings)
     app.state.s3 = client("s3", settings.aws, signature_version="s3v4")
     app.state.login_throttle = LoginThrottle(settings.auth)
-    for module in (health, accounts, profiles, privacy, appointments, exams, telemedicine):
+    for module in (health, accounts, profiles, privacy, agendas, appointments, exams, telemedicine):
+        document_errors(module.router)
         app.include_router(module.router)
 
-    app.add_middleware(Observe)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observe)  # added last: outermost, so that it sees (and counts) the 413s too
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -113,6 +113,11 @@ class Appointment(Base):
     kind: Mapped[str] = mapped_column(String(16))  # in_person | video
     status: Mapped[str] = mapped_column(String(16), default="confirmed")  # confirmed | cancelled
     room_url: Mapped[str | None] = mapped_column(String(300))
+    # Claimed by the one reminder pass that sends it (clinic_api.agendas.reminders); cleared by a reschedule.
+    reminder_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_by: Mapped[int | None] = mapped_column(Integer)
+    cancel_reason: Mapped[str | None] = mapped_column(String(500))
     __table_args__ = (
         # A doctor is in one appointment at a time, whatever races between requests: the database says no.
         ExcludeConstraint(
@@ -126,6 +131,11 @@ class Appointment(Base):
             "ends_at > starts_at AND ends_at - starts_at <= interval '8 hours'", name="ck_appointments_duration"
         ),
         Index("ix_appointments_patient_starts", "patient_id", "starts_at"),
+        Index(
+            "ix_appointments_reminder_due",
+            "starts_at",
+            postgresql_where=text("reminder_sent_at IS NULL AND status = 'confirmed'"),
+        ),
     )
 
 
@@ -135,13 +145,32 @@ class Exam(Base):
     patient_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     doctor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     exam_type: Mapped[str] = mapped_column(String(120))
-    # requested | uploaded (waiting for the file processor) | verified or quarantined (its verdict) | ready
+    # requested | uploaded (waiting for the file processor) | verified or quarantined (its verdict) | ready |
+    # cancelled
     status: Mapped[str] = mapped_column(String(16), default="requested")
     result_key: Mapped[str | None] = mapped_column(String(300))
+    result_version_id: Mapped[str | None] = mapped_column(String(1024))  # the S3 object version of the current result
     # Set by the file processor (apps/file_processor) once it has checked the uploaded result.
     result_sha256: Mapped[str | None] = mapped_column(String(64))
     result_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_by: Mapped[int | None] = mapped_column(Integer)
+    cancel_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class ExamResult(Base):
+    """Every result file ever uploaded for an exam, the replaced ones too: each names its object and version."""
+
+    __tablename__ = "exam_results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    exam_id: Mapped[int] = mapped_column(ForeignKey("exams.id"), index=True)
+    result_key: Mapped[str] = mapped_column(String(300))
+    version_id: Mapped[str | None] = mapped_column(String(1024))  # None: uploaded before versions were recorded
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    uploaded_by: Mapped[int | None] = mapped_column(Integer)
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AuditLog(Base):
@@ -153,6 +182,7 @@ class AuditLog(Base):
     exam_id: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))  # granted | denied
     request_id: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[dict | None] = mapped_column(JSON)  # what changed: the object version, the fields corrected
     # Whose data or account the action was about (a patient's access log: their rows by someone else), from where.
     subject_id: Mapped[int | None] = mapped_column(Integer, index=True)
     client_ip: Mapped[str | None] = mapped_column(String(45))

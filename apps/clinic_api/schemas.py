@@ -15,6 +15,7 @@ from pydantic import (
     StringConstraints,
     computed_field,
     field_validator,
+    model_validator,
 )
 
 from clinic_api import cpf
@@ -40,8 +41,16 @@ Name = Annotated[
 Id = Annotated[int, Field(ge=1, le=ID_MAX)]
 """A row id in a request body: the database's ids are `integer`s from 1."""
 
-UtcDatetime = Annotated[datetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
-"""An instant in a response: always UTC, written with a `Z` (whatever the database session's time zone)."""
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("needs a time zone, e.g. 2026-12-01T14:30:00Z")
+    return moment.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+"""An instant: always UTC in a response, written with a `Z` (whatever the database session's time zone); in a
+request, any offset, but one is required."""
 Language = Literal["pt-BR", "en"]
 Purpose = Literal["care", "research", "communications"]
 """care: health data processed to treat the patient and keep their record (required to be a patient); research:
@@ -114,17 +123,14 @@ class UserOut(BaseModel):
     disabled_at: UtcDatetime | None
 
 
-DEFAULT_MINUTES = 30
 MIN_MINUTES, MAX_MINUTES = 5, 8 * 60  # the database's check allows up to 8 hours too
 
 
-class NewAppointment(BaseModel):
-    doctor_id: Id
-    starts_at: datetime
-    duration_minutes: int = Field(DEFAULT_MINUTES, ge=MIN_MINUTES, le=MAX_MINUTES)
-    kind: Literal["in_person", "video"] = "in_person"
-    patient_id: Id | None = None
-    """Staff book for a patient; a patient books for themself."""
+class Reschedule(BaseModel):
+    starts_at: datetime = Field(description="the start of one of the doctor's free slots (GET /doctors/{id}/slots)")
+    kind: Literal["in_person", "video"] | None = Field(
+        None, description="the slot's kind if not given; must be the slot's unless the slot is `any` (then in_person)"
+    )
 
     @field_validator("starts_at")
     @classmethod
@@ -137,6 +143,29 @@ class NewAppointment(BaseModel):
             raise ValueError("starts_at is outside the instants that can be stored (years 1 to 9999 in UTC)") from None
 
 
+class NewAppointment(Reschedule):
+    doctor_id: Id
+    duration_minutes: int | None = Field(
+        None,
+        ge=MIN_MINUTES,
+        le=MAX_MINUTES,
+        description="default: one slot; a longer visit takes the free slots right after it, of the same kind",
+    )
+    patient_id: Id | None = None
+    """Staff book for a patient; a patient books for themself."""
+
+
+class Cancellation(BaseModel):
+    reason: Text | None = Field(
+        None, max_length=500, description="required from doctors and staff; sent to the patient"
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _trimmed(cls, value: str | None) -> str | None:
+        return " ".join(value.split()) or None if value is not None else None
+
+
 class AppointmentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
@@ -147,6 +176,7 @@ class AppointmentOut(BaseModel):
     kind: str
     status: str
     room_url: str | None
+    cancel_reason: str | None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -168,6 +198,55 @@ class ExamOut(BaseModel):
     exam_type: str
     status: str
     created_at: UtcDatetime
+    cancel_reason: str | None
+
+
+class ExamCorrection(BaseModel):
+    """Fields to correct before the result is ready; at least one."""
+
+    exam_type: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] | None = None
+    doctor_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ExamCorrection:
+        if not self.model_fields_set & {"exam_type", "doctor_id"}:
+            raise ValueError("give exam_type, doctor_id or both")
+        if "exam_type" in self.model_fields_set and self.exam_type is None:
+            raise ValueError("exam_type cannot be removed")
+        return self
+
+
+class ExamCancellation(BaseModel):
+    reason: Text = Field(min_length=1, max_length=500, description="sent to the patient")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("reason is blank")
+        return " ".join(value.split())
+
+
+class ExamResultOut(BaseModel):
+    """One uploaded result file; `replaced_at` is set once a later upload replaced it (the file is kept)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    version_id: str | None
+    size_bytes: int | None
+    uploaded_by: int | None
+    uploaded_at: UtcDatetime
+    replaced_at: UtcDatetime | None
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    at: UtcDatetime
+    user_id: int | None
+    action: str
+    outcome: str
+    request_id: str
+    detail: dict | None
 
 
 class DownloadLink(BaseModel):

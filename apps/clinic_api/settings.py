@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clinic_common.aws import AwsSettings
@@ -86,6 +87,35 @@ class AppointmentSettings(BaseModel):
     """Upcoming (not cancelled) appointments a patient may hold at once."""
 
 
+class AgendaSettings(BaseModel):
+    time_zone: str = "America/Sao_Paulo"
+    """The clinic's IANA zone: weekly schedules are wall-clock hours in it (Brazil has had no DST since 2019)."""
+    patient_cutoff_hours: int = Field(24, ge=0, le=14 * 24)
+    """A patient cancels or reschedules only up to this many hours before the start; doctors and staff any time."""
+    max_slot_range_days: int = Field(31, ge=1, le=366)
+    """The longest from..to range one slot listing may ask for (it is computed on each request)."""
+    reminder_hours_before: int = Field(24, ge=1, le=7 * 24)
+    reminders_enabled: bool = True
+    """Every replica runs the reminder loop; the database claim sends each reminder once."""
+    reminder_interval_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"agenda.time_zone (CLINIC_AGENDA__TIME_ZONE) = {value!r} is not a time zone this system knows; "
+                "allowed: an IANA name such as America/Sao_Paulo"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLINIC_", env_nested_delimiter="__", extra="ignore")
 
@@ -97,7 +127,10 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     appointments: AppointmentSettings = Field(default_factory=AppointmentSettings)
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request body (JSON) taken; larger ones get 413. The result upload has storage.max_upload_bytes."""
     telemedicine: TelemedicineSettings = Field(default_factory=TelemedicineSettings)
+    agenda: AgendaSettings = Field(default_factory=AgendaSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     public_url: str = "http://127.0.0.1:8000"
     telemedicine_base_url: str = "https://meet.clinic.example/r"

@@ -88,7 +88,7 @@ class ExamStore:
         """
         with self.engine.begin() as conn:
             row = conn.execute(_LOCK, {"id": verdict.exam_id}).one_or_none()
-            if row is None:
+            if row is None or row.status == "cancelled":  # cancelled while being checked: its verdict changes nothing
                 return "superseded"
             if row.checked and row.result_key in (verdict.checked_key, verdict.quarantine_key):
                 return "duplicate"  # whichever verdict another worker recorded for this upload stands

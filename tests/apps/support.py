@@ -10,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"  # the region of the shared moto server (conftest.py)
 FROM_ADDRESS = "no-reply@clinic.test"  # verified in SES by the `aws_endpoint` fixture
+NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")  # the queues the notifier consumes
 
 
 class Queue:

@@ -22,13 +22,13 @@ def book(clinic, who, doctor, starts_at, **fields):
     )
 
 
-def test_an_appointment_lasts_30_minutes_unless_told_otherwise(clinic):
-    doctor, patient = clinic.user("doctor"), clinic.user("patient")
+def test_an_appointment_lasts_one_slot_unless_told_otherwise(clinic):
+    doctor, patient = clinic.user("doctor"), clinic.user("patient")  # the doctor's slots: 5 minutes, all day
     plain = book(clinic, patient, doctor, future(2, 9)).json()
     assert (plain["starts_at"], plain["ends_at"], plain["duration_minutes"]) == (
         future(2, 9),
-        future(2, 9, 30),
-        30,
+        future(2, 9, 5),
+        5,
     )
     long = book(clinic, patient, doctor, future(2, 10), duration_minutes=90).json()
     assert (long["ends_at"], long["duration_minutes"]) == (future(2, 11, 30), 90)
@@ -49,7 +49,9 @@ def test_a_doctor_cannot_have_two_appointments_that_overlap(clinic):
     for starts_at, minutes in ((future(3, 13, 45), 30), (future(3, 14, 30), 10), (future(3, 14, 59), 30)):
         refused = book(clinic, bia, doctor, starts_at, duration_minutes=minutes)
         assert status_and_detail(refused) == (409, f"{SLOT_TAKEN}: {future(3, 14)} to {future(3, 15)}"), starts_at
-    assert book(clinic, bia, doctor, future(3, 13, 30)).status_code == 201, "ending when the other starts is fine"
+    assert book(clinic, bia, doctor, future(3, 13, 30), duration_minutes=30).status_code == 201, (
+        "ending when the other starts is fine"
+    )
     assert book(clinic, bia, doctor, future(3, 15)).status_code == 201, "starting when the other ends is fine"
     assert book(clinic, bia, other_doctor, future(3, 14)).status_code == 201, "another doctor is free"
 
@@ -58,9 +60,11 @@ def test_of_concurrent_overlapping_bookings_over_http_exactly_one_is_taken(postg
     with served_clinic(postgres, clinic_aws) as clinic:
         doctor = clinic.user("doctor")
         patients = [clinic.user("patient") for _ in range(8)]
-        # Eight different starts, 10:00 to 10:21, each 30 minutes long: every pair overlaps, no two share a start.
+        # Eight different free slots, 10:00 to 10:35, each booked for an hour: every pair overlaps, no two share a
+        # start, and each is free when its request looks: only the database's constraint can refuse seven.
         responses = at_once(
-            lambda i=i, p=p: book(clinic, p, doctor, future(4, 10, 3 * i)) for i, p in enumerate(patients)
+            lambda i=i, p=p: book(clinic, p, doctor, future(4, 10, 5 * i), duration_minutes=60)
+            for i, p in enumerate(patients)
         )
         assert sorted(r.status_code for r in responses) == [201] + [409] * 7, [r.text for r in responses]
         assert len(clinic.client.get("/appointments", headers=clinic.user("staff")["headers"]).json()) == 1
@@ -137,7 +141,7 @@ def test_any_offset_is_accepted_and_every_response_answers_in_utc(clinic):
         db.execute(text(f"ALTER DATABASE \"{engine.url.database}\" SET TimeZone = 'America/Sao_Paulo'"))
     engine.dispose()
     in_sao_paulo = future(10, 11).replace("T11:00:00Z", "T08:00:00-03:00")
-    booked = book(clinic, patient, doctor, in_sao_paulo).json()
+    booked = book(clinic, patient, doctor, in_sao_paulo, duration_minutes=30).json()
     assert (booked["starts_at"], booked["ends_at"]) == (future(10, 11), future(10, 11, 30))
     [listed] = clinic.client.get("/appointments", headers=patient["headers"]).json()
     assert (listed["starts_at"], listed["ends_at"]) == (future(10, 11), future(10, 11, 30))

@@ -4,6 +4,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from clinic_api.agendas import routes as agendas
 from clinic_api.deps import current_user, require_role
 from clinic_api.main import create_app
 from clinic_api.models import User
@@ -40,6 +41,20 @@ EXPECTED = {
     ("GET", "/appointments"): SIGNED_IN,
     ("POST", "/appointments/{appointment_id}/cancel"): SIGNED_IN,
     ("POST", "/appointments/{appointment_id}/video-token"): {"patient", "doctor"},
+    ("POST", "/appointments/{appointment_id}/reschedule"): {"patient", "staff", "admin"},
+    ("GET", "/doctors/{doctor_id}/schedule"): SIGNED_IN,
+    ("PUT", "/doctors/{doctor_id}/schedule"): {"doctor", "staff", "admin"},
+    ("GET", "/doctors/{doctor_id}/exceptions"): {"doctor", "staff", "admin"},
+    ("POST", "/doctors/{doctor_id}/exceptions"): {"doctor", "staff", "admin"},
+    ("DELETE", "/doctors/{doctor_id}/exceptions/{exception_id}"): {"doctor", "staff", "admin"},
+    ("GET", "/doctors/{doctor_id}/slots"): SIGNED_IN,
+    ("GET", "/closures"): SIGNED_IN,
+    ("POST", "/closures"): {"staff", "admin"},
+    ("DELETE", "/closures/{closure_id}"): {"staff", "admin"},
+    ("PATCH", "/exams/{exam_id}"): {"staff", "admin"},
+    ("POST", "/exams/{exam_id}/cancel"): {"staff", "admin"},
+    ("GET", "/exams/{exam_id}/results"): {"staff", "admin"},
+    ("GET", "/exams/{exam_id}/audit"): {"staff", "admin"},
     ("POST", "/exams"): {"staff", "admin"},
     ("GET", "/exams"): SIGNED_IN,
     ("GET", "/exams/{exam_id}"): SIGNED_IN,
@@ -68,7 +83,7 @@ def who_may_call(route: APIRoute):
 def test_every_route_declares_who_may_call_it():
     routes = [
         route
-        for module in (accounts, appointments, exams, health, privacy, profiles, telemedicine)
+        for module in (accounts, agendas, appointments, exams, health, privacy, profiles, telemedicine)
         for route in module.router.routes
     ]
     table = {

@@ -40,10 +40,15 @@ def upload(clinic, staff, exam_id, body=PDF, content_type="application/pdf"):
 
 
 def audits(clinic, exam_id, *columns: str):
+    """The exam's download audit rows (uploads are audited too: test_api_exam_changes.py)."""
     with Session(clinic.app.state.engine) as session:
         return [
             tuple(getattr(a, c) for c in ("user_id", "outcome", *columns))
-            for a in session.scalars(select(AuditLog).where(AuditLog.exam_id == exam_id).order_by(AuditLog.id))
+            for a in session.scalars(
+                select(AuditLog)
+                .where(AuditLog.exam_id == exam_id, AuditLog.action == "result.download")
+                .order_by(AuditLog.id)
+            )
         ]
 
 
@@ -85,11 +90,12 @@ def test_a_doctor_sees_only_their_patients_exams(clinic):
     staff, doctor, other_doctor = clinic.user("staff"), clinic.user("doctor"), clinic.user("doctor")
     mine, theirs = clinic.user("patient"), clinic.user("patient")
     requested_by_me = new_exam(clinic, staff, mine, doctor)
-    clinic.client.post(
+    booked = clinic.client.post(
         "/appointments",
         headers=theirs["headers"],
         json={"doctor_id": other_doctor["id"], "starts_at": future(5)},
     )
+    assert booked.status_code == 201, booked.text
     new_exam(clinic, staff, theirs)
     assert [e["id"] for e in clinic.client.get("/exams", headers=doctor["headers"]).json()] == [requested_by_me]
     assert clinic.client.get("/exams", headers=other_doctor["headers"]).json()[0]["patient_id"] == theirs["id"]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from clinic_api.models import AuditLog, OutboxEvent
 from clinic_api.routes.appointments import NOT_FOUND as APPOINTMENT_NOT_FOUND
 from clinic_api.routes.exams import NOT_FOUND as EXAM_NOT_FOUND
+from clinic_api.routes.telemedicine import NOT_FOUND as VISIT_NOT_FOUND
 
 OUT_OF_RANGE_IDS = [2**31, 2**63, 10**30, 0, -1]
 PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
@@ -40,6 +41,7 @@ def test_a_path_id_outside_the_id_column_is_not_found(clinic, big):
         ("post", f"/exams/{big}/ready", staff, EXAM_NOT_FOUND),
         ("get", f"/exams/{big}/download", patient, EXAM_NOT_FOUND),
         ("post", f"/appointments/{big}/cancel", patient, APPOINTMENT_NOT_FOUND),
+        ("post", f"/appointments/{big}/video-token", patient, VISIT_NOT_FOUND),
     ]
     for method, path, who, detail in requests:
         response = getattr(clinic.client, method)(path, headers=who["headers"])
@@ -119,8 +121,8 @@ def test_ten_concurrent_cancels_change_the_appointment_once_and_record_one_event
     with served_clinic(postgres, clinic_aws) as clinic:
         doctor, patient = clinic.user("doctor"), clinic.user("patient")
         booked = clinic.client.post(
-            "/appointments", headers=patient["headers"], json={"doctor_id": doctor["id"], "starts_at": future()}
-        ).json()
+            "/appointments", headers=patient["headers"], json={"doctor_id": doctor["id"], "starts_at": future(2)}
+        ).json()  # two days ahead: before the patients' cancellation cutoff (24 h)
         path = f"/appointments/{booked['id']}/cancel"
         responses = at_once(lambda: clinic.client.post(path, headers=patient["headers"]) for _ in range(10))
         assert [(r.status_code, r.json()["status"]) for r in responses] == [(200, "cancelled")] * 10

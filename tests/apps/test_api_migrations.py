@@ -75,7 +75,7 @@ def test_appointment_durations_keep_every_row_and_cut_short_those_the_old_schema
 
 
 def test_profiles_and_privacy_keep_every_row_and_give_old_downloads_their_patient(engine):
-    upgrade(engine, "0005")  # the revision before profiles and privacy
+    upgrade(engine, "0007")  # the revision before profiles and privacy
     with engine.begin() as db:
         db.execute(
             text(

@@ -28,8 +28,16 @@ def clinic(postgres, clinic_aws):
         yield clinic
 
 
+def next_slot(moment: datetime) -> datetime:
+    """The first start on the test doctors' 5-minute grid at or after `moment` (api_support.ALL_DAY_ANY_KIND)."""
+    minute = moment.replace(second=0, microsecond=0)
+    if minute < moment:
+        minute += timedelta(minutes=1)
+    return minute + timedelta(minutes=-minute.minute % 5)
+
+
 def book(clinic, patient, doctor, *, starts_in: timedelta, kind: str = "video", minutes: int = 30) -> dict:
-    starts_at = (datetime.now(UTC) + starts_in).replace(microsecond=0)
+    starts_at = next_slot(datetime.now(UTC) + starts_in)
     response = clinic.client.post(
         "/appointments",
         json={
@@ -127,7 +135,11 @@ def test_cancelled_and_in_person_appointments_get_no_token(clinic):
     assert status_and_detail(mint(clinic, in_person, patient)) == (409, NOT_VIDEO)
     video = book(clinic, patient, doctor, starts_in=timedelta(minutes=6))
     assert mint(clinic, video, doctor).status_code == 200
-    assert clinic.client.post(f"/appointments/{video['id']}/cancel", headers=patient["headers"]).status_code == 200
+    # In 6 minutes: past the patient's cancellation cutoff, so the doctor cancels, with a reason.
+    cancel = clinic.client.post(
+        f"/appointments/{video['id']}/cancel", headers=doctor["headers"], json={"reason": "Ill"}
+    )
+    assert cancel.status_code == 200
     for user in (patient, doctor):
         assert status_and_detail(mint(clinic, video, user)) == (409, CANCELLED)
 

@@ -9,41 +9,11 @@ import urllib.request
 import uuid
 
 import boto3
-import pytest
 from api_support import CONSENT, PASSWORD, running_clinic
 from file_support import make_processor, pdf_bytes
-from sqlalchemy import create_engine
-from support import REGION, sent_emails, wait_for
+from support import NOTIFIER_DOMAINS, REGION, sent_emails, wait_for
 
-from notifier.metrics import Metrics
-from notifier.store import SentEventStore
-from notifier.worker import Notifier
-
-NOTIFIER_DOMAINS = ("account", "appointment", "exam", "exam-result")
 PDF = pdf_bytes(pages=2)
-
-
-@pytest.fixture
-def notifier(postgres, clinic_aws):
-    database = postgres.create_database()
-    engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
-    store = SentEventStore(engine)
-    store.create_table()
-    worker = Notifier(
-        sqs=clinic_aws.client("sqs"),
-        ses=clinic_aws.client("sesv2"),
-        store=store,
-        queue_urls=[clinic_aws.queue_urls[d] for d in NOTIFIER_DOMAINS],
-        from_address=clinic_aws.from_address,
-        wait_seconds=1,
-        metrics=Metrics(),
-    )
-    stop = threading.Event()
-    worker.start(stop)
-    yield worker
-    stop.set()
-    worker.join(15)
-    engine.dispose()
 
 
 def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):

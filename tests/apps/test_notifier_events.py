@@ -25,6 +25,18 @@ PAYLOADS = {
         "telemedicine_url": "https://meet.clinic.example/r/abc",
     },
     "appointment.cancelled": {"starts_at": "2026-11-24T14:30:00+00:00", "doctor_name": "Dr. Ana Souza"},
+    "appointment.rescheduled": {
+        "starts_at": "2026-11-26T14:30:00Z",
+        "previous_starts_at": "2026-11-24T14:30:00Z",
+        "doctor_name": "Dr. Ana Souza",
+        "time_zone": "America/Sao_Paulo",
+    },
+    "appointment.reminder": {
+        "starts_at": "2026-11-24T14:30:00Z",
+        "doctor_name": "Dr. Ana Souza",
+        "telemedicine_url": "https://meet.clinic.example/r/abc",
+    },
+    "exam.cancelled": {"exam_type": "Blood count", "reason": "Requested twice"},
     "exam.created": {"exam_type": "Blood count"},
     "exam.completed": {"exam_type": "Blood count"},
     "exam.result.ready": {"exam_type": "Blood count", "exam_id": "e1"},
@@ -103,6 +115,36 @@ def test_account_emails_say_what_changed_and_what_is_kept():
     assert deleted.subject == "Sua conta foi excluída"
     assert "até 29/11/2046" in deleted.text and "Lei 13.787/2018" in deleted.text
     assert "until 29 November 2046" in render(parse_event(body("account.deleted", recipient_language="en"))).text
+
+
+def test_a_reschedule_email_gives_both_times_on_the_clinics_clock_in_the_patients_language():
+    pt = render(parse_event(body("appointment.rescheduled", recipient_language="pt-BR")))
+    assert pt.subject == "Consulta remarcada para quinta-feira, 26 de novembro de 2026, 11:30 (America/Sao_Paulo)"
+    assert "de terça-feira, 24 de novembro de 2026, 11:30 (America/Sao_Paulo) para quinta-feira" in pt.text
+    en = render(parse_event(body("appointment.rescheduled", recipient_language="en")))
+    assert "moved from Tuesday 24 November 2026, 11:30 (America/Sao_Paulo) to Thursday 26" in en.text
+
+
+def test_a_reminder_of_a_video_visit_carries_its_room_link():
+    email = render(parse_event(body("appointment.reminder", recipient_language="pt-BR")))
+    assert email.subject.startswith("Lembrete: consulta terça-feira, 24 de novembro de 2026")
+    assert "Entrar na consulta por vídeo: https://meet.clinic.example/r/abc" in email.text
+    assert 'href="https://meet.clinic.example/r/abc"' in email.html
+    in_person = render(parse_event(body("appointment.reminder", telemedicine_url=None, recipient_language="en")))
+    assert "cancel or reschedule it" in in_person.text and "href" not in in_person.html
+
+
+def test_a_cancellation_by_the_clinic_tells_the_patient_why_in_their_language():
+    cancelled = body("appointment.cancelled", reason="Doctor is ill", cancelled_by="doctor", recipient_language="pt-BR")
+    email = render(parse_event(cancelled))
+    assert "A clínica a cancelou" in email.text and "Motivo: Doctor is ill" in email.text
+    exam = render(parse_event(body("exam.cancelled", recipient_language="en")))
+    assert "Reason: Requested twice" in exam.text
+
+
+def test_an_unknown_time_zone_is_a_poison_message():
+    with pytest.raises(PoisonMessage, match="time_zone 'Mars/Olympus' is unknown"):
+        parse_event(body("appointment.reminder", time_zone="Mars/Olympus"))
 
 
 def test_a_portuguese_appointment_email_writes_the_date_in_portuguese():

@@ -72,7 +72,9 @@ def test_every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears(wired):
     _, graph = wired
     topic = ours(graph, "aws:sns/topic:Topic")[0]
     alarms = ours(graph, ALARM)
-    assert len(alarms) == 3 + 5 + 5 + 2, [a.name for a in alarms]
+    name, _ = wired
+    replication = 1 if name == "prod" else 0
+    assert len(alarms) == 3 + 5 + 5 + 2 + replication, [a.name for a in alarms]
     for alarm in alarms:
         assert alarm.inputs["alarmActions"] == [topic.state["arn"]], f"{alarm.name} does not notify the topic"
         assert alarm.inputs["okActions"] == [topic.state["arn"]], f"{alarm.name} does not say when it is over"
@@ -87,6 +89,7 @@ def test_missing_data_is_treated_deliberately_per_alarm(wired):
         "db-free-storage": "breaching",
         "alb-elb-5xx": "notBreaching",
         "alb-target-5xx-ratio": "notBreaching",
+        "exam-replication-failed": "notBreaching",
     }
     for role, alarm in alarms_by_role(graph).items():
         want = "notBreaching" if role.startswith(("dlq-", "queue-age-")) else expected[role]
@@ -259,3 +262,17 @@ def test_a_long_or_invalid_alb_name_is_shortened_with_a_hash_and_stays_distinct(
         assert len(name) <= 32 and not name.startswith("internal-"), name
         assert all(c.isalnum() or c == "-" for c in name) and name[0] != "-" and name[-1] != "-", name
     assert load_balancer_name(long_a) != load_balancer_name(long_b)
+
+
+def test_prod_pages_when_an_exam_pdf_fails_to_replicate_and_dev_has_nothing_to_watch(dev, prod):
+    assert "exam-replication-failed" not in alarms_by_role(dev)
+    alarm = alarms_by_role(prod)["exam-replication-failed"]
+    source = prod.one("aws:s3/bucket:Bucket", "clinic-prod-exams-bucket").state["bucket"]
+    replica = prod.one("aws:s3/bucket:Bucket", "clinic-prod-exams-replica").state["bucket"]
+    (rule,) = prod.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig").inputs["rules"]
+    assert (alarm.inputs["namespace"], alarm.inputs["metricName"]) == ("AWS/S3", "OperationsFailedReplication")
+    assert alarm.inputs["dimensions"] == {"SourceBucket": source, "DestinationBucket": replica, "RuleId": rule["id"]}
+    assert (alarm.inputs["statistic"], alarm.inputs["threshold"]) == ("Sum", 1)
+    assert alarm.inputs["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    # S3 publishes these metrics only because Replication Time Control (and with it metrics) is on.
+    assert rule["destination"]["metrics"]["status"] == "Enabled"

@@ -20,7 +20,7 @@ from clinic_api.deps import (
     current_user,
     require_role,
 )
-from clinic_api.errors import invalid
+from clinic_api.errors import errors, invalid, responses
 from clinic_api.models import AuditLog, Consent, User, now
 from clinic_api.passwords import check_password
 from clinic_api.schemas import Accepted, AccountPage, Login, NewUser, Registration, Token, UserOut, VerifyEmail
@@ -48,9 +48,6 @@ NOT_FOUND = "account not found"
 WRONG_NOTICE = "{given!r} is not the privacy notice in force; allowed: {current!r} (GET /privacy/notice)"
 NOT_YOURS_TO_DISABLE = "staff may disable or enable patient and doctor accounts only"
 NOT_YOURSELF = "you cannot disable your own account"
-# The responses each route may give besides its own, for the OpenAPI document.
-TOKEN_ERRORS: dict[int | str, dict] = {401: {"description": "no valid token, or its account is disabled"}}
-AUTH_ERRORS: dict[int | str, dict] = {**TOKEN_ERRORS, 403: {"description": "role not allowed"}}
 
 
 def welcome(session: Session, user: User) -> None:
@@ -84,7 +81,7 @@ def check_notice(version: str, settings: Settings) -> None:
     response_model=UserOut,
     status_code=201,
     dependencies=[Depends(require_role("admin"))],
-    responses={**AUTH_ERRORS, 409: {"description": EMAIL_TAKEN}},
+    responses=responses(409),
 )
 def create_account(body: NewUser, session: SessionDep) -> User:
     """Admins create doctors, staff and other admins (usable at once: the admin vouches for the address)."""
@@ -103,7 +100,7 @@ def create_account(body: NewUser, session: SessionDep) -> User:
     return user
 
 
-@router.post("/auth/register", response_model=Accepted, status_code=202)
+@router.post("/auth/register", response_model=Accepted, status_code=202, responses=responses(429))
 def register(
     body: Registration, request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
 ) -> Accepted:
@@ -153,7 +150,7 @@ def send_verification(session: Session, user: User, settings: Settings) -> None:
     )
 
 
-@router.post("/auth/verify", response_model=UserOut, responses={400: {"description": INVALID_LINK}})
+@router.post("/auth/verify", response_model=UserOut, responses=responses(400))
 def verify_email(body: VerifyEmail, request: Request, session: SessionDep, settings: SettingsDep) -> User:
     """With the token from the emailed link, the owner of the address chooses the password and accepts the privacy
     notice in force (GET /privacy/notice; `care` at least): the consent is recorded, the account is usable."""
@@ -170,11 +167,7 @@ def verify_email(body: VerifyEmail, request: Request, session: SessionDep, setti
     return user
 
 
-@router.post(
-    "/auth/login",
-    response_model=Token,
-    responses={401: {"description": BAD_LOGIN}, 403: {"description": DISABLED}, 429: {"description": TOO_MANY}},
-)
+@router.post("/auth/login", response_model=Token, responses=responses(401, 403, 429))
 def login(
     body: Login, request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
 ) -> Token:
@@ -196,7 +189,7 @@ def login(
     )
 
 
-@router.get("/me", response_model=UserOut, responses={401: {"description": GONE}})
+@router.get("/me", response_model=UserOut, responses=errors(r401=GONE))
 def me(session: SessionDep, principal: CurrentUser) -> User:
     user = session.get(User, principal.id)
     if user is None:
@@ -204,7 +197,7 @@ def me(session: SessionDep, principal: CurrentUser) -> User:
     return user
 
 
-@router.get("/doctors", response_model=list[UserOut], dependencies=[Depends(current_user)], responses=TOKEN_ERRORS)
+@router.get("/doctors", response_model=list[UserOut], dependencies=[Depends(current_user)])
 def doctors(session: SessionDep) -> list[User]:
     return list(
         session.scalars(select(User).where(User.role == "doctor", User.disabled_at.is_(None)).order_by(User.full_name))
@@ -215,7 +208,6 @@ def doctors(session: SessionDep) -> list[User]:
     "/users",
     response_model=AccountPage,
     dependencies=[Depends(require_role("staff", "admin"))],
-    responses=AUTH_ERRORS,
 )
 def list_accounts(
     request: Request,
@@ -268,11 +260,8 @@ def set_disabled(session: Session, request: Request, account: User, caller: Prin
     session.commit()
 
 
-ACCOUNT_ERRORS: dict[int | str, dict] = {
-    **AUTH_ERRORS,
-    404: {"description": NOT_FOUND},
-    409: {"description": NOT_YOURSELF},
-}
+# document_errors (errors.py) adds 401, 403, 422 and 503.
+ACCOUNT_ERRORS = errors(r404=NOT_FOUND, r409=NOT_YOURSELF)
 
 
 @router.post(

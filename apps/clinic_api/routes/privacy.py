@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from clinic_api import access_log, outbox
 from clinic_api.deps import CurrentUser, S3Dep, SessionDep, SettingsDep, require_role
+from clinic_api.errors import errors
 from clinic_api.models import Appointment, AuditLog, Consent, Exam, OutboxEvent, PatientProfile, User
-from clinic_api.routes.accounts import AUTH_ERRORS, check_notice, record_consent
+from clinic_api.routes.accounts import check_notice, record_consent
 from clinic_api.routes.profiles import profile_out
 from clinic_api.schemas import (
     AccessEntry,
@@ -43,7 +44,7 @@ KEPT = [
     "the record's identification: full name, date of birth, CPF (encrypted)",
     "consent history and the audit log (proof of what was agreed and done)",
 ]
-ERASURE_ERRORS: dict[int | str, dict] = {**AUTH_ERRORS, 400: {"description": WRONG_PASSWORD}}
+ERASURE_ERRORS = errors(r400=WRONG_PASSWORD)
 
 
 def audit(session: Session, request: Request, user_id: int, action: str, outcome: str) -> None:
@@ -65,7 +66,7 @@ def notice(settings: SettingsDep) -> PrivacyNotice:
     return PrivacyNotice(version=settings.privacy.notice_version, purposes=list(get_args(Purpose)))
 
 
-@router.get("/me/consents", response_model=list[ConsentOut], dependencies=[Depends(PATIENT)], responses=AUTH_ERRORS)
+@router.get("/me/consents", response_model=list[ConsentOut], dependencies=[Depends(PATIENT)])
 def consents(session: SessionDep, user: CurrentUser) -> list[Consent]:
     """Every consent the patient gave, oldest first; the last one is in force."""
     return list(session.scalars(select(Consent).where(Consent.user_id == user.id).order_by(Consent.id)))
@@ -76,7 +77,7 @@ def consents(session: SessionDep, user: CurrentUser) -> list[Consent]:
     response_model=ConsentOut,
     status_code=201,
     dependencies=[Depends(PATIENT)],
-    responses={**AUTH_ERRORS, 422: {"description": "notice_version is not the one in force, or care is missing"}},
+    responses=errors(r422="notice_version is not the one in force, or care is missing"),
 )
 def change_consent(
     body: ConsentIn, request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser
@@ -123,7 +124,7 @@ def _accesses(session: Session, patient_id: int, limit: int | None = None, curso
     ]
 
 
-@router.get("/me/access-log", response_model=AccessLogPage, dependencies=[Depends(PATIENT)], responses=AUTH_ERRORS)
+@router.get("/me/access-log", response_model=AccessLogPage, dependencies=[Depends(PATIENT)])
 def my_access_log(
     session: SessionDep,
     user: CurrentUser,
@@ -147,7 +148,7 @@ def _download_url(s3: BaseClient, settings: Settings, exam: Exam) -> str | None:
     )
 
 
-@router.get("/me/export", response_model=PatientExport, dependencies=[Depends(PATIENT)], responses=AUTH_ERRORS)
+@router.get("/me/export", response_model=PatientExport, dependencies=[Depends(PATIENT)])
 def export(request: Request, session: SessionDep, settings: SettingsDep, s3: S3Dep, user: CurrentUser) -> PatientExport:
     """Everything the clinic holds about the patient, as one JSON document (LGPD art. 18 II and V); result files as
     presigned links valid for `download_expires_in` seconds. The export itself is audited."""
@@ -217,7 +218,7 @@ def erase(
     session.execute(
         update(Appointment)
         .where(Appointment.patient_id == patient.id, Appointment.starts_at > now, Appointment.status != "cancelled")
-        .values(status="cancelled")
+        .values(status="cancelled", cancelled_at=now, cancelled_by=patient.id)
     )
     profile = session.get(PatientProfile, patient.id)
     if profile:

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from clinic_api import access_log, cpf, outbox
 from clinic_api.deps import CurrentUser, PathId, SessionDep, SettingsDep, current_user, require_role
+from clinic_api.errors import errors, invalid
 from clinic_api.models import Appointment, DoctorProfile, Exam, PatientProfile, User
 from clinic_api.passwords import check_password
-from clinic_api.routes.accounts import AUTH_ERRORS, TOKEN_ERRORS
 from clinic_api.schemas import (
     DoctorOut,
     DoctorProfileIn,
@@ -73,12 +73,11 @@ def update_profile(session: Session, user: User, body: PatientProfileIn, setting
     changes = body.model_dump(exclude_unset=True)
     for field in ("full_name", "language", "cpf"):
         if field in changes and changes[field] is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, NOT_NULL.format(field=field))
+            raise invalid(field, NOT_NULL.format(field=field))
     patient_changes = {k: v for k, v in changes.items() if k in PATIENT_FIELDS}
     if patient_changes and user.role != "patient":
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, PATIENTS_ONLY.format(field=next(iter(patient_changes)))
-        )
+        field = next(iter(patient_changes))
+        raise invalid(field, PATIENTS_ONLY.format(field=field))
     for field in ("full_name", "language"):
         if field in changes:
             setattr(user, field, changes[field])
@@ -99,7 +98,7 @@ def update_profile(session: Session, user: User, body: PatientProfileIn, setting
         raise HTTPException(status.HTTP_409_CONFLICT, CPF_TAKEN) from None
 
 
-@router.get("/me/profile", response_model=ProfileOut, responses=TOKEN_ERRORS)
+@router.get("/me/profile", response_model=ProfileOut)
 def my_profile(session: SessionDep, settings: SettingsDep, principal: CurrentUser) -> ProfileOut:
     return profile_out(session, session.get_one(User, principal.id), settings)
 
@@ -107,7 +106,7 @@ def my_profile(session: SessionDep, settings: SettingsDep, principal: CurrentUse
 @router.patch(
     "/me/profile",
     response_model=ProfileOut,
-    responses={**TOKEN_ERRORS, 409: {"description": CPF_TAKEN}, 422: {"description": "a field's value is refused"}},
+    responses=errors(r409=CPF_TAKEN, r422="a field's value is refused"),
 )
 def update_my_profile(
     body: PatientProfileIn, session: SessionDep, settings: SettingsDep, principal: CurrentUser
@@ -121,7 +120,7 @@ def update_my_profile(
 @router.post(
     "/me/password",
     response_model=Token,
-    responses={**TOKEN_ERRORS, 400: {"description": f"{WRONG_PASSWORD}, or {SAME_PASSWORD}"}},
+    responses=errors(r400=f"{WRONG_PASSWORD}, or {SAME_PASSWORD}"),
 )
 def change_password(body: PasswordChange, session: SessionDep, settings: SettingsDep, principal: CurrentUser) -> Token:
     """Needs the current password: a token left on a shared computer cannot take the account over. Every token
@@ -169,7 +168,7 @@ def find_patient(session: Session, patient_id: int, caller: Principal) -> User:
     "/patients/{patient_id}/profile",
     response_model=ProfileOut,
     dependencies=[Depends(require_role("doctor", "staff", "admin"))],
-    responses={**AUTH_ERRORS, 404: {"description": NO_PATIENT}},
+    responses=errors(r404=NO_PATIENT),
 )
 def patient_profile(
     patient_id: PathId, request: Request, session: SessionDep, settings: SettingsDep, caller: CurrentUser
@@ -185,7 +184,7 @@ def patient_profile(
     "/patients/{patient_id}/profile",
     response_model=ProfileOut,
     dependencies=[Depends(require_role("staff", "admin"))],
-    responses={**AUTH_ERRORS, 404: {"description": NO_PATIENT}, 409: {"description": CPF_TAKEN}},
+    responses=errors(r404=NO_PATIENT, r409=CPF_TAKEN),
 )
 def update_patient_profile(
     patient_id: PathId,
@@ -209,14 +208,14 @@ class CpfLookup(BaseModel):
     "/patients/lookup",
     response_model=UserOut,
     dependencies=[Depends(require_role("staff", "admin"))],
-    responses={**AUTH_ERRORS, 404: {"description": NO_PATIENT}, 422: {"description": "cpf is not a valid CPF"}},
+    responses=errors(r404=NO_PATIENT, r422="cpf is not a valid CPF"),
 )
 def lookup_by_cpf(
     body: CpfLookup, request: Request, session: SessionDep, settings: SettingsDep, caller: CurrentUser
 ) -> User:
     """Finds a patient by CPF (a POST: the CPF stays out of URLs and the logs that record them)."""
     if not cpf.is_valid(body.cpf):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "cpf is not a valid CPF")
+        raise invalid("cpf", "is not a valid CPF (its check digits do not match)")
     patient = session.scalar(
         select(User)
         .join(PatientProfile, PatientProfile.user_id == User.id)
@@ -249,7 +248,7 @@ def doctor_out(session: Session, doctor: User) -> DoctorOut:
     "/doctors/{doctor_id}",
     response_model=DoctorOut,
     dependencies=[Depends(current_user)],
-    responses={**TOKEN_ERRORS, 404: {"description": NO_DOCTOR}},
+    responses=errors(r404=NO_DOCTOR),
 )
 def doctor(doctor_id: PathId, session: SessionDep) -> DoctorOut:
     return doctor_out(session, find_doctor(session, doctor_id))
@@ -259,7 +258,7 @@ def doctor(doctor_id: PathId, session: SessionDep) -> DoctorOut:
     "/doctors/{doctor_id}/profile",
     response_model=DoctorOut,
     dependencies=[Depends(require_role("staff", "admin"))],
-    responses={**AUTH_ERRORS, 404: {"description": NO_DOCTOR}, 409: {"description": CRM_TAKEN}},
+    responses=errors(r404=NO_DOCTOR, r409=CRM_TAKEN),
 )
 def set_doctor_profile(doctor_id: PathId, body: DoctorProfileIn, session: SessionDep) -> DoctorOut:
     """Staff keep the doctor's specialty, CRM registration (number and state) and bio."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
+from clinic_api.errors import existing_id, responses
 from clinic_api.models import Appointment, User
 
 router = APIRouter(tags=["telemedicine"])
@@ -47,11 +48,12 @@ def room_name(room_url: str) -> str:
     "/appointments/{appointment_id}/video-token",
     response_model=RoomToken,
     dependencies=[Depends(require_role("patient", "doctor"))],
+    responses=responses(404, 409),
 )
 def video_token(appointment_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> RoomToken:
     video = settings.telemedicine
     # A patient or doctor who is not this appointment's learns nothing about it: 404, as for one that does not exist.
-    appointment = session.scalar(select(Appointment).where(Appointment.id == appointment_id))
+    appointment = session.scalar(select(Appointment).where(Appointment.id == existing_id(appointment_id, NOT_FOUND)))
     if appointment is None or user.id not in (appointment.patient_id, appointment.doctor_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     if appointment.kind != "video" or not appointment.room_url:

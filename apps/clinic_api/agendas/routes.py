@@ -1,0 +1,249 @@
+"""Weekly schedules, exceptions and free slots of a doctor."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from clinic_api.agendas.models import ScheduleBlock, ScheduleException
+from clinic_api.agendas.schemas import (
+    ExceptionOut,
+    NewException,
+    NewExceptionOut,
+    SlotList,
+    SlotOut,
+    WeeklySchedule,
+    WeeklyScheduleOut,
+)
+from clinic_api.agendas.service import blocks_of, doctor_or_404, free_slots_of, may_manage
+from clinic_api.agendas.slots import Block, instant, schedule_problems
+from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
+from clinic_api.errors import errors, invalid
+from clinic_api.models import ID_MAX, Appointment
+from clinic_api.security import Principal
+from clinic_api.settings import Settings
+
+router = APIRouter(tags=["agendas"])
+MANAGERS = require_role("doctor", "staff", "admin")
+STAFF = require_role("staff", "admin")
+EXCEPTION_NOT_FOUND = "exception not found"
+CLOSURE_NOT_FOUND = "closure not found"
+SIGNED_IN = errors(r401="missing, invalid or expired token")
+MANAGE = errors(
+    r401="missing, invalid or expired token",
+    r403="a doctor manages only their own agenda; patients none",
+    r404="doctor not found",
+    r422="invalid request: the fields at fault",
+)
+
+
+@router.get(
+    "/doctors/{doctor_id}/schedule",
+    response_model=WeeklyScheduleOut,
+    responses={**SIGNED_IN, **errors(r404="doctor not found", r422="invalid request: the fields at fault")},
+)
+def get_schedule(doctor_id: int, session: SessionDep, settings: SettingsDep, _user: CurrentUser) -> WeeklyScheduleOut:
+    doctor_or_404(session, doctor_id)
+    return WeeklyScheduleOut.model_validate(
+        {"doctor_id": doctor_id, "time_zone": settings.agenda.time_zone, "blocks": blocks_of(session, doctor_id)},
+        from_attributes=True,
+    )
+
+
+@router.put(
+    "/doctors/{doctor_id}/schedule",
+    response_model=WeeklyScheduleOut,
+    dependencies=[Depends(MANAGERS)],
+    responses=MANAGE,
+)
+def replace_schedule(
+    doctor_id: int, body: WeeklySchedule, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> WeeklyScheduleOut:
+    """Replaces the doctor's whole weekly schedule in one transaction. Blocks of one weekday must not overlap.
+    Appointments already booked stay as they are, inside the new schedule or not."""
+    may_manage(user, doctor_id)
+    blocks = [Block(b.weekday, b.starts, b.ends, b.slot_minutes, b.kind) for b in body.blocks]
+    if problems := schedule_problems(blocks):
+        raise invalid(*problems[0], *problems[1:])
+    doctor_or_404(session, doctor_id, lock=True)  # one replacement at a time per doctor
+    session.execute(delete(ScheduleBlock).where(ScheduleBlock.doctor_id == doctor_id))
+    session.add_all(ScheduleBlock(doctor_id=doctor_id, **b.model_dump()) for b in body.blocks)
+    session.commit()
+    return get_schedule(doctor_id, session, settings, user)
+
+
+@router.get(
+    "/doctors/{doctor_id}/exceptions",
+    response_model=list[ExceptionOut],
+    dependencies=[Depends(MANAGERS)],
+    responses=MANAGE,
+)
+def list_exceptions(doctor_id: int, session: SessionDep, user: CurrentUser) -> list[ScheduleException]:
+    """The doctor's exceptions that have not ended yet, by start."""
+    may_manage(user, doctor_id)
+    doctor_or_404(session, doctor_id)
+    return list(
+        session.scalars(
+            select(ScheduleException)
+            .where(ScheduleException.doctor_id == doctor_id, ScheduleException.ends_at > datetime.now(UTC))
+            .order_by(ScheduleException.starts_at)
+        )
+    )
+
+
+@router.post(
+    "/doctors/{doctor_id}/exceptions",
+    response_model=NewExceptionOut,
+    status_code=201,
+    dependencies=[Depends(MANAGERS)],
+    responses=MANAGE,
+)
+def add_exception(
+    doctor_id: int, body: NewException, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> NewExceptionOut:
+    """No slot is offered inside an exception. Whole days are the clinic's days (midnight to midnight in its zone,
+    whatever the clocks do). Appointments already inside it stay booked: they are listed so that someone can
+    cancel them, with a reason the patient receives."""
+    may_manage(user, doctor_id)
+    doctor_or_404(session, doctor_id)
+    return create_exception(session, settings, user, body, doctor_id)
+
+
+def create_exception(
+    session: Session, settings: Settings, user: Principal, body: NewException, doctor_id: int | None
+) -> NewExceptionOut:
+    """Stores the exception (a doctor's, or the clinic's when doctor_id is None) and lists the confirmed
+    appointments already inside it."""
+    if body.first_day is not None and body.last_day is not None:
+        zone = settings.agenda.zone
+        starts_at = instant(body.first_day, datetime.min.time(), zone)
+        ends_at = instant(body.last_day + timedelta(days=1), datetime.min.time(), zone)
+    else:
+        starts_at, ends_at = body.starts_at, body.ends_at  # type: ignore[assignment]  # the schema requires one form
+    exception = ScheduleException(
+        doctor_id=doctor_id, starts_at=starts_at, ends_at=ends_at, reason=body.reason.strip(), created_by=user.id
+    )
+    session.add(exception)
+    session.flush()
+    inside = select(Appointment.id).where(
+        Appointment.status == "confirmed", Appointment.starts_at < ends_at, Appointment.ends_at > starts_at
+    )
+    if doctor_id is not None:
+        inside = inside.where(Appointment.doctor_id == doctor_id)
+    affected = session.scalars(inside.order_by(Appointment.starts_at)).all()
+    session.commit()
+    return NewExceptionOut.model_validate(
+        {**ExceptionOut.model_validate(exception).model_dump(), "affected_appointment_ids": list(affected)}
+    )
+
+
+@router.delete(
+    "/doctors/{doctor_id}/exceptions/{exception_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Depends(MANAGERS)],
+    responses={**MANAGE, **errors(r404="doctor or exception not found")},
+)
+def remove_exception(doctor_id: int, exception_id: int, session: SessionDep, user: CurrentUser) -> Response:
+    may_manage(user, doctor_id)
+    if not (1 <= doctor_id <= ID_MAX and 1 <= exception_id <= ID_MAX):  # PostgreSQL would refuse to compare them
+        raise HTTPException(status.HTTP_404_NOT_FOUND, EXCEPTION_NOT_FOUND)
+    removed = session.execute(
+        delete(ScheduleException).where(ScheduleException.id == exception_id, ScheduleException.doctor_id == doctor_id)
+    )
+    if removed.rowcount == 0:  # type: ignore[attr-defined]  # a DML result has a row count
+        raise HTTPException(status.HTTP_404_NOT_FOUND, EXCEPTION_NOT_FOUND)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.get(
+    "/doctors/{doctor_id}/slots",
+    response_model=SlotList,
+    responses={
+        **SIGNED_IN,
+        **errors(
+            r404="doctor not found", r422="from/to missing, reversed, too far apart or beyond the booking horizon"
+        ),
+    },
+)
+def list_slots(
+    doctor_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    _user: CurrentUser,
+    from_day: Annotated[date, Query(alias="from", description="first day, in the clinic's zone (YYYY-MM-DD)")],
+    to_day: Annotated[date, Query(alias="to", description="last day, included")],
+) -> SlotList:
+    """Free slots: the weekly schedule minus booked appointments and exceptions, none in the past. Days are the
+    clinic's; each slot's instants are UTC."""
+    agenda, horizon = settings.agenda, settings.appointments.booking_horizon_days
+    now = datetime.now(UTC)
+    today = now.astimezone(agenda.zone).date()
+    problems = []
+    if to_day < from_day:
+        problems.append(("to", f"{to_day} is before from {from_day}"))
+    elif (to_day - from_day).days + 1 > agenda.max_slot_range_days:
+        problems.append(("to", f"{to_day} is more than {agenda.max_slot_range_days} days after from {from_day}"))
+    elif to_day > today + timedelta(days=horizon):
+        problems.append(("to", f"{to_day} is beyond the booking horizon ({horizon} days from today)"))
+    if problems:
+        raise invalid(*problems[0], *problems[1:], where="query")
+    doctor_or_404(session, doctor_id)
+    slots = free_slots_of(session, agenda, doctor_id, from_day, to_day, now)
+    return SlotList(
+        doctor_id=doctor_id,
+        time_zone=agenda.time_zone,
+        from_day=from_day,
+        to_day=to_day,
+        slots=[SlotOut(starts_at=s.starts_at, ends_at=s.ends_at, kind=s.kind) for s in slots],
+    )
+
+
+CLOSURES = errors(
+    r401="missing, invalid or expired token", r403="only staff and admins", r422="invalid request: the fields at fault"
+)
+
+
+@router.get("/closures", response_model=list[ExceptionOut], responses=SIGNED_IN)
+def list_closures(session: SessionDep, _user: CurrentUser) -> list[ScheduleException]:
+    """The days the whole clinic is closed (holidays) that have not ended yet, by start."""
+    return list(
+        session.scalars(
+            select(ScheduleException)
+            .where(ScheduleException.doctor_id.is_(None), ScheduleException.ends_at > datetime.now(UTC))
+            .order_by(ScheduleException.starts_at)
+        )
+    )
+
+
+@router.post(
+    "/closures", response_model=NewExceptionOut, status_code=201, dependencies=[Depends(STAFF)], responses=CLOSURES
+)
+def add_closure(body: NewException, session: SessionDep, settings: SettingsDep, user: CurrentUser) -> NewExceptionOut:
+    """Closes the clinic (a holiday): no doctor offers a slot inside it. Appointments already inside it, of any
+    doctor, are listed so that someone cancels them with a reason."""
+    return create_exception(session, settings, user, body, None)
+
+
+@router.delete(
+    "/closures/{closure_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Depends(STAFF)],
+    responses={**CLOSURES, **errors(r404="closure not found")},
+)
+def remove_closure(closure_id: int, session: SessionDep) -> Response:
+    if not 1 <= closure_id <= ID_MAX:  # no such row, and PostgreSQL would refuse to compare with it
+        raise HTTPException(status.HTTP_404_NOT_FOUND, CLOSURE_NOT_FOUND)
+    removed = session.execute(
+        delete(ScheduleException).where(ScheduleException.id == closure_id, ScheduleException.doctor_id.is_(None))
+    )
+    if removed.rowcount == 0:  # type: ignore[attr-defined]  # a DML result has a row count
+        raise HTTPException(status.HTTP_404_NOT_FOUND, CLOSURE_NOT_FOUND)
+    session.commit()
+    return Response(status_code=204)

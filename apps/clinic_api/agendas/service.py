@@ -1,0 +1,106 @@
+"""What the agenda routes and the appointment routes share: the doctor, the schedule, and free slots from the
+database (the pure computation is in slots.py)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from fastapi import HTTPException, status
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from clinic_api.agendas.models import ScheduleBlock, ScheduleException
+from clinic_api.agendas.slots import Block, Busy, Slot, free_slots, free_span, instant, schedule_slots
+from clinic_api.models import ID_MAX, Appointment, User
+from clinic_api.security import FORBIDDEN, Principal
+from clinic_api.settings import AgendaSettings
+
+DOCTOR_NOT_FOUND = "doctor not found"
+
+
+def doctor_or_404(session: Session, doctor_id: int, lock: bool = False) -> User:
+    if not 1 <= doctor_id <= ID_MAX:  # no such row, and PostgreSQL would refuse to compare with it
+        raise HTTPException(status.HTTP_404_NOT_FOUND, DOCTOR_NOT_FOUND)
+    query = select(User).where(User.id == doctor_id, User.role == "doctor")
+    doctor = session.scalar(query.with_for_update() if lock else query)
+    if doctor is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, DOCTOR_NOT_FOUND)
+    return doctor
+
+
+def may_manage(user: Principal, doctor_id: int) -> None:
+    """Staff and admins manage every doctor's agenda; a doctor manages their own."""
+    if user.role == "doctor" and user.id != doctor_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, FORBIDDEN)
+
+
+def blocks_of(session: Session, doctor_id: int) -> list[ScheduleBlock]:
+    return list(
+        session.scalars(
+            select(ScheduleBlock)
+            .where(ScheduleBlock.doctor_id == doctor_id)
+            .order_by(ScheduleBlock.weekday, ScheduleBlock.starts)
+        )
+    )
+
+
+def busy(
+    session: Session, doctor_id: int, start: datetime, end: datetime, ignore_appointment: int | None = None
+) -> list[tuple[datetime, datetime]]:
+    """The doctor's booked appointments, the doctor's exceptions and the clinic's closures that reach into
+    [start, end)."""
+    appointments = select(Appointment.starts_at, Appointment.ends_at).where(
+        Appointment.doctor_id == doctor_id,
+        Appointment.status != "cancelled",
+        Appointment.starts_at < end,
+        Appointment.ends_at > start,
+    )
+    if ignore_appointment is not None:
+        appointments = appointments.where(Appointment.id != ignore_appointment)
+    exceptions = select(ScheduleException.starts_at, ScheduleException.ends_at).where(
+        or_(ScheduleException.doctor_id == doctor_id, ScheduleException.doctor_id.is_(None)),
+        ScheduleException.starts_at < end,
+        ScheduleException.ends_at > start,
+    )
+    return [(row.starts_at, row.ends_at) for row in session.execute(appointments.union_all(exceptions))]
+
+
+def free_slots_of(
+    session: Session,
+    agenda: AgendaSettings,
+    doctor_id: int,
+    first_day: date,
+    last_day: date,
+    now: datetime,
+    ignore_appointment: int | None = None,
+) -> list[Slot]:
+    """The doctor's free slots on the clinic's days first_day..last_day, none before `now`."""
+    blocks = [Block(b.weekday, b.starts, b.ends, b.slot_minutes, b.kind) for b in blocks_of(session, doctor_id)]
+    if not blocks:
+        return []
+    zone = agenda.zone
+    # A day's blocks lie between its midnight and the next; a day more each side covers any zone offset.
+    start = instant(first_day - timedelta(days=1), datetime.min.time(), zone)
+    end = instant(last_day + timedelta(days=2), datetime.min.time(), zone)
+    taken = busy(session, doctor_id, start, end, ignore_appointment)
+    return free_slots(blocks, first_day, last_day, zone, taken, now)
+
+
+def free_span_at(
+    session: Session,
+    agenda: AgendaSettings,
+    doctor_id: int,
+    starts_at: datetime,
+    minutes: int | None,
+    now: datetime,
+    ignore_appointment: int | None = None,
+) -> Slot | None:
+    """What booking `minutes` (default: one slot) from `starts_at` would take, if it is free (slots.free_span). The
+    next day's slots are looked at too: a visit may run past midnight into a block that starts then."""
+    day = starts_at.astimezone(agenda.zone).date()
+    blocks = [Block(b.weekday, b.starts, b.ends, b.slot_minutes, b.kind) for b in blocks_of(session, doctor_id)]
+    slots = schedule_slots(blocks, day, day + timedelta(days=1), agenda.zone)
+    if not slots:
+        return None
+    taken = Busy(busy(session, doctor_id, slots[0].starts_at, slots[-1].ends_at, ignore_appointment))
+    return free_span(slots, taken, starts_at, minutes, now)
