@@ -14,6 +14,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from components.iam import service_trust_policy
+from components.key_policy import KeyUser, account_context, key_policy
 from components.log_encryption import log_group_key
 from limits import LOG_RETENTION_DAYS, ROLE_ARN_PATTERN, is_graviton
 from limits.eks_support import EKS_SUPPORT, extended_support_problem
@@ -95,6 +96,8 @@ class ClusterArgs:
     creates it unencrypted and never expiring)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
+    secrets_key_users: Sequence[KeyUser] = ()
+    """Who may use the Kubernetes secrets key (the deployer and the cluster's role, through EKS)."""
     node_dependencies: Sequence[pulumi.Resource] = ()
     """Created before any node group (and deleted after them): the egress nodes need to join and pull images."""
 
@@ -270,6 +273,7 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-secrets-key",
             description=f"{name}: Kubernetes secrets envelope encryption",
             enable_key_rotation=True,
+            policy=account_context(self).apply(lambda c: key_policy(*c, users=args.secrets_key_users)),
             tags=tags,
             opts=child,
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.key_policy import KeyUser, account_context, key_policy
 from limits import MIN_PROD_BACKUP_DAYS, max_db_connections
 
 POSTGRES_PORT = 5432
@@ -45,6 +46,8 @@ class DatabaseArgs:
     """Security groups allowed to connect on 5432; nothing else is."""
     protect: bool = False
     """Prod: `protect` the instance and its key so no Pulumi operation can delete patients' data."""
+    key_users: Sequence[KeyUser] = ()
+    """Who may use the database key, through which services (the key policy names nobody else)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
@@ -99,6 +102,7 @@ class Database(pulumi.ComponentResource):
             description=f"{name}: RDS storage, snapshots and master secret",
             enable_key_rotation=True,
             deletion_window_in_days=30 if args.protect else 7,
+            policy=account_context(self).apply(lambda c: key_policy(*c, users=args.key_users)),
             tags=tags,
             opts=keep,
         )
