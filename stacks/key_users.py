@@ -86,10 +86,12 @@ def platform_key_users(settings: PlatformSettings) -> PlatformKeyUsers:
     database_admins = [r.deploy, *([r.restore_drill] if r.restore_drill else []), *r.operators]
     database = [
         KeyUser("DeployersAttachToDatabase", database_admins, ["rds", "secretsmanager"], grants=True),
-        KeyUser("BackupCopiesSnapshots", [r.backup], ["rds", "backup"], grants=True),
         # The apps read the master secret (GetSecretValue decrypts it through Secrets Manager) and nothing else.
         KeyUser("AppsReadDatabaseSecret", [r.api, r.notifier], ["secretsmanager"], actions=DECRYPT),
     ]
+    if settings.backup.enabled:
+        # AWS Backup snapshots the instance and copies the snapshot to the copy region as its role.
+        database.append(KeyUser("BackupCopiesSnapshots", [r.backup], ["rds", "backup"], grants=True))
     queues = [
         KeyUser("ApiSendsEvents", [r.api], ["sqs"], actions=PRODUCE),
         KeyUser("NotifierReceivesEvents", [r.notifier], ["sqs"], actions=CONSUME),
