@@ -39,6 +39,7 @@ def database_args(
         multi_az=database.multi_az,
         deletion_protection=database.deletion_protection,
         performance_insights=database.performance_insights,
+        monitoring_interval_seconds=database.monitoring_interval_seconds,
         client_security_group_ids=client_security_group_ids,
         protect=protect,
         key_users=key_users,
