@@ -2,12 +2,12 @@
 program creates (policy/key_access.py does what KMS does for a same-account principal: key policy, then IAM)."""
 
 import fnmatch
-import json
 
 import pytest
 
 from policy.key_access import CRYPTO_ACTIONS, Request, is_allowed, usable
-from preview.graph import ACCOUNT_ID
+from preview.graph import ACCOUNT_ID, ROOT, stack_settings
+from stacks.key_users import platform_roles
 
 KEY = "aws:kms/key:Key"
 ROLE = "aws:iam/role:Role"
@@ -102,16 +102,22 @@ def test_the_notifier_cannot_read_exam_pdfs_nor_the_database_directly(prod):
             assert not is_allowed(Request(notifier_arn, action, db_arn, service), db_policy, notifier_policies)
 
 
-def test_every_role_pattern_in_a_key_policy_names_a_role_that_exists(stack):
+@pytest.mark.parametrize("stack_name", ["dev", "prod"])
+def test_every_role_pattern_in_a_key_policy_names_a_role_that_exists(stack_name, dev, prod):
     """The key policies name the apps' roles by their auto-name pattern: a renamed component must break this."""
-    recorded = {r.state["arn"] for r in stack.of_type(ROLE)}
-    # Created outside the graph: by the bootstrap template (deploy, restore drill, operators) and inside
+    graph = {"dev": dev, "prod": prod}[stack_name]
+    recorded = {r.state["arn"] for r in graph.of_type(ROLE)}
+    settings = stack_settings(stack_name)
+    # Created outside the graph: by the bootstrap template (deploy, restore drill) or people (operators), and inside
     # pulumi-eks's remote component (the cluster's service role, `<eks.Cluster name>-eksRole-role`).
-    [eks] = stack.of_type("eks:index:Cluster")
-    outside = {f"arn:aws:iam::{ACCOUNT_ID}:role/{eks.name}-eksRole-role-*"}
-    settings = json.loads(stack_file_roles(stack))
-    outside |= set(settings)
-    for key_name, (_, policy) in keys(stack).items():
+    [eks] = graph.of_type("eks:index:Cluster")
+    outside = {
+        f"arn:aws:iam::{ACCOUNT_ID}:role/{eks.name}-eksRole-role-*",
+        f"arn:aws:iam::{ACCOUNT_ID}:role/clinic-{stack_name}-restore-drill",
+        settings.cluster.deploy_role_arn,
+        *settings.cluster.admin_role_arns,
+    }
+    for key_name, (_, policy) in keys(graph).items():
         for statement in policy["Statement"]:
             for pattern in statement.get("Condition", {}).get("ArnLike", {}).get("aws:PrincipalArn", []):
                 if pattern in outside:
@@ -121,15 +127,13 @@ def test_every_role_pattern_in_a_key_policy_names_a_role_that_exists(stack):
                 )
 
 
-def stack_file_roles(graph):
-    """The roles the stack file and the bootstrap template name (deploy, restore drill, operators)."""
-    stack = "prod" if any(r.name.startswith("clinic-prod-") for r in graph.records) else "dev"
-    from preview.graph import stack_settings
-
-    settings = stack_settings(stack)
-    roles = [settings.cluster.deploy_role_arn, *settings.cluster.admin_role_arns]
-    roles.append(f"arn:aws:iam::{ACCOUNT_ID}:role/clinic-{stack}-restore-drill")
-    return json.dumps(roles)
+def test_the_roles_made_outside_the_program_are_named_as_the_key_policies_expect():
+    bootstrap = (ROOT / "bootstrap" / "github-oidc.yaml").read_text()
+    assert "RoleName: !Sub clinic-${Stack}-restore-drill" in bootstrap
+    assert "RoleName: !Sub clinic-${Stack}-deploy" in bootstrap
+    # pulumi-eks 4.x: `new ServiceRole(`${name}-eksRole`)` whose role is `${name}-role` (nodejs/eks/cluster/cluster.ts,
+    # servicerole.ts); stacks/key_users.py names it after the Cluster component's `<name>-eks`.
+    assert platform_roles(stack_settings("dev")).cluster == "clinic-dev-cluster-eks-eksRole-role-*"
 
 
 def test_no_key_lets_the_account_use_it_without_naming_who(stack):
@@ -145,7 +149,7 @@ def test_no_key_lets_the_account_use_it_without_naming_who(stack):
 # The evaluator itself, on hand-written documents.
 KEY_ARN = f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/k"
 APP = f"arn:aws:iam::{ACCOUNT_ID}:role/app-1a2b3c4"
-ROOT = {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}
+ACCOUNT_ROOT = {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}
 
 
 def statement(effect="Allow", principal=None, action="kms:Decrypt", condition=None):
@@ -162,7 +166,7 @@ def doc(*statements):
 
 
 def test_the_account_delegation_needs_an_iam_allow_and_a_named_role_does_not():
-    delegated = doc(statement(principal=ROOT))
+    delegated = doc(statement(principal=ACCOUNT_ROOT))
     iam = [doc(statement())]
     assert not is_allowed(Request(APP, "kms:Decrypt", KEY_ARN), delegated)
     assert is_allowed(Request(APP, "kms:Decrypt", KEY_ARN), delegated, iam)
@@ -171,7 +175,9 @@ def test_the_account_delegation_needs_an_iam_allow_and_a_named_role_does_not():
 
 def test_a_deny_anywhere_wins_and_conditions_bind():
     through_sqs = {"StringEquals": {"kms:ViaService": "sqs.eu-west-1.amazonaws.com"}}
-    key = doc(statement(principal=ROOT, condition={"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/app-*"}}))
+    key = doc(
+        statement(principal=ACCOUNT_ROOT, condition={"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/app-*"}})
+    )
     iam = [doc(statement(condition=through_sqs))]
     assert is_allowed(Request(APP, "kms:Decrypt", KEY_ARN, "sqs"), key, iam)
     assert not is_allowed(Request(APP, "kms:Decrypt", KEY_ARN, "s3"), key, iam), "only through SQS"
@@ -183,6 +189,8 @@ def test_a_deny_anywhere_wins_and_conditions_bind():
 
 
 def test_an_operator_the_evaluator_does_not_know_is_an_error_not_a_refusal():
-    key = doc(statement(principal=ROOT, condition={"DateLessThan": {"aws:CurrentTime": "2030-01-01T00:00:00Z"}}))
+    key = doc(
+        statement(principal=ACCOUNT_ROOT, condition={"DateLessThan": {"aws:CurrentTime": "2030-01-01T00:00:00Z"}})
+    )
     with pytest.raises(ValueError, match="'DateLessThan' is not understood"):
         is_allowed(Request(APP, "kms:Decrypt", KEY_ARN), key)
