@@ -186,7 +186,7 @@ class Alarms(pulumi.ComponentResource):
             description=f"{name}: alarm notifications",
             enable_key_rotation=True,
             policy=pulumi.Output.all(account_id, partition, region).apply(
-                lambda a: topic_key_policy(*a, users=args.topic_key_users)
+                lambda a: topic_key_policy(a[0], a[1], a[2], users=args.topic_key_users)
             ),
             tags=tags,
             opts=child,

@@ -573,7 +573,14 @@ class ClinicApps(pulumi.ComponentResource):
                     p.database_kms_key_arn,
                 ).apply(
                     lambda a: notifier_policy(
-                        [a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS], *a[2:], p.region
+                        [a[0][d] for d in NOTIFIER_DOMAINS],
+                        [a[1][d] for d in NOTIFIER_DOMAINS],
+                        a[2],
+                        a[3],
+                        a[4],
+                        a[5],
+                        a[6],
+                        p.region,
                     )
                 ),
                 image=args.notifier_image,

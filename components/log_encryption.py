@@ -39,7 +39,9 @@ def log_group_key(
 ) -> aws.kms.Key:
     """A rotating key for the log groups matching `log_group_pattern`. Retained log groups keep their key: without
     it their events could never be read again."""
-    policy = pulumi.Output.all(account_context(parent), log_group_pattern).apply(lambda a: logs_key_policy(*a[0], a[1]))
+    policy = pulumi.Output.all(account_context(parent), log_group_pattern).apply(
+        lambda a: logs_key_policy(a[0][0], a[0][1], a[0][2], a[1])
+    )
     return aws.kms.Key(
         name,
         description=description,
