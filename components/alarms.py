@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.key_policy import KeyUser, ServiceUser, key_policy
+from components.key_policy import KeyUser, ServiceUser, key_policy, validate_key_users
 from limits import DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN, max_db_connections
 
 GIB = 1024**3
@@ -88,6 +88,7 @@ def validate_arn_suffix(value: str) -> str:
 
 
 def validate_alarms_args(args: AlarmsArgs) -> None:
+    validate_key_users(args.topic_key_users)
     lowered = [address.lower() for address in args.alarm_emails]
     for address in args.alarm_emails:
         if not isinstance(address, str) or not _EMAIL.fullmatch(address):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.key_policy import KeyUser, account_context, key_policy
+from components.key_policy import KeyUser, account_context, key_policy, validate_key_users
 from limits import REGION_PATTERN
 
 SERVICE_ROLE_POLICIES = (
@@ -50,6 +50,8 @@ class DatabaseBackupArgs:
 
 def validate_backup_args(args: DatabaseBackupArgs) -> None:
     s = args
+    validate_key_users(args.vault_key_users)
+    validate_key_users(args.copy_vault_key_users)
     if args.protect and not s.enabled:
         raise ValueError(
             "enabled = False is invalid for a protected stack; allowed: True (prod keeps "

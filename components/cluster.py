@@ -14,7 +14,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from components.iam import service_trust_policy
-from components.key_policy import KeyUser, account_context, key_policy
+from components.key_policy import KeyUser, account_context, key_policy, validate_key_users
 from components.log_encryption import log_group_key
 from limits import LOG_RETENTION_DAYS, ROLE_ARN_PATTERN, is_graviton
 from limits.eks_support import EKS_SUPPORT, extended_support_problem
@@ -103,6 +103,7 @@ class ClusterArgs:
 
 
 def validate_cluster_args(args: ClusterArgs) -> None:
+    validate_key_users(args.secrets_key_users)
     if args.kubernetes_version not in EKS_SUPPORT:
         raise ValueError(
             f"kubernetes_version = {args.kubernetes_version!r} is invalid; allowed: " + ", ".join(EKS_SUPPORT)

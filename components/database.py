@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import service_trust_policy
-from components.key_policy import KeyUser, account_context, key_policy
+from components.key_policy import KeyUser, account_context, key_policy, validate_key_users
 from limits import MIN_PROD_BACKUP_DAYS, RDS_MONITORING_INTERVALS, max_db_connections
 
 POSTGRES_PORT = 5432
@@ -59,6 +59,7 @@ class DatabaseArgs:
 
 def validate_database_args(args: DatabaseArgs) -> None:
     s = args
+    validate_key_users(args.key_users)
     if s.monitoring_interval_seconds not in RDS_MONITORING_INTERVALS:
         raise ValueError(
             f"monitoring_interval_seconds = {s.monitoring_interval_seconds} is invalid; allowed: "

@@ -116,11 +116,8 @@ def autonamed_role(logical_name: str) -> str:
     return f"{logical_name}-*"
 
 
-def validate_key_policy_inputs(
-    account_id: str, partition: str, region: str, users: Sequence[KeyUser], services: Sequence[ServiceUser]
-) -> None:
-    if not re.fullmatch(r"\d{12}", account_id):
-        raise ValueError(f"account_id = {account_id!r} is invalid; allowed: a 12-digit AWS account id")
+def validate_key_users(users: Sequence[KeyUser], services: Sequence[ServiceUser] = ()) -> None:
+    """Who a key policy names, checked before any resource is registered (components call it on their Args)."""
     sids = [u.sid for u in users] + [s.sid for s in services]
     for sid in sids:
         if not _SID.fullmatch(sid) or sid == "AccountAdministers" or sids.count(sid) > 1:
@@ -147,6 +144,14 @@ def validate_key_policy_inputs(
                 f"{service.sid}: service = {service.service!r} is invalid; allowed: a service principal "
                 "(<name>.amazonaws.com)"
             )
+
+
+def validate_key_policy_inputs(
+    account_id: str, partition: str, region: str, users: Sequence[KeyUser], services: Sequence[ServiceUser]
+) -> None:
+    if not re.fullmatch(r"\d{12}", account_id):
+        raise ValueError(f"account_id = {account_id!r} is invalid; allowed: a 12-digit AWS account id")
+    validate_key_users(users, services)
     if not _REGION.fullmatch(region):
         raise ValueError(f"region = {region!r} is invalid; allowed: an AWS region such as eu-west-1")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.key_policy import KeyUser, account_context, key_policy
+from components.key_policy import KeyUser, account_context, key_policy, validate_key_users
 
 # The domains whose events the apps publish (seed 001): account.* / patient.registered / doctor.registered,
 # appointment.*, exam.created / exam.completed, exam.result.ready, file.*.
@@ -53,6 +53,7 @@ class MessagingArgs:
 
 def validate_messaging_args(args: MessagingArgs) -> None:
     p = args.policy
+    validate_key_users(args.key_users)
     if len(set(args.domains)) != len(args.domains) or not args.domains:
         raise ValueError(f"domains = {list(args.domains)} is invalid; allowed: a non-empty list without repeats")
     if not 1 <= p.max_receive_count <= 1000:

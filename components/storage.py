@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.audit_trail import key_admin_statement
-from components.key_policy import DECRYPT, KeyUser, account_context, key_policy
+from components.key_policy import DECRYPT, KeyUser, account_context, key_policy, validate_key_users
 from limits import REGION_PATTERN
 
 ABORT_MULTIPART_DAYS = 7
@@ -48,6 +48,7 @@ class StorageArgs:
 
 
 def validate_storage_args(args: StorageArgs) -> None:
+    validate_key_users(args.key_users)
     if not 1 <= args.noncurrent_version_days <= 3650:
         raise ValueError(f"noncurrent_version_days = {args.noncurrent_version_days} is invalid; allowed: 1 to 3650")
     for origin in args.cors_allowed_origins:

@@ -86,3 +86,11 @@ def test_dlq_shorter_than_the_queue_retention_is_refused():
     args = MessagingArgs(policy=QueuePolicy(message_retention_seconds=14 * 86400, dlq_retention_seconds=86400))
     with pytest.raises(ValueError, match="dlq_retention_seconds = 86400 is invalid; allowed: at least"):
         evaluate(lambda: Messaging("m", args), stack="dev")
+
+
+def test_a_bad_key_user_is_refused_before_anything_is_registered():
+    from components.key_policy import KeyUser
+
+    args = MessagingArgs(key_users=[KeyUser("ApiSendsEvents", ["clinic-dev-apps-api-role-*"], [])])
+    with pytest.raises(ValueError, match=r"ApiSendsEvents: services = \[\] is invalid; allowed: at least one service"):
+        evaluate(lambda: Messaging("m", args), stack="dev")
