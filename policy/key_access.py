@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # The actions that read or write data under a symmetric key (a grant hands those out, so it counts too).
@@ -50,6 +50,8 @@ class Request:
     """The key's ARN."""
     via: str | None = None
     """The service prefix the call goes through (`sqs`), or None for a direct call."""
+    encryption_context: Mapping[str, str] = field(default_factory=dict)
+    """What the service passes as encryption context (S3 with a bucket key: `aws:s3:arn` = the bucket's ARN)."""
 
     @property
     def account(self) -> str:
@@ -67,6 +69,7 @@ class Request:
             context["kms:GrantIsForAWSResource"] = "true"
         else:
             context["kms:GrantIsForAWSResource"] = "false"
+        context.update({f"kms:EncryptionContext:{k}": v for k, v in self.encryption_context.items()})
         return context
 
 
@@ -175,11 +178,16 @@ def usable(
     key_policy: str | Mapping[str, Any],
     iam_policies: Sequence[Any] = (),
     actions: Sequence[str] = CRYPTO_ACTIONS,
+    encryption_contexts: Mapping[str, Mapping[str, str]] | None = None,
 ) -> set[tuple[str, str | None]]:
-    """Every (action, service or None) through which the role may use the key."""
+    """Every (action, service or None) through which the role may use the key; `encryption_contexts` gives, per
+    service, the context that service sends for this key."""
+    contexts = encryption_contexts or {}
     return {
         (action, via)
         for action in actions
         for via in VIA_SERVICES
-        if is_allowed(Request(principal_arn, action, key_arn, via), key_policy, iam_policies)
+        if is_allowed(
+            Request(principal_arn, action, key_arn, via, contexts.get(via or "", {})), key_policy, iam_policies
+        )
     }

@@ -32,11 +32,28 @@ EXPECTED = {
         "db-key": {("kms:Decrypt", "secretsmanager")},
     },
     "monitoring-alertmanager-role": {"alarms-topic-key": via("sns", PRODUCE)},
+    # Prod's exam replication (S3 reads each source PDF and writes its replica as this role).
+    "exams-replication-role": {
+        "exams-key": {("kms:Decrypt", "s3")},
+        "exams-replica-key": {("kms:Encrypt", "s3"), ("kms:GenerateDataKey", "s3")},
+    },
 }
 
 
 def keys(graph):
     return {k.name: (k.state["arn"], k.input("policy")) for k in graph.of_type(KEY)}
+
+
+def s3_contexts(graph):
+    """The encryption context S3 sends for each bucket key: the ARN of the bucket whose default encryption it is."""
+    contexts = {}
+    for config in graph.of_type(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ):
+        for rule in config.inputs["rules"]:
+            key = rule["applyServerSideEncryptionByDefault"].get("kmsMasterKeyId")
+            contexts[key] = {"s3": {"aws:s3:arn": f"arn:aws:s3:::{config.inputs['bucket']}"}}
+    return contexts
 
 
 def role_permissions(graph):
@@ -61,10 +78,10 @@ def short(name, stack):
 @pytest.mark.parametrize("stack_name", ["dev", "prod"])
 def test_each_workload_role_can_use_only_the_keys_it_needs_and_only_through_its_service(stack_name, dev, prod):
     graph = {"dev": dev, "prod": prod}[stack_name]
-    found = {}
+    found, contexts = {}, s3_contexts(graph)
     for role_name, (role_arn, policies) in role_permissions(graph).items():
         for key_name, (key_arn, policy) in keys(graph).items():
-            allowed = usable(role_arn, key_arn, policy, policies)
+            allowed = usable(role_arn, key_arn, policy, policies, encryption_contexts=contexts.get(key_arn))
             if allowed:
                 found.setdefault(short(role_name, stack_name), {})[short(key_name, stack_name)] = allowed
     expected = {role: uses for role, uses in EXPECTED.items() if f"clinic-{stack_name}-{role}" in graph_roles(graph)}
@@ -77,10 +94,10 @@ def test_key_policies_alone_hold_the_line_even_for_a_role_given_kms_star_in_iam(
     exactly the keys of the table above."""
     graph = {"dev": dev, "prod": prod}[stack_name]
     everything = [{"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}]
-    found = {}
+    found, contexts = {}, s3_contexts(graph)
     for role_name, (role_arn, _) in role_permissions(graph).items():
         for key_name, (key_arn, policy) in keys(graph).items():
-            allowed = usable(role_arn, key_arn, policy, everything)
+            allowed = usable(role_arn, key_arn, policy, everything, encryption_contexts=contexts.get(key_arn))
             if allowed:
                 found.setdefault(short(role_name, stack_name), {})[short(key_name, stack_name)] = allowed
     expected = {role: uses for role, uses in EXPECTED.items() if f"clinic-{stack_name}-{role}" in graph_roles(graph)}
