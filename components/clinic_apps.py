@@ -340,7 +340,7 @@ def notifier_policy(
 
 
 def file_processor_policy(
-    region: str, queue_arn: str, bucket_arn: str, bucket_key: str, secret_arn: str, db_key: str
+    region: str, queue_arn: str, queue_key: str, bucket_arn: str, bucket_key: str, secret_arn: str, db_key: str
 ) -> str:
     """Consume the file queue; read uploaded results; move a refused one to the quarantine prefix (copy there, delete
     the original) and read it back there (a move interrupted before its verdict was recorded); the bucket's key only
@@ -356,6 +356,13 @@ def file_processor_policy(
                     "Effect": "Allow",
                     "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
                     "Resource": queue_arn,
+                },
+                {
+                    "Sid": "ConsumeKey",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": queue_key,
+                    "Condition": through("sqs", region),
                 },
                 {"Sid": "ReadResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": [uploads, quarantine]},
                 {"Sid": "SetAside", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": uploads},
@@ -383,7 +390,13 @@ def file_processor_policy(
                     "Action": "secretsmanager:GetSecretValue",
                     "Resource": secret_arn,
                 },
-                {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
+                {
+                    "Sid": "DatabaseSecretKey",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": db_key,
+                    "Condition": through("secretsmanager", region),
+                },
             ],
         }
     )
@@ -611,8 +624,13 @@ class ClinicApps(pulumi.ComponentResource):
                 cluster=args.cluster,
                 tags=tags,
                 policy=pulumi.Output.all(
-                    queue_arns, p.bucket_arn, p.bucket_kms_key_arn, p.database_secret_arn, p.database_kms_key_arn
-                ).apply(lambda a: file_processor_policy(p.region, a[0][FILE_DOMAIN], *a[1:])),
+                    queue_arns,
+                    p.queue_kms_key_arn,
+                    p.bucket_arn,
+                    p.bucket_kms_key_arn,
+                    p.database_secret_arn,
+                    p.database_kms_key_arn,
+                ).apply(lambda a: file_processor_policy(p.region, a[0][FILE_DOMAIN], a[1], a[2], a[3], a[4], a[5])),
                 image=args.file_processor_image,
                 release=args.file_processor_image,
                 env=file_processor_env,

@@ -29,6 +29,8 @@ class PlatformRoles:
     """The API's IRSA role (ClinicApps' `api` workload)."""
     notifier: str
     """The notifier's IRSA role."""
+    file_processor: str
+    """The file processor's IRSA role (checks uploaded results, quarantines refused ones)."""
     alertmanager: str
     """Alertmanager's IRSA role (Monitoring), which publishes to the alarm topic."""
     backup: str
@@ -49,6 +51,7 @@ def platform_roles(settings: PlatformSettings) -> PlatformRoles:
     return PlatformRoles(
         api=autonamed_role(f"{base}-apps-api-role"),
         notifier=autonamed_role(f"{base}-apps-notifier-role"),
+        file_processor=autonamed_role(f"{base}-apps-file-processor-role"),
         alertmanager=autonamed_role(f"{base}-monitoring-alertmanager-role"),
         backup=autonamed_role(f"{base}-backup-role"),
         cluster=autonamed_role(f"{base}-cluster-eks-eksRole-role"),
@@ -87,7 +90,7 @@ def platform_key_users(settings: PlatformSettings) -> PlatformKeyUsers:
     database = [
         KeyUser("DeployersAttachToDatabase", database_admins, ["rds", "secretsmanager"], grants=True),
         # The apps read the master secret (GetSecretValue decrypts it through Secrets Manager) and nothing else.
-        KeyUser("AppsReadDatabaseSecret", [r.api, r.notifier], ["secretsmanager"], actions=DECRYPT),
+        KeyUser("AppsReadDatabaseSecret", [r.api, r.notifier, r.file_processor], ["secretsmanager"], actions=DECRYPT),
     ]
     if settings.backup.enabled:
         # AWS Backup snapshots the instance and copies the snapshot to the copy region as its role.
@@ -95,6 +98,7 @@ def platform_key_users(settings: PlatformSettings) -> PlatformKeyUsers:
     queues = [
         KeyUser("ApiSendsEvents", [r.api], ["sqs"], actions=PRODUCE),
         KeyUser("NotifierReceivesEvents", [r.notifier], ["sqs"], actions=CONSUME),
+        KeyUser("FileProcessorReceivesFiles", [r.file_processor], ["sqs"], actions=CONSUME),
     ]
     if r.operators:
         # The DLQ alarms tell a person to inspect and redrive dead letters: both ends of a move need the key.
@@ -102,7 +106,11 @@ def platform_key_users(settings: PlatformSettings) -> PlatformKeyUsers:
     vault = [KeyUser("BackupWritesRecoveryPoints", [r.backup, r.deploy], ["backup", "rds"], grants=True)]
     return PlatformKeyUsers(
         database=database,
-        exams=[KeyUser("ApiReadsAndWritesExams", [r.api], ["s3"], actions=PRODUCE)],
+        exams=[
+            KeyUser("ApiReadsAndWritesExams", [r.api], ["s3"], actions=PRODUCE),
+            # Reads uploaded results, writes a refused one's quarantine copy.
+            KeyUser("FileProcessorChecksExams", [r.file_processor], ["s3"], actions=PRODUCE),
+        ],
         queues=queues,
         alarm_topic=[KeyUser("AlertmanagerPublishes", [r.alertmanager], ["sns"], actions=PRODUCE)]
         if settings.observability.monitoring

@@ -31,6 +31,11 @@ EXPECTED = {
         "events-key": {("kms:Decrypt", "sqs")},
         "db-key": {("kms:Decrypt", "secretsmanager")},
     },
+    "apps-file-processor-role": {
+        "exams-key": via("s3", PRODUCE),
+        "events-key": {("kms:Decrypt", "sqs")},
+        "db-key": {("kms:Decrypt", "secretsmanager")},
+    },
     "monitoring-alertmanager-role": {"alarms-topic-key": via("sns", PRODUCE)},
     # Prod's exam replication (S3 reads each source PDF and writes its replica as this role).
     "exams-replication-role": {

@@ -46,10 +46,15 @@ def test_every_queue_and_dlq_is_encrypted_with_the_clinics_own_rotating_key(stac
         assert queue.inputs["kmsDataKeyReusePeriodSeconds"] == 300, queue.name
 
 
-def test_the_queue_key_is_used_only_by_the_api_to_send_and_the_notifier_to_receive(stack):
+def test_the_queue_key_is_used_only_by_the_api_to_send_and_the_consumers_to_receive(stack):
     key = next(k for k in stack.of_type("aws:kms/key:Key") if "-events-" in k.name)
     statements = {s["Sid"]: s for s in key.input("policy", "Statement")}
-    assert set(statements) == {"AccountAdministers", "ApiSendsEvents", "NotifierReceivesEvents"}
+    assert set(statements) == {
+        "AccountAdministers",
+        "ApiSendsEvents",
+        "NotifierReceivesEvents",
+        "FileProcessorReceivesFiles",
+    }
     send, receive = statements["ApiSendsEvents"], statements["NotifierReceivesEvents"]
     assert send["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"] and receive["Action"] == ["kms:Decrypt"]
     region = stack.one("aws:kms/key:Key", key.name).state["arn"].split(":")[3]
