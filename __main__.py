@@ -25,6 +25,7 @@ from components.scaling import ClusterScaling, ClusterScalingArgs
 from components.storage import Storage, StorageArgs
 from components.telemedicine import JWT_APP_ID, JWT_AUDIENCE, XMPP_DOMAIN, Telemedicine, TelemedicineArgs
 from stacks.component_args import backup_args, database_args, node_group_args
+from stacks.key_users import platform_key_users
 from stacks.settings import PlatformSettings, settings_from_pulumi
 
 
@@ -105,6 +106,8 @@ def active_database(settings: PlatformSettings, database: Database) -> ActiveDat
 def build_platform(settings: PlatformSettings) -> Platform:
     tags = platform_tags(settings)
     base = f"clinic-{settings.stack}"
+    # Who may use each key (README "Keys"): every key policy is built from this one table.
+    keys = platform_key_users(settings)
 
     network = Network(
         f"{base}-network",
@@ -178,6 +181,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             protect=settings.is_prod,
             log_retention_days=settings.observability.log_retention_days,
             node_dependencies=[egress_janitor],
+            secrets_key_users=keys.cluster_secrets,
             tags=tags,
         ),
         opts=pulumi.ResourceOptions(depends_on=[janitor]),
@@ -208,6 +212,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             subnet_ids=network.database_subnet_ids,
             client_security_group_ids=[cluster.cluster_security_group_id],
             protect=settings.protect_data,
+            key_users=keys.database,
             tags=tags,
         ),
     )
@@ -222,6 +227,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             replica_region=settings.backup.copy_region if settings.storage.replicate_exams else None,
             # Operators restore PDFs from the replica, as they restore the database.
             replica_reader_role_arns=settings.cluster.admin_role_arns,
+            key_users=keys.exams,
             tags=tags,
         ),
     )
@@ -239,7 +245,9 @@ def build_platform(settings: PlatformSettings) -> Platform:
         ),
     )
     active = active_database(settings, database)
-    messaging = Messaging(f"{base}-events", MessagingArgs(tags=tags))
+    messaging = Messaging(
+        f"{base}-events", MessagingArgs(key_users=keys.queues, retain_key=settings.protect_data, tags=tags)
+    )
     email = Email(
         f"{base}-email",
         EmailArgs(
@@ -329,6 +337,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
                 queue_urls=messaging.queue_urls,
                 queue_arns=messaging.queue_arns,
                 dead_letter_queue_arns=messaging.dlq_arns,
+                queue_kms_key_arn=messaging.kms_key_arn,
                 email_identity_arn=email.identity_arn,
                 email_configuration_set=email.configuration_set_name,
                 email_configuration_set_arn=email.configuration_set_arn,
@@ -354,6 +363,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             queue_names=messaging.queue_names,
             load_balancer_arn_suffix=apps.load_balancer_arn_suffix,
             exam_replication=exam_replication,
+            topic_key_users=keys.alarm_topic,
             tags=tags,
         ),
     )
@@ -389,7 +399,13 @@ def build_platform(settings: PlatformSettings) -> Platform:
         backup = DatabaseBackup(
             f"{base}-backup",
             backup_args(
-                settings.backup, instance_arns=arns, region=settings.region, protect=settings.protect_data, tags=tags
+                settings.backup,
+                instance_arns=arns,
+                region=settings.region,
+                protect=settings.protect_data,
+                vault_key_users=keys.backup_vault,
+                copy_vault_key_users=keys.copy_vault,
+                tags=tags,
             ),
         )
     return Platform(

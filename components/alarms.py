@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.key_policy import KeyUser, ServiceUser, key_policy, validate_key_users
 from limits import DB_CONNECTIONS_ALARM_FRACTION, DB_INSTANCE_CLASS_MEMORY_GIB, EMAIL_PATTERN, max_db_connections
 
 GIB = 1024**3
@@ -62,6 +63,8 @@ class AlarmsArgs:
     """Event queue name per domain, known when the program runs like dlq_names: each gets an age alarm."""
     exam_replication: ReplicationWatch | None = None
     """The exam bucket's replication rule to watch (prod); None: no replica, no alarm."""
+    topic_key_users: Sequence[KeyUser] = ()
+    """Who besides CloudWatch may use the topic's key (Alertmanager's role, publishing through SNS)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
@@ -85,6 +88,7 @@ def validate_arn_suffix(value: str) -> str:
 
 
 def validate_alarms_args(args: AlarmsArgs) -> None:
+    validate_key_users(args.topic_key_users)
     lowered = [address.lower() for address in args.alarm_emails]
     for address in args.alarm_emails:
         if not isinstance(address, str) or not _EMAIL.fullmatch(address):
@@ -118,30 +122,13 @@ def validate_alarms_args(args: AlarmsArgs) -> None:
         validate_arn_suffix(suffix)
 
 
-def topic_key_policy(account_id: str, partition: str) -> str:
-    """The account administers the key through IAM (Alertmanager's role gets its use there); CloudWatch may
-    encrypt the notifications it publishes to the topic."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "AccountAdministersThroughIam",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-                    "Action": "kms:*",
-                    "Resource": "*",
-                },
-                {
-                    "Sid": "CloudWatchAlarmsPublish",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-                    "Resource": "*",
-                },
-            ],
-        }
+def topic_key_policy(account_id: str, partition: str, region: str, users: Sequence[KeyUser] = ()) -> str:
+    """The account administers the key; CloudWatch encrypts the notifications its alarms publish to the topic, and
+    `users` (Alertmanager's role) publish through SNS."""
+    cloudwatch = ServiceUser(
+        "CloudWatchAlarmsPublish", "cloudwatch.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey*"]
     )
+    return key_policy(account_id, partition, region, users=users, services=[cloudwatch])
 
 
 def topic_policy(topic_arn: str, account_id: str, region: str, partition: str) -> str:
@@ -199,7 +186,9 @@ class Alarms(pulumi.ComponentResource):
             f"{name}-topic-key",
             description=f"{name}: alarm notifications",
             enable_key_rotation=True,
-            policy=pulumi.Output.all(account_id, partition).apply(lambda a: topic_key_policy(*a)),
+            policy=pulumi.Output.all(account_id, partition, region).apply(
+                lambda a: topic_key_policy(a[0], a[1], a[2], users=args.topic_key_users)
+            ),
             tags=tags,
             opts=child,
         )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.key_policy import KeyUser, account_context, key_policy, validate_key_users
 from limits import REGION_PATTERN
 
 SERVICE_ROLE_POLICIES = (
@@ -39,12 +40,18 @@ class DatabaseBackupArgs:
     """A second region that receives a copy of every recovery point, or None."""
     protect: bool = False
     """Prod: vaults and keys are `protect`ed and the vaults locked in governance mode."""
+    vault_key_users: Sequence[KeyUser] = ()
+    """Who may use the vault's key (the backup role, the deployer), through which services."""
+    copy_vault_key_users: Sequence[KeyUser] = ()
+    """Who may use the copy vault's key, through services of the copy region."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource and every recovery point."""
 
 
 def validate_backup_args(args: DatabaseBackupArgs) -> None:
     s = args
+    validate_key_users(args.vault_key_users)
+    validate_key_users(args.copy_vault_key_users)
     if args.protect and not s.enabled:
         raise ValueError(
             "enabled = False is invalid for a protected stack; allowed: True (prod keeps "
@@ -94,13 +101,15 @@ class DatabaseBackup(pulumi.ComponentResource):
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
 
-        vault = self._vault(name, "vault", args, tags, provider=None)
+        vault = self._vault(name, "vault", args, tags, args.region, args.vault_key_users, provider=None)
         copy_vault = None
         if s.copy_region:
             # A provider of its own for the copy region; it takes its credentials from the same environment as the
             # default provider (the stack sets no aws:profile or assume-role settings that it would miss).
             copy_provider = aws.Provider(f"{name}-copy-region", region=s.copy_region, opts=child)
-            copy_vault = self._vault(name, "copy-vault", args, tags, provider=copy_provider)
+            copy_vault = self._vault(
+                name, "copy-vault", args, tags, s.copy_region, args.copy_vault_key_users, provider=copy_provider
+            )
 
         role = aws.iam.Role(f"{name}-role", assume_role_policy=backup_trust_policy(), tags=tags, opts=child)
         attachments = [
@@ -158,9 +167,16 @@ class DatabaseBackup(pulumi.ComponentResource):
         )
 
     def _vault(
-        self, name: str, role: str, args: DatabaseBackupArgs, tags: dict[str, str], provider: aws.Provider | None
+        self,
+        name: str,
+        role: str,
+        args: DatabaseBackupArgs,
+        tags: dict[str, str],
+        region: str,
+        key_users: Sequence[KeyUser],
+        provider: aws.Provider | None,
     ) -> aws.backup.Vault:
-        """A vault with its own key in the provider's region; in prod protected and locked in governance mode."""
+        """A vault with its own key in `region` (the provider's); in prod protected and locked in governance mode."""
         protect = args.protect
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         keep = pulumi.ResourceOptions(parent=self, provider=provider, protect=protect)
@@ -169,6 +185,10 @@ class DatabaseBackup(pulumi.ComponentResource):
             description=f"{name}: {role} recovery points",
             enable_key_rotation=True,
             deletion_window_in_days=30 if protect else 7,
+            # The copy region's key: kms:ViaService names that region's services, not the stack's.
+            policy=account_context(self, region=region, provider=provider).apply(
+                lambda c: key_policy(*c, users=key_users)
+            ),
             tags=tags,
             opts=keep,
         )

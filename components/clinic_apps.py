@@ -116,6 +116,8 @@ class PlatformEndpoints:
     """Queue ARN per event domain."""
     dead_letter_queue_arns: pulumi.Input[Mapping[str, str]]
     """DLQ ARN per event domain (the notifier reports their depth)."""
+    queue_kms_key_arn: pulumi.Input[str]
+    """Key of the queues: the API needs a data key to send, the notifier to decrypt what it receives."""
     email_identity_arn: pulumi.Input[str]
     """SES identity the notifier sends as."""
     email_configuration_set: pulumi.Input[str]
@@ -203,7 +205,20 @@ def validate_dns(hostname: str | None, hosted_zone_id: str | None) -> None:
         )
 
 
-def api_policy(bucket_arn: str, bucket_key: str, queue_arns: Sequence[str], secret_arn: str, db_key: str) -> str:
+def through(service: str, region: str) -> dict[str, Any]:
+    """A key used only through `service` in `region`."""
+    return {"StringEquals": {"kms:ViaService": f"{service}.{region}.amazonaws.com"}}
+
+
+def api_policy(
+    bucket_arn: str,
+    bucket_key: str,
+    queue_arns: Sequence[str],
+    queue_key: str,
+    secret_arn: str,
+    db_key: str,
+    region: str,
+) -> str:
     """Exam PDFs under the prefix only; send to the event queues; read the database secret."""
     return json.dumps(
         {
@@ -228,6 +243,7 @@ def api_policy(bucket_arn: str, bucket_key: str, queue_arns: Sequence[str], secr
                     "Effect": "Allow",
                     "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
                     "Resource": bucket_key,
+                    "Condition": through("s3", region),
                 },
                 {
                     "Sid": "Events",
@@ -235,13 +251,27 @@ def api_policy(bucket_arn: str, bucket_key: str, queue_arns: Sequence[str], secr
                     "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
                     "Resource": sorted(queue_arns),
                 },
+                # SQS asks KMS for a data key as the sender, and decrypts it to check it.
+                {
+                    "Sid": "EventsKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                    "Resource": queue_key,
+                    "Condition": through("sqs", region),
+                },
                 {
                     "Sid": "DatabaseSecret",
                     "Effect": "Allow",
                     "Action": "secretsmanager:GetSecretValue",
                     "Resource": secret_arn,
                 },
-                {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
+                {
+                    "Sid": "DatabaseSecretKey",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": db_key,
+                    "Condition": through("secretsmanager", region),
+                },
             ],
         }
     )
@@ -250,10 +280,12 @@ def api_policy(bucket_arn: str, bucket_key: str, queue_arns: Sequence[str], secr
 def notifier_policy(
     queue_arns: Sequence[str],
     dlq_arns: Sequence[str],
+    queue_key: str,
     identity_arn: str,
     configuration_set_arn: str,
     secret_arn: str,
     db_key: str,
+    region: str,
 ) -> str:
     """Consume its queues; read its DLQs' depth (never their messages); send email only as the clinic identity
     through its configuration set."""
@@ -273,6 +305,13 @@ def notifier_policy(
                     "Resource": sorted(queue_arns),
                 },
                 {
+                    "Sid": "ConsumeKey",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": queue_key,
+                    "Condition": through("sqs", region),
+                },
+                {
                     "Sid": "DeadLetterDepth",
                     "Effect": "Allow",
                     "Action": "sqs:GetQueueAttributes",
@@ -290,14 +329,20 @@ def notifier_policy(
                     "Action": "secretsmanager:GetSecretValue",
                     "Resource": secret_arn,
                 },
-                {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
+                {
+                    "Sid": "DatabaseSecretKey",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": db_key,
+                    "Condition": through("secretsmanager", region),
+                },
             ],
         }
     )
 
 
 def file_processor_policy(
-    region: str, queue_arn: str, bucket_arn: str, bucket_key: str, secret_arn: str, db_key: str
+    region: str, queue_arn: str, queue_key: str, bucket_arn: str, bucket_key: str, secret_arn: str, db_key: str
 ) -> str:
     """Consume the file queue; read uploaded results; move a refused one to the quarantine prefix (copy there, delete
     the original) and read it back there (a move interrupted before its verdict was recorded); the bucket's key only
@@ -313,6 +358,13 @@ def file_processor_policy(
                     "Effect": "Allow",
                     "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
                     "Resource": queue_arn,
+                },
+                {
+                    "Sid": "ConsumeKey",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": queue_key,
+                    "Condition": through("sqs", region),
                 },
                 {"Sid": "ReadResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": [uploads, quarantine]},
                 {"Sid": "SetAside", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": uploads},
@@ -340,7 +392,13 @@ def file_processor_policy(
                     "Action": "secretsmanager:GetSecretValue",
                     "Resource": secret_arn,
                 },
-                {"Sid": "DatabaseSecretKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": db_key},
+                {
+                    "Sid": "DatabaseSecretKey",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": db_key,
+                    "Condition": through("secretsmanager", region),
+                },
             ],
         }
     )
@@ -506,8 +564,13 @@ class ClinicApps(pulumi.ComponentResource):
                 cluster=args.cluster,
                 tags=tags,
                 policy=pulumi.Output.all(
-                    p.bucket_arn, p.bucket_kms_key_arn, queue_arns, p.database_secret_arn, p.database_kms_key_arn
-                ).apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4])),
+                    p.bucket_arn,
+                    p.bucket_kms_key_arn,
+                    queue_arns,
+                    p.queue_kms_key_arn,
+                    p.database_secret_arn,
+                    p.database_kms_key_arn,
+                ).apply(lambda a: api_policy(a[0], a[1], list(a[2].values()), a[3], a[4], a[5], p.region)),
                 image=args.api_image,
                 release=args.api_image,
                 env=api_env,
@@ -538,13 +601,21 @@ class ClinicApps(pulumi.ComponentResource):
                 policy=pulumi.Output.all(
                     queue_arns,
                     p.dead_letter_queue_arns,
+                    p.queue_kms_key_arn,
                     p.email_identity_arn,
                     p.email_configuration_set_arn,
                     p.database_secret_arn,
                     p.database_kms_key_arn,
                 ).apply(
                     lambda a: notifier_policy(
-                        [a[0][d] for d in NOTIFIER_DOMAINS], [a[1][d] for d in NOTIFIER_DOMAINS], *a[2:]
+                        [a[0][d] for d in NOTIFIER_DOMAINS],
+                        [a[1][d] for d in NOTIFIER_DOMAINS],
+                        a[2],
+                        a[3],
+                        a[4],
+                        a[5],
+                        a[6],
+                        p.region,
                     )
                 ),
                 image=args.notifier_image,
@@ -575,8 +646,13 @@ class ClinicApps(pulumi.ComponentResource):
                 cluster=args.cluster,
                 tags=tags,
                 policy=pulumi.Output.all(
-                    queue_arns, p.bucket_arn, p.bucket_kms_key_arn, p.database_secret_arn, p.database_kms_key_arn
-                ).apply(lambda a: file_processor_policy(p.region, a[0][FILE_DOMAIN], *a[1:])),
+                    queue_arns,
+                    p.queue_kms_key_arn,
+                    p.bucket_arn,
+                    p.bucket_kms_key_arn,
+                    p.database_secret_arn,
+                    p.database_kms_key_arn,
+                ).apply(lambda a: file_processor_policy(p.region, a[0][FILE_DOMAIN], a[1], a[2], a[3], a[4], a[5])),
                 image=args.file_processor_image,
                 release=args.file_processor_image,
                 env=file_processor_env,

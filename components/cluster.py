@@ -14,6 +14,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from components.iam import service_trust_policy
+from components.key_policy import KeyUser, account_context, key_policy, validate_key_users
 from components.log_encryption import log_group_key
 from limits import LOG_RETENTION_DAYS, ROLE_ARN_PATTERN, is_graviton
 from limits.eks_support import EKS_SUPPORT, extended_support_problem
@@ -95,11 +96,14 @@ class ClusterArgs:
     creates it unencrypted and never expiring)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
+    secrets_key_users: Sequence[KeyUser] = ()
+    """Who may use the Kubernetes secrets key (the deployer and the cluster's role, through EKS)."""
     node_dependencies: Sequence[pulumi.Resource] = ()
     """Created before any node group (and deleted after them): the egress nodes need to join and pull images."""
 
 
 def validate_cluster_args(args: ClusterArgs) -> None:
+    validate_key_users(args.secrets_key_users)
     if args.kubernetes_version not in EKS_SUPPORT:
         raise ValueError(
             f"kubernetes_version = {args.kubernetes_version!r} is invalid; allowed: " + ", ".join(EKS_SUPPORT)
@@ -270,6 +274,7 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-secrets-key",
             description=f"{name}: Kubernetes secrets envelope encryption",
             enable_key_rotation=True,
+            policy=account_context(self).apply(lambda c: key_policy(*c, users=args.secrets_key_users)),
             tags=tags,
             opts=child,
         )

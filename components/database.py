@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from limits import MIN_PROD_BACKUP_DAYS, max_db_connections
+from components.iam import service_trust_policy
+from components.key_policy import KeyUser, account_context, key_policy, validate_key_users
+from limits import MIN_PROD_BACKUP_DAYS, RDS_MONITORING_INTERVALS, max_db_connections
 
 POSTGRES_PORT = 5432
 # Slower statements are logged: the clinic's latency objective is 2 s end to end.
 SLOW_STATEMENT_MS = 2000
+# What RDS needs to publish Enhanced Monitoring's OS metrics to CloudWatch Logs (RDSOSMetrics), nothing more.
+ENHANCED_MONITORING_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 
 
 @dataclass(frozen=True)
@@ -41,16 +45,26 @@ class DatabaseArgs:
     """RDS refuses deletion while set."""
     performance_insights: bool = False
     """Performance Insights (encrypted with the database's key)."""
+    monitoring_interval_seconds: int = 0
+    """Enhanced Monitoring interval (0 off; 1, 5, 10, 15, 30 or 60), with a role RDS publishes the metrics as."""
     client_security_group_ids: Sequence[pulumi.Input[str]] = ()
     """Security groups allowed to connect on 5432; nothing else is."""
     protect: bool = False
     """Prod: `protect` the instance and its key so no Pulumi operation can delete patients' data."""
+    key_users: Sequence[KeyUser] = ()
+    """Who may use the database key, through which services (the key policy names nobody else)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
 
 def validate_database_args(args: DatabaseArgs) -> None:
     s = args
+    validate_key_users(args.key_users)
+    if s.monitoring_interval_seconds not in RDS_MONITORING_INTERVALS:
+        raise ValueError(
+            f"monitoring_interval_seconds = {s.monitoring_interval_seconds} is invalid; allowed: "
+            + ", ".join(map(str, RDS_MONITORING_INTERVALS))
+        )
     if args.protect and not (s.deletion_protection and s.multi_az and s.backup_retention_days >= MIN_PROD_BACKUP_DAYS):
         raise ValueError(
             f"a protected database needs deletion_protection, multi_az and >= {MIN_PROD_BACKUP_DAYS} "
@@ -99,6 +113,7 @@ class Database(pulumi.ComponentResource):
             description=f"{name}: RDS storage, snapshots and master secret",
             enable_key_rotation=True,
             deletion_window_in_days=30 if args.protect else 7,
+            policy=account_context(self).apply(lambda c: key_policy(*c, users=args.key_users)),
             tags=tags,
             opts=keep,
         )
@@ -145,6 +160,25 @@ class Database(pulumi.ComponentResource):
             ],
         )
 
+        monitoring_role = None
+        monitoring_ready: list[pulumi.Resource] = []
+        if s.monitoring_interval_seconds:
+            monitoring_role = aws.iam.Role(
+                f"{name}-monitoring-role",
+                assume_role_policy=service_trust_policy("monitoring.rds.amazonaws.com"),
+                tags=tags,
+                opts=child,
+            )
+            # RDS checks the role when the instance is created or modified: attach its policy first.
+            monitoring_ready.append(
+                aws.iam.RolePolicyAttachment(
+                    f"{name}-monitoring-role-policy",
+                    role=monitoring_role.name,
+                    policy_arn=ENHANCED_MONITORING_POLICY,
+                    opts=pulumi.ResourceOptions(parent=monitoring_role),
+                )
+            )
+
         instance = aws.rds.Instance(
             f"{name}-postgres",
             engine="postgres",
@@ -181,9 +215,11 @@ class Database(pulumi.ComponentResource):
             performance_insights_kms_key_id=key.arn if s.performance_insights else None,
             performance_insights_retention_period=7 if s.performance_insights else None,
             enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            monitoring_interval=s.monitoring_interval_seconds,
+            monitoring_role_arn=monitoring_role.arn if monitoring_role else None,
             apply_immediately=not args.protect,
             tags=tags,
-            opts=keep,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=monitoring_ready),
         )
 
         self.address = instance.address

@@ -2,50 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 import pulumi
 import pulumi_aws as aws
 
+from components.key_policy import ServiceUser, account_context, key_policy
+
 
 def logs_key_policy(account_id: str, partition: str, region: str, log_group_pattern: str) -> str:
-    """The account administers the key through IAM; CloudWatch Logs of this region may use it only for the log
-    groups matching the pattern (the encryption context names the log group)."""
-    return json.dumps(
+    """The account administers the key; CloudWatch Logs of this region uses it, only for the log groups matching the
+    pattern (the encryption context names the log group)."""
+    logs = ServiceUser(
+        "CloudWatchLogsForTheseGroups",
+        f"logs.{region}.amazonaws.com",
+        ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "AccountAdministersThroughIam",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-                    "Action": "kms:*",
-                    "Resource": "*",
-                },
-                {
-                    "Sid": "CloudWatchLogsForTheseGroups",
-                    "Effect": "Allow",
-                    "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-                    "Action": [
-                        "kms:Encrypt*",
-                        "kms:Decrypt*",
-                        "kms:ReEncrypt*",
-                        "kms:GenerateDataKey*",
-                        "kms:Describe*",
-                    ],
-                    "Resource": "*",
-                    "Condition": {
-                        "ArnLike": {
-                            "kms:EncryptionContext:aws:logs:arn": (
-                                f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_pattern}"
-                            )
-                        }
-                    },
-                },
-            ],
-        }
+            "ArnLike": {
+                "kms:EncryptionContext:aws:logs:arn": (
+                    f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_pattern}"
+                )
+            }
+        },
     )
+    return key_policy(account_id, partition, region, services=[logs])
 
 
 def log_group_key(
@@ -59,13 +39,9 @@ def log_group_key(
 ) -> aws.kms.Key:
     """A rotating key for the log groups matching `log_group_pattern`. Retained log groups keep their key: without
     it their events could never be read again."""
-    invoke = pulumi.InvokeOutputOptions(parent=parent)
-    policy = pulumi.Output.all(
-        aws.get_caller_identity_output(opts=invoke).account_id,
-        aws.get_partition_output(opts=invoke).partition,
-        aws.get_region_output(opts=invoke).region,
-        log_group_pattern,
-    ).apply(lambda a: logs_key_policy(*a))
+    policy = pulumi.Output.all(account_context(parent), log_group_pattern).apply(
+        lambda a: logs_key_policy(a[0][0], a[0][1], a[0][2], a[1])
+    )
     return aws.kms.Key(
         name,
         description=description,

@@ -1,4 +1,5 @@
-"""Messaging: one SQS queue per domain of the clinic's events, each with its own dead-letter queue."""
+"""Messaging: one SQS queue per domain of the clinic's events, each with its own dead-letter queue, all encrypted with
+the clinic's own key (messages carry patients' names and email addresses)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.key_policy import KeyUser, account_context, key_policy, validate_key_users
+
 # The domains whose events the apps publish (seed 001): account.* / patient.registered / doctor.registered,
 # appointment.*, exam.created / exam.completed, exam.result.ready, file.*.
 EVENT_DOMAINS: tuple[str, ...] = ("account", "appointment", "exam", "exam-result", "file")
 DAY = 24 * 60 * 60
+# How long SQS reuses a data key before asking KMS again (SQS's default): one GenerateDataKey/Decrypt per producer
+# or consumer every 5 minutes, not per message. Longer saves KMS requests, shorter limits what one data key covers.
+DATA_KEY_REUSE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -37,12 +43,17 @@ class MessagingArgs:
     """Event domains; one queue and one DLQ each."""
     policy: QueuePolicy = QueuePolicy()
     """Delivery settings shared by all queues."""
+    key_users: Sequence[KeyUser] = ()
+    """Who may use the queues' key, through SQS (the producer and the consumer); the key policy names nobody else."""
+    retain_key: bool = False
+    """Prod: a longer deletion window for the key (messages in flight at a destroy stay readable for 30 days)."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every queue."""
 
 
 def validate_messaging_args(args: MessagingArgs) -> None:
     p = args.policy
+    validate_key_users(args.key_users)
     if len(set(args.domains)) != len(args.domains) or not args.domains:
         raise ValueError(f"domains = {list(args.domains)} is invalid; allowed: a non-empty list without repeats")
     if not 1 <= p.max_receive_count <= 1000:
@@ -86,6 +97,9 @@ class Messaging(pulumi.ComponentResource):
     """Dead-letter queue ARN per event domain."""
     queue_names: dict[str, pulumi.Output[str]]
     """Queue name per event domain (the CloudWatch `QueueName` dimension), a plain dict as dlq_names is."""
+    kms_key_arn: pulumi.Output[str]
+    """Key encrypting every queue and DLQ: producers need kms:GenerateDataKey and kms:Decrypt, consumers
+    kms:Decrypt."""
     dlq_names: dict[str, pulumi.Output[str]]
     """Dead-letter queue name per event domain (the CloudWatch `QueueName` dimension). A plain dict, unlike its
     siblings: its keys are known when the program runs, so a consumer creates one resource per DLQ (an alarm) that
@@ -97,13 +111,26 @@ class Messaging(pulumi.ComponentResource):
         p = args.policy
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
+        # One key for every queue and DLQ: SQS moves a dead letter between them, and an operator redriving it
+        # back needs the same key on both ends.
+        key = aws.kms.Key(
+            f"{name}-key",
+            description=f"{name}: event queues and dead-letter queues",
+            enable_key_rotation=True,
+            deletion_window_in_days=30 if args.retain_key else 7,
+            policy=account_context(self).apply(lambda c: key_policy(*c, users=args.key_users)),
+            tags=tags,
+            opts=child,
+        )
+        aws.kms.Alias(f"{name}-key-alias", name=f"alias/{name}", target_key_id=key.key_id, opts=child)
         queues: dict[str, aws.sqs.Queue] = {}
         dlqs: dict[str, aws.sqs.Queue] = {}
         for domain in args.domains:
             dlq = aws.sqs.Queue(
                 f"{name}-{domain}-dlq",
                 message_retention_seconds=p.dlq_retention_seconds,
-                sqs_managed_sse_enabled=True,
+                kms_master_key_id=key.arn,
+                kms_data_key_reuse_period_seconds=DATA_KEY_REUSE_SECONDS,
                 tags={**tags, "clinic/role": "dlq"},
                 opts=child,
             )
@@ -112,8 +139,8 @@ class Messaging(pulumi.ComponentResource):
                 visibility_timeout_seconds=p.visibility_timeout_seconds,
                 receive_wait_time_seconds=p.receive_wait_time_seconds,
                 message_retention_seconds=p.message_retention_seconds,
-                # SSE-SQS: encrypted at rest with no KMS grant needed by producers and consumers.
-                sqs_managed_sse_enabled=True,
+                kms_master_key_id=key.arn,
+                kms_data_key_reuse_period_seconds=DATA_KEY_REUSE_SECONDS,
                 redrive_policy=dlq.arn.apply(
                     lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": p.max_receive_count})
                 ),
@@ -144,6 +171,7 @@ class Messaging(pulumi.ComponentResource):
         self.dlq_arns = by_domain(dlqs, "arn")
         self.queue_names = {domain: queue.name for domain, queue in queues.items()}
         self.dlq_names = {domain: dlq.name for domain, dlq in dlqs.items()}
+        self.kms_key_arn = key.arn
         self.register_outputs(
             {
                 "queue_urls": self.queue_urls,
@@ -152,5 +180,6 @@ class Messaging(pulumi.ComponentResource):
                 "dlq_arns": self.dlq_arns,
                 "queue_names": self.queue_names,
                 "dlq_names": self.dlq_names,
+                "kms_key_arn": self.kms_key_arn,
             }
         )

@@ -11,6 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.audit_trail import key_admin_statement
+from components.key_policy import DECRYPT, KeyUser, account_context, key_policy, validate_key_users
 from limits import REGION_PATTERN
 
 ABORT_MULTIPART_DAYS = 7
@@ -39,11 +40,15 @@ class StorageArgs:
     """A second region where every new PDF is replicated, under that region's own key; None: no replica."""
     replica_reader_role_arns: Sequence[str] = ()
     """IAM roles of this account that may decrypt the replica to restore PDFs from it (operators)."""
+    key_users: Sequence[KeyUser] = ()
+    """Who may use the exam key, through which services (the key policy names nobody else); the replication role
+    is added here when there is a replica."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags for every resource."""
 
 
 def validate_storage_args(args: StorageArgs) -> None:
+    validate_key_users(args.key_users)
     if not 1 <= args.noncurrent_version_days <= 3650:
         raise ValueError(f"noncurrent_version_days = {args.noncurrent_version_days} is invalid; allowed: 1 to 3650")
     for origin in args.cors_allowed_origins:
@@ -245,11 +250,16 @@ class Storage(pulumi.ComponentResource):
         tags = dict(args.tags)
         child = pulumi.ResourceOptions(parent=self)
 
+        key_users = list(args.key_users)
+        if args.replica_region is not None:
+            # S3 reads each source PDF as the replication role (named below, before it exists) to replicate it.
+            key_users.append(KeyUser("ReplicationReadsExams", [f"{name}-replication"], ["s3"], actions=DECRYPT))
         key = aws.kms.Key(
             f"{name}-key",
             description=f"{name}: exam results",
             enable_key_rotation=True,
             deletion_window_in_days=30 if args.retain else 7,
+            policy=account_context(self).apply(lambda c: key_policy(*c, users=key_users)),
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.retain, retain_on_delete=args.retain),
         )

@@ -63,6 +63,8 @@ def is_graviton(instance_type: str) -> bool:
 
 # Prod keeps patients' data: RDS's own backups (point-in-time recovery window) at least this long...
 MIN_PROD_BACKUP_DAYS = 14
+# The only Enhanced Monitoring intervals RDS accepts (seconds; 0 turns it off), CreateDBInstance MonitoringInterval.
+RDS_MONITORING_INTERVALS: tuple[int, ...] = (0, 1, 5, 10, 15, 30, 60)
 # ...and daily AWS Backup recovery points at least as long as RDS's longest PITR window.
 MIN_PROD_VAULT_RETENTION_DAYS = 35
 # ...and its audit trail (who read or changed patients' data, by any path) at least six years: HIPAA keeps security

@@ -75,6 +75,50 @@ def sqs_encrypted(resource_type: str, props: Mapping[str, Any], environment: str
     return ["set sqsManagedSseEnabled=true or kmsMasterKeyId: messages carry patient events"]
 
 
+# --- keys ------------------------------------------------------------------------------------------------------
+
+# A statement allowing any of these lets its principals read or write data under the key.
+KEY_USE_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt", "kms:GenerateDataKey", "kms:CreateGrant")
+
+
+def _uses_key(action: str) -> bool:
+    action = action.lower()
+    return action in ("*", "kms:*") or any(
+        use.lower().startswith(action.rstrip("*")) if action.endswith("*") else action.startswith(use.lower())
+        for use in KEY_USE_ACTIONS
+    )
+
+
+def _names_its_principals(statement: Mapping[str, Any]) -> bool:
+    """A statement of the account (or of everyone) is narrowed to named principals by aws:PrincipalArn."""
+    principal = statement.get("Principal")
+    values = ["*"] if principal == "*" else _as_list((principal or {}).get("AWS"))
+    if not any(v == "*" or str(v).endswith(":root") or str(v).isdigit() for v in values):
+        return True  # names roles or a service principal itself
+    condition = statement.get("Condition") or {}
+    return any("aws:PrincipalArn" in tests for op, tests in condition.items() if op.startswith("Arn"))
+
+
+def kms_key_explicit_policy(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
+    """The default key policy gives the account kms:*: any principal whose IAM allows kms:* could use the key."""
+    policy = _decoded(props.get("policy"))
+    if not isinstance(policy, Mapping) or not policy.get("Statement"):
+        return ["policy must be set: without it KMS applies the default policy (kms:* for the whole account)"]
+    problems = []
+    for statement in _as_list(policy["Statement"]):
+        if statement.get("Effect") != "Allow" or "NotAction" in statement:
+            if "NotAction" in statement:
+                problems.append(f"statement {statement.get('Sid', '?')}: NotAction allows more than it names")
+            continue
+        used = [a for a in _as_list(statement.get("Action")) if _uses_key(str(a))]
+        if used and not _names_its_principals(statement):
+            problems.append(
+                f"statement {statement.get('Sid', '?')} lets the whole account use the key ({', '.join(used)}); "
+                "name the roles (aws:PrincipalArn) or a service principal"
+            )
+    return problems
+
+
 def sns_encrypted(resource_type: str, props: Mapping[str, Any], environment: str) -> list[str]:
     return [] if props.get("kmsMasterKeyId") else ["kmsMasterKeyId must be set (SNS does not encrypt by default)"]
 
@@ -328,6 +372,7 @@ LOG_GROUP_TYPE = "aws:cloudwatch/logGroup:LogGroup"
 TRAIL_TYPE = "aws:cloudtrail/trail:Trail"
 REPLICATION_TYPE = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
 ACCESS_LOGGING_TYPES = ("aws:s3/bucketLogging:BucketLogging", "aws:s3/bucketLoggingV2:BucketLoggingV2")
+KMS_KEY_TYPE = "aws:kms/key:Key"
 
 RESOURCE_RULES: tuple[ResourceRule, ...] = (
     ResourceRule(
@@ -345,6 +390,11 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
             **_for(EKS_CLUSTER_TYPES, eks_secrets_encrypted),
             TRAIL_TYPE: trail_encrypted,
         },
+    ),
+    ResourceRule(
+        "kms-key-explicit-policy",
+        "Every KMS key has its own policy, and only named roles or service principals may use it.",
+        {KMS_KEY_TYPE: kms_key_explicit_policy},
     ),
     ResourceRule(
         "no-public-data",
@@ -607,6 +657,25 @@ def audit_trail_present(resources: Sequence[Resource], environment: str) -> list
     ]
 
 
+# SQS's own keys: the AWS managed key's policy lets every principal of the account that may use SQS decrypt, and
+# SSE-SQS has no key policy at all. Queues carrying patients' names and addresses use the clinic's key.
+AWS_MANAGED_SQS_KEYS = ("alias/aws/sqs",)
+
+
+def queues_on_customer_keys(resources: Sequence[Resource], environment: str) -> list[tuple[str, str]]:
+    keys = [r for r in resources if r.type == KMS_KEY_TYPE]
+    found = []
+    for queue in (r for r in resources if r.type == QUEUE_TYPE):
+        key_id = queue.props.get("kmsMasterKeyId")
+        on_stack_key = any(_refers_to(queue, "kmsMasterKeyId", k, "arn", "keyId", "id") for k in keys)
+        external_key = isinstance(key_id, str) and key_id.startswith("arn:") and ":key/" in key_id
+        if _true(queue.props.get("sqsManagedSseEnabled")) or key_id in AWS_MANAGED_SQS_KEYS:
+            found.append((f"queue {queue.name} uses an SQS-owned key ({key_id or 'SSE-SQS'})", queue.urn))
+        elif not (on_stack_key or external_key):
+            found.append((f"queue {queue.name} is not encrypted with a customer-managed KMS key", queue.urn))
+    return found
+
+
 @dataclass(frozen=True)
 class StackRule:
     name: str
@@ -620,6 +689,11 @@ STACK_RULES: tuple[StackRule, ...] = (
         "s3-bucket-public-access-blocked", "Every bucket has a public access block.", buckets_public_access_blocked
     ),
     StackRule("s3-bucket-tls-only", "Every bucket has a TLS-only bucket policy.", buckets_tls_only),
+    StackRule(
+        "sqs-customer-managed-key",
+        "Every queue is encrypted with a customer-managed KMS key (not SSE-SQS, not alias/aws/sqs).",
+        queues_on_customer_keys,
+    ),
     StackRule(
         "sqs-dead-letter-queue",
         "Every queue that is not a dead-letter queue has a redrive policy.",

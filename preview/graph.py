@@ -227,7 +227,9 @@ class ClinicMocks(pulumi.runtime.Mocks):
         elif typ == "aws:route53/record:Record":
             state["fqdn"] = state["name"].rstrip(".")
         elif typ == "aws:iam/role:Role":
-            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{state.get('name', name)}", name=state.get("name", name))
+            # Auto-named like the provider does it: the logical name and a random suffix (key policies match it).
+            role = state.get("name") or f"{name}-{hashlib.sha256(name.encode()).hexdigest()[:7]}"
+            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{role}", name=role)
         elif typ == "aws:iam/policy:Policy":
             state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:policy/{state.get('name', name)}")
         if typ.startswith("aws:"):

@@ -8,6 +8,7 @@ import pulumi
 from components.backup import DatabaseBackupArgs
 from components.cluster import NodeGroupArgs
 from components.database import DatabaseArgs
+from components.key_policy import KeyUser
 from stacks.settings import BackupSettings, ClusterSettings, DatabaseSettings
 
 
@@ -22,6 +23,7 @@ def database_args(
     subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]],
     client_security_group_ids: Sequence[pulumi.Input[str]],
     protect: bool,
+    key_users: Sequence[KeyUser] = (),
     tags: Mapping[str, str],
 ) -> DatabaseArgs:
     return DatabaseArgs(
@@ -37,8 +39,10 @@ def database_args(
         multi_az=database.multi_az,
         deletion_protection=database.deletion_protection,
         performance_insights=database.performance_insights,
+        monitoring_interval_seconds=database.monitoring_interval_seconds,
         client_security_group_ids=client_security_group_ids,
         protect=protect,
+        key_users=key_users,
         tags=tags,
     )
 
@@ -49,6 +53,8 @@ def backup_args(
     instance_arns: Sequence[pulumi.Input[str]],
     region: str,
     protect: bool,
+    vault_key_users: Sequence[KeyUser] = (),
+    copy_vault_key_users: Sequence[KeyUser] = (),
     tags: Mapping[str, str],
 ) -> DatabaseBackupArgs:
     return DatabaseBackupArgs(
@@ -58,5 +64,7 @@ def backup_args(
         enabled=backup.enabled,
         copy_region=backup.copy_region,
         protect=protect,
+        vault_key_users=vault_key_users,
+        copy_vault_key_users=copy_vault_key_users,
         tags=tags,
     )

@@ -52,6 +52,7 @@ from limits import (
     MIN_PROD_VAULT_RETENTION_DAYS,
     NAT_MODES,
     NOTIFIER_POD_DB_CONNECTIONS,
+    RDS_MONITORING_INTERVALS,
     REGION_PATTERN,
     ROLE_ARN_PATTERN,
     is_graviton,
@@ -173,6 +174,12 @@ def _is_log_retention(days: int) -> int:
     if days not in LOG_RETENTION_DAYS:
         raise _refuse("a CloudWatch Logs retention: " + ", ".join(map(str, LOG_RETENTION_DAYS)))
     return days
+
+
+def _is_monitoring_interval(seconds: int) -> int:
+    if seconds not in RDS_MONITORING_INTERVALS:
+        raise _refuse("one of " + ", ".join(map(str, RDS_MONITORING_INTERVALS)) + " (seconds; 0 is off)")
+    return seconds
 
 
 LogRetention = Annotated[
@@ -522,6 +529,14 @@ class DatabaseSettings(_Group):
     """RDS refuses deletion while set; required in prod."""
     performance_insights: Flag
     """Performance Insights (KMS-encrypted)."""
+    monitoring_interval_seconds: Annotated[
+        int,
+        Field(strict=True),
+        BeforeValidator(_number_from_text),
+        AfterValidator(_is_monitoring_interval),
+        Allowed("one of " + ", ".join(map(str, RDS_MONITORING_INTERVALS)) + " (0 is off; prod: not 0)"),
+    ]
+    """RDS Enhanced Monitoring: OS metrics every this many seconds, into CloudWatch Logs (RDSOSMetrics)."""
     name: Annotated[
         str, Matching(r"[a-z][a-z0-9_]{0,62}", "1-63 lowercase letters, digits or _, starting with a letter")
     ]
@@ -567,6 +582,12 @@ class DatabaseSettings(_Group):
             f"{MIN_PROD_BACKUP_DAYS} to 35 in prod",
         )
         rules.check(not prod or self.multi_az, "multiAz", self.multi_az, "true in prod (a standby in a second AZ)")
+        rules.check(
+            not prod or self.monitoring_interval_seconds > 0,
+            "monitoringIntervalSeconds",
+            self.monitoring_interval_seconds,
+            "1, 5, 10, 15, 30 or 60 in prod (the database's OS metrics are watched)",
+        )
         rules.check(
             not prod or self.deletion_protection,
             "deletionProtection",
@@ -1076,6 +1097,9 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
             multi_az=False,
             deletion_protection=False,
             performance_insights=False,
+            # Off: Enhanced Monitoring writes OS metrics to CloudWatch Logs, paid per GB ingested, for a
+            # throw-away instance whose CloudWatch metrics are enough.
+            monitoring_interval_seconds=0,
             name="clinic",
             username="clinic_admin",
         ),
@@ -1127,6 +1151,10 @@ DEFAULTS: dict[str, dict[str, _Group]] = {
             multi_az=True,
             deletion_protection=True,
             performance_insights=True,
+            # One sample a minute: the resolution of the RDS alarms' periods and of what anyone reads after an
+            # incident (processes, memory, swap, per-disk I/O); 1-5 s would multiply the RDSOSMetrics ingestion
+            # 12-60 times for a granularity nobody watches live.
+            monitoring_interval_seconds=60,
             name="clinic",
             username="clinic_admin",
         ),

@@ -81,6 +81,7 @@ class ClinicAws:
     queue_urls: dict[str, str]
     dlq_urls: dict[str, str]
     from_address: str
+    queue_key_arn: str
 
     def client(self, service: str):
         return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint)
@@ -88,28 +89,44 @@ class ClinicAws:
 
 @pytest.fixture
 def clinic_aws(moto_endpoint) -> ClinicAws:
-    """A fresh versioned bucket, queues with their DLQs (3 receives) and a verified SES identity, as the platform
-    makes."""
+    """A fresh versioned bucket, queues with their DLQs (3 receives) encrypted with a customer key and a verified SES
+    identity, as the platform makes."""
     suffix = uuid.uuid4().hex[:8]
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_endpoint)
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_endpoint)
+    key = queue_key(moto_endpoint)
     bucket = f"clinic-exams-{suffix}"
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     queues, dlqs = {}, {}
     for domain in DOMAINS:
-        dlqs[domain] = sqs.create_queue(QueueName=f"{domain}-{suffix}-dlq")["QueueUrl"]
+        dlqs[domain] = sqs.create_queue(QueueName=f"{domain}-{suffix}-dlq", Attributes={"KmsMasterKeyId": key})[
+            "QueueUrl"
+        ]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlqs[domain], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         queues[domain] = sqs.create_queue(
             QueueName=f"{domain}-{suffix}",
             Attributes={
                 "VisibilityTimeout": "30",
                 "RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "3"}}',
+                "KmsMasterKeyId": key,
             },
         )["QueueUrl"]
     sender = f"clinic-{suffix}@example.org"
     boto3.client("sesv2", region_name=REGION, endpoint_url=moto_endpoint).create_email_identity(EmailIdentity=sender)
-    return ClinicAws(moto_endpoint, bucket, queues, dlqs, sender)
+    return ClinicAws(moto_endpoint, bucket, queues, dlqs, sender, key)
+
+
+def queue_key(endpoint: str) -> str:
+    """A customer-managed KMS key like the platform's queue key (moto keeps the queue attribute; it does not encrypt
+    messages or check key permissions: tests/infra/test_key_access.py covers who may use the key)."""
+    kms = boto3.client("kms", region_name=REGION, endpoint_url=endpoint)
+    return kms.create_key(Description="clinic events (test)")["KeyMetadata"]["Arn"]
+
+
+@pytest.fixture
+def kms_key(aws_endpoint) -> str:
+    return queue_key(aws_endpoint)
 
 
 # The notifier's: a database on the shared server, SES's verified sender, the process's environment.

@@ -18,14 +18,17 @@ class Queue:
         self.url, self.dlq_url = url, dlq_url
 
 
-def make_queue(sqs, name, visibility=30, max_receive=3):
-    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+def make_queue(sqs, name, visibility=30, max_receive=3, kms_key=None):
+    """A queue and its DLQ; with `kms_key`, both encrypted with it as the platform's are."""
+    encryption = {"KmsMasterKeyId": kms_key} if kms_key else {}
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq", Attributes=encryption)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     url = sqs.create_queue(
         QueueName=name,
         Attributes={
             "VisibilityTimeout": str(visibility),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive}),
+            **encryption,
         },
     )["QueueUrl"]
     return Queue(url, dlq)

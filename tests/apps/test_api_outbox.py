@@ -54,9 +54,12 @@ def test_events_are_routed_to_their_domain_queue_with_the_contract_body(clinic, 
     staff, patient = clinic.user("staff"), clinic.user("patient")
     clinic.client.post("/exams", headers=staff["headers"], json={"patient_id": patient["id"], "exam_type": "MRI"})
     sqs = clinic_aws.client("sqs")
+    url = clinic_aws.queue_urls["exam"]
+    encryption = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])["Attributes"]
+    assert encryption["KmsMasterKeyId"] == clinic_aws.queue_key_arn, "sent to a queue on a customer key"
     with Session(clinic.app.state.engine) as session:
         assert outbox.relay_once(session, sqs, queues(clinic_aws)) == 1
-    (body,) = drain(sqs, clinic_aws.queue_urls["exam"])
+    (body,) = drain(sqs, url)
     assert body["type"] == "exam.created" and body["payload"]["recipient_email"] == patient["email"]
     assert set(body) == {"id", "type", "occurred_at", "payload"}
     assert "password" not in json.dumps(body)

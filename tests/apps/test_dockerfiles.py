@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.source import parse
+
 APPS = Path(__file__).resolve().parents[2] / "apps"
 IMAGES = {"clinic_api": 8000, "notifier": 8080, "file_processor": 8080}
 APP_UID = 10001  # components/clinic_apps.py runs the pods as this uid
@@ -135,7 +137,7 @@ def test_healthcheck_calls_the_real_health_endpoint(app, dockerfile):
     assert len(checks) == 1, "final stage needs exactly one HEALTHCHECK"
     cmd = exec_form(checks[0][checks[0].index("CMD") + 3 :].strip())
     assert cmd[:2] == ["python", "-c"], "health check must use the image's python (no curl in slim)"
-    ast.parse(cmd[2])
+    parse(cmd[2])
     assert "urllib.request" in cmd[2] and "/healthz" in cmd[2]
     assert str(IMAGES[app]) in cmd[2]
     exposed = [args for keyword, args in dockerfile if keyword == "EXPOSE"]
@@ -185,7 +187,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context(app, dockerfile):
 def _third_party_imports(package: Path) -> set[str]:
     names = set()
     for file in package.rglob("*.py"):
-        for node in ast.walk(ast.parse(file.read_text())):
+        for node in ast.walk(parse(file.read_text())):
             if isinstance(node, ast.Import):
                 names |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

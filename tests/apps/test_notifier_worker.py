@@ -62,8 +62,9 @@ def store(notifier_engine):
 
 
 @pytest.fixture
-def queue(sqs):
-    return make_queue(sqs, f"t-{uuid.uuid4().hex[:8]}", visibility=30)
+def queue(sqs, kms_key):
+    """Encrypted with a customer key, as the platform's queues are."""
+    return make_queue(sqs, f"t-{uuid.uuid4().hex[:8]}", visibility=30, kms_key=kms_key)
 
 
 def make_notifier(sqs, ses, store, queues, **kw):
@@ -91,7 +92,9 @@ def drain(notifier, queue_url, rounds=3):
     return reports
 
 
-def test_one_email_per_event_through_ses_v2(sqs, ses, store, queue, aws_endpoint):
+def test_one_email_per_event_through_ses_v2(sqs, ses, store, queue, aws_endpoint, kms_key):
+    attributes = sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["KmsMasterKeyId"])["Attributes"]
+    assert attributes["KmsMasterKeyId"] == kms_key, "received from a queue on a customer key"
     recipients = {
         t: f"{uuid.uuid4().hex[:10]}@example.com"
         for t in ("account.created", "appointment.confirmed", "exam.created", "exam.result.ready")
@@ -127,8 +130,10 @@ def test_the_same_event_twice_is_sent_once(sqs, ses, store, queue, aws_endpoint)
     assert queue_depth(sqs, queue.url) == 0, "duplicates must be deleted"
 
 
-def test_poison_message_reaches_the_dlq_after_3_receives_and_the_loop_keeps_running(sqs, ses, store, aws_endpoint):
-    queue = make_queue(sqs, f"poison-{uuid.uuid4().hex[:8]}", visibility=1)
+def test_poison_message_reaches_the_dlq_after_3_receives_and_the_loop_keeps_running(
+    sqs, ses, store, aws_endpoint, kms_key
+):
+    queue = make_queue(sqs, f"poison-{uuid.uuid4().hex[:8]}", visibility=1, kms_key=kms_key)
     notifier = make_notifier(sqs, ses, store, [queue.url])
     stop = threading.Event()
     notifier.start(stop)

@@ -131,7 +131,7 @@ def test_file_processor_role_consumes_only_the_file_queue_and_moves_only_into_qu
     assert (statements["Quarantine"]["Action"], statements["Quarantine"]["Resource"]) == ("s3:PutObject", quarantine)
     assert statements["ResultListing"]["Condition"] == {"StringLike": {"s3:prefix": ["exams/*", "quarantine/exams/*"]}}
     key = statements["ExamKey"]
-    exam_key = next(k for k in stack.of_type("aws:kms/key:Key") if "exams" in k.name).state["arn"]
+    exam_key = next(k for k in stack.of_type("aws:kms/key:Key") if k.name.endswith("-exams-key")).state["arn"]
     region = file_queue.split(":")[3]
     assert (key["Action"], key["Resource"]) == (["kms:Decrypt", "kms:GenerateDataKey"], exam_key)
     assert key["Condition"] == {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}, "only through S3"

@@ -52,6 +52,43 @@ def test_prod_rds_has_deletion_protection_multi_az_final_snapshot_and_protect(pr
     assert prod.one("aws:kms/key:Key", "clinic-prod-db-key").protect, "losing the key loses the data"
 
 
+def test_prod_rds_has_enhanced_monitoring_every_minute_with_a_role_only_rds_monitoring_assumes(prod):
+    db = prod.one(RDS)
+    role = prod.one("aws:iam/role:Role", "clinic-prod-db-monitoring-role")
+    assert db.inputs["monitoringInterval"] == 60
+    assert db.inputs["monitoringRoleArn"] == role.state["arn"]
+    assert role.input("assumeRolePolicy", "Statement") == [
+        {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "monitoring.rds.amazonaws.com"}}
+    ]
+    [attachment] = prod.children(role)
+    assert attachment.inputs["policyArn"].endswith(":policy/service-role/AmazonRDSEnhancedMonitoringRole")
+    assert prod.depends_on(db, attachment), "RDS checks the role's permissions when it creates the instance"
+
+
+def test_dev_rds_skips_enhanced_monitoring(dev):
+    """Its OS metrics would be CloudWatch Logs ingestion (RDSOSMetrics) paid for a throw-away instance."""
+    assert dev.one(RDS).inputs.get("monitoringInterval") == 0
+    assert "monitoringRoleArn" not in dev.one(RDS).inputs
+    assert not [r for r in dev.of_type("aws:iam/role:Role") if "monitoring" in r.name and "-db-" in r.name]
+
+
+def test_an_interval_rds_does_not_accept_is_refused_before_anything_is_registered():
+    args = DatabaseArgs(
+        vpc_id="vpc",
+        subnet_ids=["a", "b"],
+        engine_version="16",
+        instance_class="db.t4g.micro",
+        allocated_storage_gb=20,
+        max_allocated_storage_gb=50,
+        backup_retention_days=1,
+        monitoring_interval_seconds=45,
+    )
+    with pytest.raises(
+        ValueError, match="monitoring_interval_seconds = 45 is invalid; allowed: 0, 1, 5, 10, 15, 30, 60"
+    ):
+        evaluate(lambda: Database("db", args), stack="dev")
+
+
 def test_dev_rds_tears_down_cleanly_and_cheaply(dev):
     db = dev.one(RDS)
     assert db.inputs["deletionProtection"] is False and not db.protect

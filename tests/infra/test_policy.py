@@ -78,6 +78,17 @@ CASES = [
     ("aws:sqs/queue:Queue", {"sqsManagedSseEnabled": True}, [({"sqsManagedSseEnabled": False}, "encryption-at-rest")]),
     ("aws:sqs/queue:Queue", {"kmsMasterKeyId": "alias/q"}, [({"kmsMasterKeyId": None}, "encryption-at-rest")]),
     (
+        "aws:kms/key:Key",
+        {"policy": json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"Service": "s.amazonaws.com"}}]})},
+        [
+            ({"policy": None}, "kms-key-explicit-policy"),
+            (
+                {"policy": json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*"}]})},
+                "kms-key-explicit-policy",
+            ),
+        ],
+    ),
+    (
         "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
         dict.fromkeys(g.PUBLIC_ACCESS_FLAGS, True) | {"bucket": "b"},
         [({flag: False}, "no-public-data") for flag in g.PUBLIC_ACCESS_FLAGS],
@@ -541,6 +552,7 @@ def test_the_pack_sees_every_kind_of_resource_it_guards_in_prod(prod):
         "aws:sns/topic:Topic",
         g.TRAIL_TYPE,
         g.REPLICATION_TYPE,
+        "aws:kms/key:Key",
     ):
         assert typ in present, typ
 
@@ -558,6 +570,108 @@ def test_a_violation_in_the_program_is_caught(prod):
     assert sorted(v.rule for v in g.check_stack(inputs, outputs, "prod")) == [
         "eks-control-plane-logging",
         "s3-bucket-public-access-blocked",
+    ]
+
+
+# --- keys and queues ---
+
+KMS_KEY = "aws:kms/key:Key"
+ACCOUNT_ROOT = {"AWS": "arn:aws:iam::123456789012:root"}
+ADMIN = {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": ACCOUNT_ROOT, "Action": ["kms:PutKeyPolicy"]}
+
+
+def key_policy(*statements):
+    return json.dumps({"Version": "2012-10-17", "Statement": [ADMIN, *statements]})
+
+
+@pytest.mark.parametrize(
+    ("props", "problem"),
+    [
+        ({}, "policy must be set"),
+        ({"policy": key_policy()}, None),
+        # The default policy's gap: the account may use the key, so any principal with IAM kms:* may.
+        (
+            {"policy": key_policy({"Sid": "Root", "Effect": "Allow", "Principal": ACCOUNT_ROOT, "Action": "kms:*"})},
+            "Root",
+        ),
+        (
+            {"policy": key_policy({"Sid": "Any", "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt"})},
+            "Any lets the whole account use the key",
+        ),
+        (
+            {"policy": key_policy({"Sid": "G", "Effect": "Allow", "Principal": ACCOUNT_ROOT, "Action": "kms:Create*"})},
+            "kms:Create*",
+        ),
+        (
+            {
+                "policy": key_policy(
+                    {
+                        "Sid": "Api",
+                        "Effect": "Allow",
+                        "Principal": ACCOUNT_ROOT,
+                        "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                        "Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/api-*"}},
+                    },
+                    {
+                        "Sid": "Logs",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "logs.eu-west-1.amazonaws.com"},
+                        "Action": "kms:Encrypt*",
+                    },
+                )
+            },
+            None,
+        ),
+    ],
+)
+def test_every_key_has_an_explicit_policy_naming_who_uses_it(props, problem):
+    messages = [m for _, m in g.check_resource(KMS_KEY, props, "prod")]
+    if problem is None:
+        assert messages == []
+    else:
+        assert any(problem in m for m in messages), messages
+
+
+def queue_graph(**queue_props):
+    key = Resource("urn:key", KMS_KEY, "key", {"arn": "arn:aws:kms:eu-west-1:1:key/k"})
+    queue = Resource("urn:q", "aws:sqs/queue:Queue", "q", queue_props)
+    return [key, queue]
+
+
+def test_queues_must_be_on_a_customer_managed_key():
+    rule = g.queues_on_customer_keys
+    assert rule(queue_graph(kmsMasterKeyId="arn:aws:kms:eu-west-1:1:key/k"), "prod") == []
+    # During a first preview the key's ARN is unknown: the property dependency says which key it is.
+    pending = queue_graph()
+    pending[1] = Resource("urn:q", "aws:sqs/queue:Queue", "q", {}, {"kmsMasterKeyId": frozenset({"urn:key"})})
+    assert rule(pending, "prod") == []
+    assert rule(queue_graph(sqsManagedSseEnabled=True), "prod") == [
+        ("queue q uses an SQS-owned key (SSE-SQS)", "urn:q")
+    ]
+    assert rule(queue_graph(kmsMasterKeyId="alias/aws/sqs"), "prod") == [
+        ("queue q uses an SQS-owned key (alias/aws/sqs)", "urn:q")
+    ]
+    assert rule(queue_graph(), "prod") == [("queue q is not encrypted with a customer-managed KMS key", "urn:q")]
+
+
+def test_a_key_without_policy_or_a_queue_back_on_sse_sqs_is_caught_in_the_program(prod):
+    inputs, outputs = stack_resources(prod)
+    first_key = next(r for r in inputs if r.type == KMS_KEY)
+    first_queue = next(r for r in outputs if r.type == "aws:sqs/queue:Queue")
+
+    def without(r, key):
+        return Resource(r.urn, r.type, r.name, {k: v for k, v in r.props.items() if k != key}, {})
+
+    inputs = [without(r, "policy") if r is first_key else r for r in inputs]
+    outputs = [
+        Resource(r.urn, r.type, r.name, {**without(r, "kmsMasterKeyId").props, "sqsManagedSseEnabled": True}, {})
+        if r is first_queue
+        else r
+        for r in outputs
+    ]
+    assert sorted(v.rule for v in g.check_stack(inputs, outputs, "prod")) == [
+        "kms-key-explicit-policy",
+        "sqs-customer-managed-key",
     ]
 
 

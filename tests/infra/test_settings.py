@@ -85,6 +85,14 @@ BAD_INPUTS = [
     ("dev", "database.username", "postgres", ["database.username = 'postgres'", "not reserved"]),
     ("dev", "database.name", "Clinic-DB", ["database.name = 'Clinic-DB'", "lowercase"]),
     ("dev", "database.multiAz", "yes", ["database.multiAz = 'yes'", "true or false"]),
+    (
+        "dev",
+        "database.monitoringIntervalSeconds",
+        20,
+        ["database.monitoringIntervalSeconds = 20", "0, 1, 5, 10, 15, 30, 60"],
+    ),
+    ("dev", "database.monitoringIntervalSeconds", "often", ["database.monitoringIntervalSeconds = 'often'"]),
+    ("prod", "database.monitoringIntervalSeconds", 0, ["database.monitoringIntervalSeconds = 0", "in prod"]),
     ("dev", "storage.corsAllowedOrigins", ["*"], ["storage.corsAllowedOrigins = '*'", "no wildcard"]),
     (
         "prod",

@@ -12,6 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from preview.graph import ROOT
+from tests.source import parse
 
 # lock -> the input it is compiled from
 LOCKS = {
@@ -120,7 +121,7 @@ def chart_pins() -> dict[str, tuple[str, str, str]]:
     constants resolved."""
     pins = {}
     for module in sorted((ROOT / "components").glob("*.py")):
-        tree = ast.parse(module.read_text())
+        tree = parse(module.read_text())
         constants = {
             t.id: n.value.value
             for n in tree.body
