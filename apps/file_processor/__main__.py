@@ -10,8 +10,9 @@ import sys
 import threading
 import time
 
+from clinic_common import health
+
 from .app import build_processor, configure_logging
-from .health import make_server, serve_in_background
 from .settings import get_settings
 
 log = logging.getLogger("file_processor")
@@ -31,8 +32,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    server = make_server(processor, settings.http_host, settings.http_port, stopping=stop.is_set)
-    serve_in_background(server)
+    server = health.make_server(
+        alive=processor.alive,
+        ping=processor.store.ping,
+        registry=processor.metrics.registry,
+        host=settings.http_host,
+        port=settings.http_port,
+        stopping=stop.is_set,
+    )
+    health.serve_in_background(server)
     processor.start(stop)
     log.info("file processor started", extra={"http_port": settings.http_port})
     while not stop.wait(1.0):

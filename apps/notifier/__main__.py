@@ -10,9 +10,10 @@ import sys
 import threading
 import time
 
+from clinic_common import health
+
 from .app import build_notifier, configure_logging
 from .dead_letters import DeadLetterSampler
-from .health import make_server, serve_in_background
 from .settings import get_settings
 
 log = logging.getLogger("notifier")
@@ -32,8 +33,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    server = make_server(notifier, settings.http_host, settings.http_port, stopping=stop.is_set)
-    serve_in_background(server)
+    server = health.make_server(
+        alive=notifier.alive,
+        ping=notifier.store.ping,
+        registry=notifier.metrics.registry,
+        host=settings.http_host,
+        port=settings.http_port,
+        stopping=stop.is_set,
+    )
+    health.serve_in_background(server)
     notifier.start(stop)
     DeadLetterSampler(notifier.sqs, settings.queue_urls, notifier.metrics).start(stop)
     log.info("notifier started", extra={"queues": len(settings.queue_urls), "http_port": settings.http_port})

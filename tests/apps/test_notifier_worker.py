@@ -253,7 +253,7 @@ def test_database_down_leaves_messages_and_nothing_is_sent(sqs, ses, queue, aws_
 def test_health_server_reports_database_and_pollers(sqs, ses, store, queue):
     from sqlalchemy import create_engine
 
-    from notifier.health import make_server, serve_in_background
+    from clinic_common.health import make_server, serve_in_background
 
     def get(base, path):
         try:
@@ -265,7 +265,9 @@ def test_health_server_reports_database_and_pollers(sqs, ses, store, queue):
     dead = SentEventStore(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"))
     for backing, ready in ((store, 200), (dead, 503)):
         notifier = make_notifier(sqs, ses, backing, [queue.url])
-        server = make_server(notifier, "127.0.0.1", 0)
+        server = make_server(
+            alive=notifier.alive, ping=notifier.store.ping, registry=notifier.metrics.registry, host="127.0.0.1", port=0
+        )
         serve_in_background(server)
         base = f"http://127.0.0.1:{server.server_address[1]}"
         stop = threading.Event()
@@ -311,7 +313,7 @@ def test_without_its_table_the_notifier_is_not_ready_and_stops_receiving_until_m
 ):
     from sqlalchemy import create_engine
 
-    from notifier.health import make_server, serve_in_background
+    from clinic_common.health import make_server, serve_in_background
 
     database = postgres.create_database()
     engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
@@ -320,7 +322,9 @@ def test_without_its_table_the_notifier_is_not_ready_and_stops_receiving_until_m
     to = f"{uuid.uuid4().hex[:10]}@example.com"
     sqs.send_message(QueueUrl=queue.url, MessageBody=event_body("exam.created", to=to))
     notifier = make_notifier(sqs, ses, store, [queue.url])
-    server = make_server(notifier, "127.0.0.1", 0)
+    server = make_server(
+        alive=notifier.alive, ping=notifier.store.ping, registry=notifier.metrics.registry, host="127.0.0.1", port=0
+    )
     serve_in_background(server)
     stop = threading.Event()
     notifier.start(stop)

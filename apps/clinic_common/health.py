@@ -1,4 +1,5 @@
-"""/healthz (the poller runs), /readyz (PostgreSQL answers, with the result-check columns), /metrics (Prometheus)."""
+"""The queue workers' probe server: /healthz (the poller threads run), /readyz (PostgreSQL answers with the worker's
+tables), /metrics (Prometheus). A plain thread beside the workers: they have no web framework to hang it on."""
 
 from __future__ import annotations
 
@@ -7,36 +8,42 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from .worker import FileProcessor
-
-log = logging.getLogger("file_processor.health")
+log = logging.getLogger("clinic.health")
 
 
 def make_server(
-    processor: FileProcessor, host: str, port: int, stopping: Callable[[], bool] = lambda: False
+    *,
+    alive: Callable[[], bool],
+    ping: Callable[[], None],
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> ThreadingHTTPServer:
+    """`alive`: the pollers still run; `ping`: raises unless the database answers with the worker's tables."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
-                # A dead poller thread means this process no longer consumes the queue: let it be restarted.
-                ok = processor.alive()
-                self._reply(200 if ok else 503, b'{"status":"ok"}' if ok else b'{"status":"poller stopped"}')
+                # A dead poller thread means this process no longer consumes its queue: let it be restarted.
+                ok = alive()
+                self._reply(200 if ok else 503, b'{"status":"ok"}' if ok else b'{"status":"pollers stopped"}')
             elif path == "/readyz":
                 if stopping():
                     self._reply(503, b'{"status":"stopping"}')
                     return
                 try:
-                    processor.store.ping()
+                    ping()
                 except Exception as exc:
                     log.warning("readiness check failed", extra={"error": type(exc).__name__})
                     self._reply(503, b'{"status":"database unavailable or not migrated"}')
                 else:
                     self._reply(200, b'{"status":"ready"}')
             elif path == "/metrics":
-                self._reply(200, generate_latest(processor.metrics.registry), CONTENT_TYPE_LATEST)
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             else:
                 self._reply(404, b'{"detail":"not found"}')
 
