@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.private_bucket import lock_down
+
 ABORT_MULTIPART_DAYS = 7
 # CloudTrail's trail names: 3-128 ASCII letters, digits, `.`, `_`, `-`, starting and ending with a letter or digit,
 # no two of `._-` in a row, and not an IP address.
@@ -247,37 +249,11 @@ class AuditTrail(pulumi.ComponentResource):
             opts=keep,
         )
         on_bucket = pulumi.ResourceOptions(parent=bucket)
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-logs-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=on_bucket
-        )
-        public_block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-logs-public-access-block",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=on_bucket,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-logs-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=on_bucket
-        )
-        encryption = aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-logs-encryption",
-            bucket=bucket.id,
-            opts=on_bucket,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": key.arn,
-                    },
-                    # CloudTrail encrypts each file under its own context (the trail's ARN), which the key policy
-                    # checks; an S3 Bucket Key would replace that context with the bucket's.
-                    "bucket_key_enabled": False,
-                }
-            ],
-        )
+        # CloudTrail encrypts each file under its own context (the trail's ARN), which the key policy checks; an S3
+        # Bucket Key would replace that context with the bucket's.
+        locked_down = lock_down(f"{name}-logs", bucket, key.arn, on_bucket, bucket_key=False)
+        ownership, public_block = locked_down.ownership, locked_down.public_block
+        versioning, encryption = locked_down.versioning, locked_down.encryption
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-logs-lifecycle",
             bucket=bucket.id,

@@ -12,6 +12,7 @@ import pulumi_aws as aws
 
 from components.audit_trail import key_admin_statement
 from components.key_policy import DECRYPT, KeyUser, account_context, key_policy, validate_key_users
+from components.private_bucket import lock_down
 from limits import REGION_PATTERN
 
 ABORT_MULTIPART_DAYS = 7
@@ -274,36 +275,8 @@ class Storage(pulumi.ComponentResource):
         )
         on_bucket = pulumi.ResourceOptions(parent=bucket)
 
-        aws.s3.BucketOwnershipControls(
-            f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=on_bucket
-        )
-        public_block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access-block",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=on_bucket,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=on_bucket
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            opts=on_bucket,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": key.arn,
-                    },
-                    # One data key per bucket rather than per object: far fewer KMS calls for PDF downloads.
-                    "bucket_key_enabled": True,
-                }
-            ],
-        )
+        locked_down = lock_down(name, bucket, key.arn, on_bucket)
+        public_block, versioning = locked_down.public_block, locked_down.versioning
         aws.s3.BucketPolicy(
             f"{name}-policy",
             bucket=bucket.id,
@@ -419,41 +392,8 @@ class Storage(pulumi.ComponentResource):
 
         replica = aws.s3.Bucket(f"{name}-replica", force_destroy=not retain, tags=tags, opts=keep_there)
         on_replica = pulumi.ResourceOptions(parent=replica, provider=provider)
-        aws.s3.BucketOwnershipControls(
-            f"{name}-replica-ownership",
-            bucket=replica.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=on_replica,
-        )
-        public_block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-replica-public-access-block",
-            bucket=replica.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=on_replica,
-        )
-        replica_versioning = aws.s3.BucketVersioning(
-            f"{name}-replica-versioning",
-            bucket=replica.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=on_replica,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-replica-encryption",
-            bucket=replica.id,
-            opts=on_replica,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": key.arn,
-                    },
-                    "bucket_key_enabled": True,
-                }
-            ],
-        )
+        locked_down = lock_down(f"{name}-replica", replica, key.arn, on_replica)
+        public_block, replica_versioning = locked_down.public_block, locked_down.versioning
         aws.s3.BucketPolicy(
             f"{name}-replica-policy",
             bucket=replica.id,
