@@ -182,6 +182,18 @@ def test_a_slot_range_must_be_ordered_bounded_and_within_the_horizon(clinic):
     assert status_and_detail(empty) == (404, "doctor not found")
 
 
+def test_days_before_today_hold_no_slot_even_from_the_first_day_of_the_calendar(clinic):
+    doctor = clinic.user("doctor")
+    clinic.open_agenda(doctor, MORNINGS)
+    url, first = f"/doctors/{doctor['id']}/slots", tomorrow(clinic)
+    # The fuzzer's case: day 0001-01-01 once made the day arithmetic overflow into a 500.
+    ancient = clinic.client.get(url, headers=doctor["headers"], params={"from": "0001-01-01", "to": "0001-01-02"})
+    assert ancient.status_code == 200 and ancient.json()["slots"] == []
+    past_and_future = {"from": (first - timedelta(days=5)).isoformat(), "to": first.isoformat()}
+    slots = clinic.client.get(url, headers=doctor["headers"], params=past_and_future).json()["slots"]
+    assert slots and all(slot["starts_at"] > datetime.now(UTC).isoformat() for slot in slots)
+
+
 def next_transition(zone: ZoneInfo) -> date:
     """The first day from today on whose noon the zone's UTC offset differs from the day before's."""
     day = datetime.now(zone).date()

@@ -194,7 +194,10 @@ def list_slots(
     if problems:
         raise invalid(*problems[0], *problems[1:], where="query")
     doctor_or_404(session, doctor_id)
-    slots = free_slots_of(session, agenda, doctor_id, from_day, to_day, now)
+    # No slot lies in the past, so days before today hold none: start at today (and a far-past `from` cannot make
+    # the day arithmetic overflow).
+    first_day = max(from_day, today)
+    slots = free_slots_of(session, agenda, doctor_id, first_day, to_day, now) if first_day <= to_day else []
     return SlotList(
         doctor_id=doctor_id,
         time_zone=agenda.time_zone,
