@@ -1,4 +1,5 @@
-"""Which AWS errors are worth retrying, and what a log line calls an error (shared by the queue workers)."""
+"""Which AWS errors are worth retrying, which messages never are, and what a log line calls an error (shared by the
+queue workers)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return exc.response.get("Error", {}).get("Code", "ClientError")
     return type(exc).__name__
+
+
+class PoisonMessage(Exception):
+    """A message that can never be processed; ``reason`` is a short label for metrics and logs."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -14,20 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from clinic_common.retry import PoisonMessage
+
 EVENT_TYPE = "file.uploaded"
 MAX_BODY_BYTES = 256 * 1024
 # PostgreSQL integer ids: anything outside cannot name a row.
 MAX_ID = 2**31 - 1
 MAX_KEY_LENGTH = 300  # exams.result_key
-
-
-class PoisonMessage(Exception):
-    """A message that can never be processed; ``reason`` is a short label for metrics and logs."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from clinic_common.retry import PoisonMessage
+
 RECIPIENT_FIELDS = ("recipient_email", "recipient_name")
 
 # Payload fields each event type must carry besides the recipient; optional ones are read by the templates.
@@ -51,15 +53,6 @@ DATETIME_FIELDS = ("starts_at", "previous_starts_at", "retained_until")
 # Deliberately loose (SES has the final word) but enough to refuse header injection and obvious garbage.
 _EMAIL_RE = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 MAX_BODY_BYTES = 256 * 1024
-
-
-class PoisonMessage(Exception):
-    """A message that can never be processed; ``reason`` is a short label for metrics and logs."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
