@@ -17,33 +17,13 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.key_policy import admin_statement
 from components.private_bucket import lock_down
 
 ABORT_MULTIPART_DAYS = 7
 # CloudTrail's trail names: 3-128 ASCII letters, digits, `.`, `_`, `-`, starting and ending with a letter or digit,
 # no two of `._-` in a row, and not an IP address.
 _TRAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,126}[A-Za-z0-9]")
-# What key administrators may do: manage the key, never use it (no Encrypt/Decrypt/GenerateDataKey, and no
-# CreateGrant, which could hand its use to anyone).
-KEY_ADMIN_ACTIONS = (
-    "kms:CreateAlias",
-    "kms:DeleteAlias",
-    "kms:UpdateAlias",
-    "kms:Describe*",
-    "kms:List*",
-    "kms:Get*",
-    "kms:Enable*",
-    "kms:Disable*",
-    "kms:Put*",
-    "kms:Update*",
-    "kms:RevokeGrant",
-    "kms:RetireGrant",
-    "kms:TagResource",
-    "kms:UntagResource",
-    "kms:ScheduleKeyDeletion",
-    "kms:CancelKeyDeletion",
-    "kms:RotateKeyOnDemand",
-)
 
 
 @dataclass(frozen=True)
@@ -81,17 +61,6 @@ def validate_audit_trail_args(args: AuditTrailArgs) -> None:
         raise ValueError("data_event_bucket_arns = [] is invalid; allowed: at least the exam bucket's ARN")
 
 
-def key_admin_statement(partition: str, account_id: str) -> dict[str, object]:
-    """The account administers the key through IAM (whoever IAM lets manage keys), without being able to use it."""
-    return {
-        "Sid": "AccountAdministersWithoutUse",
-        "Effect": "Allow",
-        "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-        "Action": list(KEY_ADMIN_ACTIONS),
-        "Resource": "*",
-    }
-
-
 def trail_arn(partition: str, region: str, account_id: str, trail_name: str) -> str:
     return f"arn:{partition}:cloudtrail:{region}:{account_id}:trail/{trail_name}"
 
@@ -106,7 +75,7 @@ def trail_key_policy(
         "kms:EncryptionContext:aws:cloudtrail:arn": f"arn:{partition}:cloudtrail:*:{account_id}:trail/*"
     }
     statements: list[dict[str, object]] = [
-        key_admin_statement(partition, account_id),
+        admin_statement(partition, account_id),
         {
             "Sid": "CloudTrailEncryptsThisTrail",
             "Effect": "Allow",

@@ -156,6 +156,17 @@ def validate_key_policy_inputs(
         raise ValueError(f"region = {region!r} is invalid; allowed: an AWS region such as eu-west-1")
 
 
+def admin_statement(partition: str, account_id: str) -> dict[str, Any]:
+    """The account administers the key through IAM (whoever IAM lets manage keys), without being able to use it."""
+    return {
+        "Sid": "AccountAdministers",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+        "Action": list(ADMIN_ACTIONS),
+        "Resource": "*",
+    }
+
+
 def key_policy(
     account_id: str,
     partition: str,
@@ -166,15 +177,7 @@ def key_policy(
     """The key policy (JSON) of a key in `region`: the account administers it, `users` and `services` use it."""
     validate_key_policy_inputs(account_id, partition, region, users, services)
     account = {"AWS": f"arn:{partition}:iam::{account_id}:root"}
-    statements: list[dict[str, Any]] = [
-        {
-            "Sid": "AccountAdministers",
-            "Effect": "Allow",
-            "Principal": account,
-            "Action": list(ADMIN_ACTIONS),
-            "Resource": "*",
-        }
-    ]
+    statements: list[dict[str, Any]] = [admin_statement(partition, account_id)]
     for user in users:
         condition: dict[str, Any] = {
             "ArnLike": {"aws:PrincipalArn": sorted(f"arn:{partition}:iam::{account_id}:role/{r}" for r in user.roles)},

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.audit_trail import key_admin_statement
-from components.key_policy import DECRYPT, KeyUser, account_context, key_policy, validate_key_users
+from components.key_policy import DECRYPT, KeyUser, account_context, admin_statement, key_policy, validate_key_users
 from components.private_bucket import lock_down
 from limits import REGION_PATTERN
 
@@ -202,7 +201,7 @@ def replica_key_policy(
     account = {"AWS": f"arn:{partition}:iam::{account_id}:root"}
     via_s3 = {"kms:CallerAccount": account_id, "kms:ViaService": f"s3.{replica_region}.amazonaws.com"}
     statements: list[dict[str, object]] = [
-        key_admin_statement(partition, account_id),
+        admin_statement(partition, account_id),
         {
             "Sid": "ReplicationEncryptsReplicas",
             "Effect": "Allow",

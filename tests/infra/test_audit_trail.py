@@ -102,12 +102,12 @@ def test_the_trail_key_lets_only_cloudtrail_encrypt_this_trail_and_admins_not_us
     assert encrypt["Condition"]["StringLike"] == {
         "kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws:cloudtrail:*:{ACCOUNT_ID}:trail/*"
     }
-    admin = statements["AccountAdministersWithoutUse"]
+    admin = statements["AccountAdministers"]
     assert admin["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}
     using = {"kms:*", "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*", "kms:CreateGrant"}
     assert not using & set(admin["Action"]), "administrators must not be able to use or grant the key"
     # The committed stacks name no auditor: nobody may read the files until audit.readerRoleArns names one.
-    assert set(statements) == {"AccountAdministersWithoutUse", "CloudTrailEncryptsThisTrail", "CloudTrailDescribesKey"}
+    assert set(statements) == {"AccountAdministers", "CloudTrailEncryptsThisTrail", "CloudTrailDescribesKey"}
     assert trail_key(stack).inputs["enableKeyRotation"] is True
 
 

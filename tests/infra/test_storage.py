@@ -183,9 +183,9 @@ def test_the_replica_key_is_used_only_by_the_replication_role_and_operators_thro
     encrypt = statements["ReplicationEncryptsReplicas"]
     assert encrypt["Condition"] == {"ArnLike": {"aws:PrincipalArn": [role.state["arn"]]}, "StringEquals": via_s3}
     assert encrypt["Action"] == ["kms:Encrypt", "kms:GenerateDataKey"]
-    assert not {"kms:*", "kms:Decrypt", "kms:CreateGrant"} & set(statements["AccountAdministersWithoutUse"]["Action"])
+    assert not {"kms:*", "kms:Decrypt", "kms:CreateGrant"} & set(statements["AccountAdministers"]["Action"])
     # The committed prod stack names no operator role (cluster.adminRoleArns): nobody else may use the key.
-    assert set(statements) == {"AccountAdministersWithoutUse", "ReplicationEncryptsReplicas"}
+    assert set(statements) == {"AccountAdministers", "ReplicationEncryptsReplicas"}
     # Named by a condition, not as the principal: the role's policy names the key, so the key cannot wait for it.
     assert not prod.depends_on(key, role), "the key and the role's policy would wait for each other"
 
