@@ -317,6 +317,7 @@ def build_platform(settings: PlatformSettings) -> Platform:
             notifier_replicas=settings.apps.notifier_replicas,
             hostname=settings.apps.hostname,
             certificate_arn=settings.apps.certificate_arn,
+            time_zone=settings.apps.time_zone,
             hosted_zone_id=settings.apps.hosted_zone_id,
             alb_group=alb_group,
             telemedicine=access,

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pulumi
 import pulumi_aws as aws
@@ -168,6 +169,8 @@ class ClinicAppsArgs:
     """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
     certificate_arn: str | None = None
     """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
+    time_zone: str = "America/Sao_Paulo"
+    """The clinic's IANA time zone (schedules' wall-clock hours, times shown in pages and emails)."""
     hosted_zone_id: str | None = None
     """Route 53 hosted zone of the host name: the clinic's record (an alias to the ALB) goes there, and, without a
     certificate ARN, the DNS validation of the certificate the program issues."""
@@ -203,6 +206,16 @@ def validate_dns(hostname: str | None, hosted_zone_id: str | None) -> None:
             f"hosted_zone_id = {hosted_zone_id!r} is invalid without a hostname; allowed: set hostname "
             "(the record and the certificate are for it), or leave hosted_zone_id unset"
         )
+
+
+def validate_time_zone(time_zone: str) -> None:
+    """The API refuses to start on a zone it does not know; refuse it here, before a rollout that would crash-loop."""
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"time_zone = {time_zone!r} is invalid; allowed: an IANA time zone name such as America/Sao_Paulo"
+        ) from None
 
 
 def through(service: str, region: str) -> dict[str, Any]:
@@ -427,6 +440,7 @@ class ClinicApps(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClinicAppsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:ClinicApps", name, None, opts)
         validate_dns(args.hostname, args.hosted_zone_id)
+        validate_time_zone(args.time_zone)
         p, tags = args.platform, dict(args.tags)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider)
 
@@ -524,6 +538,7 @@ class ClinicApps(pulumi.ComponentResource):
                 "valueFrom": {"secretKeyRef": {"name": "clinic-api-data-key", "key": "data-key"}},
             },
             {"name": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "value": str(API_DRAIN_SECONDS)},
+            {"name": "CLINIC_AGENDA__TIME_ZONE", "value": args.time_zone},
             *telemedicine_env,
             # The address in emailed links (email verification). Without a host name the ALB's generated one is
             # known only once the Ingress exists, after this Deployment: such a stack keeps the default.

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from annotated_types import GroupedMetadata
 from pydantic import (
@@ -214,6 +215,19 @@ def _public_access_cidr(value: str) -> str:
     if net.prefixlen == 0:
         raise _refuse("the CIDRs of your office/VPN/CI egress, never the whole internet")
     return value
+
+
+def IanaZone() -> Checks:  # noqa: N802
+    allowed = "an IANA time zone name such as America/Sao_Paulo"
+
+    def check(value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _refuse(allowed) from None
+        return value
+
+    return Checks((Field(strict=True), AfterValidator(check), Allowed(allowed)))
 
 
 _ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+)(:\d{1,5})?")
@@ -707,6 +721,9 @@ class AppsSettings(_Group):
         | None
     ) = None
     """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
+    time_zone: Annotated[str, IanaZone()] = "America/Sao_Paulo"
+    """The clinic's IANA time zone: doctors' weekly hours are wall-clock hours in it, and pages and emails show
+    times on its clock."""
     hosted_zone_id: (
         Annotated[str, Matching(r"Z[A-Z0-9]{1,31}", "a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ")] | None
     ) = None

@@ -495,3 +495,15 @@ def test_a_hosted_zone_without_a_host_name_is_refused_naming_it():
         clinic_apps.validate_dns(None, "Z0123")
     clinic_apps.validate_dns("clinic.example.org", "Z0123")
     clinic_apps.validate_dns(None, None)
+
+
+def test_the_api_keeps_schedules_on_the_clinics_time_zone(prod):
+    api = next(d for d in prod.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] == "clinic-api")
+    env = {e["name"]: e.get("value") for e in api.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CLINIC_AGENDA__TIME_ZONE"] == "America/Sao_Paulo", "apps.timeZone's default"
+
+
+def test_an_unknown_time_zone_is_refused_before_a_rollout_would_crash_loop():
+    with pytest.raises(ValueError, match=r"time_zone = 'Brazil/Nowhere' is invalid; allowed: an IANA time zone"):
+        clinic_apps.validate_time_zone("Brazil/Nowhere")
+    clinic_apps.validate_time_zone("America/Manaus")

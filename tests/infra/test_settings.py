@@ -539,6 +539,15 @@ def test_a_hosted_zone_needs_the_host_name_and_a_certificate_the_albs_region():
     ]
 
 
+def test_the_clinics_time_zone_must_be_one_the_system_knows():
+    assert load("dev", with_change("dev", "apps", {"timeZone": "America/Manaus"})).apps.time_zone == "America/Manaus"
+    with pytest.raises(StackSettingsError) as error:
+        load("dev", with_change("dev", "apps", {"timeZone": "Sao Paulo"}))
+    assert error.value.problems == [
+        "apps.timeZone = 'Sao Paulo' is invalid; allowed: an IANA time zone name such as America/Sao_Paulo"
+    ]
+
+
 def test_a_malformed_hosted_zone_id_is_refused():
     with pytest.raises(
         StackSettingsError,
