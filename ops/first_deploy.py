@@ -10,6 +10,10 @@ also how a later release is deployed; CI runs it with `--no-up` and then its own
     python -m ops.first_deploy --stack prod --tag "$GITHUB_SHA" --images-tar images.tar --no-up     # CI
 
 Needs: the Pulumi CLI (logged in), the AWS CLI and Docker, with credentials for the stack's account.
+
+Before any of it, the account's Elastic IP quota in the stack's region is checked against what the stack allocates
+(a NAT gateway's address per NAT, a media address per public subnet with telemedicine): prod needs 6 and a new
+account allows 5, which `pulumi up` would otherwise find out half-way through creating the network.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import boto3
 
 from components.cluster import ami_type
 from components.image_registry import APPS, BOOTSTRAP_ENV, kebab, repository_name
@@ -65,6 +72,52 @@ class Plan:
     """What the nodes run (`linux/amd64` or `linux/arm64`): a laptop may be of another architecture."""
     up: bool
     """Finish with `pulumi up` (CI leaves that to its own Pulumi step)."""
+    addresses: AddressNeed
+    """The Elastic IPs the stack allocates."""
+
+
+@dataclass(frozen=True)
+class AddressNeed:
+    """The Elastic IPs a stack allocates, and the tags that mark them as its own (components/network.py)."""
+
+    nat: int
+    """One per NAT gateway: network.azCount with natMode per-az, else 1."""
+    media: int
+    """One per public subnet when telemedicine is on (the videobridge's NLB), else 0."""
+    tags: dict[str, str]
+    """Tags every one of the stack's addresses carries (`project`, `stack`)."""
+
+    @property
+    def total(self) -> int:
+        return self.nat + self.media
+
+
+# Service Quotas' code of "EC2-VPC Elastic IPs", named in the error so the request can be filed straight away.
+EIP_QUOTA_CODE = "L-0263D0A3"
+
+
+def check_elastic_ips(need: AddressNeed, ec2: Any, region: str) -> str:
+    """What the check found, or SystemExit naming the shortfall. The stack's own addresses (a re-run) count as
+    already there; every other address in the region counts against the same quota."""
+    attributes = ec2.describe_account_attributes(AttributeNames=["vpc-max-elastic-ips"])["AccountAttributes"]
+    limit = int(attributes[0]["AttributeValues"][0]["AttributeValue"])
+    ours = others = 0
+    for address in ec2.describe_addresses()["Addresses"]:
+        tags = {t["Key"]: t["Value"] for t in address.get("Tags", [])}
+        if all(tags.get(k) == v for k, v in need.tags.items()):
+            ours += 1
+        else:
+            others += 1
+    missing = max(0, need.total - ours)
+    if missing and others + ours + missing > limit:
+        raise SystemExit(
+            f"the stack needs {need.total} Elastic IPs in {region} ({need.nat} for NAT gateways, {need.media} for "
+            f"the video service), {ours} of them already allocated; the account allows {limit} there and "
+            f"{others} are taken by other things. Ask for at least {others + ours + missing} (Service Quotas, "
+            f"Amazon EC2, 'EC2-VPC Elastic IPs', quota code {EIP_QUOTA_CODE}), or release unused addresses, then "
+            "run this again"
+        )
+    return f"{need.total} needed, {ours} allocated already, {others} used by others, quota {limit}"
 
 
 Runner = Callable[..., subprocess.CompletedProcess]
@@ -215,6 +268,7 @@ def node_platform(instance_types: Sequence[Sequence[str]]) -> str:
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
     settings = stack_settings(args.stack.rsplit("/", 1)[-1])
+    azs = settings.network.az_count
     return Plan(
         stack=args.stack,
         tag=args.tag or current_tag(),
@@ -223,13 +277,24 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         images_tar=args.images_tar,
         platform=node_platform([g.instance_types for g in settings.cluster.node_groups]),
         up=args.up,
+        addresses=AddressNeed(
+            nat=azs if settings.network.nat_mode == "per-az" else 1,
+            media=azs if settings.telemedicine.enabled else 0,
+            tags={"project": "clinic-platform", "stack": settings.stack},
+        ),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    plan = plan_from_args(args)
+    if args.dry_run:
+        print(f"0/5 Elastic IP quota in {plan.region}: not checked (--dry-run); the stack needs {plan.addresses.total}")
+    else:
+        found = check_elastic_ips(plan.addresses, boto3.client("ec2", region_name=plan.region), plan.region)
+        print(f"0/5 Elastic IP quota in {plan.region}: {found}")
     try:
-        deploy(plan_from_args(args), subprocess_runner(args.dry_run))
+        deploy(plan, subprocess_runner(args.dry_run))
     except subprocess.CalledProcessError as error:
         raise SystemExit(f"failed ({error.returncode}): {shlex.join(error.cmd)}") from None
 

@@ -7,11 +7,13 @@ import subprocess
 import sys
 import textwrap
 
+import boto3
 import pytest
 
 from components.image_registry import BOOTSTRAP_ENV
-from ops.first_deploy import node_platform, registry_targets
+from ops.first_deploy import AddressNeed, check_elastic_ips, node_platform, registry_targets
 from preview.graph import ROOT
+from tests.moto_server import moto_server
 
 FAKE = textwrap.dedent("""\
     #!{python}
@@ -30,8 +32,30 @@ FAKE = textwrap.dedent("""\
 """)
 
 
+@pytest.fixture(scope="module")
+def aws():
+    with moto_server("eu-west-1") as endpoint:
+        yield endpoint
+
+
 @pytest.fixture
-def fake_clis(tmp_path):
+def ec2(aws):
+    client = boto3.client("ec2", region_name="eu-west-1", endpoint_url=aws)
+    yield client
+    for address in client.describe_addresses()["Addresses"]:
+        client.release_address(AllocationId=address["AllocationId"])
+
+
+def allocate(ec2, count, **tags):
+    for _ in range(count):
+        spec = (
+            [{"ResourceType": "elastic-ip", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+        )
+        ec2.allocate_address(Domain="vpc", TagSpecifications=spec)
+
+
+@pytest.fixture
+def fake_clis(tmp_path, ec2):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("pulumi", "aws", "docker"):
@@ -39,6 +63,7 @@ def fake_clis(tmp_path):
         path.write_text(FAKE.format(python=sys.executable, env=BOOTSTRAP_ENV))
         path.chmod(0o755)
     (tmp_path / "log").touch()
+    (tmp_path / "endpoint").write_text(ec2.meta.endpoint_url)
     return tmp_path
 
 
@@ -49,6 +74,9 @@ def run_deploy(fake_clis, *args, pushed=""):
         "FAKE_LOG": str(fake_clis / "log"),
         "FAKE_PUSHED": pushed,
         "PYTHONPATH": str(ROOT),
+        "AWS_ENDPOINT_URL": (
+            fake_clis / "endpoint"
+        ).read_text(),  # boto3's own variable: the quota check asks the moto server
     }
     result = subprocess.run(
         [sys.executable, "-m", "ops.first_deploy", *args],
@@ -86,7 +114,8 @@ def test_repositories_first_then_images_pushed_then_config_then_the_whole_stack(
     assert not [c for c in commands if c[:2] == ["docker", "build"]], "CI's saved images are loaded, not rebuilt"
 
 
-def test_an_image_already_pushed_is_left_alone_and_no_up_stops_after_the_config(fake_clis):
+def test_an_image_already_pushed_is_left_alone_and_no_up_stops_after_the_config(fake_clis, ec2):
+    allocate(ec2, 6, project="clinic-platform", stack="prod")  # a re-run: prod's addresses exist, nothing to ask for
     result, calls = run_deploy(fake_clis, "--stack", "prod", "--tag", "1a2b3c", "--no-up", pushed="clinic-prod/api")
     assert result.returncode == 0, result.stderr
     pushes = [c[2] for c in calls if c[:2] == ["docker", "push"]]
@@ -130,3 +159,41 @@ def test_images_are_built_for_the_nodes_architecture():
     assert node_platform([("t3.large",), ("m6i.large",)]) == "linux/amd64"
     with pytest.raises(SystemExit, match="cluster.nodeGroups mix architectures"):
         node_platform([("t3.large",), ("t4g.large",)])
+
+
+PROD = AddressNeed(nat=3, media=3, tags={"project": "clinic-platform", "stack": "prod"})
+
+
+def test_prod_on_a_new_accounts_five_elastic_ips_is_refused_before_anything_runs(fake_clis):
+    result, calls = run_deploy(fake_clis, "--stack", "prod", "--tag", "1a2b3c")
+    assert result.returncode != 0
+    assert "the stack needs 6 Elastic IPs in eu-west-1 (3 for NAT gateways, 3 for the video service)" in result.stderr
+    assert "the account allows 5 there" in result.stderr and "quota code L-0263D0A3" in result.stderr
+    assert calls == [], "nothing may run before the quota is known to suffice"
+
+
+def test_addresses_of_other_things_count_against_the_quota_the_stacks_own_do_not_need_it_twice(ec2):
+    dev = AddressNeed(nat=1, media=0, tags={"project": "clinic-platform", "stack": "dev"})
+    assert check_elastic_ips(dev, ec2, "eu-west-1") == "1 needed, 0 allocated already, 0 used by others, quota 5"
+    allocate(ec2, 4, project="other-team")
+    assert "4 used by others" in check_elastic_ips(dev, ec2, "eu-west-1"), "4 + 1 fits in 5"
+    allocate(ec2, 1, project="clinic-platform", stack="prod")  # another stack's address is someone else's here
+    with pytest.raises(SystemExit, match=r"5 are taken by other things. Ask for at least 6"):
+        check_elastic_ips(dev, ec2, "eu-west-1")
+    allocate(ec2, 1, project="clinic-platform", stack="dev")
+    assert check_elastic_ips(dev, ec2, "eu-west-1").startswith("1 needed, 1 allocated already"), "a re-run asks none"
+
+
+def test_prods_half_allocated_addresses_still_need_room_for_the_rest(ec2):
+    allocate(ec2, 2, project="clinic-platform", stack="prod")
+    with pytest.raises(SystemExit, match=r"2 of them already allocated; the account allows 5 there and 0 are taken"):
+        check_elastic_ips(PROD, ec2, "eu-west-1")
+    allocate(ec2, 4, project="clinic-platform", stack="prod")
+    assert check_elastic_ips(PROD, ec2, "eu-west-1").startswith("6 needed, 6 allocated already")
+
+
+def test_the_dry_run_asks_no_aws_api_and_says_what_the_stack_needs(fake_clis):
+    result, calls = run_deploy(fake_clis, "--stack", "prod", "--tag", "1a2b3c", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "0/5 Elastic IP quota in eu-west-1: not checked (--dry-run); the stack needs 6" in result.stdout
+    assert calls == []
