@@ -54,6 +54,10 @@ class User(Base):
     # An erased patient (LGPD): contact data and login gone, the medical record kept until retained_until.
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retained_until: Mapped[date | None] = mapped_column(Date)
+    # The purge of accounts never confirmed (accounts.service.purge_unconfirmed) reads only these.
+    __table_args__ = (
+        Index("ix_users_unconfirmed_created", "created_at", postgresql_where=text("email_verified_at IS NULL")),
+    )
 
 
 class PatientProfile(Base):

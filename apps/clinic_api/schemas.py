@@ -102,6 +102,17 @@ class VerifyEmail(BaseModel):
     """The owner of the address, choosing the password, accepts the privacy notice: recorded with the account."""
 
 
+class PasswordResetRequest(BaseModel):
+    email: EmailStr
+
+
+class PasswordReset(BaseModel):
+    token: Text = Field(min_length=1, max_length=2048)
+    """From the link in the password-reset email (after `#token=`)."""
+    password: Text = Field(min_length=12, max_length=128)
+    """The new password (the policy of registration)."""
+
+
 class Login(BaseModel):
     email: EmailStr
     password: Text = Field(min_length=1, max_length=128)

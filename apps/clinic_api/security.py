@@ -18,6 +18,7 @@ ROLES = ("patient", "doctor", "staff", "admin")
 INVALID_TOKEN = "missing, invalid or expired token"
 FORBIDDEN = "your role may not do this"
 VERIFY_EMAIL = "clinic:verify-email"  # the audience of email verification tokens
+RESET_PASSWORD = "clinic:reset-password"  # the audience of password-reset tokens
 _hasher = PasswordHasher()
 
 
@@ -61,6 +62,31 @@ def decode_verification_token(token: str, secret: str) -> int | None:
         )
         return int(claims["sub"])
     except (jwt.PyJWTError, ValueError):
+        return None
+
+
+def issue_reset_token(user: User, secret: str, minutes: int) -> str:
+    """The emailed password-reset link's token. It carries the account's token version, which the reset raises
+    (revoke_tokens): used once, it and every other reset link sent before stop working; a password changed any other
+    way ends them too."""
+    expires = datetime.now(UTC) + timedelta(minutes=minutes)
+    claims = {"sub": str(user.id), "aud": RESET_PASSWORD, "ver": user.token_version or 0, "exp": expires}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def decode_reset_token(token: str, secret: str) -> tuple[int, int] | None:
+    """(account id, token version) of a valid, unexpired reset token; None for anything else (an access or
+    verification token too: their audience differs)."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            audience=RESET_PASSWORD,
+            options={"require": ["exp", "sub", "aud", "ver"]},
+        )
+        return int(claims["sub"]), int(claims["ver"])
+    except (jwt.PyJWTError, ValueError, TypeError):
         return None
 
 

@@ -47,6 +47,25 @@ class AuthSettings(BaseModel):
     lockout_seconds: int = Field(15 * 60, ge=1)
     verification_hours: int = Field(24, ge=1, le=7 * 24)
     """Life of the emailed link with which a self-registered patient chooses a password and activates the account."""
+    unconfirmed_days: int = Field(7, ge=1, le=90)
+    """A self-registered account whose link was never followed is deleted after this many days (at the next
+    registration): its name and address are not kept for nothing. At least the link's life."""
+    reset_minutes: int = Field(30, ge=5, le=24 * 60)
+    """Life of the emailed password-reset link (used once: the reset ends it)."""
+    max_client_password_resets: int = Field(30, ge=1)
+    """Password-reset requests from one client address within `lockout_seconds` (then 429)."""
+    max_password_reset_emails: int = Field(3, ge=1)
+    """Password-reset emails one address gets within `lockout_seconds` (beyond them the answer stays the same)."""
+
+    @model_validator(mode="after")
+    def _links_outlive_nothing(self) -> AuthSettings:
+        if self.unconfirmed_days * 24 < self.verification_hours:
+            raise ValueError(
+                f"auth.unconfirmed_days (CLINIC_AUTH__UNCONFIRMED_DAYS) = {self.unconfirmed_days} is shorter than "
+                f"auth.verification_hours = {self.verification_hours}: an account would be deleted while its link is "
+                f"valid; allowed: at least {-(-self.verification_hours // 24)} days"
+            )
+        return self
 
 
 class TelemedicineSettings(BaseModel):

@@ -8,7 +8,8 @@
 
 Registrations are counted the same way, so that nobody can make the clinic send a stranger's mailbox an email per
 request: from one client address (`auth.max_client_registrations`, then 429), and for one email
-(`auth.max_registration_emails`; beyond it the answer stays the same and no email goes out).
+(`auth.max_registration_emails`; beyond it the answer stays the same and no email goes out). Password-reset requests
+likewise (`auth.max_client_password_resets`, `auth.max_password_reset_emails`).
 
 Keys are SHA-256 digests, so the table holds no email or address. Each key counts in a fixed window of
 `auth.lockout_seconds` from its first count; a key at its limit stays there until its window ends."""
@@ -54,6 +55,8 @@ class LoginThrottle:
             "account": auth.max_account_login_failures,
             "register-client": auth.max_client_registrations,
             "register-email": auth.max_registration_emails,
+            "reset-client": auth.max_client_password_resets,
+            "reset-email": auth.max_password_reset_emails,
         }
 
     def keys(self, email: str, client: str) -> dict[str, str]:
@@ -68,6 +71,12 @@ class LoginThrottle:
         return {
             "register-client": _digest("register-client", client_key(client)),
             "register-email": _digest("register-email", email.lower()),
+        }
+
+    def reset_keys(self, email: str, client: str) -> dict[str, str]:
+        return {
+            "reset-client": _digest("reset-client", client_key(client)),
+            "reset-email": _digest("reset-email", email.lower()),
         }
 
     def retry_after(self, session: Session, keys: dict[str, str]) -> int:

@@ -25,6 +25,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "account.created": (),
     "account.verification_requested": ("verify_url",),
     "account.registration_attempted": (),
+    "account.password_reset_requested": ("reset_url",),
     "patient.registered": (),
     "doctor.registered": (),
     "appointment.confirmed": ("starts_at", "doctor_name"),

@@ -164,6 +164,35 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
             ],
             (_pick(lang, "Confirm and choose your password", "Confirmar e escolher a senha"), link) if link else None,
         )
+    if kind == "account.password_reset_requested":
+        link = _safe_link(p["reset_url"])
+        minutes = p.get("expires_minutes")
+        within = (
+            _pick(lang, f" within {minutes} minutes", f" em até {minutes} minutos") if isinstance(minutes, int) else ""
+        )
+        return (
+            _pick(lang, f"Choose a new password for {CLINIC_NAME}", f"Escolha uma nova senha na {CLINIC_NAME}"),
+            [
+                _pick(
+                    lang,
+                    f"Someone, hopefully you, asked to reset the password of your {CLINIC_NAME} account.",
+                    f"Alguém, esperamos que você, pediu para redefinir a senha da sua conta na {CLINIC_NAME}.",
+                ),
+                _pick(
+                    lang,
+                    f"To choose a new one, follow the link below{within}. It works once; when you use it, every "
+                    "device signed in to your account is signed out.",
+                    f"Para escolher uma nova, siga o link abaixo{within}. Ele funciona uma vez; ao usá-lo, todos os "
+                    "dispositivos conectados à sua conta são desconectados.",
+                ),
+                _pick(
+                    lang,
+                    "If it was not you, ignore this message: your password stays as it is.",
+                    "Se não foi você, ignore esta mensagem: sua senha continua a mesma.",
+                ),
+            ],
+            (_pick(lang, "Choose a new password", "Escolher uma nova senha"), link) if link else None,
+        )
     if kind == "account.registration_attempted":
         return (
             _pick(

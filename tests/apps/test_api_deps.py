@@ -17,6 +17,8 @@ EXPECTED = {
     ("POST", "/auth/register"): ANYONE,
     ("POST", "/auth/login"): ANYONE,
     ("POST", "/auth/verify"): ANYONE,
+    ("POST", "/auth/password-reset"): ANYONE,
+    ("POST", "/auth/password-reset/confirm"): ANYONE,
     ("POST", "/users"): {"admin"},
     ("GET", "/me"): SIGNED_IN,
     ("GET", "/doctors"): SIGNED_IN,

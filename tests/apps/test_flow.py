@@ -28,7 +28,7 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
         wait_for(lambda: sent_emails(clinic_aws.endpoint, email), 30, "the verification email")
         [confirm] = sent_emails(clinic_aws.endpoint, email)
         assert confirm["subject"] == "Confirm your email address for Clinic"
-        token = re.search(r"/verify-email#token=([\w.-]+)", confirm["body"]).group(1)
+        token = re.search(r"/portal/verify-email#token=([\w.-]+)", confirm["body"]).group(1)
         verified = client.post("/auth/verify", json={"token": token, "password": PASSWORD, "consent": CONSENT})
         assert verified.status_code == 200, verified.text
         patient = clinic.login(email)

@@ -13,10 +13,14 @@ from notifier.templates import render
 PAYLOADS = {
     "account.created": {},
     "account.verification_requested": {
-        "verify_url": "https://clinic.example.org/verify-email#token=abc.def.ghi",
+        "verify_url": "https://clinic.example.org/portal/verify-email#token=abc.def.ghi",
         "expires_hours": 24,
     },
     "account.registration_attempted": {},
+    "account.password_reset_requested": {
+        "reset_url": "https://clinic.example.org/portal/reset-password#token=abc.def.ghi",
+        "expires_minutes": 30,
+    },
     "patient.registered": {},
     "doctor.registered": {"specialty": "Cardiology"},
     "appointment.confirmed": {
@@ -69,11 +73,29 @@ def test_each_type_renders_subject_text_and_html(event_type):
     assert email.html.startswith("<!DOCTYPE html>") and "Hello Pat," in email.html
 
 
+@pytest.mark.parametrize(
+    ("language", "subject", "says"),
+    [
+        ("en", "Choose a new password for Clinic", ["within 30 minutes", "It works once", "If it was not you"]),
+        ("pt-BR", "Escolha uma nova senha na Clinic", ["em até 30 minutos", "funciona uma vez", "Se não foi você"]),
+    ],
+)
+def test_the_password_reset_email_carries_its_link_in_the_recipients_language(language, subject, says):
+    email = render(parse_event(body("account.password_reset_requested", recipient_language=language)))
+    assert email.subject == subject
+    url = "https://clinic.example.org/portal/reset-password#token=abc.def.ghi"
+    assert url in email.text and f'href="{url}"' in email.html
+    assert all(sentence in email.text for sentence in says), email.text
+    with pytest.raises(PoisonMessage, match="payload.reset_url"):
+        parse_event(body("account.password_reset_requested", reset_url=""))
+    assert "href" not in render(parse_event(body("account.password_reset_requested", reset_url="javascript:x"))).html
+
+
 def test_the_verification_email_carries_its_link_and_says_what_to_do_if_it_was_not_you():
     email = render(parse_event(body("account.verification_requested")))
     assert email.subject == "Confirm your email address for Clinic"
-    assert "https://clinic.example.org/verify-email#token=abc.def.ghi" in email.text
-    assert 'href="https://clinic.example.org/verify-email#token=abc.def.ghi"' in email.html
+    assert "https://clinic.example.org/portal/verify-email#token=abc.def.ghi" in email.text
+    assert 'href="https://clinic.example.org/portal/verify-email#token=abc.def.ghi"' in email.html
     assert "within 24 hours" in email.text and "If it was not you, ignore this message" in email.text
     with pytest.raises(PoisonMessage, match="payload.verify_url"):
         parse_event(body("account.verification_requested", verify_url=""))

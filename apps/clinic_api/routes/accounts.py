@@ -1,18 +1,40 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, status
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from clinic_api import access_log, outbox
+from clinic_api.accounts.service import (
+    CHECK_EMAIL,
+    INVALID_LINK,
+    INVALID_RESET_LINK,
+    NOT_FOUND,
+    NOT_YOURS_TO_DISABLE,
+    NOT_YOURSELF,
+    PASSWORD_RESET,
+    RESET_EMAIL,
+    TOO_MANY_REGISTRATIONS,
+    TOO_MANY_RESETS,
+    WRONG_NOTICE,
+    account_page,
+    ask_for_password_reset,
+    check_notice,
+    confirm_email,
+    disable_or_enable,
+    managed_account,
+    record_consent,
+    register_patient,
+    reset_password,
+    send_reset_link,
+    send_verification,
+    set_disabled,
+    welcome,
+)
 from clinic_api.db import add_unique
 from clinic_api.deps import (
     CurrentUser,
+    EngineDep,
     LoginThrottleDep,
     PathId,
     SessionDep,
@@ -20,60 +42,46 @@ from clinic_api.deps import (
     current_user,
     require_role,
 )
-from clinic_api.errors import errors, invalid, responses
-from clinic_api.models import AuditLog, Consent, User, now
+from clinic_api.errors import errors, responses
+from clinic_api.models import User, now
 from clinic_api.passwords import check_password
-from clinic_api.schemas import Accepted, AccountPage, Login, NewUser, Registration, Token, UserOut, VerifyEmail
-from clinic_api.security import (
-    Principal,
-    decode_verification_token,
-    hash_password,
-    issue_token,
-    issue_verification_token,
-    verify_password,
+from clinic_api.schemas import (
+    Accepted,
+    AccountPage,
+    Login,
+    NewUser,
+    PasswordReset,
+    PasswordResetRequest,
+    Registration,
+    Token,
+    UserOut,
+    VerifyEmail,
 )
-from clinic_api.settings import Settings
-from clinic_common.logging import request_id
+from clinic_api.security import hash_password, issue_token, verify_password
+
+__all__ = [  # the rules live in clinic_api.accounts.service; other modules and tests import them from here too
+    "CHECK_EMAIL",
+    "INVALID_LINK",
+    "INVALID_RESET_LINK",
+    "NOT_YOURS_TO_DISABLE",
+    "PASSWORD_RESET",
+    "RESET_EMAIL",
+    "TOO_MANY_REGISTRATIONS",
+    "TOO_MANY_RESETS",
+    "WRONG_NOTICE",
+    "check_notice",
+    "managed_account",
+    "record_consent",
+    "send_verification",
+    "set_disabled",
+]
 
 router = APIRouter(tags=["accounts"])
 EMAIL_TAKEN = "an account with this email exists"
 BAD_LOGIN = "wrong email or password"
 TOO_MANY = "too many failed logins; try again later"
-TOO_MANY_REGISTRATIONS = "too many registrations from this address; try again later"
 DISABLED = "this account is disabled"
-CHECK_EMAIL = "check your email: the message sent to this address says how to go on"
-INVALID_LINK = "this link is invalid, has expired or was already used; register again for a new one"
 GONE = "this account no longer exists"
-NOT_FOUND = "account not found"
-WRONG_NOTICE = "{given!r} is not the privacy notice in force; allowed: {current!r} (GET /privacy/notice)"
-NOT_YOURS_TO_DISABLE = "staff may disable or enable patient and doctor accounts only"
-NOT_YOURSELF = "you cannot disable your own account"
-
-
-def welcome(session: Session, user: User) -> None:
-    outbox.record(session, "account.created", {**outbox.recipient(user), "role": user.role})
-    if user.role in ("patient", "doctor"):
-        outbox.record(session, f"{user.role}.registered", outbox.recipient(user))
-
-
-def record_consent(
-    session: Session, user: User, notice_version: str, purposes: Sequence[str], request: Request
-) -> Consent:
-    consent = Consent(
-        user_id=user.id,
-        notice_version=notice_version,
-        purposes=list(purposes),
-        client_ip=access_log.client_ip(request),
-    )
-    session.add(consent)
-    return consent
-
-
-def check_notice(version: str, settings: Settings) -> None:
-    """422 naming `consent.notice_version` unless it is the privacy notice in force."""
-    if version != settings.privacy.notice_version:
-        problem = WRONG_NOTICE.format(given=version, current=settings.privacy.notice_version)
-        raise invalid("consent.notice_version", problem)
 
 
 @router.post(
@@ -106,65 +114,41 @@ def register(
 ) -> Accepted:
     """Patients register themselves. The answer is the same whether or not the email has an account (apps/README.md:
     why): the address gets a link to choose a password, or, if it has an account already, a note that someone tried.
-    """
-    email = body.email.lower()
-    keys = throttle.registration_keys(email, request.client.host if request.client else "")
-    if wait := throttle.retry_after(session, {"register-client": keys["register-client"]}):
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_REGISTRATIONS, headers={"Retry-After": str(wait)}
-        )
-    # Past its limit an address gets no more email for a while; the answer does not change.
-    mailbox_full = throttle.retry_after(session, {"register-email": keys["register-email"]}) > 0
-    throttle.count(session, keys)
-    if mailbox_full:
-        return Accepted(detail=CHECK_EMAIL)
-    existing = session.scalar(select(User).where(User.email == email).with_for_update())
-    if existing is None:
-        existing = User(email=email, full_name=body.full_name, role="patient", language=body.language)
-        session.add(existing)
-        try:
-            session.flush()
-        except IntegrityError:  # registered concurrently: now it exists
-            session.rollback()
-            existing = session.scalar(select(User).where(User.email == email).with_for_update())
-    if existing is not None and existing.email_verified_at is None:
-        # whoever follows the newest link chooses the password anyway
-        existing.full_name, existing.language = body.full_name, body.language
-        send_verification(session, existing, settings)
-    elif existing is not None:
-        outbox.record(session, "account.registration_attempted", outbox.recipient(existing))
-    session.commit()
+    Registering again before following the link sends a new one and changes nothing else."""
+    register_patient(session, settings, throttle, body, request.client.host if request.client else "")
     return Accepted(detail=CHECK_EMAIL)
 
 
-def send_verification(session: Session, user: User, settings: Settings) -> None:
-    session.flush()  # the id, for the token
-    auth = settings.auth
-    token = issue_verification_token(user, auth.jwt_secret.get_secret_value(), auth.verification_hours)
-    # In the fragment: a browser never sends it, so it stays out of access logs and Referer headers.
-    url = f"{settings.public_url.rstrip('/')}/verify-email#token={token}"
-    outbox.record(
-        session,
-        "account.verification_requested",
-        {**outbox.recipient(user), "verify_url": url, "expires_hours": auth.verification_hours},
-    )
-
-
-@router.post("/auth/verify", response_model=UserOut, responses=responses(400))
+@router.post("/auth/verify", response_model=UserOut, responses=errors(r400=INVALID_LINK))
 def verify_email(body: VerifyEmail, request: Request, session: SessionDep, settings: SettingsDep) -> User:
     """With the token from the emailed link, the owner of the address chooses the password and accepts the privacy
     notice in force (GET /privacy/notice; `care` at least): the consent is recorded, the account is usable."""
-    check_notice(body.consent.notice_version, settings)
-    user_id = decode_verification_token(body.token, settings.auth.jwt_secret.get_secret_value())
-    user = session.get(User, user_id, with_for_update=True) if user_id is not None else None
-    if user is None or user.email_verified_at is not None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_LINK)
-    check_password(body.password, user.email)
-    user.password_hash, user.email_verified_at = hash_password(body.password), now()
-    record_consent(session, user, body.consent.notice_version, body.consent.purposes, request)
-    welcome(session, user)
-    session.commit()
-    return user
+    return confirm_email(session, settings, body, request)
+
+
+@router.post("/auth/password-reset", response_model=Accepted, status_code=202, responses=errors(r429=TOO_MANY_RESETS))
+def request_password_reset(
+    body: PasswordResetRequest,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    throttle: LoginThrottleDep,
+) -> Accepted:
+    """Emails the account's owner a link (valid `auth.reset_minutes`, used once) to choose a new password. The answer
+    is the same, and leaves as soon, whether or not the address has an account: the address is looked up after it."""
+    if ask_for_password_reset(session, throttle, body.email, request.client.host if request.client else ""):
+        background.add_task(send_reset_link, engine, settings, body.email)
+    return Accepted(detail=RESET_EMAIL)
+
+
+@router.post("/auth/password-reset/confirm", response_model=Accepted, responses=errors(r400=INVALID_RESET_LINK))
+def confirm_password_reset(body: PasswordReset, session: SessionDep, settings: SettingsDep) -> Accepted:
+    """With the token from the emailed link, a new password (the registration policy: 422 naming `password`). Every
+    token and portal session of the account ends; the owner is emailed that the password changed."""
+    reset_password(session, settings, body)
+    return Accepted(detail=PASSWORD_RESET)
 
 
 @router.post("/auth/login", response_model=Token, responses=responses(401, 403, 429))
@@ -218,46 +202,7 @@ def list_accounts(
     cursor: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="next_cursor of the previous page")] = None,
 ) -> AccountPage:
     """Accounts by id; a page that shows patients is in each one's access log."""
-    query = select(User).order_by(User.id).limit(limit + 1)
-    if role:
-        query = query.where(User.role == role)
-    if cursor:
-        query = query.where(User.id >= cursor)
-    rows = list(session.scalars(query))
-    page, more = rows[:limit], rows[limit:]
-    access_log.record(session, request, user.id, "accounts.list", [u.id for u in page if u.role == "patient"])
-    session.commit()
-    return AccountPage(items=[UserOut.model_validate(u) for u in page], next_cursor=more[0].id if more else None)
-
-
-def managed_account(session: Session, account_id: int, caller: Principal) -> User:
-    account = session.get(User, account_id)
-    if account is None or account.erased_at is not None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-    if account.id == caller.id:
-        raise HTTPException(status.HTTP_409_CONFLICT, NOT_YOURSELF)
-    if caller.role == "staff" and account.role not in ("patient", "doctor"):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, NOT_YOURS_TO_DISABLE)
-    return account
-
-
-def set_disabled(session: Session, request: Request, account: User, caller: Principal, disabled: bool) -> None:
-    """The one place an account is disabled or enabled: the change, its audit row and the owner's email commit
-    together."""
-    account.disabled_at = datetime.now(UTC) if disabled else None
-    change = "disabled" if disabled else "enabled"
-    session.add(
-        AuditLog(
-            user_id=caller.id,
-            action=f"account.{change}",
-            outcome="done",
-            request_id=request_id.get(),
-            subject_id=account.id,
-            client_ip=access_log.client_ip(request),
-        )
-    )
-    outbox.record(session, "account.updated", {**outbox.recipient(account), "change": change})
-    session.commit()
+    return account_page(session, request, user, role, limit, cursor)
 
 
 # document_errors (errors.py) adds 401, 403, 422 and 503.
@@ -272,10 +217,7 @@ ACCOUNT_ERRORS = errors(r404=NOT_FOUND, r409=NOT_YOURSELF)
 )
 def disable(account_id: PathId, request: Request, session: SessionDep, caller: CurrentUser) -> User:
     """The account can no longer sign in (staff: patients and doctors; admins: anyone but themselves)."""
-    account = managed_account(session, account_id, caller)
-    if account.disabled_at is None:
-        set_disabled(session, request, account, caller, disabled=True)
-    return account
+    return disable_or_enable(session, request, account_id, caller, disabled=True)
 
 
 @router.post(
@@ -285,7 +227,4 @@ def disable(account_id: PathId, request: Request, session: SessionDep, caller: C
     responses=ACCOUNT_ERRORS,
 )
 def enable(account_id: PathId, request: Request, session: SessionDep, caller: CurrentUser) -> User:
-    account = managed_account(session, account_id, caller)
-    if account.disabled_at is not None:
-        set_disabled(session, request, account, caller, disabled=False)
-    return account
+    return disable_or_enable(session, request, account_id, caller, disabled=False)
