@@ -375,6 +375,30 @@ class AccessLogPage(BaseModel):
     next_cursor: int | None
 
 
+class AuditRow(BaseModel):
+    """One row of the audit log: who (`user_*`) did what to whose data or account (`subject_*`), from where."""
+
+    id: int
+    at: UtcDatetime
+    user_id: int | None
+    user_name: str | None
+    user_role: str | None
+    action: str
+    outcome: str
+    subject_id: int | None
+    subject_name: str | None
+    exam_id: int | None
+    client_ip: str | None
+    request_id: str
+    detail: dict | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditRow]
+    next_cursor: int | None
+    """Pass it as `cursor` for the next page; null on the last one."""
+
+
 class ErasureRequest(BaseModel):
     password: Text = Field(min_length=1, max_length=128)
     """The account's current password: erasure cannot be undone."""

@@ -39,6 +39,7 @@ EXPECTED = {
     ("GET", "/me/access-log"): {"patient"},
     ("GET", "/me/export"): {"patient"},
     ("POST", "/me/erasure"): {"patient"},
+    ("GET", "/audit"): {"staff", "admin"},
     ("POST", "/appointments"): {"patient", "staff", "admin"},
     ("GET", "/appointments"): SIGNED_IN,
     ("POST", "/appointments/{appointment_id}/cancel"): SIGNED_IN,

@@ -242,6 +242,50 @@ def test_only_a_patient_asks_for_their_own_erasure(clinic):
     assert status_and_detail(refused) == (403, FORBIDDEN)
 
 
+def test_staff_read_the_clinics_audit_log_newest_first_by_page_and_filter(clinic):
+    staff, admin = clinic.user("staff", "sam staff"), clinic.user("admin")
+    doctor, patient = clinic.user("doctor", "dr house"), clinic.user("patient", "ana lima")
+    exam = ready_exam(clinic, staff, patient, doctor)
+    clinic.client.get(f"/exams/{exam}/download", headers=doctor["headers"])
+    clinic.client.get(f"/patients/{patient['id']}/profile", headers=doctor["headers"])
+    clinic.client.post(f"/users/{doctor['id']}/disable", headers=staff["headers"])
+
+    page = clinic.client.get("/audit", headers=admin["headers"]).json()
+    rows = [(r["user_name"], r["action"], r["subject_name"], r["exam_id"]) for r in page["items"]]
+    assert rows[:3] == [
+        ("Sam Staff", "account.disabled", "Dr House", None),
+        ("Dr House", "profile.read", "Ana Lima", None),
+        ("Dr House", "result.download", "Ana Lima", exam),
+    ], "newest first, naming who did what to whom"
+    assert {"result.upload"} <= {r["action"] for r in page["items"]} and page["next_cursor"] is None
+
+    by_doctor = clinic.client.get(f"/audit?user_id={doctor['id']}&limit=1", headers=staff["headers"]).json()
+    assert [r["action"] for r in by_doctor["items"]] == ["profile.read"] and by_doctor["next_cursor"]
+    rest = clinic.client.get(
+        f"/audit?user_id={doctor['id']}&limit=1&cursor={by_doctor['next_cursor']}", headers=staff["headers"]
+    ).json()
+    assert [r["action"] for r in rest["items"]] == ["result.download"] and rest["next_cursor"] is None
+    downloads = clinic.client.get("/audit?action=result.download", headers=staff["headers"]).json()
+    assert [(r["user_role"], r["outcome"]) for r in downloads["items"]] == [("doctor", "granted")]
+    about_doctor = clinic.client.get(f"/audit?subject_id={doctor['id']}", headers=staff["headers"]).json()
+    assert [(r["user_name"], r["action"]) for r in about_doctor["items"]] == [("Sam Staff", "account.disabled")]
+    assert clinic.client.get("/audit?action=DROP TABLE", headers=staff["headers"]).status_code == 422
+
+    # Who read the log is on record; the reads name no patient, so no patient's access log lists them.
+    reads = clinic.client.get("/audit?action=audit.read", headers=staff["headers"]).json()["items"]
+    assert [(r["user_name"], r["subject_id"], r["detail"]) for r in reads] == [
+        ("Sam Staff", None, {"subject_id": doctor["id"]}),
+        ("Sam Staff", None, {"action": "result.download"}),
+        ("Sam Staff", None, {"user_id": doctor["id"], "cursor": by_doctor["next_cursor"]}),
+        ("Sam Staff", None, {"user_id": doctor["id"]}),
+        ("Admin", None, {}),
+    ]
+    access_log = clinic.client.get("/me/access-log", headers=patient["headers"]).json()["items"]
+    assert "audit.read" not in [e["action"] for e in access_log]
+    for caller in (patient, doctor):
+        assert status_and_detail(clinic.client.get("/audit", headers=caller["headers"])) == (403, FORBIDDEN)
+
+
 NEW_ENDPOINTS = {  # (method, path): the error statuses the OpenAPI document must list
     ("get", "/me/profile"): {"401"},
     ("patch", "/me/profile"): {"401", "409", "422"},
@@ -260,6 +304,7 @@ NEW_ENDPOINTS = {  # (method, path): the error statuses the OpenAPI document mus
     ("get", "/me/access-log"): {"401", "403", "422"},
     ("get", "/me/export"): {"401", "403"},
     ("post", "/me/erasure"): {"400", "401", "403", "422"},
+    ("get", "/audit"): {"401", "403", "422"},
     ("post", "/auth/register"): {"422"},
     ("post", "/auth/verify"): {"400", "422"},
 }
