@@ -4,6 +4,7 @@ audit row, whichever of them a patient or a staff member uses. Medical records a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from botocore.client import BaseClient
@@ -67,7 +68,12 @@ def consents(session: Session, patient_id: int) -> list[Consent]:
 
 
 def change_consent(
-    session: Session, request: Request, settings: Settings, patient_id: int, notice_version: str, purposes: list[str]
+    session: Session,
+    request: Request,
+    settings: Settings,
+    patient_id: int,
+    notice_version: str,
+    purposes: Sequence[str],
 ) -> Consent:
     """Records the patient's choices as a new entry (earlier ones stay in the history) and emails them the change.
     `purposes` comes validated by ConsentIn (care included)."""
