@@ -5,12 +5,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
-from sqlalchemy import func, select
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from sqlalchemy import TIMESTAMP, Text, cast, func, literal, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clinic_api import access_log, outbox
+from clinic_api import access_log, outbox, pagination
 from clinic_api.agendas.service import free_span_at
 from clinic_api.agendas.slots import Slot
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
@@ -197,13 +197,42 @@ def book(body: NewAppointment, session: SessionDep, settings: SettingsDep, user:
     return appointment
 
 
-@router.get("/appointments", response_model=list[AppointmentOut], responses=SIGNED_IN)
-def list_appointments(request: Request, session: SessionDep, user: CurrentUser) -> list[Appointment]:
-    """A doctor's or staff's read is in each listed patient's access log."""
-    appointments = list(session.scalars(select(Appointment).where(visible(user)).order_by(Appointment.starts_at)))
-    access_log.record(session, request, user.id, "appointments.list", [a.patient_id for a in appointments])
+@router.get("/appointments", response_model=list[AppointmentOut], responses={**SIGNED_IN, **pagination.NEXT_PAGE})
+def list_appointments(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[Appointment]:
+    """The caller's appointments by start, a page at a time (the next page's URL in the `Link` header). A doctor's or
+    staff's read is in each listed patient's access log."""
+    secret = settings.auth.jwt_secret.get_secret_value()
+    # The position is PostgreSQL's own text of the start, not Python's: an instant Python cannot hold (read as the
+    # nearest one it can, db.StoredInstantLoader) then still compares as stored, and a walk cannot loop on it.
+    starts_at = cast(Appointment.starts_at, Text).label("position")
+    query = (
+        select(Appointment, starts_at)
+        .where(visible(user))
+        .order_by(Appointment.starts_at, Appointment.id)
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        after, after_id = pagination.decode(secret, "appointments", user.id, cursor, (str, int))
+        start = cast(literal(after, Text), TIMESTAMP(timezone=True))
+        query = query.where(tuple_(Appointment.starts_at, Appointment.id) > tuple_(start, literal(after_id)))
+    rows = session.execute(query).all()
+    page = [appointment for appointment, _ in rows[:limit]]
+    access_log.record(session, request, user.id, "appointments.list", [a.patient_id for a in page])
     session.commit()
-    return appointments
+    if len(rows) > limit:
+        last, last_start = rows[limit - 1]
+        pagination.link_next(
+            request, response, pagination.encode(secret, "appointments", user.id, [last_start, last.id])
+        )
+    return page
 
 
 def find_for_update(session: Session, appointment_id: int, user: Principal) -> Appointment:

@@ -1,0 +1,194 @@
+"""Paged lists (clinic_api/pagination.py): `GET /appointments` and `GET /exams` a page at a time on the real
+PostgreSQL, the next page in the `Link` header, rows inserted between fetches, bounds, and cursors that were altered
+or belong to someone else."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from api_support import running_clinic
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from clinic_api.models import Appointment, Exam
+from clinic_api.pagination import PAGE_DEFAULT, PAGE_MAX
+
+START = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+
+
+@pytest.fixture
+def clinic(postgres, clinic_aws):
+    with running_clinic(postgres, clinic_aws) as clinic:
+        yield clinic
+
+
+def add_appointment(clinic, patient: dict, doctor: dict, starts_at: datetime) -> int:
+    with Session(clinic.app.state.engine) as session:
+        appointment = Appointment(
+            patient_id=patient["id"],
+            doctor_id=doctor["id"],
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(minutes=30),
+            kind="in_person",
+            status="confirmed",
+        )
+        session.add(appointment)
+        session.commit()
+        return appointment.id
+
+
+def add_exam(clinic, patient: dict) -> int:
+    with Session(clinic.app.state.engine) as session:
+        exam = Exam(patient_id=patient["id"], exam_type="blood count", status="requested")
+        session.add(exam)
+        session.commit()
+        return exam.id
+
+
+def walk(clinic, path: str, headers: dict, between=lambda page: None) -> list[list[int]]:
+    """Every page's ids, following `Link: rel="next"` until a page has none; `between(n)` runs after page n."""
+    pages, url = [], path
+    while url:
+        response = clinic.client.get(url, headers=headers)
+        assert response.status_code == 200, response.text
+        assert isinstance(response.json(), list)  # the body is the list, as before pages
+        pages.append([item["id"] for item in response.json()])
+        between(len(pages))
+        url = response.links.get("next", {}).get("url")
+        assert len(pages) < 50, "the walk does not end"
+    return pages
+
+
+def field_errors(response) -> list[str]:
+    assert response.status_code == 422, response.text
+    return [e["field"] for e in response.json()["errors"]]
+
+
+def test_a_patient_walks_every_appointment_once_in_order_while_others_are_booked(clinic):
+    patient, other = clinic.user("patient"), clinic.user("patient")
+    first, second = clinic.user("doctor"), clinic.user("doctor")
+    ids = []
+    for hour in range(8):  # two at each of some instants (two doctors): the id decides between them
+        ids.append(add_appointment(clinic, patient, first, START + timedelta(hours=hour)))
+        if hour % 3 == 0:
+            ids.append(add_appointment(clinic, patient, second, START + timedelta(hours=hour)))
+    add_appointment(clinic, other, first, START + timedelta(hours=20))  # another patient's: never listed
+    with clinic.app.state.engine.begin() as db:  # instants Python cannot hold, read as the same 9999-12-31
+        for starts_at in ("10000-01-01 00:00:00+00", "20000-01-01 00:00:00+00"):
+            ids.append(
+                db.execute(
+                    text(
+                        "INSERT INTO appointments (patient_id, doctor_id, starts_at, ends_at, kind, status) VALUES"
+                        " (:p, :d, CAST(:s AS timestamptz), CAST(:s AS timestamptz) + interval '30 minutes',"
+                        " 'in_person', 'confirmed') RETURNING id"
+                    ),
+                    {"p": patient["id"], "d": first["id"], "s": starts_at},
+                ).scalar_one()
+            )
+    inserted = []
+
+    def book_more(page: int) -> None:
+        # Behind the walk (earlier than anything left): not shown. Ahead of it: shown once, in its place.
+        add_appointment(clinic, patient, second, START - timedelta(hours=page))
+        inserted.append(add_appointment(clinic, patient, second, START + timedelta(hours=8 + page)))
+
+    pages = walk(clinic, "/appointments?limit=3", patient["headers"], between=book_more)
+    seen = [i for page in pages for i in page]
+    assert all(len(page) == 3 for page in pages[:-1]) and 1 <= len(pages[-1]) <= 3
+    assert len(seen) == len(set(seen))
+    assert [i for i in seen if i in ids] == ids  # each once, in the order of start then id
+    assert [i for i in seen if i not in ids] == inserted[: len(seen) - len(ids)] and len(seen) > len(ids)
+    every = clinic.client.get(f"/appointments?limit={PAGE_MAX}", headers=patient["headers"]).json()
+    assert [a["id"] for a in every if a["id"] in seen] == seen  # the walk's order is the list's order
+
+
+def test_exams_are_walked_newest_first_each_once_while_new_ones_are_ordered(clinic):
+    patient, doctor = clinic.user("patient"), clinic.user("doctor")
+    for _ in range(7):
+        add_exam(clinic, patient)
+    add_appointment(clinic, patient, doctor, START)  # the doctor's patient: the doctor lists their exams too
+    for who in (patient, doctor):
+        with Session(clinic.app.state.engine) as session:
+            ids = list(session.scalars(text("SELECT id FROM exams ORDER BY id DESC")))
+        # New exams (newer than the walk's start) sort before the walk's position: the walk shows each old one once.
+        pages = walk(clinic, "/exams?limit=2", who["headers"], between=lambda _: add_exam(clinic, patient))
+        assert all(len(page) == 2 for page in pages[:-1])
+        assert [i for page in pages for i in page] == ids
+
+
+def test_the_link_keeps_the_requests_other_parameters_and_the_last_page_has_none(clinic):
+    patient = clinic.user("patient")
+    for _ in range(3):
+        add_exam(clinic, patient)
+    response = clinic.client.get("/exams?limit=2", headers=patient["headers"])
+    link = response.headers["link"]
+    assert link.startswith("</exams?") and link.endswith('>; rel="next"') and "limit=2" in link
+    last = clinic.client.get(response.links["next"]["url"], headers=patient["headers"])
+    assert len(last.json()) == 1 and "link" not in last.headers
+    whole = clinic.client.get("/exams?limit=3", headers=patient["headers"])
+    assert len(whole.json()) == 3 and "link" not in whole.headers  # exactly a page: no empty page announced
+
+
+def test_limit_is_bounded_and_defaults(clinic):
+    patient = clinic.user("patient")
+    for path in ("/appointments", "/exams"):
+        for bad in ("0", "-1", str(PAGE_MAX + 1), "ten", "2147483648"):
+            assert field_errors(clinic.client.get(f"{path}?limit={bad}", headers=patient["headers"])) == ["limit"]
+        assert clinic.client.get(f"{path}?limit={PAGE_MAX}", headers=patient["headers"]).status_code == 200
+    with Session(clinic.app.state.engine) as session:
+        session.add_all(Exam(patient_id=patient["id"], exam_type="x", status="requested") for _ in range(PAGE_DEFAULT))
+        session.add(Exam(patient_id=patient["id"], exam_type="x", status="requested"))
+        session.commit()
+    response = clinic.client.get("/exams", headers=patient["headers"])
+    assert len(response.json()) == PAGE_DEFAULT and "next" in response.links
+
+
+def test_a_garbled_or_altered_cursor_is_a_422_naming_cursor(clinic):
+    patient, doctor = clinic.user("patient"), clinic.user("doctor")
+    for hour in range(3):
+        add_appointment(clinic, patient, doctor, START + timedelta(hours=hour))
+        add_exam(clinic, patient)
+    cursors = {}
+    for path in ("/appointments", "/exams"):
+        link = clinic.client.get(f"{path}?limit=1", headers=patient["headers"]).links["next"]["url"]
+        cursors[path] = link.split("cursor=")[1].split("&")[0]
+    exam_cursor, appointment_cursor = cursors["/exams"], cursors["/appointments"]
+    payload, signature = appointment_cursor.split(".")
+    flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
+    garbled = [
+        "",
+        "x",
+        "abc.def",
+        "....",
+        "é.é",
+        "%00",
+        f"{flipped}.{signature}",  # a position of the caller's choosing
+        f"{payload}.{signature[:-1]}",
+        exam_cursor,  # another list's
+        "A" * 600,
+    ]
+    for cursor in garbled:
+        response = clinic.client.get("/appointments", params={"cursor": cursor}, headers=patient["headers"])
+        assert field_errors(response) == ["cursor"], cursor
+    for cursor in (appointment_cursor, "x"):
+        response = clinic.client.get("/exams", params={"cursor": cursor}, headers=patient["headers"])
+        assert field_errors(response) == ["cursor"], cursor
+
+
+def test_a_patients_cursor_shows_another_patient_nothing(clinic):
+    ana, bia, doctor = clinic.user("patient"), clinic.user("patient"), clinic.user("doctor")
+    for hour in range(4):
+        add_appointment(clinic, ana, doctor, START + timedelta(days=1, hours=hour))
+        add_exam(clinic, ana)
+    add_appointment(clinic, bia, doctor, START + timedelta(days=1, hours=10))
+    add_exam(clinic, bia)
+    for path in ("/appointments", "/exams"):
+        link = clinic.client.get(f"{path}?limit=1", headers=ana["headers"]).links["next"]["url"]
+        assert field_errors(clinic.client.get(link, headers=bia["headers"])) == ["cursor"]
+        assert field_errors(clinic.client.get(link, headers=doctor["headers"])) == ["cursor"]  # it is Ana's
+        bias = [item for page in walk(clinic, f"{path}?limit=1", bia["headers"]) for item in page]
+        assert len(bias) == 1
+        doctors = [item for page in walk(clinic, f"{path}?limit=1", doctor["headers"]) for item in page]
+        assert len(doctors) == 5  # the doctor's own walk: both patients'
+
