@@ -99,8 +99,10 @@ def test_a_patient_walks_every_appointment_once_in_order_while_others_are_booked
     assert len(seen) == len(set(seen))
     assert [i for i in seen if i in ids] == ids  # each once, in the order of start then id
     assert [i for i in seen if i not in ids] == inserted[: len(seen) - len(ids)] and len(seen) > len(ids)
-    every = clinic.client.get(f"/appointments?limit={PAGE_MAX}", headers=patient["headers"]).json()
-    assert [a["id"] for a in every if a["id"] in seen] == seen  # the walk's order is the list's order
+    every = [a["id"] for a in clinic.client.get(f"/appointments?limit={PAGE_MAX}", headers=patient["headers"]).json()]
+    assert [i for i in every if i in seen] == seen  # the walk's order is the list's order
+    # A page boundary at every row, the one between the two instants read as 9999-12-31 included.
+    assert [i for page in walk(clinic, "/appointments?limit=1", patient["headers"]) for i in page] == every
 
 
 def test_exams_are_walked_newest_first_each_once_while_new_ones_are_ordered(clinic):
