@@ -32,7 +32,7 @@ Cursor = Annotated[
         description='Where the page starts: the `cursor` of the previous answer\'s `Link: <...>; rel="next"` header',
     ),
 ]
-NEXT_PAGE = {
+NEXT_PAGE: dict[int | str, dict[str, Any]] = {
     200: {
         "headers": {
             "Link": {
