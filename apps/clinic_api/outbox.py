@@ -21,7 +21,7 @@ from clinic_api.db import make_engine
 from clinic_api.models import OutboxEvent, User
 from clinic_api.settings import QueueSettings, get_settings
 from clinic_common.aws import client
-from clinic_common.logging import configure_logging
+from clinic_common.logging import Outage, configure_logging
 
 log = logging.getLogger("clinic.outbox")
 PENDING = Gauge("clinic_outbox_pending", "Events written but not yet sent to SQS")
@@ -124,6 +124,7 @@ class Relay(threading.Thread):
         self.engine, self.sqs, self.queues = engine, sqs, queues
         self.interval, self.batch_size = interval, batch_size
         self.stopping = threading.Event()
+        self.outage = Outage(log, "outbox relay pass")
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -138,7 +139,9 @@ class Relay(threading.Thread):
                         pass
                     refresh_gauges(session)
             except Exception:  # noqa: BLE001 - the relay must outlive a database restart
-                log.exception("outbox relay pass failed; retrying")
+                self.outage.failed()
+            else:
+                self.outage.succeeded()
             self.stopping.wait(self.interval)
 
     def stop(self) -> None:

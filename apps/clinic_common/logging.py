@@ -62,3 +62,47 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.Formatter.converter = time.gmtime
+
+
+class Outage:
+    """How a background loop (the outbox relay, the reminders) logs a run of failed passes without flooding the log:
+    the first failure with its traceback; while it lasts, one line at most every `every` seconds with how many passes
+    have failed and for how long; one line when a pass works again. A loop retrying every second while the database
+    is down otherwise writes a full traceback a second."""
+
+    def __init__(self, logger: logging.Logger, what: str, every: float = 60.0, clock=time.monotonic):
+        self.log, self.what, self.every, self.clock = logger, what, every, clock
+        self.failures = 0
+        self.since = self.reported = 0.0
+
+    def failed(self) -> None:
+        """Called in the `except` block of the failed pass."""
+        now = self.clock()
+        self.failures += 1
+        if self.failures == 1:
+            self.since = self.reported = now
+            self.log.exception("%s failed; retrying", self.what)
+        elif now - self.reported >= self.every:
+            self.reported = now
+            # The error's class only: its text may quote SQL, as the 503 handler's line does not either.
+            error = sys.exc_info()[0]
+            self.log.warning(
+                "%s still failing: %d failed passes in %.0f s (last: %s)",
+                self.what,
+                self.failures,
+                now - self.since,
+                error.__name__ if error else "unknown",
+                extra={"failures": self.failures},
+            )
+
+    def succeeded(self) -> None:
+        """Called after a pass that worked."""
+        if self.failures:
+            self.log.info(
+                "%s recovered after %d failed passes in %.0f s",
+                self.what,
+                self.failures,
+                self.clock() - self.since,
+                extra={"failures": self.failures},
+            )
+            self.failures = 0

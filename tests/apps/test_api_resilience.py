@@ -11,9 +11,12 @@ import uuid
 import pytest
 from api_support import PASSWORD, running_clinic
 from sqlalchemy import text
+from support import wait_for
 
+from clinic_api import outbox
 from clinic_api.db import BREAKER_PAUSE_SECONDS
 from clinic_api.main import DATABASE_UNAVAILABLE
+from clinic_api.settings import QueueSettings
 
 PDF = b"%PDF-1.7\n" + b"x" * 4096 + b"\n%%EOF\n"
 
@@ -138,3 +141,44 @@ def test_both_pools_give_up_on_unacknowledged_data_after_the_connect_timeout(pos
 
         settings["hot pool"] = clinic.client.portal.call(hot)  # on the app's own event loop
     assert settings == {"engine": "3000", "hot pool": "3000"}
+
+
+def test_the_outbox_relay_logs_an_outage_once_then_a_line_a_while_then_its_recovery(own_postgres, clinic_aws, capsys):
+    """While the database is down, the relay (a pass every 20 ms here, every second deployed) logs the first failure
+    with its traceback, then a one-line count at most every `every` seconds, and one line when a pass works again."""
+    with running_clinic(own_postgres, clinic_aws) as clinic:
+        sqs = clinic_aws.client("sqs")
+        queues = QueueSettings(**{d.replace("-", "_"): url for d, url in clinic_aws.queue_urls.items()})
+        relay = outbox.Relay(clinic.app.state.engine, sqs, queues, interval=0.02, batch_size=10)
+        relay.outage.every = 0.5  # deployed: 60 s
+        relay.start()
+        try:
+            own_postgres.stop()
+            try:
+                wait_for(lambda: relay.outage.failures >= 1, 10, "a failed pass")
+                started = time.monotonic()
+                time.sleep(1.6)  # the outage: ~80 passes at 20 ms
+                failures = relay.outage.failures
+            finally:
+                own_postgres.start()
+            down_for = time.monotonic() - started
+            wait_for(lambda: relay.outage.failures == 0, 20, "the relay's recovery")
+            # Works again: an event written now goes out (the verification email of a registration).
+            clinic.client.post("/auth/register", json={"email": "after@example.org", "full_name": "After"})
+            received = lambda: sqs.receive_message(QueueUrl=clinic_aws.queue_urls["account"]).get("Messages")  # noqa: E731
+            wait_for(received, 10, "an event relayed after the outage")
+        finally:
+            relay.stop()
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [entry for entry in logged if entry["logger"] == "clinic.outbox"]
+    assert failures > 20, "the relay kept trying"
+    tracebacks = [entry for entry in lines if "exception" in entry]
+    assert [entry["message"] for entry in tracebacks] == ["outbox relay pass failed; retrying"]
+    assert "Traceback" in tracebacks[0]["exception"]
+    counts = [entry for entry in lines if "still failing" in entry["message"]]
+    assert 2 <= len(counts) <= down_for / 0.5 + 2, [entry["message"] for entry in counts]
+    assert {entry["level"] for entry in counts} == {"warning"}
+    assert [entry["failures"] for entry in counts] == sorted(entry["failures"] for entry in counts)
+    recovered = lines[-1]
+    assert "recovered after" in recovered["message"] and recovered["failures"] >= failures
+    assert len(lines) == 2 + len(counts), [entry["message"] for entry in lines]

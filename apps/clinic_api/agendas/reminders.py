@@ -21,6 +21,7 @@ from clinic_api import outbox
 from clinic_api.models import Appointment
 from clinic_api.routes.appointments import notice
 from clinic_api.settings import AgendaSettings
+from clinic_common.logging import Outage
 
 log = logging.getLogger("clinic.reminders")
 REMINDERS = Counter("clinic_appointment_reminders_total", "Appointment reminders written to the outbox")
@@ -65,6 +66,7 @@ class Reminders(threading.Thread):
         super().__init__(name="appointment-reminders", daemon=True)
         self.engine, self.agenda = engine, agenda
         self.stopping = threading.Event()
+        self.outage = Outage(log, "reminder pass")
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -73,7 +75,9 @@ class Reminders(threading.Thread):
                     while not self.stopping.is_set() and len(remind_due(session, self.agenda)) == BATCH:
                         pass
             except Exception:  # noqa: BLE001 - the loop must outlive a database restart
-                log.exception("reminder pass failed; retrying")
+                self.outage.failed()
+            else:
+                self.outage.succeeded()
             self.stopping.wait(self.agenda.reminder_interval_seconds)
 
     def stop(self) -> None:
