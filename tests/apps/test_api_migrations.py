@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from clinic_api.migrate import upgrade
+from clinic_api.migrate import MIGRATIONS, upgrade
 
 T = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)
 
@@ -106,3 +109,35 @@ def test_profiles_and_privacy_keep_every_row_and_give_old_downloads_their_patien
     assert users == [(1, "pat@example.org", "pt-BR", None), (2, "doc@example.org", "pt-BR", None)]
     assert audits == [("r1", 7, 1), ("r2", 99, None)], "a download's patient is its exam's; an unknown exam has none"
     assert exams == [(7, 1, "MRI")]
+
+
+def test_the_whole_chain_upgrades_as_a_database_owner_that_is_not_a_superuser(postgres):
+    """As on RDS, whose master user owns the database but is no superuser (rds_superuser is a role, not SUPERUSER):
+    every migration, btree_gist's CREATE EXTENSION in 0003 included (a trusted extension since PostgreSQL 13: the
+    database's owner may create it), runs as such a role."""
+    owner = f"clinic_owner_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        f"postgresql+psycopg://postgres@/postgres?host={postgres.host}&port={postgres.port}",
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as db:
+        db.execute(text(f"CREATE ROLE {owner} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"))
+        db.execute(text(f'CREATE DATABASE "{owner}" OWNER {owner}'))
+    admin.dispose()
+    engine = create_engine(f"postgresql+psycopg://{owner}@/{owner}?host={postgres.host}&port={postgres.port}")
+    try:
+        with engine.connect() as db:
+            assert db.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar() is False
+        upgrade(engine)
+        with engine.connect() as db:
+            extension_owner = db.execute(
+                text("SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'btree_gist'")
+            ).scalar()
+            head = db.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            tables = db.execute(text("SELECT count(*) FROM pg_tables WHERE tableowner = current_user")).scalar()
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        assert extension_owner == owner and head == ScriptDirectory.from_config(config).get_current_head()
+        assert tables >= 10, "the schema's tables belong to the owner"
+    finally:
+        engine.dispose()
