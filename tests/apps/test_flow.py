@@ -9,9 +9,13 @@ import urllib.request
 import uuid
 
 import boto3
-from api_support import CONSENT, PASSWORD, running_clinic
+from api_support import CONSENT, PASSWORD, at_once, future, running_clinic, served_clinic
 from file_support import make_processor, pdf_bytes
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 from support import NOTIFIER_DOMAINS, REGION, sent_emails, wait_for
+
+from clinic_api.models import OutboxEvent
 
 PDF = pdf_bytes(pages=2)
 
@@ -81,3 +85,59 @@ def test_exam_result_flow_end_to_end(postgres, clinic_aws, notifier):
             )["Attributes"]
             assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}, url
     assert notifier.metrics.duplicates._value.get() == 0
+
+
+def test_ten_concurrent_cancels_and_ten_ready_marks_over_http_send_one_email_each(postgres, clinic_aws, notifier):
+    """The issue's "10 concurrent requests -> one email", through the whole path: HTTP on a real uvicorn, the locked
+    row and its one outbox event in PostgreSQL, the relay, SQS, the notifier, moto's SES."""
+    relay = {"relay_enabled": True, "interval_seconds": 0.2}
+    with served_clinic(postgres, clinic_aws, outbox=relay) as clinic:
+        doctor, patient, staff = clinic.user("doctor"), clinic.user("patient"), clinic.user("staff")
+        booked = clinic.client.post(
+            "/appointments", headers=patient["headers"], json={"doctor_id": doctor["id"], "starts_at": future(2)}
+        )
+        assert booked.status_code == 201, booked.text
+        exam_id = clinic.client.post(
+            "/exams", headers=staff["headers"], json={"patient_id": patient["id"], "exam_type": "MRI"}
+        ).json()["id"]
+        key = f"exams/{exam_id}/result.pdf"
+        clinic_aws.client("s3").put_object(Bucket=clinic_aws.bucket, Key=key, Body=PDF)
+        with clinic.app.state.engine.begin() as db:  # uploaded and checked by the file processor (test_flow above)
+            db.execute(
+                text(
+                    "UPDATE exams SET status = 'verified', result_key = :key, result_checked_at = now() WHERE id = :id"
+                ),
+                {"key": key, "id": exam_id},
+            )
+        cancel, ready = f"/appointments/{booked.json()['id']}/cancel", f"/exams/{exam_id}/ready"
+        cancels = at_once(lambda: clinic.client.post(cancel, headers=patient["headers"]) for _ in range(10))
+        readies = at_once(lambda: clinic.client.post(ready, headers=staff["headers"]) for _ in range(10))
+        assert {(r.status_code, r.json()["status"]) for r in cancels} == {(200, "cancelled")}
+        assert {(r.status_code, r.json()["status"]) for r in readies} == {(200, "ready")}
+
+        # Booked, cancelled; exam ordered, completed, result ready: five events, five emails.
+        wait_for(lambda: len(sent_emails(clinic_aws.endpoint, patient["email"])) >= 5, 30, "the patient's emails")
+        with Session(clinic.app.state.engine) as session:  # nothing more is on its way: every event is out ...
+            wait_for(
+                lambda: session.scalar(select(func.count()).where(OutboxEvent.sent_at.is_(None))) == 0, 10, "relayed"
+            )
+    sqs = clinic_aws.client("sqs")
+    for domain in NOTIFIER_DOMAINS:  # ... and handled: the notifier deletes a message once its email is sent
+        attrs = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        wait_for(
+            lambda d=domain: (
+                set(
+                    sqs.get_queue_attributes(QueueUrl=clinic_aws.queue_urls[d], AttributeNames=attrs)[
+                        "Attributes"
+                    ].values()
+                )
+                == {"0"}
+            ),
+            10,
+            f"the {domain} queue drained",
+        )
+    subjects = sorted(m["subject"] for m in sent_emails(clinic_aws.endpoint, patient["email"]))
+    assert len(subjects) == 5 and len(set(subjects)) == 5, subjects
+    cancelled = [s for s in subjects if "cancelada" in s.lower()]
+    result_ready = [s for s in subjects if "resultado" in s.lower() and "pronto" in s.lower()]
+    assert len(cancelled) == 1 and len(result_ready) == 1, subjects
