@@ -107,7 +107,7 @@ def test_ten_concurrent_cancels_and_ten_ready_marks_over_http_send_one_email_eac
                 text(
                     "UPDATE exams SET status = 'verified', result_key = :key, result_checked_at = now() WHERE id = :id"
                 ),
-                {"key": key, "id": exam_id},
+                {"key": key, "i": exam_id},
             )
         cancel, ready = f"/appointments/{booked.json()['id']}/cancel", f"/exams/{exam_id}/ready"
         cancels = at_once(lambda: clinic.client.post(cancel, headers=patient["headers"]) for _ in range(10))
@@ -122,20 +122,13 @@ def test_ten_concurrent_cancels_and_ten_ready_marks_over_http_send_one_email_eac
                 lambda: session.scalar(select(func.count()).where(OutboxEvent.sent_at.is_(None))) == 0, 10, "relayed"
             )
     sqs = clinic_aws.client("sqs")
+
+    def drained(url: str) -> bool:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        return set(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"].values()) == {"0"}
+
     for domain in NOTIFIER_DOMAINS:  # ... and handled: the notifier deletes a message once its email is sent
-        attrs = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        wait_for(
-            lambda d=domain: (
-                set(
-                    sqs.get_queue_attributes(QueueUrl=clinic_aws.queue_urls[d], AttributeNames=attrs)[
-                        "Attributes"
-                    ].values()
-                )
-                == {"0"}
-            ),
-            10,
-            f"the {domain} queue drained",
-        )
+        wait_for(lambda d=domain: drained(clinic_aws.queue_urls[d]), 10, f"the {domain} queue drained")
     subjects = sorted(m["subject"] for m in sent_emails(clinic_aws.endpoint, patient["email"]))
     assert len(subjects) == 5 and len(set(subjects)) == 5, subjects
     cancelled = [s for s in subjects if "cancelada" in s.lower()]
