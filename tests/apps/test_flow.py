@@ -107,7 +107,7 @@ def test_ten_concurrent_cancels_and_ten_ready_marks_over_http_send_one_email_eac
                 text(
                     "UPDATE exams SET status = 'verified', result_key = :key, result_checked_at = now() WHERE id = :id"
                 ),
-                {"key": key, "i": exam_id},
+                {"key": key, "id": exam_id},
             )
         cancel, ready = f"/appointments/{booked.json()['id']}/cancel", f"/exams/{exam_id}/ready"
         cancels = at_once(lambda: clinic.client.post(cancel, headers=patient["headers"]) for _ in range(10))
