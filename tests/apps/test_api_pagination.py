@@ -193,4 +193,3 @@ def test_a_patients_cursor_shows_another_patient_nothing(clinic):
         assert len(bias) == 1
         doctors = [item for page in walk(clinic, f"{path}?limit=1", doctor["headers"]) for item in page]
         assert len(doctors) == 5  # the doctor's own walk: both patients'
-
