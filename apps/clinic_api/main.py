@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
 from psycopg import OperationalError as PsycopgOperationalError
 from sqlalchemy import exc as sa_exc
@@ -27,6 +27,8 @@ from clinic_api.outbox import Relay
 from clinic_api.routes import accounts, appointments, exams, health, privacy, profiles, telemedicine
 from clinic_api.settings import Settings, get_settings
 from clinic_api.throttle import LoginThrottle
+from clinic_api.web import errors as web_errors
+from clinic_api.web import install as install_portal
 from clinic_common.aws import client
 from clinic_common.logging import configure_logging, request_id
 
@@ -43,8 +45,13 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
-    "Cache-Control": "no-store",
+    "Cache-Control": "no-store",  # unless the response says otherwise (the portal's fingerprinted static files)
 }
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+"""The portal's Content-Security-Policy: nothing inline, nothing from elsewhere (the API's JSON needs none)."""
 
 
 DATABASE_UNAVAILABLE = "the database is unavailable; try again shortly"
@@ -63,6 +70,7 @@ class Observe:
             await self.app(scope, receive, send)
             return
         rid = (Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex)[:64]
+        page = scope["path"] == "/" or scope["path"].startswith("/portal")
         status = 500
         responded = False
 
@@ -72,7 +80,11 @@ class Observe:
                 status, responded = message["status"], True
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = rid
-                headers.update(SECURITY_HEADERS)
+                for name, value in SECURITY_HEADERS.items():
+                    if name != "Cache-Control" or name not in headers:
+                        headers[name] = value
+                if page:
+                    headers["Content-Security-Policy"] = PAGE_CSP
             await send(message)
 
         token = request_id.set(rid)
@@ -83,9 +95,12 @@ class Observe:
             log.exception("unhandled error", extra={"path": scope["path"]})
             if responded:  # too late for a 500: the client sees the connection end
                 raise
-            await JSONResponse({"detail": "internal error", "request_id": rid}, status_code=500)(
-                scope, receive, send_with_headers
-            )
+            if page:
+                await web_errors.html_500(Request(scope, receive))(scope, receive, send_with_headers)
+            else:
+                await JSONResponse({"detail": "internal error", "request_id": rid}, status_code=500)(
+                    scope, receive, send_with_headers
+                )
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
@@ -137,11 +152,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         document_errors(module.router)
         app.include_router(module.router)
 
+    install_portal(app)
+
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Observe)  # added last: outermost, so that it sees (and counts) the 413s too
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        if web_errors.is_portal(request):
+            return web_errors.error_page(request, 422)
         fields = [
             {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]} for e in error.errors()
         ]
@@ -153,8 +172,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(sa_exc.TimeoutError)
     @app.exception_handler(PsycopgOperationalError)
-    async def database_unavailable(_request: Request, error: Exception) -> JSONResponse:
+    async def database_unavailable(request: Request, error: Exception) -> Response:
         log.warning("database unavailable", extra={"error": type(error).__name__})  # its text may quote SQL
+        if web_errors.is_portal(request):
+            return web_errors.error_page(request, 503, {"Retry-After": str(breaker.retry_after)})
         return JSONResponse(
             {"detail": DATABASE_UNAVAILABLE},
             status_code=503,

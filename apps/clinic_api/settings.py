@@ -135,6 +135,46 @@ class AgendaSettings(BaseModel):
         return ZoneInfo(self.time_zone)
 
 
+class WebSettings(BaseModel):
+    """The portal's pages under /portal (clinic_api.web)."""
+
+    secure_cookies: bool = True
+    """Cookies only over HTTPS, with the `__Host-` prefix. False only where the portal is served over plain HTTP on
+    one's own machine (apps/run_local.py, tests): a browser keeps no Secure cookie from http://."""
+    session_idle_minutes: int = Field(30, ge=5, le=24 * 60)
+    """A session unused this long ends (the next page asks to sign in again)."""
+    session_absolute_minutes: int = Field(12 * 60, ge=15, le=7 * 24 * 60)
+    """A session ends this long after sign-in, however busy: a shared reception computer signs out by itself."""
+    time_zone: str = "America/Sao_Paulo"
+    """The IANA zone in which pages show dates and times."""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"web.time_zone (CLINIC_WEB__TIME_ZONE) = {value!r} is not a time zone this system knows; "
+                "allowed: an IANA name such as America/Sao_Paulo"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _idle_within_absolute(self) -> WebSettings:
+        if self.session_idle_minutes > self.session_absolute_minutes:
+            raise ValueError(
+                f"web.session_idle_minutes (CLINIC_WEB__SESSION_IDLE_MINUTES) = {self.session_idle_minutes} is longer "
+                f"than web.session_absolute_minutes = {self.session_absolute_minutes}; allowed: at most the absolute "
+                "timeout"
+            )
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLINIC_", env_nested_delimiter="__", extra="ignore")
 
@@ -151,6 +191,7 @@ class Settings(BaseSettings):
     telemedicine: TelemedicineSettings = Field(default_factory=TelemedicineSettings)
     agenda: AgendaSettings = Field(default_factory=AgendaSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     public_url: str = "http://127.0.0.1:8000"
     telemedicine_base_url: str = "https://meet.clinic.example/r"
     log_level: str = "INFO"

@@ -91,6 +91,11 @@ class ClinicAws:
 def clinic_aws(moto_endpoint) -> ClinicAws:
     """A fresh versioned bucket, queues with their DLQs (3 receives) encrypted with a customer key and a verified SES
     identity, as the platform makes."""
+    return make_clinic_aws(moto_endpoint)
+
+
+def make_clinic_aws(moto_endpoint: str) -> ClinicAws:
+    """clinic_aws's resources, for fixtures of a wider scope."""
     suffix = uuid.uuid4().hex[:8]
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_endpoint)
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_endpoint)

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from clinic_api.accounts.service import (
     CHECK_EMAIL,
@@ -58,6 +59,7 @@ from clinic_api.schemas import (
     VerifyEmail,
 )
 from clinic_api.security import hash_password, issue_token, verify_password
+from clinic_api.throttle import LoginThrottle
 
 __all__ = [  # the rules live in clinic_api.accounts.service; other modules and tests import them from here too
     "CHECK_EMAIL",
@@ -151,21 +153,29 @@ def confirm_password_reset(body: PasswordReset, session: SessionDep, settings: S
     return Accepted(detail=PASSWORD_RESET)
 
 
-@router.post("/auth/login", response_model=Token, responses=responses(401, 403, 429))
-def login(
-    body: Login, request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
-) -> Token:
-    keys = throttle.keys(body.email, request.client.host if request.client else "")
+def authenticate(session: Session, throttle: LoginThrottle, request: Request, email: str, password: str) -> User:
+    """The account whose password this is; 429 while throttled, 401 for a wrong email or password (the same answer,
+    in the same time, either way), 403 for a disabled account. Shared by POST /auth/login and the portal's sign-in.
+    Commits the throttle's counts (a failure's too: it must outlive the 401)."""
+    keys = throttle.keys(email, request.client.host if request.client else "")
     if wait := throttle.retry_after(session, keys):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY, headers={"Retry-After": str(wait)})
-    user = session.scalar(select(User).where(User.email == body.email.lower()))
+    user = session.scalar(select(User).where(User.email == email.lower()))
     # One argon2 verification whether or not the account exists (verify_password): the time taken tells nothing.
-    if not verify_password(user.password_hash if user else None, body.password) or user is None:
+    if not verify_password(user.password_hash if user else None, password) or user is None:
         throttle.count(session, keys)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_LOGIN)
     throttle.succeeded(session, keys)
     if user.disabled_at is not None:  # said only to whoever knows the password
         raise HTTPException(status.HTTP_403_FORBIDDEN, DISABLED)
+    return user
+
+
+@router.post("/auth/login", response_model=Token, responses=responses(401, 403, 429))
+def login(
+    body: Login, request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
+) -> Token:
+    user = authenticate(session, throttle, request, body.email, body.password)
     auth = settings.auth
     return Token(
         access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),
