@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from api_support import PASSWORD, running_clinic
+from fastapi import Request
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -293,3 +294,44 @@ def test_web_settings_name_the_key_the_value_and_what_is_allowed():
         WebSettings(session_idle_minutes=600, session_absolute_minutes=60)
     with pytest.raises(ValidationError, match="session_idle_minutes"):
         WebSettings(session_idle_minutes=1)
+
+
+def test_read_form_gives_messages_per_field_in_the_users_language_and_keeps_the_values(portal):
+    from pydantic import BaseModel, EmailStr, Field
+
+    from clinic_api.web.forms import read_form
+
+    class Booking(BaseModel):
+        email: EmailStr
+        name: str = Field(min_length=3, max_length=20)
+        count: int = Field(ge=1)
+        purposes: list[str] = []
+
+    seen = {}
+
+    async def post(request: Request):
+        form = await read_form(request, Booking)
+        seen.update(data=form.data, errors=form.errors, values=form.values)
+        return {}
+
+    portal.app.add_api_route("/portal/test-form", post, methods=["POST"])
+    try:
+        client = fresh_client(portal)
+        token = csrf_of(client.get("/portal/sign-in").text)
+        posted = {"email": "not-an-email", "name": "Jo", "count": "0", "csrf_token": token}
+        response = client.post("/portal/test-form", data=posted)
+        assert response.status_code == 200, response.text[:3000]
+        assert seen["data"] is None
+        assert seen["errors"] == {
+            "email": "Digite um e-mail válido, como nome@exemplo.com.",
+            "name": "Digite pelo menos 3 caracteres.",
+            "count": "Digite um valor de pelo menos 1.",
+        }
+        assert seen["values"] == {"email": "not-an-email", "name": "Jo", "count": "0"}  # no token among them
+        client.post("/portal/test-form", data={"csrf_token": token}, headers={"Accept-Language": "en"})
+        assert seen["errors"]["email"] == "This field is required."
+        good = {"email": "a@example.org", "name": "Joana", "count": "2", "purposes": "care", "csrf_token": token}
+        client.post("/portal/test-form", data=good)
+        assert seen["errors"] == {} and seen["data"] == Booking(email="a@example.org", name="Joana", count=2, purposes=["care"])
+    finally:
+        portal.app.router.routes.pop()

@@ -73,7 +73,7 @@ def message(error: ErrorDetails, t: Translator) -> str:
     context = {k: v for k, v in (error.get("ctx") or {}).items() if isinstance(v, (int, float, str))}
     if kind == "value_error":
         text = str((error.get("ctx") or {}).get("error", ""))
-        if "email address" in text:
+        if "email address" in error["msg"]:  # pydantic's EmailStr
             return t.gettext(EMAIL)
         translated = t.gettext(text) if text else ""
         if text and (translated != text or t.language == "en"):
