@@ -94,8 +94,13 @@ def clinic_aws(moto_endpoint) -> ClinicAws:
     return make_clinic_aws(moto_endpoint)
 
 
+@pytest.fixture(scope="session")
+def shared_clinic_aws(moto_endpoint) -> ClinicAws:
+    """clinic_aws for session-scoped fixtures (the portal's tests share one API)."""
+    return make_clinic_aws(moto_endpoint)
+
+
 def make_clinic_aws(moto_endpoint: str) -> ClinicAws:
-    """clinic_aws's resources, for fixtures of a wider scope."""
     suffix = uuid.uuid4().hex[:8]
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_endpoint)
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_endpoint)

@@ -18,10 +18,8 @@ from clinic_api.web.models import WebSession
 
 
 @pytest.fixture(scope="module")
-def portal(postgres, moto_endpoint):
-    from conftest import make_clinic_aws
-
-    with running_clinic(postgres, make_clinic_aws(moto_endpoint), web={"secure_cookies": False}) as clinic:
+def portal(postgres, shared_clinic_aws):
+    with running_clinic(postgres, shared_clinic_aws, web={"secure_cookies": False}) as clinic:
         yield clinic
 
 
@@ -101,10 +99,8 @@ def test_sign_in_sets_an_httponly_lax_session_cookie_whose_id_is_stored_only_has
         assert db.query(WebSession).filter_by(user_id=user["id"]).count() == 1
 
 
-def test_secure_cookies_by_default_with_the_host_prefix(postgres, moto_endpoint):
-    from conftest import make_clinic_aws
-
-    with running_clinic(postgres, make_clinic_aws(moto_endpoint)) as clinic:
+def test_secure_cookies_by_default_with_the_host_prefix(postgres, shared_clinic_aws):
+    with running_clinic(postgres, shared_clinic_aws) as clinic:
         assert clinic.app.state.settings.web.secure_cookies is True
         email = clinic.user("patient")["email"]
         page = clinic.client.get("/portal/sign-in")

@@ -13,7 +13,7 @@ from clinic_api.web import cookies
 from clinic_api.web.csrf import CSRF_FAILED
 from clinic_api.web.i18n import N_, translator
 from clinic_api.web.responses import keep_flash, redirect
-from clinic_api.web.session import SESSION_COOKIE, SignInRequired, sign_in_url
+from clinic_api.web.session import SESSION_COOKIE, SignInRequired, sign_in_url, web_user
 from clinic_api.web.templating import render
 
 log = logging.getLogger("clinic.api")
@@ -64,6 +64,16 @@ async def sign_in_required(request: Request, error: Exception) -> Response:
     return response
 
 
+async def _signed_in_if_so(request: Request) -> None:
+    """Finds who is signed in, if anyone, so that an error page (a 404 from routing runs no page dependency) shows
+    their navigation."""
+    if getattr(request.state, "web_user", None) is None and cookies.get(request, SESSION_COOKIE):
+        try:
+            await web_user(request)
+        except Exception:  # expired, or the database is what failed: the page without navigation
+            pass
+
+
 def html_500(request: Request) -> Response:
     """The 500 page main.Observe sends for a /portal request that failed unhandled."""
     try:
@@ -80,4 +90,5 @@ async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     if not is_portal(request):
         return await http_exception_handler(request, error)
+    await _signed_in_if_so(request)
     return error_page(request, error.status_code, dict(error.headers or {}), error.detail)
