@@ -24,7 +24,9 @@ def portal(postgres, shared_clinic_aws):
 
 
 def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
 
 
 def sign_in(client, email: str, password: str = PASSWORD):
@@ -64,7 +66,11 @@ def test_root_and_portal_home_lead_to_sign_in_then_to_the_roles_home(portal):
     assert portal.client.get("/", follow_redirects=False).headers["location"] == "/portal/"
     home = portal.client.get("/portal/", follow_redirects=False)
     assert (home.status_code, home.headers["location"]) == (303, "/portal/sign-in?next=/portal/")
-    for role, path in [("patient", "/portal/appointments"), ("doctor", "/portal/agenda"), ("admin", "/portal/staff/doctors")]:
+    for role, path in [
+        ("patient", "/portal/appointments"),
+        ("doctor", "/portal/agenda"),
+        ("admin", "/portal/staff/doctors"),
+    ]:
         client = fresh_client(portal)
         assert sign_in(client, portal.user(role)["email"]).headers["location"] == "/portal/"
         assert client.get("/portal/", follow_redirects=False).headers["location"] == path
@@ -328,6 +334,8 @@ def test_read_form_gives_messages_per_field_in_the_users_language_and_keeps_the_
         assert seen["errors"]["email"] == "This field is required."
         good = {"email": "a@example.org", "name": "Joana", "count": "2", "purposes": "care", "csrf_token": token}
         client.post("/portal/test-form", data=good)
-        assert seen["errors"] == {} and seen["data"] == Booking(email="a@example.org", name="Joana", count=2, purposes=["care"])
+        assert seen["errors"] == {} and seen["data"] == Booking(
+            email="a@example.org", name="Joana", count=2, purposes=["care"]
+        )
     finally:
         portal.app.router.routes.pop()

@@ -111,7 +111,9 @@ def test_language_choice_cookie_then_accept_language_then_pt_br():
     def request(cookies=None, accept=""):
         settings = SimpleNamespace(web=SimpleNamespace(secure_cookies=False))
         return SimpleNamespace(
-            cookies=cookies or {}, headers={"accept-language": accept}, app=SimpleNamespace(state=SimpleNamespace(settings=settings))
+            cookies=cookies or {},
+            headers={"accept-language": accept},
+            app=SimpleNamespace(state=SimpleNamespace(settings=settings)),
         )
 
     assert language_of(request()) == "pt_BR"

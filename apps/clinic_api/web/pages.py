@@ -66,9 +66,7 @@ async def sign_in(request: Request, db: SessionDep, throttle: LoginThrottleDep) 
     status_code = 422
     if form.data is not None:
         try:
-            session_id = await run_in_threadpool(
-                _sign_in, db, throttle, request, form.data.email, form.data.password
-            )
+            session_id = await run_in_threadpool(_sign_in, db, throttle, request, form.data.email, form.data.password)
         except HTTPException as refused:
             status_code = refused.status_code
             messages = {
@@ -81,9 +79,7 @@ async def sign_in(request: Request, db: SessionDep, throttle: LoginThrottleDep) 
             response = redirect(request, safe_next(values["next"]))
             cookies.put(response, request, SESSION_COOKIE, session_id)
             return response
-    return render(
-        request, "web/sign_in.html", {"values": values, "errors": form.errors}, status_code=status_code
-    )
+    return render(request, "web/sign_in.html", {"values": values, "errors": form.errors}, status_code=status_code)
 
 
 @router.post("/portal/sign-out", name="sign_out")

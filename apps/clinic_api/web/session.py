@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
@@ -132,7 +132,11 @@ def start(session: Session, request: Request, user: User) -> str:
     session_id = secrets.token_urlsafe(32)
     session.add(
         WebSession(
-            id_hash=hash_id(session_id), user_id=user.id, token_version=user.token_version or 0, created_at=at, seen_at=at
+            id_hash=hash_id(session_id),
+            user_id=user.id,
+            token_version=user.token_version or 0,
+            created_at=at,
+            seen_at=at,
         )
     )
     return session_id

@@ -23,7 +23,6 @@ from clinic_api.web.i18n import PACKAGE_ROOT, Translator, translator
 from clinic_api.web.responses import FLASH_COOKIE, flashes
 from clinic_api.web.static import static_url
 
-
 _rendering: ContextVar[Translator] = ContextVar("rendering")
 """The translator of the page being rendered, for macros imported without context (web/forms.html)."""
 
