@@ -146,7 +146,8 @@ class WebSettings(BaseModel):
     session_absolute_minutes: int = Field(12 * 60, ge=15, le=7 * 24 * 60)
     """A session ends this long after sign-in, however busy: a shared reception computer signs out by itself."""
     time_zone: str = "America/Sao_Paulo"
-    """The IANA zone in which pages show dates and times."""
+    """The IANA zone in which pages show dates and times; unset, the clinic's (agenda.time_zone, which the stack
+    setting apps.timeZone sets)."""
 
     @field_validator("time_zone")
     @classmethod
@@ -195,6 +196,12 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     telemedicine_base_url: str = "https://meet.clinic.example/r"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _pages_on_the_clinics_clock(self) -> Settings:
+        if "time_zone" not in self.web.model_fields_set:
+            self.web.time_zone = self.agenda.time_zone
+        return self
 
     @model_validator(mode="after")
     def _real_secret_outside_development(self) -> Settings:

@@ -339,3 +339,12 @@ def test_read_form_gives_messages_per_field_in_the_users_language_and_keeps_the_
         )
     finally:
         portal.app.router.routes.pop()
+
+
+def test_pages_follow_the_clinics_zone_unless_told_otherwise():
+    from clinic_api.settings import Settings
+
+    assert Settings().web.time_zone == "America/Sao_Paulo"
+    assert Settings(agenda={"time_zone": "America/Manaus"}).web.time_zone == "America/Manaus"
+    both = Settings(agenda={"time_zone": "America/Manaus"}, web={"time_zone": "UTC"})
+    assert both.web.time_zone == "UTC"
