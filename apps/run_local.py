@@ -131,6 +131,9 @@ def api_env(db: tuple[str, int], endpoint: str, urls: dict[str, str], port: int)
         "CLINIC_STORAGE__BUCKET": BUCKET,
         **{f"CLINIC_QUEUES__{d.upper().replace('-', '_')}": urls[d] for d in DOMAINS},
         "CLINIC_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        # Plain http on one's own machine: a browser keeps no Secure cookie from http://, so the portal's session
+        # cookie is not Secure here (it is everywhere else: the setting's default).
+        "CLINIC_WEB__SECURE_COOKIES": "false",
     }
 
 
@@ -383,14 +386,16 @@ def main(argv: list[str] | None = None) -> int:
             lines, users = create_demo_data(api_url, env_api)
             for line in lines:
                 log(line)
-            for role in ("admin", "staff"):
+            for role in ("admin", "staff", "doctor", "patient"):
                 shell_env[f"{role.upper()}_EMAIL"], shell_env[f"{role.upper()}_PASSWORD"] = users[role]
+            log(f"sign in to the portal, {api_url}/portal/, with any of these accounts")
         write_env_file(args.env_file, shell_env)
 
         print(
             f"""
   Clinic is up (Ctrl-C stops everything)
 
+  Portal             {api_url}/portal/   (pages for patients, doctors and staff; --demo-data prints accounts)
   API                {api_url}
   OpenAPI docs       {api_url}/docs
   API health         {api_url}/healthz  {api_url}/readyz  {api_url}/metrics

@@ -3,6 +3,7 @@ them all; the walk-through of apps/README.md runs against it, twice in a row."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import httpx
 import psutil
 import pytest
 from support import free_port
@@ -42,6 +44,22 @@ def processes_of(pid: int) -> list[psutil.Process]:
     """`pid` and every process below it."""
     parent = psutil.Process(pid)
     return [parent, *parent.children(recursive=True)]
+
+
+def assert_the_demo_patient_signs_in_to_the_portal(api: str, env_file) -> None:
+    """run_local's defaults serve a working portal: plain http, so cookies without Secure (a browser would drop a
+    Secure cookie from http:// and never be signed in)."""
+    values = dict(re.findall(r"^export (\w+)='([^']*)'$", env_file.read_text(), re.MULTILINE))
+    with httpx.Client(base_url=api, follow_redirects=True, timeout=10) as client:
+        page = client.get("/portal/sign-in")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token, page.text
+        home = client.post(
+            "/portal/sign-in",
+            data={"email": values["PATIENT_EMAIL"], "password": values["PATIENT_PASSWORD"], "csrf_token": token[1]},
+        )
+        assert str(home.url).endswith("/portal/appointments"), (home.status_code, str(home.url))
+        assert "Pat Demo" in home.text  # the layout names who is signed in
 
 
 def test_run_local_starts_everything_runs_the_walk_through_twice_and_stops_everything(tmp_path):
@@ -102,6 +120,7 @@ def test_run_local_starts_everything_runs_the_walk_through_twice_and_stops_every
             assert "same bytes" in walked.stdout and walked.stdout.rstrip().endswith("walk-through complete"), run
         assert status(f"{urls['api']}/readyz") == 200
         assert status(f"{urls['api']}/docs") == 200
+        assert_the_demo_patient_signs_in_to_the_portal(urls["api"], env_file)
         assert status(f"{urls['notifier']}/readyz") == 200
         assert status(f"{urls['file_processor']}/readyz") == 200
         # The emulator has what the apps need: the bucket, queues with DLQs, the verified identity.
