@@ -233,3 +233,21 @@ def test_image_requirements_cover_every_third_party_import(app, dockerfile):
 def test_dockerignore_keeps_sources_and_drops_noise():
     assert ignored("notifier/__pycache__") and ignored(".local")
     assert not ignored("notifier/worker.py") and not ignored("clinic_common")
+
+
+def test_the_api_image_ships_the_portals_templates_static_files_and_catalogs():
+    """The portal reads these at run time (clinic_api.web): each must be in the build context and under a COPY."""
+    package = APPS / "clinic_api"
+    kinds = {
+        "templates": list(package.glob("**/templates/**/*.html")),
+        "static files": [p for p in (package / "web" / "static").iterdir() if p.is_file()],
+        "catalogs": list(package.glob("*/locale/*/LC_MESSAGES/messages.po")),
+    }
+    copied = [shlex.split(a)[-2] for k, a in instructions(package / "Dockerfile") if k == "COPY" and "--from" not in a]
+    for kind, files in kinds.items():
+        assert files, f"no portal {kind} found"
+        for path in files:
+            rel = str(path.relative_to(APPS))
+            assert not ignored(rel), f"{rel} is excluded by apps/.dockerignore: the image would lack it"
+            assert any(rel.startswith(source) for source in copied if source.endswith("/")), f"{rel} is not copied"
+    assert {p.parent.parent.name for p in kinds["catalogs"]} >= {"pt_BR", "en"}
