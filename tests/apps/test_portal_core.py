@@ -218,6 +218,9 @@ def test_an_expired_session_sends_to_sign_in_with_a_message(portal, column, sett
     assert expired.headers["location"] == "/portal/sign-in?next=/portal/"
     page = client.get(expired.headers["location"])
     assert "Sua sessão terminou. Entre de novo." in page.text
+    # htmx asks for a fragment: told to load the sign-in page whole instead.
+    fragment = client.get("/portal/", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert (fragment.status_code, fragment.headers["hx-redirect"]) == (200, "/portal/sign-in?next=/portal/")
 
 
 def test_a_disabled_or_revoked_account_loses_its_session_at_once(portal):
