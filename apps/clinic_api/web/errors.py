@@ -57,7 +57,7 @@ def error_page(
 
 async def sign_in_required(request: Request, error: Exception) -> Response:
     assert isinstance(error, SignInRequired)
-    response = redirect(request, sign_in_url(error.next_path))
+    response: Response = redirect(request, sign_in_url(error.next_path))
     if request.headers.get("hx-request"):  # htmx would follow the 303 and swap the sign-in page into a fragment
         response = Response(status_code=200, headers={"HX-Redirect": sign_in_url(error.next_path)})
     if error.expired:

@@ -2,9 +2,10 @@
 `playwright install`, which downloads a browser) against the API, the portal, PostgreSQL, moto and the notifier, all
 running locally. Tests read as journeys and select by role and label.
 
-Fixtures: `clinic` (session: the API under uvicorn, outbox relay and notifier on; `clinic.base_url`), `browser`
-(session), `page` (a fresh context per test, pt-BR), `make_account(role, ...)`, `sign_in(page, account)`,
-`check_accessibility(page)` (axe-core; fails on any serious or critical violation), `sent_emails(to=...)`."""
+Fixtures: `clinic` (one for the whole package: the API under uvicorn, outbox relay and notifier on;
+`clinic.base_url`), `browser` (the package's), `page` (a fresh context per test, pt-BR), `make_account(role, ...)`,
+`sign_in(page, account)`, `check_accessibility(page)` (axe-core; fails on any serious or critical violation),
+`sent_emails(to=...)`."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class Account:
     """An API bearer token's header, to arrange data through the API."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def clinic(postgres, shared_clinic_aws) -> Iterator[PortalClinic]:
     if not shutil.which(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does), or set CHROMIUM to a Chromium")
@@ -74,7 +75,7 @@ def clinic(postgres, shared_clinic_aws) -> Iterator[PortalClinic]:
         yield PortalClinic(str(api.client.base_url).rstrip("/"), api, shared_clinic_aws)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def notifier_worker(postgres, shared_clinic_aws):
     """The notifier consuming the clinic's queues, as deployed, so that sign-up and the like send real (moto) email."""
     database = postgres.create_database()
@@ -99,8 +100,10 @@ def notifier_worker(postgres, shared_clinic_aws):
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    """One Chromium for all the browser tests, closed after them: Playwright's sync API runs an asyncio loop on the
+    main thread while it is open, which tests elsewhere that run a loop of their own would trip over."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
