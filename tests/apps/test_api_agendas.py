@@ -12,8 +12,8 @@ from api_support import running_clinic, status_and_detail
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clinic_api.appointments.service import REASON_REQUIRED
 from clinic_api.models import OutboxEvent
-from clinic_api.routes.appointments import REASON_REQUIRED
 from clinic_api.security import FORBIDDEN
 
 MORNINGS = [

@@ -7,7 +7,7 @@ import pytest
 from api_support import at_once, future, running_clinic, served_clinic, status_and_detail
 from sqlalchemy import text
 
-from clinic_api.routes.appointments import SLOT_TAKEN, TOO_MANY_UPCOMING
+from clinic_api.appointments.service import SLOT_TAKEN, TOO_MANY_UPCOMING
 
 
 @pytest.fixture

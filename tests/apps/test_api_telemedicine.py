@@ -12,8 +12,8 @@ from api_support import running_clinic, status_and_detail
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from clinic_api.appointments.video import CANCELLED, NOT_CONFIGURED, NOT_FOUND, NOT_VIDEO
 from clinic_api.models import Appointment
-from clinic_api.routes.telemedicine import CANCELLED, NOT_CONFIGURED, NOT_FOUND, NOT_VIDEO
 from clinic_api.security import FORBIDDEN
 from clinic_api.settings import Settings
 

@@ -18,8 +18,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from clinic_api import outbox
+from clinic_api.appointments.service import notice
 from clinic_api.models import Appointment
-from clinic_api.routes.appointments import notice
 from clinic_api.settings import AgendaSettings
 from clinic_common.logging import Outage
 
