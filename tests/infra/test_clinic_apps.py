@@ -507,3 +507,14 @@ def test_an_unknown_time_zone_is_refused_before_a_rollout_would_crash_loop():
     with pytest.raises(ValueError, match=r"time_zone = 'Brazil/Nowhere' is invalid; allowed: an IANA time zone"):
         clinic_apps.validate_time_zone("Brazil/Nowhere")
     clinic_apps.validate_time_zone("America/Manaus")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_portal_keeps_secure_cookies_in_the_cluster(stack, request):
+    """The portal's session cookie is Secure with the __Host- prefix unless CLINIC_WEB__SECURE_COOKIES says otherwise
+    (only apps/run_local.py, over plain http on one's machine): the cluster never says so."""
+    graph = request.getfixturevalue(stack)
+    api = next(d for d in graph.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] == "clinic-api")
+    names = {e["name"] for e in api.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "CLINIC_WEB__SECURE_COOKIES" not in names
+    assert "CLINIC_ENVIRONMENT" in names  # the env was read (a renamed key would make the check above vacuous)
