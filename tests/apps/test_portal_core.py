@@ -288,6 +288,20 @@ def test_an_unhandled_error_under_portal_is_the_500_page(portal):
     assert page.headers["content-security-policy"] == PAGE_CSP
 
 
+def test_a_401_from_the_apis_functions_under_portal_asks_to_sign_in_again(portal):
+    from fastapi import HTTPException
+
+    def gone():
+        raise HTTPException(401, "missing, invalid or expired token")
+
+    portal.app.add_api_route("/portal/test-gone", gone)
+    try:
+        answer = fresh_client(portal).get("/portal/test-gone?x=1", follow_redirects=False)
+    finally:
+        portal.app.router.routes.pop()
+    assert (answer.status_code, answer.headers["location"]) == (303, "/portal/sign-in?next=/portal/test-gone%3Fx%3D1")
+
+
 def test_web_settings_name_the_key_the_value_and_what_is_allowed():
     from pydantic import ValidationError
 

@@ -92,5 +92,8 @@ async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     if not is_portal(request):
         return await http_exception_handler(request, error)
+    if error.status_code == 401:  # an API function found the account gone or revoked: sign in again
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return await sign_in_required(request, SignInRequired(path, expired=True))
     await _signed_in_if_so(request)
     return error_page(request, error.status_code, dict(error.headers or {}), error.detail)
