@@ -166,7 +166,7 @@ class ClinicAppsArgs:
     notifier_replicas: int = 1
     """Notifier replicas."""
     hostname: str | None = None
-    """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
+    """Public host name of the clinic (Ingress rule, and the host of the links the API emails); required."""
     certificate_arn: str | None = None
     """ACM certificate for HTTPS on the ALB (HTTP redirects to HTTPS when set)."""
     time_zone: str = "America/Sao_Paulo"
@@ -206,6 +206,18 @@ def validate_dns(hostname: str | None, hosted_zone_id: str | None) -> None:
             f"hosted_zone_id = {hosted_zone_id!r} is invalid without a hostname; allowed: set hostname "
             "(the record and the certificate are for it), or leave hosted_zone_id unset"
         )
+
+
+def public_url(hostname: str | None, https: bool) -> str:
+    """Where the links the API emails (email verification, password reset) point. Without a host name there is none
+    to give: the ALB's generated name is known only once the Ingress exists, after the API's Deployment, and the
+    API's own default is localhost, which no patient can open."""
+    if hostname is None:
+        raise ValueError(
+            "hostname = None is invalid; allowed: the clinic's public host name, such as clinic.example.org (the "
+            "links the API emails are built on it; without it they would point at localhost)"
+        )
+    return f"{'https' if https else 'http'}://{hostname}"
 
 
 def validate_time_zone(time_zone: str) -> None:
@@ -440,6 +452,7 @@ class ClinicApps(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClinicAppsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("clinic:index:ClinicApps", name, None, opts)
         validate_dns(args.hostname, args.hosted_zone_id)
+        url = public_url(args.hostname, bool(args.certificate_arn or args.hosted_zone_id))
         validate_time_zone(args.time_zone)
         p, tags = args.platform, dict(args.tags)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider)
@@ -540,9 +553,8 @@ class ClinicApps(pulumi.ComponentResource):
             {"name": "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "value": str(API_DRAIN_SECONDS)},
             {"name": "CLINIC_AGENDA__TIME_ZONE", "value": args.time_zone},
             *telemedicine_env,
-            # The address in emailed links (email verification). Without a host name the ALB's generated one is
-            # known only once the Ingress exists, after this Deployment: such a stack keeps the default.
-            *([{"name": "CLINIC_PUBLIC_URL", "value": f"https://{args.hostname}"}] if args.hostname else []),
+            # The address in emailed links: HTTPS where the ALB has a certificate (given, or issued in the zone).
+            {"name": "CLINIC_PUBLIC_URL", "value": url},
         ]
         notifier_env = [
             *database_env("NOTIFIER", p),

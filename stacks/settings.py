@@ -713,7 +713,7 @@ class AppsSettings(_Group):
     notifier_replicas: Annotated[int, Between(1, 20)]
     """Notifier replicas."""
     hostname: Annotated[str, Matching(DOMAIN_PATTERN, "a lowercase DNS name such as clinic.example.org")] | None = None
-    """Public host name of the clinic (Ingress rule); None answers on the ALB's own name."""
+    """Public host name of the clinic (Ingress rule, and the host of the links the API emails); required."""
     certificate_arn: (
         Annotated[
             str, Matching(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}", "an ACM certificate ARN")
@@ -955,6 +955,22 @@ class PlatformSettings(_Group):
                 )
             },
         )
+
+    @model_validator(mode="after")
+    def _emailed_links(self) -> "PlatformSettings":
+        """The API emails links (email verification, password reset) on the clinic's host name. Without one there is
+        none to give it: the ALB's generated name is known only after the API is deployed, and the API's own default
+        is localhost, which no patient can open."""
+        rules = _Rules()
+        rules.check(
+            self.apps.hostname is not None,
+            "apps.hostname",
+            None,
+            "the clinic's public host name, such as clinic.example.org (required: the links the API emails, for "
+            "email verification and password reset, are built on it; without it they would point at localhost)",
+        )
+        rules.raise_any()
+        return self
 
     @property
     def telemedicine_hostname(self) -> str | None:

@@ -257,7 +257,7 @@ def test_https_with_redirect_when_a_certificate_is_configured():
     graph = evaluate_program(
         "prod",
         {
-            "clinic-platform:apps": {"apiReplicas": 3, "certificateArn": arn},
+            "clinic-platform:apps": {"apiReplicas": 3, "hostname": "clinic.example.org", "certificateArn": arn},
             "clinic-platform:telemedicine": {"hostname": "meet.clinic.example.org", "certificateArn": arn},
         },
     )
@@ -432,10 +432,22 @@ def test_pods_ingress_and_namespace_carry_the_rollout_numbers(stack):
     assert env["NOTIFIER_WAIT_SECONDS"] == str(c.NOTIFIER_WAIT_SECONDS)
 
 
-def test_the_api_puts_the_clinics_host_name_in_emailed_links(prod):
-    api = next(d for d in prod.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] == "clinic-api")
-    env = {e["name"]: e.get("value") for e in api.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["CLINIC_PUBLIC_URL"] == "https://clinic.example.org", "prod's apps.hostname"
+def test_the_api_puts_the_clinics_host_name_in_emailed_links(prod, dev):
+    def public_url(graph) -> str:
+        api = next(d for d in graph.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] == "clinic-api")
+        env = {e["name"]: e.get("value") for e in api.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env["CLINIC_PUBLIC_URL"]
+
+    assert public_url(prod) == "https://clinic.example.org", "prod's apps.hostname, with its issued certificate"
+    assert public_url(dev) == "http://dev.clinic.example.org", "dev's ALB has no certificate: links over HTTP"
+
+
+def test_the_component_refuses_to_email_links_without_a_host_name():
+    from components.clinic_apps import public_url
+
+    assert public_url("clinic.example.org", https=True) == "https://clinic.example.org"
+    with pytest.raises(ValueError, match=r"hostname = None is invalid; allowed: the clinic's public host name"):
+        public_url(None, https=True)
 
 
 def test_the_prestop_sleep_action_is_on_in_every_kubernetes_version_the_stacks_allow():

@@ -349,6 +349,8 @@ def test_each_environments_defaults_keep_that_environments_rules(environment):
             "repository": "org/repo",
         },
     }
+    # Nor has the clinic's host name (the links the API emails are built on it).
+    raw["apps"] = {"hostname": "clinic.example.org"}
     if environment == "prod":
         raw["apps"] = {"hostname": "clinic.example.org", "hostedZoneId": "Z0123456789EXAMPLE"}
         # Nor has the second region prod's exam replica (and the database's copies) live in.
@@ -358,6 +360,8 @@ def test_each_environments_defaults_keep_that_environments_rules(environment):
     for group, default in DEFAULTS[environment].items():
         if group == "cluster":
             assert settings.cluster.model_copy(update={"deploy_role_arn": None}) == default
+        elif group == "apps":
+            assert settings.apps.model_copy(update={"hostname": None, "hosted_zone_id": None}) == default
         elif group not in named_by_the_stack:
             assert getattr(settings, group) == default, group
 
@@ -540,9 +544,12 @@ def test_a_hosted_zone_needs_the_host_name_and_a_certificate_the_albs_region():
 
 
 def test_the_clinics_time_zone_must_be_one_the_system_knows():
-    assert load("dev", with_change("dev", "apps", {"timeZone": "America/Manaus"})).apps.time_zone == "America/Manaus"
+    apps = committed("dev")["apps"]
+    assert load("dev", with_change("dev", "apps", {**apps, "timeZone": "America/Manaus"})).apps.time_zone == (
+        "America/Manaus"
+    )
     with pytest.raises(StackSettingsError) as error:
-        load("dev", with_change("dev", "apps", {"timeZone": "Sao Paulo"}))
+        load("dev", with_change("dev", "apps", {**apps, "timeZone": "Sao Paulo"}))
     assert error.value.problems == [
         "apps.timeZone = 'Sao Paulo' is invalid; allowed: an IANA time zone name such as America/Sao_Paulo"
     ]
@@ -555,3 +562,20 @@ def test_a_malformed_hosted_zone_id_is_refused():
         r"zone id such as Z0123456789ABCDEFGHIJ",
     ):
         load("dev", with_change("dev", "apps", {"hostname": "clinic.example.org", "hostedZoneId": "z123"}))
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_stack_without_a_host_name_is_refused_as_its_emailed_links_would_point_at_localhost(stack):
+    raw = copy.deepcopy(committed(stack))
+    raw["apps"] = {k: v for k, v in raw["apps"].items() if k not in ("hostname", "hostedZoneId")}
+    raw["apps"]["certificateArn"] = (
+        "arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+    )
+    raw.pop("telemedicine", None)
+    with pytest.raises(StackSettingsError) as error:
+        load(stack, raw)
+    assert error.value.problems == [
+        "apps.hostname = None is invalid; allowed: the clinic's public host name, such as clinic.example.org "
+        "(required: the links the API emails, for email verification and password reset, are built on it; without "
+        "it they would point at localhost)"
+    ]
