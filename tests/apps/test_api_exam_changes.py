@@ -10,8 +10,8 @@ from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clinic_api.exams.service import ALREADY_READY, EXAM_CANCELLED, NO_DOCTOR
 from clinic_api.models import OutboxEvent
-from clinic_api.routes.exams import ALREADY_READY, EXAM_CANCELLED, NO_DOCTOR
 from clinic_api.security import FORBIDDEN
 
 FIRST, SECOND = pdf_bytes(pages=1), pdf_bytes(pages=2)  # real PDFs: the file processor verifies each upload

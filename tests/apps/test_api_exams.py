@@ -9,8 +9,17 @@ from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clinic_api.exams.service import (
+    NO_PATIENT,
+    NOT_FOUND,
+    NOT_PDF,
+    NOT_READY,
+    NOT_THEIR_EXAM,
+    NOT_UPLOADED,
+    NOT_VERIFIED,
+    ORDERED_AS_SELF,
+)
 from clinic_api.models import AuditLog
-from clinic_api.routes.exams import NOT_FOUND, NOT_PDF, NOT_READY, NOT_UPLOADED, NOT_VERIFIED
 from clinic_api.security import FORBIDDEN
 
 PDF = pdf_bytes(pages=3)
@@ -101,18 +110,55 @@ def test_a_doctor_sees_only_their_patients_exams(clinic):
     assert clinic.client.get("/exams", headers=other_doctor["headers"]).json()[0]["patient_id"] == theirs["id"]
 
 
-def test_only_staff_create_exams_and_upload_results(clinic):
-    staff, patient, doctor = clinic.user("staff"), clinic.user("patient"), clinic.user("doctor")
-    exam_id = new_exam(clinic, staff, patient, doctor)  # the same exam and body that staff may create and upload
-    for user in (patient, doctor):
-        created = clinic.client.post(
-            "/exams", headers=user["headers"], json={"patient_id": patient["id"], "exam_type": "Blood count"}
-        )
-        assert status_and_detail(created) == (403, FORBIDDEN)
-        uploaded = upload(clinic, user, exam_id)
-        assert status_and_detail(uploaded) == (403, FORBIDDEN)
+def test_patients_neither_order_exams_nor_upload_results(clinic):
+    staff, patient = clinic.user("staff"), clinic.user("patient")
+    exam_id = new_exam(clinic, staff, patient)  # the same exam and body that staff may create and upload
+    created = clinic.client.post(
+        "/exams", headers=patient["headers"], json={"patient_id": patient["id"], "exam_type": "Blood count"}
+    )
+    assert status_and_detail(created) == (403, FORBIDDEN)
+    assert status_and_detail(upload(clinic, patient, exam_id)) == (403, FORBIDDEN)
+    assert status_and_detail(clinic.client.post(f"/exams/{exam_id}/ready", headers=patient["headers"])) == (
+        403,
+        FORBIDDEN,
+    )
     assert clinic.client.get(f"/exams/{exam_id}", headers=staff["headers"]).json()["status"] == "requested"
     assert upload(clinic, staff, exam_id).status_code == 200
+
+
+def test_a_doctor_orders_uploads_and_releases_only_for_their_patients_and_exams(clinic, clinic_aws):
+    staff, doctor, colleague = clinic.user("staff"), clinic.user("doctor"), clinic.user("doctor")
+    mine, stranger = clinic.user("patient"), clinic.user("patient")
+    for who in (doctor, colleague):  # both see the patient's exams; each changes only their own
+        booked = clinic.client.post(
+            "/appointments", headers=mine["headers"], json={"doctor_id": who["id"], "starts_at": future(3 + who["id"])}
+        )
+        assert booked.status_code == 201, booked.text
+
+    def order(patient, **more):
+        body = {"patient_id": patient["id"], "exam_type": "Blood count", **more}
+        return clinic.client.post("/exams", headers=doctor["headers"], json=body)
+
+    assert order(stranger).json()["errors"] == [{"field": "patient_id", "problem": NO_PATIENT}], (
+        "a patient the doctor does not treat is answered as one that does not exist"
+    )
+    as_colleague = order(mine, doctor_id=colleague["id"])
+    assert as_colleague.json()["errors"] == [{"field": "doctor_id", "problem": ORDERED_AS_SELF}]
+    ordered = order(mine)
+    assert ordered.status_code == 201, ordered.text
+    exam_id = ordered.json()["id"]
+    assert ordered.json()["doctor_id"] == doctor["id"], "the ordering doctor is the exam's doctor"
+
+    assert status_and_detail(upload(clinic, colleague, exam_id)) == (403, NOT_THEIR_EXAM)
+    assert upload(clinic, doctor, exam_id).json()["status"] == "uploaded"
+    assert check_uploads(clinic.app.state.engine, clinic_aws) == ["verified"]
+    refused = clinic.client.post(f"/exams/{exam_id}/ready", headers=colleague["headers"])
+    assert status_and_detail(refused) == (403, NOT_THEIR_EXAM)
+    assert clinic.client.post(f"/exams/{exam_id}/ready", headers=doctor["headers"]).json()["status"] == "ready"
+
+    by_staff = new_exam(clinic, staff, mine)  # no doctor: staff's to complete
+    assert status_and_detail(upload(clinic, doctor, by_staff)) == (403, NOT_THEIR_EXAM)
+    assert status_and_detail(upload(clinic, doctor, new_exam(clinic, staff, stranger))) == (404, NOT_FOUND)
 
 
 def test_upload_refuses_what_is_not_a_pdf_and_what_is_too_large(clinic):

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from clinic_api.appointments.service import NOT_FOUND as APPOINTMENT_NOT_FOUND
 from clinic_api.appointments.video import NOT_FOUND as VISIT_NOT_FOUND
+from clinic_api.exams.service import NOT_FOUND as EXAM_NOT_FOUND
 from clinic_api.models import AuditLog, OutboxEvent
-from clinic_api.routes.exams import NOT_FOUND as EXAM_NOT_FOUND
 
 OUT_OF_RANGE_IDS = [2**31, 2**63, 10**30, 0, -1]
 PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from support import make_queue, sent_emails
 
+from clinic_api.exams.service import NOT_READY, QUARANTINED
 from clinic_api.models import Exam, OutboxEvent
-from clinic_api.routes.exams import NOT_READY, QUARANTINED
 from clinic_common.logging import JsonFormatter
 from file_processor.app import configure_logging
 from file_processor.events import PoisonMessage, parse_upload
