@@ -434,8 +434,8 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
                     ),
                     _pick(
                         lang,
-                        "The clinic staff can now release it to the patient.",
-                        "A equipe da clínica já pode liberá-lo ao paciente.",
+                        "It can now be released to the patient.",
+                        "Ele já pode ser liberado ao paciente.",
                     ),
                 ],
                 None,
@@ -452,8 +452,8 @@ def _body(event: Event) -> tuple[str, list[str], tuple[str, str] | None]:
                 ),
                 _pick(
                     lang,
-                    "Please ask the clinic staff to upload the result again.",
-                    "Peça à equipe da clínica que envie o resultado novamente.",
+                    "Please upload the result again.",
+                    "Envie o resultado novamente.",
                 ),
             ],
             None,

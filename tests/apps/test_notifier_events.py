@@ -111,7 +111,7 @@ def test_the_file_verdicts_name_the_exam_and_what_to_do():
     verified = render(parse_event(body("file.processed")))
     refused = render(parse_event(body("file.quarantined", exam_type="<b>Lipids</b>")))
     assert verified.subject == "Result of exam #7 (Blood count) verified"
-    assert "can now release it" in verified.text
+    assert "can now be released to the patient" in verified.text
     assert refused.subject == "Result of exam #7 (<b>Lipids</b>) refused"  # plain text: a header, not HTML
     assert "not a readable PDF" in refused.text and "upload the result again" in refused.text
     assert "<b>" not in refused.html and "&lt;b&gt;Lipids" in refused.html
