@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_portal(app)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, upload_bytes=settings.storage.max_upload_bytes)
     app.add_middleware(Observe)  # added last: outermost, so that it sees (and counts) the 413s too
 
     @app.exception_handler(RequestValidationError)

@@ -195,9 +195,13 @@ class AppointmentOut(BaseModel):
         return int((self.ends_at - self.starts_at).total_seconds() // 60)
 
 
+ExamType = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+"""What is examined, e.g. "Complete blood count": trimmed, 1 to 120 characters, no control characters."""
+
+
 class NewExam(BaseModel):
     patient_id: Id
-    exam_type: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+    exam_type: ExamType
     doctor_id: Id | None = None
 
 
@@ -215,7 +219,7 @@ class ExamOut(BaseModel):
 class ExamCorrection(BaseModel):
     """Fields to correct before the result is ready; at least one."""
 
-    exam_type: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] | None = None
+    exam_type: ExamType | None = None
     doctor_id: Id | None = None
 
     @model_validator(mode="after")

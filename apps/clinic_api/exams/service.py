@@ -324,3 +324,36 @@ async def download_link(
     url = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=storage.download_url_seconds)
     DOWNLOADS.inc()
     return DownloadLink(url=url, expires_in=storage.download_url_seconds)
+
+
+# --- lists for the portal ---------------------------------------------------------------------------------------
+
+PAGE_SIZE = 50
+
+
+def exam_page(
+    session: Session, request: Request, user: Principal, before: int | None = None, limit: int = PAGE_SIZE
+) -> tuple[list[tuple[Exam, str]], int | None]:
+    """The exams `user` may see (with their patient's name), newest first, from the one before exam `before`; and
+    the id to pass as `before` for the next page (None on the last). Keyset paging on the id, as `GET /exams`. The
+    read is in each listed patient's access log, as the API's list writes it."""
+    query = (
+        select(Exam, User.full_name)
+        .join(User, User.id == Exam.patient_id)
+        .where(visible(user.role))
+        .order_by(Exam.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        query = query.where(Exam.id < before)
+    rows = [(exam, name) for exam, name in session.execute(query, {"user_id": user.id})]
+    page, more = rows[:limit], len(rows) > limit
+    access_log.record(session, request, user.id, "exams.list", [exam.patient_id for exam, _ in page])
+    session.commit()
+    return page, (page[-1][0].id if more else None)
+
+
+def patient_exams(session: Session, patient_id: int, doctor: Principal) -> list[Exam]:
+    """The exams `doctor` ordered for the patient, newest first (the caller writes the access log)."""
+    query = select(Exam).where(Exam.patient_id == patient_id, Exam.doctor_id == doctor.id, visible(doctor.role))
+    return list(session.scalars(query.order_by(Exam.id.desc()), {"user_id": doctor.id}))

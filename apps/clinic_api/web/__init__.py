@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 PAGE_ROUTERS = [
     "clinic_api.web.pages",
     "clinic_api.web.static",
+    "clinic_api.exams.pages",
 ]
 
 
