@@ -181,8 +181,9 @@ def status_context(request: Request, user: SignedIn, exam: Exam) -> dict[str, An
         "changeable": changeable,
         "can_upload": changeable and exam.status not in ("ready", "cancelled"),
         "can_release": changeable and exam.status == "verified",
-        # The status partial asks again while the file processor is at work (htmx; without it, a link reloads).
-        "processing": exam.status == "uploaded",
+        # For the uploader, the status partial asks again while the file processor is at work (htmx; without it, a
+        # link reloads). The patient waits for an email instead.
+        "processing": exam.status == "uploaded" and changeable,
         "max_megabytes": f"{request.app.state.settings.storage.max_upload_bytes / 2**20:g}",
     }
 
