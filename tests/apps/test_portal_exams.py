@@ -13,6 +13,7 @@ from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clinic_api.exams import service
 from clinic_api.models import AuditLog, Exam, OutboxEvent
 
 PDF = pdf_bytes(pages=2)
@@ -109,12 +110,9 @@ def test_a_doctor_orders_uploads_and_releases_and_the_patient_downloads_with_the
     assert httpx.get(download.headers["location"]).content == PDF, "the very bytes the doctor uploaded"
     downloads = [r for r in rows(portal, exam_id=exam_id) if r[1] == "result.download"]
     assert downloads == [(patient["id"], "result.download", "granted", patient["id"])], "audited as the API's"
-    assert rows(portal, user_id=doctor["id"], action="exam.read")[0] == (
-        doctor["id"],
-        "exam.read",
-        "granted",
-        patient["id"],
-    ), "the doctor's read of the exam page is in the patient's access log"
+    assert set(rows(portal, user_id=doctor["id"], action="exam.read")) == {
+        (doctor["id"], "exam.read", "granted", patient["id"])
+    }, "the doctor's reads of the exam page are in the patient's access log"
     assert rows(portal, user_id=patient["id"], action="exam.read") == [], "the patient's own reads are not"
 
 
@@ -168,3 +166,26 @@ def test_another_patients_exam_and_a_patient_not_theirs_are_the_404_page(portal)
     assert signed_in(portal, ana).get(f"/portal/patients/{ana['id']}").status_code == 403, "a doctor's page"
     staff = signed_in(portal, portal.user("staff"))
     assert staff.get("/portal/exams").status_code == 403
+
+
+def test_the_exam_list_pages_newest_first_and_logs_the_doctors_read(portal, monkeypatch):
+    monkeypatch.setattr(service, "PAGE_SIZE", 2)
+    staff, doctor, patient = portal.user("staff"), portal.user("doctor"), portal.user("patient")
+    book(portal, patient, doctor)
+    for exam_type in ("First", "Second", "Third"):
+        made = portal.client.post(
+            "/exams", headers=staff["headers"], json={"patient_id": patient["id"], "exam_type": exam_type}
+        )
+        assert made.status_code == 201, made.text
+    pat = signed_in(portal, patient)
+    first = pat.get("/portal/exams")
+    assert re.findall(r">(First|Second|Third)</a>", first.text) == ["Third", "Second"]
+    older = re.search(r'href="(/portal/exams\?before=\d+)"', first.text).group(1)
+    second = pat.get(older)
+    assert re.findall(r">(First|Second|Third)</a>", second.text) == ["First"]
+    assert "Older exams" not in second.text, "the last page links to no older one"
+    assert rows(portal, user_id=patient["id"], action="exams.list") == [], "the patient's own read is not logged"
+    signed_in(portal, doctor).get("/portal/exams")
+    assert rows(portal, user_id=doctor["id"], action="exams.list") == [
+        (doctor["id"], "exams.list", "granted", patient["id"])
+    ], "one row per listed patient, as the API's list writes"

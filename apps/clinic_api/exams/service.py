@@ -332,11 +332,12 @@ PAGE_SIZE = 50
 
 
 def exam_page(
-    session: Session, request: Request, user: Principal, before: int | None = None, limit: int = PAGE_SIZE
+    session: Session, request: Request, user: Principal, before: int | None = None, limit: int | None = None
 ) -> tuple[list[tuple[Exam, str]], int | None]:
     """The exams `user` may see (with their patient's name), newest first, from the one before exam `before`; and
     the id to pass as `before` for the next page (None on the last). Keyset paging on the id, as `GET /exams`. The
     read is in each listed patient's access log, as the API's list writes it."""
+    limit = limit or PAGE_SIZE
     query = (
         select(Exam, User.full_name)
         .join(User, User.id == Exam.patient_id)
