@@ -24,12 +24,14 @@ LIMIT = 64 * 1024
 def portal(postgres, shared_clinic_aws):
     storage = {"bucket": shared_clinic_aws.bucket, "max_upload_bytes": LIMIT}
     with running_clinic(postgres, shared_clinic_aws, web={"secure_cookies": False}, storage=storage) as clinic:
-        clinic.aws = shared_clinic_aws  # type: ignore[attr-defined]
+        clinic.aws = shared_clinic_aws
         yield clinic
 
 
 def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page has a form with its CSRF token"
+    return found.group(1)
 
 
 def signed_in(portal, account: dict, language: str = "en") -> TestClient:

@@ -14,16 +14,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from clinic_api import access_log
+from clinic_api.appointments import service as appointments_service
 from clinic_api.deps import HotPoolDep, S3Dep, SessionDep, SettingsDep
 from clinic_api.errors import existing_id
 from clinic_api.exams import service
 from clinic_api.models import ID_MAX, Appointment, Exam, User
-from clinic_api.routes.appointments import visible as appointments_visible
 from clinic_api.routes.profiles import NO_PATIENT, find_patient
 from clinic_api.schemas import ExamType, NewExam
 from clinic_api.web.forms import read_form
@@ -98,16 +97,12 @@ def patient_page(patient_id: int, request: Request, db: SessionDep, user: WebUse
     """One of the doctor's patients: their appointments and the exams this doctor ordered. Another patient: the 404
     page, as the API answers for a patient the doctor does not treat."""
     patient = find_patient(db, existing_id(patient_id, NO_PATIENT), user.principal)
-    appointments = list(
-        db.scalars(
-            select(Appointment)
-            .where(Appointment.patient_id == patient.id, appointments_visible(user.principal))
-            .order_by(Appointment.starts_at.desc())
-        )
+    # The appointments as the API's list reads them (each read in the patient's access log).
+    appointments = appointments_service.read_many(
+        db, request, user.principal, where=[Appointment.patient_id == patient.id], newest_first=True
     )
     exams = service.patient_exams(db, patient.id, user.principal)
-    # The same rows the API's lists write for these reads.
-    access_log.record(db, request, user.id, "appointments.list", [a.patient_id for a in appointments])
+    # The same row the API's exam list writes for this read.
     access_log.record(db, request, user.id, "exams.list", [e.patient_id for e in exams])
     db.commit()
     return render(
