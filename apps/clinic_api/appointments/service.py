@@ -5,8 +5,8 @@ the same events and write the same access log."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,10 +16,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clinic_api import access_log, outbox
+from clinic_api.agendas.models import ScheduleBlock
 from clinic_api.agendas.service import free_span_at
 from clinic_api.agendas.slots import Slot
 from clinic_api.errors import existing_id, invalid
-from clinic_api.models import Appointment, User
+from clinic_api.models import Appointment, DoctorProfile, User
 from clinic_api.schemas import Cancellation, NewAppointment, Reschedule
 from clinic_api.security import Principal
 from clinic_api.settings import Settings
@@ -299,3 +300,50 @@ def read_many(
     access_log.record(session, request, user.id, "appointments.list", [a.patient_id for a in appointments])
     session.commit()
     return appointments
+
+
+def specialties(session: Session) -> list[str]:
+    """The specialties of the doctors who can be booked (enabled accounts), alphabetically."""
+    query = (
+        select(DoctorProfile.specialty)
+        .join(User, User.id == DoctorProfile.user_id)
+        .where(User.role == "doctor", User.disabled_at.is_(None))
+        .distinct()
+        .order_by(DoctorProfile.specialty)
+    )
+    return list(session.scalars(query))
+
+
+def bookable_doctors(session: Session, specialty: str | None = None, kind: str | None = None) -> list[DoctorChoice]:
+    """Enabled doctors, by name, of `specialty` if given, whose weekly schedule offers `kind` (in_person or video:
+    a block of that kind or of `any`) if given, or any schedule at all."""
+    kinds = (kind, "any") if kind else ("in_person", "video", "any")
+    offers = select(ScheduleBlock.id).where(ScheduleBlock.doctor_id == User.id, ScheduleBlock.kind.in_(kinds))
+    query = (
+        select(User.id, User.full_name, DoctorProfile.specialty)
+        .outerjoin(DoctorProfile, DoctorProfile.user_id == User.id)
+        .where(User.role == "doctor", User.disabled_at.is_(None), offers.exists())
+        .order_by(User.full_name, User.id)
+    )
+    if specialty:
+        query = query.where(DoctorProfile.specialty == specialty)
+    return [DoctorChoice(row.id, row.full_name, row.specialty) for row in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class DoctorChoice:
+    id: int
+    name: str
+    specialty: str | None
+
+
+def names(session: Session, user_ids: Iterable[int]) -> dict[int, str]:
+    """Full names by account id (a doctor's list shows its patients', a patient's list its doctors')."""
+    ids = set(user_ids)
+    if not ids:
+        return {}
+    return {row.id: row.full_name for row in session.execute(select(User.id, User.full_name).where(User.id.in_(ids)))}
+
+
+def specialty_of(session: Session, doctor_id: int) -> str | None:
+    return session.scalar(select(DoctorProfile.specialty).where(DoctorProfile.user_id == doctor_id))

@@ -12,6 +12,7 @@ PAGE_ROUTERS = [
     "clinic_api.web.pages",
     "clinic_api.web.static",
     "clinic_api.exams.pages",
+    "clinic_api.appointments.pages",
 ]
 
 
