@@ -19,15 +19,13 @@ JITSI = "https://meet.clinic.example.org"
 
 
 @pytest.fixture(scope="module")
-def portal(postgres, moto_endpoint):
-    from conftest import make_clinic_aws
-
+def portal(postgres, shared_clinic_aws):
     overrides = {
         "web": {"secure_cookies": False},
         "telemedicine_base_url": JITSI,
         "telemedicine": {"jwt_secret": "a-test-jitsi-secret-0123456789abcdef"},
     }
-    with running_clinic(postgres, make_clinic_aws(moto_endpoint), **overrides) as clinic:
+    with running_clinic(postgres, shared_clinic_aws, **overrides) as clinic:
         yield clinic
 
 
@@ -108,9 +106,13 @@ def test_filters_leave_the_doctors_of_a_specialty_and_kind_and_htmx_gets_only_th
         params={"specialty": "Dermatology", "kind": "video"},
         headers={"HX-Request": "true"},
     )
-    assert by_video.text.lstrip().startswith('<div id="booking"') and "<html" not in by_video.text
+    assert by_video.text.lstrip().startswith('<div id="booking-results"') and "<html" not in by_video.text
+    assert 'id="doctor-choice" hx-swap-oob="true"' in by_video.text  # the kind changed: the doctors listed anew
     assert f'value="{derma["id"]}"' not in by_video.text  # no video in this doctor's week
     assert by_video.headers["vary"] == "HX-Request"
+    same_filters = {"specialty": "Dermatology", "kind": "", "doctor": derma["id"], "listed_for": "Dermatology|"}
+    other_day = client.get("/portal/appointments/book", params=same_filters, headers={"HX-Request": "true"})
+    assert "doctor-choice" not in other_day.text  # the doctor list (and the focus on it) stays
 
 
 def test_a_slot_taken_meanwhile_is_a_message_next_to_the_slots_and_a_fresh_list(portal):

@@ -152,10 +152,28 @@ def booking(
     return Booking(specialty, kind, doctor_id, chosen_day, service.specialties(session), doctors, slots)
 
 
-def booking_page(request: Request, settings: Settings, found: Booking, form: Form | None, status_code: int = 200):
+def booking_page(
+    request: Request,
+    settings: Settings,
+    found: Booking,
+    form: Form | None = None,
+    status_code: int = 200,
+    listed_for: str | None = None,
+) -> Response:
+    """The booking page; to htmx, its results part, and the doctor list too when it was listed for other filters
+    (`listed_for`, what the page sent) than these."""
     errors = form.errors if form else {}
+    now_listed_for = f"{found.specialty or ''}|{found.kind or ''}"
     context = {
         "booking": found,
+        "chosen": {
+            "specialty": found.specialty or "",
+            "kind": found.kind or "",
+            "doctor": found.doctor_id or "",
+            "day": found.day.isoformat(),
+        },
+        "listed_for": now_listed_for,
+        "oob": partial(request) and listed_for != now_listed_for,
         "errors": errors,
         "other_errors": {k: v for k, v in errors.items() if k != "starts_at"},  # starts_at's sits with the slots
         **day_steps(settings, found.day),
@@ -175,6 +193,7 @@ def book_page(
     kind: Annotated[Kind | Literal[""] | None, Query()] = None,
     doctor: Annotated[str | None, Query(pattern=r"^\d{0,10}$")] = None,
     day: Annotated[str | None, Query(pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = None,
+    listed_for: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Filters arrive from a GET form, so an unset one is an empty string."""
     found = booking(
@@ -185,7 +204,7 @@ def book_page(
         int(doctor) if doctor else None,
         date.fromisoformat(day) if day else None,
     )
-    return booking_page(request, settings, found, None)
+    return booking_page(request, settings, found, listed_for=listed_for)
 
 
 def _book(session: Session, settings: Settings, user: SignedIn, body: NewAppointment) -> Appointment:
@@ -270,7 +289,7 @@ def detail_context(
 
 
 def detail_page(request: Request, context: dict[str, Any], status_code: int = 200) -> Response:
-    name = "appointments/_reschedule.html" if partial(request) else "appointments/detail.html"
+    name = "appointments/_reschedule_slots.html" if partial(request) else "appointments/detail.html"
     response = render(request, name, context, status_code=status_code)
     response.headers["Vary"] = "HX-Request"
     return response
