@@ -202,7 +202,7 @@ def book_page(
         specialty or None,
         kind or None,
         int(doctor) if doctor else None,
-        date.fromisoformat(day) if day else None,
+        _day(day),
     )
     return booking_page(request, settings, found, listed_for=listed_for)
 
