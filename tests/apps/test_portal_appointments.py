@@ -80,6 +80,12 @@ def test_a_patient_books_on_the_page_and_the_api_records_the_same_event(portal):
     listed = client.get("/portal/appointments")
     assert f'href="/portal/appointments/{appointment_id}"' in listed.text
     with Session(portal.app.state.engine) as db:
+        starts_at = db.get_one(Appointment, appointment_id).starts_at.astimezone(portal.app.state.settings.web.zone)
+    assert f"{starts_at:%-d} de " in listed.text and f"às {starts_at:%H:%M}" in listed.text  # pt_BR, the clinic's clock
+    client.cookies.set("lang", "en")
+    in_english = client.get("/portal/appointments")
+    assert "Upcoming" in in_english.text and f"{starts_at:%B %-d, %Y} at " in in_english.text
+    with Session(portal.app.state.engine) as db:
         event = db.scalars(select(OutboxEvent).order_by(OutboxEvent.id.desc())).first()
     assert (event.event_type, event.payload["appointment_id"]) == ("appointment.confirmed", appointment_id)
 
