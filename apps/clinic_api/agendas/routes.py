@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from clinic_api.agendas.models import ScheduleBlock, ScheduleException
+from clinic_api.agendas.models import ScheduleException
 from clinic_api.agendas.schemas import (
     ExceptionOut,
     NewException,
@@ -19,8 +19,16 @@ from clinic_api.agendas.schemas import (
     WeeklySchedule,
     WeeklyScheduleOut,
 )
-from clinic_api.agendas.service import blocks_of, doctor_or_404, free_slots_of, may_manage
-from clinic_api.agendas.slots import Block, instant, schedule_problems
+from clinic_api.agendas.service import (
+    blocks_of,
+    delete_exception,
+    doctor_or_404,
+    free_slots_of,
+    may_manage,
+    replace_blocks,
+    upcoming_exceptions,
+)
+from clinic_api.agendas.slots import instant
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from clinic_api.errors import errors, invalid
 from clinic_api.models import ID_MAX, Appointment
@@ -30,7 +38,6 @@ from clinic_api.settings import Settings
 router = APIRouter(tags=["agendas"])
 MANAGERS = require_role("doctor", "staff", "admin")
 STAFF = require_role("staff", "admin")
-EXCEPTION_NOT_FOUND = "exception not found"
 CLOSURE_NOT_FOUND = "closure not found"
 SIGNED_IN = errors(r401="missing, invalid or expired token")
 MANAGE = errors(
@@ -66,13 +73,7 @@ def replace_schedule(
     """Replaces the doctor's whole weekly schedule in one transaction. Blocks of one weekday must not overlap.
     Appointments already booked stay as they are, inside the new schedule or not."""
     may_manage(user, doctor_id)
-    blocks = [Block(b.weekday, b.starts, b.ends, b.slot_minutes, b.kind) for b in body.blocks]
-    if problems := schedule_problems(blocks):
-        raise invalid(*problems[0], *problems[1:])
-    doctor_or_404(session, doctor_id, lock=True)  # one replacement at a time per doctor
-    session.execute(delete(ScheduleBlock).where(ScheduleBlock.doctor_id == doctor_id))
-    session.add_all(ScheduleBlock(doctor_id=doctor_id, **b.model_dump()) for b in body.blocks)
-    session.commit()
+    replace_blocks(session, doctor_id, body.blocks)
     return get_schedule(doctor_id, session, settings, user)
 
 
@@ -86,13 +87,7 @@ def list_exceptions(doctor_id: int, session: SessionDep, user: CurrentUser) -> l
     """The doctor's exceptions that have not ended yet, by start."""
     may_manage(user, doctor_id)
     doctor_or_404(session, doctor_id)
-    return list(
-        session.scalars(
-            select(ScheduleException)
-            .where(ScheduleException.doctor_id == doctor_id, ScheduleException.ends_at > datetime.now(UTC))
-            .order_by(ScheduleException.starts_at)
-        )
-    )
+    return upcoming_exceptions(session, doctor_id)
 
 
 @router.post(
@@ -150,14 +145,7 @@ def create_exception(
 )
 def remove_exception(doctor_id: int, exception_id: int, session: SessionDep, user: CurrentUser) -> Response:
     may_manage(user, doctor_id)
-    if not (1 <= doctor_id <= ID_MAX and 1 <= exception_id <= ID_MAX):  # PostgreSQL would refuse to compare them
-        raise HTTPException(status.HTTP_404_NOT_FOUND, EXCEPTION_NOT_FOUND)
-    removed = session.execute(
-        delete(ScheduleException).where(ScheduleException.id == exception_id, ScheduleException.doctor_id == doctor_id)
-    )
-    if removed.rowcount == 0:  # type: ignore[attr-defined]  # a DML result has a row count
-        raise HTTPException(status.HTTP_404_NOT_FOUND, EXCEPTION_NOT_FOUND)
-    session.commit()
+    delete_exception(session, doctor_id, exception_id)
     return Response(status_code=204)
 
 
@@ -215,13 +203,7 @@ CLOSURES = errors(
 @router.get("/closures", response_model=list[ExceptionOut], responses=SIGNED_IN)
 def list_closures(session: SessionDep, _user: CurrentUser) -> list[ScheduleException]:
     """The days the whole clinic is closed (holidays) that have not ended yet, by start."""
-    return list(
-        session.scalars(
-            select(ScheduleException)
-            .where(ScheduleException.doctor_id.is_(None), ScheduleException.ends_at > datetime.now(UTC))
-            .order_by(ScheduleException.starts_at)
-        )
-    )
+    return upcoming_exceptions(session, None)
 
 
 @router.post(

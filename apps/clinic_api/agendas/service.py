@@ -3,19 +3,32 @@ database (the pure computation is in slots.py)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 
 from fastapi import HTTPException, status
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from clinic_api.agendas.models import ScheduleBlock, ScheduleException
-from clinic_api.agendas.slots import Block, Busy, Slot, free_slots, free_span, instant, schedule_slots
+from clinic_api.agendas.schemas import BlockIn
+from clinic_api.agendas.slots import (
+    Block,
+    Busy,
+    Slot,
+    free_slots,
+    free_span,
+    instant,
+    schedule_problems,
+    schedule_slots,
+)
+from clinic_api.errors import invalid
 from clinic_api.models import ID_MAX, Appointment, User
 from clinic_api.security import FORBIDDEN, Principal
 from clinic_api.settings import AgendaSettings
 
 DOCTOR_NOT_FOUND = "doctor not found"
+EXCEPTION_NOT_FOUND = "exception not found"
 
 
 def doctor_or_404(session: Session, doctor_id: int, lock: bool = False) -> User:
@@ -42,6 +55,41 @@ def blocks_of(session: Session, doctor_id: int) -> list[ScheduleBlock]:
             .order_by(ScheduleBlock.weekday, ScheduleBlock.starts)
         )
     )
+
+
+def replace_blocks(session: Session, doctor_id: int, blocks: Sequence[BlockIn]) -> None:
+    """Replaces the doctor's whole weekly schedule in one transaction; 422 naming `blocks.<index>.<field>` for a block
+    that cannot be (empty, shorter than a slot, overlapping another of its weekday), 404 for no such doctor."""
+    if problems := schedule_problems([Block(b.weekday, b.starts, b.ends, b.slot_minutes, b.kind) for b in blocks]):
+        raise invalid(*problems[0], *problems[1:])
+    doctor_or_404(session, doctor_id, lock=True)  # one replacement at a time per doctor
+    session.execute(delete(ScheduleBlock).where(ScheduleBlock.doctor_id == doctor_id))
+    session.add_all(ScheduleBlock(doctor_id=doctor_id, **b.model_dump()) for b in blocks)
+    session.commit()
+
+
+def upcoming_exceptions(session: Session, doctor_id: int | None) -> list[ScheduleException]:
+    """The doctor's exceptions (None: the clinic's closures) that have not ended yet, by start."""
+    owner = ScheduleException.doctor_id.is_(None) if doctor_id is None else ScheduleException.doctor_id == doctor_id
+    return list(
+        session.scalars(
+            select(ScheduleException)
+            .where(owner, ScheduleException.ends_at > datetime.now(UTC))
+            .order_by(ScheduleException.starts_at)
+        )
+    )
+
+
+def delete_exception(session: Session, doctor_id: int, exception_id: int) -> None:
+    """Removes one of the doctor's exceptions; 404 for one that is not theirs."""
+    if not (1 <= doctor_id <= ID_MAX and 1 <= exception_id <= ID_MAX):  # PostgreSQL would refuse to compare them
+        raise HTTPException(status.HTTP_404_NOT_FOUND, EXCEPTION_NOT_FOUND)
+    removed = session.execute(
+        delete(ScheduleException).where(ScheduleException.id == exception_id, ScheduleException.doctor_id == doctor_id)
+    )
+    if removed.rowcount == 0:  # type: ignore[attr-defined]  # a DML result has a row count
+        raise HTTPException(status.HTTP_404_NOT_FOUND, EXCEPTION_NOT_FOUND)
+    session.commit()
 
 
 def busy(
