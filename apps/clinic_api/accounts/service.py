@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from clinic_api import access_log, outbox
 from clinic_api.errors import invalid
-from clinic_api.models import AuditLog, Base, Consent, User, now
+from clinic_api.models import AuditLog, Base, Consent, DoctorProfile, User, now
 from clinic_api.passwords import check_password
 from clinic_api.schemas import AccountPage, PasswordReset, Registration, UserOut, VerifyEmail
 from clinic_api.security import (
@@ -248,14 +248,22 @@ def account_page(
     return AccountPage(items=[UserOut.model_validate(u) for u in page], next_cursor=more[0].id if more else None)
 
 
+def disable_refusal(caller: Principal, account_id: int, account_role: str) -> HTTPException | None:
+    """Why `caller` may not disable or enable this account (None: they may): nobody their own, staff only patients and
+    doctors. The pages ask it to offer the buttons; managed_account enforces it."""
+    if account_id == caller.id:
+        return HTTPException(status.HTTP_409_CONFLICT, NOT_YOURSELF)
+    if caller.role == "staff" and account_role not in ("patient", "doctor"):
+        return HTTPException(status.HTTP_403_FORBIDDEN, NOT_YOURS_TO_DISABLE)
+    return None
+
+
 def managed_account(session: Session, account_id: int, caller: Principal) -> User:
     account = session.get(User, account_id)
     if account is None or account.erased_at is not None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-    if account.id == caller.id:
-        raise HTTPException(status.HTTP_409_CONFLICT, NOT_YOURSELF)
-    if caller.role == "staff" and account.role not in ("patient", "doctor"):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, NOT_YOURS_TO_DISABLE)
+    if refusal := disable_refusal(caller, account.id, account.role):
+        raise refusal
     return account
 
 
@@ -284,3 +292,14 @@ def disable_or_enable(session: Session, request: Request, account_id: int, calle
     if (account.disabled_at is not None) != disabled:
         set_disabled(session, request, account, caller, disabled)
     return account
+
+
+def doctors_overview(session: Session) -> list[tuple[User, DoctorProfile | None]]:
+    """Every doctor's account (disabled ones too, not erased) with their profile (specialty, CRM), by name."""
+    rows = session.execute(
+        select(User, DoctorProfile)
+        .outerjoin(DoctorProfile, DoctorProfile.user_id == User.id)
+        .where(User.role == "doctor", User.erased_at.is_(None))
+        .order_by(User.full_name, User.id)
+    )
+    return [(user, profile) for user, profile in rows]

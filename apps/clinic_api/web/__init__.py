@@ -13,6 +13,7 @@ PAGE_ROUTERS = [
     "clinic_api.web.static",
     "clinic_api.exams.pages",
     "clinic_api.appointments.pages",
+    "clinic_api.accounts.pages",
 ]
 
 

@@ -1,0 +1,404 @@
+"""The portal's account pages: registration and email confirmation, a forgotten password (anyone); accounts, doctors
+and their schedules (staff and admins). Every rule is the API's own function (accounts/service.py,
+agendas/service.py): a page only reads the form, calls it and shows the outcome in the user's language."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.background import BackgroundTask
+
+from clinic_api.accounts import service
+from clinic_api.agendas import service as agendas
+from clinic_api.agendas.routes import create_exception
+from clinic_api.agendas.schemas import BlockIn, NewException
+from clinic_api.deps import EngineDep, LoginThrottleDep, PathId, SessionDep, SettingsDep
+from clinic_api.schemas import (
+    ConsentIn,
+    PasswordReset,
+    PasswordResetRequest,
+    Purpose,
+    Registration,
+    Text,
+    UserOut,
+    VerifyEmail,
+)
+from clinic_api.web.forms import Form, read_form
+from clinic_api.web.i18n import N_, Translator, translator
+from clinic_api.web.responses import keep_flash, redirect
+from clinic_api.web.session import WebUser, web_role
+from clinic_api.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+STAFF = [Depends(web_role("staff", "admin"))]
+PAGE_SIZE = 50
+
+# The API's rules speak English to developers; the pages say the same in the user's language.
+PASSWORD_RULES = (
+    ("must have", N_("Use 12 to 128 characters.")),
+    ("must not contain the email", N_("The password must not contain your email address or its part before the @.")),
+    ("most common passwords", N_("This is one of the 30,000 most common passwords. Choose another.")),
+    ("too easy to guess", N_("This password is too easy to guess. A few unrelated words make a strong one.")),
+)
+SCHEDULE_RULES = (
+    ("is not after starts", "ends", N_("The end must be after the start.")),
+    ("shorter than one", "ends", N_("The block is shorter than one slot.")),
+    ("overlaps", "starts", N_("This block overlaps another one on the same weekday.")),
+)
+REFUSALS = {
+    service.NOT_FOUND: N_("This account no longer exists."),
+    service.NOT_YOURSELF: N_("You cannot disable your own account."),
+    service.NOT_YOURS_TO_DISABLE: N_("Staff may disable or enable patient and doctor accounts only."),
+}
+NEEDS_CARE = N_("Agree to care to become a patient: without it the clinic cannot keep your record.")
+INVALID_VERIFY_LINK = N_("This link is invalid, has expired or was already used. Register again to get a new one.")
+INVALID_RESET_LINK = N_("This link is invalid, has expired or was already used. Ask for a new one.")
+NO_TOKEN = N_("Open the link from the email again: this page could not read its code.")
+TOO_MANY_REQUESTS = N_("Too many attempts from your network. Wait a few minutes and try again.")
+WEEKDAYS = (N_("Monday"), N_("Tuesday"), N_("Wednesday"), N_("Thursday"), N_("Friday"), N_("Saturday"), N_("Sunday"))
+KINDS = {"in_person": N_("In person"), "video": N_("Video"), "any": N_("In person or video")}
+ROLES = {"patient": N_("Patient"), "doctor": N_("Doctor"), "staff": N_("Staff"), "admin": N_("Admin")}
+PURPOSES = {
+    "care": N_("Care: my health data is processed to treat me and keep my medical record (required)."),
+    "research": N_("Research: my records may be used, without my identity, in medical research."),
+    "communications": N_("Communications: the clinic may email me news and campaigns."),
+}
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def password_message(problem: str, t: Translator) -> str:
+    return next((t.gettext(text) for key, text in PASSWORD_RULES if key in problem), t.gettext(problem))
+
+
+def refused_fields(error: RequestValidationError, form: Form, t: Translator) -> None:
+    """A password-policy 422 from the shared logic, shown next to the password field."""
+    for item in error.errors():
+        form.error(str(item["loc"][-1]), password_message(str(item["msg"]), t))
+
+
+# --- Registration and email confirmation -------------------------------------------------------------------------
+
+
+@router.get("/portal/privacy-notice", name="privacy_notice")
+def privacy_notice(request: Request, settings: SettingsDep) -> Response:
+    """The privacy notice in force, public: registration links to it, and the consent names its version."""
+    return render(
+        request, "accounts/privacy_notice.html", {"version": settings.privacy.notice_version, "purposes": PURPOSES}
+    )
+
+
+@router.get("/portal/register", name="register")
+def register_page(request: Request) -> Response:
+    language = "en" if translator(request).language == "en" else "pt-BR"
+    return render(request, "accounts/register.html", {"values": {"language": language}, "errors": {}})
+
+
+@router.post("/portal/register")
+async def register(
+    request: Request, session: SessionDep, settings: SettingsDep, throttle: LoginThrottleDep
+) -> Response:
+    """The API's registration: the same answer whether or not the address has an account."""
+    form = await read_form(request, Registration)
+    t = translator(request)
+    if form.data is not None:
+        try:
+            await run_in_threadpool(
+                service.register_patient, session, settings, throttle, form.data, client_of(request)
+            )
+        except HTTPException:  # 429: the only refusal registration gives
+            form.error("", t.gettext(TOO_MANY_REQUESTS))
+        else:
+            return redirect(request, "/portal/register/sent")
+    return render(request, "accounts/register.html", {"values": form.values, "errors": form.errors}, 422)
+
+
+@router.get("/portal/register/sent", name="register_sent")
+def register_sent(request: Request) -> Response:
+    return render(request, "accounts/register_sent.html")
+
+
+class ConfirmEmailForm(BaseModel):
+    token: Text = Field(min_length=1, max_length=2048)
+    password: Text = Field(min_length=12, max_length=128)
+    purposes: list[Purpose] = Field(default_factory=list, max_length=3)
+
+
+def _verify_context(settings: Any, values: dict, errors: dict) -> dict:
+    return {"values": values, "errors": errors, "purposes": PURPOSES, "version": settings.privacy.notice_version}
+
+
+@router.get("/portal/verify-email", name="verify_email")
+def verify_email_page(request: Request, settings: SettingsDep) -> Response:
+    """The emailed link's target: the token is in the fragment, which the page's script moves into the form."""
+    return render(request, "accounts/verify_email.html", _verify_context(settings, {"purposes": ["care"]}, {}))
+
+
+@router.post("/portal/verify-email")
+async def verify_email(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """The API's confirmation: the password is chosen and the consent to the notice in force recorded, together."""
+    form = await read_form(request, ConfirmEmailForm)
+    t = translator(request)
+    purposes = form.values.get("purposes", [])
+    if form.data is not None:
+        try:
+            consent = ConsentIn(notice_version=settings.privacy.notice_version, purposes=form.data.purposes)
+        except ValidationError:
+            form.error("purposes", t.gettext(NEEDS_CARE))
+    if form.data is not None:
+        body = VerifyEmail(token=form.data.token, password=form.data.password, consent=consent)
+        try:
+            await run_in_threadpool(service.confirm_email, session, settings, body, request)
+        except HTTPException:
+            form.error("", t.gettext(INVALID_VERIFY_LINK))
+        except RequestValidationError as refused:
+            refused_fields(refused, form, t)
+        else:
+            confirmed = t.gettext("Your email is confirmed. Sign in with your new password.")
+            return redirect(request, "/portal/sign-in", flash=confirmed)
+    if "token" in form.errors and "" not in form.errors:  # no token: the link was not opened as sent
+        form.errors[""] = t.gettext(NO_TOKEN)
+        del form.errors["token"]
+    values = {**form.values, "purposes": purposes if isinstance(purposes, list) else [purposes]}
+    return render(request, "accounts/verify_email.html", _verify_context(settings, values, form.errors), 422)
+
+
+# --- A forgotten password ----------------------------------------------------------------------------------------
+
+
+@router.get("/portal/forgot-password", name="forgot_password")
+def forgot_password_page(request: Request) -> Response:
+    return render(request, "accounts/forgot_password.html", {"values": {}, "errors": {}})
+
+
+@router.post("/portal/forgot-password")
+async def forgot_password(
+    request: Request, session: SessionDep, engine: EngineDep, settings: SettingsDep, throttle: LoginThrottleDep
+) -> Response:
+    """The API's reset request: the same answer for any address, the lookup after it has gone."""
+    form = await read_form(request, PasswordResetRequest)
+    t = translator(request)
+    if form.data is not None:
+        email = form.data.email
+        try:
+            may_send = await run_in_threadpool(
+                service.ask_for_password_reset, session, throttle, email, client_of(request)
+            )
+        except HTTPException:
+            form.error("", t.gettext(TOO_MANY_REQUESTS))
+        else:
+            sent = t.gettext("If this address has an account, we have emailed it a link to choose a new password.")
+            response = redirect(request, "/portal/sign-in", flash=sent)
+            if may_send:
+                response.background = BackgroundTask(service.send_reset_link, engine, settings, email)
+            return response
+    return render(request, "accounts/forgot_password.html", {"values": form.values, "errors": form.errors}, 422)
+
+
+@router.get("/portal/reset-password", name="reset_password")
+def reset_password_page(request: Request) -> Response:
+    """The emailed link's target: the token is in the fragment, which the page's script moves into the form."""
+    return render(request, "accounts/reset_password.html", {"values": {}, "errors": {}})
+
+
+@router.post("/portal/reset-password")
+async def reset_password(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    form = await read_form(request, PasswordReset)
+    t = translator(request)
+    if form.data is not None:
+        try:
+            await run_in_threadpool(service.reset_password, session, settings, form.data)
+        except HTTPException:
+            form.error("", t.gettext(INVALID_RESET_LINK))
+        except RequestValidationError as refused:
+            refused_fields(refused, form, t)
+        else:
+            changed = t.gettext("Your password was changed and every other session signed out. Sign in with it.")
+            return redirect(request, "/portal/sign-in", flash=changed)
+    if "token" in form.errors and "" not in form.errors:
+        form.errors[""] = t.gettext(NO_TOKEN)
+        del form.errors["token"]
+    return render(request, "accounts/reset_password.html", {"values": form.values, "errors": form.errors}, 422)
+
+
+# --- Staff: accounts ---------------------------------------------------------------------------------------------
+
+
+@router.get("/portal/staff/accounts", name="staff_accounts", dependencies=STAFF)
+def staff_accounts(
+    request: Request,
+    session: SessionDep,
+    user: WebUser,
+    role: Annotated[str | None, Query(pattern="^(patient|doctor|staff|admin)?$")] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> Response:
+    """GET /users as a page: accounts by id, a page at a time (each page showing patients is in their access log)."""
+    page = service.account_page(session, request, user.principal, role or None, PAGE_SIZE, cursor)
+    rows = [
+        {"account": a, "may_change": service.disable_refusal(user.principal, a.id, a.role) is None} for a in page.items
+    ]
+    return render(
+        request,
+        "accounts/staff_accounts.html",
+        {"rows": rows, "next_cursor": page.next_cursor, "role": role or "", "roles": ROLES, "error": None},
+    )
+
+
+def _change(request: Request, session: Any, user: WebUser, account_id: int, disabled: bool) -> Response:
+    """The API's disable/enable. With htmx, the row comes back changed; without, the list with a message."""
+    t = translator(request)
+    htmx = bool(request.headers.get("HX-Request"))
+    try:
+        account = service.disable_or_enable(session, request, account_id, user.principal, disabled)
+    except HTTPException as refused:
+        message = t.gettext(REFUSALS.get(refused.detail, N_("This account cannot be changed.")))
+        if htmx:  # htmx swaps no error answer: the whole list comes back, with the message
+            reload = Response(headers={"HX-Redirect": "/portal/staff/accounts"})
+            keep_flash(reload, request, message)
+            return reload
+        return redirect(request, "/portal/staff/accounts", flash=message)
+    if htmx:
+        row = {"account": UserOut.model_validate(account), "may_change": True}
+        return render(request, "accounts/account_row.html", {"row": row, "roles": ROLES})
+    done = N_("%(name)s's account was disabled.") if disabled else N_("%(name)s's account was enabled.")
+    return redirect(request, "/portal/staff/accounts", flash=t.gettext(done, name=account.full_name))
+
+
+@router.post("/portal/staff/accounts/{account_id}/disable", name="disable_account", dependencies=STAFF)
+def disable_account(account_id: PathId, request: Request, session: SessionDep, user: WebUser) -> Response:
+    return _change(request, session, user, account_id, disabled=True)
+
+
+@router.post("/portal/staff/accounts/{account_id}/enable", name="enable_account", dependencies=STAFF)
+def enable_account(account_id: PathId, request: Request, session: SessionDep, user: WebUser) -> Response:
+    return _change(request, session, user, account_id, disabled=False)
+
+
+# --- Staff: doctors and their schedules --------------------------------------------------------------------------
+
+
+@router.get("/portal/staff/doctors", name="staff_doctors", dependencies=STAFF)
+def staff_doctors(request: Request, session: SessionDep) -> Response:
+    return render(request, "accounts/staff_doctors.html", {"doctors": service.doctors_overview(session)})
+
+
+def _doctor_page(
+    request: Request, session: Any, settings: Any, doctor_id: int, forms: dict | None = None, status_code: int = 200
+) -> Response:
+    doctor = agendas.doctor_or_404(session, doctor_id)
+    t = translator(request)
+    context = {
+        "doctor": doctor,
+        "blocks": agendas.blocks_of(session, doctor_id),
+        "exceptions": agendas.upcoming_exceptions(session, doctor_id),
+        "closures": agendas.upcoming_exceptions(session, None),
+        "weekdays": [(str(i), t.gettext(day)) for i, day in enumerate(WEEKDAYS)],
+        "kinds": [(kind, t.gettext(text)) for kind, text in KINDS.items()],
+        "time_zone": settings.agenda.time_zone,
+        "block_values": {"slot_minutes": "30", "kind": "in_person"},
+        "block_errors": {},
+        "exception_values": {},
+        "exception_errors": {},
+        **(forms or {}),
+    }
+    return render(request, "accounts/staff_doctor.html", context, status_code)
+
+
+@router.get("/portal/staff/doctors/{doctor_id}", name="staff_doctor", dependencies=STAFF)
+def staff_doctor(doctor_id: PathId, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    return _doctor_page(request, session, settings, doctor_id)
+
+
+def _add_block(session: Any, doctor_id: int, block: BlockIn) -> None:
+    # The schedule's checks see the whole new schedule; the blocks stored already passed them, so a problem is the
+    # new block's (the last).
+    current = [BlockIn.model_validate(b, from_attributes=True) for b in agendas.blocks_of(session, doctor_id)]
+    agendas.replace_blocks(session, doctor_id, [*current, block])
+
+
+@router.post("/portal/staff/doctors/{doctor_id}/blocks", name="add_block", dependencies=STAFF)
+async def add_block(doctor_id: PathId, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """A block added to the weekly schedule: the API's replacement of the whole schedule, with its checks."""
+    form = await read_form(request, BlockIn)
+    t = translator(request)
+    if form.data is not None:
+        try:
+            await run_in_threadpool(_add_block, session, doctor_id, form.data)
+        except RequestValidationError as refused:
+            for item in refused.errors():
+                text = str(item["msg"])
+                field, message = next(
+                    ((f, t.gettext(m)) for key, f, m in SCHEDULE_RULES if key in text),
+                    ("", t.gettext(N_("This block cannot be added."))),
+                )
+                form.error(field, message)
+        else:
+            added = t.gettext("The block was added to the weekly schedule.")
+            return redirect(request, f"/portal/staff/doctors/{doctor_id}", flash=added)
+    forms = {"block_values": form.values, "block_errors": form.errors}
+    return await run_in_threadpool(_doctor_page, request, session, settings, doctor_id, forms, 422)
+
+
+def _remove_block(session: Any, doctor_id: int, block_id: int) -> None:
+    blocks = agendas.blocks_of(session, doctor_id)
+    if not any(b.id == block_id for b in blocks):
+        raise HTTPException(404, "block not found")
+    kept = [BlockIn.model_validate(b, from_attributes=True) for b in blocks if b.id != block_id]
+    agendas.replace_blocks(session, doctor_id, kept)
+
+
+@router.post("/portal/staff/doctors/{doctor_id}/blocks/{block_id}/remove", name="remove_block", dependencies=STAFF)
+def remove_block(doctor_id: PathId, block_id: PathId, request: Request, session: SessionDep) -> Response:
+    agendas.doctor_or_404(session, doctor_id)
+    _remove_block(session, doctor_id, block_id)
+    t = translator(request)
+    removed = t.gettext("The block was removed from the weekly schedule.")
+    return redirect(request, f"/portal/staff/doctors/{doctor_id}", flash=removed)
+
+
+class ExceptionForm(BaseModel):
+    reason: Text = Field(min_length=1, max_length=200)
+    first_day: date
+    last_day: date
+
+
+@router.post("/portal/staff/doctors/{doctor_id}/exceptions", name="add_exception", dependencies=STAFF)
+async def add_exception(
+    doctor_id: PathId, request: Request, session: SessionDep, settings: SettingsDep, user: WebUser
+) -> Response:
+    """Whole days off for the doctor (the clinic's days): the API's exception, appointments inside it listed."""
+    form = await read_form(request, ExceptionForm)
+    t = translator(request)
+    if form.data is not None and form.data.last_day < form.data.first_day:
+        form.error("last_day", t.gettext("The last day must not be before the first day."))
+    if form.data is not None:
+        body = NewException(reason=form.data.reason, first_day=form.data.first_day, last_day=form.data.last_day)
+        await run_in_threadpool(agendas.doctor_or_404, session, doctor_id)
+        added = await run_in_threadpool(create_exception, session, settings, user.principal, body, doctor_id)
+        message = t.gettext("The doctor's days off were added: no slot is offered on them.")
+        if added.affected_appointment_ids:
+            message += " " + t.ngettext(
+                "%(num)d appointment is inside them and stays booked until someone cancels it.",
+                "%(num)d appointments are inside them and stay booked until someone cancels them.",
+                len(added.affected_appointment_ids),
+            )
+        return redirect(request, f"/portal/staff/doctors/{doctor_id}", flash=message)
+    forms = {"exception_values": form.values, "exception_errors": form.errors}
+    return await run_in_threadpool(_doctor_page, request, session, settings, doctor_id, forms, 422)
+
+
+@router.post(
+    "/portal/staff/doctors/{doctor_id}/exceptions/{exception_id}/remove", name="remove_exception", dependencies=STAFF
+)
+def remove_exception(doctor_id: PathId, exception_id: PathId, request: Request, session: SessionDep) -> Response:
+    agendas.delete_exception(session, doctor_id, exception_id)
+    t = translator(request)
+    return redirect(request, f"/portal/staff/doctors/{doctor_id}", flash=t.gettext("The days off were removed."))
