@@ -1,0 +1,159 @@
+"""The account pages over HTTP (the browser journeys are in browser/test_portal_accounts_journeys.py): who may open
+the staff pages, disabling without JavaScript and its rules, the answers that must not tell accounts apart, and a
+doctor's weekly hours."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from api_support import running_clinic
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from clinic_api.agendas.models import ScheduleBlock
+from clinic_api.models import AuditLog, OutboxEvent, User
+
+
+@pytest.fixture(scope="module")
+def portal(postgres, shared_clinic_aws):
+    with running_clinic(postgres, shared_clinic_aws, web={"secure_cookies": False}) as clinic:
+        yield clinic
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+def browser(portal, account: dict | None = None) -> TestClient:
+    """The portal's client with its cookies cleared (a new visitor), signed in as `account` when given. One client:
+    its event loop is the one the app's pools belong to."""
+    client = portal.client
+    client.cookies.clear()
+    client.headers["Accept-Language"] = "pt-BR"
+    if account:
+        page = client.get("/portal/sign-in")
+        data = {"email": account["email"], "password": "correct horse battery", "csrf_token": csrf_of(page.text)}
+        assert client.post("/portal/sign-in", data=data, follow_redirects=False).status_code == 303
+    return client
+
+
+def post(client: TestClient, page: str, action: str, data: dict | None = None, **kwargs):
+    return client.post(action, data={**(data or {}), "csrf_token": csrf_of(client.get(page).text)}, **kwargs)
+
+
+def flash(response) -> list[str]:
+    return re.findall(r'<p class="flash">([^<]+)</p>', response.text)
+
+
+def errors(response) -> dict[str, str]:
+    return dict(re.findall(r'<p class="error" id="([\w-]+)-error">([^<]+)</p>', response.text))
+
+
+@pytest.mark.parametrize("path", ["/portal/staff/accounts", "/portal/staff/doctors", "/portal/staff/doctors/{doctor}"])
+def test_staff_pages_send_others_to_sign_in_or_the_403_page(portal, path):
+    doctor = portal.user("doctor")
+    path = path.format(doctor=doctor["id"])
+    anonymous = browser(portal).get(path, follow_redirects=False)
+    assert (anonymous.status_code, anonymous.headers["location"]) == (303, f"/portal/sign-in?next={path}")
+    for role in ("patient", "doctor"):
+        assert browser(portal, portal.user(role)).get(path).status_code == 403, role
+    assert browser(portal, portal.user("staff")).get(path).status_code == 200
+
+
+def test_without_javascript_staff_disable_a_patient_and_cannot_disable_an_admin(portal):
+    staff, patient, admin = portal.user("staff"), portal.user("patient", "pat plain"), portal.user("admin")
+    client = browser(portal, staff)
+    listing = client.get(f"/portal/staff/accounts?cursor={patient['id']}").text
+    assert f'action="/portal/staff/accounts/{patient["id"]}/disable"' in listing
+    assert f"/portal/staff/accounts/{admin['id']}/" not in listing, "no button the rules would refuse"
+    assert f"/portal/staff/accounts/{staff['id']}/" not in listing, "nor for oneself"
+
+    done = post(client, "/portal/staff/accounts", f"/portal/staff/accounts/{patient['id']}/disable")
+    assert flash(done) == ["A conta de Pat Plain foi desativada."]
+    refused = post(client, "/portal/staff/accounts", f"/portal/staff/accounts/{admin['id']}/disable")
+    assert flash(refused) == ["A equipe só pode desativar ou reativar contas de pacientes e médicos."]
+    with Session(portal.app.state.engine) as session:
+        assert session.get_one(User, patient["id"]).disabled_at is not None
+        assert session.get_one(User, admin["id"]).disabled_at is None
+        audit = session.scalars(select(AuditLog).where(AuditLog.subject_id == patient["id"])).all()
+    assert ("account.disabled", staff["id"]) in [(a.action, a.user_id) for a in audit], "audited as the API does"
+    assert ("accounts.list", staff["id"]) in [(a.action, a.user_id) for a in audit], "the list is in the access log"
+
+    enabled = post(
+        client, "/portal/staff/accounts", f"/portal/staff/accounts/{patient['id']}/enable", headers={"HX-Request": "1"}
+    )
+    assert enabled.status_code == 200 and enabled.text.startswith(f'<tr id="account-{patient["id"]}">'), "the row"
+    assert "Ativa" in enabled.text and "Desativar Pat Plain" in enabled.text
+
+
+def test_asking_for_a_reset_answers_the_same_for_any_address(portal):
+    known = portal.user("patient")
+    answers = [
+        post(
+            browser(portal), "/portal/forgot-password", "/portal/forgot-password", {"email": e}, follow_redirects=False
+        )
+        for e in (known["email"], f"nobody-{uuid.uuid4().hex[:6]}@example.org")
+    ]
+    assert {(a.status_code, a.headers["location"]) for a in answers} == {(303, "/portal/sign-in")}
+    assert len({frozenset(a.headers) for a in answers}) == 1
+    with Session(portal.app.state.engine) as session:
+        queued = session.scalars(
+            select(OutboxEvent.event_type).where(OutboxEvent.payload["user_id"].as_integer() == known["id"])
+        )
+        assert list(queued) == ["account.password_reset_requested"]
+
+
+def test_a_link_opened_without_its_code_says_so_at_the_top_of_the_form(portal):
+    for page in ("/portal/verify-email", "/portal/reset-password"):
+        answer = post(browser(portal), page, page, {"password": "lantern orchard tidepool", "purposes": "care"})
+        assert answer.status_code == 422
+        assert "Abra de novo o link do e-mail: esta página não conseguiu ler o código dele." in answer.text, page
+
+
+def test_registering_keeps_what_was_typed_and_answers_the_same_when_the_email_is_taken(portal):
+    taken = portal.user("patient")["email"]
+    bad = post(
+        browser(portal), "/portal/register", "/portal/register", {"full_name": "Zé", "email": "zé@", "language": "en"}
+    )
+    assert bad.status_code == 422 and "email" in errors(bad)
+    assert 'value="zé@"' in bad.text and 'value="Zé"' in bad.text and '<option value="en" selected>' in bad.text
+    answers = [
+        post(
+            browser(portal),
+            "/portal/register",
+            "/portal/register",
+            {"full_name": "Zé", "email": e},
+            follow_redirects=False,
+        )
+        for e in (taken, f"new-{uuid.uuid4().hex[:6]}@example.org")
+    ]
+    assert {(a.status_code, a.headers["location"]) for a in answers} == {(303, "/portal/register/sent")}
+
+
+def test_staff_add_and_remove_a_doctors_weekly_hours_with_the_apis_checks(portal):
+    doctor = portal.user("doctor", open_all_day=False)
+    page = f"/portal/staff/doctors/{doctor['id']}"
+    client = browser(portal, portal.user("staff"))
+    hours = {"weekday": "2", "starts": "08:00", "ends": "12:00", "slot_minutes": "30", "kind": "video"}
+    added = post(client, page, f"{page}/blocks", hours)
+    assert flash(added) == ["O período foi adicionado à agenda semanal."]
+    overlapping = post(client, page, f"{page}/blocks", {**hours, "starts": "11:00", "ends": "13:00"})
+    assert overlapping.status_code == 422
+    assert errors(overlapping) == {"starts": "Este período se sobrepõe a outro no mesmo dia da semana."}
+    assert 'value="11:00"' in overlapping.text, "what was typed is kept"
+    reversed_hours = post(client, page, f"{page}/blocks", {**hours, "weekday": "3", "starts": "12:00", "ends": "08:00"})
+    assert errors(reversed_hours) == {"ends": "O fim precisa ser depois do início."}
+
+    with Session(portal.app.state.engine) as session:
+        [block] = session.scalars(select(ScheduleBlock).where(ScheduleBlock.doctor_id == doctor["id"])).all()
+    assert (block.weekday, f"{block.starts:%H:%M}", block.kind) == (2, "08:00", "video")
+    schedule = portal.client.get(f"/doctors/{doctor['id']}/schedule", headers=doctor["headers"]).json()
+    assert [b["starts"] for b in schedule["blocks"]] == ["08:00:00"], "the API sees the page's change"
+    removed = post(client, page, f"{page}/blocks/{block.id}/remove")
+    assert flash(removed) == ["O período foi removido da agenda semanal."]
+    assert "Sem horários semanais" in removed.text
