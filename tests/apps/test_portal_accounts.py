@@ -157,3 +157,26 @@ def test_staff_add_and_remove_a_doctors_weekly_hours_with_the_apis_checks(portal
     removed = post(client, page, f"{page}/blocks/{block.id}/remove")
     assert flash(removed) == ["O período foi removido da agenda semanal."]
     assert "Sem horários semanais" in removed.text
+
+
+def test_staff_close_the_clinic_for_a_holiday_and_reopen_it(portal):
+    staff = portal.user("staff")
+    client = browser(portal, staff)
+    holiday = {"first_day": "2027-04-21", "last_day": "2027-04-21", "reason": f"Tiradentes {uuid.uuid4().hex[:4]}"}
+    reversed_days = post(
+        client, "/portal/staff/doctors", "/portal/staff/closures", {**holiday, "first_day": "2027-04-22"}
+    )
+    assert errors(reversed_days) == {"last_day": "O último dia não pode ser antes do primeiro."}
+    assert f'value="{holiday["reason"]}"' in reversed_days.text
+
+    added = post(client, "/portal/staff/doctors", "/portal/staff/closures", holiday)
+    assert flash(added)[0].startswith("O fechamento da clínica foi adicionado")
+    [closure] = [
+        c for c in portal.client.get("/closures", headers=staff["headers"]).json() if c["reason"] == holiday["reason"]
+    ]
+    assert (closure["doctor_id"], closure["starts_at"]) == (None, "2027-04-21T03:00:00Z"), "midnight in São Paulo"
+    removed = post(client, "/portal/staff/doctors", f"/portal/staff/closures/{closure['id']}/remove")
+    assert flash(removed) == ["O fechamento foi removido."]
+    assert holiday["reason"] not in [
+        c["reason"] for c in portal.client.get("/closures", headers=staff["headers"]).json()
+    ]

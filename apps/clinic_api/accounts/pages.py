@@ -60,6 +60,9 @@ NEEDS_CARE = N_("Agree to care to become a patient: without it the clinic cannot
 INVALID_VERIFY_LINK = N_("This link is invalid, has expired or was already used. Register again to get a new one.")
 INVALID_RESET_LINK = N_("This link is invalid, has expired or was already used. Ask for a new one.")
 NO_TOKEN = N_("Open the link from the email again: this page could not read its code.")
+LAST_BEFORE_FIRST = N_("The last day must not be before the first day.")
+DAYS_OFF_ADDED = N_("The doctor's days off were added: no slot is offered on them.")
+CLOSURE_ADDED = N_("The clinic's closure was added: no doctor offers a slot on those days.")
 TOO_MANY_REQUESTS = N_("Too many attempts from your network. Wait a few minutes and try again.")
 WEEKDAYS = (N_("Monday"), N_("Tuesday"), N_("Wednesday"), N_("Thursday"), N_("Friday"), N_("Saturday"), N_("Sunday"))
 KINDS = {"in_person": N_("In person"), "video": N_("Video"), "any": N_("In person or video")}
@@ -285,9 +288,51 @@ def enable_account(account_id: PathId, request: Request, session: SessionDep, us
 # --- Staff: doctors and their schedules --------------------------------------------------------------------------
 
 
+def _doctors_page(request: Request, session: Any, values: dict | None = None, errors: dict | None = None) -> Response:
+    context = {
+        "doctors": service.doctors_overview(session),
+        "closures": agendas.upcoming_exceptions(session, None),
+        "closure_values": values or {},
+        "closure_errors": errors or {},
+    }
+    return render(request, "accounts/staff_doctors.html", context, 422 if errors else 200)
+
+
 @router.get("/portal/staff/doctors", name="staff_doctors", dependencies=STAFF)
 def staff_doctors(request: Request, session: SessionDep) -> Response:
-    return render(request, "accounts/staff_doctors.html", {"doctors": service.doctors_overview(session)})
+    return _doctors_page(request, session)
+
+
+@router.post("/portal/staff/closures", name="add_closure", dependencies=STAFF)
+async def add_closure(request: Request, session: SessionDep, settings: SettingsDep, user: WebUser) -> Response:
+    """The whole clinic closed on these days (a holiday): the API's closure, every doctor's appointments inside it
+    counted."""
+    form = await read_form(request, ExceptionForm)
+    t = translator(request)
+    if form.data is not None and form.data.last_day < form.data.first_day:
+        form.error("last_day", t.gettext(LAST_BEFORE_FIRST))
+    if form.data is not None:
+        body = NewException(reason=form.data.reason, first_day=form.data.first_day, last_day=form.data.last_day)
+        added = await run_in_threadpool(create_exception, session, settings, user.principal, body, None)
+        return redirect(request, "/portal/staff/doctors", flash=_days_off_added(t, CLOSURE_ADDED, added))
+    return await run_in_threadpool(_doctors_page, request, session, form.values, form.errors)
+
+
+@router.post("/portal/staff/closures/{closure_id}/remove", name="remove_closure", dependencies=STAFF)
+def remove_closure(closure_id: PathId, request: Request, session: SessionDep) -> Response:
+    agendas.delete_exception(session, None, closure_id)
+    return redirect(request, "/portal/staff/doctors", flash=translator(request).gettext("The closure was removed."))
+
+
+def _days_off_added(t: Translator, done: str, added: Any) -> str:
+    message = t.gettext(done)
+    if added.affected_appointment_ids:
+        message += " " + t.ngettext(
+            "%(num)d appointment is inside them and stays booked until someone cancels it.",
+            "%(num)d appointments are inside them and stay booked until someone cancels them.",
+            len(added.affected_appointment_ids),
+        )
+    return message
 
 
 def _doctor_page(
@@ -378,18 +423,12 @@ async def add_exception(
     form = await read_form(request, ExceptionForm)
     t = translator(request)
     if form.data is not None and form.data.last_day < form.data.first_day:
-        form.error("last_day", t.gettext("The last day must not be before the first day."))
+        form.error("last_day", t.gettext(LAST_BEFORE_FIRST))
     if form.data is not None:
         body = NewException(reason=form.data.reason, first_day=form.data.first_day, last_day=form.data.last_day)
         await run_in_threadpool(agendas.doctor_or_404, session, doctor_id)
         added = await run_in_threadpool(create_exception, session, settings, user.principal, body, doctor_id)
-        message = t.gettext("The doctor's days off were added: no slot is offered on them.")
-        if added.affected_appointment_ids:
-            message += " " + t.ngettext(
-                "%(num)d appointment is inside them and stays booked until someone cancels it.",
-                "%(num)d appointments are inside them and stay booked until someone cancels them.",
-                len(added.affected_appointment_ids),
-            )
+        message = _days_off_added(t, DAYS_OFF_ADDED, added)
         return redirect(request, f"/portal/staff/doctors/{doctor_id}", flash=message)
     forms = {"exception_values": form.values, "exception_errors": form.errors}
     return await run_in_threadpool(_doctor_page, request, session, settings, doctor_id, forms, 422)

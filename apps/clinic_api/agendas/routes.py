@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from sqlalchemy import delete, select
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinic_api.agendas.models import ScheduleException
@@ -31,7 +31,7 @@ from clinic_api.agendas.service import (
 from clinic_api.agendas.slots import instant
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from clinic_api.errors import errors, invalid
-from clinic_api.models import ID_MAX, Appointment
+from clinic_api.models import Appointment
 from clinic_api.security import Principal
 from clinic_api.settings import Settings
 
@@ -223,12 +223,5 @@ def add_closure(body: NewException, session: SessionDep, settings: SettingsDep, 
     responses={**CLOSURES, **errors(r404="closure not found")},
 )
 def remove_closure(closure_id: int, session: SessionDep) -> Response:
-    if not 1 <= closure_id <= ID_MAX:  # no such row, and PostgreSQL would refuse to compare with it
-        raise HTTPException(status.HTTP_404_NOT_FOUND, CLOSURE_NOT_FOUND)
-    removed = session.execute(
-        delete(ScheduleException).where(ScheduleException.id == closure_id, ScheduleException.doctor_id.is_(None))
-    )
-    if removed.rowcount == 0:  # type: ignore[attr-defined]  # a DML result has a row count
-        raise HTTPException(status.HTTP_404_NOT_FOUND, CLOSURE_NOT_FOUND)
-    session.commit()
+    delete_exception(session, None, closure_id, CLOSURE_NOT_FOUND)
     return Response(status_code=204)

@@ -80,15 +80,17 @@ def upcoming_exceptions(session: Session, doctor_id: int | None) -> list[Schedul
     )
 
 
-def delete_exception(session: Session, doctor_id: int, exception_id: int) -> None:
-    """Removes one of the doctor's exceptions; 404 for one that is not theirs."""
-    if not (1 <= doctor_id <= ID_MAX and 1 <= exception_id <= ID_MAX):  # PostgreSQL would refuse to compare them
-        raise HTTPException(status.HTTP_404_NOT_FOUND, EXCEPTION_NOT_FOUND)
-    removed = session.execute(
-        delete(ScheduleException).where(ScheduleException.id == exception_id, ScheduleException.doctor_id == doctor_id)
-    )
+def delete_exception(
+    session: Session, doctor_id: int | None, exception_id: int, not_found: str = EXCEPTION_NOT_FOUND
+) -> None:
+    """Removes one of the doctor's exceptions (None: one of the clinic's closures); 404 `not_found` for any other."""
+    ids = (exception_id,) if doctor_id is None else (doctor_id, exception_id)
+    if not all(1 <= i <= ID_MAX for i in ids):  # no such row, and PostgreSQL would refuse to compare with it
+        raise HTTPException(status.HTTP_404_NOT_FOUND, not_found)
+    owner = ScheduleException.doctor_id.is_(None) if doctor_id is None else ScheduleException.doctor_id == doctor_id
+    removed = session.execute(delete(ScheduleException).where(ScheduleException.id == exception_id, owner))
     if removed.rowcount == 0:  # type: ignore[attr-defined]  # a DML result has a row count
-        raise HTTPException(status.HTTP_404_NOT_FOUND, EXCEPTION_NOT_FOUND)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, not_found)
     session.commit()
 
 
