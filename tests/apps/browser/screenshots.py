@@ -14,13 +14,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 OUT = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 800}
-# (file name, who, path, caption); {appointment}, {exam}, {patient} are filled in.
+# (file name, who, path, caption); {appointment}, {exam}, {patient}, {day} are filled in.
 PAGES = [
     ("sign-in", None, "/portal/sign-in", "Sign-in (pt-BR, the default)"),
     ("register", None, "/portal/register", "Registering as a patient, with consent"),
     ("forgot-password", None, "/portal/forgot-password", "A forgotten password"),
     ("patient-appointments", "patient", "/portal/appointments", "Patient: appointments"),
-    ("patient-book", "patient", "/portal/appointments/book", "Patient: book from a doctor's free slots"),
+    ("patient-book", "patient", "/portal/appointments/book?day={day}", "Patient: book from a doctor's free slots"),
     ("patient-appointment", "patient", "/portal/appointments/{appointment}", "Patient: an appointment"),
     ("patient-exams", "patient", "/portal/exams", "Patient: exam results"),
     ("patient-exam", "patient", "/portal/exams/{exam}", "Patient: an exam"),
@@ -38,17 +38,20 @@ def test_screenshots(browser, clinic, make_account, sign_in):
     OUT.mkdir(parents=True, exist_ok=True)
     accounts = {
         "patient": make_account("patient", name="maria souza"),
-        "doctor": make_account("doctor", name="dra. ana lima"),
+        "doctor": make_account("doctor", name="dra. ana lima", open_all_day=False),
         "staff": make_account("staff", name="carla recepção"),
         "admin": make_account("admin", name="bruno admin"),
     }
     api = clinic.api.client
     day = (datetime.now(UTC) + timedelta(days=2)).date()
     doctor, patient = accounts["doctor"], accounts["patient"]
+    # A clinic's week (api_support.Clinic.open_agenda): mornings in person, afternoons by video, 30-minute slots.
+    clinic.api.open_agenda({"id": doctor.id, "headers": doctor.headers})
     slots = api.get(f"/doctors/{doctor.id}/slots?from={day}&to={day}", headers=patient.headers).json()["slots"]
+    video = next(s for s in slots if s["kind"] == "video")
     appointment = api.post(
         "/appointments",
-        json={"doctor_id": doctor.id, "starts_at": slots[40]["starts_at"], "kind": "video"},
+        json={"doctor_id": doctor.id, "starts_at": video["starts_at"], "kind": "video"},
         headers=patient.headers,
     ).json()
     order = {"patient_id": patient.id, "exam_type": "Hemograma completo", "doctor_id": doctor.id}
@@ -57,7 +60,7 @@ def test_screenshots(browser, clinic, make_account, sign_in):
         ordered = api.post("/exams", json=order, headers=accounts["staff"].headers)
     assert ordered.status_code == 201, ordered.text
     exam = ordered.json()
-    values = {"appointment": appointment["id"], "exam": exam["id"], "patient": patient.id}
+    values = {"appointment": appointment["id"], "exam": exam["id"], "patient": patient.id, "day": day.isoformat()}
     taken = []
     pages = {}
     try:
