@@ -12,9 +12,7 @@ from playwright.sync_api import expect
 
 def staff_reads_profile(clinic, staff, patient) -> None:
     """A staff member opens the patient's profile through the API (a read that goes in the patient's access log)."""
-    login = clinic.client.post("/auth/login", json={"email": staff.email, "password": staff.password})
-    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-    assert clinic.client.get(f"/patients/{patient.id}/profile", headers=headers).status_code == 200
+    assert clinic.api.client.get(f"/patients/{patient.id}/profile", headers=staff.headers).status_code == 200
 
 
 def test_a_patient_edits_their_profile_sees_who_read_it_exports_and_deletes_their_account(
