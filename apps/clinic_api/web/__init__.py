@@ -14,6 +14,7 @@ PAGE_ROUTERS = [
     "clinic_api.exams.pages",
     "clinic_api.appointments.pages",
     "clinic_api.accounts.pages",
+    "clinic_api.privacy.pages",
 ]
 
 
