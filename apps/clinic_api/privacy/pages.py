@@ -100,8 +100,8 @@ class ProfileForm(PatientProfileIn):
     """The profile form: the API's schema and rules (PatientProfileIn); name and email language are always on the form,
     so an empty one is an error rather than "unchanged"."""
 
-    full_name: Name  # type: ignore[assignment]
-    language: Language  # type: ignore[assignment]
+    full_name: Name
+    language: Language
 
 
 class ConsentForm(BaseModel):
@@ -281,16 +281,16 @@ def audit_page(
 ) -> Response:
     t = translator(request)
     typed = {"action": action, "user_id": user_id, "subject_id": subject_id}
-    context = {"values": typed, "errors": {}, "actions": ACTIONS, "roles": ROLES, "outcomes": OUTCOMES, "page": None}
+    context = {"values": typed, "actions": ACTIONS, "roles": ROLES, "outcomes": OUTCOMES}
     try:
         filters = AuditFilters.model_validate({k: v for k, v in typed.items() if v.strip()})
     except ValidationError as invalid:
+        errors: dict[str, str] = {}
         for error in invalid.errors():
             name = str(error["loc"][0])
             problem = N_("Choose one of the options.") if name == "action" else N_("Enter an account number, like 42.")
-            context["errors"].setdefault(name, t.gettext(problem))
-        return render(request, "privacy/audit.html", context, 422)
+            errors.setdefault(name, t.gettext(problem))
+        return render(request, "privacy/audit.html", {**context, "errors": errors, "page": None}, 422)
     query = {k: v for k, v in filters.model_dump().items() if v is not None}
-    context["page"] = service.audit_page(db, request, user.principal, PAGE_SIZE, cursor, **query)
-    context["filters"] = query
-    return render(request, "privacy/audit.html", context)
+    page = service.audit_page(db, request, user.principal, PAGE_SIZE, cursor, **query)
+    return render(request, "privacy/audit.html", {**context, "errors": {}, "page": page, "filters": query})

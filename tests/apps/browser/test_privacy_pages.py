@@ -114,6 +114,11 @@ def test_staff_read_the_audit_log_and_a_patient_may_not(clinic, page, make_accou
     rows = page.get_by_role("row").filter(has_text="Rui Staff")
     expect(rows.first).to_contain_text("consultou o registro de auditoria")
     expect(page.get_by_role("row").filter(has_text="viu um perfil")).to_have_count(0)
+    done_by = page.get_by_label("Feito por (número da conta)")
+    done_by.fill("Rui")
+    page.get_by_role("button", name="Filtrar").click()
+    expect(done_by).to_have_accessible_description("Digite o número de uma conta, como 42.")
+    expect(done_by).to_have_value("Rui")
     page.get_by_role("button", name="Sair").click()
 
     sign_in(page, patient)
