@@ -106,6 +106,17 @@ class AppointmentSettings(BaseModel):
     """Upcoming (not cancelled) appointments a patient may hold at once."""
 
 
+def known_zone(value: str, setting: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{setting} = {value!r} is not a time zone this system knows; allowed: an IANA name such as "
+            "America/Sao_Paulo"
+        ) from None
+    return value
+
+
 class AgendaSettings(BaseModel):
     time_zone: str = "America/Sao_Paulo"
     """The clinic's IANA zone: weekly schedules are wall-clock hours in it (Brazil has had no DST since 2019)."""
@@ -121,14 +132,7 @@ class AgendaSettings(BaseModel):
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"agenda.time_zone (CLINIC_AGENDA__TIME_ZONE) = {value!r} is not a time zone this system knows; "
-                "allowed: an IANA name such as America/Sao_Paulo"
-            ) from None
-        return value
+        return known_zone(value, "agenda.time_zone (CLINIC_AGENDA__TIME_ZONE)")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -152,14 +156,7 @@ class WebSettings(BaseModel):
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"web.time_zone (CLINIC_WEB__TIME_ZONE) = {value!r} is not a time zone this system knows; "
-                "allowed: an IANA name such as America/Sao_Paulo"
-            ) from None
-        return value
+        return known_zone(value, "web.time_zone (CLINIC_WEB__TIME_ZONE)")
 
     @model_validator(mode="after")
     def _idle_within_absolute(self) -> WebSettings:

