@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -182,6 +183,13 @@ def served_clinic(postgres, clinic_aws, **overrides) -> Iterator[Clinic]:
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of the page's form (`{{ csrf_field() }}`), for posting it back as a browser would."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
 
 
 def status_and_detail(response) -> tuple[int, object]:

@@ -8,7 +8,7 @@ import re
 import uuid
 
 import pytest
-from api_support import running_clinic
+from api_support import csrf_of, running_clinic
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,12 +21,6 @@ from clinic_api.models import AuditLog, OutboxEvent, User
 def portal(postgres, shared_clinic_aws):
     with running_clinic(postgres, shared_clinic_aws, web={"secure_cookies": False}) as clinic:
         yield clinic
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no CSRF field on the page"
-    return found.group(1)
 
 
 def browser(portal, account: dict | None = None) -> TestClient:

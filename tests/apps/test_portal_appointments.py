@@ -4,11 +4,10 @@ tests/apps/browser/test_appointments.py."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_support import PASSWORD, running_clinic
+from api_support import PASSWORD, csrf_of, running_clinic
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -27,12 +26,6 @@ def portal(postgres, shared_clinic_aws):
     }
     with running_clinic(postgres, shared_clinic_aws, **overrides) as clinic:
         yield clinic
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no CSRF field on the page"
-    return found.group(1)
 
 
 def signed_in(portal, user: dict) -> TestClient:

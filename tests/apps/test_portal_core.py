@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from api_support import PASSWORD, running_clinic
+from api_support import PASSWORD, csrf_of, running_clinic
 from fastapi import Request
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -21,12 +21,6 @@ from clinic_api.web.models import WebSession
 def portal(postgres, shared_clinic_aws):
     with running_clinic(postgres, shared_clinic_aws, web={"secure_cookies": False}) as clinic:
         yield clinic
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no CSRF field on the page"
-    return found.group(1)
 
 
 def sign_in(client, email: str, password: str = PASSWORD):

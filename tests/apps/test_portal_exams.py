@@ -7,7 +7,7 @@ import re
 
 import httpx
 import pytest
-from api_support import PASSWORD, future, running_clinic
+from api_support import PASSWORD, csrf_of, future, running_clinic
 from fastapi.testclient import TestClient
 from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
@@ -26,12 +26,6 @@ def portal(postgres, shared_clinic_aws):
     with running_clinic(postgres, shared_clinic_aws, web={"secure_cookies": False}, storage=storage) as clinic:
         clinic.aws = shared_clinic_aws
         yield clinic
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "the page has a form with its CSRF token"
-    return found.group(1)
 
 
 def signed_in(portal, account: dict, language: str = "en") -> TestClient:
