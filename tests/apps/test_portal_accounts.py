@@ -174,3 +174,12 @@ def test_staff_close_the_clinic_for_a_holiday_and_reopen_it(portal):
     assert holiday["reason"] not in [
         c["reason"] for c in portal.client.get("/closures", headers=staff["headers"]).json()
     ]
+
+
+@pytest.mark.parametrize("page", ["/portal/reset-password", "/portal/verify-email"])
+def test_an_emailed_link_page_posted_without_its_token_says_to_open_the_link_again(portal, page):
+    client = browser(portal)
+    client.headers["Accept-Language"] = "en"
+    answer = post(client, page, page, {"password": "a long enough new password 42"}, follow_redirects=False)
+    assert answer.status_code == 422
+    assert "Open the link from the email again: this page could not read its code." in answer.text

@@ -167,11 +167,16 @@ async def verify_email(request: Request, session: SessionDep, settings: Settings
         else:
             confirmed = t.gettext("Your email is confirmed. Sign in with your new password.")
             return redirect(request, "/portal/sign-in", flash=confirmed)
-    if "token" in form.errors and "" not in form.errors:  # no token: the link was not opened as sent
-        form.errors[""] = t.gettext(NO_TOKEN)
-        del form.errors["token"]
+    _link_without_token(form, t)
     values = {**form.values, "purposes": purposes if isinstance(purposes, list) else [purposes]}
     return render(request, "accounts/verify_email.html", _verify_context(settings, values, form.errors), 422)
+
+
+def _link_without_token(form: Form, t: Translator) -> None:
+    """No token in the form: the emailed link was not opened as sent. Say that at the top, not at a hidden field."""
+    if "token" in form.errors and "" not in form.errors:
+        form.errors[""] = t.gettext(NO_TOKEN)
+        del form.errors["token"]
 
 
 # --- A forgotten password ----------------------------------------------------------------------------------------
@@ -226,9 +231,7 @@ async def reset_password(request: Request, session: SessionDep, settings: Settin
         else:
             changed = t.gettext("Your password was changed and every other session signed out. Sign in with it.")
             return redirect(request, "/portal/sign-in", flash=changed)
-    if "token" in form.errors and "" not in form.errors:
-        form.errors[""] = t.gettext(NO_TOKEN)
-        del form.errors["token"]
+    _link_without_token(form, t)
     return render(request, "accounts/reset_password.html", {"values": form.values, "errors": form.errors}, 422)
 
 
