@@ -13,7 +13,8 @@ import binascii
 import hashlib
 import hmac
 import json
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query, Request, Response
 
@@ -43,6 +44,7 @@ NEXT_PAGE: dict[int | str, dict[str, Any]] = {
     }
 }
 """A paged list's OpenAPI `responses` entry for its 200 (merged with the response model FastAPI documents)."""
+T = TypeVar("T")
 GARBLED = "cursor is not one this list gave you (altered, truncated, or from another list or account)"
 
 
@@ -78,12 +80,35 @@ def decode(secret: str, scope: str, user_id: int, cursor: str, shape: tuple[type
     return position
 
 
+def start(request: Request, scope: str, user_id: int, cursor: str | None, shape: tuple[type, ...]) -> list[Any] | None:
+    """Where a page of list `scope` starts for `user_id`: the position signed into `cursor` (see `decode`), None for
+    the first page. API routes and portal pages call this alike, so both page the one way."""
+    if cursor is None:
+        return None
+    return decode(_secret(request), scope, user_id, cursor, shape)
+
+
+def next_cursor(
+    request: Request, scope: str, user_id: int, rows: Sequence[T], limit: int, position: Callable[[T], list[Any]]
+) -> str | None:
+    """The cursor of the page after `rows[:limit]` (`rows` fetched with `limit + 1`, so a row past the page means
+    there is one), signed from the last shown row's `position`; None on the last page."""
+    if len(rows) <= limit:
+        return None
+    return encode(_secret(request), scope, user_id, position(rows[limit - 1]))
+
+
 def link_next(request: Request, response: Response, cursor: str | None) -> None:
     """Announces the next page, when there is one: this request's URL (its other parameters, filters and `limit`
     kept) with `cursor`. Relative, so it holds behind the load balancer whatever host and scheme the client used."""
     if cursor is not None:
         query = request.url.include_query_params(cursor=cursor).query
         response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+
+
+def _secret(request: Request) -> str:
+    # Read from the app, as deps reads it: no dependency to solve, and the pages (which have no SettingsDep) alike.
+    return request.app.state.settings.auth.jwt_secret.get_secret_value()
 
 
 def _b64(data: bytes) -> str:

@@ -43,14 +43,12 @@ def list_appointments(
     request: Request,
     response: Response,
     session: SessionDep,
-    settings: SettingsDep,
     user: CurrentUser,
     limit: pagination.Limit = pagination.PAGE_DEFAULT,
     cursor: pagination.Cursor = None,
 ) -> list[Appointment]:
     """The caller's appointments by start, a page at a time (the next page's URL in the `Link` header). A doctor's or
     staff's read is in each listed patient's access log."""
-    secret = settings.auth.jwt_secret.get_secret_value()
     # The position is PostgreSQL's own text of the start, not Python's: an instant Python cannot hold (read as the
     # nearest one it can, db.StoredInstantLoader) then still compares as stored, and a walk cannot loop on it.
     starts_at = cast(Appointment.starts_at, Text).label("position")
@@ -60,19 +58,16 @@ def list_appointments(
         .order_by(Appointment.starts_at, Appointment.id)
         .limit(limit + 1)
     )
-    if cursor is not None:
-        after, after_id = pagination.decode(secret, "appointments", user.id, cursor, (str, int))
-        start = cast(literal(after, Text), TIMESTAMP(timezone=True))
+    if after := pagination.start(request, "appointments", user.id, cursor, (str, int)):
+        after_start, after_id = after
+        start = cast(literal(after_start, Text), TIMESTAMP(timezone=True))
         query = query.where(tuple_(Appointment.starts_at, Appointment.id) > tuple_(start, literal(after_id)))
     rows = session.execute(query).all()
     page = [appointment for appointment, _ in rows[:limit]]
     access_log.record(session, request, user.id, "appointments.list", [a.patient_id for a in page])
     session.commit()
-    if len(rows) > limit:
-        last, last_start = rows[limit - 1]
-        pagination.link_next(
-            request, response, pagination.encode(secret, "appointments", user.id, [last_start, last.id])
-        )
+    following = pagination.next_cursor(request, "appointments", user.id, rows, limit, lambda row: [row[1], row[0].id])
+    pagination.link_next(request, response, following)
     return page
 
 

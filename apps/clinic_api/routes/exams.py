@@ -65,18 +65,15 @@ async def list_exams(
 ) -> list[dict]:
     """The exams the caller may see, newest first, a page at a time (the next page's URL in the `Link` header)."""
     # The patient's hot path: on the event loop, one statement compiled once, one round trip (bench/bench_api.py).
-    # The token secret is read as deps reads it: one dependency less to solve.
-    secret = request.app.state.settings.auth.jwt_secret.get_secret_value()
     through = ID_MAX
-    if cursor is not None:
-        (last_id,) = pagination.decode(secret, "exams", user.id, cursor, (int,))
-        through = last_id - 1
+    if after := pagination.start(request, "exams", user.id, cursor, (int,)):
+        through = after[0] - 1
     rows = await LIST_EXAMS[user.role].fetch(pool, user_id=user.id, through=through, limit=limit + 1)
     exams = rows[:limit]
     if user.role != "patient":  # a second round trip for doctors and staff only: their read is in the access log
         await access_log.record_async(pool, request, user.id, "exams.list", [e["patient_id"] for e in exams])
-    if len(rows) > limit:
-        pagination.link_next(request, response, pagination.encode(secret, "exams", user.id, [exams[-1]["id"]]))
+    following = pagination.next_cursor(request, "exams", user.id, rows, limit, lambda exam: [exam["id"]])
+    pagination.link_next(request, response, following)
     return exams
 
 
