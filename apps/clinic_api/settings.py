@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -191,6 +193,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     web: WebSettings = Field(default_factory=WebSettings)
     public_url: str = "http://127.0.0.1:8000"
+    """Where patients reach the clinic: the base of every emailed link (verification, password reset)."""
     telemedicine_base_url: str = "https://meet.clinic.example/r"
     log_level: str = "INFO"
 
@@ -221,6 +224,40 @@ class Settings(BaseSettings):
                 "than 32 characters; allowed outside development: a generated secret of 32+ characters"
             )
         return self
+
+    @model_validator(mode="after")
+    def _public_url_patients_can_reach(self) -> Settings:
+        # Emailed links are built on it: a loopback or malformed base would send every patient a dead link, and
+        # nothing would fail until someone tried one.
+        if self.environment != "development" and (problem := unreachable(self.public_url)):
+            raise ValueError(
+                f"public_url (CLINIC_PUBLIC_URL) {self.public_url!r} {problem}; allowed outside development: the "
+                "clinic's own http(s) address, e.g. https://clinic.example.org"
+            )
+        return self
+
+
+def unreachable(url: str) -> str | None:
+    """Why patients could not open links on `url` (None: they could): not an absolute http(s) URL, or a host that is
+    the patient's own machine (localhost, a loopback or unspecified address)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "is not an absolute http(s) URL"
+    if parts.query or parts.fragment:
+        return "has a query or fragment, which the links' own would collide with"
+    if host == "localhost" or host.endswith(".localhost"):
+        return "names localhost"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_loopback or address.is_unspecified:
+        return "is a loopback or unspecified address"
+    return None
 
 
 @lru_cache

@@ -251,13 +251,3 @@ def test_choosing_the_password_records_the_consent_to_the_notice_in_force(clinic
     clinic.client.post("/auth/register", json={"email": "tom@example.org", "full_name": "Tom"})
     link = [e for e in events(clinic, "account.verification_requested") if e["recipient_email"] == "tom@example.org"]
     assert link[0]["recipient_language"] == "pt-BR", "the clinic's language unless the patient chose another"
-
-
-def test_production_refuses_the_development_data_key_naming_it():
-    from clinic_api.settings import Settings
-
-    with pytest.raises(
-        ValueError, match=r"privacy.data_key \(CLINIC_PRIVACY__DATA_KEY\) is the development placeholder"
-    ):
-        Settings(environment="production", auth={"jwt_secret": "x" * 40})
-    assert Settings(environment="production", auth={"jwt_secret": "x" * 40}, privacy={"data_key": "k" * 32})

@@ -530,3 +530,20 @@ def test_the_portal_keeps_secure_cookies_in_the_cluster(stack, request):
     names = {e["name"] for e in api.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "CLINIC_WEB__SECURE_COOKIES" not in names
     assert "CLINIC_ENVIRONMENT" in names  # the env was read (a renamed key would make the check above vacuous)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_api_accepts_the_settings_the_cluster_gives_it(stack, request, monkeypatch):
+    """The API refuses to start outside development on settings that would fail later (a placeholder secret, a
+    loopback CLINIC_PUBLIC_URL that every emailed link would be built on): the cluster's env passes those checks,
+    so a rollout does not crash-loop on them."""
+    from clinic_api.settings import Settings
+
+    graph = request.getfixturevalue(stack)
+    api = next(d for d in graph.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] == "clinic-api")
+    for entry in api.inputs["spec"]["template"]["spec"]["containers"][0]["env"]:
+        # Secrets come from Kubernetes Secrets the stack generates (32+ random characters); stand-ins of that size.
+        monkeypatch.setenv(entry["name"], entry["value"] if "value" in entry else "s" * 48)
+    settings = Settings()
+    assert settings.environment == "production"
+    assert settings.public_url.startswith("http") and "127.0.0.1" not in settings.public_url
