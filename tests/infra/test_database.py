@@ -39,6 +39,16 @@ def test_parameter_group_forces_tls(stack):
     assert stack.one(RDS).inputs["parameterGroupName"] == params.state["name"]
 
 
+def test_parameter_group_lets_the_migrations_create_btree_gist(stack):
+    """Migration 0003 runs CREATE EXTENSION btree_gist (the appointments' no-overlap constraint) as the database's
+    owner, not rds_superuser: RDS lets a user with CREATE on the database install it (a trusted extension on RDS
+    PostgreSQL 13+, per the RDS user guide) unless rds.allowed_extensions leaves it out."""
+    params = {p["name"]: p["value"] for p in stack.one("aws:rds/parameterGroup:ParameterGroup").inputs["parameters"]}
+    allowed = params.get("rds.allowed_extensions", "*")
+    assert allowed == "*" or "btree_gist" in allowed.split(",")
+    assert int(stack.one(RDS).inputs["engineVersion"]) >= 13
+
+
 def test_prod_rds_has_deletion_protection_multi_az_final_snapshot_and_protect(prod):
     db = prod.one(RDS)
     assert db.inputs["deletionProtection"] is True
