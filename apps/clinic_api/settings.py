@@ -121,7 +121,8 @@ def known_zone(value: str, setting: str) -> str:
 
 class AgendaSettings(BaseModel):
     time_zone: str = "America/Sao_Paulo"
-    """The clinic's IANA zone: weekly schedules are wall-clock hours in it (Brazil has had no DST since 2019)."""
+    """The clinic's IANA zone: weekly schedules are wall-clock hours in it (Brazil has had no DST since 2019), and the
+    portal's pages show dates and times in it (one clock for the whole clinic; the stack's apps.timeZone sets it)."""
     patient_cutoff_hours: int = Field(24, ge=0, le=14 * 24)
     """A patient cancels or reschedules only up to this many hours before the start; doctors and staff any time."""
     max_slot_range_days: int = Field(31, ge=1, le=366)
@@ -151,14 +152,6 @@ class WebSettings(BaseModel):
     """A session unused this long ends (the next page asks to sign in again)."""
     session_absolute_minutes: int = Field(12 * 60, ge=15, le=7 * 24 * 60)
     """A session ends this long after sign-in, however busy: a shared reception computer signs out by itself."""
-    time_zone: str = "America/Sao_Paulo"
-    """The IANA zone in which pages show dates and times; unset, the clinic's (agenda.time_zone, which the stack
-    setting apps.timeZone sets)."""
-
-    @field_validator("time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return known_zone(value, "web.time_zone (CLINIC_WEB__TIME_ZONE)")
 
     @model_validator(mode="after")
     def _idle_within_absolute(self) -> WebSettings:
@@ -169,10 +162,6 @@ class WebSettings(BaseModel):
                 "timeout"
             )
         return self
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.time_zone)
 
 
 class Settings(BaseSettings):
@@ -196,12 +185,6 @@ class Settings(BaseSettings):
     """Where patients reach the clinic: the base of every emailed link (verification, password reset)."""
     telemedicine_base_url: str = "https://meet.clinic.example/r"
     log_level: str = "INFO"
-
-    @model_validator(mode="after")
-    def _pages_on_the_clinics_clock(self) -> Settings:
-        if "time_zone" not in self.web.model_fields_set:
-            self.web.time_zone = self.agenda.time_zone
-        return self
 
     @model_validator(mode="after")
     def _real_secret_outside_development(self) -> Settings:

@@ -73,7 +73,7 @@ def test_a_patient_books_on_the_page_and_the_api_records_the_same_event(portal):
     listed = client.get("/portal/appointments")
     assert f'href="/portal/appointments/{appointment_id}"' in listed.text
     with Session(portal.app.state.engine) as db:
-        starts_at = db.get_one(Appointment, appointment_id).starts_at.astimezone(portal.app.state.settings.web.zone)
+        starts_at = db.get_one(Appointment, appointment_id).starts_at.astimezone(portal.app.state.settings.agenda.zone)
     assert f"{starts_at:%-d} de " in listed.text and f"às {starts_at:%H:%M}" in listed.text  # pt_BR, the clinic's clock
     client.cookies.set("lang", "en")
     in_english = client.get("/portal/appointments")

@@ -301,8 +301,6 @@ def test_web_settings_name_the_key_the_value_and_what_is_allowed():
 
     from clinic_api.settings import WebSettings
 
-    with pytest.raises(ValidationError, match=r"web.time_zone \(CLINIC_WEB__TIME_ZONE\) = 'Mars/Olympus'.*IANA"):
-        WebSettings(time_zone="Mars/Olympus")
     with pytest.raises(ValidationError, match=r"web.session_idle_minutes .* = 600 is longer than .* = 60"):
         WebSettings(session_idle_minutes=600, session_absolute_minutes=60)
     with pytest.raises(ValidationError, match="session_idle_minutes"):
@@ -350,12 +348,3 @@ def test_read_form_gives_messages_per_field_in_the_users_language_and_keeps_the_
         )
     finally:
         portal.app.router.routes.pop()
-
-
-def test_pages_follow_the_clinics_zone_unless_told_otherwise():
-    from clinic_api.settings import Settings
-
-    assert Settings().web.time_zone == "America/Sao_Paulo"
-    assert Settings(agenda={"time_zone": "America/Manaus"}).web.time_zone == "America/Manaus"
-    both = Settings(agenda={"time_zone": "America/Manaus"}, web={"time_zone": "UTC"})
-    assert both.web.time_zone == "UTC"

@@ -217,7 +217,7 @@ async def change_consents(request: Request, user: WebUser, db: SessionDep, setti
 def download_export(request: Request, user: WebUser, db: SessionDep, settings: SettingsDep, s3: S3Dep) -> Response:
     """The API's export (GET /me/export), as a file; a POST, as it writes an audit row."""
     document = service.export(db, request, settings, s3, user.id)
-    day = document.exported_at.astimezone(settings.web.zone).date().isoformat()
+    day = document.exported_at.astimezone(settings.agenda.zone).date().isoformat()
     body = json.dumps(document.model_dump(mode="json"), ensure_ascii=False, indent=2)
     return Response(
         body,

@@ -120,6 +120,6 @@ def translator(request: Request) -> Translator:
     """`t = translator(request)`; `t.gettext("...")`, `t.ngettext(...)`, `t.format_datetime(...)`."""
     cached = getattr(request.state, "translator", None)
     if cached is None:
-        cached = Translator(language_of(request), request.app.state.settings.web.zone)
+        cached = Translator(language_of(request), request.app.state.settings.agenda.zone)
         request.state.translator = cached
     return cached
