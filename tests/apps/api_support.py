@@ -68,6 +68,15 @@ class Clinic:
     client: TestClient | httpx.Client
     app: FastAPI
 
+    def visitor(self, **options) -> TestClient:
+        """Another browser: a client with a cookie jar of its own (`options` as TestClient takes them), whose requests
+        run on the event loop of this clinic's lifespan, where the hot pool's connections belong. A TestClient not
+        entered runs each request on a loop of its own, and async routes then answer 503 now and then."""
+        assert isinstance(self.client, TestClient) and self.client.portal is not None, "a running_clinic's client"
+        visitor = TestClient(self.app, **options)
+        visitor.portal = self.client.portal
+        return visitor
+
     def user(self, role: str, name: str | None = None, open_all_day: bool = True) -> dict:
         """Creates a user of any role directly (admins create them through the API; tested separately). A doctor
         sees patients every day, all day, in 5-minute slots of either kind (ALL_DAY_ANY_KIND), so that tests not

@@ -29,10 +29,7 @@ def portal(postgres, shared_clinic_aws):
 
 
 def signed_in(portal, user: dict) -> TestClient:
-    client = TestClient(portal.app)  # its own cookies; the app's lifespan already runs under portal.client
-    # ...on that client's event loop, which the hot pool belongs to: requests run there too (each on a loop of its own,
-    # they would take the pool's connections from a loop they do not belong to, and time out now and then).
-    client.portal = portal.client.portal
+    client = portal.visitor()
     page = client.get("/portal/sign-in")
     data = {"email": user["email"], "password": PASSWORD, "csrf_token": csrf_of(page.text)}
     assert client.post("/portal/sign-in", data=data, follow_redirects=False).status_code == 303

@@ -65,15 +65,9 @@ def test_root_and_portal_home_lead_to_sign_in_then_to_the_roles_home(portal):
         ("doctor", "/portal/agenda"),
         ("admin", "/portal/staff/doctors"),
     ]:
-        client = fresh_client(portal)
+        client = portal.visitor()
         assert sign_in(client, portal.user(role)["email"]).headers["location"] == "/portal/"
         assert client.get("/portal/", follow_redirects=False).headers["location"] == path
-
-
-def fresh_client(portal):
-    from fastapi.testclient import TestClient
-
-    return TestClient(portal.app)  # its own cookie jar; the app's lifespan already runs under portal.client
 
 
 def session_cookie(response) -> str:
@@ -83,7 +77,7 @@ def session_cookie(response) -> str:
 
 def test_sign_in_sets_an_httponly_lax_session_cookie_whose_id_is_stored_only_hashed(portal):
     user = portal.user("patient")
-    client = fresh_client(portal)
+    client = portal.visitor()
     signed_in = sign_in(client, user["email"])
     assert signed_in.status_code == 303
     cookie = session_cookie(signed_in)
@@ -121,7 +115,7 @@ def test_secure_cookies_by_default_with_the_host_prefix(postgres, shared_clinic_
 
 def test_wrong_password_keeps_the_email_and_says_so_next_to_the_form(portal):
     user = portal.user("patient")
-    client = fresh_client(portal)
+    client = portal.visitor()
     page = sign_in(client, user["email"], "not the password")
     assert page.status_code == 401
     assert "E-mail ou senha incorretos." in page.text
@@ -132,7 +126,7 @@ def test_wrong_password_keeps_the_email_and_says_so_next_to_the_form(portal):
 
 def test_sign_in_shares_the_apis_throttle(portal):
     user = portal.user("patient")
-    client = fresh_client(portal)
+    client = portal.visitor()
     limit = portal.app.state.settings.auth.max_login_failures
     for _ in range(limit):
         assert portal.client.post("/auth/login", json={"email": user["email"], "password": "nope"}).status_code == 401
@@ -143,14 +137,14 @@ def test_sign_in_shares_the_apis_throttle(portal):
 
 def test_unsafe_requests_without_the_right_csrf_token_get_the_403_page(portal):
     user = portal.user("patient")
-    client = fresh_client(portal)
+    client = portal.visitor()
     page = client.get("/portal/sign-in")
     for data in ({}, {"csrf_token": "forged"}):
         refused = client.post("/portal/sign-in", data={"email": user["email"], "password": PASSWORD, **data})
         assert refused.status_code == 403
         assert "Este formulário expirou" in refused.text
     # A token bound to another browser's cookie is refused too.
-    other = fresh_client(portal).get("/portal/sign-in")
+    other = portal.visitor().get("/portal/sign-in")
     stolen = client.post(
         "/portal/sign-in", data={"email": user["email"], "password": PASSWORD, "csrf_token": csrf_of(other.text)}
     )
@@ -171,7 +165,7 @@ def test_every_unsafe_portal_route_checks_the_csrf_token(portal):
 
     from clinic_api.web import PAGE_ROUTERS
 
-    client = fresh_client(portal)
+    client = portal.visitor()
     checked = 0
     for module in PAGE_ROUTERS:
         for route in importlib.import_module(module).router.routes:
@@ -186,7 +180,7 @@ def test_every_unsafe_portal_route_checks_the_csrf_token(portal):
 
 def signed_in_client(portal, role: str = "patient"):
     user = portal.user(role)
-    client = fresh_client(portal)
+    client = portal.visitor()
     assert sign_in(client, user["email"]).status_code == 303
     return client, user
 
@@ -235,7 +229,7 @@ def test_sign_out_deletes_the_session_so_the_old_cookie_is_worthless(portal):
     assert out.headers["location"] == "/portal/sign-in"
     with Session(portal.app.state.engine) as db:
         assert db.query(WebSession).filter_by(user_id=user["id"]).count() == 0
-    replay = fresh_client(portal)
+    replay = portal.visitor()
     replay.cookies.update(cookie)
     assert replay.get("/portal/", follow_redirects=False).headers["location"].startswith("/portal/sign-in")
 
@@ -249,7 +243,7 @@ def test_error_pages_are_html_in_the_users_language_and_the_api_keeps_json(porta
 
 
 def test_language_switch_sets_a_cookie_and_returns_to_the_page(portal):
-    client = fresh_client(portal)
+    client = portal.visitor()
     page = client.get("/portal/sign-in")
     switched = client.post(
         "/portal/language",
@@ -273,9 +267,7 @@ def test_an_unhandled_error_under_portal_is_the_500_page(portal):
 
     portal.app.add_api_route("/portal/test-boom", boom)
     try:
-        from fastapi.testclient import TestClient
-
-        page = TestClient(portal.app, raise_server_exceptions=False).get("/portal/test-boom")
+        page = portal.visitor(raise_server_exceptions=False).get("/portal/test-boom")
     finally:
         portal.app.router.routes.pop()
     assert page.status_code == 500 and "Algo deu errado do nosso lado" in page.text
@@ -290,7 +282,7 @@ def test_a_401_from_the_apis_functions_under_portal_asks_to_sign_in_again(portal
 
     portal.app.add_api_route("/portal/test-gone", gone)
     try:
-        answer = fresh_client(portal).get("/portal/test-gone?x=1", follow_redirects=False)
+        answer = portal.visitor().get("/portal/test-gone?x=1", follow_redirects=False)
     finally:
         portal.app.router.routes.pop()
     assert (answer.status_code, answer.headers["location"]) == (303, "/portal/sign-in?next=/portal/test-gone%3Fx%3D1")
@@ -327,7 +319,7 @@ def test_read_form_gives_messages_per_field_in_the_users_language_and_keeps_the_
 
     portal.app.add_api_route("/portal/test-form", post, methods=["POST"])
     try:
-        client = fresh_client(portal)
+        client = portal.visitor()
         token = csrf_of(client.get("/portal/sign-in").text)
         posted = {"email": "not-an-email", "name": "Jo", "count": "0", "csrf_token": token}
         response = client.post("/portal/test-form", data=posted)
