@@ -81,6 +81,37 @@ def test_catalogs_parse_and_keep_their_placeholders(language):
                     assert set(re.findall(r"%\((\w+)\)s", string)) <= wanted | {"num"}, (path, message.id)
 
 
+def clashes(paths: list[Path], language: str) -> list[str]:
+    """Messages (msgid and context) that two catalogs translate differently: merged into one, only one of the
+    translations could be shown, in both features. An empty msgstr (falls back to the msgid) is no translation."""
+    first: dict[tuple, tuple[str, object]] = {}
+    found = []
+    for path in paths:
+        with path.open("rb") as po:
+            for message in read_po(po, locale=language):
+                if not message.id or not message.string or message.fuzzy:
+                    continue
+                key = (message.id if isinstance(message.id, str) else tuple(message.id), message.context)
+                where, string = first.setdefault(key, (path.parts[-5], message.string))
+                if string != message.string:
+                    found.append(f"{key[0]!r}: {where} {string!r}, {path.parts[-5]} {message.string!r}")
+    return found
+
+
+@pytest.mark.parametrize("language", ["pt_BR", "en"])
+def test_no_two_features_translate_one_message_differently(language):
+    assert clashes(catalog_paths(language), language) == []
+
+
+def test_a_clash_between_catalogs_is_caught(tmp_path):
+    for feature, string in (("accounts", "Médico(a)"), ("appointments", "Médico")):
+        po = tmp_path / feature / "locale/pt_BR/LC_MESSAGES/messages.po"
+        po.parent.mkdir(parents=True)
+        po.write_text(f'msgid ""\nmsgstr ""\n\nmsgid "Doctor"\nmsgstr "{string}"\n')
+    paths = sorted(tmp_path.glob("*/locale/pt_BR/LC_MESSAGES/messages.po"))
+    assert clashes(paths, "pt_BR") == ["'Doctor': accounts 'Médico(a)', appointments 'Médico'"]
+
+
 def test_a_missing_translation_is_caught(tmp_path):
     """The check above fails for a string nobody translated (its own mutation test)."""
     templates = tmp_path / "templates" / "x"

@@ -39,8 +39,10 @@ def N_(message: str) -> str:
 
 
 def catalog_paths(language: str) -> list[Path]:
-    """Every feature package's catalog for `language`, the core's first."""
-    return sorted(PACKAGE_ROOT.glob(f"*/locale/{language}/LC_MESSAGES/messages.po"), key=lambda p: p.parts[-5] != "web")
+    """Every feature package's catalog for `language`, the core's first, then by package name (not the file system's
+    order, which differs between machines)."""
+    paths = PACKAGE_ROOT.glob(f"*/locale/{language}/LC_MESSAGES/messages.po")
+    return sorted(paths, key=lambda p: (p.parts[-5] != "web", p.parts[-5]))
 
 
 def _compile(path: Path, language: str) -> Translations:

@@ -70,7 +70,7 @@ def test_a_patient_books_the_doctor_sees_it_and_the_patient_reschedules_then_can
     page.get_by_role("navigation", name="Principal").get_by_role("link", name="Agendar consulta").click()
     page.get_by_label("Especialidade").select_option(label=cast.specialty)
     # htmx swaps the rest of the form in: the one doctor of that specialty is chosen, their free times listed.
-    expect(page.get_by_label("Médico")).to_have_value(str(cast.doctor.id))
+    expect(page.get_by_label("Médico(a)")).to_have_value(str(cast.doctor.id))
     page.get_by_label("Tipo de consulta").select_option(label="Presencial")
     expect(page).to_have_url(re.compile(r"kind=in_person"))  # swapped in (and in the address bar)
     page.get_by_label("Dia", exact=True).fill(day.isoformat())
