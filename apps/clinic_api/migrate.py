@@ -20,9 +20,11 @@ log = logging.getLogger("clinic.migrate")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Runs each migration in a transaction of its own (migrations/env.py), so that one may step out of it: an
+    index on a busy table is built CONCURRENTLY, which PostgreSQL refuses inside a transaction."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -141,3 +141,48 @@ def test_the_whole_chain_upgrades_as_a_database_owner_that_is_not_a_superuser(po
         assert tables >= 10, "the schema's tables belong to the owner"
     finally:
         engine.dispose()
+
+
+def test_audit_indexes_are_built_beside_a_full_log_and_a_rerun_replaces_an_invalid_one(engine):
+    """0011 builds its indexes CONCURRENTLY (outside a transaction: PostgreSQL refuses it inside one), keeps every
+    row, and the audit pages then read one index range; an index a failed concurrent build left invalid is rebuilt."""
+    upgrade(engine, "0010")
+    with engine.begin() as db:
+        db.execute(
+            text(
+                "INSERT INTO audit_log (at, user_id, action, outcome, request_id, subject_id)"
+                " SELECT now(), n % 50, CASE WHEN n % 1000 = 0 THEN 'data.export' ELSE 'exam.read' END, 'granted',"
+                " 'r' || n, n % 300 FROM generate_series(1, 20000) AS n"
+            )
+        )
+    upgrade(engine)
+
+    def indexes(db) -> dict[str, bool]:
+        query = (
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = 'audit_log'::regclass AND NOT i.indisprimary"
+        )
+        return dict(db.execute(text(query)).all())
+
+    expected = {
+        "ix_audit_log_action_id": True,
+        "ix_audit_log_user_id_id": True,
+        "ix_audit_log_exam_id_id": True,
+        "ix_audit_log_subject_id_id": True,
+    }
+    with engine.begin() as db:
+        assert db.execute(text("SELECT count(*) FROM audit_log")).scalar() == 20000
+        assert indexes(db) == expected, "0008's index on the subject alone is replaced"
+        db.execute(text("ANALYZE audit_log"))
+        plan = db.execute(
+            text("EXPLAIN SELECT id FROM audit_log WHERE action = 'data.export' ORDER BY id DESC LIMIT 51")
+        ).scalars()
+        assert "ix_audit_log_action_id" in "\n".join(plan), "a rare action's page is one index range, not a scan"
+        # What a concurrent build interrupted (a deploy cancelled, a deadlock) leaves: the index there, but invalid.
+        db.execute(
+            text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_audit_log_exam_id_id'::regclass")
+        )
+        db.execute(text("UPDATE alembic_version SET version_num = '0010'"))
+    upgrade(engine)
+    with engine.connect() as db:
+        assert indexes(db) == expected
