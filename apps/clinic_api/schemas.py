@@ -345,12 +345,6 @@ class PasswordChange(BaseModel):
     new_password: Text = Field(min_length=12, max_length=128)
 
 
-class AccountPage(BaseModel):
-    items: list[UserOut]
-    next_cursor: int | None
-    """Pass it as `cursor` for the next page; null on the last one."""
-
-
 class ConsentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     at: UtcDatetime
@@ -374,11 +368,6 @@ class AccessEntry(BaseModel):
     client_ip: str | None
 
 
-class AccessLogPage(BaseModel):
-    items: list[AccessEntry]
-    next_cursor: int | None
-
-
 class AuditRow(BaseModel):
     """One row of the audit log: who (`user_*`) did what to whose data or account (`subject_*`), from where."""
 
@@ -395,12 +384,6 @@ class AuditRow(BaseModel):
     client_ip: str | None
     request_id: str
     detail: dict | None
-
-
-class AuditPage(BaseModel):
-    items: list[AuditRow]
-    next_cursor: int | None
-    """Pass it as `cursor` for the next page; null on the last one."""
 
 
 class ErasureRequest(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -14,6 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.background import BackgroundTask
 
+from clinic_api import pagination
 from clinic_api.accounts import service
 from clinic_api.agendas import service as agendas
 from clinic_api.agendas.routes import create_exception
@@ -29,6 +31,7 @@ from clinic_api.schemas import (
     UserOut,
     VerifyEmail,
 )
+from clinic_api.web.errors import BAD_PAGE_LINK
 from clinic_api.web.forms import Form, read_form
 from clinic_api.web.i18n import N_, Translator, translator
 from clinic_api.web.responses import keep_flash, redirect
@@ -244,18 +247,19 @@ def staff_accounts(
     session: SessionDep,
     user: WebUser,
     role: Annotated[str | None, Query(pattern="^(patient|doctor|staff|admin)?$")] = None,
-    cursor: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    cursor: pagination.Cursor = None,
 ) -> Response:
     """GET /users as a page: accounts by id, a page at a time (each page showing patients is in their access log)."""
-    page = service.account_page(session, request, user.principal, role or None, PAGE_SIZE, cursor)
-    rows = [
-        {"account": a, "may_change": service.disable_refusal(user.principal, a.id, a.role) is None} for a in page.items
-    ]
-    return render(
-        request,
-        "accounts/staff_accounts.html",
-        {"rows": rows, "next_cursor": page.next_cursor, "role": role or "", "roles": ROLES, "error": None},
-    )
+    context = {"role": role or "", "roles": ROLES, "rows": [], "next_page": None, "page_error": None}
+    try:
+        page, following = service.account_page(session, request, user.principal, role or None, PAGE_SIZE, cursor)
+    except RequestValidationError:  # only the cursor can be refused here
+        page_error = translator(request).gettext(BAD_PAGE_LINK)
+        return render(request, "accounts/staff_accounts.html", {**context, "page_error": page_error}, 422)
+    rows = [{"account": a, "may_change": service.disable_refusal(user.principal, a.id, a.role) is None} for a in page]
+    if following:
+        context["next_page"] = urlencode({**({"role": role} if role else {}), "cursor": following})
+    return render(request, "accounts/staff_accounts.html", {**context, "rows": rows})
 
 
 def _change(request: Request, session: Any, user: WebUser, account_id: int, disabled: bool) -> Response:

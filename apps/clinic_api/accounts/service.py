@@ -13,11 +13,11 @@ from sqlalchemy import Engine, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clinic_api import access_log, outbox
+from clinic_api import access_log, outbox, pagination
 from clinic_api.errors import invalid
 from clinic_api.models import AuditLog, Base, Consent, DoctorProfile, User, now
 from clinic_api.passwords import check_password
-from clinic_api.schemas import AccountPage, PasswordReset, Registration, UserOut, VerifyEmail
+from clinic_api.schemas import PasswordReset, Registration, VerifyEmail
 from clinic_api.security import (
     Principal,
     decode_reset_token,
@@ -233,19 +233,22 @@ def reset_password(session: Session, settings: Settings, body: PasswordReset) ->
 
 
 def account_page(
-    session: Session, request: Request, caller: Principal, role: str | None, limit: int, cursor: int | None
-) -> AccountPage:
-    """Accounts by id from `cursor`; a page that shows patients is in each one's access log."""
+    session: Session, request: Request, caller: Principal, role: str | None, limit: int, cursor: str | None
+) -> tuple[list[User], str | None]:
+    """Accounts by id, `limit` from `cursor` (pagination.start: a 422 naming `cursor` unless this list gave it), and
+    the next page's cursor; a page that shows patients is in each one's access log. The role filter is part of the
+    list: a cursor of one role's walk is refused on another's (or on the unfiltered list)."""
+    scope = f"users?role={role}" if role else "users"
     query = select(User).order_by(User.id).limit(limit + 1)
     if role:
         query = query.where(User.role == role)
-    if cursor:
-        query = query.where(User.id >= cursor)
+    if after := pagination.start(request, scope, caller.id, cursor, (int,)):
+        query = query.where(User.id > after[0])
     rows = list(session.scalars(query))
-    page, more = rows[:limit], rows[limit:]
+    page = rows[:limit]
     access_log.record(session, request, caller.id, "accounts.list", [u.id for u in page if u.role == "patient"])
     session.commit()
-    return AccountPage(items=[UserOut.model_validate(u) for u in page], next_cursor=more[0].id if more else None)
+    return page, pagination.next_cursor(request, scope, caller.id, rows, limit, lambda user: [user.id])
 
 
 def disable_refusal(caller: Principal, account_id: int, account_role: str) -> HTTPException | None:

@@ -5,15 +5,17 @@ functions the API routes call (privacy/service.py, routes/profiles.py): a page o
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
+from clinic_api import pagination
 from clinic_api.deps import S3Dep, SessionDep, SettingsDep
 from clinic_api.models import User
 from clinic_api.privacy import service
@@ -21,6 +23,7 @@ from clinic_api.routes.profiles import CPF_TAKEN, profile_out, update_profile
 from clinic_api.schemas import ConsentIn, Language, Name, PatientProfileIn
 from clinic_api.settings import Settings
 from clinic_api.web import cookies, session
+from clinic_api.web.errors import BAD_PAGE_LINK
 from clinic_api.web.forms import read_form
 from clinic_api.web.i18n import N_, translator
 from clinic_api.web.responses import redirect
@@ -176,15 +179,24 @@ async def save_profile(request: Request, user: WebUser, db: SessionDep, settings
 # --- privacy: consents, who accessed my data, export, erasure ---------------------------------------------------------
 
 PATIENT = [Depends(web_role("patient"))]
-Cursor = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
 
-def _privacy_context(db: Session, user_id: int, cursor: int | None) -> dict:
+def _privacy_context(db: Session, request: Request, user_id: int, cursor: str | None) -> dict:
     history = service.consents(db, user_id)
+    accesses: list = []
+    older = page_error = None
+    try:
+        accesses, following = service.access_page(db, request, user_id, PAGE_SIZE, cursor)
+    except RequestValidationError:  # only the cursor can be refused here
+        page_error = translator(request).gettext(BAD_PAGE_LINK)
+    else:
+        older = urlencode({"cursor": following}) if following else None
     return {
         "in_force": set(history[-1].purposes) if history else {"care"},
         "history": list(reversed(history)),
-        "accesses": service.access_page(db, user_id, PAGE_SIZE, cursor),
+        "accesses": accesses,
+        "older": older,
+        "page_error": page_error,
         "cursor": cursor,
         "purposes": PURPOSES,
         "actions": ACCESSES,
@@ -194,8 +206,9 @@ def _privacy_context(db: Session, user_id: int, cursor: int | None) -> dict:
 
 
 @router.get("/portal/privacy", name="privacy", dependencies=PATIENT)
-def privacy_page(request: Request, user: WebUser, db: SessionDep, cursor: Cursor = None) -> Response:
-    return render(request, "privacy/privacy.html", _privacy_context(db, user.id, cursor))
+def privacy_page(request: Request, user: WebUser, db: SessionDep, cursor: pagination.Cursor = None) -> Response:
+    context = _privacy_context(db, request, user.id, cursor)
+    return render(request, "privacy/privacy.html", context, 422 if context["page_error"] else 200)
 
 
 @router.post("/portal/privacy/consents", name="privacy_consents", dependencies=PATIENT)
@@ -203,7 +216,7 @@ async def change_consents(request: Request, user: WebUser, db: SessionDep, setti
     t = translator(request)
     form = await read_form(request, ConsentForm)
     if form.data is None:
-        context = await run_in_threadpool(_privacy_context, db, user.id, None)
+        context = await run_in_threadpool(_privacy_context, db, request, user.id, None)
         return render(request, "privacy/privacy.html", {**context, "consent_errors": form.errors}, 422)
     # ConsentIn: the API's rule (care included, each purpose once) on what is recorded.
     consent = ConsentIn(notice_version=settings.privacy.notice_version, purposes=["care", *form.data.purposes])
@@ -274,7 +287,7 @@ def audit_page(
     request: Request,
     user: WebUser,
     db: SessionDep,
-    cursor: Cursor = None,
+    cursor: pagination.Cursor = None,
     action: str = "",
     user_id: str = "",
     subject_id: str = "",
@@ -292,5 +305,11 @@ def audit_page(
             errors.setdefault(name, t.gettext(problem))
         return render(request, "privacy/audit.html", {**context, "errors": errors, "page": None}, 422)
     query = {k: v for k, v in filters.model_dump().items() if v is not None}
-    page = service.audit_page(db, request, user.principal, PAGE_SIZE, cursor, **query)
-    return render(request, "privacy/audit.html", {**context, "errors": {}, "page": page, "filters": query})
+    context = {**context, "errors": {}, "filters": query}
+    try:
+        page, following = service.audit_page(db, request, user.principal, PAGE_SIZE, cursor, **query)
+    except RequestValidationError:  # the filters passed: only the cursor can be refused here
+        return render(
+            request, "privacy/audit.html", {**context, "page": None, "page_error": t.gettext(BAD_PAGE_LINK)}, 422
+        )
+    return render(request, "privacy/audit.html", {**context, "page": page, "next_cursor": following})

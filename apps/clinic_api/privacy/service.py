@@ -12,15 +12,13 @@ from fastapi import HTTPException, Request, status
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from clinic_api import access_log, outbox
+from clinic_api import access_log, outbox, pagination
 from clinic_api.models import Appointment, AuditLog, Consent, Exam, OutboxEvent, PatientProfile, User
 from clinic_api.routes.accounts import check_notice, record_consent
 from clinic_api.routes.profiles import profile_out
 from clinic_api.schemas import (
     AccessEntry,
-    AccessLogPage,
     AppointmentOut,
-    AuditPage,
     AuditRow,
     ConsentOut,
     ErasureOut,
@@ -67,6 +65,17 @@ def consents(session: Session, patient_id: int) -> list[Consent]:
     return list(session.scalars(select(Consent).where(Consent.user_id == patient_id).order_by(Consent.id)))
 
 
+def consent_page(
+    session: Session, request: Request, patient_id: int, limit: int, cursor: str | None
+) -> tuple[list[Consent], str | None]:
+    """The patient's consents oldest first, `limit` from `cursor` (pagination.start), and the next page's cursor."""
+    query = select(Consent).where(Consent.user_id == patient_id).order_by(Consent.id).limit(limit + 1)
+    if after := pagination.start(request, "me/consents", patient_id, cursor, (int,)):
+        query = query.where(Consent.id > after[0])
+    rows = list(session.scalars(query))
+    return rows[:limit], pagination.next_cursor(request, "me/consents", patient_id, rows, limit, lambda c: [c.id])
+
+
 def change_consent(
     session: Session,
     request: Request,
@@ -86,9 +95,10 @@ def change_consent(
 
 
 def _accesses(
-    session: Session, patient_id: int, limit: int | None = None, cursor: int | None = None
+    session: Session, patient_id: int, limit: int | None = None, before: int | None = None
 ) -> list[tuple[int, AccessEntry]]:
-    """Rows about the patient written by someone else, newest first."""
+    """Rows about the patient written by someone else, newest first: `limit` of them older than row `before`, or all
+    (the export)."""
     query = (
         select(AuditLog, User.full_name, User.role)
         .outerjoin(User, User.id == AuditLog.user_id)
@@ -98,8 +108,8 @@ def _accesses(
         )
         .order_by(AuditLog.id.desc())
     )
-    if cursor:
-        query = query.where(AuditLog.id <= cursor)
+    if before is not None:
+        query = query.where(AuditLog.id < before)
     if limit:
         query = query.limit(limit)
     return [
@@ -120,12 +130,15 @@ def _accesses(
     ]
 
 
-def access_page(session: Session, patient_id: int, limit: int, cursor: int | None) -> AccessLogPage:
-    """Who read or changed the patient's data (not the patient themself), `limit` entries from `cursor`."""
-    rows = _accesses(session, patient_id, limit + 1, cursor)
-    return AccessLogPage(
-        items=[entry for _, entry in rows[:limit]], next_cursor=rows[limit][0] if rows[limit:] else None
-    )
+def access_page(
+    session: Session, request: Request, patient_id: int, limit: int, cursor: str | None
+) -> tuple[list[AccessEntry], str | None]:
+    """Who read or changed the patient's data (not the patient themself), `limit` entries from `cursor`
+    (pagination.start), and the next page's cursor."""
+    after = pagination.start(request, "me/access-log", patient_id, cursor, (int,))
+    rows = _accesses(session, patient_id, limit + 1, after[0] if after else None)
+    following = pagination.next_cursor(request, "me/access-log", patient_id, rows, limit, lambda row: [row[0]])
+    return [entry for _, entry in rows[:limit]], following
 
 
 def _download_url(s3: BaseClient, settings: Settings, exam: Exam) -> str | None:
@@ -247,19 +260,25 @@ def audit_page(
     request: Request,
     caller: Principal,
     limit: int,
-    cursor: int | None = None,
+    cursor: str | None = None,
     action: str | None = None,
     user_id: int | None = None,
     subject_id: int | None = None,
-) -> AuditPage:
-    """The clinic's audit log for staff and admins, newest first, `limit` rows from `cursor`, optionally only one
-    action, one actor (`user_id`) or one subject. Reading it is itself a row (`audit.read`, with the filters): who
-    looked at the log is on record. That row names no subject, so it is in no patient's access log: were each page
-    logged per patient shown, every look would add rows naming the same patients again, and a patient's list of who
-    saw their data would fill with staff reading the log rather than their record."""
+) -> tuple[list[AuditRow], str | None]:
+    """The clinic's audit log for staff and admins, newest first, `limit` rows from `cursor` (pagination.start), and
+    the next page's cursor; optionally only one action, one actor (`user_id`) or one subject. The filters are part of
+    the list: a cursor of one filtered walk is refused on another (a 422 naming `cursor`), rather than silently
+    resuming a different list part-way. Reading it is itself a row (`audit.read`, with the filters and, past the
+    first page, the row the page starts after): who looked at the log is on record. That row names no subject, so it
+    is in no patient's access log: were each page logged per patient shown, every look would add rows naming the
+    same patients again, and a patient's list of who saw their data would fill with staff reading the log rather
+    than their record."""
+    filters = {"action": action, "user_id": user_id, "subject_id": subject_id}
+    scope = "&".join(["audit", *(f"{k}={v}" for k, v in filters.items() if v is not None)])
     query = _audit_query(action, user_id, subject_id).limit(limit + 1)
-    if cursor:
-        query = query.where(AuditLog.id <= cursor)
+    after = pagination.start(request, scope, caller.id, cursor, (int,))
+    if after:
+        query = query.where(AuditLog.id < after[0])
     rows = session.execute(query).all()
     items = [
         AuditRow(
@@ -279,7 +298,8 @@ def audit_page(
         )
         for row, actor_name, actor_role, subject_name in rows[:limit]
     ]
-    filters = {"action": action, "user_id": user_id, "subject_id": subject_id, "cursor": cursor}
+    # The decoded position, not the signed cursor: what a reader of the log needs, a few bytes.
+    read = {**filters, "after_id": after[0] if after else None}
     session.add(
         AuditLog(
             user_id=caller.id,
@@ -287,8 +307,8 @@ def audit_page(
             outcome="granted",
             request_id=request_id.get(),
             client_ip=access_log.client_ip(request),
-            detail={k: v for k, v in filters.items() if v is not None},
+            detail={k: v for k, v in read.items() if v is not None},
         )
     )
     session.commit()
-    return AuditPage(items=items, next_cursor=rows[limit][0].id if rows[limit:] else None)
+    return items, pagination.next_cursor(request, scope, caller.id, rows, limit, lambda row: [row[0].id])

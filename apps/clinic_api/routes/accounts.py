@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clinic_api import pagination
 from clinic_api.accounts.service import (
     CHECK_EMAIL,
     INVALID_LINK,
@@ -48,7 +49,6 @@ from clinic_api.models import User, now
 from clinic_api.passwords import check_password
 from clinic_api.schemas import (
     Accepted,
-    AccountPage,
     Login,
     NewUser,
     PasswordReset,
@@ -191,28 +191,49 @@ def me(session: SessionDep, principal: CurrentUser) -> User:
     return user
 
 
-@router.get("/doctors", response_model=list[UserOut], dependencies=[Depends(current_user)])
-def doctors(session: SessionDep) -> list[User]:
-    return list(
-        session.scalars(select(User).where(User.role == "doctor", User.disabled_at.is_(None)).order_by(User.full_name))
+@router.get(
+    "/doctors", response_model=list[UserOut], dependencies=[Depends(current_user)], responses=pagination.NEXT_PAGE
+)
+def doctors(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[User]:
+    """The doctors who can be booked, by id (stable whatever a name becomes, and no name in the cursor), a page at a
+    time (the next page's URL in the `Link` header)."""
+    query = select(User).where(User.role == "doctor", User.disabled_at.is_(None)).order_by(User.id).limit(limit + 1)
+    if after := pagination.start(request, "doctors", user.id, cursor, (int,)):
+        query = query.where(User.id > after[0])
+    rows = list(session.scalars(query))
+    pagination.link_next(
+        request, response, pagination.next_cursor(request, "doctors", user.id, rows, limit, lambda d: [d.id])
     )
+    return rows[:limit]
 
 
 @router.get(
     "/users",
-    response_model=AccountPage,
+    response_model=list[UserOut],
     dependencies=[Depends(require_role("staff", "admin"))],
+    responses=pagination.NEXT_PAGE,
 )
 def list_accounts(
     request: Request,
+    response: Response,
     session: SessionDep,
     user: CurrentUser,
     role: Annotated[str | None, Query(pattern="^(patient|doctor|staff|admin)$")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="next_cursor of the previous page")] = None,
-) -> AccountPage:
-    """Accounts by id; a page that shows patients is in each one's access log."""
-    return account_page(session, request, user, role, limit, cursor)
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[User]:
+    """Accounts by id, a page at a time (the next page's URL in the `Link` header, `role` kept; a cursor of one
+    role's walk is refused on another's); a page that shows patients is in each one's access log."""
+    page, following = account_page(session, request, user, role, limit, cursor)
+    pagination.link_next(request, response, following)
+    return page
 
 
 # document_errors (errors.py) adds 401, 403, 422 and 503.

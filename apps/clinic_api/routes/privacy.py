@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, get_args
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from clinic_api import pagination
 from clinic_api.deps import CurrentUser, S3Dep, SessionDep, SettingsDep, require_role
 from clinic_api.errors import errors
 from clinic_api.models import Consent
 from clinic_api.privacy import service
 from clinic_api.privacy.service import WRONG_PASSWORD
 from clinic_api.schemas import (
-    AccessLogPage,
-    AuditPage,
+    AccessEntry,
+    AuditRow,
     ConsentIn,
     ConsentOut,
     ErasureOut,
@@ -28,8 +29,6 @@ from clinic_api.schemas import (
 router = APIRouter(tags=["privacy"])
 PATIENT = require_role("patient")
 ERASURE_ERRORS = errors(r400=WRONG_PASSWORD)
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[int | None, Query(ge=1, le=2**31 - 1, description="next_cursor of the previous page")]
 Filter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
 
@@ -39,10 +38,22 @@ def notice(settings: SettingsDep) -> PrivacyNotice:
     return PrivacyNotice(version=settings.privacy.notice_version, purposes=list(get_args(Purpose)))
 
 
-@router.get("/me/consents", response_model=list[ConsentOut], dependencies=[Depends(PATIENT)])
-def consents(session: SessionDep, user: CurrentUser) -> list[Consent]:
-    """Every consent the patient gave, oldest first; the last one is in force."""
-    return service.consents(session, user.id)
+@router.get(
+    "/me/consents", response_model=list[ConsentOut], dependencies=[Depends(PATIENT)], responses=pagination.NEXT_PAGE
+)
+def consents(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[Consent]:
+    """Every consent the patient gave, oldest first, a page at a time (the next page's URL in the `Link` header); the
+    last one of the last page is in force."""
+    page, following = service.consent_page(session, request, user.id, limit, cursor)
+    pagination.link_next(request, response, following)
+    return page
 
 
 @router.post(
@@ -59,10 +70,22 @@ def change_consent(
     return service.change_consent(session, request, settings, user.id, body.notice_version, body.purposes)
 
 
-@router.get("/me/access-log", response_model=AccessLogPage, dependencies=[Depends(PATIENT)])
-def my_access_log(session: SessionDep, user: CurrentUser, limit: Limit = 50, cursor: Cursor = None) -> AccessLogPage:
-    """Who read or changed the patient's data (not the patient themself): who, what, when, from where."""
-    return service.access_page(session, user.id, limit, cursor)
+@router.get(
+    "/me/access-log", response_model=list[AccessEntry], dependencies=[Depends(PATIENT)], responses=pagination.NEXT_PAGE
+)
+def my_access_log(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[AccessEntry]:
+    """Who read or changed the patient's data (not the patient themself): who, what, when, from where; newest first,
+    a page at a time (the next page's URL in the `Link` header)."""
+    page, following = service.access_page(session, request, user.id, limit, cursor)
+    pagination.link_next(request, response, following)
+    return page
 
 
 @router.get("/me/export", response_model=PatientExport, dependencies=[Depends(PATIENT)])
@@ -84,21 +107,26 @@ def erase(
 
 @router.get(
     "/audit",
-    response_model=AuditPage,
+    response_model=list[AuditRow],
     tags=["audit"],
     dependencies=[Depends(require_role("staff", "admin"))],
+    responses=pagination.NEXT_PAGE,
 )
 def audit_log(
     request: Request,
+    response: Response,
     session: SessionDep,
     caller: CurrentUser,
-    limit: Limit = 50,
-    cursor: Cursor = None,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
     action: Annotated[str | None, Query(min_length=1, max_length=60, pattern=r"^[a-z_.]+$")] = None,
     user_id: Filter = None,
     subject_id: Filter = None,
-) -> AuditPage:
-    """The clinic's audit log, newest first: result downloads and exam changes, reads of patients' data by others,
-    account changes, exports and erasures. Filters: one `action`, one actor (`user_id`), one subject
-    (`subject_id`, e.g. a patient). Each read of it is a row itself (`audit.read`)."""
-    return service.audit_page(session, request, caller, limit, cursor, action, user_id, subject_id)
+) -> list[AuditRow]:
+    """The clinic's audit log, newest first, a page at a time (the next page's URL in the `Link` header, the filters
+    kept): result downloads and exam changes, reads of patients' data by others, account changes, exports and
+    erasures. Filters: one `action`, one actor (`user_id`), one subject (`subject_id`, e.g. a patient); a cursor of
+    one filtered walk is refused on another. Each read of it is a row itself (`audit.read`)."""
+    page, following = service.audit_page(session, request, caller, limit, cursor, action, user_id, subject_id)
+    pagination.link_next(request, response, following)
+    return page

@@ -31,6 +31,12 @@ PAGES = {
     500: (N_("Something went wrong on our side"), N_("We were told about it. Try again in a few minutes.")),
     503: (N_("The service is unavailable"), N_("Try again in a few moments.")),
 }
+# A list page's "next page" link whose cursor was altered or is another list's or account's: the list page itself
+# answers (422), with this and a link to its first page, as a user who followed a link expects the list back, not an
+# error page blaming what they typed.
+BAD_PAGE_LINK = N_(
+    "This page link is not valid: it was changed, or is another list's. Start again from the first page."
+)
 CSRF_PAGE = (
     N_("This form has expired"),
     N_("For your security, go back, reload the page and send the form again."),
