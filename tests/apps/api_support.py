@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from support import free_port
 
+from clinic_api import pagination
 from clinic_api.agendas.models import ScheduleBlock
 from clinic_api.main import create_app
 from clinic_api.migrate import upgrade
@@ -192,6 +193,12 @@ def served_clinic(postgres, clinic_aws, **overrides) -> Iterator[Clinic]:
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def cursor_at(app: FastAPI, scope: str, user_id: int, position: list) -> str:
+    """The cursor the app would sign for list `scope`, caller `user_id`, after `position`: for a test that opens a
+    page in the middle of a long list (e.g. the staff's accounts page at the account it made)."""
+    return pagination.encode(app.state.settings.auth.jwt_secret.get_secret_value(), scope, user_id, position)
 
 
 def csrf_of(html: str) -> str:

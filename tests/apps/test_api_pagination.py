@@ -11,7 +11,7 @@ from api_support import running_clinic
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from clinic_api.models import Appointment, Exam
+from clinic_api.models import Appointment, Consent, Exam
 from clinic_api.pagination import PAGE_DEFAULT, PAGE_MAX
 
 START = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
@@ -193,3 +193,114 @@ def test_a_patients_cursor_shows_another_patient_nothing(clinic):
         assert len(bias) == 1
         doctors = [item for page in walk(clinic, f"{path}?limit=1", doctor["headers"]) for item in page]
         assert len(doctors) == 5  # the doctor's own walk: both patients'
+
+
+# --- The account and privacy lists: one clinic (one database) for all of them ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lists(postgres, shared_clinic_aws):
+    """A clinic with a few rows in each account and privacy list, and who reads them."""
+    with running_clinic(postgres, shared_clinic_aws) as clinic:
+        people = {
+            role: clinic.user(role.rstrip("2"))
+            for role in ("staff", "staff2", "admin", "admin2", "patient", "patient2")
+        }
+        people["doctors"] = [clinic.user("doctor") for _ in range(5)]
+        with Session(clinic.app.state.engine) as session:
+            session.add_all(
+                Consent(user_id=people["patient"]["id"], notice_version="2026-11", purposes=["care"] * (n % 2 + 1))
+                for n in range(5)
+            )
+            session.commit()
+        for _ in range(5):  # five rows in the patient's access log, and the staff's in the audit log
+            clinic.client.get(f"/patients/{people['patient']['id']}/profile", headers=people["staff"]["headers"])
+        clinic.people = people
+        yield clinic
+
+
+# path, reader, another caller of the reader's role, the same list under another filter (or None), an item's check
+LISTS = {
+    "users": ("/users?role=doctor", "staff", "staff2", "/users?role=patient", lambda item, p: item["role"] == "doctor"),
+    "doctors": ("/doctors", "patient", "patient2", None, lambda item, p: item["role"] == "doctor"),
+    "consents": ("/me/consents", "patient", "patient2", None, lambda item, p: item["notice_version"] == "2026-11"),
+    "access-log": ("/me/access-log", "patient", "patient2", None, lambda item, p: item["who_id"] == p["staff"]["id"]),
+    "audit": (
+        "/audit?user_id={staff}",
+        "admin",
+        "admin2",
+        "/audit?user_id={admin}",
+        lambda item, p: item["user_id"] == p["staff"]["id"],
+    ),
+}
+
+
+def pages_of(clinic, path: str, headers: dict) -> tuple[list[list[dict]], list[str]]:
+    """Every page's items and the cursor of each page but the first, following `Link: rel="next"`."""
+    pages, cursors, url = [], [], path
+    while url:
+        response = clinic.client.get(url, headers=headers)
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        url = response.links.get("next", {}).get("url")
+        if url:
+            cursors.append(url.split("cursor=")[1].split("&")[0])
+        assert len(pages) < 50, "the walk does not end"
+    return pages, cursors
+
+
+@pytest.mark.parametrize("name", LISTS)
+def test_account_and_privacy_lists_walk_each_row_once_and_refuse_others_cursors(lists, name):
+    path, reader, other, other_filter, check = LISTS[name]
+    people = lists.people
+    ids = {key: people[key]["id"] for key in ("staff", "admin")}
+    path, headers = path.format(**ids), people[reader]["headers"]
+    join = "&" if "?" in path else "?"
+    whole = clinic_get(lists, f"{path}{join}limit={PAGE_MAX}", headers)
+    assert len(whole) >= 5 and all(check(item, people) for item in whole), "the filter applies"
+
+    pages, cursors = pages_of(lists, f"{path}{join}limit=2", headers)  # the walk keeps the filter in its Link
+    assert [item for page in pages for item in page] == whole, "each row once, in the list's order"
+    assert all(len(page) == 2 for page in pages[:-1]) and 1 <= len(pages[-1]) <= 2  # the last page has no Link
+
+    for bad in ("0", str(PAGE_MAX + 1)):
+        assert field_errors(lists.client.get(f"{path}{join}limit={bad}", headers=headers)) == ["limit"]
+    cursor = cursors[0]
+    refused = [
+        (f"{path}{join}cursor={cursor}", people[other]["headers"]),  # someone else's
+        (f"/exams?cursor={cursor}", headers),  # another list's
+    ]
+    if other_filter:  # the same list under another filter: a list of its own
+        refused.append((f"{other_filter.format(**ids)}&cursor={cursor}", headers))
+    for url, caller in refused:
+        assert field_errors(lists.client.get(url, headers=caller)) == ["cursor"], url
+    for other_name, (other_path, other_reader, *_) in LISTS.items():
+        if other_name != name and other_reader == reader:  # the same caller's other lists refuse it too
+            other_path = other_path.format(**ids)
+            url = f"{other_path}{'&' if '?' in other_path else '?'}cursor={cursor}"
+            assert field_errors(lists.client.get(url, headers=headers)) == ["cursor"], url
+
+
+def clinic_get(clinic, url: str, headers: dict) -> list[dict]:
+    response = clinic.client.get(url, headers=headers)
+    assert response.status_code == 200 and "link" not in response.headers, response.text
+    return response.json()
+
+
+def test_a_page_of_accounts_is_in_its_patients_access_logs_and_reading_the_audit_log_records_the_position(lists):
+    people = lists.people
+    staff, admin, patient = people["staff"], people["admin"], people["patient"]
+    patient_ids = [people[p]["id"] for p in ("patient", "patient2")]
+    first = lists.client.get("/users?role=patient&limit=1", headers=staff["headers"])
+    following = lists.client.get(first.links["next"]["url"], headers=staff["headers"])
+    assert [[u["id"] for u in r.json()] for r in (first, following)] == [[patient_ids[0]], [patient_ids[1]]]
+    log = lists.client.get("/me/access-log?limit=1", headers=patient["headers"]).json()
+    assert [(e["who_id"], e["action"]) for e in log] == [(staff["id"], "accounts.list")]
+
+    top = lists.client.get(f"/audit?user_id={staff['id']}&limit=1", headers=admin["headers"])
+    lists.client.get(top.links["next"]["url"], headers=admin["headers"])
+    reads = lists.client.get(f"/audit?action=audit.read&user_id={admin['id']}&limit=2", headers=admin["headers"])
+    assert [r["detail"] for r in reads.json()] == [
+        {"user_id": staff["id"], "after_id": top.json()[0]["id"]},  # the decoded position, not the signed cursor
+        {"user_id": staff["id"]},
+    ]

@@ -8,7 +8,7 @@ import re
 import uuid
 
 import pytest
-from api_support import csrf_of, running_clinic
+from api_support import csrf_of, cursor_at, running_clinic
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -62,7 +62,8 @@ def test_staff_pages_send_others_to_sign_in_or_the_403_page(portal, path):
 def test_without_javascript_staff_disable_a_patient_and_cannot_disable_an_admin(portal):
     staff, patient, admin = portal.user("staff"), portal.user("patient", "pat plain"), portal.user("admin")
     client = browser(portal, staff)
-    listing = client.get(f"/portal/staff/accounts?cursor={patient['id']}").text
+    at_patient = cursor_at(portal.app, "users", staff["id"], [patient["id"] - 1])  # the page that starts with them
+    listing = client.get("/portal/staff/accounts", params={"cursor": at_patient}).text
     assert f'action="/portal/staff/accounts/{patient["id"]}/disable"' in listing
     assert f"/portal/staff/accounts/{admin['id']}/" not in listing, "no button the rules would refuse"
     assert f"/portal/staff/accounts/{staff['id']}/" not in listing, "nor for oneself"

@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from api_support import cursor_at
 from playwright.sync_api import expect
 from support import wait_for
 
@@ -111,7 +112,9 @@ def test_staff_disable_an_account_and_its_open_session_dies_at_once(
     sign_in(page, staff)
     page.get_by_role("navigation", name="Principal").get_by_role("link", name="Contas").click()
     check_accessibility(page)
-    page.goto(f"/portal/staff/accounts?role=patient&cursor={patient.id}")  # the list pages by id; the newest is last
+    # The list pages by id, the newest last: open the page that starts with the new patient.
+    at_patient = cursor_at(clinic.api.app, "users?role=patient", staff.id, [patient.id - 1])
+    page.goto(f"/portal/staff/accounts?role=patient&cursor={at_patient}")
     row = page.get_by_role("row", name=re.compile(re.escape(patient.email)))
     expect(row).to_contain_text("Ativa")
     row.get_by_role("button", name=f"Desativar {patient.name}").click()
