@@ -4,6 +4,7 @@ doctor's weekly hours."""
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
 
@@ -184,3 +185,49 @@ def test_an_emailed_link_page_posted_without_its_token_says_to_open_the_link_aga
     answer = post(client, page, page, {"password": "a long enough new password 42"}, follow_redirects=False)
     assert answer.status_code == 422
     assert "Open the link from the email again: this page could not read its code." in answer.text
+
+
+def test_list_pages_follow_their_signed_next_link_and_answer_a_changed_one_with_the_first_page_link(
+    portal, monkeypatch
+):
+    from clinic_api.accounts import pages as account_pages
+    from clinic_api.privacy import pages as privacy_pages
+
+    monkeypatch.setattr(account_pages, "PAGE_SIZE", 2)
+    monkeypatch.setattr(privacy_pages, "PAGE_SIZE", 2)
+    staff = portal.user("staff")
+    for _ in range(3):
+        portal.user("doctor")
+    client = browser(portal, staff)
+    shown, url = [], "/portal/staff/accounts?role=doctor"
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200
+        shown += [int(i) for i in re.findall(r'<tr id="account-(\d+)">', page.text)]
+        following = re.search(r'href="(/portal/staff/accounts\?[^"]*cursor=[^"]*)"', page.text)
+        url = html.unescape(following.group(1)) if following else None
+        assert not url or "role=doctor&" in url, "the filter is kept"
+    with Session(portal.app.state.engine) as session:
+        doctors = list(session.scalars(select(User.id).where(User.role == "doctor").order_by(User.id)))
+    assert shown == doctors and len(doctors) > 2, "every doctor once, by id, over pages"
+
+    cursor = cursor_at(portal.app, "users?role=doctor", staff["id"], [doctors[0]])
+    changed = cursor[:-1] + ("A" if cursor[-1] != "A" else "B")
+    for tampered in (changed, "garbage", cursor_at(portal.app, "users", staff["id"], [doctors[0]])):
+        refused = client.get("/portal/staff/accounts", params={"role": "doctor", "cursor": tampered})
+        assert refused.status_code == 422 and "Este link de página não é válido" in refused.text
+        assert 'href="/portal/staff/accounts?role=doctor">Primeira página</a>' in refused.text
+        assert "<tr id=" not in refused.text
+    audit = client.get("/portal/staff/audit", params={"action": "audit.read", "cursor": changed})
+    assert audit.status_code == 422 and "Este link de página não é válido" in audit.text
+    assert 'href="/portal/staff/audit?action=audit.read">Registros mais recentes</a>' in audit.text
+    for _ in range(3):  # each read of the log is a row of it: three at least
+        client.get("/portal/staff/audit")
+    older = client.get("/portal/staff/audit?action=audit.read")
+    following = re.search(r'href="(/portal/staff/audit\?[^"]*cursor=[^"]*)"', older.text)
+    assert following and "action=audit.read&" in html.unescape(following.group(1)), "the filter is kept"
+    assert client.get(html.unescape(following.group(1))).status_code == 200
+
+    patient = portal.user("patient")
+    privacy = browser(portal, patient).get("/portal/privacy", params={"cursor": changed})
+    assert privacy.status_code == 422 and "Este link de página não é válido" in privacy.text

@@ -294,7 +294,7 @@ def audit_page(
 ) -> Response:
     t = translator(request)
     typed = {"action": action, "user_id": user_id, "subject_id": subject_id}
-    context = {"values": typed, "actions": ACTIONS, "roles": ROLES, "outcomes": OUTCOMES}
+    context = {"values": typed, "actions": ACTIONS, "roles": ROLES, "outcomes": OUTCOMES, "page_error": None}
     try:
         filters = AuditFilters.model_validate({k: v for k, v in typed.items() if v.strip()})
     except ValidationError as invalid:
