@@ -199,17 +199,22 @@ def test_list_pages_follow_their_signed_next_link_and_answer_a_changed_one_with_
     for _ in range(3):
         portal.user("doctor")
     client = browser(portal, staff)
-    shown, url = [], "/portal/staff/accounts?role=doctor"
-    while url:
-        page = client.get(url)
-        assert page.status_code == 200
-        shown += [int(i) for i in re.findall(r'<tr id="account-(\d+)">', page.text)]
-        following = re.search(r'href="(/portal/staff/accounts\?[^"]*cursor=[^"]*)"', page.text)
-        url = html.unescape(following.group(1)) if following else None
-        assert not url or "role=doctor&" in url, "the filter is kept"
     with Session(portal.app.state.engine) as session:
         doctors = list(session.scalars(select(User.id).where(User.role == "doctor").order_by(User.id)))
-    assert shown == doctors and len(doctors) > 2, "every doctor once, by id, over pages"
+    assert len(doctors) > 2
+    for start, row in [
+        ("/portal/staff/accounts?role=doctor", r'<tr id="account-(\d+)">'),
+        ("/portal/staff/doctors", r'<a href="/portal/staff/doctors/(\d+)">'),
+    ]:
+        shown, url = [], start
+        while url:
+            page = client.get(url)
+            assert page.status_code == 200
+            shown += [int(i) for i in re.findall(row, page.text)]
+            following = re.search(rf'href="({re.escape(start.split("?")[0])}\?[^"]*cursor=[^"]*)"', page.text)
+            url = html.unescape(following.group(1)) if following else None
+            assert not url or start.partition("?")[2] in url, "the filter is kept"
+        assert shown == doctors, f"{start}: every doctor once, by id, over pages"
 
     cursor = cursor_at(portal.app, "users?role=doctor", staff["id"], [doctors[0]])
     changed = cursor[:-1] + ("A" if cursor[-1] != "A" else "B")
@@ -218,6 +223,8 @@ def test_list_pages_follow_their_signed_next_link_and_answer_a_changed_one_with_
         assert refused.status_code == 422 and "Este link de página não é válido" in refused.text
         assert 'href="/portal/staff/accounts?role=doctor">Primeira página</a>' in refused.text
         assert "<tr id=" not in refused.text
+    doctors_page = client.get("/portal/staff/doctors", params={"cursor": changed})
+    assert doctors_page.status_code == 422 and 'href="/portal/staff/doctors">Primeira página</a>' in doctors_page.text
     audit = client.get("/portal/staff/audit", params={"action": "audit.read", "cursor": changed})
     assert audit.status_code == 422 and "Este link de página não é válido" in audit.text
     assert 'href="/portal/staff/audit?action=audit.read">Registros mais recentes</a>' in audit.text

@@ -295,19 +295,35 @@ def enable_account(account_id: PathId, request: Request, session: SessionDep, us
 # --- Staff: doctors and their schedules --------------------------------------------------------------------------
 
 
-def _doctors_page(request: Request, session: Any, values: dict | None = None, errors: dict | None = None) -> Response:
+def _doctors_page(
+    request: Request,
+    session: Any,
+    user: WebUser,
+    cursor: str | None = None,
+    values: dict | None = None,
+    errors: dict | None = None,
+) -> Response:
     context = {
-        "doctors": service.doctors_overview(session),
+        "doctors": [],
+        "next_page": None,
+        "page_error": None,
         "closures": agendas.upcoming_exceptions(session, None),
         "closure_values": values or {},
         "closure_errors": errors or {},
     }
+    try:
+        context["doctors"], following = service.doctors_overview(session, request, user.principal, PAGE_SIZE, cursor)
+    except RequestValidationError:  # only the cursor can be refused here
+        page_error = translator(request).gettext(BAD_PAGE_LINK)
+        return render(request, "accounts/staff_doctors.html", {**context, "page_error": page_error}, 422)
+    context["next_page"] = urlencode({"cursor": following}) if following else None
     return render(request, "accounts/staff_doctors.html", context, 422 if errors else 200)
 
 
 @router.get("/portal/staff/doctors", name="staff_doctors", dependencies=STAFF)
-def staff_doctors(request: Request, session: SessionDep) -> Response:
-    return _doctors_page(request, session)
+def staff_doctors(request: Request, session: SessionDep, user: WebUser, cursor: pagination.Cursor = None) -> Response:
+    """The doctors by id, a page at a time, and the clinic's closures."""
+    return _doctors_page(request, session, user, cursor)
 
 
 @router.post("/portal/staff/closures", name="add_closure", dependencies=STAFF)
@@ -322,7 +338,7 @@ async def add_closure(request: Request, session: SessionDep, settings: SettingsD
         body = NewException(reason=form.data.reason, first_day=form.data.first_day, last_day=form.data.last_day)
         added = await run_in_threadpool(create_exception, session, settings, user.principal, body, None)
         return redirect(request, "/portal/staff/doctors", flash=_days_off_added(t, CLOSURE_ADDED, added))
-    return await run_in_threadpool(_doctors_page, request, session, form.values, form.errors)
+    return await run_in_threadpool(_doctors_page, request, session, user, None, form.values, form.errors)
 
 
 @router.post("/portal/staff/closures/{closure_id}/remove", name="remove_closure", dependencies=STAFF)

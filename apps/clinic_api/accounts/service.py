@@ -297,12 +297,20 @@ def disable_or_enable(session: Session, request: Request, account_id: int, calle
     return account
 
 
-def doctors_overview(session: Session) -> list[tuple[User, DoctorProfile | None]]:
-    """Every doctor's account (disabled ones too, not erased) with their profile (specialty, CRM), by name."""
-    rows = session.execute(
+def doctors_overview(
+    session: Session, request: Request, caller: Principal, limit: int, cursor: str | None
+) -> tuple[list[tuple[User, DoctorProfile | None]], str | None]:
+    """Every doctor's account (disabled ones too, not erased) with their profile (specialty, CRM), by id as GET
+    /doctors, `limit` from `cursor` (pagination.start), and the next page's cursor."""
+    query = (
         select(User, DoctorProfile)
         .outerjoin(DoctorProfile, DoctorProfile.user_id == User.id)
         .where(User.role == "doctor", User.erased_at.is_(None))
-        .order_by(User.full_name, User.id)
+        .order_by(User.id)
+        .limit(limit + 1)
     )
-    return [(user, profile) for user, profile in rows]
+    if after := pagination.start(request, "staff/doctors", caller.id, cursor, (int,)):
+        query = query.where(User.id > after[0])
+    rows = [(user, profile) for user, profile in session.execute(query)]
+    following = pagination.next_cursor(request, "staff/doctors", caller.id, rows, limit, lambda row: [row[0].id])
+    return rows[:limit], following
