@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinic_api.agendas.models import ScheduleBlock
-from clinic_api.models import AuditLog, OutboxEvent, User
+from clinic_api.models import AuditLog, Consent, OutboxEvent, User
 
 
 @pytest.fixture(scope="module")
@@ -236,5 +236,16 @@ def test_list_pages_follow_their_signed_next_link_and_answer_a_changed_one_with_
     assert client.get(html.unescape(following.group(1))).status_code == 200
 
     patient = portal.user("patient")
-    privacy = browser(portal, patient).get("/portal/privacy", params={"cursor": changed})
-    assert privacy.status_code == 422 and "Este link de página não é válido" in privacy.text
+    with Session(portal.app.state.engine) as session:
+        session.add_all(Consent(user_id=patient["id"], notice_version="2026-11", purposes=["care"]) for _ in range(3))
+        session.commit()
+    own = browser(portal, patient)
+    first = own.get("/portal/privacy")
+    older = re.search(r'href="/portal/privacy\?(history=[^"#]*)#consents"', first.text)
+    second = own.get(f"/portal/privacy?{html.unescape(older.group(1))}") if older else first
+    history = [page.text.split("<details")[1].split("</details>")[0] for page in (first, second)]
+    assert [h.count("<li>") for h in history] == [2, 1], "three consents, two a page"
+    assert 'href="/portal/privacy?history=' not in history[1] and second.text.count("<details open>") == 1
+    for params in ({"cursor": changed}, {"history": changed}):
+        refused = own.get("/portal/privacy", params=params)
+        assert refused.status_code == 422 and "Este link de página não é válido" in refused.text, params

@@ -181,19 +181,34 @@ async def save_profile(request: Request, user: WebUser, db: SessionDep, settings
 PATIENT = [Depends(web_role("patient"))]
 
 
-def _privacy_context(db: Session, request: Request, user_id: int, cursor: str | None) -> dict:
-    history = service.consents(db, user_id)
+def _privacy_context(
+    db: Session, request: Request, user_id: int, cursor: str | None = None, history: str | None = None
+) -> dict:
+    """The privacy page: the consent in force, a page of the consent history (`history`: its cursor) and of the access
+    log (`cursor`). A next-page link keeps the other list's page; a changed cursor is said in its own section."""
+    bad_link = translator(request).gettext(BAD_PAGE_LINK)
+    in_force = service.consent_in_force(db, user_id)
+    consents: list = []
     accesses: list = []
-    older = page_error = None
+    older_consents = older = page_error = history_error = None
+    try:
+        consents, following = service.consent_page(db, request, user_id, PAGE_SIZE, history, newest_first=True)
+    except RequestValidationError:  # only the cursor can be refused here
+        history_error = bad_link
+    else:
+        older_consents = urlencode({**_kept(cursor=cursor), "history": following}) if following else None
     try:
         accesses, following = service.access_page(db, request, user_id, PAGE_SIZE, cursor)
-    except RequestValidationError:  # only the cursor can be refused here
-        page_error = translator(request).gettext(BAD_PAGE_LINK)
+    except RequestValidationError:
+        page_error = bad_link
     else:
-        older = urlencode({"cursor": following}) if following else None
+        older = urlencode({**_kept(history=history), "cursor": following}) if following else None
     return {
-        "in_force": set(history[-1].purposes) if history else {"care"},
-        "history": list(reversed(history)),
+        "in_force": set(in_force.purposes) if in_force else {"care"},
+        "history": consents,
+        "history_cursor": history,
+        "older_consents": older_consents,
+        "history_error": history_error,
         "accesses": accesses,
         "older": older,
         "page_error": page_error,
@@ -205,10 +220,17 @@ def _privacy_context(db: Session, request: Request, user_id: int, cursor: str | 
     }
 
 
+def _kept(**cursors: str | None) -> dict[str, str]:
+    return {name: value for name, value in cursors.items() if value}
+
+
 @router.get("/portal/privacy", name="privacy", dependencies=PATIENT)
-def privacy_page(request: Request, user: WebUser, db: SessionDep, cursor: pagination.Cursor = None) -> Response:
-    context = _privacy_context(db, request, user.id, cursor)
-    return render(request, "privacy/privacy.html", context, 422 if context["page_error"] else 200)
+def privacy_page(
+    request: Request, user: WebUser, db: SessionDep, cursor: pagination.Cursor = None, history: pagination.Cursor = None
+) -> Response:
+    context = _privacy_context(db, request, user.id, cursor, history)
+    bad_link = context["page_error"] or context["history_error"]
+    return render(request, "privacy/privacy.html", context, 422 if bad_link else 200)
 
 
 @router.post("/portal/privacy/consents", name="privacy_consents", dependencies=PATIENT)
@@ -216,7 +238,7 @@ async def change_consents(request: Request, user: WebUser, db: SessionDep, setti
     t = translator(request)
     form = await read_form(request, ConsentForm)
     if form.data is None:
-        context = await run_in_threadpool(_privacy_context, db, request, user.id, None)
+        context = await run_in_threadpool(_privacy_context, db, request, user.id)
         return render(request, "privacy/privacy.html", {**context, "consent_errors": form.errors}, 422)
     # ConsentIn: the API's rule (care included, each purpose once) on what is recorded.
     consent = ConsentIn(notice_version=settings.privacy.notice_version, purposes=["care", *form.data.purposes])

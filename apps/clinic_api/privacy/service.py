@@ -66,14 +66,22 @@ def consents(session: Session, patient_id: int) -> list[Consent]:
 
 
 def consent_page(
-    session: Session, request: Request, patient_id: int, limit: int, cursor: str | None
+    session: Session, request: Request, patient_id: int, limit: int, cursor: str | None, newest_first: bool = False
 ) -> tuple[list[Consent], str | None]:
-    """The patient's consents oldest first, `limit` from `cursor` (pagination.start), and the next page's cursor."""
-    query = select(Consent).where(Consent.user_id == patient_id).order_by(Consent.id).limit(limit + 1)
-    if after := pagination.start(request, "me/consents", patient_id, cursor, (int,)):
-        query = query.where(Consent.id > after[0])
+    """The patient's consents oldest first (the API's order; the portal's history asks for `newest_first`), `limit`
+    from `cursor` (pagination.start; each order a list of its own), and the next page's cursor."""
+    scope = "me/consents?newest" if newest_first else "me/consents"
+    query = select(Consent).where(Consent.user_id == patient_id).limit(limit + 1)
+    query = query.order_by(Consent.id.desc() if newest_first else Consent.id)
+    if after := pagination.start(request, scope, patient_id, cursor, (int,)):
+        query = query.where(Consent.id < after[0] if newest_first else Consent.id > after[0])
     rows = list(session.scalars(query))
-    return rows[:limit], pagination.next_cursor(request, "me/consents", patient_id, rows, limit, lambda c: [c.id])
+    return rows[:limit], pagination.next_cursor(request, scope, patient_id, rows, limit, lambda c: [c.id])
+
+
+def consent_in_force(session: Session, patient_id: int) -> Consent | None:
+    """The patient's last consent: the one in force."""
+    return session.scalar(select(Consent).where(Consent.user_id == patient_id).order_by(Consent.id.desc()).limit(1))
 
 
 def change_consent(
