@@ -250,7 +250,7 @@ def staff_accounts(
     cursor: pagination.Cursor = None,
 ) -> Response:
     """GET /users as a page: accounts by id, a page at a time (each page showing patients is in their access log)."""
-    context = {"role": role or "", "roles": ROLES, "rows": [], "next_page": None, "page_error": None}
+    context: dict[str, Any] = {"role": role or "", "roles": ROLES, "rows": [], "next_page": None, "page_error": None}
     try:
         page, following = service.account_page(session, request, user.principal, role or None, PAGE_SIZE, cursor)
     except RequestValidationError:  # only the cursor can be refused here
@@ -303,7 +303,7 @@ def _doctors_page(
     values: dict | None = None,
     errors: dict | None = None,
 ) -> Response:
-    context = {
+    context: dict[str, Any] = {
         "doctors": [],
         "next_page": None,
         "page_error": None,

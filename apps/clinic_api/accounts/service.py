@@ -311,6 +311,6 @@ def doctors_overview(
     )
     if after := pagination.start(request, "staff/doctors", caller.id, cursor, (int,)):
         query = query.where(User.id > after[0])
-    rows = [(user, profile) for user, profile in session.execute(query)]
+    rows: list[tuple[User, DoctorProfile | None]] = [(user, profile) for user, profile in session.execute(query)]
     following = pagination.next_cursor(request, "staff/doctors", caller.id, rows, limit, lambda row: [row[0].id])
     return rows[:limit], following
