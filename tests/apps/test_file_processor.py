@@ -415,7 +415,8 @@ def test_the_result_check_migration_keeps_every_exam_and_queues_the_unchecked_on
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
-        with engine.begin() as connection:
+        # No transaction around the upgrade: each migration runs in its own, and 0011 steps out of it.
+        with engine.connect() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "0004")
             connection.execute(
@@ -428,12 +429,14 @@ def test_the_result_check_migration_keeps_every_exam_and_queues_the_unchecked_on
                     " (3, 1, 'MRI', 'ready', 'exams/3/b.pdf', now())"
                 )
             )
+            connection.commit()
             command.upgrade(config, "head")
             exams = connection.execute(
                 text("SELECT id, status, result_key, result_sha256, result_checked_at FROM exams ORDER BY id")
             ).all()
             queued = connection.execute(text("SELECT event_type, payload FROM outbox")).all()
             connection.execute(text("UPDATE exams SET status = 'verified' WHERE id = 2"))
+            connection.commit()
             command.downgrade(config, "0004")
             after_downgrade = connection.execute(text("SELECT id, status FROM exams ORDER BY id")).all()
     finally:

@@ -16,7 +16,8 @@ BEFORE_AGENDAS = "0005"  # the newest revision before the agendas' (0006) and th
 def migrate(engine, revision: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    # No transaction around it: each migration runs in its own (migrations/env.py), and 0011 steps out of it.
+    with engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
