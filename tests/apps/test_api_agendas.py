@@ -361,7 +361,7 @@ NEW_ROUTES = {
     ("post", "/doctors/{doctor_id}/exceptions"): {401, 403, 404, 422},
     ("delete", "/doctors/{doctor_id}/exceptions/{exception_id}"): {401, 403, 404, 422},
     ("get", "/doctors/{doctor_id}/slots"): {401, 404, 422},
-    ("get", "/closures"): {401},
+    ("get", "/closures"): {401, 422},
     ("post", "/closures"): {401, 403, 422},
     ("delete", "/closures/{closure_id}"): {401, 403, 404, 422},
     ("post", "/appointments"): {401, 403, 409, 422},

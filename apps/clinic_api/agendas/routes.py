@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy import TIMESTAMP, Text, cast, literal, select, tuple_
 from sqlalchemy.orm import Session
 
+from clinic_api import pagination
 from clinic_api.agendas.models import ScheduleException
 from clinic_api.agendas.schemas import (
     ExceptionOut,
@@ -23,10 +24,10 @@ from clinic_api.agendas.service import (
     blocks_of,
     delete_exception,
     doctor_or_404,
+    exceptions_of,
     free_slots_of,
     may_manage,
     replace_blocks,
-    upcoming_exceptions,
 )
 from clinic_api.agendas.slots import instant
 from clinic_api.deps import CurrentUser, SessionDep, SettingsDep, require_role
@@ -77,17 +78,60 @@ def replace_schedule(
     return get_schedule(doctor_id, session, settings, user)
 
 
+IncludePast = Annotated[
+    bool,
+    Query(description="true: the ones that have ended too, from the oldest (by default, only those not ended yet)"),
+]
+
+
 @router.get(
     "/doctors/{doctor_id}/exceptions",
     response_model=list[ExceptionOut],
     dependencies=[Depends(MANAGERS)],
-    responses=MANAGE,
+    responses={**MANAGE, **pagination.NEXT_PAGE},
 )
-def list_exceptions(doctor_id: int, session: SessionDep, user: CurrentUser) -> list[ScheduleException]:
-    """The doctor's exceptions that have not ended yet, by start."""
+def list_exceptions(
+    doctor_id: int,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    include_past: IncludePast = False,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[ScheduleException]:
+    """The doctor's exceptions that have not ended yet (`include_past=true`: all of them), by start, a page at a time
+    (the next page's URL in the `Link` header)."""
     may_manage(user, doctor_id)
     doctor_or_404(session, doctor_id)
-    return upcoming_exceptions(session, doctor_id)
+    scope = f"doctors/{doctor_id}/exceptions"
+    return exception_page(request, response, session, user, scope, doctor_id, include_past, limit, cursor)
+
+
+def exception_page(
+    request: Request,
+    response: Response,
+    session: Session,
+    user: Principal,
+    scope: str,
+    doctor_id: int | None,
+    include_past: bool,
+    limit: int,
+    cursor: str | None,
+) -> list[ScheduleException]:
+    """A page of the doctor's exceptions (None: the clinic's closures), keyset on (start, id) as GET /appointments."""
+    # The position is PostgreSQL's own text of the start (as GET /appointments): it compares exactly as stored.
+    starts_at = cast(ScheduleException.starts_at, Text).label("position")
+    query = exceptions_of(doctor_id, include_past).add_columns(starts_at).limit(limit + 1)
+    if after := pagination.start(request, scope, user.id, cursor, (str, int)):
+        after_start, after_id = after
+        start = cast(literal(after_start, Text), TIMESTAMP(timezone=True))
+        key = tuple_(ScheduleException.starts_at, ScheduleException.id)
+        query = query.where(key > tuple_(start, literal(after_id)))
+    rows = session.execute(query).all()
+    following = pagination.next_cursor(request, scope, user.id, rows, limit, lambda row: [row[1], row[0].id])
+    pagination.link_next(request, response, following)
+    return [exception for exception, _ in rows[:limit]]
 
 
 @router.post(
@@ -165,7 +209,14 @@ def list_slots(
     settings: SettingsDep,
     _user: CurrentUser,
     from_day: Annotated[date, Query(alias="from", description="first day, in the clinic's zone (YYYY-MM-DD)")],
-    to_day: Annotated[date, Query(alias="to", description="last day, included")],
+    to_day: Annotated[
+        date,
+        Query(
+            alias="to",
+            description="last day, included: at most CLINIC_AGENDA__MAX_SLOT_RANGE_DAYS days from `from` (31 by "
+            "default) and within the booking horizon",
+        ),
+    ],
 ) -> SlotList:
     """Free slots: the weekly schedule minus booked appointments and exceptions, none in the past. Days are the
     clinic's; each slot's instants are UTC."""
@@ -200,10 +251,23 @@ CLOSURES = errors(
 )
 
 
-@router.get("/closures", response_model=list[ExceptionOut], responses=SIGNED_IN)
-def list_closures(session: SessionDep, _user: CurrentUser) -> list[ScheduleException]:
-    """The days the whole clinic is closed (holidays) that have not ended yet, by start."""
-    return upcoming_exceptions(session, None)
+@router.get(
+    "/closures",
+    response_model=list[ExceptionOut],
+    responses={**SIGNED_IN, **pagination.NEXT_PAGE},
+)
+def list_closures(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    include_past: IncludePast = False,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[ScheduleException]:
+    """The days the whole clinic is closed (holidays) that have not ended yet (`include_past=true`: all of them), by
+    start, a page at a time (the next page's URL in the `Link` header)."""
+    return exception_page(request, response, session, user, "closures", None, include_past, limit, cursor)
 
 
 @router.post(

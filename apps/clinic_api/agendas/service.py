@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from fastapi import HTTPException, status
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Select, delete, or_, select
 from sqlalchemy.orm import Session
 
 from clinic_api.agendas.models import ScheduleBlock, ScheduleException
@@ -68,16 +68,17 @@ def replace_blocks(session: Session, doctor_id: int, blocks: Sequence[BlockIn]) 
     session.commit()
 
 
+def exceptions_of(doctor_id: int | None, include_past: bool = False) -> Select[tuple[ScheduleException]]:
+    """The doctor's exceptions (None: the clinic's closures) by start, then id; only the ones that have not ended yet
+    unless `include_past`."""
+    owner = ScheduleException.doctor_id.is_(None) if doctor_id is None else ScheduleException.doctor_id == doctor_id
+    query = select(ScheduleException).where(owner).order_by(ScheduleException.starts_at, ScheduleException.id)
+    return query if include_past else query.where(ScheduleException.ends_at > datetime.now(UTC))
+
+
 def upcoming_exceptions(session: Session, doctor_id: int | None) -> list[ScheduleException]:
     """The doctor's exceptions (None: the clinic's closures) that have not ended yet, by start."""
-    owner = ScheduleException.doctor_id.is_(None) if doctor_id is None else ScheduleException.doctor_id == doctor_id
-    return list(
-        session.scalars(
-            select(ScheduleException)
-            .where(owner, ScheduleException.ends_at > datetime.now(UTC))
-            .order_by(ScheduleException.starts_at)
-        )
-    )
+    return list(session.scalars(exceptions_of(doctor_id)))
 
 
 def delete_exception(

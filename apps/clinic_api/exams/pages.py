@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -36,6 +37,7 @@ PATIENT_OR_DOCTOR = [Depends(web_role("patient", "doctor"))]
 DOCTOR = [Depends(web_role("doctor"))]
 PageId = Annotated[int, Query(ge=1, le=ID_MAX)]
 RESULT_FIELD = "result"
+STALE_PAGE_LINK = N_("That page link is no longer valid. Here are your newest exams.")
 CHUNK_BYTES = 64 * 1024
 
 # What each status means to whom: the doctor follows the file processor's steps; the patient only waits for the
@@ -85,10 +87,15 @@ def release_problem(t: Translator, error: HTTPException) -> str:
 
 
 @router.get("/portal/exams", name="exams_list", dependencies=PATIENT_OR_DOCTOR)
-def exams_list(request: Request, db: SessionDep, user: WebUser, before: PageId | None = None) -> Response:
+def exams_list(request: Request, db: SessionDep, user: WebUser, cursor: str | None = None) -> Response:
     """The patient's exams, or the doctor's patients' exams (each patient's access log has the doctor's read),
-    newest first, a page at a time."""
-    exams, older = service.exam_page(db, request, user.principal, before)
+    newest first, a page at a time (`cursor`: the "Older exams" link's, signed as the API's list cursors)."""
+    try:
+        exams, older = service.exam_page(db, request, user.principal, cursor)
+    except RequestValidationError:
+        # Only a link this page gave carries a cursor: one refused was altered, is another account's, or was signed
+        # with a key since rotated. Nothing the user typed is wrong, so no error page: the newest exams, and why.
+        return redirect(request, request.url.path, flash=translator(request).gettext(STALE_PAGE_LINK))
     return render(request, "exams/list.html", {"exams": exams, "older": older, "status_text": _status_text(request)})
 
 

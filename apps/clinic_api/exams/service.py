@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from sqlalchemy import Integer, bindparam, case, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
-from clinic_api import access_log, outbox
+from clinic_api import access_log, outbox, pagination
 from clinic_api.db import HotPool, Prepared
 from clinic_api.errors import existing_id, invalid
 from clinic_api.models import ID_MAX, Appointment, AuditLog, Exam, ExamResult, User
@@ -329,14 +329,15 @@ async def download_link(
 # --- lists for the portal ---------------------------------------------------------------------------------------
 
 PAGE_SIZE = 50
+PORTAL_EXAMS = "portal/exams"  # its own scope: a cursor of the API's list is refused here, and the reverse
 
 
 def exam_page(
-    session: Session, request: Request, user: Principal, before: int | None = None, limit: int | None = None
-) -> tuple[list[tuple[Exam, str]], int | None]:
-    """The exams `user` may see (with their patient's name), newest first, from the one before exam `before`; and
-    the id to pass as `before` for the next page (None on the last). Keyset paging on the id, as `GET /exams`. The
-    read is in each listed patient's access log, as the API's list writes it."""
+    session: Session, request: Request, user: Principal, cursor: str | None = None, limit: int | None = None
+) -> tuple[list[tuple[Exam, str]], str | None]:
+    """The exams `user` may see (with their patient's name), newest first, from `cursor` (pagination.start: a 422
+    naming `cursor` when it is not one this list gave `user`); and the next page's cursor (None on the last). Keyset
+    paging on the id, as `GET /exams`. The read is in each listed patient's access log, as the API's list writes it."""
     limit = limit or PAGE_SIZE
     query = (
         select(Exam, User.full_name)
@@ -345,13 +346,13 @@ def exam_page(
         .order_by(Exam.id.desc())
         .limit(limit + 1)
     )
-    if before is not None:
-        query = query.where(Exam.id < before)
+    if after := pagination.start(request, PORTAL_EXAMS, user.id, cursor, (int,)):
+        query = query.where(Exam.id < after[0])
     rows = [(exam, name) for exam, name in session.execute(query, {"user_id": user.id})]
-    page, more = rows[:limit], len(rows) > limit
+    page = rows[:limit]
     access_log.record(session, request, user.id, "exams.list", [exam.patient_id for exam, _ in page])
     session.commit()
-    return page, (page[-1][0].id if more else None)
+    return page, pagination.next_cursor(request, PORTAL_EXAMS, user.id, rows, limit, lambda row: [row[0].id])
 
 
 def patient_exams(session: Session, patient_id: int, doctor: Principal) -> list[Exam]:

@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from sqlalchemy import Integer, bindparam, select
+from sqlalchemy.orm import Session
 
 from clinic_api import access_log, outbox, pagination
 from clinic_api.db import Prepared
@@ -22,7 +23,7 @@ from clinic_api.schemas import (
     ExamResultOut,
     NewExam,
 )
-from clinic_api.security import ROLES
+from clinic_api.security import ROLES, Principal
 
 router = APIRouter(tags=["exams"])
 STAFF_OR_ADMIN = require_role("staff", "admin")
@@ -181,22 +182,66 @@ def cancel_exam(exam_id: int, body: ExamCancellation, session: SessionDep, user:
     "/exams/{exam_id}/results",
     response_model=list[ExamResultOut],
     dependencies=[Depends(STAFF_OR_ADMIN)],
-    responses=STAFF_ERRORS,
+    responses={**STAFF_ERRORS, **pagination.NEXT_PAGE},
 )
-def result_history(exam_id: int, session: SessionDep, user: CurrentUser) -> list[ExamResult]:
-    """Every result file uploaded for the exam, oldest first; the current one has no `replaced_at`."""
+def result_history(
+    exam_id: int,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[ExamResult]:
+    """Every result file uploaded for the exam, newest first (the current one, with no `replaced_at`, heads the first
+    page), a page at a time (the next page's URL in the `Link` header)."""
     exam = find(session, exam_id, user)
-    return list(session.scalars(select(ExamResult).where(ExamResult.exam_id == exam.id).order_by(ExamResult.id)))
+    return _exam_page(request, response, session, user, exam, ExamResult, "results", limit, cursor)
 
 
 @router.get(
     "/exams/{exam_id}/audit",
     response_model=list[AuditEntry],
     dependencies=[Depends(STAFF_OR_ADMIN)],
-    responses=STAFF_ERRORS,
+    responses={**STAFF_ERRORS, **pagination.NEXT_PAGE},
 )
-def exam_audit(exam_id: int, session: SessionDep, user: CurrentUser) -> list[AuditLog]:
-    """The exam's audit trail, oldest first: uploads and replacements (with object versions), corrections,
-    cancellation, and every download attempt."""
+def exam_audit(
+    exam_id: int,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: pagination.Limit = pagination.PAGE_DEFAULT,
+    cursor: pagination.Cursor = None,
+) -> list[AuditLog]:
+    """The exam's audit trail, newest first (what an auditor reads first), a page at a time (the next page's URL in
+    the `Link` header): uploads and replacements (with object versions), corrections, cancellation, and every
+    download attempt."""
     exam = find(session, exam_id, user)
-    return list(session.scalars(select(AuditLog).where(AuditLog.exam_id == exam.id).order_by(AuditLog.id)))
+    return _exam_page(request, response, session, user, exam, AuditLog, "audit", limit, cursor)
+
+
+def _exam_page(
+    request: Request,
+    response: Response,
+    session: Session,
+    user: Principal,
+    exam: Exam,
+    model: type[AuditLog] | type[ExamResult],
+    name: str,
+    limit: int,
+    cursor: str | None,
+) -> list[Any]:
+    """A page of the exam's `model` rows, newest first by id (rows only ever appended: the id is their order). The
+    list's scope names the exam: a cursor of one exam's list is refused on another's."""
+    scope = f"exams/{exam.id}/{name}"
+    query = select(model).where(model.exam_id == exam.id).order_by(model.id.desc()).limit(limit + 1)
+    if after := pagination.start(request, scope, user.id, cursor, (int,)):
+        query = query.where(model.id < after[0])
+    rows = list(session.scalars(query))
+    pagination.link_next(request, response, pagination.next_cursor(request, scope, user.id, rows, limit, _id))
+    return rows[:limit]
+
+
+def _id(row: AuditLog | ExamResult) -> list[Any]:
+    return [row.id]
