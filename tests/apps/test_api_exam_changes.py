@@ -134,20 +134,20 @@ def test_a_replaced_result_keeps_the_earlier_file_and_the_audit_names_both_versi
     assert check_uploads(clinic.app.state.engine, clinic_aws) == ["verified"]
     assert clinic.client.post(f"/exams/{exam['id']}/ready", headers=staff).status_code == 200
 
-    history = clinic.client.get(f"/exams/{exam['id']}/results", headers=staff).json()
-    assert [h["size_bytes"] for h in history] == [len(FIRST), len(SECOND)]
-    assert history[0]["replaced_at"] is not None and history[1]["replaced_at"] is None
-    first_version, second_version = history[0]["version_id"], history[1]["version_id"]
+    history = clinic.client.get(f"/exams/{exam['id']}/results", headers=staff).json()  # newest first
+    assert [h["size_bytes"] for h in history] == [len(SECOND), len(FIRST)]
+    assert history[0]["replaced_at"] is None and history[1]["replaced_at"] is not None
+    second_version, first_version = history[0]["version_id"], history[1]["version_id"]
     assert first_version and second_version and first_version != second_version
 
     trail = [(a["action"], a["detail"]) for a in audit(clinic, people, exam["id"]) if a["action"].startswith("result.")]
     assert [(action, detail["version_id"], detail["replaces_version_ids"]) for action, detail in trail] == [
-        ("result.upload", first_version, []),
         ("result.replace", second_version, [first_version]),
-    ]
+        ("result.upload", first_version, []),
+    ]  # newest first
     # The earlier file is still in the bucket, byte for byte, under the version the history names.
     s3 = clinic_aws.client("s3")
-    first_key = trail[0][1]["key"]
+    first_key = trail[1][1]["key"]
     kept = s3.get_object(Bucket=clinic_aws.bucket, Key=first_key, VersionId=first_version)["Body"].read()
     assert kept == FIRST
     link = clinic.client.get(f"/exams/{exam['id']}/download", headers=patient).json()["url"]

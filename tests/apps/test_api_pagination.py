@@ -1,4 +1,5 @@
-"""Paged lists (clinic_api/pagination.py): `GET /appointments` and `GET /exams` a page at a time on the real
+"""Paged lists (clinic_api/pagination.py): `GET /appointments`, `GET /exams` and the per-object lists (an exam's
+audit trail and results, closures, a doctor's exceptions) a page at a time on the real
 PostgreSQL, the next page in the `Link` header, rows inserted between fetches, bounds, and cursors that were altered
 or belong to someone else."""
 
@@ -11,7 +12,8 @@ from api_support import running_clinic
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from clinic_api.models import Appointment, Consent, Exam
+from clinic_api.agendas.models import ScheduleException
+from clinic_api.models import Appointment, AuditLog, Consent, Exam, ExamResult
 from clinic_api.pagination import PAGE_DEFAULT, PAGE_MAX
 
 START = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
@@ -46,14 +48,14 @@ def add_exam(clinic, patient: dict) -> int:
         return exam.id
 
 
-def walk(clinic, path: str, headers: dict, between=lambda page: None) -> list[list[int]]:
-    """Every page's ids, following `Link: rel="next"` until a page has none; `between(n)` runs after page n."""
+def walk(clinic, path: str, headers: dict, between=lambda page: None, key=lambda item: item["id"]) -> list[list[int]]:
+    """Every page's ids (`key`), following `Link: rel="next"` until a page has none; `between(n)` runs after page n."""
     pages, url = [], path
     while url:
         response = clinic.client.get(url, headers=headers)
         assert response.status_code == 200, response.text
         assert isinstance(response.json(), list)  # the body is the list, as before pages
-        pages.append([item["id"] for item in response.json()])
+        pages.append([key(item) for item in response.json()])
         between(len(pages))
         url = response.links.get("next", {}).get("url")
         assert len(pages) < 50, "the walk does not end"
@@ -304,3 +306,101 @@ def test_a_page_of_accounts_is_in_its_patients_access_logs_and_reading_the_audit
         {"user_id": staff["id"], "after_id": top.json()[0]["id"]},  # the decoded position, not the signed cursor
         {"user_id": staff["id"]},
     ]
+
+
+# --- per-object lists: an exam's audit trail and result history, the clinic's closures, a doctor's exceptions -------
+
+FAR = datetime(2099, 3, 1, 12, tzinfo=UTC)
+TAG = "paging test"
+
+
+@pytest.fixture(scope="module")
+def object_lists(postgres, shared_clinic_aws):
+    """One clinic (its own database) with five rows in each per-object list, and who may read it: the clinic, and
+    {name: (path, headers, ids in the list's order, the id of one that ended long ago)}."""
+    with running_clinic(postgres, shared_clinic_aws) as clinic:
+        yield clinic, _object_lists(clinic)
+
+
+def _object_lists(clinic) -> dict:
+    staff, patient = clinic.user("staff"), clinic.user("patient")
+    doctor = clinic.user("doctor")
+    exam = add_exam(clinic, patient)
+    with Session(clinic.app.state.engine) as session:
+        audit = [
+            AuditLog(user_id=staff["id"], action="result.download", exam_id=exam, outcome="granted", detail={"n": n})
+            for n in range(5)
+        ]
+        results = [ExamResult(exam_id=exam, result_key=f"exams/{exam}/{n}.pdf") for n in range(5)]
+        # Pairs share a start: the id decides between them, and ids given in descending order are stored in the
+        # reverse of it (so only the id orders them). One ended long ago: listed on request.
+        starts = [FAR, FAR + timedelta(days=2), FAR + timedelta(days=1), FAR + timedelta(days=1), FAR]
+        closures, exceptions = (
+            [exception(owner, start, base - n) for n, start in enumerate(starts)]
+            for owner, base in ((None, 10**6), (doctor["id"], 2 * 10**6))
+        )
+        past = [exception(owner, datetime(2001, 1, 1, tzinfo=UTC)) for owner in (None, doctor["id"])]
+        session.add_all([*audit, *results, *closures, *exceptions, *past])
+        session.commit()
+        by_start = (
+            sorted(closures, key=lambda c: (c.starts_at, c.id)),
+            sorted(exceptions, key=lambda e: (e.starts_at, e.id)),
+        )
+        return {
+            "audit": (f"/exams/{exam}/audit", staff["headers"], [a.detail["n"] for a in reversed(audit)], None),
+            "results": (f"/exams/{exam}/results", staff["headers"], [r.id for r in reversed(results)], None),
+            "closures": ("/closures", patient["headers"], [c.id for c in by_start[0]], past[0].id),
+            "exceptions": (
+                f"/doctors/{doctor['id']}/exceptions",
+                doctor["headers"],
+                [e.id for e in by_start[1]],
+                past[1].id,
+            ),
+        }
+
+
+def exception(doctor_id: int | None, starts_at: datetime, id: int | None = None) -> ScheduleException:
+    ends_at = starts_at + timedelta(hours=4)
+    return ScheduleException(id=id, doctor_id=doctor_id, starts_at=starts_at, ends_at=ends_at, reason=TAG)
+
+
+@pytest.mark.parametrize("name", ["audit", "results", "closures", "exceptions"])
+def test_per_object_lists_are_walked_each_row_once_in_order_and_bounded(object_lists, name):
+    clinic, lists = object_lists
+    path, headers, ids, past = lists[name]
+    for bad in ("0", str(PAGE_MAX + 1)):
+        assert field_errors(clinic.client.get(f"{path}?limit={bad}", headers=headers)) == ["limit"], bad
+    key = (lambda entry: entry["detail"]["n"]) if name == "audit" else (lambda item: item["id"])  # no id in an entry
+    pages = walk(clinic, f"{path}?limit=2", headers, key=key)
+    seen = [i for page in pages for i in page]
+    assert all(len(page) == 2 for page in pages[:-1]) and pages[-1] and len(pages) >= 3
+    assert len(seen) == len(set(seen)) and [i for i in seen if i in ids] == ids
+    if past is not None:  # by default only the ones not ended yet; the whole history on request, the oldest first
+        assert past not in seen
+        every = [i for page in walk(clinic, f"{path}?include_past=true&limit=2", headers) for i in page]
+        assert [i for i in every if i in [past, *ids]] == [past, *ids]
+
+
+def test_a_per_object_lists_cursor_is_refused_on_another_object_list_or_caller(object_lists):
+    clinic, lists = object_lists
+    staff = clinic.user("staff")
+    other_exam, other_doctor = add_exam(clinic, clinic.user("patient")), clinic.user("doctor")
+    cursors = {}
+    for name, (path, headers, _, _) in lists.items():
+        cursors[name] = clinic.client.get(f"{path}?limit=1", headers=headers).links["next"]["url"].split("cursor=")[1]
+    audit, results, closures, exceptions = (lists[name][0] for name in ("audit", "results", "closures", "exceptions"))
+    staff_cursor = clinic.client.get(f"{exceptions}?limit=1", headers=staff["headers"]).links["next"]["url"]
+    staff_cursor = staff_cursor.split("cursor=")[1]
+    refused = [
+        (f"/exams/{other_exam}/audit", cursors["audit"], lists["audit"][1]),  # another exam's trail
+        (f"/exams/{other_exam}/results", cursors["results"], lists["audit"][1]),
+        (results, cursors["audit"], lists["audit"][1]),  # another list of the same exam
+        (audit, cursors["audit"], staff["headers"]),  # another caller's
+        (exceptions, cursors["closures"], staff["headers"]),
+        (exceptions, cursors["exceptions"], staff["headers"]),
+        (f"/doctors/{other_doctor['id']}/exceptions", staff_cursor, staff["headers"]),  # another doctor's
+        (closures, cursors["closures"], staff["headers"]),
+        (closures, cursors["exceptions"], lists["exceptions"][1]),
+    ]
+    for path, cursor, headers in refused:
+        assert field_errors(clinic.client.get(path, params={"cursor": cursor}, headers=headers)) == ["cursor"], path

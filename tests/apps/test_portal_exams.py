@@ -176,7 +176,7 @@ def test_the_exam_list_pages_newest_first_and_logs_the_doctors_read(portal, monk
     pat = signed_in(portal, patient)
     first = pat.get("/portal/exams")
     assert re.findall(r">(First|Second|Third)</a>", first.text) == ["Third", "Second"]
-    older = re.search(r'href="(/portal/exams\?before=\d+)"', first.text).group(1)
+    older = re.search(r'href="(/portal/exams\?cursor=[^"]+)"', first.text).group(1)
     second = pat.get(older)
     assert re.findall(r">(First|Second|Third)</a>", second.text) == ["First"]
     assert "Older exams" not in second.text, "the last page links to no older one"
@@ -185,3 +185,19 @@ def test_the_exam_list_pages_newest_first_and_logs_the_doctors_read(portal, monk
     assert rows(portal, user_id=doctor["id"], action="exams.list") == [
         (doctor["id"], "exams.list", "granted", patient["id"])
     ], "one row per listed patient, as the API's list writes"
+    # A link altered, or another account's, is no error the user can fix: the newest exams again, and why.
+    payload, signature = older.split("cursor=")[1].split(".")
+    altered = f"/portal/exams?cursor={payload[:-1]}{'A' if payload[-1] != 'A' else 'B'}.{signature}"
+    api = portal.client.get("/exams?limit=1", headers=patient["headers"]).links["next"]["url"].split("?")[1]
+    links = [
+        (pat, altered),
+        (pat, "/portal/exams?cursor=x"),
+        (pat, f"/portal/exams?{api}"),
+        (signed_in(portal, doctor), older),
+    ]
+    assert "no longer valid" not in first.text + second.text
+    for client, link in links:
+        refused = client.get(link)
+        assert (refused.status_code, refused.headers["location"]) == (303, "/portal/exams"), link
+        again = client.get(refused.headers["location"])
+        assert "That page link is no longer valid. Here are your newest exams." in again.text
