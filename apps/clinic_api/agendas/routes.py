@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy import TIMESTAMP, Text, cast, literal, select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinic_api import pagination
@@ -24,7 +24,7 @@ from clinic_api.agendas.service import (
     blocks_of,
     delete_exception,
     doctor_or_404,
-    exceptions_of,
+    exceptions_page,
     free_slots_of,
     may_manage,
     replace_blocks,
@@ -105,33 +105,9 @@ def list_exceptions(
     may_manage(user, doctor_id)
     doctor_or_404(session, doctor_id)
     scope = f"doctors/{doctor_id}/exceptions"
-    return exception_page(request, response, session, user, scope, doctor_id, include_past, limit, cursor)
-
-
-def exception_page(
-    request: Request,
-    response: Response,
-    session: Session,
-    user: Principal,
-    scope: str,
-    doctor_id: int | None,
-    include_past: bool,
-    limit: int,
-    cursor: str | None,
-) -> list[ScheduleException]:
-    """A page of the doctor's exceptions (None: the clinic's closures), keyset on (start, id) as GET /appointments."""
-    # The position is PostgreSQL's own text of the start (as GET /appointments): it compares exactly as stored.
-    starts_at = cast(ScheduleException.starts_at, Text).label("position")
-    query = exceptions_of(doctor_id, include_past).add_columns(starts_at).limit(limit + 1)
-    if after := pagination.start(request, scope, user.id, cursor, (str, int)):
-        after_start, after_id = after
-        start = cast(literal(after_start, Text), TIMESTAMP(timezone=True))
-        key = tuple_(ScheduleException.starts_at, ScheduleException.id)
-        query = query.where(key > tuple_(start, literal(after_id)))
-    rows = session.execute(query).all()
-    following = pagination.next_cursor(request, scope, user.id, rows, limit, lambda row: [row[1], row[0].id])
+    page, following = exceptions_page(session, request, user.id, scope, doctor_id, include_past, limit, cursor)
     pagination.link_next(request, response, following)
-    return [exception for exception, _ in rows[:limit]]
+    return page
 
 
 @router.post(
@@ -267,7 +243,9 @@ def list_closures(
 ) -> list[ScheduleException]:
     """The days the whole clinic is closed (holidays) that have not ended yet (`include_past=true`: all of them), by
     start, a page at a time (the next page's URL in the `Link` header)."""
-    return exception_page(request, response, session, user, "closures", None, include_past, limit, cursor)
+    page, following = exceptions_page(session, request, user.id, "closures", None, include_past, limit, cursor)
+    pagination.link_next(request, response, following)
+    return page
 
 
 @router.post(

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
-from fastapi import HTTPException, status
-from sqlalchemy import Select, delete, or_, select
+from fastapi import HTTPException, Request, status
+from sqlalchemy import TIMESTAMP, Select, Text, cast, delete, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
+from clinic_api import pagination
 from clinic_api.agendas.models import ScheduleBlock, ScheduleException
 from clinic_api.agendas.schemas import BlockIn
 from clinic_api.agendas.slots import (
@@ -74,6 +75,33 @@ def exceptions_of(doctor_id: int | None, include_past: bool = False) -> Select[t
     owner = ScheduleException.doctor_id.is_(None) if doctor_id is None else ScheduleException.doctor_id == doctor_id
     query = select(ScheduleException).where(owner).order_by(ScheduleException.starts_at, ScheduleException.id)
     return query if include_past else query.where(ScheduleException.ends_at > datetime.now(UTC))
+
+
+def exceptions_page(
+    session: Session,
+    request: Request,
+    user_id: int,
+    scope: str,
+    doctor_id: int | None,
+    include_past: bool,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[ScheduleException], str | None]:
+    """A page of `exceptions_of` from `cursor` (pagination.start: a 422 naming `cursor` unless this list of `scope`
+    gave it to `user_id`), keyset on (start, id) as GET /appointments; and the next page's cursor (None on the last).
+    The API's routes and the portal's pages page with it alike."""
+    # The position is PostgreSQL's own text of the start (as GET /appointments): it compares exactly as stored.
+    starts_at = cast(ScheduleException.starts_at, Text).label("position")
+    query = exceptions_of(doctor_id, include_past).add_columns(starts_at).limit(limit + 1)
+    if after := pagination.start(request, scope, user_id, cursor, (str, int)):
+        after_start, after_id = after
+        start = cast(literal(after_start, Text), TIMESTAMP(timezone=True))
+        query = query.where(
+            tuple_(ScheduleException.starts_at, ScheduleException.id) > tuple_(start, literal(after_id))
+        )
+    rows = session.execute(query).all()
+    following = pagination.next_cursor(request, scope, user_id, rows, limit, lambda row: [row[1], row[0].id])
+    return [exception for exception, _ in rows[:limit]], following
 
 
 def upcoming_exceptions(session: Session, doctor_id: int | None) -> list[ScheduleException]:
