@@ -7,14 +7,16 @@ from __future__ import annotations
 import html
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from api_support import csrf_of, cursor_at, running_clinic
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from clinic_api.agendas.models import ScheduleBlock
+from clinic_api.accounts import pages
+from clinic_api.agendas.models import ScheduleBlock, ScheduleException
 from clinic_api.models import AuditLog, Consent, OutboxEvent, User
 
 
@@ -176,6 +178,60 @@ def test_staff_close_the_clinic_for_a_holiday_and_reopen_it(portal):
     assert holiday["reason"] not in [
         c["reason"] for c in portal.client.get("/closures", headers=staff["headers"]).json()
     ]
+
+
+def test_staff_page_through_a_doctors_days_off_and_the_clinics_closures(portal, monkeypatch):
+    monkeypatch.setattr(pages, "PAGE_SIZE", 1)
+    doctor, tag = portal.user("doctor"), uuid.uuid4().hex[:6]
+    far = datetime(2099, 5, 1, tzinfo=UTC)  # beyond any booking horizon: no other test's slots are closed by these
+    with Session(portal.app.state.engine) as session:
+        for owner, day, name in ((doctor["id"], 2, "Leave"), (doctor["id"], 1, "Congress"), (None, 1, "Holiday")):
+            reason = f"{name} {tag}"
+            starts_at = far + timedelta(days=day)
+            session.add(
+                ScheduleException(
+                    doctor_id=owner, starts_at=starts_at, ends_at=starts_at + timedelta(hours=8), reason=reason
+                )
+            )
+        session.commit()
+    client = browser(portal, portal.user("staff"))
+    page = f"/portal/staff/doctors/{doctor['id']}"
+    try:
+        first = client.get(page)
+        assert f"Congress {tag}" in first.text and f"Leave {tag}" not in first.text, "by start, a page at a time"
+        later = re.search(rf'href="({page}\?cursor=[^"#]+)#days-off"', first.text).group(1)
+        second = client.get(later)
+        assert f"Leave {tag}" in second.text and f"Congress {tag}" not in second.text
+        assert "Folgas seguintes" not in second.text, "the last page links to no later one"
+        # The closures continue on the doctors page, where they are managed, a page at a time.
+        reasons, url = [], "/portal/staff/doctors"
+        while url:
+            shown = client.get(url)
+            reasons += re.findall(r"<td>([^<]+)</td>\s*<td>\s*<form", shown.text)
+            url = (
+                re.findall(r'href="(/portal/staff/doctors\?closures_cursor=[^"#]+)#closures"', shown.text) or [None]
+            )[0]
+            assert len(reasons) < 50
+        assert reasons.count(f"Holiday {tag}") == 1
+        # A link altered, or another account's: the page answers 422, the message and a first-page link by the list.
+        payload, signature = later.split("cursor=")[1].split(".")
+        altered = f"{page}?cursor={payload[:-1]}{'A' if payload[-1] != 'A' else 'B'}.{signature}"
+        closures_page = f"/portal/staff/doctors?closures_cursor={later.split('cursor=')[1]}"  # another list's
+        for link, first_page in (
+            (altered, f"{page}#days-off"),
+            (f"{page}?cursor=x", f"{page}#days-off"),
+            (closures_page, "/portal/staff/doctors#closures"),
+        ):
+            refused = client.get(link)
+            assert refused.status_code == 422, link
+            assert "Este link de página não é válido" in refused.text
+            assert f'<a href="{first_page}">Primeira página</a>' in refused.text, link
+        other_staff = browser(portal, portal.user("staff"))
+        assert other_staff.get(later).status_code == 422, "another account's link"
+    finally:
+        with Session(portal.app.state.engine) as session:  # the clinic's closures are every test's
+            session.execute(delete(ScheduleException).where(ScheduleException.reason.endswith(tag)))
+            session.commit()
 
 
 @pytest.mark.parametrize("page", ["/portal/reset-password", "/portal/verify-email"])

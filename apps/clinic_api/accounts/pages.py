@@ -302,28 +302,50 @@ def _doctors_page(
     cursor: str | None = None,
     values: dict | None = None,
     errors: dict | None = None,
+    closures_cursor: str | None = None,
 ) -> Response:
+    """The doctors by id and the clinic's closures not ended yet by start, each list a page at a time (`cursor`,
+    `closures_cursor`); a refused cursor answers 422 on the page, next to its list, with a link to its first page."""
+    t = translator(request)
     context: dict[str, Any] = {
         "doctors": [],
         "next_page": None,
         "page_error": None,
-        "closures": agendas.upcoming_exceptions(session, None),
+        "closures": [],
+        "later_closures": None,
+        "closures_error": None,
         "closure_values": values or {},
         "closure_errors": errors or {},
     }
     try:
         context["doctors"], following = service.doctors_overview(session, request, user.principal, PAGE_SIZE, cursor)
+        context["next_page"] = urlencode({"cursor": following}) if following else None
     except RequestValidationError:  # only the cursor can be refused here
-        page_error = translator(request).gettext(BAD_PAGE_LINK)
-        return render(request, "accounts/staff_doctors.html", {**context, "page_error": page_error}, 422)
-    context["next_page"] = urlencode({"cursor": following}) if following else None
-    return render(request, "accounts/staff_doctors.html", context, 422 if errors else 200)
+        context["page_error"] = t.gettext(BAD_PAGE_LINK)
+    try:
+        context["closures"], later = _closures(request, session, user, closures_cursor)
+        context["later_closures"] = urlencode({"closures_cursor": later}) if later else None
+    except RequestValidationError:
+        context["closures_error"] = t.gettext(BAD_PAGE_LINK)
+    refused = context["page_error"] or context["closures_error"]
+    return render(request, "accounts/staff_doctors.html", context, 422 if errors or refused else 200)
 
 
 @router.get("/portal/staff/doctors", name="staff_doctors", dependencies=STAFF)
-def staff_doctors(request: Request, session: SessionDep, user: WebUser, cursor: pagination.Cursor = None) -> Response:
-    """The doctors by id, a page at a time, and the clinic's closures."""
-    return _doctors_page(request, session, user, cursor)
+def staff_doctors(
+    request: Request,
+    session: SessionDep,
+    user: WebUser,
+    cursor: pagination.Cursor = None,
+    closures_cursor: pagination.Cursor = None,
+) -> Response:
+    """The doctors by id, and the clinic's closures by start, a page at a time."""
+    return _doctors_page(request, session, user, cursor, closures_cursor=closures_cursor)
+
+
+def _closures(request: Request, session: Any, user: WebUser, cursor: str | None) -> tuple[list, str | None]:
+    """A page of the clinic's closures not ended yet, as GET /closures pages them, and the next page's cursor."""
+    return agendas.exceptions_page(session, request, user.id, "portal/closures", None, False, PAGE_SIZE, cursor)
 
 
 @router.post("/portal/staff/closures", name="add_closure", dependencies=STAFF)
@@ -359,15 +381,33 @@ def _days_off_added(t: Translator, done: str, added: Any) -> str:
 
 
 def _doctor_page(
-    request: Request, session: Any, settings: Any, doctor_id: int, forms: dict | None = None, status_code: int = 200
+    request: Request,
+    session: Any,
+    settings: Any,
+    doctor_id: int,
+    forms: dict | None = None,
+    status_code: int = 200,
+    cursor: str | None = None,
 ) -> Response:
     doctor = agendas.doctor_or_404(session, doctor_id)
     t = translator(request)
+    user = request.state.web_user
+    exceptions, later, days_off_error = [], None, None
+    try:
+        exceptions, later = agendas.exceptions_page(
+            session, request, user.id, f"portal/doctors/{doctor_id}/exceptions", doctor_id, False, PAGE_SIZE, cursor
+        )
+    except RequestValidationError:  # only the cursor can be refused here: 422, next to the list
+        days_off_error, status_code = t.gettext(BAD_PAGE_LINK), 422
+    closures, later_closures = _closures(request, session, user, None)  # the rest on the doctors page, managed there
     context = {
         "doctor": doctor,
         "blocks": agendas.blocks_of(session, doctor_id),
-        "exceptions": agendas.upcoming_exceptions(session, doctor_id),
-        "closures": agendas.upcoming_exceptions(session, None),
+        "exceptions": exceptions,
+        "later_exceptions": urlencode({"cursor": later}) if later else None,
+        "days_off_error": days_off_error,
+        "closures": closures,
+        "later_closures": urlencode({"closures_cursor": later_closures}) if later_closures else None,
         "weekdays": [(str(i), t.gettext(day)) for i, day in enumerate(WEEKDAYS)],
         "kinds": [(kind, t.gettext(text)) for kind, text in KINDS.items()],
         "time_zone": settings.agenda.time_zone,
@@ -381,8 +421,11 @@ def _doctor_page(
 
 
 @router.get("/portal/staff/doctors/{doctor_id}", name="staff_doctor", dependencies=STAFF)
-def staff_doctor(doctor_id: PathId, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    return _doctor_page(request, session, settings, doctor_id)
+def staff_doctor(
+    doctor_id: PathId, request: Request, session: SessionDep, settings: SettingsDep, cursor: pagination.Cursor = None
+) -> Response:
+    """The doctor's weekly schedule, and their days off not ended yet by start, a page at a time (`cursor`)."""
+    return _doctor_page(request, session, settings, doctor_id, cursor=cursor)
 
 
 def _add_block(session: Any, doctor_id: int, block: BlockIn) -> None:

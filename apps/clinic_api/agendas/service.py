@@ -104,11 +104,6 @@ def exceptions_page(
     return [exception for exception, _ in rows[:limit]], following
 
 
-def upcoming_exceptions(session: Session, doctor_id: int | None) -> list[ScheduleException]:
-    """The doctor's exceptions (None: the clinic's closures) that have not ended yet, by start."""
-    return list(session.scalars(exceptions_of(doctor_id)))
-
-
 def delete_exception(
     session: Session, doctor_id: int | None, exception_id: int, not_found: str = EXCEPTION_NOT_FOUND
 ) -> None:
