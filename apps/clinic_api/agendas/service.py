@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from fastapi import HTTPException, Request, status
 from sqlalchemy import TIMESTAMP, Select, Text, cast, delete, literal, or_, select, tuple_
@@ -69,7 +70,7 @@ def replace_blocks(session: Session, doctor_id: int, blocks: Sequence[BlockIn]) 
     session.commit()
 
 
-def exceptions_of(doctor_id: int | None, include_past: bool = False) -> Select[tuple[ScheduleException]]:
+def exceptions_of(doctor_id: int | None, include_past: bool = False) -> Select[Any]:
     """The doctor's exceptions (None: the clinic's closures) by start, then id; only the ones that have not ended yet
     unless `include_past`."""
     owner = ScheduleException.doctor_id.is_(None) if doctor_id is None else ScheduleException.doctor_id == doctor_id
