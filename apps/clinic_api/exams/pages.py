@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from clinic_api import access_log
+from clinic_api import access_log, pagination
 from clinic_api.appointments import service as appointments_service
 from clinic_api.deps import HotPoolDep, S3Dep, SessionDep, SettingsDep
 from clinic_api.errors import existing_id
@@ -26,6 +27,7 @@ from clinic_api.exams import service
 from clinic_api.models import ID_MAX, Appointment, Exam, User
 from clinic_api.routes.profiles import NO_PATIENT, find_patient
 from clinic_api.schemas import ExamType, NewExam
+from clinic_api.web.errors import BAD_PAGE_LINK
 from clinic_api.web.forms import read_form
 from clinic_api.web.i18n import N_, Translator, translator
 from clinic_api.web.responses import redirect
@@ -37,7 +39,6 @@ PATIENT_OR_DOCTOR = [Depends(web_role("patient", "doctor"))]
 DOCTOR = [Depends(web_role("doctor"))]
 PageId = Annotated[int, Query(ge=1, le=ID_MAX)]
 RESULT_FIELD = "result"
-STALE_PAGE_LINK = N_("That page link is no longer valid. Here are your newest exams.")
 CHUNK_BYTES = 64 * 1024
 
 # What each status means to whom: the doctor follows the file processor's steps; the patient only waits for the
@@ -87,16 +88,17 @@ def release_problem(t: Translator, error: HTTPException) -> str:
 
 
 @router.get("/portal/exams", name="exams_list", dependencies=PATIENT_OR_DOCTOR)
-def exams_list(request: Request, db: SessionDep, user: WebUser, cursor: str | None = None) -> Response:
+def exams_list(request: Request, db: SessionDep, user: WebUser, cursor: pagination.Cursor = None) -> Response:
     """The patient's exams, or the doctor's patients' exams (each patient's access log has the doctor's read),
     newest first, a page at a time (`cursor`: the "Older exams" link's, signed as the API's list cursors)."""
+    context: dict[str, Any] = {"exams": [], "older": None, "page_error": None, "status_text": _status_text(request)}
     try:
-        exams, older = service.exam_page(db, request, user.principal, cursor)
-    except RequestValidationError:
-        # Only a link this page gave carries a cursor: one refused was altered, is another account's, or was signed
-        # with a key since rotated. Nothing the user typed is wrong, so no error page: the newest exams, and why.
-        return redirect(request, request.url.path, flash=translator(request).gettext(STALE_PAGE_LINK))
-    return render(request, "exams/list.html", {"exams": exams, "older": older, "status_text": _status_text(request)})
+        context["exams"], older = service.exam_page(db, request, user.principal, cursor)
+    except RequestValidationError:  # only the cursor can be refused here: answered on the page, as every list page
+        page_error = translator(request).gettext(BAD_PAGE_LINK)
+        return render(request, "exams/list.html", {**context, "page_error": page_error}, 422)
+    context["older"] = urlencode({"cursor": older}) if older else None
+    return render(request, "exams/list.html", context)
 
 
 @router.get("/portal/patients/{patient_id}", name="patient_page", dependencies=DOCTOR)
