@@ -392,7 +392,9 @@ def _doctor_page(
     doctor = agendas.doctor_or_404(session, doctor_id)
     t = translator(request)
     user = request.state.web_user
-    exceptions, later, days_off_error = [], None, None
+    exceptions: list[Any] = []
+    later: str | None = None
+    days_off_error: str | None = None
     try:
         exceptions, later = agendas.exceptions_page(
             session, request, user.id, f"portal/doctors/{doctor_id}/exceptions", doctor_id, False, PAGE_SIZE, cursor
