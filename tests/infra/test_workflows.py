@@ -118,7 +118,7 @@ def readme_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
     setup = next(b.strip() for b in blocks if "pip install -r requirements-dev.txt" in b)
     checks = next(b.strip() for b in blocks if "ruff check" in b)
-    tests = next(b.strip() for b in blocks if b.strip().endswith("-m pytest"))
+    tests = next(b.strip() for b in blocks if b.strip().startswith(".venv/bin/python -m pytest"))
     return [setup, checks, tests]
 
 
