@@ -64,6 +64,15 @@ def own_postgres(tmp_path_factory) -> Iterator[Postgres]:
     server.server.cleanup()
 
 
+@pytest.fixture(scope="module")
+def restartable_postgres(tmp_path_factory) -> Iterator[Postgres]:
+    """A server of the test file's own, for tests that restart it: restarting the session's would cut the connections
+    that other files' long-lived engines and workers hold (a notifier's pool, say) when they share a worker."""
+    server = Postgres(tmp_path_factory.mktemp("restartable-pg"))
+    yield server
+    server.server.cleanup()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     with moto_server(REGION) as url:

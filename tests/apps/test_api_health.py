@@ -7,20 +7,20 @@ from api_support import running_clinic
 
 
 @pytest.fixture
-def clinic(postgres, clinic_aws):
-    with running_clinic(postgres, clinic_aws) as clinic:
+def clinic(restartable_postgres, clinic_aws):
+    with running_clinic(restartable_postgres, clinic_aws) as clinic:
         yield clinic
 
 
-def test_readyz_is_503_while_postgres_is_stopped_and_200_after_it_is_back(clinic, postgres):
+def test_readyz_is_503_while_postgres_is_stopped_and_200_after_it_is_back(clinic, restartable_postgres):
     assert clinic.client.get("/readyz").status_code == 200
-    postgres.stop()
+    restartable_postgres.stop()
     try:
         response = clinic.client.get("/readyz")
         assert response.status_code == 503 and response.json()["status"] == "database unavailable"
         assert clinic.client.get("/healthz").status_code == 200, "liveness does not depend on the database"
     finally:
-        postgres.start()
+        restartable_postgres.start()
     assert clinic.client.get("/readyz").status_code == 200
 
 
@@ -35,7 +35,7 @@ def test_metrics_and_request_ids(clinic):
     assert clinic.client.get("/openapi.json").json()["info"]["title"] == "clinic-api"
 
 
-def test_the_first_requests_after_a_database_restart_succeed(clinic, postgres, monkeypatch):
+def test_the_first_requests_after_a_database_restart_succeed(clinic, restartable_postgres, monkeypatch):
     """Both pools hold connections the restart killed: the engine pings each checkout (pool_pre_ping), the hot pool
     runs the statement again on a fresh connection, so no request sees them."""
     import clinic_common.database as database
@@ -43,8 +43,8 @@ def test_the_first_requests_after_a_database_restart_succeed(clinic, postgres, m
     monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 3600.0)  # a hot pool: no idle ping saves the request
     patient = clinic.user("patient")
     assert clinic.client.get("/exams", headers=patient["headers"]).status_code == 200
-    postgres.stop()
-    postgres.start()
+    restartable_postgres.stop()
+    restartable_postgres.start()
     assert clinic.client.get("/exams", headers=patient["headers"]).status_code == 200, "the hot pool's stale connection"
     assert clinic.client.get("/me", headers=patient["headers"]).status_code == 200, "the engine's stale connection"
 

@@ -12,9 +12,15 @@ from clinic_common.database import DatabaseSettings, create_engine
 
 
 @pytest.fixture
-def engine(postgres):
+def engine(restartable_postgres):
     engine = create_engine(
-        DatabaseSettings(host=postgres.host, port=postgres.port, name="postgres", user="postgres", sslmode="disable"),
+        DatabaseSettings(
+            host=restartable_postgres.host,
+            port=restartable_postgres.port,
+            name="postgres",
+            user="postgres",
+            sslmode="disable",
+        ),
         AwsSettings(),
         "pool-test",
     )
@@ -27,22 +33,26 @@ def backend_pid(engine) -> int:
         return connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
 
 
-def restart(postgres) -> None:
-    postgres.stop()
-    postgres.start()
+def restart(server) -> None:
+    server.stop()
+    server.start()
 
 
-def test_a_connection_idle_across_a_restart_is_replaced_before_the_request_uses_it(engine, postgres, monkeypatch):
+def test_a_connection_idle_across_a_restart_is_replaced_before_the_request_uses_it(
+    engine, restartable_postgres, monkeypatch
+):
     before = backend_pid(engine)
-    restart(postgres)
+    restart(restartable_postgres)
     monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)  # the pooled connection now counts as idle
     assert backend_pid(engine) != before, "the stale connection was pinged, discarded and replaced"
 
 
-def test_a_connection_in_steady_use_is_not_pinged_and_one_failure_renews_the_whole_pool(engine, postgres, monkeypatch):
+def test_a_connection_in_steady_use_is_not_pinged_and_one_failure_renews_the_whole_pool(
+    engine, restartable_postgres, monkeypatch
+):
     monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 3600.0)
     backend_pid(engine)
-    restart(postgres)
+    restart(restartable_postgres)
     with pytest.raises(exc.DBAPIError) as failed:
         backend_pid(engine)
     assert failed.value.connection_invalidated, "a disconnect is recognised as such"

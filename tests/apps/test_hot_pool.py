@@ -24,10 +24,10 @@ BACKEND_PID = Prepared.of(select(func.pg_backend_pid().label("pid")))
 CURRENT_USER = Prepared.of(select(literal_column("current_user").label("user")))
 
 
-def settings(postgres, endpoint: str | None = None, **database_settings) -> Settings:
+def settings(server, endpoint: str | None = None, **database_settings) -> Settings:
     db = {
-        "host": postgres.host,
-        "port": postgres.port,
+        "host": server.host,
+        "port": server.port,
         "name": "postgres",
         "user": "postgres",
         "sslmode": "disable",
@@ -59,34 +59,34 @@ async def pid(pool) -> int:
     return (await BACKEND_PID.fetch(pool))[0]["pid"]
 
 
-def restart(postgres) -> None:
-    postgres.stop()
-    postgres.start()
+def restart(server) -> None:
+    server.stop()
+    server.start()
 
 
-def test_a_connection_idle_across_a_restart_is_replaced_before_the_request_uses_it(postgres, monkeypatch):
+def test_a_connection_idle_across_a_restart_is_replaced_before_the_request_uses_it(restartable_postgres, monkeypatch):
     async def scenario(pool):
         before = await pid(pool)
-        restart(postgres)
+        restart(restartable_postgres)
         monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)  # the pooled connection now counts as idle
         assert await pid(pool) != before, "the stale connection was pinged, discarded and replaced"
 
-    with_pool(settings(postgres), scenario)
+    with_pool(settings(restartable_postgres), scenario)
 
 
-def test_after_a_restart_no_request_fails_and_the_pool_renews_its_other_connections(postgres, monkeypatch):
+def test_after_a_restart_no_request_fails_and_the_pool_renews_its_other_connections(restartable_postgres, monkeypatch):
     monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 3600.0)  # a hot pool: no ping saves the request
 
     async def scenario(pool):
         assert len({await pid(pool) for _ in range(6)}) == 3, "all three connections in use"
-        restart(postgres)
+        restart(restartable_postgres)
         after = [await pid(pool) for _ in range(6)]
         assert all(after) and pool.get_stats()["connections_num"] == 6, "the three stale ones were replaced"
 
-    with_pool(settings(postgres, pool_size=3), scenario)
+    with_pool(settings(restartable_postgres, pool_size=3), scenario)
 
 
-def test_a_statement_error_on_a_live_connection_is_not_retried(postgres):
+def test_a_statement_error_on_a_live_connection_is_not_retried(restartable_postgres):
     cancel_itself = Prepared.of(select(func.pg_cancel_backend(func.pg_backend_pid()), func.pg_sleep(1)))
 
     async def scenario(pool):
@@ -95,10 +95,10 @@ def test_a_statement_error_on_a_live_connection_is_not_retried(postgres):
             await cancel_itself.fetch(pool)
         assert pool.get_stats()["requests_num"] - before == 1, "run once"
 
-    with_pool(settings(postgres), scenario)
+    with_pool(settings(restartable_postgres), scenario)
 
 
-def test_a_hot_connection_is_used_without_a_ping_and_an_idle_one_is_pinged_once(postgres, monkeypatch):
+def test_a_hot_connection_is_used_without_a_ping_and_an_idle_one_is_pinged_once(restartable_postgres, monkeypatch):
     pings = []
 
     async def ping(connection):
@@ -113,13 +113,21 @@ def test_a_hot_connection_is_used_without_a_ping_and_an_idle_one_is_pinged_once(
         await pid(pool)
         assert len(pings) == 1
 
-    with_pool(settings(postgres), scenario)
+    with_pool(settings(restartable_postgres), scenario)
 
 
-def test_credentials_come_from_the_rds_secret_and_a_rotation_reaches_the_next_connection(postgres, moto_endpoint):
+def test_credentials_come_from_the_rds_secret_and_a_rotation_reaches_the_next_connection(
+    restartable_postgres, moto_endpoint
+):
     roles = [f"api_{uuid.uuid4().hex[:8]}" for _ in range(2)]
     admin = create_engine(
-        DatabaseSettings(host=postgres.host, port=postgres.port, name="postgres", user="postgres", sslmode="disable"),
+        DatabaseSettings(
+            host=restartable_postgres.host,
+            port=restartable_postgres.port,
+            name="postgres",
+            user="postgres",
+            sslmode="disable",
+        ),
         AwsSettings(),
         "test",
     )
@@ -141,4 +149,4 @@ def test_credentials_come_from_the_rds_secret_and_a_rotation_reaches_the_next_co
         await pool.drain()  # as when max_lifetime ends them
         assert (await CURRENT_USER.fetch(pool))[0]["user"] == roles[1]
 
-    with_pool(settings(postgres, moto_endpoint, user="not-this-one", secret_arn=arn), scenario)
+    with_pool(settings(restartable_postgres, moto_endpoint, user="not-this-one", secret_arn=arn), scenario)
