@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinic_api import cpf
+from clinic_api.accounts.service import WRONG_PASSWORD
 from clinic_api.models import AuditLog, Consent, OutboxEvent, PatientProfile
 from clinic_api.routes.accounts import BAD_LOGIN, DISABLED, NOT_YOURS_TO_DISABLE, NOT_YOURSELF
-from clinic_api.routes.profiles import CPF_TAKEN, CRM_TAKEN, NO_PATIENT, PATIENTS_ONLY, WRONG_PASSWORD
+from clinic_api.routes.profiles import CPF_TAKEN, CRM_TAKEN, NO_PATIENT, PATIENTS_ONLY
 from clinic_api.security import FORBIDDEN
 
 CPF = "529.982.247-25"

@@ -113,6 +113,46 @@ def test_a_link_opened_without_its_code_says_so_at_the_top_of_the_form(portal):
         assert "Abra de novo o link do e-mail: esta página não conseguiu ler o código dele." in answer.text, page
 
 
+def test_a_user_changes_their_password_on_the_page_and_every_session_ends(portal):
+    """Any role: the current password, the API's policy, the new one twice; then every session of the account ends
+    (this one too) and only the new password signs in."""
+    doctor = portal.user("doctor")
+    elsewhere = portal.visitor()
+    page = elsewhere.get("/portal/sign-in")
+    signed = {"email": doctor["email"], "password": "correct horse battery", "csrf_token": csrf_of(page.text)}
+    assert elsewhere.post("/portal/sign-in", data=signed, follow_redirects=False).status_code == 303
+    client = browser(portal, doctor)
+    assert 'href="/portal/password"' in client.get("/portal/profile").text, "the profile page leads there"
+
+    def change(current: str, new: str, repeat: str | None = None):
+        data = {"current_password": current, "new_password": new, "repeat_password": repeat or new}
+        return post(client, "/portal/password", "/portal/password", data, follow_redirects=False)
+
+    refused = {
+        "current_password": change("not my password at all", "lantern orchard tidepool"),
+        "new_password": change("correct horse battery", "correct horse battery"),
+        "repeat_password": change("correct horse battery", "lantern orchard tidepool", "lantern orchard tidepoll"),
+    }
+    for name, answer in refused.items():
+        assert answer.status_code == 422 and list(errors(answer)) == [name], (name, errors(answer))
+    assert errors(refused["current_password"]) == {"current_password": "Esta não é a sua senha atual."}
+    too_common = change("correct horse battery", "password1234")
+    assert too_common.status_code == 422 and "new_password" in errors(too_common), "the API's policy, at the field"
+    assert "correct horse battery" not in too_common.text, "a password is never written back into the page"
+
+    changed = change("correct horse battery", "lantern orchard tidepool")
+    assert (changed.status_code, changed.headers["location"]) == (303, "/portal/sign-in")
+    for session in (client, elsewhere):
+        assert session.get("/portal/profile", follow_redirects=False).status_code == 303, "signed out"
+    assert (
+        portal.client.post(
+            "/auth/login", json={"email": doctor["email"], "password": "correct horse battery"}
+        ).status_code
+        == 401
+    )
+    assert portal.login(doctor["email"], "lantern orchard tidepool")
+
+
 def test_registering_keeps_what_was_typed_and_answers_the_same_when_the_email_is_taken(portal):
     taken = portal.user("patient")["email"]
     bad = post(

@@ -23,6 +23,7 @@ from clinic_api.agendas.schemas import BlockIn, NewException
 from clinic_api.deps import EngineDep, LoginThrottleDep, PathId, SessionDep, SettingsDep
 from clinic_api.schemas import (
     ConsentIn,
+    PasswordChange,
     PasswordReset,
     PasswordResetRequest,
     Purpose,
@@ -236,6 +237,50 @@ async def reset_password(request: Request, session: SessionDep, settings: Settin
             return redirect(request, "/portal/sign-in", flash=changed)
     _link_without_token(form, t)
     return render(request, "accounts/reset_password.html", {"values": form.values, "errors": form.errors}, 422)
+
+
+# --- Changing one's password (any role) ---------------------------------------------------------------------------
+
+
+class NewPasswordForm(PasswordChange):
+    """The API's body, and the new password typed twice: a typo would otherwise lock the owner out."""
+
+    repeat_password: str = Field(min_length=1, max_length=128)
+
+
+PASSWORD_REFUSALS = {
+    service.WRONG_PASSWORD: ("current_password", N_("This is not your current password.")),
+    service.SAME_PASSWORD: ("new_password", N_("Choose a password different from the current one.")),
+}
+
+
+@router.get("/portal/password", name="change_password")
+def change_password_page(request: Request, user: WebUser) -> Response:
+    return render(request, "accounts/change_password.html", {"values": {}, "errors": {}})
+
+
+@router.post("/portal/password")
+async def change_password(request: Request, session: SessionDep, user: WebUser) -> Response:
+    """The API's password change (the current password, the policy); every session ends, this one too, so the owner
+    signs in again with the new password."""
+    form = await read_form(request, NewPasswordForm)
+    t = translator(request)
+    if form.data is not None and form.data.repeat_password != form.data.new_password:
+        form.error("repeat_password", t.gettext("The two new passwords differ. Type the same one twice."))
+    if form.data is not None:
+        try:
+            await run_in_threadpool(
+                service.change_password, session, user.id, form.data.current_password, form.data.new_password
+            )
+        except HTTPException as refused:
+            name, text = PASSWORD_REFUSALS[str(refused.detail)]
+            form.error(name, t.gettext(text))
+        except RequestValidationError as refused:
+            refused_fields(refused, form, t)
+        else:
+            changed = t.gettext("Your password was changed and every session signed out. Sign in with the new one.")
+            return redirect(request, "/portal/sign-in", flash=changed)
+    return render(request, "accounts/change_password.html", {"values": {}, "errors": form.errors}, 422)
 
 
 # --- Staff: accounts ---------------------------------------------------------------------------------------------

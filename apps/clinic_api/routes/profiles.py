@@ -10,10 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clinic_api import access_log, cpf, outbox
+from clinic_api.accounts import service as accounts
+from clinic_api.accounts.service import SAME_PASSWORD, WRONG_PASSWORD
 from clinic_api.deps import CurrentUser, PathId, SessionDep, SettingsDep, current_user, require_role
 from clinic_api.errors import errors, invalid
 from clinic_api.models import Appointment, DoctorProfile, Exam, PatientProfile, User
-from clinic_api.passwords import check_password
 from clinic_api.schemas import (
     DoctorOut,
     DoctorProfileIn,
@@ -26,7 +27,7 @@ from clinic_api.schemas import (
     Token,
     UserOut,
 )
-from clinic_api.security import Principal, hash_password, issue_token, revoke_tokens, verify_password
+from clinic_api.security import Principal, issue_token
 from clinic_api.settings import Settings
 
 router = APIRouter(tags=["profiles"])
@@ -36,8 +37,6 @@ CPF_TAKEN = "a patient with this CPF exists"
 CRM_TAKEN = "a doctor with this CRM number in this state exists"
 PATIENTS_ONLY = "{field}: only a patient's profile has this field"
 NOT_NULL = "{field} cannot be removed; send a new value instead"
-WRONG_PASSWORD = "current_password is wrong"
-SAME_PASSWORD = "new_password must differ from the current one"
 PATIENT_FIELDS = ("date_of_birth", "phone", "emergency_contact_name", "emergency_contact_phone", "cpf")
 
 
@@ -125,16 +124,7 @@ def update_my_profile(
 def change_password(body: PasswordChange, session: SessionDep, settings: SettingsDep, principal: CurrentUser) -> Token:
     """Needs the current password: a token left on a shared computer cannot take the account over. Every token
     issued before stops working (signed in elsewhere, or stolen); the caller gets a new one."""
-    user = session.get_one(User, principal.id)
-    if not verify_password(user.password_hash, body.current_password):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, WRONG_PASSWORD)
-    if body.new_password == body.current_password:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, SAME_PASSWORD)
-    check_password(body.new_password, user.email, "new_password")
-    user.password_hash = hash_password(body.new_password)
-    revoke_tokens(user)
-    outbox.record(session, "account.updated", {**outbox.recipient(user), "change": "password"})
-    session.commit()
+    user = accounts.change_password(session, principal.id, body.current_password, body.new_password)
     auth = settings.auth
     return Token(
         access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),

@@ -76,7 +76,7 @@ def test_a_visitor_registers_confirms_from_the_emailed_link_and_signs_in(
     expect(page.get_by_text("Ana Souza")).to_be_visible()
 
 
-def test_a_patient_resets_a_forgotten_password_and_only_the_new_one_works(
+def test_a_patient_resets_a_forgotten_password_then_changes_it_on_the_profile(
     page, make_account, sent_emails, sign_in, check_accessibility
 ):
     patient = make_account("patient")
@@ -98,6 +98,23 @@ def test_a_patient_resets_a_forgotten_password_and_only_the_new_one_works(
     page.get_by_role("button", name="Entrar").click()
     expect(page.get_by_role("alert")).to_contain_text("E-mail ou senha incorretos.")
     sign_in(page, dataclasses.replace(patient, password=NEW_PASSWORD))
+    expect(page).to_have_url(re.compile(r"/portal/appointments"))
+
+    # Signed in, from the profile: the current password is asked for, and a wrong one is named at its field.
+    page.goto("/portal/profile")
+    page.get_by_role("link", name="Alterar sua senha").click()
+    page.get_by_label("Senha atual").fill(patient.password)
+    page.get_by_label("Nova senha", exact=True).fill(patient.password + " again")
+    page.get_by_label("Repita a nova senha").fill(patient.password + " again")
+    page.get_by_role("button", name="Alterar senha").click()
+    expect(page.get_by_label("Senha atual")).to_have_accessible_description("Esta não é a sua senha atual.")
+    check_accessibility(page)
+    page.get_by_label("Senha atual").fill(NEW_PASSWORD)
+    page.get_by_label("Nova senha", exact=True).fill(patient.password + " again")
+    page.get_by_label("Repita a nova senha").fill(patient.password + " again")
+    page.get_by_role("button", name="Alterar senha").click()
+    expect(page.get_by_role("status")).to_contain_text("Sua senha foi alterada e todas as sessões foram encerradas")
+    sign_in(page, dataclasses.replace(patient, password=patient.password + " again"))
     expect(page).to_have_url(re.compile(r"/portal/appointments"))
 
 
