@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clinic_api import cpf
-from clinic_api.accounts.service import WRONG_PASSWORD
+from clinic_api.accounts.service import TOO_MANY_GUESSES, WRONG_PASSWORD
 from clinic_api.models import AuditLog, Consent, OutboxEvent, PatientProfile
 from clinic_api.routes.accounts import BAD_LOGIN, DISABLED, NOT_YOURS_TO_DISABLE, NOT_YOURSELF
 from clinic_api.routes.profiles import CPF_TAKEN, CRM_TAKEN, NO_PATIENT, PATIENTS_ONLY
@@ -188,6 +188,19 @@ def test_a_password_change_needs_the_current_password(clinic):
     assert status_and_detail(old) == (401, BAD_LOGIN)
     clinic.login(patient["email"], new)
     assert [e["change"] for e in events(clinic, "account.updated")] == ["password"]
+
+
+def test_wrong_current_passwords_are_throttled_as_failed_sign_ins(clinic):
+    """A stolen token cannot guess the password through /me/password faster than through /auth/login: both count
+    under the same keys, so five wrong guesses lock both, the right password included, until the window passes."""
+    patient = clinic.user("patient")
+    body = {"current_password": "not it at all", "new_password": "another long passphrase"}
+    for _ in range(5):  # auth.max_login_failures
+        assert clinic.client.post("/me/password", headers=patient["headers"], json=body).status_code == 400
+    locked = clinic.client.post("/me/password", headers=patient["headers"], json={**body, "current_password": PASSWORD})
+    assert status_and_detail(locked) == (429, TOO_MANY_GUESSES) and int(locked.headers["Retry-After"]) > 0
+    signing_in = clinic.client.post("/auth/login", json={"email": patient["email"], "password": PASSWORD})
+    assert signing_in.status_code == 429, "the sign-in form is locked for this account too"
 
 
 def test_staff_disable_and_enable_a_patient_and_an_admin_anyone_but_themself(clinic):

@@ -248,6 +248,7 @@ class NewPasswordForm(PasswordChange):
     repeat_password: str = Field(min_length=1, max_length=128)
 
 
+TOO_MANY_GUESSES = N_("Too many wrong passwords. Wait a few minutes and try again.")
 PASSWORD_REFUSALS = {
     service.WRONG_PASSWORD: ("current_password", N_("This is not your current password.")),
     service.SAME_PASSWORD: ("new_password", N_("Choose a password different from the current one.")),
@@ -260,7 +261,7 @@ def change_password_page(request: Request, user: WebUser) -> Response:
 
 
 @router.post("/portal/password")
-async def change_password(request: Request, session: SessionDep, user: WebUser) -> Response:
+async def change_password(request: Request, session: SessionDep, throttle: LoginThrottleDep, user: WebUser) -> Response:
     """The API's password change (the current password, the policy); every session ends, this one too, so the owner
     signs in again with the new password."""
     form = await read_form(request, NewPasswordForm)
@@ -270,10 +271,16 @@ async def change_password(request: Request, session: SessionDep, user: WebUser) 
     if form.data is not None:
         try:
             await run_in_threadpool(
-                service.change_password, session, user.id, form.data.current_password, form.data.new_password
+                service.change_password,
+                session,
+                throttle,
+                client_of(request),
+                user.id,
+                form.data.current_password,
+                form.data.new_password,
             )
         except HTTPException as refused:
-            name, text = PASSWORD_REFUSALS[str(refused.detail)]
+            name, text = PASSWORD_REFUSALS.get(str(refused.detail), ("", TOO_MANY_GUESSES))
             form.error(name, t.gettext(text))
         except RequestValidationError as refused:
             refused_fields(refused, form, t)

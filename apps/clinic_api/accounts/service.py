@@ -42,6 +42,7 @@ INVALID_LINK = "this link is invalid, has expired or was already used; register 
 INVALID_RESET_LINK = "this link is invalid, has expired or was already used; ask for a new one"
 WRONG_PASSWORD = "current_password is wrong"
 SAME_PASSWORD = "new_password must differ from the current one"
+TOO_MANY_GUESSES = "too many wrong passwords for this account; try again later"
 PASSWORD_RESET = "your password was changed; sign in with it (every other session was signed out)"
 NOT_FOUND = "account not found"
 WRONG_NOTICE = "{given!r} is not the privacy notice in force; allowed: {current!r} (GET /privacy/notice)"
@@ -235,13 +236,20 @@ def reset_password(session: Session, settings: Settings, body: PasswordReset) ->
     return user
 
 
-def change_password(session: Session, user_id: int, current: str, new: str) -> User:
+def change_password(
+    session: Session, throttle: LoginThrottle, client: str, user_id: int, current: str, new: str
+) -> User:
     """The signed-in owner changes their password, giving the current one: a session or token left on a shared
     computer cannot take the account over. The account's version goes up, so every access token and portal session,
     this one included, stops working. 400 for a wrong current password or an unchanged one; 422 naming
-    `new_password` for one the policy refuses."""
+    `new_password` for one the policy refuses. Wrong current passwords count as failed sign-ins (the login
+    throttle's keys): a stolen session cannot guess the password here faster than at the sign-in form."""
     user = session.get_one(User, user_id, with_for_update=True)
+    keys = throttle.keys(user.email, client)
+    if wait := throttle.retry_after(session, keys):
+        raise too_many(TOO_MANY_GUESSES, wait)
     if not verify_password(user.password_hash, current):
+        throttle.count(session, keys)
         raise HTTPException(status.HTTP_400_BAD_REQUEST, WRONG_PASSWORD)
     if new == current:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, SAME_PASSWORD)
@@ -250,6 +258,7 @@ def change_password(session: Session, user_id: int, current: str, new: str) -> U
     revoke_tokens(user)
     outbox.record(session, "account.updated", {**outbox.recipient(user), "change": "password"})
     session.commit()
+    throttle.succeeded(session, keys)
     return user
 
 

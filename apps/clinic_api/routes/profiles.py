@@ -11,8 +11,16 @@ from sqlalchemy.orm import Session
 
 from clinic_api import access_log, cpf, outbox
 from clinic_api.accounts import service as accounts
-from clinic_api.accounts.service import SAME_PASSWORD, WRONG_PASSWORD
-from clinic_api.deps import CurrentUser, PathId, SessionDep, SettingsDep, current_user, require_role
+from clinic_api.accounts.service import SAME_PASSWORD, TOO_MANY_GUESSES, WRONG_PASSWORD
+from clinic_api.deps import (
+    CurrentUser,
+    LoginThrottleDep,
+    PathId,
+    SessionDep,
+    SettingsDep,
+    current_user,
+    require_role,
+)
 from clinic_api.errors import errors, invalid
 from clinic_api.models import Appointment, DoctorProfile, Exam, PatientProfile, User
 from clinic_api.schemas import (
@@ -119,12 +127,20 @@ def update_my_profile(
 @router.post(
     "/me/password",
     response_model=Token,
-    responses=errors(r400=f"{WRONG_PASSWORD}, or {SAME_PASSWORD}"),
+    responses=errors(r400=f"{WRONG_PASSWORD}, or {SAME_PASSWORD}", r429=TOO_MANY_GUESSES),
 )
-def change_password(body: PasswordChange, session: SessionDep, settings: SettingsDep, principal: CurrentUser) -> Token:
+def change_password(
+    body: PasswordChange,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    throttle: LoginThrottleDep,
+    principal: CurrentUser,
+) -> Token:
     """Needs the current password: a token left on a shared computer cannot take the account over. Every token
     issued before stops working (signed in elsewhere, or stolen); the caller gets a new one."""
-    user = accounts.change_password(session, principal.id, body.current_password, body.new_password)
+    client = request.client.host if request.client else ""
+    user = accounts.change_password(session, throttle, client, principal.id, body.current_password, body.new_password)
     auth = settings.auth
     return Token(
         access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),
