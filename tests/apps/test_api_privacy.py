@@ -12,6 +12,7 @@ from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clinic_api.accounts.service import TOO_MANY_GUESSES
 from clinic_api.models import Appointment, AuditLog, Exam, OutboxEvent, PatientProfile, User
 from clinic_api.routes.privacy import WRONG_PASSWORD
 from clinic_api.security import FORBIDDEN
@@ -219,6 +220,23 @@ def test_erasure_erases_what_the_law_lets_go_and_keeps_the_medical_record_marked
     assert clinic.client.get(f"/patients/{patient['id']}/profile", headers=staff["headers"]).status_code == 404
 
 
+def test_wrong_erasure_passwords_are_throttled_and_the_account_stays(clinic):
+    """Each wrong password is audited as denied and counts as a failed sign-in: after five, even the right one gets
+    429, so a stolen token cannot guess the password here unthrottled, and nothing is erased."""
+    patient = clinic.user("patient")
+    for _ in range(5):  # auth.max_login_failures
+        wrong = clinic.client.post("/me/erasure", headers=patient["headers"], json={"password": "not my password"})
+        assert status_and_detail(wrong) == (400, WRONG_PASSWORD)
+    locked = clinic.client.post("/me/erasure", headers=patient["headers"], json={"password": PASSWORD})
+    assert status_and_detail(locked) == (429, TOO_MANY_GUESSES) and int(locked.headers["Retry-After"]) > 0
+    with Session(clinic.app.state.engine) as session:
+        assert session.get_one(User, patient["id"]).erased_at is None
+        outcomes = session.scalars(
+            select(AuditLog.outcome).where(AuditLog.action == "account.erasure", AuditLog.user_id == patient["id"])
+        ).all()
+    assert outcomes == ["denied"] * 5
+
+
 def test_only_a_patient_asks_for_their_own_erasure(clinic):
     staff = clinic.user("staff")
     refused = clinic.client.post("/me/erasure", headers=staff["headers"], json={"password": PASSWORD})
@@ -285,7 +303,7 @@ NEW_ENDPOINTS = {  # (method, path): the error statuses the OpenAPI document mus
     ("post", "/me/consents"): {"401", "403", "422"},
     ("get", "/me/access-log"): {"401", "403", "422"},
     ("get", "/me/export"): {"401", "403"},
-    ("post", "/me/erasure"): {"400", "401", "403", "422"},
+    ("post", "/me/erasure"): {"400", "401", "403", "422", "429"},
     ("get", "/audit"): {"401", "403", "422"},
     ("post", "/auth/register"): {"422"},
     ("post", "/auth/verify"): {"400", "422"},

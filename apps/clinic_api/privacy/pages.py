@@ -283,6 +283,8 @@ async def erase_account(request: Request, user: WebUser, db: SessionDep, setting
             erased = await run_in_threadpool(service.erase, db, request, settings, user.id, form.data.password)
         except service.WrongPassword:
             form.error("password", t.gettext("This is not your password."))
+        except HTTPException:  # 429: too many wrong passwords, as at sign-in
+            form.error("", t.gettext("Too many wrong passwords. Wait a few minutes and try again."))
         else:
             await run_in_threadpool(_end_session, db, request)
             until = t.format_date(erased.retained_until, "long")

@@ -13,6 +13,7 @@ from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from clinic_api import access_log, outbox, pagination
+from clinic_api.accounts.service import TOO_MANY_GUESSES, too_many
 from clinic_api.models import Appointment, AuditLog, Consent, Exam, OutboxEvent, PatientProfile, User
 from clinic_api.routes.accounts import check_notice, record_consent
 from clinic_api.routes.profiles import profile_out
@@ -28,6 +29,7 @@ from clinic_api.schemas import (
 )
 from clinic_api.security import Principal, revoke_tokens, verify_password
 from clinic_api.settings import Settings
+from clinic_api.throttle import LoginThrottle
 from clinic_common.logging import request_id
 
 WRONG_PASSWORD = "password is wrong"
@@ -208,11 +210,17 @@ def erase(session: Session, request: Request, settings: Settings, patient_id: in
     """Deletes the patient's account (LGPD art. 18 VI): contact data and login are erased, future appointments
     cancelled; the medical record is kept, marked with the date until which the law requires it (art. 16 I; Lei
     13.787/2018 art. 6). The request and its outcome are audited; the account's tokens and portal sessions end.
-    WrongPassword (audited as denied) unless `password` is the account's."""
+    WrongPassword (audited as denied) unless `password` is the account's; 429 after as many wrong ones as sign-in
+    allows."""
     patient = session.scalars(select(User).where(User.id == patient_id).with_for_update()).one()
+    # Wrong passwords count as failed sign-ins: a stolen token cannot guess the password here unthrottled.
+    throttle: LoginThrottle = request.app.state.login_throttle
+    keys = throttle.keys(patient.email, request.client.host if request.client else "")
+    if wait := throttle.retry_after(session, keys):
+        raise too_many(TOO_MANY_GUESSES, wait)
     if not verify_password(patient.password_hash, password):
         audit(session, request, patient_id, "account.erasure", "denied")
-        session.commit()
+        throttle.count(session, keys)  # commits the audit row with the count
         raise WrongPassword()
     # The request is on record whatever happens to the erasure that follows.
     audit(session, request, patient_id, "account.erasure", "requested")

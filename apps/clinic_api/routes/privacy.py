@@ -9,6 +9,7 @@ from typing import Annotated, get_args
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from clinic_api import pagination
+from clinic_api.accounts.service import TOO_MANY_GUESSES
 from clinic_api.deps import CurrentUser, S3Dep, SessionDep, SettingsDep, require_role
 from clinic_api.errors import errors
 from clinic_api.models import Consent
@@ -28,7 +29,7 @@ from clinic_api.schemas import (
 
 router = APIRouter(tags=["privacy"])
 PATIENT = require_role("patient")
-ERASURE_ERRORS = errors(r400=WRONG_PASSWORD)
+ERASURE_ERRORS = errors(r400=WRONG_PASSWORD, r429=TOO_MANY_GUESSES)
 Filter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
 
@@ -101,7 +102,8 @@ def erase(
 ) -> ErasureOut:
     """Deletes the patient's account (LGPD art. 18 VI): contact data and login are erased, future appointments
     cancelled; the medical record is kept, marked with the date until which the law requires it (art. 16 I; Lei
-    13.787/2018 art. 6). The request and its outcome are audited; the account's tokens stop working."""
+    13.787/2018 art. 6). The request and its outcome are audited; the account's tokens stop working. Wrong passwords
+    count as failed sign-ins (429 after as many as sign-in allows)."""
     return service.erase(session, request, settings, user.id, body.password)
 
 
