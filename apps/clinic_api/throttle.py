@@ -20,12 +20,18 @@ import hashlib
 import ipaddress
 from datetime import UTC, datetime, timedelta
 
+from fastapi import Request
 from sqlalchemy import case, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from clinic_api.models import LoginFailure
 from clinic_api.settings import AuthSettings
+
+
+def client_of(request: Request) -> str:
+    """The address a request came from, as the throttles count it ("" when the server does not know it)."""
+    return request.client.host if request.client else ""
 
 
 def client_key(host: str) -> str:

@@ -32,6 +32,7 @@ from clinic_api.schemas import (
     UserOut,
     VerifyEmail,
 )
+from clinic_api.throttle import client_of
 from clinic_api.web.errors import BAD_PAGE_LINK
 from clinic_api.web.forms import Form, read_form
 from clinic_api.web.i18n import N_, Translator, translator
@@ -76,10 +77,6 @@ PURPOSES = {
     "research": N_("Research: my records may be used, without my identity, in medical research."),
     "communications": N_("Communications: the clinic may email me news and campaigns."),
 }
-
-
-def client_of(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 def password_message(problem: str, t: Translator) -> str:

@@ -236,20 +236,28 @@ def reset_password(session: Session, settings: Settings, body: PasswordReset) ->
     return user
 
 
+def password_guessed(session: Session, throttle: LoginThrottle, client: str, user: User, password: str) -> bool:
+    """Whether `password` is `user`'s, checked as a sign-in is: 429 while the account or the client has had too many
+    failures, and a wrong one counted as a failed sign-in (committed). Where a signed-in caller confirms with their
+    password (a change, an erasure), a stolen token or session then cannot guess it faster than the sign-in form."""
+    keys = throttle.keys(user.email, client)
+    if wait := throttle.retry_after(session, keys):
+        raise too_many(TOO_MANY_GUESSES, wait)
+    if verify_password(user.password_hash, password):
+        return True
+    throttle.count(session, keys)
+    return False
+
+
 def change_password(
     session: Session, throttle: LoginThrottle, client: str, user_id: int, current: str, new: str
 ) -> User:
     """The signed-in owner changes their password, giving the current one: a session or token left on a shared
     computer cannot take the account over. The account's version goes up, so every access token and portal session,
-    this one included, stops working. 400 for a wrong current password or an unchanged one; 422 naming
-    `new_password` for one the policy refuses. Wrong current passwords count as failed sign-ins (the login
-    throttle's keys): a stolen session cannot guess the password here faster than at the sign-in form."""
+    this one included, stops working. 400 for a wrong current password (counted as a failed sign-in,
+    `password_guessed`) or an unchanged one; 422 naming `new_password` for one the policy refuses."""
     user = session.get_one(User, user_id, with_for_update=True)
-    keys = throttle.keys(user.email, client)
-    if wait := throttle.retry_after(session, keys):
-        raise too_many(TOO_MANY_GUESSES, wait)
-    if not verify_password(user.password_hash, current):
-        throttle.count(session, keys)
+    if not password_guessed(session, throttle, client, user, current):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, WRONG_PASSWORD)
     if new == current:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, SAME_PASSWORD)
@@ -258,7 +266,7 @@ def change_password(
     revoke_tokens(user)
     outbox.record(session, "account.updated", {**outbox.recipient(user), "change": "password"})
     session.commit()
-    throttle.succeeded(session, keys)
+    throttle.succeeded(session, throttle.keys(user.email, client))
     return user
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from clinic_api import access_log, outbox, pagination
-from clinic_api.accounts.service import TOO_MANY_GUESSES, too_many
+from clinic_api.accounts.service import password_guessed
 from clinic_api.models import Appointment, AuditLog, Consent, Exam, OutboxEvent, PatientProfile, User
 from clinic_api.routes.accounts import check_notice, record_consent
 from clinic_api.routes.profiles import profile_out
@@ -27,9 +27,9 @@ from clinic_api.schemas import (
     ExportedExam,
     PatientExport,
 )
-from clinic_api.security import Principal, revoke_tokens, verify_password
+from clinic_api.security import Principal, revoke_tokens
 from clinic_api.settings import Settings
-from clinic_api.throttle import LoginThrottle
+from clinic_api.throttle import client_of
 from clinic_common.logging import request_id
 
 WRONG_PASSWORD = "password is wrong"
@@ -213,14 +213,9 @@ def erase(session: Session, request: Request, settings: Settings, patient_id: in
     WrongPassword (audited as denied) unless `password` is the account's; 429 after as many wrong ones as sign-in
     allows."""
     patient = session.scalars(select(User).where(User.id == patient_id).with_for_update()).one()
-    # Wrong passwords count as failed sign-ins: a stolen token cannot guess the password here unthrottled.
-    throttle: LoginThrottle = request.app.state.login_throttle
-    keys = throttle.keys(patient.email, request.client.host if request.client else "")
-    if wait := throttle.retry_after(session, keys):
-        raise too_many(TOO_MANY_GUESSES, wait)
-    if not verify_password(patient.password_hash, password):
+    if not password_guessed(session, request.app.state.login_throttle, client_of(request), patient, password):
         audit(session, request, patient_id, "account.erasure", "denied")
-        throttle.count(session, keys)  # commits the audit row with the count
+        session.commit()
         raise WrongPassword()
     # The request is on record whatever happens to the erasure that follows.
     audit(session, request, patient_id, "account.erasure", "requested")

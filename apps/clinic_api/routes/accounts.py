@@ -59,7 +59,7 @@ from clinic_api.schemas import (
     VerifyEmail,
 )
 from clinic_api.security import hash_password, issue_token, verify_password
-from clinic_api.throttle import LoginThrottle
+from clinic_api.throttle import LoginThrottle, client_of
 
 __all__ = [  # the rules live in clinic_api.accounts.service; other modules and tests import them from here too
     "CHECK_EMAIL",
@@ -117,7 +117,7 @@ def register(
     """Patients register themselves. The answer is the same whether or not the email has an account (apps/README.md:
     why): the address gets a link to choose a password, or, if it has an account already, a note that someone tried.
     Registering again before following the link sends a new one and changes nothing else."""
-    register_patient(session, settings, throttle, body, request.client.host if request.client else "")
+    register_patient(session, settings, throttle, body, client_of(request))
     return Accepted(detail=CHECK_EMAIL)
 
 
@@ -140,7 +140,7 @@ def request_password_reset(
 ) -> Accepted:
     """Emails the account's owner a link (valid `auth.reset_minutes`, used once) to choose a new password. The answer
     is the same, and leaves as soon, whether or not the address has an account: the address is looked up after it."""
-    if ask_for_password_reset(session, throttle, body.email, request.client.host if request.client else ""):
+    if ask_for_password_reset(session, throttle, body.email, client_of(request)):
         background.add_task(send_reset_link, engine, settings, body.email)
     return Accepted(detail=RESET_EMAIL)
 
@@ -157,7 +157,7 @@ def authenticate(session: Session, throttle: LoginThrottle, request: Request, em
     """The account whose password this is; 429 while throttled, 401 for a wrong email or password (the same answer,
     in the same time, either way), 403 for a disabled account. Shared by POST /auth/login and the portal's sign-in.
     Commits the throttle's counts (a failure's too: it must outlive the 401)."""
-    keys = throttle.keys(email, request.client.host if request.client else "")
+    keys = throttle.keys(email, client_of(request))
     if wait := throttle.retry_after(session, keys):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY, headers={"Retry-After": str(wait)})
     user = session.scalar(select(User).where(User.email == email.lower()))

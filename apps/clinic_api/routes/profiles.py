@@ -37,6 +37,7 @@ from clinic_api.schemas import (
 )
 from clinic_api.security import Principal, issue_token
 from clinic_api.settings import Settings
+from clinic_api.throttle import client_of
 
 router = APIRouter(tags=["profiles"])
 NO_PATIENT = "patient not found"
@@ -139,8 +140,9 @@ def change_password(
 ) -> Token:
     """Needs the current password: a token left on a shared computer cannot take the account over. Every token
     issued before stops working (signed in elsewhere, or stolen); the caller gets a new one."""
-    client = request.client.host if request.client else ""
-    user = accounts.change_password(session, throttle, client, principal.id, body.current_password, body.new_password)
+    user = accounts.change_password(
+        session, throttle, client_of(request), principal.id, body.current_password, body.new_password
+    )
     auth = settings.auth
     return Token(
         access_token=issue_token(user, auth.jwt_secret.get_secret_value(), auth.token_minutes),
