@@ -69,13 +69,19 @@ class Clinic:
     client: TestClient | httpx.Client
     app: FastAPI
 
-    def visitor(self, **options) -> TestClient:
-        """Another browser: a client with a cookie jar of its own (`options` as TestClient takes them), whose requests
-        run on the event loop of this clinic's lifespan, where the hot pool's connections belong. A TestClient not
-        entered runs each request on a loop of its own, and async routes then answer 503 now and then."""
+    def visitor(self, signed_in_as: dict | None = None, **options) -> TestClient:
+        """Another browser: a client with a cookie jar of its own (`options` as TestClient takes them), signed in to
+        the portal as `signed_in_as` (a `user`) when given. Its requests run on the event loop of this clinic's
+        lifespan, where the hot pool's connections belong: a TestClient not entered runs each request on a loop of its
+        own, and async routes then answer 503 now and then."""
         assert isinstance(self.client, TestClient) and self.client.portal is not None, "a running_clinic's client"
         visitor = TestClient(self.app, **options)
         visitor.portal = self.client.portal
+        if signed_in_as:
+            page = visitor.get("/portal/sign-in")
+            data = {"email": signed_in_as["email"], "password": PASSWORD, "csrf_token": csrf_of(page.text)}
+            signed = visitor.post("/portal/sign-in", data=data, follow_redirects=False)
+            assert signed.status_code == 303, signed.text
         return visitor
 
     def user(self, role: str, name: str | None = None, open_all_day: bool = True) -> dict:

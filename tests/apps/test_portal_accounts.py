@@ -117,10 +117,7 @@ def test_a_user_changes_their_password_on_the_page_and_every_session_ends(portal
     """Any role: the current password, the API's policy, the new one twice; then every session of the account ends
     (this one too) and only the new password signs in."""
     doctor = portal.user("doctor")
-    elsewhere = portal.visitor()
-    page = elsewhere.get("/portal/sign-in")
-    signed = {"email": doctor["email"], "password": "correct horse battery", "csrf_token": csrf_of(page.text)}
-    assert elsewhere.post("/portal/sign-in", data=signed, follow_redirects=False).status_code == 303
+    elsewhere = portal.visitor(doctor)
     client = browser(portal, doctor)
     assert 'href="/portal/password"' in client.get("/portal/profile").text, "the profile page leads there"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_support import PASSWORD, csrf_of, running_clinic
+from api_support import csrf_of, running_clinic
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -26,14 +26,6 @@ def portal(postgres, shared_clinic_aws):
     }
     with running_clinic(postgres, shared_clinic_aws, **overrides) as clinic:
         yield clinic
-
-
-def signed_in(portal, user: dict) -> TestClient:
-    client = portal.visitor()
-    page = client.get("/portal/sign-in")
-    data = {"email": user["email"], "password": PASSWORD, "csrf_token": csrf_of(page.text)}
-    assert client.post("/portal/sign-in", data=data, follow_redirects=False).status_code == 303
-    return client
 
 
 def doctor_of(portal, specialty: str) -> dict:
@@ -65,7 +57,7 @@ def book_through_the_page(portal, client: TestClient, doctor: dict, days: int = 
 
 def test_a_patient_books_on_the_page_and_the_api_records_the_same_event(portal):
     doctor, patient = doctor_of(portal, "Cardiology"), portal.user("patient")
-    client = signed_in(portal, patient)
+    client = portal.visitor(patient)
     appointment_id = book_through_the_page(portal, client, doctor)
     listed = client.get("/portal/appointments")
     assert f'href="/portal/appointments/{appointment_id}"' in listed.text
@@ -89,7 +81,7 @@ def test_filters_leave_the_doctors_of_a_specialty_and_kind_and_htmx_gets_only_th
     assert portal.client.put(
         f"/doctors/{derma['id']}/schedule", headers=staff["headers"], json={"blocks": in_person_only}
     ).is_success
-    client = signed_in(portal, portal.user("patient"))
+    client = portal.visitor(portal.user("patient"))
     page = client.get("/portal/appointments/book", params={"specialty": "Dermatology", "kind": "", "doctor": ""})
     assert f'<option value="{derma["id"]}" selected' in page.text  # the one doctor left is chosen
     assert f'value="{cardio["id"]}"' not in page.text
@@ -109,7 +101,7 @@ def test_filters_leave_the_doctors_of_a_specialty_and_kind_and_htmx_gets_only_th
 
 def test_a_slot_taken_meanwhile_is_a_message_next_to_the_slots_and_a_fresh_list(portal):
     doctor, patient, other = doctor_of(portal, "Neurology"), portal.user("patient"), portal.user("patient")
-    client = signed_in(portal, patient)
+    client = portal.visitor(patient)
     day, starts_at = free_start(portal, doctor)
     page = client.get("/portal/appointments/book", params={"doctor": doctor["id"], "day": day})
     taken = portal.client.post(
@@ -125,12 +117,12 @@ def test_a_slot_taken_meanwhile_is_a_message_next_to_the_slots_and_a_fresh_list(
 
 def test_another_patients_appointment_is_the_404_page_and_a_doctors_reads_are_in_the_access_log(portal):
     doctor, patient = doctor_of(portal, "Pediatrics"), portal.user("patient")
-    appointment_id = book_through_the_page(portal, signed_in(portal, patient), doctor)
-    stranger = signed_in(portal, portal.user("patient"))
+    appointment_id = book_through_the_page(portal, portal.visitor(patient), doctor)
+    stranger = portal.visitor(portal.user("patient"))
     for path in (f"/portal/appointments/{appointment_id}", f"/portal/appointments/{appointment_id}/cancel"):
         page = stranger.get(path)
         assert page.status_code == 404 and "Página não encontrada" in page.text, path
-    doctor_client = signed_in(portal, doctor)
+    doctor_client = portal.visitor(doctor)
     assert doctor_client.get(f"/portal/appointments/{appointment_id}").status_code == 200
     day = (datetime.now(UTC) + timedelta(days=3)).astimezone(portal.app.state.settings.agenda.zone).date()
     same_week = day - timedelta(days=1) if day.weekday() else day + timedelta(days=1)
@@ -148,8 +140,8 @@ def test_another_patients_appointment_is_the_404_page_and_a_doctors_reads_are_in
 
 def test_a_doctor_cancels_only_with_a_reason_which_the_patients_email_carries(portal):
     doctor, patient = doctor_of(portal, "Urology"), portal.user("patient")
-    appointment_id = book_through_the_page(portal, signed_in(portal, patient), doctor)
-    client = signed_in(portal, doctor)
+    appointment_id = book_through_the_page(portal, portal.visitor(patient), doctor)
+    client = portal.visitor(doctor)
     page = client.get(f"/portal/appointments/{appointment_id}/cancel")
     refused = client.post(f"/portal/appointments/{appointment_id}/cancel", data={"csrf_token": csrf_of(page.text)})
     assert refused.status_code == 422 and 'id="reason-error"' in refused.text
@@ -166,7 +158,7 @@ def test_a_doctor_cancels_only_with_a_reason_which_the_patients_email_carries(po
 
 def test_the_video_button_shows_only_while_the_room_is_open_and_leads_into_it(portal):
     doctor, patient = doctor_of(portal, "Psychiatry"), portal.user("patient")
-    client = signed_in(portal, patient)
+    client = portal.visitor(patient)
     appointment_id = book_through_the_page(portal, client, doctor, kind="video")
     closed = client.get(f"/portal/appointments/{appointment_id}")
     assert "Entrar na consulta por vídeo" not in closed.text and "A sala de vídeo abre às" in closed.text
@@ -178,7 +170,7 @@ def test_the_video_button_shows_only_while_the_room_is_open_and_leads_into_it(po
             .values(starts_at=now - timedelta(minutes=5), ends_at=now + timedelta(minutes=25))
         )
         db.commit()
-    for who, button in ((client, "Entrar na consulta por vídeo"), (signed_in(portal, doctor), "Iniciar consulta")):
+    for who, button in ((client, "Entrar na consulta por vídeo"), (portal.visitor(doctor), "Iniciar consulta")):
         page = who.get(f"/portal/appointments/{appointment_id}")
         assert button in page.text
         joined = who.post(

@@ -7,7 +7,7 @@ import re
 
 import httpx
 import pytest
-from api_support import PASSWORD, csrf_of, future, running_clinic
+from api_support import csrf_of, future, running_clinic
 from fastapi.testclient import TestClient
 from file_support import check_uploads, pdf_bytes
 from sqlalchemy import select
@@ -30,16 +30,7 @@ def portal(postgres, shared_clinic_aws):
 
 def signed_in(portal, account: dict, language: str = "en") -> TestClient:
     """A browser of its own (cookie jar), signed in as `account`, reading `language`."""
-    client = TestClient(portal.app, follow_redirects=False, headers={"Accept-Language": language})
-    # On the event loop of portal.client's lifespan, where the hot pool lives: a loop of its own per request would
-    # share the pool's connections across loops.
-    client.portal = portal.client.portal
-    page = client.get("/portal/sign-in")
-    signed = client.post(
-        "/portal/sign-in", data={"email": account["email"], "password": PASSWORD, "csrf_token": csrf_of(page.text)}
-    )
-    assert signed.status_code == 303, signed.text
-    return client
+    return portal.visitor(account, follow_redirects=False, headers={"Accept-Language": language})
 
 
 def post(client: TestClient, page_url: str, action: str, **kwargs) -> httpx.Response:
