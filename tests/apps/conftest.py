@@ -56,14 +56,6 @@ def postgres(tmp_path_factory) -> Iterator[Postgres]:
     server.server.cleanup()
 
 
-@pytest.fixture
-def own_postgres(tmp_path_factory) -> Iterator[Postgres]:
-    """A server of the test's own, for a test that stops it while the session's serves the others."""
-    server = Postgres(tmp_path_factory.mktemp("own-pg"))
-    yield server
-    server.server.cleanup()
-
-
 @pytest.fixture(scope="module")
 def restartable_postgres(tmp_path_factory) -> Iterator[Postgres]:
     """A server of the test file's own, for tests that restart it: restarting the session's would cut the connections

@@ -67,9 +67,11 @@ def test_liveness_answers_at_once_while_a_result_upload_waits_on_s3(postgres, cl
         assert max(latencies) < 1.0, f"requests waited on the upload: {latencies}"
 
 
-def test_while_postgres_is_down_requests_get_503_at_once_and_the_first_after_it_succeeds(own_postgres, clinic_aws):
+def test_while_postgres_is_down_requests_get_503_at_once_and_the_first_after_it_succeeds(
+    restartable_postgres, clinic_aws
+):
     # connect_timeout 5 s: a request that waited for a connection (the hot pool's wait, or connecting) would take 5 s.
-    with running_clinic(own_postgres, clinic_aws, database={"connect_timeout": 5}) as clinic:
+    with running_clinic(restartable_postgres, clinic_aws, database={"connect_timeout": 5}) as clinic:
         patient = clinic.user("patient")
         login = {"email": patient["email"], "password": PASSWORD}
         requests = {  # the login first: the engine finds the outage, then the breaker spares the hot pool the wait
@@ -78,13 +80,13 @@ def test_while_postgres_is_down_requests_get_503_at_once_and_the_first_after_it_
             "GET /exams (hot pool only)": lambda: clinic.client.get("/exams", headers=patient["headers"]),
         }
         assert {name: call().status_code for name, call in requests.items()} == dict.fromkeys(requests, 200)
-        own_postgres.stop()
+        restartable_postgres.stop()
         try:
             started = time.monotonic()
             answers = [(name, call()) for _ in range(4) for name, call in requests.items()]
             elapsed = time.monotonic() - started
         finally:
-            own_postgres.start()
+            restartable_postgres.start()
         for name, response in answers:
             assert (response.status_code, response.json()["detail"]) == (503, DATABASE_UNAVAILABLE), name
             assert int(response.headers["Retry-After"]) >= 1, name
@@ -143,24 +145,26 @@ def test_both_pools_give_up_on_unacknowledged_data_after_the_connect_timeout(pos
     assert settings == {"engine": "3000", "hot pool": "3000"}
 
 
-def test_the_outbox_relay_logs_an_outage_once_then_a_line_a_while_then_its_recovery(own_postgres, clinic_aws, capsys):
+def test_the_outbox_relay_logs_an_outage_once_then_a_line_a_while_then_its_recovery(
+    restartable_postgres, clinic_aws, capsys
+):
     """While the database is down, the relay (a pass every 20 ms here, every second deployed) logs the first failure
     with its traceback, then a one-line count at most every `every` seconds, and one line when a pass works again."""
-    with running_clinic(own_postgres, clinic_aws) as clinic:
+    with running_clinic(restartable_postgres, clinic_aws) as clinic:
         sqs = clinic_aws.client("sqs")
         queues = QueueSettings(**{d.replace("-", "_"): url for d, url in clinic_aws.queue_urls.items()})
         relay = outbox.Relay(clinic.app.state.engine, sqs, queues, interval=0.02, batch_size=10)
         relay.outage.every = 0.5  # deployed: 60 s
         relay.start()
         try:
-            own_postgres.stop()
+            restartable_postgres.stop()
             try:
                 wait_for(lambda: relay.outage.failures >= 1, 10, "a failed pass")
                 started = time.monotonic()
                 time.sleep(1.6)  # the outage: ~80 passes at 20 ms
                 failures = relay.outage.failures
             finally:
-                own_postgres.start()
+                restartable_postgres.start()
             down_for = time.monotonic() - started
             wait_for(lambda: relay.outage.failures == 0, 20, "the relay's recovery")
             # Works again: an event written now goes out (the verification email of a registration).
